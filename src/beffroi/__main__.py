@@ -1,0 +1,5 @@
+"""Allow `python -m beffroi`."""
+
+from beffroi.core.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Acquisition from equipment: one module per protocol."""

@@ -1,0 +1,1 @@
+"""Domain model, configuration, registry, scheduler and runtime: imports nothing else of Beffroi."""

@@ -1,0 +1,30 @@
+"""The plugin registry: config table names → implementations, imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Registry key = config table name = module name (Telegraf's habit): [[collectors.opcua]] ↔
+# collectors/opcua.py. Strings keep core free of imports from the rest of the project.
+REGISTRY: dict[str, dict[str, str]] = {
+    "collectors": {"opcua": "beffroi.collectors.opcua:OpcUaCollector"},
+    "historian": {"duckdb": "beffroi.historian.duckdb:DuckDBHistorian"},
+    "buffer": {"memory": "beffroi.historian.buffer:WriteBuffer"},
+    "simulator": {"opcua": "beffroi.simulator.server:MetropolisSimulator"},
+    "hmi": {
+        "app": "beffroi.hmi.app:create_app",
+        "server": "beffroi.hmi.server:HmiServer",
+    },
+}
+
+
+def load(kind: str, key: str) -> Any:
+    """Import and return the implementation registered as `kind.key`."""
+    try:
+        target = REGISTRY[kind][key]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY.get(kind, {}))) or "none"
+        raise KeyError(f"no {kind} plugin named {key!r} (known: {known})") from None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)

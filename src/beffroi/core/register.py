@@ -1,0 +1,124 @@
+"""Build the deterministic equipment register from the communes and asset-class templates."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from beffroi.core.config import AssetClassConfig, Config
+from beffroi.core.errors import ConfigError
+from beffroi.core.model import Asset, Commune, TagSpec, tag_name
+
+KM_PER_DEG_LAT = 111.0
+
+
+@dataclass(slots=True)
+class Register:
+    """Every commune, asset and tag of the metropolis, indexed for lookups."""
+
+    communes: dict[str, Commune]
+    assets: dict[str, Asset]
+    tags: dict[str, TagSpec]
+
+    def assets_of(self, communes: Iterable[str] | None = None) -> list[Asset]:
+        """Return the assets of some communes (all when None)."""
+        if communes is None:
+            return list(self.assets.values())
+        wanted = set(communes)
+        return [a for a in self.assets.values() if a.commune in wanted]
+
+    def asset_of_tag(self, tag: str) -> Asset | None:
+        """Return the asset a tag belongs to."""
+        spec = self.tags.get(tag)
+        return self.assets.get(spec.asset) if spec else None
+
+
+def _tags_for(asset_id: str, commune: str, cls: AssetClassConfig) -> list[TagSpec]:
+    return [
+        TagSpec(
+            name=tag_name(commune, asset_id, s.name),
+            asset=asset_id,
+            commune=commune,
+            signal=s.name,
+            kind=s.kind,
+            unit=s.unit,
+            writable=s.writable,
+            low=s.low,
+            high=s.high,
+            interval_s=s.interval_s,
+        )
+        for s in cls.signals
+    ]
+
+
+def _allocate(total: int, weights: dict[str, float]) -> dict[str, int]:
+    """Split a total over keys by weight, largest remainders first, exactly summing to total."""
+    wsum = sum(weights.values())
+    if wsum <= 0 or total <= 0:
+        return dict.fromkeys(weights, 0)
+    exact = {k: total * w / wsum for k, w in weights.items()}
+    counts = {k: math.floor(v) for k, v in exact.items()}
+    rest = total - sum(counts.values())
+    for k in sorted(exact, key=lambda k: exact[k] - counts[k], reverse=True)[:rest]:
+        counts[k] += 1
+    return counts
+
+
+def build_register(cfg: Config, assets: int | None = None) -> Register:
+    """Generate the same register for the same config, seed and size."""
+    rng = random.Random(cfg.equipment.seed)
+    communes = {
+        c.id: Commune(id=c.id, name=c.name, lat=c.lat, lon=c.lon, population=c.population)
+        for c in cfg.communes
+    }
+    total = cfg.equipment.assets if assets is None else assets
+    per_class = _allocate(total, {k: c.share for k, c in cfg.asset_classes.items()})
+    # Every commune gets equipment; larger ones get more (the power keeps Dijon from taking all).
+    weights = {c.id: max(c.population, 1) ** 0.7 for c in cfg.communes}
+    out: dict[str, Asset] = {}
+    for class_id, count in per_class.items():
+        cls = cfg.asset_classes[class_id]
+        per_commune = _allocate(count, weights)
+        n = 0
+        for commune_id, k in per_commune.items():
+            centre = communes[commune_id]
+            scale = cls.spread_km * math.sqrt(max(centre.population, 200) / 10_000)
+            scale = min(max(scale, 0.3), 3.0)
+            for _ in range(k):
+                n += 1
+                asset_id = f"{cls.prefix}-{n:05d}" if count > 9999 else f"{cls.prefix}-{n:04d}"
+                lat = centre.lat + rng.gauss(0, scale / 2) / KM_PER_DEG_LAT
+                lon = centre.lon + rng.gauss(0, scale / 2) / (
+                    KM_PER_DEG_LAT * math.cos(math.radians(centre.lat))
+                )
+                out[asset_id] = Asset(
+                    id=asset_id,
+                    asset_class=class_id,
+                    commune=commune_id,
+                    lat=round(lat, 6),
+                    lon=round(lon, 6),
+                    domain=cls.domain,
+                    tags=_tags_for(asset_id, commune_id, cls),
+                )
+    clashes = [
+        f"register.fixed[{i}].id: asset id {f.id!r} is also a generated id; choose another"
+        for i, f in enumerate(cfg.equipment.fixed)
+        if f.id in out
+    ]
+    if clashes:
+        raise ConfigError(str(cfg.source or "config"), clashes)
+    for f in cfg.equipment.fixed:
+        cls = cfg.asset_classes[f.asset_class]
+        out[f.id] = Asset(
+            id=f.id,
+            asset_class=f.asset_class,
+            commune=f.commune,
+            lat=f.lat,
+            lon=f.lon,
+            domain=cls.domain,
+            tags=_tags_for(f.id, f.commune, cls),
+        )
+    tags = {t.name: t for a in out.values() for t in a.tags}
+    return Register(communes=communes, assets=out, tags=tags)

@@ -1,0 +1,112 @@
+"""Wire collectors, historian, simulator and HMI into one gateway process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from beffroi.core.config import Config
+from beffroi.core.live import LiveValues
+from beffroi.core.model import Sample
+from beffroi.core.plugins import load
+from beffroi.core.register import Register
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """One gateway: a simulator (optional), collectors, the historian writer and the HMI."""
+
+    def __init__(self, cfg: Config, register: Register, *, simulator: bool, hmi: bool = True):
+        self.cfg = cfg
+        self.register = register
+        self.with_simulator = simulator and cfg.simulator.enabled
+        self.with_hmi = hmi
+        self.live = LiveValues()
+        self.collectors: list[Any] = []
+        self.historian: Any = None
+        self.buffer: Any = None
+        self.simulator: Any = None
+        self.hmi_server: Any = None
+        self.started_at = time.monotonic()
+        self.samples_in = 0
+
+    def sink(self, batch: Sequence[Sample]) -> None:
+        """Receive a batch from a collector: update live values and queue it for storage."""
+        self.samples_in += len(batch)
+        self.live.update(batch)
+        self.buffer.put(batch)
+
+    def status(self) -> dict:
+        """Return the gateway's state for /healthz and the HMI."""
+        return {
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "samples_in": self.samples_in,
+            "live_tags": len(self.live),
+            "historian": {
+                "backend": self.cfg.historian.backend,
+                "written": self.buffer.written if self.buffer else 0,
+                "pending": self.buffer.depth if self.buffer else 0,
+                "last_error": self.buffer.last_error if self.buffer else "",
+            },
+            "collectors": [c.status() for c in self.collectors],
+        }
+
+    def _collector_tags(self, communes: list[str], classes: list[str]) -> list:
+        tags = []
+        for asset in self.register.assets.values():
+            if communes and asset.commune not in communes:
+                continue
+            if classes and asset.asset_class not in classes:
+                continue
+            tags.extend(asset.tags)
+        return tags
+
+    async def start(self, stack: contextlib.AsyncExitStack) -> None:
+        """Start every part; cleanup runs in reverse order when the stack closes."""
+        cfg = self.cfg
+        historian_cls = load("historian", cfg.historian.backend)
+        self.historian = historian_cls(cfg.resolve(cfg.historian.path))
+        stack.callback(self.historian.close)
+        self.buffer = load("buffer", "memory")(
+            self.historian, cfg.historian.flush_interval_s, cfg.historian.max_batch
+        )
+        await self.buffer.start(stack)
+        if self.with_simulator:
+            self.simulator = load("simulator", "opcua")(cfg, self.register)
+            await self.simulator.start(stack)
+        for col_cfg in cfg.collectors.opcua:
+            tags = self._collector_tags(col_cfg.communes, col_cfg.classes)
+            collector = load("collectors", "opcua")(col_cfg, tags, self.sink)
+            await collector.start(stack)
+            self.collectors.append(collector)
+        if self.with_hmi:
+            app = load("hmi", "app")(cfg, self.register, self.live, self.historian, self.status)
+            self.hmi_server = load("hmi", "server")(
+                app, cfg.hmi.host, cfg.hmi.port, threads=cfg.hmi.threads
+            )
+            self.hmi_server.start()
+            stack.callback(self.hmi_server.stop)
+
+    async def run(self, duration: float | None = None, ready: Any = None) -> None:
+        """Run until the duration elapses or SIGINT/SIGTERM arrives, then shut down cleanly."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        async with contextlib.AsyncExitStack() as stack:
+            await self.start(stack)
+            if ready is not None:
+                ready(self)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), duration)
+            log.info("shutting down")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,1 @@
+"""Storage of every value: back ends, write buffer, queries."""

@@ -1,0 +1,32 @@
+"""Shared fixtures: the demo config, a small register, free ports."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from beffroi.core.config import Config, load_config
+from beffroi.core.register import Register, build_register
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """Return a TCP port free on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def demo_config() -> Config:
+    """Return the repository's config.toml, validated."""
+    return load_config(ROOT / "config.toml")
+
+
+@pytest.fixture(scope="session")
+def small_register(demo_config: Config) -> Register:
+    """Return a register of 60 assets: every class, several communes."""
+    return build_register(demo_config, assets=60)
