@@ -28,7 +28,7 @@ system-deps:
 
 ## lint: ruff over sources and tests
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests
 
 ## test: install what tests need, lint, run the suite
 test: $(VENV)/.installed-test system-deps lint

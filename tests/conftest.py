@@ -27,6 +27,12 @@ def demo_config() -> Config:
 
 
 @pytest.fixture(scope="session")
+def demo_config_fixture(demo_config: Config) -> Config:
+    """Alias of demo_config for modules that import the demo_config function."""
+    return demo_config
+
+
+@pytest.fixture(scope="session")
 def small_register(demo_config: Config) -> Register:
     """Return a register of 60 assets: every class, several communes."""
     return build_register(demo_config, assets=60)

@@ -78,9 +78,9 @@ class Received:
         self.samples.extend(batch)
         self.event.set()
 
-    async def wait_for(self, predicate, timeout: float = 15.0) -> Sample:
+    async def wait_for(self, predicate, within: float = 15.0) -> Sample:
         """Wait until a received sample satisfies the predicate."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 for s in self.samples:
                     if predicate(s):
@@ -166,7 +166,7 @@ async def test_server_restart_gives_commloss_then_recovers(plant) -> None:
             await collector.wait_connected()
         after = datetime.now(UTC)
         await plant.set(POWER.name, 42.0, after)
-        got = await sink.wait_for(lambda s: s.tag == POWER.name and s.value == 42.0, timeout=20)
+        got = await sink.wait_for(lambda s: s.tag == POWER.name and s.value == 42.0, within=20)
         assert got.quality is Quality.GOOD and got.ts == after
         assert collector.reconnects >= 1
 

@@ -1,0 +1,121 @@
+"""The walking skeleton end to end: simulator → OPC UA → collector → DuckDB, and `beffroi demo`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from beffroi.core.cli import demo_config
+from beffroi.core.model import Quality
+from beffroi.core.register import build_register
+from beffroi.core.runtime import Runtime
+from beffroi.historian.duckdb import DuckDBHistorian
+from tests.conftest import ROOT, free_port
+
+
+async def test_simulated_values_reach_the_historian(demo_config_fixture, tmp_path: Path) -> None:
+    """Values served by the simulator arrive in DuckDB with their tag, timestamp and quality."""
+    cfg = demo_config(demo_config_fixture, data=tmp_path, port=None, opcua_port=free_port())
+    register = build_register(cfg, assets=60)
+    runtime = Runtime(cfg, register, simulator=True, hmi=False)
+    started = datetime.now(UTC)
+    async with contextlib.AsyncExitStack() as stack:
+        await runtime.start(stack)
+        collector = runtime.collectors[0]
+        async with asyncio.timeout(30):
+            await collector.wait_connected()
+        await asyncio.sleep(4)
+    # The stack closed the gateway's historian; reopen the file to see what is on disk.
+    h = DuckDBHistorian(tmp_path / "beffroi.duckdb", read_only=True)
+    stored = h.query(list(register.tags), started - timedelta(days=1), datetime.now(UTC))
+    h.close()
+    assert len(stored) >= len(register.tags)  # every tag's initial value at least
+    assert set(stored.tag) == set(register.tags)
+    good = stored[stored.quality == Quality.GOOD]
+    assert len(good) == len(stored)
+    assert (good.ts <= pd.Timestamp(datetime.now(UTC) + timedelta(seconds=2))).all()
+    assert runtime.buffer.written == runtime.samples_in
+
+
+def _get(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.status
+
+
+def test_beffroi_demo_runs_for_a_duration_and_leaves_points(tmp_path: Path) -> None:
+    """`beffroi demo --duration` serves the HMI, exits 0, and `beffroi query` finds every class."""
+    port, opc = free_port(), free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "beffroi",
+        "demo",
+        "-c",
+        str(ROOT / "config.toml"),
+        "--duration",
+        "20",
+        "--data",
+        str(tmp_path),
+        "--port",
+        str(port),
+        "--opcua-port",
+        str(opc),
+        "--assets",
+        "120",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    seen_hmi = False
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            seen_hmi = seen_hmi or _get(f"http://127.0.0.1:{port}/") == 200
+        time.sleep(0.5)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    assert f"HMI: http://127.0.0.1:{port}" in out
+    assert seen_hmi, "the HMI never answered while the demo ran"
+    assert "Traceback" not in err
+
+    cfg_path = tmp_path / "query.toml"
+    text = (
+        (ROOT / "config.toml")
+        .read_text()
+        .replace('path = "var/beffroi.duckdb"', f'path = "{tmp_path / "beffroi.duckdb"}"')
+    )
+    cfg_path.write_text(text)
+    from beffroi.core.config import load_config
+
+    register = build_register(load_config(cfg_path), assets=120)
+    one_per_class: dict[str, str] = {}
+    for asset in register.assets.values():
+        one_per_class.setdefault(asset.asset_class, asset.tags[0].name)
+    q = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "beffroi",
+            "query",
+            "-c",
+            str(cfg_path),
+            *one_per_class.values(),
+            "--start",
+            "-10m",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert q.returncode == 0, q.stderr
+    rows = pd.read_csv(io.StringIO(q.stdout))
+    assert set(rows.tag) == set(one_per_class.values())
