@@ -1,0 +1,112 @@
+"""Build the Dash app: the shell (title, navigation, live strip), the pages and /healthz."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dash
+from dash import Input, Output, callback, dcc, html
+from flask import jsonify
+
+from beffroi.core.config import Config
+from beffroi.core.live import LiveValues
+from beffroi.core.register import Register
+from beffroi.historian.base import Historian
+from beffroi.hmi.context import HmiContext, get_context, set_context
+from beffroi.hmi.figures import DISPLAY_TZ
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+PAGES_FOLDER = HERE / "pages"
+ASSETS_FOLDER = HERE / "assets"
+
+
+def _shell(cfg: Config) -> html.Div:
+    return html.Div(
+        className="shell",
+        children=[
+            html.Header(
+                className="shell-header",
+                children=[
+                    html.Div(
+                        className="shell-brand",
+                        children=[
+                            html.Span("Beffroi", className="shell-title", id="shell-title"),
+                            html.Span(cfg.metropolis.name, className="shell-metropolis"),
+                        ],
+                    ),
+                    html.Nav(
+                        className="shell-nav",
+                        children=[
+                            dcc.Link("Map", href="/", id="shell-nav-map"),
+                            dcc.Link("Trends", href="/trends", id="shell-nav-trends"),
+                        ],
+                    ),
+                    html.Div(id="shell-strip", className="shell-strip", children="…"),
+                ],
+            ),
+            dcc.Interval(id="shell-interval", interval=2000),
+            html.Main(dash.page_container, className="shell-main"),
+        ],
+    )
+
+
+def live_strip_text(n_tags: int, last_update: str | None) -> str:
+    """Format the header strip: live tag count and time of the newest value."""
+    when = last_update or "never"
+    return f"{n_tags:,} live tags · last update {when}".replace(",", "\u202f")
+
+
+def _register_shell_callbacks() -> None:
+    zone = ZoneInfo(DISPLAY_TZ)
+
+    @callback(Output("shell-strip", "children"), Input("shell-interval", "n_intervals"))
+    def refresh_strip(_n: int | None) -> str:
+        snapshot = get_context().live.snapshot()
+        newest = max((s.ts for s in snapshot.values()), default=None)
+        when = newest.astimezone(zone).strftime("%H:%M:%S") if newest else None
+        return live_strip_text(len(snapshot), when)
+
+
+def create_app(
+    cfg: Config,
+    register: Register,
+    live: LiveValues,
+    historian: Historian,
+    status: Callable[[], dict] | None = None,
+) -> dash.Dash:
+    """Build the HMI Dash app over the runtime's register, live values and historian."""
+    set_context(HmiContext(cfg, register, live, historian, status))
+    app = dash.Dash(
+        "beffroi.hmi",
+        use_pages=True,
+        pages_folder=str(PAGES_FOLDER),
+        assets_folder=str(ASSETS_FOLDER),
+        title=f"Beffroi — {cfg.metropolis.name}",
+        update_title=None,
+        suppress_callback_exceptions=True,
+    )
+    app.layout = _shell(cfg)
+    _register_shell_callbacks()
+    server = app.server
+
+    @server.route("/healthz")
+    def healthz():  # type: ignore[no-untyped-def]
+        body: dict = {"status": "ok", "live_tags": len(live), "assets": len(register.assets)}
+        if status is not None:
+            try:
+                body.update(status())
+            except Exception as exc:
+                log.exception("status callable failed")
+                return jsonify({"status": "error", "error": str(exc)}), 503
+        return jsonify(body)
+
+    # Dash hands @callback registrations (pages and shell) to the first app that serves a
+    # request; serve one now so this app owns them even if another app is built later.
+    server.test_client().get(app.config.requests_pathname_prefix + "_dash-dependencies")
+    log.info("HMI app built: %d pages, %d assets", len(dash.page_registry), len(register.assets))
+    return app

@@ -1,0 +1,117 @@
+"""Pure functions turning historian DataFrames into plotly figures (Europe/Paris display time)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from beffroi.core.model import Quality
+
+DISPLAY_TZ = "Europe/Paris"
+_QUALITY_LABELS = {int(q): q.label for q in Quality}
+
+
+def empty_figure(message: str) -> go.Figure:
+    """Return a blank figure carrying a centred message."""
+    fig = go.Figure()
+    fig.update_layout(
+        template="plotly_white",
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+        margin={"l": 40, "r": 20, "t": 30, "b": 40},
+        annotations=[
+            {
+                "text": message,
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0.5,
+                "y": 0.5,
+                "showarrow": False,
+                "font": {"size": 16, "color": "#6b7280"},
+            }
+        ],
+    )
+    return fig
+
+
+def to_display_time(ts: pd.Series, tz: str = DISPLAY_TZ) -> pd.Series:
+    """Convert aware UTC timestamps to naive wall-clock times of tz, for axis display."""
+    ts = pd.to_datetime(ts, utc=True)
+    return ts.dt.tz_convert(tz).dt.tz_localize(None)
+
+
+def trend_series(df: pd.DataFrame, tag: str, tz: str = DISPLAY_TZ) -> pd.DataFrame:
+    """Return x (display time), y (NaN where CommLoss) and quality label for one tag."""
+    if df.empty:
+        return pd.DataFrame({"x": pd.Series(dtype="datetime64[ns]"), "y": [], "quality": []})
+    part = df[df["tag"] == tag].sort_values("ts")
+    y = pd.to_numeric(part["value"], errors="coerce").astype(float).to_numpy(copy=True)
+    quality = part["quality"].astype(int).to_numpy()
+    # A NaN at a CommLoss sample breaks the line: no value was known there.
+    y[quality == int(Quality.COMM_LOSS)] = np.nan
+    return pd.DataFrame(
+        {
+            "x": to_display_time(part["ts"], tz).to_numpy(),
+            "y": y,
+            "quality": [_QUALITY_LABELS.get(int(q), str(q)) for q in quality],
+        }
+    )
+
+
+def trend_figure(
+    df: pd.DataFrame,
+    tags: Sequence[str] | None = None,
+    units: Mapping[str, str] | None = None,
+    step_tags: Collection[str] = (),
+    tz: str = DISPLAY_TZ,
+    x_range: tuple[datetime, datetime] | None = None,
+) -> go.Figure:
+    """Build a trend with one line per tag, broken where the quality is CommLoss."""
+    if tags is None:
+        tags = [] if df.empty else list(dict.fromkeys(df["tag"]))
+    if not tags:
+        return empty_figure("Pick a tag to plot")
+    units = units or {}
+    fig = go.Figure()
+    for tag in list(tags):
+        s = trend_series(df, tag, tz)
+        unit = units.get(tag, "")
+        fig.add_trace(
+            go.Scatter(
+                x=s["x"],
+                y=s["y"],
+                text=s["quality"],
+                name=f"{tag} ({unit})" if unit else tag,
+                mode="lines+markers" if len(s) < 60 else "lines",
+                line={"shape": "hv" if tag in step_tags else "linear", "width": 1.6},
+                marker={"size": 4},
+                connectgaps=False,
+                hovertemplate="%{x|%d/%m %H:%M:%S}<br>%{y}<br>%{text}<extra>" + tag + "</extra>",
+            )
+        )
+    fig.update_layout(
+        template="plotly_white",
+        margin={"l": 50, "r": 20, "t": 30, "b": 40},
+        showlegend=True,
+        legend={"orientation": "h", "y": -0.2},
+        hovermode="x unified",
+        xaxis={"title": {"text": f"time ({tz})"}},
+    )
+    if x_range is not None:
+        lo, hi = to_display_time(pd.Series(list(x_range)), tz)
+        fig.update_xaxes(range=[lo, hi])
+    if df.empty:
+        fig.add_annotation(
+            text="No stored values in this range",
+            xref="paper",
+            yref="paper",
+            x=0.5,
+            y=0.5,
+            showarrow=False,
+            font={"size": 14, "color": "#6b7280"},
+        )
+    return fig

@@ -1,0 +1,348 @@
+"""Home page: every asset on a map of the metropolis, coloured by state, with a detail panel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from urllib.parse import quote
+
+import dash
+import dash_leaflet as dl
+from dash import (
+    ClientsideFunction,
+    Input,
+    Output,
+    State,
+    callback,
+    clientside_callback,
+    ctx,
+    dcc,
+    html,
+    no_update,
+)
+
+from beffroi.core.config import Config
+from beffroi.core.model import Asset, Commune, Sample, utcnow
+from beffroi.core.register import Register
+from beffroi.hmi.context import get_context
+from beffroi.hmi.state import (
+    STATE_COLOURS,
+    STATE_LABELS,
+    STATES,
+    asset_rows,
+    asset_state,
+    count_states,
+    filter_assets,
+    layer_geojson,
+    layer_hideout,
+    map_frame,
+    mobile_classes,
+)
+
+dash.register_page(__name__, path="/", name="Map", title="Beffroi — Map", order=0)
+
+log = logging.getLogger(__name__)
+
+REFRESH_MS = 2000
+CENTRE = (47.32, 5.04)
+ZOOM = 12
+ASSET_MARKER = {"variable": "dashExtensions.beffroi.assetMarker"}
+EMPTY = {"type": "FeatureCollection", "features": []}
+
+
+def legend(counts: Mapping[str, int]) -> list[html.Span]:
+    """Render one legend item per state: dot, label and count."""
+    return [
+        html.Span(
+            className="map-legend-item",
+            id=f"map-legend-{s}",
+            children=[
+                html.Span(className="map-legend-dot", style={"background": STATE_COLOURS[s]}),
+                html.Span(STATE_LABELS[s]),
+                html.Span(str(counts.get(s, 0)), className="map-legend-count", id=f"map-count-{s}"),
+            ],
+        )
+        for s in STATES
+    ]
+
+
+def _commune_layer(communes: Iterable[Commune]) -> dl.LayerGroup:
+    shapes = []
+    for c in communes:
+        radius = 300 + 4 * math.sqrt(max(c.population, 0))
+        shapes.append(
+            dl.Circle(
+                center=[c.lat, c.lon],
+                radius=radius,
+                color="#9aa5b1",
+                weight=1,
+                fillColor="#ffffff",
+                fillOpacity=0.55,
+                interactive=False,
+                children=dl.Tooltip(
+                    c.name, permanent=True, direction="center", className="map-commune-label"
+                ),
+            )
+        )
+    return dl.LayerGroup(shapes, id="map-communes")
+
+
+def layout(**_query: str) -> html.Div:
+    """Render the map page."""
+    hmi = get_context()
+    domains = sorted({c.domain for c in hmi.cfg.asset_classes.values()})
+    return html.Div(
+        className="map-page",
+        children=[
+            html.Div(
+                className="map-toolbar",
+                children=[
+                    dcc.Dropdown(
+                        id="map-commune",
+                        options=[
+                            {"label": c.name, "value": c.id} for c in hmi.register.communes.values()
+                        ],
+                        multi=True,
+                        placeholder="All communes",
+                        className="map-filter",
+                    ),
+                    dcc.Dropdown(
+                        id="map-domain",
+                        options=[{"label": d.capitalize(), "value": d} for d in domains],
+                        multi=True,
+                        placeholder="All domains",
+                        className="map-filter",
+                    ),
+                    html.Div(id="map-legend", className="map-legend", children=legend({})),
+                ],
+            ),
+            html.Div(
+                className="map-body",
+                children=[
+                    dl.MapContainer(
+                        id="map-leaflet",
+                        center=list(CENTRE),
+                        zoom=ZOOM,
+                        minZoom=9,
+                        maxZoom=19,
+                        className="map-leaflet",
+                        children=[
+                            _commune_layer(hmi.register.communes.values()),
+                            dl.GeoJSON(id="map-fixed", data=EMPTY, pointToLayer=ASSET_MARKER),
+                            dl.GeoJSON(id="map-moving", data=EMPTY, pointToLayer=ASSET_MARKER),
+                            dl.ScaleControl(position="bottomleft", imperial=False),
+                        ],
+                    ),
+                    html.Aside(
+                        id="map-panel",
+                        className="map-panel",
+                        children=html.P(
+                            "Click an asset to see its live values.", className="map-panel-hint"
+                        ),
+                    ),
+                ],
+            ),
+            dcc.Store(id="map-selected"),
+            dcc.Store(id="map-digest"),
+            dcc.Store(id="map-frame"),
+            dcc.Store(id="map-painted"),
+            dcc.Interval(id="map-interval", interval=REFRESH_MS),
+        ],
+    )
+
+
+def _digest(obj: object) -> str:
+    return hashlib.blake2b(json.dumps(obj).encode(), digest_size=12).hexdigest()
+
+
+@callback(
+    Output("map-fixed", "data"),
+    Output("map-fixed", "hideout"),
+    Output("map-moving", "data"),
+    Output("map-moving", "hideout"),
+    Output("map-frame", "data"),
+    Output("map-legend", "children"),
+    Output("map-digest", "data"),
+    Input("map-interval", "n_intervals"),
+    Input("map-commune", "value"),
+    Input("map-domain", "value"),
+    State("map-digest", "data"),
+)
+def refresh_markers(_n, communes, domains, digest):  # type: ignore[no-untyped-def]
+    """Recompute states from live values; redraw layers only when the filters change."""
+    hmi = get_context()
+    assets = filter_assets(hmi.register, communes, domains)
+    rows = asset_rows(assets, hmi.live.snapshot())
+    moving = mobile_classes(hmi.cfg)
+    fixed_rows = [r for r in rows if r["class"] not in moving]
+    moving_rows = [r for r in rows if r["class"] in moving]
+    key = _digest([sorted(communes or []), sorted(domains or [])])
+    frame = map_frame(fixed_rows, moving_rows, key)
+    counts = count_states(rows)
+    old = digest or {}
+    new = {"filter": key, "frame": _digest(frame), "counts": counts}
+    # The browser keeps whichever of a layer's hideout and the newest frame is newer.
+    stamp = time.time_ns() // 1_000_000
+    frame["t"] = stamp
+    if key != old.get("filter"):
+        # A new set of markers: draw both layers from scratch, already in their current state.
+        layers = (
+            layer_geojson(fixed_rows),
+            {**layer_hideout("fixed", fixed_rows, key), "t": stamp},
+            layer_geojson(moving_rows),
+            {**layer_hideout("moving", moving_rows, key), "t": stamp},
+        )
+    else:
+        layers = (no_update,) * 4
+    if new == old:
+        return (*layers, no_update, no_update, no_update)
+    frame_out = frame if new["frame"] != old.get("frame") else no_update
+    legend_out = legend(counts) if counts != old.get("counts") else no_update
+    return (*layers, frame_out, legend_out, new)
+
+
+# Restyle and move markers in the browser, in place: no layer rebuild every refresh.
+clientside_callback(
+    ClientsideFunction(namespace="beffroi", function_name="applyFrame"),
+    Output("map-painted", "data"),
+    Input("map-frame", "data"),
+)
+
+
+@callback(
+    Output("map-selected", "data"),
+    Input("map-fixed", "clickData"),
+    Input("map-moving", "clickData"),
+    prevent_initial_call=True,
+)
+def select_asset(fixed_click, moving_click):  # type: ignore[no-untyped-def]
+    """Remember the asset the user clicked on."""
+    click = fixed_click if ctx.triggered_id == "map-fixed" else moving_click
+    if not click or "properties" not in click:
+        return no_update
+    return click["properties"].get("id")
+
+
+def format_age(seconds: float | None) -> str:
+    """Format an age in seconds as a short human string."""
+    if seconds is None:
+        return "—"
+    seconds = max(seconds, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def format_value(value: object, unit: str = "") -> str:
+    """Format a live value with its unit."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = f"{value:.6g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
+    else:
+        text = str(value)
+    return f"{text} {unit}".strip()
+
+
+def trend_href(tag: str) -> str:
+    """Return the trends page URL preselecting one tag."""
+    return "/trends?tag=" + quote(tag, safe="/")
+
+
+def primary_tag(asset: Asset) -> str:
+    """Pick the tag whose trend best represents the asset (first measured number)."""
+    for spec in asset.tags:
+        if spec.kind == "float" and not spec.writable:
+            return spec.name
+    for spec in asset.tags:
+        if spec.kind == "float":
+            return spec.name
+    return asset.tags[0].name
+
+
+def asset_panel(
+    asset: Asset, snapshot: Mapping[str, Sample], cfg: Config, register: Register, now: datetime
+) -> list:
+    """Render the side panel of one asset: identity, state and live values."""
+    state = asset_state(asset, snapshot, now)
+    cls = cfg.asset_classes.get(asset.asset_class)
+    commune = register.communes.get(asset.commune)
+    rows = []
+    for spec in asset.tags:
+        s = snapshot.get(spec.name)
+        age = (now - s.ts).total_seconds() if s else None
+        rows.append(
+            html.Tr(
+                [
+                    html.Td(dcc.Link(spec.signal, href=trend_href(spec.name))),
+                    html.Td(format_value(s.value, spec.unit) if s else "—", className="num"),
+                    html.Td(s.quality.label if s else "—"),
+                    html.Td(format_age(age), className="num"),
+                ]
+            )
+        )
+    return [
+        html.H3(
+            [
+                html.Span(asset.id, id="map-panel-id"),
+                html.Span(
+                    STATE_LABELS[state],
+                    className="map-state-badge",
+                    style={"background": STATE_COLOURS[state]},
+                ),
+            ]
+        ),
+        html.Div(
+            [
+                html.Span(cls.label if cls else asset.asset_class, id="map-panel-class"),
+                " · ",
+                html.Span(commune.name if commune else asset.commune, id="map-panel-commune"),
+                " · ",
+                html.Span(asset.domain),
+            ],
+            className="map-panel-meta",
+        ),
+        dcc.Link(
+            f"Trend of {primary_tag(asset).rsplit('/', 1)[-1]} →",
+            href=trend_href(primary_tag(asset)),
+            id="map-panel-trend",
+        ),
+        html.Table(
+            [
+                html.Thead(
+                    html.Tr(
+                        [html.Th("signal"), html.Th("value"), html.Th("quality"), html.Th("age")]
+                    )
+                ),
+                html.Tbody(rows),
+            ],
+            id="map-panel-values",
+        ),
+    ]
+
+
+@callback(
+    Output("map-panel", "children"),
+    Input("map-selected", "data"),
+    Input("map-interval", "n_intervals"),
+    prevent_initial_call=True,
+)
+def render_panel(asset_id, _n):  # type: ignore[no-untyped-def]
+    """Show the selected asset's live values, refreshed with the map."""
+    if not asset_id:
+        return no_update
+    hmi = get_context()
+    asset = hmi.register.assets.get(asset_id)
+    if asset is None:
+        return html.P(f"Unknown asset {asset_id}", className="map-panel-hint")
+    snapshot = hmi.live.snapshot([t.name for t in asset.tags])
+    return asset_panel(asset, snapshot, hmi.cfg, hmi.register, utcnow())

@@ -1,0 +1,183 @@
+"""Trends page: pick tags, a time range, and follow their stored values live."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import dash
+from dash import Input, Output, State, callback, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from beffroi.core.model import utcnow
+from beffroi.core.register import Register
+from beffroi.hmi.context import get_context
+from beffroi.hmi.figures import DISPLAY_TZ, empty_figure, trend_figure
+
+dash.register_page(__name__, path="/trends", name="Trends", title="Beffroi — Trends", order=1)
+
+log = logging.getLogger(__name__)
+
+REFRESH_MS = 2000
+MAX_POINTS = 2000
+MAX_OPTIONS = 50
+RANGES: dict[str, timedelta] = {
+    "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1),
+    "6h": timedelta(hours=6),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+}
+RANGE_LABELS = {"15m": "15 min", "1h": "1 h", "6h": "6 h", "24h": "24 h", "7d": "7 d"}
+DEFAULT_RANGE = "1h"
+
+
+def parse_tags(raw: str | Sequence[str] | None, register: Register) -> list[str]:
+    """Read tags from a query-string value (repeated or comma-separated), keeping known ones."""
+    if not raw:
+        return []
+    items = [raw] if isinstance(raw, str) else list(raw)
+    out: list[str] = []
+    for item in items:
+        for tag in item.split(","):
+            tag = tag.strip()
+            if tag in register.tags and tag not in out:
+                out.append(tag)
+            elif tag:
+                log.info("trends: ignoring unknown tag %r from the URL", tag)
+    return out
+
+
+def search_tags(tags: Iterable[str], query: str, limit: int = MAX_OPTIONS) -> list[str]:
+    """Return up to limit tags containing every word of the query (case-insensitive)."""
+    words = query.lower().split()
+    if not words:
+        return []
+    out: list[str] = []
+    for tag in tags:
+        low = tag.lower()
+        if all(w in low for w in words):
+            out.append(tag)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def _option(tag: str, register: Register) -> dict:
+    spec = register.tags.get(tag)
+    label = f"{tag} ({spec.unit})" if spec and spec.unit else tag
+    return {"label": label, "value": tag}
+
+
+def layout(tag: str | list[str] | None = None, range: str | None = None, **_query: str) -> html.Div:
+    """Render the trends page, preselecting tags from ?tag=… and a range from ?range=…."""
+    register = get_context().register
+    tags = parse_tags(tag, register)
+    chosen = range if range in RANGES else DEFAULT_RANGE
+    return html.Div(
+        className="trends-page",
+        children=[
+            html.Div(
+                className="trends-controls",
+                children=[
+                    dcc.Dropdown(
+                        id="trends-tags",
+                        options=[_option(t, register) for t in tags],
+                        value=tags,
+                        multi=True,
+                        searchable=True,
+                        placeholder="Search tags, e.g. dijon power_kw",
+                        className="trends-tags",
+                    ),
+                    dcc.RadioItems(
+                        id="trends-range",
+                        options=[{"label": RANGE_LABELS[k], "value": k} for k in RANGES],
+                        value=chosen,
+                        inline=True,
+                        className="trends-range",
+                    ),
+                    dcc.Checklist(
+                        id="trends-follow",
+                        options=[{"label": "Live follow", "value": "follow"}],
+                        value=["follow"],
+                        inline=True,
+                        className="trends-follow",
+                    ),
+                ],
+            ),
+            dcc.Graph(
+                id="trends-graph",
+                className="trends-graph",
+                figure=empty_figure("Loading…") if tags else empty_figure("Pick a tag to plot"),
+                config={"displaylogo": False},
+            ),
+            html.Div(id="trends-status", className="trends-status"),
+            dcc.Interval(id="trends-interval", interval=REFRESH_MS),
+        ],
+    )
+
+
+@callback(
+    Output("trends-tags", "options"),
+    Input("trends-tags", "search_value"),
+    State("trends-tags", "value"),
+    prevent_initial_call=True,
+)
+def update_options(search: str | None, selected: list[str] | None) -> list[dict]:
+    """Offer the selected tags plus those matching what the user types."""
+    if not search:
+        raise PreventUpdate
+    register = get_context().register
+    selected = selected or []
+    found = search_tags(register.tags.keys(), search)
+    return [_option(t, register) for t in dict.fromkeys([*selected, *found])]
+
+
+@callback(Output("trends-interval", "disabled"), Input("trends-follow", "value"))
+def toggle_follow(follow: list[str] | None) -> bool:
+    """Pause the refresh when live follow is off."""
+    return "follow" not in (follow or [])
+
+
+def status_text(n_points: int, start: datetime, end: datetime) -> str:
+    """Describe what the figure shows, in display time."""
+    zone = ZoneInfo(DISPLAY_TZ)
+    fmt = "%d/%m %H:%M:%S"
+    return (
+        f"{n_points} points · {start.astimezone(zone).strftime(fmt)} → "
+        f"{end.astimezone(zone).strftime(fmt)} ({DISPLAY_TZ})"
+    )
+
+
+@callback(
+    Output("trends-graph", "figure"),
+    Output("trends-status", "children"),
+    Input("trends-tags", "value"),
+    Input("trends-range", "value"),
+    Input("trends-interval", "n_intervals"),
+)
+def update_graph(tags: list[str] | None, range_key: str | None, _n: int | None):  # type: ignore[no-untyped-def]
+    """Query the historian for the chosen tags and range and draw the trend."""
+    hmi = get_context()
+    tags = [t for t in (tags or []) if t in hmi.register.tags]
+    if not tags:
+        return empty_figure("Pick a tag to plot"), ""
+    end = utcnow()
+    start = end - RANGES.get(range_key or DEFAULT_RANGE, RANGES[DEFAULT_RANGE])
+    try:
+        df = hmi.historian.query(tags, start, end, max_points=MAX_POINTS)
+    except Exception as exc:
+        log.exception("trends: historian query failed for %s", tags)
+        return empty_figure(f"Historian query failed: {exc}"), no_update
+    specs = hmi.register.tags
+    fig = trend_figure(
+        df,
+        tags,
+        units={t: specs[t].unit for t in tags},
+        step_tags={t for t in tags if specs[t].kind == "bool"},
+        x_range=(start, end),
+    )
+    fig.update_layout(uirevision="|".join(tags) + "|" + (range_key or DEFAULT_RANGE))
+    return fig, status_text(len(df), start, end)

@@ -1,0 +1,201 @@
+"""Display state of each asset (normal, fault, commloss, stale) and the map payloads built on it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Literal, TypedDict
+
+from beffroi.core.config import Config
+from beffroi.core.model import Asset, Quality, Sample, utcnow
+from beffroi.core.register import Register
+
+State = Literal["normal", "fault", "commloss", "stale"]
+STATES: tuple[State, ...] = ("normal", "fault", "commloss", "stale")
+STATE_COLOURS: dict[str, str] = {
+    "normal": "#2e9d48",
+    "fault": "#d7263d",
+    "commloss": "#6b7280",
+    "stale": "#a8b0ba",
+}
+STATE_LABELS: dict[str, str] = {
+    "normal": "Normal",
+    "fault": "Fault",
+    "commloss": "Comm. loss",
+    "stale": "Stale",
+}
+# One character per state, so the map can ship every asset's state as one short string.
+STATE_CODES: dict[str, str] = {"normal": "n", "fault": "f", "commloss": "c", "stale": "s"}
+STALE_FACTOR = 3.0
+_PALETTE = {
+    "colours": {STATE_CODES[s]: STATE_COLOURS[s] for s in STATES},
+    "names": {STATE_CODES[s]: s for s in STATES},
+}
+
+AssetRow = TypedDict(
+    "AssetRow",
+    {
+        "id": str,
+        "class": str,
+        "commune": str,
+        "domain": str,
+        "lat": float,
+        "lon": float,
+        "state": str,
+        "colour": str,
+    },
+)
+
+
+def _truthy(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "on", "yes")
+    return False
+
+
+def is_mobile(asset: Asset) -> bool:
+    """Tell whether an asset reports its own position (has `lat` and `lon` signals)."""
+    signals = {t.signal for t in asset.tags}
+    return "lat" in signals and "lon" in signals
+
+
+def asset_position(asset: Asset, snapshot: Mapping[str, Sample]) -> tuple[float, float]:
+    """Return the asset's live position when it reports one, else its registered place."""
+    if is_mobile(asset):
+        lat = snapshot.get(asset.tag("lat"))
+        lon = snapshot.get(asset.tag("lon"))
+        if lat is not None and lon is not None:
+            try:
+                return float(lat.value), float(lon.value)
+            except (TypeError, ValueError):
+                pass
+    return asset.lat, asset.lon
+
+
+def asset_state(
+    asset: Asset,
+    snapshot: Mapping[str, Sample],
+    now: datetime,
+    stale_factor: float = STALE_FACTOR,
+) -> State:
+    """Return the display state of one asset from the current samples of its tags."""
+    fault = snapshot.get(asset.tag("fault"))
+    if fault is not None and _truthy(fault.value):
+        return "fault"
+    newest: datetime | None = None
+    longest = 0.0
+    for spec in asset.tags:
+        longest = max(longest, spec.interval_s)
+        s = snapshot.get(spec.name)
+        if s is None:
+            continue
+        if s.quality == Quality.COMM_LOSS:
+            return "commloss"
+        if newest is None or s.ts > newest:
+            newest = s.ts
+    if newest is None or (now - newest).total_seconds() > stale_factor * longest:
+        return "stale"
+    return "normal"
+
+
+def asset_rows(
+    assets: Iterable[Asset],
+    snapshot: Mapping[str, Sample],
+    now: datetime | None = None,
+) -> list[AssetRow]:
+    """Return one display row per asset: identity, position, state and colour."""
+    now = now or utcnow()
+    rows: list[AssetRow] = []
+    for a in assets:
+        state = asset_state(a, snapshot, now)
+        lat, lon = asset_position(a, snapshot)
+        rows.append(
+            {
+                "id": a.id,
+                "class": a.asset_class,
+                "commune": a.commune,
+                "domain": a.domain,
+                "lat": lat,
+                "lon": lon,
+                "state": state,
+                "colour": STATE_COLOURS[state],
+            }
+        )
+    return rows
+
+
+def count_states(rows: Iterable[AssetRow]) -> dict[str, int]:
+    """Count rows per state, every state present (zero when none)."""
+    counts = Counter(r["state"] for r in rows)
+    return {s: counts.get(s, 0) for s in STATES}
+
+
+# --- map payloads: a layer is drawn once per filter; a small frame updates it in place ---
+
+
+def mobile_classes(cfg: Config) -> set[str]:
+    """Return the asset classes that report their own position (lat and lon signals)."""
+    return {
+        k for k, c in cfg.asset_classes.items() if {"lat", "lon"} <= {s.name for s in c.signals}
+    }
+
+
+def filter_assets(
+    register: Register, communes: Sequence[str] | None, domains: Sequence[str] | None
+) -> list[Asset]:
+    """Return the assets of the chosen communes and domains (all when none chosen), by id."""
+    wanted_c = set(communes or ())
+    wanted_d = set(domains or ())
+    return sorted(
+        (
+            a
+            for a in register.assets.values()
+            if (not wanted_c or a.commune in wanted_c) and (not wanted_d or a.domain in wanted_d)
+        ),
+        key=lambda a: a.id,
+    )
+
+
+def layer_geojson(rows: Iterable[AssetRow]) -> dict:
+    """Return assets as GeoJSON points numbered in order (feature i ↔ character i of a code)."""
+    features = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [round(r["lon"], 6), round(r["lat"], 6)]},
+            "properties": {"i": i, "id": r["id"]},
+        }
+        for i, r in enumerate(rows)
+    ]
+    return {"type": "FeatureCollection", "features": features}
+
+
+def states_code(rows: Iterable[AssetRow]) -> str:
+    """Encode the rows' states as one character each (see STATE_CODES)."""
+    return "".join(STATE_CODES[r["state"]] for r in rows)
+
+
+def layer_hideout(layer: str, rows: Iterable[AssetRow], key: str = "") -> dict:
+    """Return what assetMarker (hmi/assets/beffroi.js) reads when it draws a layer.
+
+    `key` names the set of assets drawn (the filters); frames with the same key index the
+    same features, so a layer redrawn later can take its states from the newest frame.
+    """
+    return {"layer": layer, "key": key, "states": states_code(rows), **_PALETTE}
+
+
+def map_frame(
+    fixed_rows: Sequence[AssetRow], moving_rows: Sequence[AssetRow], key: str = ""
+) -> dict:
+    """Return the live part of the map: state codes of both layers, moving assets' positions."""
+    return {
+        "key": key,
+        "fixed": states_code(fixed_rows),
+        "moving": states_code(moving_rows),
+        "pos": [[round(r["lat"], 6), round(r["lon"], 6)] for r in moving_rows],
+        **_PALETTE,
+    }

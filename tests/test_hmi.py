@@ -1,0 +1,471 @@
+"""Web HMI: display states, trend figures, the served app, and the map in a real browser."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from beffroi.core.config import Config
+from beffroi.core.live import LiveValues
+from beffroi.core.model import Asset, Quality, Sample, utcnow
+from beffroi.core.register import Register
+from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.hmi.app import create_app
+from beffroi.hmi.figures import trend_figure
+from beffroi.hmi.server import HmiServer
+from beffroi.hmi.state import (
+    STATE_COLOURS,
+    asset_rows,
+    asset_state,
+    count_states,
+    filter_assets,
+    layer_geojson,
+    layer_hideout,
+    map_frame,
+    mobile_classes,
+)
+from tests.conftest import free_port
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+BUS_POSITION = (47.3305, 5.0610)
+
+
+def _first(register: Register, asset_class: str) -> Asset:
+    return next(
+        a
+        for a in sorted(register.assets.values(), key=lambda a: a.id)
+        if a.asset_class == asset_class
+    )
+
+
+def _healthy_samples(asset: Asset, ts: datetime) -> list[Sample]:
+    out = []
+    for spec in asset.tags:
+        value: float | bool | str = {"float": 12.5, "bool": False, "str": "ok"}[spec.kind]
+        out.append(Sample(spec.name, ts, value, Quality.GOOD))
+    return out
+
+
+@dataclass
+class Scene:
+    """A register whose live values hold one asset of each display state."""
+
+    register: Register
+    live: LiveValues
+    fault: Asset
+    commloss: Asset
+    stale: Asset
+    bus: Asset
+
+    def fill(self, now: datetime) -> None:
+        """Write every asset's live values as of now: healthy, except the chosen ones."""
+        batch: list[Sample] = []
+        for asset in self.register.assets.values():
+            ts = now - timedelta(hours=1) if asset is self.stale else now - timedelta(seconds=1)
+            batch += _healthy_samples(asset, ts)
+        fresh = now - timedelta(seconds=1)
+        batch += [
+            Sample(self.fault.tag("fault"), fresh, True),
+            Sample(self.commloss.tag("plan"), fresh, 3.0, Quality.COMM_LOSS),
+            Sample(self.bus.tag("lat"), fresh, BUS_POSITION[0]),
+            Sample(self.bus.tag("lon"), fresh, BUS_POSITION[1]),
+        ]
+        self.live.update(batch)
+
+
+@pytest.fixture(scope="module")
+def scene(small_register: Register) -> Scene:
+    """Return live values where LC is faulted, TC lost comms, a camera is stale."""
+    s = Scene(
+        register=small_register,
+        live=LiveValues(),
+        fault=_first(small_register, "streetlight_cabinet"),
+        commloss=_first(small_register, "traffic_controller"),
+        stale=_first(small_register, "camera"),
+        bus=_first(small_register, "bus"),
+    )
+    s.fill(utcnow())
+    return s
+
+
+# --- display state: pure logic ------------------------------------------------------------
+
+
+def test_state_of_each_asset_follows_its_live_values(scene: Scene) -> None:
+    now = utcnow()
+    scene.fill(now)
+    snap = scene.live.snapshot()
+    assert asset_state(scene.fault, snap, now) == "fault"
+    assert asset_state(scene.commloss, snap, now) == "commloss"
+    assert asset_state(scene.stale, snap, now) == "stale"
+    assert asset_state(scene.bus, snap, now) == "normal"
+
+
+def test_fault_wins_over_commloss_and_no_value_is_stale(scene: Scene) -> None:
+    now = utcnow()
+    asset = scene.commloss
+    snap = {s.tag: s for s in _healthy_samples(asset, now)}
+    snap[asset.tag("plan")] = Sample(asset.tag("plan"), now, 1.0, Quality.COMM_LOSS)
+    assert asset_state(asset, snap, now) == "commloss"
+    snap[asset.tag("fault")] = Sample(asset.tag("fault"), now, True)
+    assert asset_state(asset, snap, now) == "fault"
+    assert asset_state(asset, {}, now) == "stale"
+
+
+def test_stale_after_three_times_the_longest_interval(scene: Scene) -> None:
+    asset = scene.fault  # streetlight cabinet: the slowest signal is every 300 s
+    limit = 3 * max(t.interval_s for t in asset.tags)
+    assert limit == 900
+    ts = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
+    snap = {s.tag: s for s in _healthy_samples(asset, ts)}
+    assert asset_state(asset, snap, ts + timedelta(seconds=limit - 1)) == "normal"
+    assert asset_state(asset, snap, ts + timedelta(seconds=limit + 1)) == "stale"
+    # One fresh tag is enough: staleness looks at the newest value of the asset.
+    fresh = Sample(asset.tag("power_kw"), ts + timedelta(seconds=limit), 3.0)
+    snap[fresh.tag] = fresh
+    assert asset_state(asset, snap, ts + timedelta(seconds=limit + 1)) == "normal"
+
+
+def test_rows_carry_colours_counts_and_live_bus_position(scene: Scene) -> None:
+    now = utcnow()
+    scene.fill(now)
+    rows = asset_rows(scene.register.assets.values(), scene.live.snapshot(), now)
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[scene.fault.id]["colour"] == STATE_COLOURS["fault"]
+    assert by_id[scene.fault.id]["class"] == "streetlight_cabinet"
+    assert by_id[scene.fault.id]["commune"] == scene.fault.commune
+    assert (by_id[scene.bus.id]["lat"], by_id[scene.bus.id]["lon"]) == BUS_POSITION
+    assert (by_id[scene.fault.id]["lat"], by_id[scene.fault.id]["lon"]) == (
+        scene.fault.lat,
+        scene.fault.lon,
+    )
+    n = len(scene.register.assets)
+    assert count_states(rows) == {"normal": n - 3, "fault": 1, "commloss": 1, "stale": 1}
+
+
+def test_map_payloads_index_states_and_move_buses(scene: Scene, demo_config: Config) -> None:
+    now = utcnow()
+    scene.fill(now)
+    assets = filter_assets(scene.register, None, ["lighting", "mobility"])
+    assert {a.domain for a in assets} == {"lighting", "mobility"}
+    assert [a.id for a in assets] == sorted(a.id for a in assets)
+    assert mobile_classes(demo_config) == {"bus"}
+    rows = asset_rows(assets, scene.live.snapshot(), now)
+    fixed = [r for r in rows if r["class"] != "bus"]
+    moving = [r for r in rows if r["class"] == "bus"]
+    geo = layer_geojson(fixed)
+    assert [f["properties"]["i"] for f in geo["features"]] == list(range(len(fixed)))
+    hideout = layer_hideout("fixed", fixed, key="k")
+    frame = map_frame(fixed, moving, key="k")
+    fault_i = next(
+        f["properties"]["i"] for f in geo["features"] if f["properties"]["id"] == scene.fault.id
+    )
+    assert hideout["states"][fault_i] == frame["fixed"][fault_i] == "f"
+    assert hideout["colours"]["f"] == STATE_COLOURS["fault"]
+    assert frame["fixed"].count("f") == 1 and set(frame["fixed"]) == {"n", "f"}
+    bus_i = [r["id"] for r in moving].index(scene.bus.id)
+    assert frame["pos"][bus_i] == list(BUS_POSITION)
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def test_trend_has_one_trace_per_tag_and_a_gap_at_commloss() -> None:
+    t0 = datetime(2025, 7, 1, 10, 0, tzinfo=UTC)  # 12:00 in Paris (summer time)
+    qualities = [Quality.GOOD, Quality.GOOD, Quality.COMM_LOSS, Quality.GOOD, Quality.GOOD]
+    rows = [
+        {
+            "ts": t0 + timedelta(minutes=i),
+            "tag": "a/X-1/power_kw",
+            "value": 10.0 + i,
+            "quality": int(q),
+        }
+        for i, q in enumerate(qualities)
+    ] + [
+        {"ts": t0 + timedelta(minutes=i), "tag": "a/X-2/lit", "value": float(i % 2), "quality": 0}
+        for i in range(5)
+    ]
+    df = pd.DataFrame(rows)
+    fig = trend_figure(
+        df,
+        ["a/X-1/power_kw", "a/X-2/lit", "a/X-3/empty"],
+        units={"a/X-1/power_kw": "kW"},
+        step_tags={"a/X-2/lit"},
+    )
+    assert len(fig.data) == 3
+    power, lit, empty = fig.data
+    assert power.name == "a/X-1/power_kw (kW)"
+    y = list(power.y)
+    assert math.isnan(y[2])
+    assert y[:2] == [10.0, 11.0] and y[3:] == [13.0, 14.0]
+    assert power.connectgaps is False
+    assert pd.Timestamp(power.x[0]) == pd.Timestamp("2025-07-01 12:00:00")
+    assert lit.line.shape == "hv"
+    window = trend_figure(df, ["a/X-1/power_kw"], x_range=(t0, t0 + timedelta(hours=1)))
+    lo, hi = (pd.Timestamp(v) for v in window.layout.xaxis.range)
+    assert (lo, hi) == (pd.Timestamp("2025-07-01 12:00"), pd.Timestamp("2025-07-01 13:00"))
+    assert len(empty.x) == 0
+
+
+# --- the served app ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def historian(tmp_path_factory: pytest.TempPathFactory, scene: Scene):
+    """Return a DuckDB historian holding 30 min of one tag, with a CommLoss sample."""
+    h = DuckDBHistorian(tmp_path_factory.mktemp("hmi") / "hmi.duckdb")
+    now = utcnow()
+    tag = scene.fault.tag("power_kw")
+    h.write(
+        [
+            Sample(
+                tag,
+                now - timedelta(minutes=30 - i),
+                5.0 + (i % 7),
+                Quality.COMM_LOSS if i == 15 else Quality.GOOD,
+            )
+            for i in range(30)
+        ]
+        + [
+            Sample(scene.commloss.tag("plan"), now - timedelta(minutes=i), float(i % 4))
+            for i in range(30)
+        ]
+    )
+    yield h
+    h.close()
+
+
+@pytest.fixture(scope="module")
+def hmi(demo_config: Config, scene: Scene, historian: DuckDBHistorian):
+    """Serve the HMI over the scene with waitress on a free port."""
+    app = create_app(
+        demo_config,
+        scene.register,
+        scene.live,
+        historian,
+        status=lambda: {"collectors": {"simulator": "connected"}},
+    )
+    server = HmiServer(app, "127.0.0.1", free_port(), threads=4)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
+
+
+def test_healthz_reports_ok_and_the_runtime_status(hmi: HmiServer, scene: Scene) -> None:
+    status, ctype, body = _get(hmi.url + "healthz")
+    assert status == 200 and ctype.startswith("application/json")
+    data = json.loads(body)
+    assert data["status"] == "ok"
+    assert data["live_tags"] == len(scene.live)
+    assert data["assets"] == len(scene.register.assets)
+    assert data["collectors"] == {"simulator": "connected"}
+
+
+def test_pages_are_served(hmi: HmiServer, scene: Scene) -> None:
+    status, ctype, body = _get(hmi.url)
+    assert status == 200 and ctype.startswith("text/html")
+    assert "_dash-config" in body and "Beffroi" in body
+    assert "beffroi.js" in body  # the marker functions the map needs
+    status, _, body = _get(hmi.url + "trends?tag=" + scene.fault.tag("power_kw"))
+    assert status == 200 and "_dash-config" in body
+    status, _, layout = _get(hmi.url + "_dash-layout")
+    assert status == 200 and "shell-strip" in layout and "Trends" in layout
+
+
+def _pong(environ, start_response):  # type: ignore[no-untyped-def]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"pong"]
+
+
+def test_server_on_port_zero_reports_its_port_and_stops() -> None:
+    server = HmiServer(_pong, "127.0.0.1", 0)
+    server.start()
+    try:
+        assert server.port > 0 and server.url == f"http://127.0.0.1:{server.port}/"
+        assert _get(server.url)[2] == "pong"
+    finally:
+        server.stop()
+    assert not server.running
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(server.url, timeout=2)
+
+
+# --- a real browser -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Launch Debian's Chromium headless through Playwright."""
+    if not Path(CHROMIUM).exists():
+        reason = f"{CHROMIUM} is missing: apt-get install chromium (needs root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _artifact(name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    ignore = ARTIFACTS / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("*\n")
+    return ARTIFACTS / name
+
+
+def test_map_in_browser_shows_states_legend_and_panel(
+    hmi: HmiServer, scene: Scene, browser
+) -> None:
+    scene.fill(utcnow())
+    n = len(scene.register.assets)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        page.goto(hmi.url)
+        page.wait_for_function(
+            f"document.querySelectorAll('path.beffroi-asset').length === {n}", timeout=20_000
+        )
+        fault = page.locator(f"path.beffroi-id-{scene.fault.id}")
+        assert fault.get_attribute("fill") == STATE_COLOURS["fault"]
+        assert "beffroi-state-fault" in fault.get_attribute("class")
+        commloss = page.locator(f"path.beffroi-id-{scene.commloss.id}")
+        assert commloss.get_attribute("fill") == STATE_COLOURS["commloss"]
+        bus = page.locator(f"path.beffroi-id-{scene.bus.id}")
+        assert bus.get_attribute("fill") == STATE_COLOURS["normal"]
+        counts = {
+            s: page.locator(f"#map-count-{s}").inner_text()
+            for s in ("normal", "fault", "commloss", "stale")
+        }
+        assert counts == {"normal": str(n - 3), "fault": "1", "commloss": "1", "stale": "1"}
+        page.wait_for_function(
+            "document.getElementById('shell-strip').innerText.includes('live tags')"
+        )
+        assert page.locator("img.leaflet-tile").count() == 0  # no tile server
+        page.screenshot(path=_artifact("hmi-map.png"))
+
+        # A new fault and a moving bus show up in place, without rebuilding the layer.
+        other = _first(scene.register, "building")
+        marker = f"path.beffroi-id-{other.id}"
+        page.evaluate(f"document.querySelector('{marker}').dataset.probe = 'same-node'")
+        bus_d = bus.get_attribute("d")
+        now = utcnow()
+        scene.live.update(
+            [
+                Sample(other.tag("fault"), now, True),
+                Sample(scene.bus.tag("lat"), now, BUS_POSITION[0] + 0.01),
+                Sample(scene.bus.tag("lon"), now, BUS_POSITION[1] + 0.01),
+            ]
+        )
+        page.wait_for_function(
+            f"document.querySelector('{marker}').getAttribute('fill') === "
+            f"'{STATE_COLOURS['fault']}'",
+            timeout=10_000,
+        )
+        assert page.locator(marker).get_attribute("data-probe") == "same-node"
+        assert "beffroi-state-fault" in page.locator(marker).get_attribute("class")
+        page.wait_for_function("document.getElementById('map-count-fault').innerText === '2'")
+        assert bus.get_attribute("d") != bus_d
+        scene.live.update([Sample(other.tag("fault"), utcnow(), False)])
+        page.wait_for_function("document.getElementById('map-count-fault').innerText === '1'")
+        assert page.locator(marker).get_attribute("fill") == STATE_COLOURS["normal"]
+
+        fault.click(force=True)
+        page.wait_for_function(
+            f"document.getElementById('map-panel-id')?.innerText === '{scene.fault.id}'",
+            timeout=10_000,
+        )
+        commune = scene.register.communes[scene.fault.commune].name
+        assert page.locator("#map-panel-commune").inner_text() == commune
+        assert page.locator("#map-panel-class").inner_text() == "Street-lighting cabinet"
+        assert page.locator("#map-panel-values tbody tr").count() == len(scene.fault.tags)
+        fault_row = page.locator("#map-panel-values tbody tr", has_text="fault")
+        assert "true" in fault_row.inner_text()
+        href = page.locator("#map-panel-trend").get_attribute("href")
+        assert href == "/trends?tag=" + scene.fault.tag("power_kw")
+        page.screenshot(path=_artifact("hmi-map-panel.png"))
+
+        page.locator("#map-domain").click()
+        page.keyboard.type("Lighting")
+        page.keyboard.press("Enter")
+        lighting = sum(1 for a in scene.register.assets.values() if a.domain == "lighting")
+        page.wait_for_function(
+            f"document.querySelectorAll('path.beffroi-asset').length === {lighting}",
+            timeout=10_000,
+        )
+        assert page.locator("#map-count-fault").inner_text() == "1"
+    finally:
+        page.close()
+
+
+def test_trends_in_browser_plots_the_tag_from_the_url(
+    hmi: HmiServer, scene: Scene, browser
+) -> None:
+    tag = scene.fault.tag("power_kw")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        page.goto(hmi.url + "trends?tag=" + tag)
+        page.wait_for_function(
+            "(() => { const gd = document.querySelector('#trends-graph .js-plotly-plot');"
+            " return gd && gd.data && gd.data.length > 0 && gd.data[0].x.length > 0; })()",
+            timeout=20_000,
+        )
+        traces = page.evaluate(
+            "document.querySelector('#trends-graph .js-plotly-plot')"
+            "._fullData.map(t => ({name: t.name, n: t.x.length, y: Array.from(t.y)}))"
+        )
+        assert [t["name"] for t in traces] == [f"{tag} (kW)"]
+        assert traces[0]["n"] == 30
+        y = traces[0]["y"]
+        gap = y[15]  # the CommLoss sample is a gap: null or NaN, never a value
+        assert gap is None or math.isnan(gap)
+        assert all(v is not None and not math.isnan(v) for v in y[:15] + y[16:])
+        assert page.locator("#trends-graph .scatterlayer .trace").count() == 1
+        # The gap is drawn: the line is two separate segments around the CommLoss sample.
+        assert page.locator("#trends-graph .scatterlayer .trace path.js-line").count() == 2
+        assert "30 points" in page.locator("#trends-status").inner_text()
+        page.screenshot(path=_artifact("hmi-trends.png"))
+
+        # Searching the register's tags adds a second trace; 15 min shows a quarter of an hour.
+        other = scene.commloss.tag("plan")
+        page.locator("#trends-tags").click()
+        page.keyboard.type(f"{scene.commloss.id} plan")
+        page.locator(".dash-dropdown-option", has_text=other).click()
+        page.keyboard.press("Escape")
+        page.wait_for_function(
+            "document.querySelector('#trends-graph .js-plotly-plot').data.length === 2",
+            timeout=10_000,
+        )
+        page.locator("label", has=page.locator("input[name=trends-range][value='15m']")).click()
+        page.wait_for_function(
+            "(() => { const d = document.querySelector('#trends-graph .js-plotly-plot')._fullData;"
+            " return d.length === 2 && d.every(t => t.x.length > 0 && t.x.length <= 16); })()",
+            timeout=10_000,
+        )
+        page.screenshot(path=_artifact("hmi-trends-search.png"))
+    finally:
+        page.close()
