@@ -3,8 +3,17 @@
 # without it, say what is missing and how to get it.
 set -euo pipefail
 
+# Debian package → the binary the tests start.
+declare -A binary=(
+  [chromium]=/usr/bin/chromium
+  [mosquitto]=/usr/sbin/mosquitto
+  [influxdb]=/usr/bin/influxd
+  [victoria-metrics]=/usr/bin/victoria-metrics
+)
 need=()
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
+for pkg in "${!binary[@]}"; do
+  [ -x "${binary[$pkg]}" ] || need+=("$pkg")
+done
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -21,4 +30,10 @@ fi
 echo "system-deps: installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# Services must not start on their own: the tests start each binary on a free port.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,1 @@
+"""Simulated metropolis equipment: vectorised physics served over a real OPC UA server."""
