@@ -11,8 +11,18 @@ import pandas as pd
 
 from beffroi.core.model import Sample
 
-Agg = Literal["mean", "min", "max", "first", "last", "count", "sum"]
-AGGREGATES: tuple[str, ...] = ("mean", "min", "max", "first", "last", "count", "sum")
+Agg = Literal["mean", "min", "max", "first", "last", "count", "sum", "twa", "integral"]
+AGGREGATES: tuple[str, ...] = (
+    "mean",
+    "min",
+    "max",
+    "first",
+    "last",
+    "count",
+    "sum",
+    "twa",
+    "integral",
+)
 COLUMNS = ["ts", "tag", "value", "quality"]
 
 
@@ -22,6 +32,13 @@ class Historian(ABC):
     Query results are DataFrames with columns `ts` (aware UTC), `tag`, `value`, `quality`
     (int, see Quality), sorted by tag then time. `value` holds floats (booleans as 0/1);
     text values come back in `value` as strings when the tag is textual.
+
+    Writing a sample with the same tag and timestamp as a stored one replaces it (replaying a
+    spool twice is harmless). Aggregates work on numeric values per bucket of width `every`,
+    aligned on multiples of `every` since the Unix epoch, over the samples inside the bucket:
+    `twa` is the time-weighted mean and `integral` the trapezoidal integral in value·hours
+    (kW → kWh), both linear between consecutive samples of the bucket; the bucket's quality is
+    the worst of its samples.
     """
 
     name: str = "historian"

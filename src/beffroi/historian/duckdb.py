@@ -1,52 +1,27 @@
-"""Embedded historian on a DuckDB file: numeric and text samples keyed by a tag dictionary."""
+"""Embedded historian on a DuckDB file: hot ingest, sorted compacted runs, hourly rollups."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from beffroi.core.model import Sample
+from beffroi.historian import duckdb_sql as q
 from beffroi.historian.base import AGGREGATES, COLUMNS, Agg, Historian
 from beffroi.historian.downsample import downsample_frame
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE SEQUENCE IF NOT EXISTS tag_ids START 1;
-CREATE TABLE IF NOT EXISTS tags (
-    id INTEGER PRIMARY KEY DEFAULT nextval('tag_ids'),
-    name VARCHAR NOT NULL UNIQUE
-);
-CREATE TABLE IF NOT EXISTS samples (
-    tag_id INTEGER NOT NULL,
-    ts TIMESTAMP NOT NULL,
-    value DOUBLE,
-    quality UTINYINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS text_samples (
-    tag_id INTEGER NOT NULL,
-    ts TIMESTAMP NOT NULL,
-    value VARCHAR,
-    quality UTINYINT NOT NULL
-);
-"""
-
-_AGG_SQL = {
-    "mean": "avg(value)",
-    "min": "min(value)",
-    "max": "max(value)",
-    "first": "arg_min(value, ts)",
-    "last": "arg_max(value, ts)",
-    "count": "count(value)::DOUBLE",
-    "sum": "sum(value)",
-}
+_EMPTY = {"ts": "datetime64[us, UTC]", "tag": "object", "value": "float64", "quality": "int64"}
+_HOUR = timedelta(hours=1)
 
 
 def _naive_utc(ts: datetime) -> datetime:
@@ -57,21 +32,33 @@ def _naive_utc(ts: datetime) -> datetime:
 
 
 class DuckDBHistorian(Historian):
-    """Store samples in one DuckDB file; safe to use from the writer and HMI threads."""
+    """Store samples in one DuckDB file; safe to use from the writer and HMI threads.
+
+    Samples land in `hot` as they come. `compact()` moves them into `samples` as a run sorted
+    by (tag, time), replacing stored values with the same tag and time, and recomputes the
+    hourly rollups of the hours it touched. Queries read both tables, so nothing waits for
+    compaction to be visible.
+    """
 
     name = "duckdb"
 
     def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
+        self.read_only = read_only
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(self.path), read_only=read_only)
         if not read_only:
-            self._con.execute(SCHEMA)
+            self._con.execute(q.SCHEMA)
         self._local = threading.local()
-        self._ids_lock = threading.Lock()
+        # One writer at a time: ingest, compaction and retention serialise on this lock.
+        self._write_lock = threading.Lock()
         self._ids: dict[str, int] = dict(self._con.execute("SELECT name, id FROM tags").fetchall())
         self._names: dict[int, str] = {v: k for k, v in self._ids.items()}
+        self._seq = self._con.execute("SELECT coalesce(max(seq), 0) FROM hot").fetchone()[0]
+        self._watermark = self._meta("watermark")
+
+    # -- plumbing ----------------------------------------------------------------------------
 
     def _cur(self) -> duckdb.DuckDBPyConnection:
         """Return this thread's cursor: DuckDB connections are not shared across threads."""
@@ -80,76 +67,115 @@ class DuckDBHistorian(Historian):
             cur = self._local.cur = self._con.cursor()
         return cur
 
+    def _meta(self, key: str) -> datetime | None:
+        row = self._con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return datetime.fromisoformat(row[0]) if row else None
+
     def _tag_ids(self, names: set[str]) -> dict[str, int]:
         """Return ids for tag names, creating the missing ones."""
-        missing = names.difference(self._ids)
+        missing = sorted(names.difference(self._ids))
         if missing:
-            with self._ids_lock:
-                missing = sorted(missing.difference(self._ids))
-                if missing:
-                    rows = (
-                        self._cur()
-                        .execute(
-                            "INSERT INTO tags (name) SELECT unnest(?) RETURNING name, id", [missing]
-                        )
-                        .fetchall()
-                    )
-                    for name, tid in rows:
-                        self._ids[name] = tid
-                        self._names[tid] = name
+            rows = (
+                self._cur()
+                .execute("INSERT INTO tags (name) SELECT unnest(?) RETURNING name, id", [missing])
+                .fetchall()
+            )
+            for name, tid in rows:
+                self._ids[name] = tid
+                self._names[tid] = name
         return self._ids
+
+    # -- writes ------------------------------------------------------------------------------
 
     def write(self, batch: Sequence[Sample]) -> int:
         """Append a batch in one transaction: numbers and booleans as DOUBLE, text apart."""
         if not batch:
             return 0
-        ids = self._tag_ids({s.tag for s in batch})
-        num_id, num_ts, num_v, num_q = [], [], [], []
-        txt_id, txt_ts, txt_v, txt_q = [], [], [], []
-        for s in batch:
-            v = s.value
-            if isinstance(v, str):
-                txt_id.append(ids[s.tag])
-                txt_ts.append(_naive_utc(s.ts))
-                txt_v.append(v)
-                txt_q.append(int(s.quality))
-            else:
-                num_id.append(ids[s.tag])
-                num_ts.append(_naive_utc(s.ts))
-                num_v.append(float("nan") if v is None else float(v))
-                num_q.append(int(s.quality))
-        cur = self._cur()
-        cur.execute("BEGIN")
-        try:
-            if num_id:
-                numbers = pa.table(
-                    {
-                        "tag_id": pa.array(num_id, pa.int32()),
-                        "ts": pa.array(num_ts, pa.timestamp("us")),
-                        "value": pa.array(num_v, pa.float64()),
-                        "quality": pa.array(num_q, pa.uint8()),
-                    }
-                )
-                cur.register("_numbers", numbers)
-                cur.execute("INSERT INTO samples SELECT * FROM _numbers")
-                cur.unregister("_numbers")
-            if txt_id:
-                texts = pa.table(
-                    {
-                        "tag_id": pa.array(txt_id, pa.int32()),
-                        "ts": pa.array(txt_ts, pa.timestamp("us")),
-                        "value": pa.array(txt_v, pa.string()),
-                        "quality": pa.array(txt_q, pa.uint8()),
-                    }
-                )
-                cur.register("_texts", texts)
-                cur.execute("INSERT INTO text_samples SELECT * FROM _texts")
-                cur.unregister("_texts")
-            cur.execute("COMMIT")
-        except Exception:
-            cur.execute("ROLLBACK")
-            raise
+        with self._write_lock:
+            ids = self._tag_ids({s.tag for s in batch})
+            num = [s for s in batch if not isinstance(s.value, str)]
+            txt = [s for s in batch if isinstance(s.value, str)]
+            cur = self._cur()
+            cur.execute("BEGIN")
+            try:
+                if num:
+                    seq0 = self._seq + 1
+                    self._seq += len(num)
+                    table = pa.table(
+                        {
+                            "tag_id": pa.array([ids[s.tag] for s in num], pa.int32()),
+                            "ts": pa.array([_naive_utc(s.ts) for s in num], pa.timestamp("us")),
+                            "value": pa.array(
+                                [np.nan if s.value is None else float(s.value) for s in num],
+                                pa.float64(),
+                            ),
+                            "quality": pa.array([int(s.quality) for s in num], pa.uint8()),
+                            "seq": pa.array(np.arange(seq0, seq0 + len(num)), pa.int64()),
+                        }
+                    )
+                    cur.register("_numbers", table)
+                    cur.execute("INSERT INTO hot SELECT * FROM _numbers")
+                    cur.unregister("_numbers")
+                if txt:
+                    last = {(ids[s.tag], _naive_utc(s.ts)): s for s in txt}
+                    rows = [(k[0], k[1], s.value, int(s.quality)) for k, s in last.items()]
+                    cur.executemany("INSERT OR REPLACE INTO text_samples VALUES (?, ?, ?, ?)", rows)
+                cur.execute("COMMIT")
+            except Exception:
+                cur.execute("ROLLBACK")
+                raise
         return len(batch)
+
+    def compact(self) -> int:
+        """Move hot samples into a sorted run and refresh the rollups of the hours touched."""
+        with self._write_lock:
+            cur = self._cur()
+            upto = self._seq
+            if cur.execute("SELECT count(*) FROM hot WHERE seq <= ?", [upto]).fetchone()[0] == 0:
+                return 0
+            cur.execute("BEGIN")
+            try:
+                cur.execute(q.STAGE, [upto])
+                if self._watermark is not None:
+                    cur.execute(q.DELETE_REPLACED, [self._watermark])
+                cur.execute("INSERT INTO samples SELECT * FROM stage")
+                cur.execute(q.AFFECTED_HOURS)
+                cur.execute(q.RECOMPUTE_ROLLUP)
+                cur.execute("DELETE FROM hot WHERE seq <= ?", [upto])
+                n, newest = cur.execute("SELECT count(*), max(ts) FROM stage").fetchone()
+                if self._watermark is None or newest > self._watermark:
+                    self._watermark = newest
+                    cur.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('watermark', ?)",
+                        [newest.isoformat()],
+                    )
+                cur.execute("COMMIT")
+            except Exception:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("DROP TABLE IF EXISTS stage; DROP TABLE IF EXISTS affected")
+        log.debug("compacted %d samples", n)
+        return n
+
+    def apply_retention(self, raw_days: Mapping[str, float], now: datetime | None = None) -> int:
+        """Delete raw samples older than each tag prefix's horizon; rollups are kept."""
+        now = now or datetime.now(UTC)
+        deleted = 0
+        with self._write_lock:
+            cur = self._cur()
+            for pattern, days in raw_days.items():
+                cutoff = _naive_utc(now - timedelta(days=days))
+                ids = [i for n, i in self._ids.items() if _matches(n, pattern)]
+                if not ids:
+                    continue
+                for table in ("samples", "hot", "text_samples"):
+                    deleted += cur.execute(
+                        f"DELETE FROM {table} WHERE tag_id IN (SELECT unnest(?)) AND ts < ?",
+                        [ids, cutoff],
+                    ).fetchone()[0]
+        return deleted
+
+    # -- reads -------------------------------------------------------------------------------
 
     def _ids_of(self, tags: Sequence[str]) -> list[int]:
         return [self._ids[t] for t in tags if t in self._ids]
@@ -163,6 +189,17 @@ class DuckDBHistorian(Historian):
         df["quality"] = df["quality"].astype("int64")
         return df[COLUMNS].sort_values(["tag", "ts"], kind="stable").reset_index(drop=True)
 
+    def _raw_source(self) -> str:
+        """SQL of every numeric sample visible now, last write winning for a tag and time."""
+        return (
+            "(SELECT tag_id, ts, value, quality FROM ("
+            "SELECT tag_id, ts, value, quality, 0 AS src, 0 AS seq FROM samples "
+            "WHERE tag_id IN (SELECT unnest($ids)) AND ts >= $t0 AND ts < $t1 "
+            "UNION ALL SELECT tag_id, ts, value, quality, 1 AS src, seq FROM hot "
+            "WHERE tag_id IN (SELECT unnest($ids)) AND ts >= $t0 AND ts < $t1) "
+            "QUALIFY row_number() OVER (PARTITION BY tag_id, ts ORDER BY src DESC, seq DESC) = 1)"
+        )
+
     def query(
         self,
         tags: Sequence[str],
@@ -173,29 +210,19 @@ class DuckDBHistorian(Historian):
         max_points: int | None = None,
     ) -> pd.DataFrame:
         """Return raw, aggregated (`every` + `agg`) or downsampled (`max_points`) values."""
-        ids = self._ids_of(tags)
         if agg is not None and agg not in AGGREGATES:
             raise ValueError(f"unknown aggregate {agg!r}; expected one of {', '.join(AGGREGATES)}")
         if (every is None) != (agg is None):
             raise ValueError("`every` and `agg` go together")
-        params = [ids, _naive_utc(start), _naive_utc(end)]
-        where = "tag_id IN (SELECT unnest(?)) AND ts >= ? AND ts < ?"
+        ids = self._ids_of(tags)
+        params = {"ids": ids, "t0": _naive_utc(start), "t1": _naive_utc(end)}
         cur = self._cur()
         if every is not None:
-            step = f"{int(every.total_seconds() * 1_000_000)} microseconds"
-            sql = (
-                f"SELECT tag_id, time_bucket(INTERVAL '{step}', ts, TIMESTAMP '2000-01-03') AS ts, "
-                f"{_AGG_SQL[agg]} AS value, max(quality) AS quality FROM samples "
-                f"WHERE {where} GROUP BY ALL"
-            )
-            return self._frame(cur.execute(sql, params).df())
-        num = cur.execute(
-            f"SELECT tag_id, ts, value, quality FROM samples WHERE {where} ORDER BY tag_id, ts",
-            params,
-        ).df()
+            return self._frame(self._aggregate(cur, ids, start, end, every, agg, params))
+        num = cur.execute(f"SELECT * FROM {self._raw_source()} ORDER BY tag_id, ts", params).df()
         txt = cur.execute(
-            f"SELECT tag_id, ts, value, quality FROM text_samples WHERE {where} "
-            "ORDER BY tag_id, ts",
+            "SELECT tag_id, ts, value, quality FROM text_samples WHERE tag_id IN "
+            "(SELECT unnest($ids)) AND ts >= $t0 AND ts < $t1 ORDER BY tag_id, ts",
             params,
         ).df()
         if max_points is not None and not num.empty:
@@ -204,21 +231,46 @@ class DuckDBHistorian(Historian):
             num = pd.concat([num.astype({"value": object}), txt], ignore_index=True)
         return self._frame(num)
 
+    def _aggregate(self, cur, ids, start, end, every, agg, params) -> pd.DataFrame:
+        step = int(every.total_seconds() * 1_000_000)
+        if step <= 0:
+            raise ValueError("`every` must be positive")
+        expr = q.AGG_FROM_STATS[agg]
+        if step % q.HOUR_US == 0 and self._rollups_cover(start, end, every):
+            # Whole hours, aligned: hourly rollups give the same answer from ~60 times fewer rows,
+            # and still answer after raw retention has removed the samples.
+            stats = q.FROM_ROLLUP.format(step=step)
+            sql = f"SELECT tag_id, bucket AS ts, {expr} AS value, quality FROM ({stats})"
+            return cur.execute(sql, [ids, params["t0"], params["t1"]]).df()
+        stats = q.BUCKET_STATS.format(step=step, source=self._raw_source())
+        sql = f"SELECT tag_id, bucket AS ts, {expr} AS value, quality FROM ({stats})"
+        return cur.execute(sql, params).df()
+
+    def _rollups_cover(self, start: datetime, end: datetime, every: timedelta) -> bool:
+        """Tell whether [start, end) is aligned on `every` and entirely compacted."""
+        t0, t1 = _naive_utc(start), _naive_utc(end)
+        epoch = datetime(1970, 1, 1)
+        aligned = (t0 - epoch) % every == timedelta(0) and (t1 - epoch) % every == timedelta(0)
+        wm = self._watermark
+        return aligned and wm is not None and t1 <= wm.replace(minute=0, second=0, microsecond=0)
+
     def latest(self, tags: Sequence[str] | None = None) -> pd.DataFrame:
         """Return the newest sample of each tag."""
         cur = self._cur()
-        where, params = "", []
-        if tags is not None:
-            where, params = "WHERE tag_id IN (SELECT unnest(?))", [self._ids_of(tags)]
-        parts = []
-        for table in ("samples", "text_samples"):
-            parts.append(
-                cur.execute(
-                    f"SELECT tag_id, max(ts) AS ts, arg_max(value, ts) AS value, "
-                    f"arg_max(quality, ts) AS quality FROM {table} {where} GROUP BY tag_id",
-                    params,
-                ).df()
+        ids = self._ids_of(tags) if tags is not None else list(self._names)
+        far = {"ids": ids, "t0": datetime(1, 1, 1), "t1": datetime(9999, 1, 1)}
+        parts = [
+            cur.execute(
+                f"SELECT tag_id, max(ts) AS ts, arg_max(value, ts) AS value, "
+                f"arg_max(quality, ts) AS quality FROM {src} GROUP BY tag_id",
+                far,
+            ).df()
+            for src in (
+                self._raw_source(),
+                "(SELECT * FROM text_samples WHERE tag_id IN (SELECT unnest($ids)) "
+                "AND ts >= $t0 AND ts < $t1)",
             )
+        ]
         frames = [p for p in parts if not p.empty]
         if not frames:
             return self._frame(parts[0])
@@ -231,23 +283,28 @@ class DuckDBHistorian(Historian):
         return sorted(self._ids)
 
     def count(self) -> int:
-        """Return the number of stored samples, numeric and text."""
+        """Return the number of stored samples (a replaced value counts once)."""
         cur = self._cur()
-        n = cur.execute("SELECT count(*) FROM samples").fetchone()[0]
+        far = {"ids": list(self._names), "t0": datetime(1, 1, 1), "t1": datetime(9999, 1, 1)}
+        n = cur.execute(f"SELECT count(*) FROM {self._raw_source()}", far).fetchone()[0]
         return n + cur.execute("SELECT count(*) FROM text_samples").fetchone()[0]
 
     def close(self) -> None:
-        """Checkpoint and close the file."""
-        try:
-            self._con.execute("CHECKPOINT")
-        except duckdb.Error:
-            log.debug("checkpoint skipped", exc_info=True)
+        """Compact what is pending, checkpoint and close the file."""
+        if not self.read_only:
+            try:
+                self.compact()
+                self._con.execute("CHECKPOINT")
+            except duckdb.Error:
+                log.warning("final compaction skipped", exc_info=True)
         self._con.close()
 
 
-_EMPTY = {
-    "ts": "datetime64[us, UTC]",
-    "tag": "object",
-    "value": "float64",
-    "quality": "int64",
-}
+def _matches(tag: str, pattern: str) -> bool:
+    """Match a tag against a retention pattern: `*/BUS-*/lat` style, `*` within one level."""
+    from fnmatch import fnmatchcase
+
+    parts, pats = tag.split("/"), pattern.split("/")
+    return len(parts) == len(pats) and all(
+        fnmatchcase(p, s) for p, s in zip(parts, pats, strict=True)
+    )
