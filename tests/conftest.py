@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
@@ -11,6 +12,14 @@ from beffroi.core.config import Config, load_config
 from beffroi.core.register import Register, build_register
 
 ROOT = Path(__file__).resolve().parents[1]
+
+async def eventually(predicate, within: float = 10.0, every: float = 0.05) -> None:
+    """Wait until predicate() is true; fail with a timeout after `within` seconds."""
+    async with asyncio.timeout(within):
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(every)
 
 
 def free_port() -> int:

@@ -117,10 +117,13 @@ def test_retention_removes_old_raw_but_keeps_daily_aggregates(h) -> None:
     h.write([Sample("x/y/z", T0, 0.0)])
     h.compact()
     daily_before = h.query([LAT], old, old + timedelta(days=1), every=timedelta(days=1), agg="mean")
-    deleted = h.apply_retention({"*/BUS-*/lat": 30}, now=T0)
+    deleted = h.apply_retention({"*/BUS-*/lat": 30}, default_days=None, now=T0)
     assert deleted == 24 * 60
     assert h.query([LAT], old, old + timedelta(days=1)).empty
     assert len(h.query([P], old, old + timedelta(days=1))) == 24 * 60  # other tags untouched
+    # A default horizon applies to tags no rule names; a rule wins over the default.
+    assert h.apply_retention({"*/BUS-*/lat": 3650}, default_days=35, now=T0) == 24 * 60
+    assert h.query([P], old, old + timedelta(days=1)).empty
     daily_after = h.query([LAT], old, old + timedelta(days=1), every=timedelta(days=1), agg="mean")
     assert daily_after.value.iloc[0] == pytest.approx(daily_before.value.iloc[0])
 

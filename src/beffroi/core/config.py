@@ -160,6 +160,25 @@ class CollectorsConfig(Strict):
         return self
 
 
+class RetentionConfig(Strict):
+    """How long raw samples are kept; hourly and daily aggregates stay."""
+
+    raw_days: float | None = Field(default=None, gt=0, description="default for every tag")
+    rules: dict[str, float] = Field(
+        default={}, description="tag pattern (`*` within one level) → days of raw samples"
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _patterns(cls, rules: dict[str, float]) -> dict[str, float]:
+        for pattern, days in rules.items():
+            if pattern.count("/") != 2:
+                raise ValueError(f"{pattern!r}: expected commune/asset/signal, e.g. */BUS-*/lat")
+            if days <= 0:
+                raise ValueError(f"{pattern!r}: days must be above 0, got {days}")
+        return rules
+
+
 class HistorianConfig(Strict):
     """Where values are stored."""
 
@@ -167,6 +186,10 @@ class HistorianConfig(Strict):
     path: str = "var/beffroi.duckdb"
     flush_interval_s: float = Field(default=1.0, gt=0, le=60)
     max_batch: int = Field(default=100_000, ge=1)
+    spool_dir: str = "var/spool"
+    spool_max_mb: float = Field(default=1024, gt=0)
+    compact_interval_s: float = Field(default=300, gt=0)
+    retention: RetentionConfig = RetentionConfig()
 
 
 class HmiConfig(Strict):

@@ -10,7 +10,10 @@ from typing import Any
 REGISTRY: dict[str, dict[str, str]] = {
     "collectors": {"opcua": "beffroi.collectors.opcua:OpcUaCollector"},
     "historian": {"duckdb": "beffroi.historian.duckdb:DuckDBHistorian"},
-    "buffer": {"memory": "beffroi.historian.buffer:WriteBuffer"},
+    "write_path": {
+        "buffer": "beffroi.historian.buffer:WriteBuffer",
+        "spool": "beffroi.historian.spool:Spool",
+    },
     "simulator": {"opcua": "beffroi.simulator.server:MetropolisSimulator"},
     "hmi": {
         "app": "beffroi.hmi.app:create_app",

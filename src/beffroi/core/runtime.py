@@ -15,6 +15,7 @@ from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample
 from beffroi.core.plugins import load
 from beffroi.core.register import Register
+from beffroi.core.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,7 @@ class Runtime:
             "live_tags": len(self.live),
             "historian": {
                 "backend": self.cfg.historian.backend,
-                "written": self.buffer.written if self.buffer else 0,
-                "pending": self.buffer.depth if self.buffer else 0,
-                "last_error": self.buffer.last_error if self.buffer else "",
+                **(self.buffer.status() if self.buffer else {}),
             },
             "collectors": [c.status() for c in self.collectors],
         }
@@ -70,11 +69,17 @@ class Runtime:
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
         """Start every part; cleanup runs in reverse order when the stack closes."""
         cfg = self.cfg
-        historian_cls = load("historian", cfg.historian.backend)
-        self.historian = historian_cls(cfg.resolve(cfg.historian.path))
+        self.scheduler = Scheduler(cfg.metropolis.timezone)
+        await self.scheduler.start(stack)
+        self.historian = load("historian", cfg.historian.backend).from_config(cfg, self.register)
         stack.callback(self.historian.close)
-        self.buffer = load("buffer", "memory")(
-            self.historian, cfg.historian.flush_interval_s, cfg.historian.max_batch
+        if hasattr(self.historian, "schedule"):
+            self.historian.schedule(self.scheduler, cfg)
+        spool = load("write_path", "spool")(
+            cfg.resolve(cfg.historian.spool_dir), int(cfg.historian.spool_max_mb * 1024 * 1024)
+        )
+        self.buffer = load("write_path", "buffer")(
+            self.historian, spool, cfg.historian.flush_interval_s, cfg.historian.max_batch
         )
         await self.buffer.start(stack)
         if self.with_simulator:

@@ -1,43 +1,56 @@
-"""The write buffer between collectors and the historian: batches samples, flushes on a timer."""
+"""The write path's buffer: memory for a flush interval, then the back end or the spool."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 
-from beffroi.core.model import Sample
+from beffroi.core.model import Quality, Sample, utcnow
 from beffroi.historian.base import Historian
+from beffroi.historian.spool import Spool
 
 log = logging.getLogger(__name__)
 
+DROPPED_TAG = "_system/historian/dropped"
+
 
 class WriteBuffer:
-    """Collect samples in memory and write them in large batches off the event loop.
+    """Collect samples on the event loop and store them in large batches off the loop.
 
-    A failed write keeps the samples and retries on the next flush; the buffer is bounded,
-    and when full the oldest samples are dropped and counted in `dropped`.
+    Every flush writes to the back end; when that fails, the batch goes to the durable spool,
+    and while the spool holds anything new batches follow it there, so the back end receives
+    everything in order. The spool is drained with backoff once the back end answers again.
+    Samples dropped (spool full, or memory full when even the spool fails) are counted and
+    recorded in `_system/historian/dropped`.
     """
 
     def __init__(
         self,
         historian: Historian,
+        spool: Spool,
         flush_interval_s: float = 1.0,
         max_batch: int = 100_000,
         max_pending: int = 5_000_000,
     ):
         self.historian = historian
+        self.spool = spool
         self.flush_interval_s = flush_interval_s
         self.max_batch = max_batch
         self.max_pending = max_pending
         self._pending: deque[Sample] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._retry_at = 0.0
+        self._backoff = 1.0
+        self._dropped_seen = spool.dropped
         self.written = 0
         self.dropped = 0
         self.failures = 0
+        self.backend_ok = True
         self.last_error = ""
 
     def put(self, batch: Sequence[Sample]) -> None:
@@ -47,18 +60,29 @@ class WriteBuffer:
         if overflow > 0:
             for _ in range(overflow):
                 self._pending.popleft()
-            self.dropped += overflow
-            log.error("write buffer full: dropped %d oldest samples", overflow)
+            self._count_dropped(overflow)
         if len(self._pending) >= self.max_batch:
             self._wake.set()
 
     @property
     def depth(self) -> int:
-        """Return the number of samples waiting to be written."""
-        return len(self._pending)
+        """Return the samples waiting in memory and in the spool."""
+        return len(self._pending) + self.spool.pending
+
+    def status(self) -> dict:
+        """Return the write path's state for /healthz and the HMI."""
+        return {
+            "backend_ok": self.backend_ok,
+            "written": self.written,
+            "memory": len(self._pending),
+            "spooled": self.spool.pending,
+            "spool_bytes": self.spool.bytes,
+            "dropped": self.dropped,
+            "last_error": self.last_error,
+        }
 
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
-        """Start the flush loop; on exit, write everything still pending."""
+        """Start the flush loop; on exit, store or spool everything still in memory."""
         self._task = asyncio.create_task(self._run(), name="historian-writer")
         stack.push_async_callback(self._stop)
 
@@ -69,30 +93,85 @@ class WriteBuffer:
             self._wake.clear()
             await self.flush()
 
+    def _take(self) -> list[Sample]:
+        n = min(len(self._pending), self.max_batch)
+        return [self._pending.popleft() for _ in range(n)]
+
     async def flush(self) -> int:
-        """Write everything pending now; return how many samples were stored."""
+        """Store or spool everything in memory now, then drain the spool if it is due."""
         stored = 0
         while self._pending:
-            n = min(len(self._pending), self.max_batch)
-            batch = [self._pending.popleft() for _ in range(n)]
-            try:
-                await asyncio.to_thread(self.historian.write, batch)
-            except Exception as exc:
-                # Keep the batch at the front, in order, and retry at the next flush.
-                self._pending.extendleft(reversed(batch))
-                self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("historian write failed, will retry: %s", self.last_error)
+            batch = self._take()
+            if not self.spool and self.backend_ok:
+                if await self._write(batch):
+                    stored += len(batch)
+                    continue
+            if not await self._spool(batch):
                 break
-            stored += n
-            self.written += n
+        if self.spool and time.monotonic() >= self._retry_at:
+            stored += await self._drain()
         return stored
+
+    async def _write(self, batch: list[Sample]) -> bool:
+        try:
+            await asyncio.to_thread(self.historian.write, batch)
+        except Exception as exc:
+            self._failed(exc)
+            return False
+        self.written += len(batch)
+        return True
+
+    async def _spool(self, batch: list[Sample]) -> bool:
+        try:
+            await asyncio.to_thread(self.spool.append, batch)
+        except OSError as exc:
+            # The disk refuses too: keep the samples in memory (bounded) and retry later.
+            log.error("spool write failed: %s", exc)
+            self._pending.extendleft(reversed(batch))
+            return False
+        if self.spool.dropped > self._dropped_seen:
+            self._count_dropped(self.spool.dropped - self._dropped_seen)
+            self._dropped_seen = self.spool.dropped
+        return True
+
+    async def _drain(self) -> int:
+        """Replay spooled segments oldest first until the spool is empty or a write fails."""
+        stored = 0
+        while self.spool:
+            segment = await asyncio.to_thread(self.spool.peek)
+            if segment is None:
+                break
+            seq, batch = segment
+            if not await self._write(batch):
+                return stored
+            self.spool.remove(seq)
+            stored += len(batch)
+        if not self.backend_ok:
+            log.info("historian back end answers again; spool drained")
+        self.backend_ok = True
+        self._backoff = 1.0
+        return stored
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.backend_ok:
+            log.warning("historian write failed, spooling: %s", self.last_error)
+        self.backend_ok = False
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, 30.0)
+
+    def _count_dropped(self, n: int) -> None:
+        self.dropped += n
+        log.error("%d samples dropped (%d in all)", n, self.dropped)
+        self._pending.append(Sample(DROPPED_TAG, utcnow(), float(self.dropped), Quality.GOOD))
 
     async def _stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._retry_at = 0.0
         await self.flush()
-        if self._pending:
-            log.error("%d samples could not be written at shutdown", len(self._pending))
+        if self.depth:
+            log.warning("%d samples stay in the spool for the next start", self.depth)

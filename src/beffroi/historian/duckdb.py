@@ -6,6 +6,8 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -13,7 +15,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from beffroi.core.config import Config
 from beffroi.core.model import Sample
+from beffroi.core.register import Register
+from beffroi.core.scheduler import Scheduler
 from beffroi.historian import duckdb_sql as q
 from beffroi.historian.base import AGGREGATES, COLUMNS, Agg, Historian
 from beffroi.historian.downsample import downsample_frame
@@ -57,6 +62,20 @@ class DuckDBHistorian(Historian):
         self._names: dict[int, str] = {v: k for k, v in self._ids.items()}
         self._seq = self._con.execute("SELECT coalesce(max(seq), 0) FROM hot").fetchone()[0]
         self._watermark = self._meta("watermark")
+
+    @classmethod
+    def from_config(cls, cfg: Config, register: Register | None = None) -> DuckDBHistorian:
+        """Open the file named by `[historian] path`."""
+        return cls(cfg.resolve(cfg.historian.path))
+
+    def schedule(self, scheduler: Scheduler, cfg: Config) -> None:
+        """Register compaction and retention as scheduled jobs."""
+        scheduler.every(cfg.historian.compact_interval_s, self.compact, "historian-compact")
+        retention = cfg.historian.retention
+        if retention.rules or retention.raw_days is not None:
+            # At night, when the city's load is lowest.
+            job = partial(self.apply_retention, retention.rules, retention.raw_days)
+            scheduler.cron(job, "historian-retention", hour=3, minute=17)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -157,22 +176,34 @@ class DuckDBHistorian(Historian):
         log.debug("compacted %d samples", n)
         return n
 
-    def apply_retention(self, raw_days: Mapping[str, float], now: datetime | None = None) -> int:
-        """Delete raw samples older than each tag prefix's horizon; rollups are kept."""
+    def apply_retention(
+        self,
+        rules: Mapping[str, float],
+        default_days: float | None = None,
+        now: datetime | None = None,
+    ) -> int:
+        """Delete raw samples past each tag's horizon (first matching rule, else the default).
+
+        Hourly rollups are kept, so daily figures outlive the raw data they came from.
+        """
         now = now or datetime.now(UTC)
+        by_days: dict[float, list[int]] = {}
+        for name, tid in self._ids.items():
+            days = next((d for p, d in rules.items() if _matches(name, p)), default_days)
+            if days is not None:
+                by_days.setdefault(days, []).append(tid)
         deleted = 0
         with self._write_lock:
             cur = self._cur()
-            for pattern, days in raw_days.items():
+            for days, ids in by_days.items():
                 cutoff = _naive_utc(now - timedelta(days=days))
-                ids = [i for n, i in self._ids.items() if _matches(n, pattern)]
-                if not ids:
-                    continue
                 for table in ("samples", "hot", "text_samples"):
                     deleted += cur.execute(
                         f"DELETE FROM {table} WHERE tag_id IN (SELECT unnest(?)) AND ts < ?",
                         [ids, cutoff],
                     ).fetchone()[0]
+        if deleted:
+            log.info("retention removed %d raw samples", deleted)
         return deleted
 
     # -- reads -------------------------------------------------------------------------------
@@ -302,8 +333,6 @@ class DuckDBHistorian(Historian):
 
 def _matches(tag: str, pattern: str) -> bool:
     """Match a tag against a retention pattern: `*/BUS-*/lat` style, `*` within one level."""
-    from fnmatch import fnmatchcase
-
     parts, pats = tag.split("/"), pattern.split("/")
     return len(parts) == len(pats) and all(
         fnmatchcase(p, s) for p, s in zip(parts, pats, strict=True)

@@ -1,0 +1,63 @@
+"""The one place that knows APScheduler: timed jobs on the gateway's event loop."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Run functions on an interval or a cron rule; plain functions run in worker threads."""
+
+    def __init__(self, timezone: str = "Europe/Paris"):
+        self.timezone = timezone
+        self._sched = AsyncIOScheduler(
+            timezone=timezone,
+            # A job that overran or missed its time runs once, not once per missed slot.
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
+        )
+
+    async def start(self, stack: contextlib.AsyncExitStack) -> None:
+        """Start running jobs; stop when the stack closes."""
+        self._sched.start()
+        stack.callback(self._shutdown)
+
+    def _shutdown(self) -> None:
+        if self._sched.running:
+            self._sched.shutdown(wait=False)
+
+    def every(self, seconds: float, func: Callable[..., Any], name: str, **kwargs: Any) -> None:
+        """Run func every `seconds`."""
+        self._sched.add_job(
+            func,
+            IntervalTrigger(seconds=seconds),
+            id=name,
+            name=name,
+            kwargs=kwargs,
+            replace_existing=True,
+        )
+
+    def cron(self, func: Callable[..., Any], name: str, **fields: Any) -> None:
+        """Run func on a cron rule in the scheduler's time zone (e.g. hour=1, minute=0)."""
+        self._sched.add_job(
+            func,
+            CronTrigger(timezone=self.timezone, **fields),
+            id=name,
+            name=name,
+            replace_existing=True,
+        )
+
+    def jobs(self) -> list[dict]:
+        """Return the scheduled jobs and their next run times."""
+        return [
+            {"name": j.name, "next_run": j.next_run_time.isoformat() if j.next_run_time else None}
+            for j in self._sched.get_jobs()
+        ]
