@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import sys
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -25,15 +22,6 @@ app = typer.Typer(
 )
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TOML)")]
-_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-class OutputFormat(StrEnum):
-    """Formats of `beffroi query`."""
-
-    csv = "csv"
-    json = "json"
 
 
 def _fail(lines: list[str], code: int = 2) -> typer.Exit:
@@ -57,30 +45,6 @@ def _setup_logging(verbose: bool) -> None:
     # asyncua logs every reconnect attempt at length; our collector says it once, clearly.
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-
-
-def parse_time(text: str, now: datetime | None = None) -> datetime:
-    """Parse `now`, a relative time like `-15m`/`-2h`/`-7d`, or ISO 8601 (naive = UTC)."""
-    now = now or datetime.now(UTC)
-    text = text.strip()
-    if text == "now":
-        return now
-    m = _RELATIVE.match(text)
-    if m:
-        return now - timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
-    try:
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(f"{text!r}: expected now, -15m, -2h, -7d or ISO 8601") from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
-def parse_every(text: str) -> timedelta:
-    """Parse a bucket width like `30s`, `15m`, `1h`, `1d`."""
-    m = re.match(r"^(\d+(?:\.\d+)?)([smhdw])$", text.strip())
-    if not m or float(m.group(1)) <= 0:
-        raise typer.BadParameter(f"{text!r}: expected a width like 30s, 15m, 1h or 1d")
-    return timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
 
 
 def _serve(cfg: Config, *, simulator: bool, duration: float | None, assets: int | None) -> None:
@@ -210,59 +174,14 @@ def tags(
             typer.echo(f"{t.name}\t{t.kind}\t{t.unit}{rng}")
 
 
-@app.command()
-def query(
-    tag: Annotated[list[str], typer.Argument(help="tags, e.g. dijon/LC-0001/power_kw")],
-    config: ConfigOpt = Path("config.toml"),
-    start: Annotated[str, typer.Option(help="now, -15m, -2h, -7d or ISO 8601")] = "-1h",
-    end: Annotated[str, typer.Option(help="now, -15m, -2h, -7d or ISO 8601")] = "now",
-    every: Annotated[str | None, typer.Option(help="bucket width: 30s, 15m, 1h, 1d")] = None,
-    agg: Annotated[str | None, typer.Option(help="mean|min|max|first|last|count|sum")] = None,
-    max_points: Annotated[int | None, typer.Option(help="downsample to this many points")] = None,
-    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.csv,
-) -> None:
-    """Print stored values of tags from the historian as CSV or JSON."""
-    cfg = _load(config)
-    now = datetime.now(UTC)
-    t0, t1 = parse_time(start, now), parse_time(end, now)
-    width = parse_every(every) if every else None
-    if (width is None) != (agg is None):
-        raise _fail(["--every and --agg go together"])
-    from beffroi.core.plugins import load
+def _register_commands() -> None:
+    # Command groups in their own modules, registered on this app (they import _load, _fail).
+    from beffroi.core import cli_query
 
-    path = cfg.resolve(cfg.historian.path)
-    if not path.exists():
-        raise _fail(
-            [f"{path}: no historian file yet (run `beffroi demo` or `beffroi run` first)"], 1
-        )
-    try:
-        hist = load("historian", cfg.historian.backend)(path, read_only=True)
-    except Exception as exc:
-        if "lock" in str(exc).lower():
-            raise _fail(
-                [f"{path} is in use by a running gateway; stop it or query through its HMI"], 1
-            ) from None
-        raise _fail([f"{path}: cannot open: {exc}"], 1) from None
-    try:
-        df = hist.query(tag, t0, t1, every=width, agg=agg, max_points=max_points)
-    except ValueError as exc:
-        raise _fail([str(exc)]) from None
-    finally:
-        hist.close()
-    unknown = sorted(set(tag) - set(df["tag"]))
-    for t in unknown:
-        typer.echo(
-            f"warning: no values for {t} between {t0.isoformat()} and {t1.isoformat()}", err=True
-        )
-    df["ts"] = df["ts"].map(lambda ts: ts.isoformat())
-    if fmt is OutputFormat.json:
-        typer.echo(
-            json.dumps(df.to_dict(orient="records"), default=str, allow_nan=False)
-            if not df["value"].isna().any()
-            else df.to_json(orient="records")
-        )
-    else:
-        typer.echo(df.to_csv(index=False), nl=False)
+    cli_query.register(app)
+
+
+_register_commands()
 
 
 def main() -> None:

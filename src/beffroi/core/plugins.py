@@ -18,6 +18,8 @@ REGISTRY: dict[str, dict[str, str]] = {
     "hmi": {
         "app": "beffroi.hmi.app:create_app",
         "server": "beffroi.hmi.server:HmiServer",
+        "new_token": "beffroi.hmi.api:new_token",
+        "write_gateway_file": "beffroi.hmi.api:write_gateway_file",
     },
 }
 

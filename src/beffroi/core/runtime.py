@@ -8,6 +8,7 @@ import logging
 import signal
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from beffroi.core.config import Config
@@ -18,6 +19,11 @@ from beffroi.core.register import Register
 from beffroi.core.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
+
+
+def gateway_file_path(cfg: Config) -> Path:
+    """Return where a running gateway records its HMI URL and API token."""
+    return cfg.resolve(cfg.historian.path).parent / "gateway.json"
 
 
 class Runtime:
@@ -91,12 +97,19 @@ class Runtime:
             await collector.start(stack)
             self.collectors.append(collector)
         if self.with_hmi:
-            app = load("hmi", "app")(cfg, self.register, self.live, self.historian, self.status)
+            token = load("hmi", "new_token")()
+            app = load("hmi", "app")(
+                cfg, self.register, self.live, self.historian, self.status, api_token=token
+            )
             self.hmi_server = load("hmi", "server")(
                 app, cfg.hmi.host, cfg.hmi.port, threads=cfg.hmi.threads
             )
             self.hmi_server.start()
             stack.callback(self.hmi_server.stop)
+            # `beffroi query` finds the running gateway here while it holds the DuckDB file.
+            gateway_file = gateway_file_path(cfg)
+            load("hmi", "write_gateway_file")(gateway_file, self.hmi_server.url, token)
+            stack.callback(gateway_file.unlink, missing_ok=True)
 
     async def run(self, duration: float | None = None, ready: Any = None) -> None:
         """Run until the duration elapses or SIGINT/SIGTERM arrives, then shut down cleanly."""

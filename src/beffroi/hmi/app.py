@@ -15,6 +15,7 @@ from beffroi.core.config import Config
 from beffroi.core.live import LiveValues
 from beffroi.core.register import Register
 from beffroi.historian.base import Historian
+from beffroi.hmi.api import register_api
 from beffroi.hmi.context import HmiContext, get_context, set_context
 from beffroi.hmi.figures import DISPLAY_TZ
 
@@ -78,6 +79,7 @@ def create_app(
     live: LiveValues,
     historian: Historian,
     status: Callable[[], dict] | None = None,
+    api_token: str | None = None,
 ) -> dash.Dash:
     """Build the HMI Dash app over the runtime's register, live values and historian."""
     set_context(HmiContext(cfg, register, live, historian, status))
@@ -104,6 +106,9 @@ def create_app(
                 log.exception("status callable failed")
                 return jsonify({"status": "error", "error": str(exc)}), 503
         return jsonify(body)
+
+    if api_token:
+        register_api(server, historian, api_token)
 
     # Dash hands @callback registrations (pages and shell) to the first app that serves a
     # request; serve one now so this app owns them even if another app is built later.

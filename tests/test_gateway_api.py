@@ -1,0 +1,57 @@
+"""While a gateway owns the DuckDB file, `beffroi query` reads through its HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from beffroi.core.cli import demo_config
+from beffroi.core.register import build_register
+from beffroi.core.runtime import Runtime, gateway_file_path
+from tests.conftest import ROOT, eventually, free_port
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "beffroi", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_query_goes_through_the_running_gateway(demo_config_fixture, tmp_path: Path) -> None:
+    """The CLI finds the gateway, says so, and returns the rows the gateway stored."""
+    cfg = demo_config(demo_config_fixture, data=tmp_path, port=free_port(), opcua_port=free_port())
+    cfg_file = tmp_path / "gw.toml"
+    text = (ROOT / "config.toml").read_text()
+    text = text.replace('path = "var/beffroi.duckdb"', f'path = "{tmp_path / "beffroi.duckdb"}"')
+    cfg_file.write_text(text)
+    register = build_register(cfg, assets=30)
+    runtime = Runtime(cfg, register, simulator=True, hmi=True)
+    tag = next(t for t in register.tags if t.endswith("/power_kw"))
+    async with contextlib.AsyncExitStack() as stack:
+        await runtime.start(stack)
+        await eventually(lambda: runtime.buffer.written > len(register.tags), within=30)
+        info = json.loads(gateway_file_path(cfg).read_text())
+        assert gateway_file_path(cfg).stat().st_mode & 0o777 == 0o600
+        proc = await asyncio.to_thread(_cli, "query", "-c", str(cfg_file), tag, "--start", "-1h")
+        assert proc.returncode == 0, proc.stderr
+        assert f"read through the running gateway at {info['url']}" in proc.stderr
+        rows = pd.read_csv(io.StringIO(proc.stdout))
+        assert set(rows.tag) == {tag} and len(rows) >= 1
+
+        bad = urllib.request.Request(
+            f"{info['url']}/api/v1/query?tag={tag}", headers={"Authorization": "Bearer nope"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as err:
+            await asyncio.to_thread(urllib.request.urlopen, bad, timeout=10)
+        assert err.value.code == 401
+    assert not gateway_file_path(cfg).exists()  # removed at shutdown
