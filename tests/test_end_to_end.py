@@ -48,7 +48,10 @@ async def test_simulated_values_reach_the_historian(demo_config_fixture, tmp_pat
 
 
 def _get(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    """GET a page as a browser would: logged out, it lands on the login form."""
+    req = urllib.request.Request(url, headers={"Accept": "text/html"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.url.endswith("/login?next=/")
         return resp.status
 
 

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,10 +34,13 @@ from beffroi.hmi.state import (
     map_frame,
     mobile_classes,
 )
+from beffroi.hmi.users import UserStore
 from tests.conftest import free_port
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
+SUPERVISOR = "sup"
+PASSWORD = "correct horse battery"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -253,7 +257,18 @@ def historian(tmp_path_factory: pytest.TempPathFactory, scene: Scene):
 
 
 @pytest.fixture(scope="module")
-def hmi(demo_config: Config, scene: Scene, historian: DuckDBHistorian):
+def users(tmp_path_factory: pytest.TempPathFactory, scene: Scene):
+    """Return a user store with a supervisor of the whole metropolis."""
+    store = UserStore(
+        tmp_path_factory.mktemp("users") / "users.duckdb", set(scene.register.communes)
+    )
+    store.add(SUPERVISOR, PASSWORD, "supervisor", ["*"])
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def hmi(demo_config: Config, scene: Scene, historian: DuckDBHistorian, users: UserStore):
     """Serve the HMI over the scene with waitress on a free port."""
     app = create_app(
         demo_config,
@@ -261,6 +276,7 @@ def hmi(demo_config: Config, scene: Scene, historian: DuckDBHistorian):
         scene.live,
         historian,
         status=lambda: {"collectors": {"simulator": "connected"}},
+        users=users,
     )
     server = HmiServer(app, "127.0.0.1", free_port(), threads=4)
     server.start()
@@ -268,9 +284,30 @@ def hmi(demo_config: Config, scene: Scene, historian: DuckDBHistorian):
     server.stop()
 
 
-def _get(url: str) -> tuple[int, str, str]:
-    with urllib.request.urlopen(url, timeout=10) as resp:
+def _get(url: str, opener=None) -> tuple[int, str, str]:
+    opener = opener or urllib.request.build_opener()
+    with opener.open(url, timeout=10) as resp:
         return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
+
+
+def logged_in_opener(base: str, name: str = SUPERVISOR, password: str = PASSWORD):
+    """Return a urllib opener holding a session cookie of a logged-in user."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    form = urllib.parse.urlencode({"username": name, "password": password}).encode()
+    with opener.open(base + "login", data=form, timeout=10) as resp:
+        assert resp.status == 200
+    return opener
+
+
+def login_page(browser, base: str, name: str = SUPERVISOR, password: str = PASSWORD):
+    """Open a browser page logged in through the login form."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(base + "login")
+    page.fill("#username", name)
+    page.fill("#password", password)
+    page.click("#login-submit")
+    page.wait_for_selector("#shell-user-name", timeout=20_000)
+    return page
 
 
 def test_healthz_reports_ok_and_the_runtime_status(hmi: HmiServer, scene: Scene) -> None:
@@ -284,13 +321,14 @@ def test_healthz_reports_ok_and_the_runtime_status(hmi: HmiServer, scene: Scene)
 
 
 def test_pages_are_served(hmi: HmiServer, scene: Scene) -> None:
-    status, ctype, body = _get(hmi.url)
+    opener = logged_in_opener(hmi.url)
+    status, ctype, body = _get(hmi.url, opener)
     assert status == 200 and ctype.startswith("text/html")
     assert "_dash-config" in body and "Beffroi" in body
     assert "beffroi.js" in body  # the marker functions the map needs
-    status, _, body = _get(hmi.url + "trends?tag=" + scene.fault.tag("power_kw"))
+    status, _, body = _get(hmi.url + "trends?tag=" + scene.fault.tag("power_kw"), opener)
     assert status == 200 and "_dash-config" in body
-    status, _, layout = _get(hmi.url + "_dash-layout")
+    status, _, layout = _get(hmi.url + "_dash-layout", opener)
     assert status == 200 and "shell-strip" in layout and "Trends" in layout
 
 
@@ -344,7 +382,7 @@ def test_map_in_browser_shows_states_legend_and_panel(
 ) -> None:
     scene.fill(utcnow())
     n = len(scene.register.assets)
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page = login_page(browser, hmi.url)
     try:
         page.goto(hmi.url)
         page.wait_for_function(
@@ -426,7 +464,7 @@ def test_trends_in_browser_plots_the_tag_from_the_url(
     hmi: HmiServer, scene: Scene, browser
 ) -> None:
     tag = scene.fault.tag("power_kw")
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page = login_page(browser, hmi.url)
     try:
         page.goto(hmi.url + "trends?tag=" + tag)
         page.wait_for_function(

@@ -47,7 +47,14 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
-def _serve(cfg: Config, *, simulator: bool, duration: float | None, assets: int | None) -> None:
+def _serve(
+    cfg: Config,
+    *,
+    simulator: bool,
+    duration: float | None,
+    assets: int | None,
+    demo: bool = False,
+) -> None:
     from beffroi.core.register import build_register
     from beffroi.core.runtime import Runtime
 
@@ -62,12 +69,21 @@ def _serve(cfg: Config, *, simulator: bool, duration: float | None, assets: int 
             typer.echo(f"Simulator (OPC UA): {rt.simulator.endpoint}")
         typer.echo(f"Historian: {cfg.historian.backend} {cfg.resolve(cfg.historian.path)}")
         if rt.hmi_server is not None:
-            typer.echo(
-                f"HMI: {rt.hmi_server.url}",
-            )
+            typer.echo(f"HMI: {rt.hmi_server.url}")
+            if rt.demo_passwords:
+                typer.echo("Demo users (new passwords at each demo start):")
+                for name, password in rt.demo_passwords.items():
+                    user = rt.users.get(name)
+                    scope = "all communes" if user.everywhere else ", ".join(user.communes)
+                    typer.echo(f"  {name:<18} {password:<14} {user.role}, {scope}")
+            elif not rt.users.all():
+                typer.echo(
+                    "No HMI user yet: create one with "
+                    "`beffroi user add NAME --role admin --commune '*'`"
+                )
         sys.stdout.flush()
 
-    runtime = Runtime(cfg, register, simulator=simulator)
+    runtime = Runtime(cfg, register, simulator=simulator, demo=demo)
     try:
         asyncio.run(runtime.run(duration=duration, ready=ready))
     except OSError as exc:
@@ -116,7 +132,7 @@ def demo(
     """Start the simulated metropolis, the gateway and the HMI on the embedded store."""
     _setup_logging(verbose)
     cfg = demo_config(_load(config), data=data, port=port, opcua_port=opcua_port)
-    _serve(cfg, simulator=True, duration=duration, assets=assets)
+    _serve(cfg, simulator=True, duration=duration, assets=assets, demo=True)
 
 
 @app.command()
@@ -176,9 +192,10 @@ def tags(
 
 def _register_commands() -> None:
     # Command groups in their own modules, registered on this app (they import _load, _fail).
-    from beffroi.core import cli_query
+    from beffroi.core import cli_query, cli_users
 
     cli_query.register(app)
+    cli_users.register(app)
 
 
 _register_commands()

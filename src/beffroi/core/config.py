@@ -198,6 +198,11 @@ class HmiConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8050, ge=1, le=65535)
     threads: int = Field(default=8, ge=1, le=64)
+    users_db: str = "var/users.duckdb"
+    session_secret_env: str = Field(default="BEFFROI_SESSION_SECRET", pattern=r"^[A-Za-z_]\w*$")
+    session_hours: float = Field(default=12, gt=0, le=24 * 30)
+    login_attempts: int = Field(default=5, ge=1)
+    login_window_s: float = Field(default=300, gt=0)
 
 
 class Config(Strict):

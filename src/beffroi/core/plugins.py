@@ -19,6 +19,8 @@ REGISTRY: dict[str, dict[str, str]] = {
         "app": "beffroi.hmi.app:create_app",
         "server": "beffroi.hmi.server:HmiServer",
         "new_token": "beffroi.hmi.api:new_token",
+        "users": "beffroi.hmi.users:UserStore",
+        "reset_demo_users": "beffroi.hmi.users:reset_demo_users",
         "write_gateway_file": "beffroi.hmi.api:write_gateway_file",
     },
 }

@@ -29,11 +29,22 @@ def gateway_file_path(cfg: Config) -> Path:
 class Runtime:
     """One gateway: a simulator (optional), collectors, the historian writer and the HMI."""
 
-    def __init__(self, cfg: Config, register: Register, *, simulator: bool, hmi: bool = True):
+    def __init__(
+        self,
+        cfg: Config,
+        register: Register,
+        *,
+        simulator: bool,
+        hmi: bool = True,
+        demo: bool = False,
+    ):
         self.cfg = cfg
         self.register = register
         self.with_simulator = simulator and cfg.simulator.enabled
         self.with_hmi = hmi
+        self.demo = demo
+        self.users: Any = None
+        self.demo_passwords: dict[str, str] = {}
         self.live = LiveValues()
         self.collectors: list[Any] = []
         self.historian: Any = None
@@ -98,8 +109,20 @@ class Runtime:
             self.collectors.append(collector)
         if self.with_hmi:
             token = load("hmi", "new_token")()
+            self.users = load("hmi", "users")(
+                cfg.resolve(cfg.hmi.users_db), set(self.register.communes)
+            )
+            stack.callback(self.users.close)
+            if self.demo:
+                self.demo_passwords = load("hmi", "reset_demo_users")(self.users)
             app = load("hmi", "app")(
-                cfg, self.register, self.live, self.historian, self.status, api_token=token
+                cfg,
+                self.register,
+                self.live,
+                self.historian,
+                self.status,
+                api_token=token,
+                users=self.users,
             )
             self.hmi_server = load("hmi", "server")(
                 app, cfg.hmi.host, cfg.hmi.port, threads=cfg.hmi.threads

@@ -9,15 +9,18 @@ from zoneinfo import ZoneInfo
 
 import dash
 from dash import Input, Output, callback, dcc, html
-from flask import jsonify
+from flask import has_request_context, jsonify
+from flask_login import current_user
 
 from beffroi.core.config import Config
 from beffroi.core.live import LiveValues
 from beffroi.core.register import Register
 from beffroi.historian.base import Historian
 from beffroi.hmi.api import register_api
+from beffroi.hmi.auth import install_auth, session_secret
 from beffroi.hmi.context import HmiContext, get_context, set_context
 from beffroi.hmi.figures import DISPLAY_TZ
+from beffroi.hmi.users import UserStore
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +51,27 @@ def _shell(cfg: Config) -> html.Div:
                         ],
                     ),
                     html.Div(id="shell-strip", className="shell-strip", children="…"),
+                    _user_badge(),
                 ],
             ),
             dcc.Interval(id="shell-interval", interval=2000),
             html.Main(dash.page_container, className="shell-main"),
+        ],
+    )
+
+
+def _user_badge() -> html.Div:
+    """Show who is logged in, with their role and scope, and a logout link."""
+    user = current_user.user if has_request_context() and current_user.is_authenticated else None
+    if user is None:
+        return html.Div(id="shell-user")
+    scope = "métropole" if user.everywhere else ", ".join(user.communes)
+    return html.Div(
+        id="shell-user",
+        className="shell-user",
+        children=[
+            html.Span(f"{user.name} · {user.role} · {scope}", id="shell-user-name"),
+            html.A("Déconnexion", href="/logout", id="shell-logout"),
         ],
     )
 
@@ -80,8 +100,10 @@ def create_app(
     historian: Historian,
     status: Callable[[], dict] | None = None,
     api_token: str | None = None,
+    *,
+    users: UserStore,
 ) -> dash.Dash:
-    """Build the HMI Dash app over the runtime's register, live values and historian."""
+    """Build the HMI Dash app; every page and callback requires a logged-in user."""
     set_context(HmiContext(cfg, register, live, historian, status))
     app = dash.Dash(
         "beffroi.hmi",
@@ -92,9 +114,20 @@ def create_app(
         update_title=None,
         suppress_callback_exceptions=True,
     )
-    app.layout = _shell(cfg)
+    # A function: evaluated per page load, so the header names the logged-in user.
+    app.layout = lambda: _shell(cfg)
     _register_shell_callbacks()
     server = app.server
+    hmi_cfg = cfg.hmi
+    install_auth(
+        server,
+        users,
+        session_secret(hmi_cfg.session_secret_env, users.path.parent / "session.secret"),
+        title=cfg.metropolis.name,
+        session_hours=hmi_cfg.session_hours,
+        attempts=hmi_cfg.login_attempts,
+        window_s=hmi_cfg.login_window_s,
+    )
 
     @server.route("/healthz")
     def healthz():  # type: ignore[no-untyped-def]

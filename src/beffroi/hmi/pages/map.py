@@ -29,6 +29,7 @@ from dash import (
 from beffroi.core.config import Config
 from beffroi.core.model import Asset, Commune, Sample, utcnow
 from beffroi.core.register import Register
+from beffroi.hmi.auth import ensure_sees, sees
 from beffroi.hmi.context import get_context
 from beffroi.hmi.state import (
     STATE_COLOURS,
@@ -105,7 +106,9 @@ def layout(**_query: str) -> html.Div:
                     dcc.Dropdown(
                         id="map-commune",
                         options=[
-                            {"label": c.name, "value": c.id} for c in hmi.register.communes.values()
+                            {"label": c.name, "value": c.id}
+                            for c in hmi.register.communes.values()
+                            if sees(c.id)
                         ],
                         multi=True,
                         placeholder="All communes",
@@ -176,6 +179,10 @@ def _digest(obj: object) -> str:
 def refresh_markers(_n, communes, domains, digest):  # type: ignore[no-untyped-def]
     """Recompute states from live values; redraw layers only when the filters change."""
     hmi = get_context()
+    for commune in communes or []:
+        ensure_sees(commune)  # a hand-built request for another commune's data gets 403
+    if not communes:
+        communes = [c for c in hmi.register.communes if sees(c)]
     assets = filter_assets(hmi.register, communes, domains)
     rows = asset_rows(assets, hmi.live.snapshot())
     moving = mobile_classes(hmi.cfg)
@@ -344,5 +351,6 @@ def render_panel(asset_id, _n):  # type: ignore[no-untyped-def]
     asset = hmi.register.assets.get(asset_id)
     if asset is None:
         return html.P(f"Unknown asset {asset_id}", className="map-panel-hint")
+    ensure_sees(asset.commune)
     snapshot = hmi.live.snapshot([t.name for t in asset.tags])
     return asset_panel(asset, snapshot, hmi.cfg, hmi.register, utcnow())

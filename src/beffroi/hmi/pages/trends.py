@@ -13,6 +13,7 @@ from dash.exceptions import PreventUpdate
 
 from beffroi.core.model import utcnow
 from beffroi.core.register import Register
+from beffroi.hmi.auth import ensure_sees, sees
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import DISPLAY_TZ, empty_figure, trend_figure
 
@@ -74,7 +75,7 @@ def _option(tag: str, register: Register) -> dict:
 def layout(tag: str | list[str] | None = None, range: str | None = None, **_query: str) -> html.Div:
     """Render the trends page, preselecting tags from ?tag=… and a range from ?range=…."""
     register = get_context().register
-    tags = parse_tags(tag, register)
+    tags = [t for t in parse_tags(tag, register) if sees(register.tags[t].commune)]
     chosen = range if range in RANGES else DEFAULT_RANGE
     return html.Div(
         className="trends-page",
@@ -131,7 +132,8 @@ def update_options(search: str | None, selected: list[str] | None) -> list[dict]
         raise PreventUpdate
     register = get_context().register
     selected = selected or []
-    found = search_tags(register.tags.keys(), search)
+    visible = (t for t, spec in register.tags.items() if sees(spec.commune))
+    found = search_tags(visible, search)
     return [_option(t, register) for t in dict.fromkeys([*selected, *found])]
 
 
@@ -162,6 +164,8 @@ def update_graph(tags: list[str] | None, range_key: str | None, _n: int | None):
     """Query the historian for the chosen tags and range and draw the trend."""
     hmi = get_context()
     tags = [t for t in (tags or []) if t in hmi.register.tags]
+    for t in tags:
+        ensure_sees(hmi.register.tags[t].commune)  # hand-built requests included
     if not tags:
         return empty_figure("Pick a tag to plot"), ""
     end = utcnow()

@@ -1,0 +1,90 @@
+"""`beffroi user add|passwd|remove|list`: the HMI's users, their roles and communes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TOML)")]
+
+
+def _password(password_env: str | None) -> str:
+    """Read a password from a named environment variable, or ask twice without echo."""
+    if password_env:
+        value = os.environ.get(password_env)
+        if not value:
+            from beffroi.core.cli import _fail
+
+            raise _fail([f"environment variable {password_env} is not set"])
+        return value
+    return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `user` command group to the CLI."""
+    users_app = typer.Typer(
+        help="Manage HMI users: roles and commune scopes.", no_args_is_help=True
+    )
+    app.add_typer(users_app, name="user")
+
+    def store(config: Path):
+        from beffroi.core.cli import _load
+        from beffroi.core.plugins import load
+
+        cfg = _load(config)
+        communes = {c.id for c in cfg.communes}
+        return load("hmi", "users")(cfg.resolve(cfg.hmi.users_db), communes)
+
+    def guarded(fn, *args):
+        from beffroi.core.cli import _fail
+        from beffroi.hmi.users import UserError
+
+        try:
+            return fn(*args)
+        except UserError as exc:
+            raise _fail([str(exc)]) from None
+        except Exception as exc:
+            if "lock" in str(exc).lower():
+                raise _fail(
+                    ["the users file is in use by a running gateway; stop it first"], 1
+                ) from None
+            raise
+
+    @users_app.command("add")
+    def add(
+        name: str,
+        role: Annotated[str, typer.Option(help="viewer|operator|supervisor|auditor|admin")],
+        commune: Annotated[list[str], typer.Option(help="a commune id, or '*' for all")],
+        config: ConfigOpt = Path("config.toml"),
+        password_env: Annotated[str | None, typer.Option(help="read the password from it")] = None,
+    ) -> None:
+        """Create a user."""
+        s = guarded(store, config)
+        user = guarded(s.add, name, _password(password_env), role, commune)
+        typer.echo(f"user {user.name} added: {user.role}, {', '.join(user.communes)}")
+
+    @users_app.command("passwd")
+    def passwd(
+        name: str,
+        config: ConfigOpt = Path("config.toml"),
+        password_env: Annotated[str | None, typer.Option(help="read the password from it")] = None,
+    ) -> None:
+        """Change a user's password."""
+        s = guarded(store, config)
+        guarded(s.set_password, name, _password(password_env))
+        typer.echo(f"password of {name} changed")
+
+    @users_app.command("remove")
+    def remove(name: str, config: ConfigOpt = Path("config.toml")) -> None:
+        """Delete a user."""
+        guarded(guarded(store, config).remove, name)
+        typer.echo(f"user {name} removed")
+
+    @users_app.command("list")
+    def list_users(config: ConfigOpt = Path("config.toml")) -> None:
+        """List users with their role and communes."""
+        for u in guarded(store, config).all():
+            typer.echo(f"{u.name}\t{u.role}\t{','.join(u.communes)}")

@@ -1,0 +1,197 @@
+"""HMI users: argon2-hashed passwords, a role, and the communes each one may see."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+log = logging.getLogger(__name__)
+
+ALL = "*"
+ROLES = ("viewer", "operator", "supervisor", "auditor", "admin")
+# What each role may do beyond looking; a role does not inherit another's rights by name.
+RIGHTS: dict[str, frozenset[str]] = {
+    "viewer": frozenset(),
+    "operator": frozenset({"ack", "shelve", "setpoint"}),
+    "supervisor": frozenset({"ack", "shelve", "setpoint", "playbook", "rules"}),
+    "auditor": frozenset({"export", "audit"}),
+    "admin": frozenset(
+        {"ack", "shelve", "setpoint", "playbook", "rules", "export", "audit", "users"}
+    ),
+}
+MIN_PASSWORD = 10
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name VARCHAR PRIMARY KEY,
+    hash VARCHAR NOT NULL,
+    role VARCHAR NOT NULL,
+    communes VARCHAR[] NOT NULL,
+    created TIMESTAMPTZ NOT NULL DEFAULT now(),
+    disabled BOOLEAN NOT NULL DEFAULT false
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A user as the HMI sees it: name, role and commune scope (`*` for the metropolis)."""
+
+    name: str
+    role: str
+    communes: tuple[str, ...]
+
+    @property
+    def everywhere(self) -> bool:
+        """Return True when the user's scope is the whole metropolis."""
+        return ALL in self.communes
+
+    def sees(self, commune: str) -> bool:
+        """Tell whether data of this commune may be shown to the user."""
+        return self.everywhere or commune in self.communes
+
+    def may(self, right: str) -> bool:
+        """Tell whether the user's role grants a right (ack, setpoint, export, users…)."""
+        return right in RIGHTS.get(self.role, frozenset())
+
+
+class UserError(ValueError):
+    """A user operation that cannot be done, with the reason."""
+
+
+class UserStore:
+    """Users in a DuckDB file; passwords only as argon2id hashes."""
+
+    def __init__(self, path: str | Path, known_communes: set[str] | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(str(self.path))
+        self._con.execute(SCHEMA)
+        self._lock = threading.Lock()
+        self._hasher = PasswordHasher()
+        self.known_communes = known_communes
+
+    def _check(self, role: str, communes: list[str], password: str | None) -> None:
+        if role not in ROLES:
+            raise UserError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        if not communes:
+            raise UserError(f"give at least one commune, or {ALL!r} for the whole metropolis")
+        if self.known_communes is not None:
+            unknown = [c for c in communes if c != ALL and c not in self.known_communes]
+            if unknown:
+                raise UserError(f"unknown commune(s): {', '.join(unknown)}")
+        if password is not None and len(password) < MIN_PASSWORD:
+            raise UserError(f"password too short: at least {MIN_PASSWORD} characters")
+
+    def add(self, name: str, password: str, role: str, communes: list[str]) -> User:
+        """Create a user; refuses an existing name."""
+        self._check(role, communes, password)
+        digest = self._hasher.hash(password)
+        with self._lock:
+            if self._con.execute("SELECT 1 FROM users WHERE name = ?", [name]).fetchone():
+                raise UserError(f"user {name!r} exists already")
+            self._con.execute(
+                "INSERT INTO users (name, hash, role, communes) VALUES (?, ?, ?, ?)",
+                [name, digest, role, communes],
+            )
+        return User(name, role, tuple(communes))
+
+    def upsert(self, name: str, password: str, role: str, communes: list[str]) -> User:
+        """Create or reset a user (used for the demo's users)."""
+        self._check(role, communes, password)
+        digest = self._hasher.hash(password)
+        with self._lock:
+            self._con.execute(
+                "INSERT OR REPLACE INTO users (name, hash, role, communes) VALUES (?, ?, ?, ?)",
+                [name, digest, role, communes],
+            )
+        return User(name, role, tuple(communes))
+
+    def set_password(self, name: str, password: str) -> None:
+        """Replace a user's password."""
+        self._check("viewer", [ALL], password)
+        with self._lock:
+            if self.get(name) is None:
+                raise UserError(f"no user {name!r}")
+            self._con.execute(
+                "UPDATE users SET hash = ? WHERE name = ?", [self._hasher.hash(password), name]
+            )
+
+    def remove(self, name: str) -> None:
+        """Delete a user."""
+        with self._lock:
+            if self.get(name) is None:
+                raise UserError(f"no user {name!r}")
+            self._con.execute("DELETE FROM users WHERE name = ?", [name])
+
+    def get(self, name: str) -> User | None:
+        """Return an enabled user by name."""
+        row = (
+            self._con.cursor()
+            .execute(
+                "SELECT name, role, communes FROM users WHERE name = ? AND NOT disabled", [name]
+            )
+            .fetchone()
+        )
+        return User(row[0], row[1], tuple(row[2])) if row else None
+
+    def verify(self, name: str, password: str) -> User | None:
+        """Return the user when the password matches, else None (same work either way)."""
+        row = (
+            self._con.cursor()
+            .execute("SELECT hash FROM users WHERE name = ? AND NOT disabled", [name])
+            .fetchone()
+        )
+        # Hash something even for unknown names, so timing does not reveal which names exist.
+        digest = row[0] if row else _DUMMY
+        try:
+            self._hasher.verify(digest, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        return self.get(name) if row else None
+
+    def all(self) -> list[User]:
+        """Return every user, sorted by name."""
+        rows = (
+            self._con.cursor()
+            .execute("SELECT name, role, communes FROM users ORDER BY name")
+            .fetchall()
+        )
+        return [User(r[0], r[1], tuple(r[2])) for r in rows]
+
+    def close(self) -> None:
+        """Close the file."""
+        self._con.close()
+
+
+_DUMMY = PasswordHasher().hash("not a password of anyone")
+
+
+# The demo's users: one per kind of person who uses the command post.
+DEMO_USERS = (
+    ("superviseur", "supervisor", [ALL]),
+    ("operateur-talant", "operator", ["talant"]),
+    ("auditeur", "auditor", [ALL]),
+    ("admin", "admin", [ALL]),
+)
+
+
+def reset_demo_users(store: UserStore) -> dict[str, str]:
+    """Give each demo user a fresh random password; return name → password to show once."""
+    import secrets
+
+    out = {}
+    for name, role, communes in DEMO_USERS:
+        communes = [
+            c for c in communes if c == ALL or not store.known_communes or c in store.known_communes
+        ] or [ALL]
+        password = secrets.token_urlsafe(9)
+        store.upsert(name, password, role, communes)
+        out[name] = password
+    return out
