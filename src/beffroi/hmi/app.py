@@ -20,6 +20,7 @@ from beffroi.hmi.api import register_api
 from beffroi.hmi.auth import install_auth, session_secret
 from beffroi.hmi.context import HmiContext, get_context, set_context
 from beffroi.hmi.figures import DISPLAY_TZ
+from beffroi.hmi.metrics import register_metrics
 from beffroi.hmi.users import UserStore
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def _shell(cfg: Config) -> html.Div:
                         children=[
                             dcc.Link("Map", href="/", id="shell-nav-map"),
                             dcc.Link("Trends", href="/trends", id="shell-nav-trends"),
+                            dcc.Link("System", href="/system", id="shell-nav-system"),
                         ],
                     ),
                     html.Div(id="shell-strip", className="shell-strip", children="…"),
@@ -142,6 +144,8 @@ def create_app(
 
     if api_token:
         register_api(server, historian, api_token)
+    if status is not None:
+        register_metrics(server, status)
 
     # Dash hands @callback registrations (pages and shell) to the first app that serves a
     # request; serve one now so this app owns them even if another app is built later.

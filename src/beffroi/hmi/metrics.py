@@ -1,0 +1,82 @@
+"""Prometheus /metrics for the city's IT monitoring: throughput, spool, collectors, alarms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Flask, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+
+class StatusCollector:
+    """Turn the runtime's status() into metrics at each scrape, so nothing is kept twice."""
+
+    def __init__(self, status: Callable[[], dict]):
+        self.status = status
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        """Yield the metric families of one scrape."""
+        st = self.status()
+        yield CounterMetricFamily(
+            "beffroi_samples_received",
+            "Samples received from collectors.",
+            value=st.get("samples_in", 0),
+        )
+        yield GaugeMetricFamily(
+            "beffroi_live_tags", "Tags with a live value.", value=st.get("live_tags", 0)
+        )
+        hist = st.get("historian", {})
+        yield CounterMetricFamily(
+            "beffroi_historian_written", "Samples stored.", value=hist.get("written", 0)
+        )
+        yield CounterMetricFamily(
+            "beffroi_historian_dropped",
+            "Samples dropped (spool full).",
+            value=hist.get("dropped", 0),
+        )
+        yield GaugeMetricFamily(
+            "beffroi_historian_spooled",
+            "Samples waiting in the spool.",
+            value=hist.get("spooled", 0),
+        )
+        yield GaugeMetricFamily(
+            "beffroi_historian_spool_bytes", "Spool size on disk.", value=hist.get("spool_bytes", 0)
+        )
+        yield GaugeMetricFamily(
+            "beffroi_historian_up",
+            "1 when the back end accepts writes.",
+            value=1 if hist.get("backend_ok", True) else 0,
+        )
+        connected = GaugeMetricFamily(
+            "beffroi_collector_connected",
+            "1 when the collector is connected.",
+            labels=["collector", "protocol"],
+        )
+        received = CounterMetricFamily(
+            "beffroi_collector_samples",
+            "Samples received per collector.",
+            labels=["collector", "protocol"],
+        )
+        for c in st.get("collectors", []):
+            labels = [c.get("name", "?"), c.get("protocol", "?")]
+            connected.add_metric(labels, 1 if c.get("connected") else 0)
+            received.add_metric(labels, c.get("samples_received", 0))
+        yield connected
+        yield received
+        alarms = st.get("alarms")
+        if isinstance(alarms, dict):
+            active = GaugeMetricFamily("beffroi_alarms", "Alarms by state.", labels=["state"])
+            for state, n in alarms.get("by_state", {}).items():
+                active.add_metric([state], n)
+            yield active
+
+
+def register_metrics(server: Flask, status: Callable[[], dict]) -> None:
+    """Serve /metrics in the Prometheus text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatusCollector(status))
+
+    @server.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
