@@ -13,6 +13,10 @@ from beffroi.core.register import Register, build_register
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Real database servers (influxd, VictoriaMetrics) and their fixtures.
+pytest_plugins = ["tests.servers_db"]
+
+
 async def eventually(predicate, within: float = 10.0, every: float = 0.05) -> None:
     """Wait until predicate() is true; fail with a timeout after `within` seconds."""
     async with asyncio.timeout(within):

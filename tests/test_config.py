@@ -24,7 +24,10 @@ def test_bad_config_names_file_path_and_expectation(case: str) -> None:
     path = CASES / case / "config.toml"
     result = CliRunner().invoke(app, ["check-config", "-c", str(path)])
     assert result.exit_code == 2, result.output
-    expected = (CASES / case / "error.txt").read_text().replace("config.toml:", f"{path}:", 1)
+    expected = "\n".join(
+        f"{path}:{line.removeprefix('config.toml:')}"
+        for line in (CASES / case / "error.txt").read_text().strip().splitlines()
+    )
     assert result.stderr.strip() == expected.strip()
     assert "Traceback" not in result.output
 

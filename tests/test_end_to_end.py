@@ -42,9 +42,14 @@ async def test_simulated_values_reach_the_historian(demo_config_fixture, tmp_pat
     assert len(stored) >= len(register.tags)  # every tag's initial value at least
     assert set(stored.tag) == set(register.tags)
     good = stored[stored.quality == Quality.GOOD]
-    assert len(good) == len(stored)
+    assert set(good.tag) == set(register.tags)
+    if collector.reconnects == 0:  # a slow first connection marks CommLoss once, legitimately
+        assert len(good) == len(stored)
     assert (good.ts <= pd.Timestamp(datetime.now(UTC) + timedelta(seconds=2))).all()
-    assert runtime.buffer.written == runtime.samples_in
+    # Everything received was stored, less what edge compression chose to leave out.
+    assert runtime.compressor.offered == runtime.samples_in
+    assert runtime.buffer.written == runtime.compressor.stored
+    assert runtime.buffer.dropped == 0
 
 
 def _get(url: str) -> int:

@@ -16,9 +16,12 @@ LIT = "dijon/LC-0001/lit"
 MSG = "dijon/IP-0001/message"
 
 
-@pytest.fixture(params=["duckdb"])
+@pytest.fixture(params=["duckdb", "influx"])
 def historian(request, tmp_path):
     """Yield an empty historian of each back end."""
+    if request.param == "influx":  # a fresh database on a real InfluxDB 1.6.7 (servers_db.py)
+        yield request.getfixturevalue("influx_historian")
+        return
     h = DuckDBHistorian(tmp_path / "h.duckdb")
     yield h
     h.close()
@@ -138,3 +141,29 @@ def test_data_survives_reopen(tmp_path) -> None:
     assert again.count() == 100
     assert again.tags() == [POWER]
     again.close()
+
+
+def test_aggregates_skip_samples_without_value_and_keep_worst_quality(historian) -> None:
+    """A Bad sample with no value does not bend the aggregates, but the bucket shows it."""
+    historian.write(
+        [
+            Sample(POWER, T0, 1.0),
+            Sample(POWER, T0 + timedelta(seconds=10), float("nan"), Quality.BAD),
+            Sample(POWER, T0 + timedelta(seconds=20), 3.0),
+        ]
+    )
+    end = T0 + timedelta(minutes=1)
+    expect = {
+        "mean": 2.0,
+        "count": 2.0,
+        "first": 1.0,
+        "last": 3.0,
+        "min": 1.0,
+        "max": 3.0,
+        "twa": 2.0,
+        "integral": 40 / 3600,
+    }
+    for agg, value in expect.items():
+        df = historian.query([POWER], T0, end, every=timedelta(minutes=1), agg=agg)
+        assert df.value.iloc[0] == pytest.approx(value), agg
+        assert df.quality.iloc[0] == Quality.BAD, agg

@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
 
 Sink = Callable[[Sequence[Sample]], None]
+
+# OPC UA status codes used by every protocol, so that a Bad sample says why whatever its source.
+BAD_NO_COMMUNICATION = 0x80310000
+BAD_DEVICE_FAILURE = 0x808B0000
+BAD_DECODING_ERROR = 0x80070000
+
+
+class Backoff:
+    """Exponential reconnect delays with jitter, reset after a successful connection."""
+
+    def __init__(self, min_s: float, max_s: float):
+        self.min_s, self.max_s = min_s, max_s
+        self._next = min_s
+
+    def reset(self) -> None:
+        """Start again from the shortest delay."""
+        self._next = self.min_s
+
+    def delay(self) -> float:
+        """Return the next delay and double the one after, up to the maximum."""
+        # Jitter spreads the reconnects of many gateways after a server restart.
+        out = self._next * random.uniform(0.8, 1.2)
+        self._next = min(self._next * 2, self.max_s)
+        return out
 
 
 class Collector(ABC):
@@ -23,6 +50,19 @@ class Collector(ABC):
         self.connected = False
         self.last_error = ""
         self.samples_received = 0
+        self._outage_marked = False
+
+    @classmethod
+    def from_config(cls, config: Any, cfg: Any, register: Any, sink: Sink) -> Collector:
+        """Build the collector of one config table entry, with its tags from the register."""
+        communes, classes = getattr(config, "communes", []), getattr(config, "classes", [])
+        tags = [
+            t
+            for a in register.assets.values()
+            if (not communes or a.commune in communes) and (not classes or a.asset_class in classes)
+            for t in a.tags
+        ]
+        return cls(config, tags, sink)
 
     @property
     def status_tag(self) -> str:
@@ -35,10 +75,28 @@ class Collector(ABC):
             self.last_error = error
         self.sink([Sample(self.status_tag, utcnow(), connected, Quality.GOOD)])
 
-    def _mark_comm_loss(self) -> None:
-        """Give every tag of this collector CommLoss quality, once per outage."""
-        now = utcnow()
-        self.sink([Sample(t, now, float("nan"), Quality.COMM_LOSS) for t in self.tags])
+    def _mark_comm_loss(self, tags: Sequence[str] | None = None) -> None:
+        """Give every tag (or some) of this collector CommLoss quality."""
+        now, nan = utcnow(), float("nan")
+        self.sink(
+            [
+                Sample(t, now, nan, Quality.COMM_LOSS, None, BAD_NO_COMMUNICATION)
+                for t in (self.tags if tags is None else tags)
+            ]
+        )
+
+    def _went_down(self, error: str) -> None:
+        """Record a failed or lost connection; status and CommLoss are published once per outage."""
+        self.last_error = error
+        if self.connected or not self._outage_marked:
+            self._publish_status(False, error)
+            self._mark_comm_loss()
+            self._outage_marked = True
+
+    def _went_up(self) -> None:
+        """Record a working connection: the status tag says so and the next outage is new."""
+        self._outage_marked = False
+        self._publish_status(True)
 
     def check_write(self, tag: str, value: Value) -> WriteResult | None:
         """Refuse a write to an unknown, read-only or out-of-range tag before sending anything."""
@@ -52,6 +110,8 @@ class Collector(ABC):
         if spec.kind == "float":
             with contextlib.suppress(TypeError, ValueError):
                 number = float(value)
+                if not math.isfinite(number):
+                    return WriteResult(tag, WriteStatus.REFUSED, value, "not a finite number")
                 if spec.low is not None and number < spec.low:
                     return WriteResult(tag, WriteStatus.REFUSED, value, f"below {spec.low}")
                 if spec.high is not None and number > spec.high:

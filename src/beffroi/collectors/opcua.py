@@ -1,4 +1,4 @@
-"""OPC UA collector: subscriptions in chunks, quality from status codes, reconnect with backoff."""
+"""OPC UA collector: subscriptions (or polling) in chunks, security, discovery, reconnects."""
 
 from __future__ import annotations
 
@@ -6,16 +6,29 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
-import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from asyncua import Client, ua
-from asyncua.common.subscription import Subscription
 
-from beffroi.collectors.base import Collector, Sink
-from beffroi.core.config import OpcUaCollectorConfig
-from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
+from beffroi.collectors import opcua_fast, security
+from beffroi.collectors.base import Backoff, Collector, Sink
+from beffroi.collectors.opcua_data import BatchSubscription, Poller
+from beffroi.collectors.opcua_discovery import discover, resolve_root
+from beffroi.collectors.opcua_items import (
+    OperationLimits,
+    absolute_deadband,
+    data_change_filter,
+    in_chunks,
+    item_settings,
+    monitored_item_request,
+    read_eu_ranges,
+    read_limits,
+)
+from beffroi.core.config import AssetClassConfig, OpcUaCollectorConfig
+from beffroi.core.errors import BeffroiError
+from beffroi.core.model import Sample, TagSpec, Value, WriteResult, WriteStatus
 
 log = logging.getLogger(__name__)
 
@@ -25,72 +38,52 @@ _VARIANT = {
     "str": ua.VariantType.String,
 }
 _CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, ConnectionError, ua.UaError)
-
-
-class _BatchSubscription(Subscription):
-    """A subscription that turns each publish response into one Sample batch.
-
-    asyncua's handler mode starts a task per value change; at tens of thousands of changes a
-    second that is the bottleneck, so the whole notification message is converted at once.
-    """
-
-    def __init__(
-        self, client: Client, params: ua.CreateSubscriptionParameters, owner: OpcUaCollector
-    ):
-        super().__init__(client.uaclient.session, params, handler=owner)
-        self._owner = owner
-        self._tag_of: dict[int, str] = {}
-
-    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
-        """Convert a publish response's data changes into Samples for the sink."""
-        self.last_publish_at = time.monotonic()
-        data = publish_result.NotificationMessage.NotificationData
-        if not data:
-            return
-        self.last_sequence_number = int(publish_result.NotificationMessage.SequenceNumber)
-        for notif in data:
-            if isinstance(notif, ua.DataChangeNotification):
-                self._owner._receive(self._samples(notif.MonitoredItems))
-            elif isinstance(notif, ua.StatusChangeNotification):
-                self._owner._subscription_status(notif.Status)
-
-    def _samples(self, items: Sequence[ua.MonitoredItemNotification]) -> list[Sample]:
-        out = []
-        tag_of = self._tag_of
-        for item in items:
-            tag = tag_of.get(item.ClientHandle)
-            if tag is None:
-                known = self._monitored_items.get(item.ClientHandle)
-                if known is None or known.node is None:
-                    continue
-                tag = tag_of[item.ClientHandle] = known.node.nodeid.Identifier
-            dv = item.Value
-            code = dv.StatusCode.value if dv.StatusCode is not None else 0
-            quality = Quality.from_opcua_status(code)
-            value = dv.Value.Value if dv.Value is not None else None
-            if value is None or quality is Quality.BAD:
-                # A Bad value is stored as Bad, never replaced by the last good one.
-                value = float("nan") if not isinstance(value, str) else value
-            server_ts = dv.ServerTimestamp
-            source_ts = dv.SourceTimestamp or server_ts or utcnow()
-            out.append(Sample(tag, source_ts, value, quality, server_ts))
-        return out
+_RETRYABLE = (*_CONNECTION_ERRORS, security.UntrustedServerCertificate, security.MissingCredentials)
+STALE_MARGIN = 3.0  # keep-alive periods without any publish response before the session is dead
 
 
 class OpcUaCollector(Collector):
-    """Subscribe to tags on one OPC UA server; node ids are `ns=<namespace>;s=<tag>`."""
+    """Collect tags from one OPC UA server; node ids are `ns=<namespace>;s=<tag>` or discovered."""
 
     protocol = "opcua"
 
-    def __init__(self, config: OpcUaCollectorConfig, tags: Sequence[TagSpec], sink: Sink):
+    def __init__(
+        self,
+        config: OpcUaCollectorConfig,
+        tags: Sequence[TagSpec],
+        sink: Sink,
+        *,
+        asset_classes: dict[str, AssetClassConfig] | None = None,
+        communes: Sequence[str] = (),
+    ):
         super().__init__(config.name, tags, sink)
         self.config = config
+        self._asset_classes = asset_classes or {}
+        self._communes = list(communes)
         self._client: Client | None = None
         self._ns: int | None = None
+        self._nodes: dict[str, ua.NodeId] = {}
         self._lost = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
+        self._work: asyncio.Task | None = None
+        self._sub: BatchSubscription | None = None
+        self.pki = security.Pki(Path(config.pki_dir), config.name)
+        self.limits = OperationLimits()
+        self.monitored = 0
+        self.create_calls = 0
         self.reconnects = 0
+
+    @classmethod
+    def from_config(cls, config: Any, cfg: Any, register: Any, sink: Sink) -> OpcUaCollector:
+        """Build the collector with its register tags, or the templates when it discovers them."""
+        config = config.model_copy(update={"pki_dir": str(cfg.resolve(config.pki_dir))})
+        if config.discovery is not None:
+            communes = config.communes or cfg.commune_ids()
+            return cls(config, [], sink, asset_classes=dict(cfg.asset_classes), communes=communes)
+        built = super().from_config(config, cfg, register, sink)
+        assert isinstance(built, OpcUaCollector)
+        return built
 
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
         """Start the connect, subscribe and watch loop in the background."""
@@ -98,7 +91,7 @@ class OpcUaCollector(Collector):
         stack.push_async_callback(self._stop)
 
     async def wait_connected(self) -> None:
-        """Wait until the subscription is in place (wrap in asyncio.timeout)."""
+        """Wait until the subscription (or polling) is in place (wrap in asyncio.timeout)."""
         await self._ready.wait()
 
     async def _stop(self) -> None:
@@ -109,70 +102,184 @@ class OpcUaCollector(Collector):
         await self._disconnect()
 
     async def _run(self) -> None:
-        delay = self.config.reconnect_min_s
-        first = True
+        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
         while True:
             try:
-                await self._connect_and_subscribe()
-                delay = self.config.reconnect_min_s
-                first = False
-                await self._lost.wait()
+                await self._connect()
+                backoff.reset()
+                await self._watch()
+                error = "connection lost"
                 log.warning("%s: connection to %s lost", self.name, self.config.url)
-                self.last_error = "connection lost"
             except asyncio.CancelledError:
                 raise
-            except _CONNECTION_ERRORS as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("%s: cannot reach %s: %s", self.name, self.config.url, self.last_error)
-            was_connected = self.connected
+            except Exception as exc:
+                # Whatever happens, the collector reconnects: it never dies silently.
+                error = _describe(exc)
+                if self.connected or not self._outage_marked or error != self.last_error:
+                    log.warning("%s: cannot collect from %s: %s", self.name, self.config.url, error)
+                if not isinstance(_first(exc), _RETRYABLE):
+                    log.error("%s: unexpected error", self.name, exc_info=exc)
             self._ready.clear()
             await self._disconnect()
-            if was_connected or first:
-                self._publish_status(False, self.last_error)
-                self._mark_comm_loss()
-                first = False
-            # Jitter spreads the reconnects of many gateways after a server restart.
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, self.config.reconnect_max_s)
+            self._went_down(error)
+            await asyncio.sleep(backoff.delay())
             self.reconnects += 1
 
-    async def _connect_and_subscribe(self) -> None:
+    async def _watch(self) -> None:
+        """Return when the connection is lost, the polling fails or the subscription goes stale."""
+        while not self._lost.is_set():
+            if self._work is not None and self._work.done():
+                exc = None if self._work.cancelled() else self._work.exception()
+                if exc is not None:
+                    raise exc
+                return
+            if self._sub is not None and self._sub.is_stale(STALE_MARGIN):
+                log.warning("%s: no publish response for too long: session lost", self.name)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), 0.5)
+
+    async def _connect(self) -> None:
         cfg = self.config
         self._lost.clear()
-        client = Client(
-            cfg.url, timeout=cfg.timeout_s, watchdog_intervall=1.0, auto_reconnect=False
-        )
+        # The watchdog's probe times out after its interval: at 1 s (asyncua's default) a server
+        # busy creating thousands of items, or this loop decoding a big publish response, reads
+        # as a lost connection and starts a reconnect storm. Give it the request timeout.
+        client = Client(cfg.url, timeout=cfg.timeout_s, watchdog_intervall=max(cfg.timeout_s, 1.0))
+        client.application_uri = f"urn:beffroi:collector:{cfg.name}"
+        client.name = client.description = f"Beffroi collector {cfg.name}"
         client.connection_lost_callback = self._on_connection_lost
         self._client = client
+        creds = security.credentials(cfg.username_env, cfg.password_env)
+        if creds is not None:
+            client.set_user(creds[0])
+            client.set_password(creds[1])
+        if cfg.security_policy != "None":
+            await security.secure(
+                client,
+                self.pki,
+                cfg.security_policy,
+                cfg.security_mode,
+                cfg.url,
+                cfg.trust_on_first_use,
+            )
         await client.connect()
+        opcua_fast.install(client.uaclient.session)
         self._ns = await client.get_namespace_index(cfg.namespace)
+        self.limits = await read_limits(client)
+        if cfg.discovery is not None:
+            await self._discover(client)
+        else:
+            self._nodes = {tag: ua.NodeId(tag, self._ns) for tag in self.tags}
+        if cfg.mode == "poll":
+            await self._start_polling(client)
+        else:
+            await self._subscribe(client)
+        self._went_up()
+        self._ready.set()
+
+    async def _discover(self, client: Client) -> None:
+        cfg = self.config
+        assert cfg.discovery is not None and self._ns is not None
+        root = await resolve_root(client, cfg.discovery.root, self._ns)
+        found = await discover(
+            client,
+            root,
+            self._asset_classes,
+            self._communes,
+            cfg.classes,
+            self.limits,
+            cfg.chunk_size,
+        )
+        self.tags = {t.name: t for t in found.tags}
+        self._nodes = found.nodes
+        skipped = ", ".join(f"{n} {why}" for why, n in found.skipped.items()) or "none"
+        log.info(
+            "%s: discovered %d tags under %s (skipped: %s)",
+            self.name,
+            len(self.tags),
+            cfg.discovery.root,
+            skipped,
+        )
+
+    async def _deadbands(self, client: Client) -> dict[str, float | None]:
+        settings = item_settings(list(self.tags.values()), self.config)
+        percent = {t: self._nodes[t] for t, s in settings.items() if s.deadband_type == "percent"}
+        ranges = (
+            await read_eu_ranges(client, percent, self.limits, self.config.chunk_size)
+            if percent
+            else {}
+        )
+        out = {}
+        for tag, s in settings.items():
+            out[tag] = absolute_deadband(s, self.tags[tag], ranges.get(tag))
+            if s.deadband_type == "percent" and out[tag] is None:
+                log.warning("%s: %s has no EURange (nor low/high): no deadband", self.name, tag)
+        return out
+
+    async def _subscribe(self, client: Client) -> None:
+        cfg = self.config
+        # Keep-alives every keepalive_s even when nothing changes, so that a subscription the
+        # server dropped (session timeout, restart behind a proxy) is noticed as stale.
+        keepalive = max(1, math.ceil(cfg.keepalive_s * 1000 / cfg.publishing_interval_ms))
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=cfg.publishing_interval_ms,
-            RequestedLifetimeCount=10_000,
-            RequestedMaxKeepAliveCount=client.get_keepalive_count(cfg.publishing_interval_ms),
+            RequestedLifetimeCount=max(10_000, 3 * keepalive),
+            RequestedMaxKeepAliveCount=keepalive,
             MaxNotificationsPerPublish=0,
             PublishingEnabled=True,
             Priority=0,
         )
-        sub = _BatchSubscription(client, params, self)
+        sub = BatchSubscription(client, params, self._receive, self._subscription_status)
         await sub.init()
-        nodes = [client.get_node(ua.NodeId(tag, self._ns)) for tag in self.tags]
-        failed = 0
-        for i in range(0, len(nodes), cfg.chunk_size):
-            chunk = nodes[i : i + cfg.chunk_size]
-            handles = await sub.subscribe_data_change(
-                chunk, queuesize=10, sampling_interval=float(cfg.publishing_interval_ms)
-            )
-            for node, handle in zip(chunk, handles, strict=True):
-                if isinstance(handle, ua.StatusCode):
-                    failed += 1
-                    log.debug("%s: cannot monitor %s: %s", self.name, node.nodeid, handle)
+        self._sub = sub
+        settings = item_settings(list(self.tags.values()), cfg)
+        deadbands = await self._deadbands(client)
+        requests = []
+        for handle, tag in enumerate(self.tags, start=1):
+            sub.tag_of[handle] = tag
+            flt = data_change_filter(deadbands[tag])
+            requests.append(monitored_item_request(self._nodes[tag], handle, settings[tag], flt))
+        size = self.limits.chunk(self.limits.monitored_items_per_call, cfg.chunk_size)
+        self.create_calls = 0
+
+        async def create(part: list) -> list:
+            self.create_calls += 1
+            return await sub.create_monitored_items(part)
+
+        results = await in_chunks(requests, size, create, "monitored items")
+        failed = [
+            (r.ItemToMonitor.NodeId, res)
+            for r, res in zip(requests, results, strict=True)
+            if isinstance(res, ua.StatusCode)
+        ]
+        for nodeid, status in failed[:5]:
+            log.warning("%s: cannot monitor %s: %s", self.name, nodeid, status.name)
+        self.monitored = len(requests) - len(failed)
         if failed:
-            self.last_error = f"{failed} of {len(nodes)} tags could not be monitored"
+            self.last_error = f"{len(failed)} of {len(requests)} tags could not be monitored"
             log.warning("%s: %s", self.name, self.last_error)
-        log.info("%s: subscribed to %d tags on %s", self.name, len(nodes) - failed, cfg.url)
-        self._publish_status(True)
-        self._ready.set()
+        log.info(
+            "%s: monitoring %d tags on %s in %d calls",
+            self.name,
+            self.monitored,
+            cfg.url,
+            self.create_calls,
+        )
+
+    async def _start_polling(self, client: Client) -> None:
+        settings = item_settings(list(self.tags.values()), self.config)
+        deadbands = await self._deadbands(client)
+        groups: dict[float, list[tuple[str, ua.NodeId, float | None]]] = {}
+        for tag, s in settings.items():
+            groups.setdefault(s.sampling_interval_ms, []).append(
+                (tag, self._nodes[tag], deadbands[tag])
+            )
+        read_chunk = self.limits.chunk(self.limits.nodes_per_read, self.config.chunk_size)
+        poller = Poller(client, groups, read_chunk, self._receive)
+        self.monitored = len(settings)
+        self._work = asyncio.create_task(poller.run(), name=f"opcua-poll:{self.name}")
+        log.info("%s: polling %d tags on %s", self.name, self.monitored, self.config.url)
 
     async def _on_connection_lost(self, exc: Exception) -> None:
         self._lost.set()
@@ -188,11 +295,21 @@ class OpcUaCollector(Collector):
             self.sink(batch)
 
     async def _disconnect(self) -> None:
+        work, self._work = self._work, None
+        if work is not None:
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+        self._sub = None
         client, self._client = self._client, None
         if client is None:
             return
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.disconnect(), timeout=2.0)
+
+    def status(self) -> dict:
+        """Return the collector's state, with how many items are monitored."""
+        return {**super().status(), "monitored": self.monitored, "reconnects": self.reconnects}
 
     async def write(self, tag: str, value: Value) -> WriteResult:
         """Write a setpoint, then read it back to confirm the device holds the new value."""
@@ -200,11 +317,11 @@ class OpcUaCollector(Collector):
         if refused is not None:
             return refused
         client = self._client
-        if client is None or not self.connected or self._ns is None:
+        if client is None or not self.connected or tag not in self._nodes:
             return WriteResult(tag, WriteStatus.UNCONFIRMED, value, "not connected")
         spec = self.tags[tag]
         typed: Value = float(value) if spec.kind == "float" else value
-        node = client.get_node(ua.NodeId(tag, self._ns))
+        node = client.get_node(self._nodes[tag])
         try:
             await node.write_value(ua.DataValue(ua.Variant(typed, _VARIANT[spec.kind])))
         except ua.UaStatusCodeError as exc:
@@ -221,3 +338,18 @@ class OpcUaCollector(Collector):
         if same:
             return WriteResult(tag, WriteStatus.CONFIRMED, back)
         return WriteResult(tag, WriteStatus.UNCONFIRMED, back, f"read back {back!r}")
+
+
+def _first(exc: BaseException) -> BaseException:
+    """Return the first leaf of an exception group (a failed polling task), or the exception."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    """Say what went wrong in one line: our own messages as they are, others with their type."""
+    exc = _first(exc)
+    if isinstance(exc, BeffroiError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")

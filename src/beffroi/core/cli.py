@@ -44,6 +44,8 @@ def _setup_logging(verbose: bool) -> None:
     )
     # asyncua logs every reconnect attempt at length; our collector says it once, clearly.
     logging.getLogger("asyncua").setLevel(logging.ERROR)
+    # APScheduler logs every run of every job at INFO: the 1 s alarm tick would fill the log.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
@@ -96,16 +98,34 @@ def _serve(
     )
 
 
+# The files the gateway writes, by config section: `--data DIR` puts them all in DIR.
+DATA_FILES = {
+    "historian": ("path", "spool_dir"),
+    "hmi": ("users_db",),
+    "alarms": ("journal",),
+    "kpi": ("journal",),
+}
+
+
 def demo_config(
     cfg: Config, *, data: Path | None, port: int | None, opcua_port: int | None
 ) -> Config:
     """Return the config with the demo's overrides: data folder, HMI and simulator ports."""
     updates: dict = {}
     if data is not None:
-        path = str((data / "beffroi.duckdb").resolve())
-        updates["historian"] = cfg.historian.model_copy(update={"path": path})
+        # Every file the gateway writes moves into DIR, keeping its name.
+        folder = data.resolve()
+        for section, fields in DATA_FILES.items():
+            part = getattr(cfg, section, None)
+            if part is None:
+                continue
+            # An empty path means "beside the historian": it follows the historian there.
+            moved = {f: str(folder / Path(getattr(part, f)).name) for f in fields
+                     if getattr(part, f, "")}
+            updates[section] = part.model_copy(update=moved)
     if port is not None:
-        updates["hmi"] = cfg.hmi.model_copy(update={"port": port})
+        hmi = updates.get("hmi", cfg.hmi)
+        updates["hmi"] = hmi.model_copy(update={"port": port})
     if opcua_port is not None:
         old = cfg.simulator.endpoint
         new = re.sub(r"^(opc\.tcp://[^/:]+)(:\d+)?", rf"\g<1>:{opcua_port}", old)
@@ -124,7 +144,8 @@ def demo(
     config: ConfigOpt = Path("config.toml"),
     duration: Annotated[float | None, typer.Option(help="run this many seconds, then stop")] = None,
     port: Annotated[int | None, typer.Option(help="HMI port")] = None,
-    data: Annotated[Path | None, typer.Option(help="folder for the historian file")] = None,
+    data: Annotated[Path | None, typer.Option(help="folder for every file the demo writes")]
+    = None,
     assets: Annotated[int | None, typer.Option(help="generated assets (default: config)")] = None,
     opcua_port: Annotated[int | None, typer.Option(help="simulator's OPC UA port")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -151,12 +172,16 @@ def run(
 def check_config(config: ConfigOpt = Path("config.toml")) -> None:
     """Validate a config file: exit 0 if good, 2 with one line per problem if not."""
     cfg = _load(config)
+    from beffroi.core.collector_config import register_problems
     from beffroi.core.register import build_register
 
     try:
         register = build_register(cfg)
     except ConfigError as exc:
         raise _fail(exc.lines) from None
+    problems = register_problems(cfg, register.assets)  # e.g. a Modbus device's asset
+    if problems:
+        raise _fail([f"{config}: {p}" for p in problems])
     typer.echo(
         f"{config}: OK — {len(cfg.communes)} communes, {len(cfg.asset_classes)} asset "
         f"classes, {len(register.assets)} assets, {len(register.tags)} tags"
@@ -192,8 +217,9 @@ def tags(
 
 def _register_commands() -> None:
     # Command groups in their own modules, registered on this app (they import _load, _fail).
-    from beffroi.core import cli_query, cli_users
+    from beffroi.core import cli_alarms, cli_query, cli_users
 
+    cli_alarms.register(app)
     cli_query.register(app)
     cli_users.register(app)
 

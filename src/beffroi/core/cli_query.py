@@ -83,11 +83,17 @@ def _from_file(cfg: Config, tags, t0, t1, width, agg, max_points) -> pd.DataFram
     else:
         from beffroi.core.register import build_register
 
-        hist = backend.from_config(cfg, build_register(cfg))
+        try:
+            hist = backend.from_config(cfg, build_register(cfg))
+        except Exception as exc:
+            raise _fail([f"cannot reach the {cfg.historian.backend} historian: {exc}"], 1) from None
     try:
         return hist.query(tags, t0, t1, every=width, agg=agg, max_points=max_points)
     except ValueError as exc:
         raise _fail([str(exc)]) from None
+    except Exception as exc:
+        # A server that is down or refuses: say so, no traceback.
+        raise _fail([f"the {cfg.historian.backend} historian did not answer: {exc}"], 1) from None
     finally:
         hist.close()
 

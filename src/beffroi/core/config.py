@@ -17,6 +17,15 @@ from pydantic import (
     model_validator,
 )
 
+from beffroi.core.alarm_config import AlarmsConfig, alarm_problems
+from beffroi.core.collector_config import (  # noqa: F401  (re-exported)
+    CollectorsConfig,
+    ModbusCollectorConfig,
+    MqttCollectorConfig,
+    OpcUaCollectorConfig,
+    collector_problems,
+)
+from beffroi.core.collector_config import check_opc_url as _check_opc_url
 from beffroi.core.errors import ConfigError
 
 SLUG = r"^[a-z0-9][a-z0-9_-]*$"
@@ -126,40 +135,6 @@ class SimulatorConfig(Strict):
         return _check_opc_url(v)
 
 
-class OpcUaCollectorConfig(Strict):
-    """An OPC UA server to subscribe to."""
-
-    name: Slug
-    url: str
-    namespace: str = "urn:beffroi:simulator"
-    publishing_interval_ms: int = Field(default=500, ge=10)
-    chunk_size: int = Field(default=1000, ge=1)
-    reconnect_min_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
-    timeout_s: float = Field(default=4.0, gt=0)
-    communes: list[str] = []
-    classes: list[str] = []
-
-    @field_validator("url")
-    @classmethod
-    def _opc_url(cls, v: str) -> str:
-        return _check_opc_url(v)
-
-
-class CollectorsConfig(Strict):
-    """Collectors by protocol; the table name is the registry key."""
-
-    opcua: list[OpcUaCollectorConfig] = []
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> CollectorsConfig:
-        names = [c.name for c in self.opcua]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"collector names must be unique, repeated: {', '.join(dupes)}")
-        return self
-
-
 class RetentionConfig(Strict):
     """How long raw samples are kept; hourly and daily aggregates stay."""
 
@@ -179,10 +154,70 @@ class RetentionConfig(Strict):
         return rules
 
 
+EnvName = Annotated[str, Field(pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")]
+
+
+class InfluxConfig(Strict):
+    """The InfluxDB server of the `influx` back end; secrets come from environment variables."""
+
+    url: str = "http://127.0.0.1:8086"
+    api: Literal["v1", "v2"] = "v2"
+    database: str = Field(default="beffroi", min_length=1)
+    retention_policy: str = ""
+    bucket: str = ""
+    org: str = ""
+    token_env: EnvName = ""
+    username_env: EnvName = ""
+    password_env: EnvName = ""
+    ca_file: str = ""
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", v):
+            raise ValueError(f"not an http(s) URL (expected http://host:8086), got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _credentials(self) -> InfluxConfig:
+        if self.token_env and (self.username_env or self.password_env):
+            raise ValueError("give token_env or username_env and password_env, not both")
+        if bool(self.username_env) != bool(self.password_env):
+            raise ValueError("username_env and password_env go together")
+        return self
+
+
+class CompressionRule(Strict):
+    """How one signal's values are thinned before storage, as in the PI System."""
+
+    method: Literal["off", "deadband", "swinging_door"] = "swinging_door"
+    deviation: float | None = Field(default=None, gt=0)
+    deviation_pct: float | None = Field(default=None, gt=0, le=100)
+    span: float | None = Field(default=None, gt=0)
+    min_time_s: float = Field(default=0.0, ge=0)
+    max_time_s: float = Field(default=600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_deviation(self) -> CompressionRule:
+        if self.method != "off" and (self.deviation is None) == (self.deviation_pct is None):
+            raise ValueError("give one of deviation (absolute) or deviation_pct (% of span)")
+        if self.min_time_s >= self.max_time_s:
+            raise ValueError(f"min_time_s ({self.min_time_s}) must be below max_time_s")
+        return self
+
+
+class CompressionConfig(Strict):
+    """Compression before storage per asset class and signal; signals without a rule are whole."""
+
+    enabled: bool = True
+    classes: dict[str, dict[str, CompressionRule]] = {}
+
+
 class HistorianConfig(Strict):
     """Where values are stored."""
 
-    backend: Literal["duckdb"] = "duckdb"
+    backend: Literal["duckdb", "influx"] = "duckdb"
     path: str = "var/beffroi.duckdb"
     flush_interval_s: float = Field(default=1.0, gt=0, le=60)
     max_batch: int = Field(default=100_000, ge=1)
@@ -190,6 +225,7 @@ class HistorianConfig(Strict):
     spool_max_mb: float = Field(default=1024, gt=0)
     compact_interval_s: float = Field(default=300, gt=0)
     retention: RetentionConfig = RetentionConfig()
+    influx: InfluxConfig = InfluxConfig()
 
 
 class HmiConfig(Strict):
@@ -215,7 +251,9 @@ class Config(Strict):
     simulator: SimulatorConfig = SimulatorConfig()
     collectors: CollectorsConfig = CollectorsConfig()
     historian: HistorianConfig = HistorianConfig()
+    compression: CompressionConfig = CompressionConfig()
     hmi: HmiConfig = HmiConfig()
+    alarms: AlarmsConfig = AlarmsConfig()
     _source: Path | None = PrivateAttr(default=None)
 
     @property
@@ -233,15 +271,6 @@ class Config(Strict):
         if p.is_absolute() or self.source is None:
             return p
         return self.source.parent / p
-
-
-_OPC_URL = re.compile(r"^opc\.tcp://[^/:\s]+(:\d{1,5})?(/\S*)?$")
-
-
-def _check_opc_url(v: str) -> str:
-    if not _OPC_URL.match(v):
-        raise ValueError(f"not a valid opc.tcp URL (expected opc.tcp://host:port/path), got {v!r}")
-    return v
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -291,15 +320,31 @@ def _cross_checks(cfg: Config) -> list[str]:
                 f" (also register.fixed[{seen_assets[a.id]}])"
             )
         seen_assets.setdefault(a.id, i)
-    for i, col in enumerate(cfg.collectors.opcua):
-        for j, c in enumerate(col.communes):
-            if c not in known:
-                problems.append(f"collectors.opcua[{i}].communes[{j}]: unknown commune {c!r}")
-        for j, k in enumerate(col.classes):
-            if k not in cfg.asset_classes:
-                problems.append(f"collectors.opcua[{i}].classes[{j}]: unknown asset class {k!r}")
+    problems.extend(collector_problems(cfg))
     if sum(c.share for c in cfg.asset_classes.values()) <= 0 and cfg.equipment.assets > 0:
         problems.append("asset_classes: at least one class needs a share above 0")
+    return problems
+
+
+def _compression_checks(cfg: Config) -> list[str]:
+    """Check that compression rules name float signals and have a span for deviation_pct."""
+    problems: list[str] = []
+    for cls_id, rules in cfg.compression.classes.items():
+        cls = cfg.asset_classes.get(cls_id)
+        if cls is None:
+            problems.append(f"compression.classes.{cls_id}: unknown asset class {cls_id!r}")
+            continue
+        signals = {s.name: s for s in cls.signals}
+        for name, rule in rules.items():
+            where, sig = f"compression.classes.{cls_id}.{name}", signals.get(name)
+            if sig is None:
+                problems.append(f"{where}: {cls_id} has no signal {name!r}")
+            elif rule.method != "off" and sig.kind != "float":
+                problems.append(f"{where}: only float signals can be compressed ({sig.kind})")
+            elif rule.deviation_pct is not None and rule.span is None and (
+                sig.low is None or sig.high is None or sig.high <= sig.low
+            ):
+                problems.append(f"{where}: deviation_pct needs a span: set span, or low and high")
     return problems
 
 
@@ -314,7 +359,8 @@ def parse_config(text: str, source: str = "config.toml") -> Config:
     except ValidationError as exc:
         problems = [f"{_loc(e['loc'])}: {_message(e)}" for e in exc.errors()]
         raise ConfigError(source, problems) from None
-    problems = _cross_checks(cfg)
+    problems = _cross_checks(cfg) + _compression_checks(cfg)
+    problems += alarm_problems(cfg)
     if problems:
         raise ConfigError(source, problems)
     cfg._source = Path(source)

@@ -44,6 +44,9 @@ class Sample:
     value: Value
     quality: Quality = Quality.GOOD
     server_ts: datetime | None = None
+    # The full OPC UA StatusCode (severity and sub-code, e.g. 0x808B0000 BadDeviceFailure),
+    # the lingua franca of SCADA quality; Modbus and MQTT collectors use the same codes.
+    status: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,29 @@ from typing import Any
 # Registry key = config table name = module name (Telegraf's habit): [[collectors.opcua]] ↔
 # collectors/opcua.py. Strings keep core free of imports from the rest of the project.
 REGISTRY: dict[str, dict[str, str]] = {
-    "collectors": {"opcua": "beffroi.collectors.opcua:OpcUaCollector"},
-    "historian": {"duckdb": "beffroi.historian.duckdb:DuckDBHistorian"},
+    "collectors": {
+        "opcua": "beffroi.collectors.opcua:OpcUaCollector",
+        "modbus": "beffroi.collectors.modbus:ModbusCollector",
+        "mqtt": "beffroi.collectors.mqtt:MqttCollector",
+    },
+    "historian": {
+        "duckdb": "beffroi.historian.duckdb:DuckDBHistorian",
+        "influx": "beffroi.historian.influx:InfluxHistorian",
+    },
     "write_path": {
         "buffer": "beffroi.historian.buffer:WriteBuffer",
         "spool": "beffroi.historian.spool:Spool",
+        "compressor": "beffroi.historian.compression:Compressor",
     },
     "simulator": {"opcua": "beffroi.simulator.server:MetropolisSimulator"},
+    "alerts": {
+        "service": "beffroi.alerts.service:AlarmService",
+        "journal": "beffroi.alerts.journal:Journal",
+        "to_csv": "beffroi.alerts.journal:to_csv",
+        "performance": "beffroi.alerts.performance:alarm_performance",
+        "alarm": "beffroi.alerts.state:Alarm",
+        "command_error": "beffroi.alerts.state:AlarmCommandError",
+    },
     "hmi": {
         "app": "beffroi.hmi.app:create_app",
         "server": "beffroi.hmi.server:HmiServer",

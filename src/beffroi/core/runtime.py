@@ -49,8 +49,10 @@ class Runtime:
         self.collectors: list[Any] = []
         self.historian: Any = None
         self.buffer: Any = None
+        self.compressor: Any = None
         self.simulator: Any = None
         self.hmi_server: Any = None
+        self.alarms: Any = None
         self.started_at = time.monotonic()
         self.samples_in = 0
 
@@ -58,7 +60,9 @@ class Runtime:
         """Receive a batch from a collector: update live values and queue it for storage."""
         self.samples_in += len(batch)
         self.live.update(batch)
-        self.buffer.put(batch)
+        if self.alarms is not None:
+            self.alarms.process(batch)
+        self.buffer.put(self.compressor.offer_batch(batch) if self.compressor else batch)
 
     def status(self) -> dict:
         """Return the gateway's state for /healthz and the HMI."""
@@ -69,19 +73,11 @@ class Runtime:
             "historian": {
                 "backend": self.cfg.historian.backend,
                 **(self.buffer.status() if self.buffer else {}),
+                "compression_ratio": round(self.compressor.ratio, 2) if self.compressor else 1.0,
             },
             "collectors": [c.status() for c in self.collectors],
+            "alarms": self.alarms.status() if self.alarms is not None else None,
         }
-
-    def _collector_tags(self, communes: list[str], classes: list[str]) -> list:
-        tags = []
-        for asset in self.register.assets.values():
-            if communes and asset.commune not in communes:
-                continue
-            if classes and asset.asset_class not in classes:
-                continue
-            tags.extend(asset.tags)
-        return tags
 
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
         """Start every part; cleanup runs in reverse order when the stack closes."""
@@ -99,12 +95,21 @@ class Runtime:
             self.historian, spool, cfg.historian.flush_interval_s, cfg.historian.max_batch
         )
         await self.buffer.start(stack)
+        # Exception and swinging-door compression at the edge, before storage (not for alarms,
+        # which see every value). At shutdown the held last points go to the buffer first.
+        self.compressor = load("write_path", "compressor").from_config(cfg, self.register)
+        stack.callback(lambda: self.buffer.put(self.compressor.flush()))
+        if cfg.alarms.enabled:  # started before the collectors, so it stops after them
+            self.alarms = load("alerts", "service")(cfg, self.register)
+            await self.alarms.start(stack, self.scheduler)
         if self.with_simulator:
             self.simulator = load("simulator", "opcua")(cfg, self.register)
             await self.simulator.start(stack)
-        for col_cfg in cfg.collectors.opcua:
-            tags = self._collector_tags(col_cfg.communes, col_cfg.classes)
-            collector = load("collectors", "opcua")(col_cfg, tags, self.sink)
+        # Every protocol table ([[collectors.opcua]], [[collectors.modbus]], …) is a registry key;
+        # each collector picks its own tags from the register (filters, device lists, discovery).
+        for kind, col_cfg in cfg.collectors.entries():
+            collector_cls = load("collectors", kind)
+            collector = collector_cls.from_config(col_cfg, cfg, self.register, self.sink)
             await collector.start(stack)
             self.collectors.append(collector)
         if self.with_hmi:
@@ -123,6 +128,7 @@ class Runtime:
                 self.status,
                 api_token=token,
                 users=self.users,
+                alarms=self.alarms,
             )
             self.hmi_server = load("hmi", "server")(
                 app, cfg.hmi.host, cfg.hmi.port, threads=cfg.hmi.threads

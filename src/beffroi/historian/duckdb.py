@@ -124,9 +124,12 @@ class DuckDBHistorian(Historian):
                         {
                             "tag_id": pa.array([ids[s.tag] for s in num], pa.int32()),
                             "ts": pa.array([_naive_utc(s.ts) for s in num], pa.timestamp("us")),
+                            # NaN (no value: Bad, CommLoss) is stored as NULL, so aggregates
+                            # cover the values there are while the bucket's quality says why.
                             "value": pa.array(
                                 [np.nan if s.value is None else float(s.value) for s in num],
                                 pa.float64(),
+                                from_pandas=True,
                             ),
                             "quality": pa.array([int(s.quality) for s in num], pa.uint8()),
                             "seq": pa.array(np.arange(seq0, seq0 + len(num)), pa.int64()),
@@ -169,7 +172,9 @@ class DuckDBHistorian(Historian):
                 {
                     "tag_id": pa.array(id_of[np.asarray(tag_index)], pa.int32()),
                     "ts": pa.array(np.asarray(ts_us, dtype="datetime64[us]"), pa.timestamp("us")),
-                    "value": pa.array(np.asarray(values, dtype=np.float64), pa.float64()),
+                    "value": pa.array(
+                        np.asarray(values, dtype=np.float64), pa.float64(), from_pandas=True
+                    ),
                     "quality": pa.array(
                         np.zeros(n, np.uint8) if quality is None else np.asarray(quality, np.uint8),
                         pa.uint8(),

@@ -59,13 +59,18 @@ WITH s AS (
         make_timestamp((epoch_us(ts) // {step}) * {step}) AS bucket
     FROM {source}
 ), w AS (
-    SELECT *, lead(value) OVER (PARTITION BY tag_id, bucket ORDER BY ts) AS nv,
-        lead(ts) OVER (PARTITION BY tag_id, bucket ORDER BY ts) AS nts
+    -- Rows without a value (Bad, CommLoss) are skipped: the trapezoid joins the values around.
+    SELECT *, lead(value IGNORE NULLS) OVER (PARTITION BY tag_id, bucket ORDER BY ts) AS nv,
+        lead(CASE WHEN value IS NOT NULL THEN ts END IGNORE NULLS)
+            OVER (PARTITION BY tag_id, bucket ORDER BY ts) AS nts
     FROM s
 )
 SELECT tag_id, bucket, count(value) AS n, min(value) AS vmin, max(value) AS vmax,
-    sum(value) AS vsum, min(ts) AS first_ts, arg_min(value, ts) AS first_v,
-    max(ts) AS last_ts, arg_max(value, ts) AS last_v,
+    sum(value) AS vsum,
+    min(ts) FILTER (WHERE value IS NOT NULL) AS first_ts,
+    arg_min(value, ts) FILTER (WHERE value IS NOT NULL) AS first_v,
+    max(ts) FILTER (WHERE value IS NOT NULL) AS last_ts,
+    arg_max(value, ts) FILTER (WHERE value IS NOT NULL) AS last_v,
     coalesce(sum((value + nv) / 2 * (epoch_us(nts) - epoch_us(ts))), 0) AS area,
     max(quality) AS quality
 FROM w GROUP BY tag_id, bucket
@@ -88,13 +93,14 @@ WITH h AS (
     FROM rollup_1h
     WHERE tag_id IN (SELECT unnest(?)) AND bucket >= ? AND bucket < ?
 ), r AS (
-    SELECT *, lead(first_v) OVER (PARTITION BY tag_id, big ORDER BY bucket) AS nfv,
-        lead(first_ts) OVER (PARTITION BY tag_id, big ORDER BY bucket) AS nfts
+    SELECT *, lead(first_v IGNORE NULLS) OVER (PARTITION BY tag_id, big ORDER BY bucket) AS nfv,
+        lead(first_ts IGNORE NULLS) OVER (PARTITION BY tag_id, big ORDER BY bucket) AS nfts
     FROM h
 )
 SELECT tag_id, big AS bucket, sum(n) AS n, min(vmin) AS vmin, max(vmax) AS vmax,
-    sum(vsum) AS vsum, min(first_ts) AS first_ts, arg_min(first_v, first_ts) AS first_v,
-    max(last_ts) AS last_ts, arg_max(last_v, last_ts) AS last_v,
+    sum(vsum) AS vsum, min(first_ts) AS first_ts,
+    arg_min(first_v, first_ts) FILTER (WHERE first_v IS NOT NULL) AS first_v,
+    max(last_ts) AS last_ts, arg_max(last_v, last_ts) FILTER (WHERE last_v IS NOT NULL) AS last_v,
     sum(area) + coalesce(sum((last_v + nfv) / 2 * (epoch_us(nfts) - epoch_us(last_ts))), 0)
         AS area,
     max(quality) AS quality

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dash
@@ -17,6 +18,7 @@ from beffroi.core.live import LiveValues
 from beffroi.core.register import Register
 from beffroi.historian.base import Historian
 from beffroi.hmi.api import register_api
+from beffroi.hmi.api_alarms import register_alarm_api
 from beffroi.hmi.auth import install_auth, session_secret
 from beffroi.hmi.context import HmiContext, get_context, set_context
 from beffroi.hmi.figures import DISPLAY_TZ
@@ -48,6 +50,7 @@ def _shell(cfg: Config) -> html.Div:
                         className="shell-nav",
                         children=[
                             dcc.Link("Map", href="/", id="shell-nav-map"),
+                            dcc.Link("Synoptics", href="/synoptic", id="shell-nav-synoptic"),
                             dcc.Link("Trends", href="/trends", id="shell-nav-trends"),
                             dcc.Link("System", href="/system", id="shell-nav-system"),
                         ],
@@ -104,6 +107,7 @@ def create_app(
     api_token: str | None = None,
     *,
     users: UserStore,
+    alarms: Any = None,
 ) -> dash.Dash:
     """Build the HMI Dash app; every page and callback requires a logged-in user."""
     set_context(HmiContext(cfg, register, live, historian, status))
@@ -144,6 +148,8 @@ def create_app(
 
     if api_token:
         register_api(server, historian, api_token)
+        if alarms is not None:
+            register_alarm_api(server, alarms, api_token)
     if status is not None:
         register_metrics(server, status)
 

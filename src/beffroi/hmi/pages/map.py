@@ -323,6 +323,7 @@ def asset_panel(
             href=trend_href(primary_tag(asset)),
             id="map-panel-trend",
         ),
+        dcc.Link("Synoptic →", href=f"/synoptic?asset={asset.id}", id="map-panel-synoptic"),
         html.Table(
             [
                 html.Thead(

@@ -1,0 +1,381 @@
+"""The alarm engine: rules bound to the register, fed by sample batches and a periodic tick."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from beffroi.alerts.daylight import Daylight
+from beffroi.alerts.rules import (
+    CommLossEvaluator,
+    DeviationEvaluator,
+    DiscreteEvaluator,
+    Evaluator,
+    LimitEvaluator,
+    RateEvaluator,
+    StaleEvaluator,
+)
+from beffroi.alerts.state import Alarm, AlarmCommandError, AlarmEvent, AlarmState
+from beffroi.core.alarm_config import AlarmRuleConfig, AlarmsConfig
+from beffroi.core.model import Asset, Sample, utcnow
+from beffroi.core.register import Register
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+Listener = Callable[[AlarmEvent], None]
+
+
+def describe(rule: AlarmRuleConfig, signal: str | None) -> str:
+    """Return the default one-line text of a rule's alarm."""
+    what = signal or "asset"
+    if rule.message:
+        return rule.message
+    if rule.type == "limit":
+        return f"{what} out of limits"
+    if rule.type == "discrete":
+        if rule.equals is not None:
+            shown = str(rule.equals).lower() if isinstance(rule.equals, bool) else rule.equals
+            return f"{what} = {shown}"
+        return f"{what} > {rule.above}" if rule.above is not None else f"{what} < {rule.below}"
+    if rule.type == "rate":
+        return f"{what} changing too fast"
+    if rule.type == "deviation":
+        return f"{what} deviates from {rule.setpoint}"
+    if rule.type == "stale":
+        return f"no new data from {what}"
+    return "communication lost"
+
+
+class AlarmEngine:
+    """Evaluate every rule on incoming samples and on a tick; hold every alarm's state.
+
+    Thread-safe: batches arrive on the event loop, operator commands from HMI threads; one lock
+    serialises them. Listeners (journal, notifier) are called under the lock and must be quick.
+    """
+
+    def __init__(
+        self,
+        cfg: AlarmsConfig,
+        register: Register,
+        *,
+        clock: Clock = utcnow,
+        timezone: str = "Europe/Paris",
+    ):
+        self.cfg = cfg
+        self.register = register
+        self.clock = clock
+        self.listeners: list[Listener] = []
+        self.alarms: dict[str, Alarm] = {}
+        self.samples = 0
+        self._lock = threading.RLock()
+        self._index: dict[str, list[Evaluator]] = {}
+        self._evaluators: dict[str, Evaluator] = {}
+        self._timed: list[Evaluator] = []
+        self._pending: set[Alarm] = set()
+        self._shelved: set[Alarm] = set()
+        self._by_asset: dict[str, list[Alarm]] = {}
+        self._daylight_alarms: list[tuple[Alarm, float, float]] = []
+        self._daylight = Daylight(timezone)
+        self._events: list[AlarmEvent] = []
+        self._bad_values = 0
+        now = clock()
+        by_class: dict[str, list[Asset]] = {}
+        for a in register.assets.values():
+            by_class.setdefault(a.asset_class, []).append(a)
+        for rule in cfg.rules:
+            if rule.asset_class is not None:
+                targets = [(a, rule.signal) for a in by_class.get(rule.asset_class, [])]
+            else:
+                asset = register.asset_of_tag(rule.tag or "")
+                if asset is None:
+                    log.warning("alarm rule %s: tag %s is not in the register", rule.name, rule.tag)
+                    continue
+                targets = [(asset, (rule.tag or "").rsplit("/", 1)[1])]
+            for asset, signal in targets:
+                self._bind(rule, asset, signal, now)
+        for alarm, lat, lon in self._daylight_alarms:
+            alarm.supp_daylight = self._daylight.is_day(lat, lon, now)
+        log.info("alarm engine: %d alarms from %d rules", len(self.alarms), len(cfg.rules))
+
+    def _bind(self, rule: AlarmRuleConfig, asset: Asset, signal: str | None, now: datetime) -> None:
+        """Create the alarm and evaluator of one rule on one asset, and index its tags."""
+        tag = asset.tag(signal) if signal else f"{asset.commune}/{asset.id}"
+        alarm = Alarm(
+            f"{tag}#{rule.name}",
+            rule.name,
+            rule.type,
+            tag,
+            asset.id,
+            asset.commune,
+            asset.domain,
+            rule.severity,
+            message=describe(rule, signal),
+            extreme_severity=rule.extreme_severity,
+            on_delay_s=rule.on_delay_s,
+            off_delay_s=rule.off_delay_s,
+            suppress_on_commloss=rule.suppress_on_commloss and rule.type != "commloss",
+        )
+        watched = [tag] if signal else [t.name for t in asset.tags]
+        report = self.condition
+        ev: Evaluator
+        if rule.type == "limit":
+            ev = LimitEvaluator(alarm, report, rule)
+        elif rule.type == "discrete":
+            ev = DiscreteEvaluator(alarm, report, rule)
+        elif rule.type == "rate":
+            ev = RateEvaluator(alarm, report, rule)
+        elif rule.type == "deviation":
+            sp = (rule.setpoint or "").rsplit("/", 1)[-1]
+            ev = DeviationEvaluator(alarm, report, rule, asset.tag(sp))
+            watched.append(asset.tag(sp))
+        elif rule.type == "stale":
+            specs = [t for t in asset.tags if t.name in watched]
+            limit_s = (rule.stale_factor or 3.0) * max(t.interval_s for t in specs)
+            ev = StaleEvaluator(alarm, report, limit_s, now)
+            self._timed.append(ev)
+        else:
+            ev = CommLossEvaluator(alarm, report)
+        if alarm.id in self.alarms:
+            log.warning("alarm %s defined twice; keeping the first", alarm.id)
+            return
+        self.alarms[alarm.id] = alarm
+        self._evaluators[alarm.id] = ev
+        self._by_asset.setdefault(asset.id, []).append(alarm)
+        for t in watched:
+            self._index.setdefault(t, []).append(ev)
+        if rule.suppress_in_daylight:
+            self._daylight_alarms.append((alarm, asset.lat, asset.lon))
+
+    # --- evaluation ---
+
+    def process(self, batch: Sequence[Sample]) -> None:
+        """Evaluate the rules watching the tags of a batch (called for every incoming batch)."""
+        if not batch:
+            return
+        index = self._index
+        with self._lock:
+            now = self.clock()
+            self.samples += len(batch)
+            for s in batch:
+                evs = index.get(s.tag)
+                if evs is None:
+                    continue
+                for ev in evs:
+                    try:
+                        ev.feed(s, now)
+                    except (TypeError, ValueError):
+                        # A value of the wrong type (text on a numeric tag) cannot be compared.
+                        self._bad_values += 1
+                        if self._bad_values in (1, 100, 10_000):
+                            log.warning("alarm rule cannot read %s = %r", s.tag, s.value)
+
+    def condition(
+        self, alarm: Alarm, on: bool, now: datetime, value: Any, level: str, limit: float | None
+    ) -> None:
+        """Take a change of a rule's raw condition (called by evaluators)."""
+        if value is not None:
+            alarm.value = value
+        alarm.see(on, now, level, limit)
+        self._settle(alarm, now)
+
+    def _settle(self, alarm: Alarm, now: datetime) -> None:
+        name = alarm.settle(now)
+        if name is not None:
+            self._emit(alarm, name, now)
+            if name == "clear" and alarm.shelved and alarm.oneshot:
+                alarm.unshelve(now)
+                self._shelved.discard(alarm)
+                self._emit(alarm, "unshelve", now, "system", "one-shot shelving ended")
+            if alarm.kind == "commloss" and name in ("activate", "clear"):
+                for other in self._by_asset.get(alarm.asset, ()):
+                    if other.suppress_on_commloss:
+                        self._suppress(other, "comm", alarm.active, now)
+        if alarm.pending:
+            self._pending.add(alarm)
+        else:
+            self._pending.discard(alarm)
+
+    def _suppress(self, alarm: Alarm, source: str, on: bool, now: datetime) -> None:
+        visible = alarm.active or not alarm.acked
+        name = alarm.suppress(source, on, now)
+        # A quiet alarm's suppression changes nothing anyone sees: not worth a journal row.
+        if name is not None and (visible or alarm.active):
+            self._emit(alarm, name, now)
+
+    def _emit(
+        self, alarm: Alarm, name: str, now: datetime, user: str = "", comment: str = ""
+    ) -> None:
+        event = alarm.event(name, now, user, comment)
+        self._events.append(event)
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("alarm listener failed on %s", event.alarm_id)
+
+    def tick(self, now: datetime | None = None) -> None:
+        """Evaluate time-based conditions: stale data, delays, shelving expiry, daylight."""
+        with self._lock:
+            now = now or self.clock()
+            for ev in self._timed:
+                ev.check(now)
+            for alarm in list(self._pending):
+                self._settle(alarm, now)
+            for alarm in list(self._shelved):
+                if alarm.shelved_until is not None and now >= alarm.shelved_until:
+                    alarm.unshelve(now)
+                    self._shelved.discard(alarm)
+                    self._emit(alarm, "unshelve", now, "system", "shelving time elapsed")
+            for alarm, lat, lon in self._daylight_alarms:
+                day = self._daylight.is_day(lat, lon, now)
+                if day != alarm.supp_daylight:
+                    self._suppress(alarm, "daylight", day, now)
+
+    def take_events(self) -> list[AlarmEvent]:
+        """Return the events since the last call (for the journal), oldest first."""
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+    # --- operator commands ---
+
+    def _get(self, alarm_id: str) -> Alarm:
+        alarm = self.alarms.get(alarm_id)
+        if alarm is None:
+            raise AlarmCommandError(f"{alarm_id}: no such alarm")
+        return alarm
+
+    def ack(self, alarm_ids: Iterable[str], user: str, comment: str = "") -> list[AlarmEvent]:
+        """Acknowledge alarms; all or none (an unknown or acknowledged one refuses the lot)."""
+        with self._lock:
+            alarms = [self._get(i) for i in alarm_ids]
+            for a in alarms:
+                if a.acked or a.masked:
+                    raise AlarmCommandError(f"{a.id}: nothing to acknowledge ({a.state})")
+            now = self.clock()
+            out = []
+            for a in alarms:
+                a.ack()
+                self._emit(a, "ack", now, user, comment)
+                out.append(self._events[-1])
+            return out
+
+    def shelve(
+        self, alarm_id: str, user: str, comment: str = "", minutes: float | None = None
+    ) -> AlarmEvent:
+        """Shelve for some minutes (at most max_shelve_min), or one-shot when minutes is None."""
+        limit = self.cfg.max_shelve_min
+        if minutes is not None and not 0 < minutes <= limit:
+            raise AlarmCommandError(f"shelve for 0 < minutes ≤ {limit:g}, got {minutes:g}")
+        with self._lock:
+            alarm, now = self._get(alarm_id), self.clock()
+            until = now + timedelta(minutes=limit if minutes is None else minutes)
+            alarm.shelve(until, oneshot=minutes is None)
+            self._shelved.add(alarm)
+            self._emit(alarm, "shelve", now, user, comment)
+            return self._events[-1]
+
+    def unshelve(self, alarm_id: str, user: str, comment: str = "") -> AlarmEvent:
+        """End an alarm's shelving now."""
+        with self._lock:
+            alarm, now = self._get(alarm_id), self.clock()
+            alarm.unshelve(now)
+            self._shelved.discard(alarm)
+            self._emit(alarm, "unshelve", now, user, comment)
+            return self._events[-1]
+
+    def set_out_of_service(
+        self, alarm_id: str, out: bool, user: str, comment: str = ""
+    ) -> AlarmEvent:
+        """Take an alarm out of service (maintenance) or put it back in service."""
+        with self._lock:
+            alarm, now = self._get(alarm_id), self.clock()
+            name = alarm.set_out_of_service(out, now)
+            self._shelved.discard(alarm)
+            self._emit(alarm, name, now, user, comment)
+            return self._events[-1]
+
+    # --- state ---
+
+    def restore(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Take back alarm states from the journal's last row per alarm; return how many."""
+        n = 0
+        with self._lock:
+            for row in rows:
+                alarm = self.alarms.get(row["alarm_id"])
+                if alarm is None:
+                    continue  # its rule was removed or changed: the journal keeps its history
+                alarm.restore(row)
+                self._evaluators[alarm.id].restore()
+                if alarm.shelved:
+                    self._shelved.add(alarm)
+                n += 1
+            for alarm in self.alarms.values():
+                if alarm.kind == "commloss" and alarm.active:
+                    for other in self._by_asset.get(alarm.asset, ()):
+                        if other.suppress_on_commloss:
+                            other.supp_comm = True
+        log.info("alarm engine: %d alarm states restored from the journal", n)
+        return n
+
+    def snapshot(
+        self,
+        communes: Sequence[str] = (),
+        domains: Sequence[str] = (),
+        states: Sequence[str] = (),
+        include_normal: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Return the alarms that need attention (or all), most urgent and oldest first."""
+        out = []
+        with self._lock:
+            for a in self.alarms.values():
+                state = a.state
+                listed = a.active or not a.acked or a.shelved or a.out_of_service
+                if not (include_normal or listed):
+                    continue
+                if communes and a.commune not in communes:
+                    continue
+                if domains and a.domain not in domains:
+                    continue
+                if states and state not in states:
+                    continue
+                out.append(alarm_view(a, state))
+        out.sort(key=lambda r: (r["severity"], r["since"] or "", r["alarm_id"]))
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """Return counts for /healthz."""
+        with self._lock:
+            counts: dict[str, int] = {}
+            for a in self.alarms.values():
+                if a.active or not a.acked or a.masked:
+                    counts[a.state] = counts.get(a.state, 0) + 1
+        return {"alarms": len(self.alarms), "samples": self.samples, "states": counts}
+
+
+def alarm_view(a: Alarm, state: AlarmState | None = None) -> dict[str, Any]:
+    """Return what a list shows of one alarm, JSON-ready (times as ISO 8601 UTC)."""
+    value = a.value
+    if not isinstance(value, bool | int | float | str) and value is not None:
+        value = str(value)
+    return {
+        "alarm_id": a.id,
+        "state": str(state or a.state),
+        "severity": a.severity,
+        "rule": a.rule,
+        "kind": a.kind,
+        "tag": a.tag,
+        "asset": a.asset,
+        "commune": a.commune,
+        "domain": a.domain,
+        "level": a.level,
+        "value": value,
+        "limit": a.limit,
+        "message": a.message,
+        "since": a.activated_at.isoformat() if a.activated_at else None,
+        "shelved_until": a.shelved_until.isoformat() if a.shelved_until else None,
+    }

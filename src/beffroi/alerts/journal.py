@@ -1,0 +1,206 @@
+"""The alarm journal: every transition in a DuckDB file of its own, queried and exported."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from beffroi.alerts.state import AlarmEvent
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alarm_events (
+    seq BIGINT PRIMARY KEY, ts TIMESTAMP NOT NULL, alarm_id VARCHAR NOT NULL, rule VARCHAR,
+    kind VARCHAR, event VARCHAR NOT NULL, state VARCHAR NOT NULL, tag VARCHAR, asset VARCHAR,
+    commune VARCHAR, domain VARCHAR, severity TINYINT, level VARCHAR, value DOUBLE,
+    limit_value DOUBLE, user_name VARCHAR, comment VARCHAR, active BOOLEAN, acked BOOLEAN,
+    shelved_until TIMESTAMP, oneshot BOOLEAN, since TIMESTAMP, message VARCHAR,
+    annunciated BOOLEAN
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id BIGINT PRIMARY KEY, message_id VARCHAR NOT NULL UNIQUE, created TIMESTAMP NOT NULL,
+    kind VARCHAR, team VARCHAR, recipients VARCHAR NOT NULL, subject VARCHAR,
+    message VARCHAR NOT NULL, alarm_ids VARCHAR, status VARCHAR NOT NULL, attempts INTEGER,
+    next_try TIMESTAMP, last_error VARCHAR, sent_at TIMESTAMP
+);
+"""
+COLUMNS = [
+    "seq", "ts", "alarm_id", "rule", "kind", "event", "state", "tag", "asset", "commune",
+    "domain", "severity", "level", "value", "limit_value", "user_name", "comment", "active",
+    "acked", "shelved_until", "oneshot", "since", "message", "annunciated",
+]  # fmt: skip
+_TIMES = ("ts", "shelved_until", "since")
+_TYPES = {
+    "seq": pa.int64(), "severity": pa.int8(), "value": pa.float64(), "limit_value": pa.float64(),
+    "active": pa.bool_(), "acked": pa.bool_(), "oneshot": pa.bool_(), "annunciated": pa.bool_(),
+    **dict.fromkeys(_TIMES, pa.timestamp("us")),
+}  # fmt: skip
+EXPORT_ORDER = [
+    "time", "alarm_id", "tag", "asset", "commune", "domain", "severity", "event", "state",
+    "level", "value", "limit", "user", "comment", "message", "since",
+]  # fmt: skip
+# The names users see (CSV, API) for the columns whose SQL names are reserved words.
+PUBLIC = {"limit_value": "limit", "user_name": "user"}
+
+
+def naive_utc(ts: datetime | None) -> datetime | None:
+    """Return the storage form of a time: naive UTC."""
+    if ts is None or ts.tzinfo is None:
+        return ts
+    return ts.astimezone(UTC).replace(tzinfo=None)
+
+
+def aware_utc(ts: Any) -> Any:
+    """Return a stored naive UTC time as an aware one (None and NaT stay None)."""
+    if ts is None or ts is pd.NaT:
+        return None
+    if isinstance(ts, pd.Timestamp):
+        ts = ts.to_pydatetime()
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
+class Journal:
+    """Append-only alarm events and the e-mail outbox in one DuckDB file, safe across threads."""
+
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path = Path(path)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(str(self.path), read_only=read_only)
+        # One connection, one lock: journal traffic is small and DuckDB connections are not
+        # meant to be used by several threads at once.
+        self._lock = threading.Lock()
+        if not read_only:
+            self._con.execute(SCHEMA).fetchall()
+        self._next_seq = int(self._one("SELECT coalesce(max(seq), 0) FROM alarm_events")) + 1
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        with self._lock:
+            rows = self._con.execute(sql, list(params)).fetchall()
+        return rows[0][0] if rows else None
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Execute one statement (for the outbox)."""
+        with self._lock:
+            self._con.execute(sql, list(params)).fetchall()
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Return the rows of a query as dicts."""
+        with self._lock:
+            cur = self._con.execute(sql, list(params))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def frame(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        """Return the result of a query as a DataFrame."""
+        with self._lock:
+            return self._con.execute(sql, list(params)).df()
+
+    def write(self, events: Sequence[AlarmEvent]) -> int:
+        """Append events in one transaction, in order; return how many."""
+        if not events:
+            return 0
+        rows = [e.as_row() for e in events]
+        cols: dict[str, list] = {c: [] for c in COLUMNS}
+        with self._lock:
+            seq = self._next_seq
+            for i, r in enumerate(rows):
+                cols["seq"].append(seq + i)
+                for c in COLUMNS[1:]:
+                    v = r[PUBLIC.get(c, c)]
+                    cols[c].append(naive_utc(v) if c in _TIMES else v)
+            table = pa.table(
+                {c: pa.array(cols[c], type=_TYPES.get(c, pa.string())) for c in COLUMNS}
+            )
+            self._con.register("_new_events", table)
+            try:
+                self._con.execute("INSERT INTO alarm_events SELECT * FROM _new_events").fetchall()
+            finally:
+                self._con.unregister("_new_events")
+            self._next_seq = seq + len(rows)
+        return len(rows)
+
+    def events(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        communes: Sequence[str] = (),
+        domains: Sequence[str] = (),
+        states: Sequence[str] = (),
+        alarm_ids: Sequence[str] = (),
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Return events in [start, end) matching the filters, oldest first (ts aware UTC)."""
+        where, params = ["TRUE"], []
+        if start is not None:
+            where.append("ts >= ?")
+            params.append(naive_utc(start))
+        if end is not None:
+            where.append("ts < ?")
+            params.append(naive_utc(end))
+        for col, values in (
+            ("commune", communes),
+            ("domain", domains),
+            ("state", states),
+            ("alarm_id", alarm_ids),
+        ):
+            if values:
+                where.append(f"{col} IN ({', '.join('?' * len(values))})")
+                params.extend(values)
+        sql = f"SELECT * FROM alarm_events WHERE {' AND '.join(where)} ORDER BY seq"
+        if limit is not None:
+            sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY seq"
+        df = self.frame(sql, params).rename(columns=PUBLIC)
+        for c in _TIMES:
+            df[c] = pd.to_datetime(df[c]).dt.tz_localize(UTC)
+        return df
+
+    def current(self, include_normal: bool = False) -> list[dict[str, Any]]:
+        """Return the last event of each alarm (its state now), as restore() wants it."""
+        sql = (
+            "SELECT * FROM alarm_events QUALIFY row_number() OVER "
+            "(PARTITION BY alarm_id ORDER BY seq DESC) = 1"
+        )
+        if not include_normal:
+            sql = f"SELECT * FROM ({sql}) WHERE state <> 'normal' OR active"
+        rows = self.fetch(sql + " ORDER BY seq")
+        for r in rows:
+            for c in _TIMES:
+                r[c] = aware_utc(r[c])
+            for c, public in PUBLIC.items():
+                r[public] = r.pop(c)
+        return rows
+
+    def count(self) -> int:
+        """Return the number of journaled events."""
+        return int(self._one("SELECT count(*) FROM alarm_events"))
+
+    def close(self) -> None:
+        """Checkpoint and close the file."""
+        with self._lock:
+            try:
+                self._con.execute("CHECKPOINT").fetchall()
+            except duckdb.Error:
+                pass  # read-only, or nothing to write
+            self._con.close()
+
+
+def to_csv(df: pd.DataFrame, timezone: str = "Europe/Paris") -> str:
+    """Return events as CSV, times in local time with their offset (an export is an edge)."""
+    out = df.drop(columns=["seq"], errors="ignore").copy()
+    for c in _TIMES:
+        if c in out:
+            local = pd.to_datetime(out[c], utc=True).dt.tz_convert(timezone)
+            out[c] = local.map(lambda t: "" if pd.isna(t) else t.isoformat())
+    out = out.rename(columns={"ts": "time"})
+    first = [c for c in EXPORT_ORDER if c in out]
+    return out[first + [c for c in out if c not in first]].to_csv(index=False)

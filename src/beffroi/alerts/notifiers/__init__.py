@@ -1,0 +1,1 @@
+"""Alarm notifiers: e-mail to maintenance teams, through a durable outbox."""

@@ -1,0 +1,204 @@
+"""The gateway's alarm service: engine, journal, e-mail notifier and outbox, started together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from beffroi.alerts.engine import AlarmEngine
+from beffroi.alerts.journal import Journal
+from beffroi.alerts.notifiers.email import EmailNotifier
+from beffroi.alerts.notifiers.outbox import Outbox, SmtpSender
+from beffroi.alerts.performance import alarm_performance
+from beffroi.alerts.state import AlarmEvent
+from beffroi.core.alarm_config import journal_path
+from beffroi.core.config import Config
+from beffroi.core.model import Sample, utcnow
+from beffroi.core.register import Register
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY_S = 0.25  # journal writes and e-mail collection, at least this often
+
+
+class AlarmService:
+    """Run the alarm engine in the gateway: journal every transition, e-mail the teams."""
+
+    def __init__(self, cfg: Config, register: Register, *, clock: Callable[[], datetime] = utcnow):
+        self.cfg, self.register, self.clock = cfg, register, clock
+        ac = cfg.alarms
+        self.engine = AlarmEngine(ac, register, clock=clock, timezone=cfg.metropolis.timezone)
+        self.journal: Journal | None = None
+        self.notifier: EmailNotifier | None = None
+        self.outbox: Outbox | None = None
+        self.sender: SmtpSender | None = None
+        self.journaled = 0
+        self.last_error = ""
+        self._unwritten: list[AlarmEvent] = []
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._closed = False
+        self._flush_lock = asyncio.Lock()
+        if ac.email.enabled:
+            hmi_url = f"http://{cfg.hmi.host}:{cfg.hmi.port}"
+            self.notifier = EmailNotifier(
+                ac, register, hmi_url=hmi_url, timezone=cfg.metropolis.timezone, clock=clock
+            )
+
+    async def start(self, stack: contextlib.AsyncExitStack, scheduler: Any = None) -> None:
+        """Open the journal, restore active alarms, start flushing; stop with the stack."""
+        path = journal_path(self.cfg)
+        self.journal = journal = await asyncio.to_thread(Journal, path)
+        stack.callback(journal.close)
+        rows = await asyncio.to_thread(journal.current)
+        self.engine.restore(rows)
+        if self.notifier is not None:
+            self.outbox = Outbox(journal, self.clock)
+            email = self.cfg.alarms.email
+            if email.ca_file:
+                email = email.model_copy(update={"ca_file": str(self.cfg.resolve(email.ca_file))})
+            self.sender = SmtpSender(email, self.clock)
+            watched = self.notifier.restore(self.engine.alarms.values(), self.outbox.escalated)
+            self.engine.listeners.append(self.notifier.on_event)
+            log.info(
+                "alarm e-mails through %s:%d; %d waiting in the outbox, %d alarms to escalate",
+                self.cfg.alarms.email.host,
+                self.cfg.alarms.email.port,
+                self.outbox.pending(),
+                watched,
+            )
+        self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
+        self._wake = asyncio.Event()
+        self.engine.listeners.append(self._poke)
+        task = asyncio.create_task(self._run(), name="beffroi-alarms")
+        stack.push_async_callback(self._stop, task)
+        if scheduler is not None:
+            scheduler.every(self.cfg.alarms.tick_s, self.tick, name="alarms-tick")
+        log.info("alarms: %d configured, journal %s", len(self.engine.alarms), path)
+
+    def process(self, batch: Sequence[Sample]) -> None:
+        """Evaluate a batch from the runtime's sink; a rule bug never stops collection."""
+        try:
+            self.engine.process(batch)
+        except Exception:
+            log.exception("alarm evaluation failed on a batch of %d samples", len(batch))
+
+    async def tick(self) -> None:
+        """Run the engine's time-based evaluation (the scheduler's job)."""
+        if self._closed:
+            return
+        self.engine.tick()
+        if self._wake is not None:
+            self._wake.set()
+
+    def _poke(self, _event: AlarmEvent) -> None:
+        """Wake the flusher soon after a transition, from whichever thread made it."""
+        if self._wake is None or self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._wake.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # loop closed at shutdown
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH_EVERY_S)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception as exc:
+                self.last_error = str(exc)
+                log.exception("alarm journal or outbox failed; retrying")
+                await asyncio.sleep(1.0)
+
+    async def flush(self, final: bool = False) -> None:
+        """Journal new transitions, turn due notifications into e-mails, send the outbox."""
+        async with self._flush_lock:
+            events = self._unwritten + self.engine.take_events()
+            self._unwritten = []
+            if events and self.journal is not None:
+                try:
+                    self.journaled += await asyncio.to_thread(self.journal.write, events)
+                except Exception:
+                    self._unwritten = events  # kept, in order, for the next flush
+                    raise
+            if self.notifier is None or self.outbox is None or self.sender is None:
+                return
+            mails = self.notifier.collect(self.clock(), flush=final)
+            outbox = self.outbox
+            for m in mails:
+                await asyncio.to_thread(
+                    outbox.put, m.message, m.recipients, m.kind, m.team, m.alarm_ids
+                )
+            if not final:
+                await asyncio.to_thread(self.sender.deliver, outbox)
+
+    async def _stop(self, task: asyncio.Task) -> None:
+        self._closed = True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # Pending digests go to the outbox now; they are sent at the next start.
+        await self.flush(final=True)
+
+    # --- what the HMI API and the CLI use (thread-safe) ---
+
+    def ack(self, alarm_ids: Sequence[str], user: str, comment: str = "") -> list[AlarmEvent]:
+        """Acknowledge alarms."""
+        return self.engine.ack(alarm_ids, user, comment)
+
+    def shelve(
+        self, alarm_id: str, user: str, comment: str = "", minutes: float | None = None
+    ) -> AlarmEvent:
+        """Shelve an alarm for some minutes, or one-shot."""
+        return self.engine.shelve(alarm_id, user, comment, minutes)
+
+    def unshelve(self, alarm_id: str, user: str, comment: str = "") -> AlarmEvent:
+        """Unshelve an alarm."""
+        return self.engine.unshelve(alarm_id, user, comment)
+
+    def set_out_of_service(
+        self, alarm_id: str, out: bool, user: str, comment: str = ""
+    ) -> AlarmEvent:
+        """Take an alarm out of service or back."""
+        return self.engine.set_out_of_service(alarm_id, out, user, comment)
+
+    def alarms(self, **filters: Any) -> list[dict[str, Any]]:
+        """Return the alarms needing attention (see AlarmEngine.snapshot)."""
+        return self.engine.snapshot(**filters)
+
+    def events(self, **filters: Any) -> pd.DataFrame:
+        """Return journaled events (see Journal.events)."""
+        if self.journal is None:
+            raise RuntimeError("alarm service not started")
+        return self.journal.events(**filters)
+
+    def stats(self, start: datetime, end: datetime) -> dict[str, Any]:
+        """Return alarm-performance figures of a period."""
+        if self.journal is None:
+            raise RuntimeError("alarm service not started")
+        ac = self.cfg.alarms
+        return alarm_performance(self.journal, start, end, ac.chatter_count, ac.chatter_window_s)
+
+    def status(self) -> dict[str, Any]:
+        """Return the alarm service's state for /healthz."""
+        out: dict[str, Any] = {**self.engine.status(), "journaled": self.journaled}
+        if self.sender is not None and self.notifier is not None:
+            out["email"] = {
+                "sent": self.sender.sent,
+                "smtp_failures": self.sender.failures,
+                "last_error": self.sender.last_error,
+                **self.notifier.status(),
+            }
+        return out

@@ -1,0 +1,253 @@
+"""MQTT collector: topic filters mapped to tags, JSON or plain payloads, QoS 1, setpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiomqtt
+
+from beffroi.collectors.base import Backoff, Collector, Sink
+from beffroi.collectors.mqtt_payload import Malformed, TopicRule, command_payload, parse, tag_of
+from beffroi.collectors.security import MissingCredentials, credentials
+from beffroi.core.collector_config import MqttCollectorConfig
+from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY_S = 60.0  # a misbehaving topic is logged at most once a minute
+COUNTERS_EVERY_S = 1.0  # the _system counters are published at most once a second
+
+
+class MqttCollector(Collector):
+    """Subscribe to topic filters on one broker and turn messages into samples of known tags."""
+
+    protocol = "mqtt"
+
+    def __init__(self, config: MqttCollectorConfig, tags: Sequence[TagSpec], sink: Sink):
+        super().__init__(config.name, tags, sink)
+        self.config = config
+        self.rules = [TopicRule.of(t) for t in config.topics]
+        self.client_id = config.client_id or f"beffroi-{config.name}"
+        self.malformed = 0
+        self.unmapped = 0
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+        self._logged: dict[str, tuple[float, int]] = {}
+        self._counters_at = 0.0
+        self._counters_due: asyncio.TimerHandle | None = None
+        self._waiters: dict[str, list[tuple[Value, asyncio.Future]]] = {}
+        self._last: dict[str, Value] = {}
+        self.reconnects = 0
+
+    @classmethod
+    def from_config(cls, config: Any, cfg: Any, register: Any, sink: Sink) -> MqttCollector:
+        """Build the collector with the register tags that one of its topic rules can carry."""
+        rules = [TopicRule.of(t) for t in config.topics]
+        tags = [
+            t
+            for a in register.assets.values()
+            if (not config.communes or a.commune in config.communes)
+            and (not config.classes or a.asset_class in config.classes)
+            for t in a.tags
+            if any(r.produces(t.signal) for r in rules)
+        ]
+        return cls(config, tags, sink)
+
+    @property
+    def malformed_tag(self) -> str:
+        """Return the tag counting payloads that gave no value."""
+        return f"_system/collector/{self.name}/malformed"
+
+    @property
+    def unmapped_tag(self) -> str:
+        """Return the tag counting messages whose topic names no tag of this collector."""
+        return f"_system/collector/{self.name}/unmapped"
+
+    async def start(self, stack: contextlib.AsyncExitStack) -> None:
+        """Connect, subscribe and receive in the background."""
+        self._task = asyncio.create_task(self._run(), name=f"mqtt:{self.name}")
+        stack.push_async_callback(self._stop)
+
+    async def wait_connected(self) -> None:
+        """Wait until the subscriptions are in place (wrap in asyncio.timeout)."""
+        await self._ready.wait()
+
+    async def _stop(self) -> None:
+        if self._counters_due is not None:
+            self._counters_due.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        cfg = self.config
+        backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        where = f"{cfg.host}:{cfg.port}"
+        filters = list(dict.fromkeys(t.filter for t in cfg.topics))
+        while True:
+            try:
+                creds = credentials(cfg.username_env, cfg.password_env)
+                async with aiomqtt.Client(
+                    cfg.host,
+                    cfg.port,
+                    identifier=self.client_id,
+                    clean_session=cfg.clean_session,
+                    keepalive=cfg.keepalive_s,
+                    username=creds[0] if creds else None,
+                    password=creds[1] if creds else None,
+                    timeout=10,
+                    logger=log,
+                ) as client:
+                    self._client = client
+                    # QoS 1 on a persistent session: the broker keeps what arrives while we
+                    # are away and delivers it on reconnect.
+                    await client.subscribe([(f, cfg.qos) for f in filters])
+                    backoff.reset()
+                    self._went_up()
+                    self._ready.set()
+                    log.info("%s: subscribed to %d filters on %s", self.name, len(filters), where)
+                    async for message in client.messages:
+                        self._on_message(str(message.topic), message.payload)
+            except asyncio.CancelledError:
+                raise
+            except (aiomqtt.MqttError, MissingCredentials, OSError) as exc:
+                error = (
+                    str(exc)
+                    if isinstance(exc, MissingCredentials)
+                    else (f"{type(exc).__name__}: {exc}")
+                )
+                if self.connected or not self._outage_marked:
+                    log.warning("%s: broker %s: %s", self.name, where, error)
+            except Exception as exc:  # the collector never dies on a bug; it says so and goes on
+                error = f"{type(exc).__name__}: {exc}"
+                log.exception("%s: unexpected error", self.name)
+            self._client = None
+            self._ready.clear()
+            self._went_down(error)
+            await asyncio.sleep(backoff.delay())
+            self.reconnects += 1
+
+    def _on_message(self, topic: str, payload: bytes | bytearray | Any) -> None:
+        """Turn one message into a sample, or count and (rarely) log why it could not."""
+        for rule in self.rules:
+            match = rule.match(topic)
+            if match is None:
+                continue
+            spec = self.tags.get(tag_of(match))
+            if spec is None:
+                continue
+            data = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+            try:
+                value, ts = parse(bytes(data), rule.config, spec, self.config.max_payload_bytes)
+            except Malformed as exc:
+                self.malformed += 1
+                self._complain(topic, f"malformed payload: {exc}")
+                self._counters_changed()
+                return
+            # No source time in the payload: the arrival time stands for both.
+            now = utcnow()
+            sample = Sample(spec.name, ts or now, value, Quality.GOOD, now)
+            self.samples_received += 1
+            self._last[spec.name] = value
+            self.sink([sample])
+            self._settle(spec.name, value)
+            return
+        self.unmapped += 1
+        self._complain(topic, "no tag of this collector matches the topic")
+        self._counters_changed()
+
+    def _complain(self, topic: str, why: str) -> None:
+        now = time.monotonic()
+        last, suppressed = self._logged.get(topic, (-math.inf, 0))
+        if now - last < LOG_EVERY_S:
+            self._logged[topic] = (last, suppressed + 1)
+            return
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        log.warning("%s: %s: %s%s", self.name, topic, why, more)
+        self._logged[topic] = (now, 0)
+
+    def _counters_changed(self) -> None:
+        if self._counters_due is not None:
+            return
+        wait = self._counters_at + COUNTERS_EVERY_S - time.monotonic()
+        if wait <= 0:
+            self._publish_counters()
+        else:
+            self._counters_due = asyncio.get_running_loop().call_later(wait, self._publish_counters)
+
+    def _publish_counters(self) -> None:
+        self._counters_due = None
+        self._counters_at = time.monotonic()
+        now = utcnow()
+        self.sink(
+            [
+                Sample(self.malformed_tag, now, float(self.malformed)),
+                Sample(self.unmapped_tag, now, float(self.unmapped)),
+            ]
+        )
+
+    def status(self) -> dict:
+        """Return the collector's state, with its malformed and unmapped message counts."""
+        return {**super().status(), "malformed": self.malformed, "unmapped": self.unmapped}
+
+    def _settle(self, tag: str, value: Value) -> None:
+        """Confirm the writes waiting for this tag's state to report their value."""
+        waiting = self._waiters.get(tag)
+        if not waiting:
+            return
+        for expected, fut in list(waiting):
+            if not fut.done() and _same(value, expected):
+                fut.set_result(value)
+
+    async def write(self, tag: str, value: Value) -> WriteResult:
+        """Publish a setpoint to the command topic; confirmed when the state topic reports it."""
+        refused = self.check_write(tag, value)
+        if refused is not None:
+            return refused
+        spec = self.tags[tag]
+        rule = next(
+            (r for r in self.rules if r.produces(spec.signal) and r.command_topic(spec)), None
+        )
+        if rule is None:
+            return WriteResult(tag, WriteStatus.REFUSED, value, f"no command_topic for {tag}")
+        topic = rule.command_topic(spec)
+        assert topic is not None
+        client = self._client
+        if client is None or not self.connected:
+            return WriteResult(tag, WriteStatus.UNCONFIRMED, value, "not connected")
+        typed: Value = float(value) if spec.kind == "float" else value
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(tag, []).append((typed, fut))
+        timeout = self.config.write_timeout_s
+        try:
+            await client.publish(
+                topic, command_payload(typed, rule.config), qos=self.config.qos, timeout=timeout
+            )
+            async with asyncio.timeout(timeout):
+                confirmed = await fut
+        except aiomqtt.MqttError as exc:
+            return WriteResult(tag, WriteStatus.UNCONFIRMED, value, f"not published: {exc}")
+        except TimeoutError:
+            last = self._last.get(tag)
+            detail = f"{topic}: state did not report {typed!r} within {timeout:g} s"
+            if last is not None:
+                detail += f" (last reported {last!r})"
+            return WriteResult(tag, WriteStatus.UNCONFIRMED, last, detail)
+        finally:
+            waiting = self._waiters[tag]
+            waiting[:] = [w for w in waiting if w[1] is not fut]
+        return WriteResult(tag, WriteStatus.CONFIRMED, confirmed)
+
+
+def _same(a: Value, b: Value) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    return a == b

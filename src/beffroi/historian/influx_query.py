@@ -1,0 +1,374 @@
+"""InfluxQL statements answering the historian contract, and their answers as frames."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from beffroi.historian.base import COLUMNS
+from beffroi.historian.influx_http import InfluxHttp
+from beffroi.historian.influx_layout import QUALITY_SUFFIX, Layout, Location, ident, series_key
+
+log = logging.getLogger(__name__)
+
+# Series (asset or path) per statement: keeps statements short and index lookups cheap.
+SERIES_PER_STATEMENT = 100
+# Beyond this many per-bucket statements, twa and integral are computed here from raw points.
+MAX_PUSHDOWN_STATEMENTS = 2000
+US_PER_HOUR = 3_600_000_000
+
+_EMPTY = {"ts": "datetime64[us, UTC]", "tag": "object", "value": "float64", "quality": "int64"}
+
+
+def _time(lo_us: int, hi_us: int) -> str:
+    """Return the InfluxQL condition for [lo, hi) (bare integers are nanoseconds)."""
+    return f"time >= {lo_us * 1000} AND time < {hi_us * 1000}"
+
+
+def _pairs(group: Sequence[Location]) -> list[tuple[str, str]]:
+    """Return the distinct (number field, quality field) pairs of a group of locations."""
+    return list(dict.fromkeys((loc.number, loc.quality) for loc in group if loc.number))
+
+
+class QueryBuilder:
+    """Build InfluxQL for raw, aggregated and latest queries and read the answers."""
+
+    def __init__(self, layout: Layout, http: InfluxHttp, database: str, retention_policy: str):
+        self.layout = layout
+        self.http = http
+        self.database = database
+        self.retention_policy = retention_policy
+
+    def _from(self, measurement: str) -> str:
+        if self.retention_policy:
+            return ".".join(map(ident, (self.database, self.retention_policy, measurement)))
+        return ident(measurement)
+
+    def _groups(self, locs: Sequence[Location]) -> Iterator[tuple[str, list[Location], str]]:
+        """Yield (measurement, locations, WHERE on their series) in statement-sized groups."""
+        by_meas: dict[str, dict[tuple, list[Location]]] = {}
+        for loc in locs:
+            by_meas.setdefault(loc.measurement, {}).setdefault(loc.series, []).append(loc)
+        for meas, by_series in by_meas.items():
+            keys = list(by_series)
+            for i in range(0, len(keys), SERIES_PER_STATEMENT):
+                chunk = keys[i : i + SERIES_PER_STATEMENT]
+                where = " OR ".join(by_series[k][0].where() for k in chunk)
+                yield meas, [loc for k in chunk for loc in by_series[k]], where
+
+    @staticmethod
+    def _index(locs: Sequence[Location]) -> dict[tuple, list[Location]]:
+        index: dict[tuple, list[Location]] = {}
+        for loc in locs:
+            index.setdefault(series_key(loc.measurement, loc.series), []).append(loc)
+        return index
+
+    def _answers(
+        self, statements: list[str], index: dict[tuple, list[Location]]
+    ) -> Iterator[tuple[int, Location, dict[str, np.ndarray]]]:
+        """Yield (statement number, location, columns of its series) for every wanted series."""
+        for sid, series_list in enumerate(self.http.query(statements)):
+            for s in series_list:
+                wanted = index.get(series_key(s["name"], s["tags"]))
+                if not wanted or not s["values"]:
+                    continue
+                cols = _columns(s)
+                for loc in wanted:
+                    if loc.quality in cols or loc.number in cols:
+                        yield sid, loc, cols
+
+    def raw(self, locs: Sequence[Location], lo: int, hi: int) -> pd.DataFrame:
+        """Return stored samples in [lo, hi) µs: tag, ts (µs), value, quality."""
+        statements = []
+        for meas, group, where in self._groups(locs):
+            fields = dict.fromkeys(f for loc in group for f in loc.fields)
+            statements.append(
+                f"SELECT {', '.join(map(ident, fields))} FROM {self._from(meas)} "
+                f"WHERE ({where}) AND {_time(lo, hi)} GROUP BY *"
+            )
+        rows = _Rows()
+        for _, loc, cols in self._answers(statements, self._index(locs)):
+            _samples(rows, cols, loc)
+        return rows.frame()
+
+    def aggregate(
+        self, locs: Sequence[Location], lo: int, hi: int, every_us: int, agg: str
+    ) -> pd.DataFrame:
+        """Return one row per tag and bucket of `every_us` aligned on the epoch."""
+        locs = [loc for loc in locs if loc.number]  # text has no aggregates
+        if agg in ("twa", "integral"):
+            return self._time_weighted(locs, lo, hi, every_us, agg)
+        statements = []
+        for meas, group, where in self._groups(locs):
+            select = ", ".join(
+                f"{agg}({ident(n)}) AS {ident(n)}, max({ident(q)}) AS {ident(q)}"
+                for n, q in _pairs(group)
+            )
+            statements.append(
+                f"SELECT {select} FROM {self._from(meas)} WHERE ({where}) AND {_time(lo, hi)} "
+                f"GROUP BY time({every_us}u), * fill(none)"
+            )
+        rows = _Rows()
+        for _, loc, cols in self._answers(statements, self._index(locs)):
+            sel = _present(cols[loc.quality])
+            values = _floats(cols.get(loc.number), sel)
+            if agg == "count":
+                values = np.nan_to_num(values, nan=0.0)
+            codes = cols[loc.quality][sel].astype(np.int64)
+            rows.add(loc.tag, cols["time"][sel], values, codes >> 1)
+        return rows.frame()
+
+    def _time_weighted(
+        self, locs: Sequence[Location], lo: int, hi: int, every_us: int, agg: str
+    ) -> pd.DataFrame:
+        """Integral or twa inside each bucket: one statement per bucket, no GROUP BY time.
+
+        InfluxQL's integral() under GROUP BY time() interpolates across bucket edges (it adds
+        the area up to the edge toward the next bucket's first point); the contract integrates
+        only between samples inside the bucket, which a statement bounded to the bucket does.
+        """
+        buckets = range(lo // every_us * every_us, hi, every_us)
+        groups = list(self._groups(locs))
+        per_bucket = sum(1 + (2 * len(_pairs(g)) if agg == "twa" else 0) for _, g, _ in groups)
+        if len(buckets) * per_bucket > MAX_PUSHDOWN_STATEMENTS:
+            log.debug("%s over %d buckets computed from raw points", agg, len(buckets))
+            return time_weighted_from_raw(self.raw(locs, lo, hi), every_us, agg)
+        statements, roles = [], []
+        for b in buckets:
+            when = _time(max(b, lo), min(b + every_us, hi))
+            for meas, group, where in groups:
+                head = f"FROM {self._from(meas)} WHERE ({where}) AND {when} GROUP BY *"
+                pairs = _pairs(group)
+                select = ", ".join(
+                    f"integral({ident(n)}, 1h) AS {ident(n)}, max({ident(q)}) AS {ident(q)}"
+                    for n, q in pairs
+                )
+                statements.append(f"SELECT {select} {head}")
+                roles.append((b, "integral", None))
+                for n, _ in pairs if agg == "twa" else ():
+                    # One selector per statement, so that InfluxDB returns the point's own time.
+                    for fn in ("first", "last"):
+                        statements.append(f"SELECT {fn}({ident(n)}) AS {ident(n)} {head}")
+                        roles.append((b, fn, n))
+        cells: dict[tuple[str, int], dict] = {}
+        for sid, loc, cols in self._answers(statements, self._index(locs)):
+            b, role, field = roles[sid]
+            if field is not None and field != loc.number:
+                continue
+            cell = cells.setdefault((loc.tag, b), {})
+            if role == "integral":
+                # InfluxDB answers integral() and max() on separate rows (their times differ).
+                quality, area = _first(cols.get(loc.quality)), _first(cols.get(loc.number))
+                if quality is not None:
+                    cell["q"] = int(quality) >> 1
+                cell["area"] = area
+            else:
+                cell[role] = (int(cols["time"][0]), cols[loc.number][0])
+        rows = []
+        for (tag, b), cell in cells.items():
+            if "q" not in cell:
+                continue
+            rows.append((tag, b, _weighted_value(cell, agg), cell["q"]))
+        return pd.DataFrame(rows, columns=["tag", "ts", "value", "quality"])
+
+    def latest(self, locs: Sequence[Location] | None, values: bool = True) -> pd.DataFrame:
+        """Return each tag's newest sample (or only its time and quality when not `values`)."""
+        targets: list[tuple[str, str | None, str, list[str]]] = []
+        if locs is None:
+            for meas, fields in self._field_keys().items():
+                for f in fields:
+                    if f.endswith(QUALITY_SUFFIX):
+                        base = [f.removesuffix(QUALITY_SUFFIX)]
+                    elif f == "q":
+                        base = ["value", "text"]
+                    else:
+                        continue
+                    targets.append((meas, None, f, [b for b in base if b in fields]))
+        else:
+            for meas, group, where in self._groups(locs):
+                for q, vals in dict.fromkeys((loc.quality, loc.fields[:-1]) for loc in group):
+                    targets.append((meas, where, q, list(vals)))
+        statements, roles = [], []
+        for meas, where, q, vals in targets:
+            cond = f" WHERE {where}" if where else ""
+            for field in [q, *vals] if values else [q]:
+                statements.append(
+                    f"SELECT last({ident(field)}) FROM {self._from(meas)}{cond} GROUP BY *"
+                )
+                roles.append((meas, field, field == q))
+        wanted = None if locs is None else {loc.tag for loc in locs}
+        newest: dict[str, tuple[int, int]] = {}
+        candidates: dict[str, list[tuple[int, object]]] = {}
+        for sid, series_list in enumerate(self.http.query(statements)):
+            meas, field, is_quality = roles[sid]
+            for s in series_list:
+                tag = self.layout.tag_of(meas, s["tags"], field)
+                if tag is None or (wanted is not None and tag not in wanted) or not s["values"]:
+                    continue
+                t, v = s["values"][0][0], s["values"][0][1]
+                if is_quality:
+                    newest[tag] = (int(t), int(v))
+                elif v is not None:
+                    candidates.setdefault(tag, []).append((int(t), v))
+        rows = []
+        for tag, (t, code) in newest.items():
+            value: object = float("nan")
+            if not code & 1:
+                value = next((v for tv, v in candidates.get(tag, []) if tv == t), value)
+            rows.append((tag, t, value if isinstance(value, str) else float(value), code >> 1))
+        return pd.DataFrame(rows, columns=["tag", "ts", "value", "quality"])
+
+    def count(self) -> int:
+        """Return the number of stored samples (points of every quality field)."""
+        statements = []
+        for meas, fields in self._field_keys().items():
+            qs = [f for f in fields if f.endswith(QUALITY_SUFFIX) or f == "q"]
+            if qs:
+                select = ", ".join(f"count({ident(q)}) AS {ident(q)}" for q in qs)
+                statements.append(f"SELECT {select} FROM {self._from(meas)}")
+        total = 0
+        for series_list in self.http.query(statements):
+            for s in series_list:
+                for row in s["values"]:
+                    total += sum(int(v) for v in row[1:] if v is not None)
+        return total
+
+    def _field_keys(self) -> dict[str, dict[str, str]]:
+        """Return every measurement's field names and types."""
+        stmt = "SHOW FIELD KEYS"
+        if self.retention_policy:
+            stmt += f" FROM {ident(self.database)}.{ident(self.retention_policy)}./.*/"
+        out: dict[str, dict[str, str]] = {}
+        for series_list in self.http.query([stmt]):
+            for s in series_list:
+                out[s["name"]] = {k: t for k, t in s["values"]}
+        return out
+
+
+def _weighted_value(cell: dict, agg: str) -> float:
+    """Return a bucket's integral (value·h) or time-weighted mean from its statement answers."""
+    area = cell.get("area")
+    if area is None or pd.isna(area):
+        return float("nan")
+    if agg == "integral":
+        return float(area)
+    (t0, v0), (t1, _) = cell.get("first", (0, None)), cell.get("last", (0, None))
+    if v0 is None:
+        return float("nan")
+    return float(area) * US_PER_HOUR / (t1 - t0) if t1 > t0 else float(v0)
+
+
+def time_weighted_from_raw(raw: pd.DataFrame, every_us: int, agg: str) -> pd.DataFrame:
+    """Compute integral (value·h) or twa per tag and bucket from raw points, trapezoid rule."""
+    rows = []
+    if raw.empty:
+        return raw
+    raw = raw.assign(bucket=raw["ts"] // every_us * every_us)
+    for (tag, b), g in raw.groupby(["tag", "bucket"], sort=True):
+        v = pd.to_numeric(g["value"], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(v)
+        v, t = v[ok], g["ts"].to_numpy(dtype=np.int64)[ok]
+        t = (t - t[:1]) / US_PER_HOUR  # hours since the bucket's first valued sample
+        if not len(v):
+            value = float("nan")
+        elif agg == "integral":
+            value = float(np.trapezoid(v, t)) if len(v) > 1 else 0.0
+        else:
+            value = float(np.trapezoid(v, t) / t[-1]) if t[-1] > 0 else float(v[0])
+        rows.append((tag, int(b), value, int(g["quality"].max())))
+    return pd.DataFrame(rows, columns=["tag", "ts", "value", "quality"])
+
+
+def _columns(series: dict) -> dict[str, np.ndarray]:
+    """Return a series' columns as object arrays (None where InfluxDB sent null)."""
+    rows = series["values"]
+    cells = np.empty((len(rows), len(series["columns"])), dtype=object)
+    for i, row in enumerate(rows):
+        cells[i] = row
+    return {c: cells[:, i] for i, c in enumerate(series["columns"])}
+
+
+def _present(column: np.ndarray) -> np.ndarray:
+    """Return where a column holds a value."""
+    return np.not_equal(column, None)
+
+
+def _first(column: np.ndarray | None) -> object:
+    """Return a column's first non-null cell, or None."""
+    if column is None:
+        return None
+    return next((c for c in column if c is not None), None)
+
+
+def _floats(column: np.ndarray | None, sel: np.ndarray) -> np.ndarray:
+    """Return a column's selected cells as floats, NaN where absent."""
+    n = int(sel.sum())
+    if column is None:
+        return np.full(n, np.nan)
+    cells = column[sel]
+    try:
+        return np.where(np.not_equal(cells, None), cells, np.nan).astype(np.float64)
+    except (TypeError, ValueError):  # text in a numeric column (a tag without kind)
+        return pd.to_numeric(pd.Series(cells), errors="coerce").to_numpy(np.float64, copy=True)
+
+
+def _samples(rows: _Rows, cols: dict[str, np.ndarray], loc: Location) -> None:
+    """Add one tag's samples from the columns of its series: rows where its quality is set."""
+    if loc.quality not in cols:
+        return
+    sel = _present(cols[loc.quality])
+    if not sel.any():
+        return
+    codes = cols[loc.quality][sel].astype(np.int64)
+    values: np.ndarray = _floats(cols.get(loc.number), sel)
+    if loc.text and loc.text in cols:
+        cells = cols[loc.text][sel]
+        is_text = np.fromiter((isinstance(c, str) for c in cells), bool, len(cells))
+        if is_text.any():
+            values = values.astype(object)
+            values[is_text] = cells[is_text]
+    values[(codes & 1).astype(bool)] = np.nan  # stored without a value
+    rows.add(loc.tag, cols["time"][sel], values, codes >> 1)
+
+
+class _Rows:
+    """Collect answer rows per tag as arrays; build one frame at the end."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, tag: str, ts: np.ndarray, values: np.ndarray, quality: np.ndarray) -> None:
+        if len(ts):
+            self._parts.append((tag, ts, values, quality))
+
+    def frame(self) -> pd.DataFrame:
+        """Return tag, ts (µs), value, quality."""
+        parts = self._parts
+        if not parts:
+            return pd.DataFrame(columns=["tag", "ts", "value", "quality"])
+        text = any(p[2].dtype == object for p in parts)
+        return pd.DataFrame(
+            {
+                "tag": np.repeat(
+                    np.array([p[0] for p in parts], dtype=object), [len(p[1]) for p in parts]
+                ),
+                "ts": np.concatenate([p[1] for p in parts]).astype(np.int64),
+                "value": np.concatenate([p[2].astype(object) if text else p[2] for p in parts]),
+                "quality": np.concatenate([p[3] for p in parts]).astype(np.int64),
+            }
+        )
+
+
+def contract_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Return the contract's columns: aware UTC ts, tag, value, int quality; sorted."""
+    if df.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _EMPTY.items()})[COLUMNS]
+    out = df.copy()
+    out["ts"] = pd.to_datetime(out["ts"].astype("int64"), unit="us", utc=True).dt.as_unit("us")
+    out["quality"] = out["quality"].astype("int64")
+    if out["value"].dtype == object and not out["value"].map(type).eq(str).any():
+        out["value"] = out["value"].astype("float64")
+    return out[COLUMNS].sort_values(["tag", "ts"], kind="stable").reset_index(drop=True)
