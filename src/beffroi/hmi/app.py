@@ -19,7 +19,7 @@ from beffroi.core.register import Register
 from beffroi.historian.base import Historian
 from beffroi.hmi.api import register_api
 from beffroi.hmi.api_alarms import register_alarm_api
-from beffroi.hmi.auth import install_auth, session_secret
+from beffroi.hmi.auth import install_auth, sees, session_secret
 from beffroi.hmi.context import HmiContext, get_context, set_context
 from beffroi.hmi.figures import DISPLAY_TZ
 from beffroi.hmi.metrics import register_metrics
@@ -52,8 +52,12 @@ def _shell(cfg: Config) -> html.Div:
                             dcc.Link("Map", href="/", id="shell-nav-map"),
                             dcc.Link("Synoptics", href="/synoptic", id="shell-nav-synoptic"),
                             dcc.Link("Trends", href="/trends", id="shell-nav-trends"),
+                            dcc.Link("Alarms", href="/alarms", id="shell-nav-alarms"),
                             dcc.Link("System", href="/system", id="shell-nav-system"),
                         ],
+                    ),
+                    dcc.Link(
+                        id="shell-alarms", className="shell-alarms", href="/alarms", children=""
                     ),
                     html.Div(id="shell-strip", className="shell-strip", children="…"),
                     _user_badge(),
@@ -81,6 +85,23 @@ def _user_badge() -> html.Div:
     )
 
 
+def alarm_banner(rows: list[dict]) -> tuple[str, str]:
+    """Summarise alarms needing action (count, per severity) and pick the banner's colour."""
+    unack = [r for r in rows if r["state"] in ("unack_active", "unack_rtn")]
+    active = [r for r in rows if r["state"] in ("unack_active", "ack_active")]
+    if not rows:
+        return "No alarm", "shell-alarms shell-alarms-none"
+    worst = min((r["severity"] for r in unack), default=None)
+    per = " ".join(
+        f"P{p}:{sum(1 for r in unack if r['severity'] == p)}"
+        for p in (1, 2, 3, 4)
+        if any(r["severity"] == p for r in unack)
+    )
+    text = f"{len(unack)} to acknowledge ({per or '—'}) · {len(active)} active"
+    level = f"shell-alarms-p{worst}" if worst is not None else "shell-alarms-acked"
+    return text, f"shell-alarms {level}"
+
+
 def live_strip_text(n_tags: int, last_update: str | None) -> str:
     """Format the header strip: live tag count and time of the newest value."""
     when = last_update or "never"
@@ -97,6 +118,18 @@ def _register_shell_callbacks() -> None:
         when = newest.astimezone(zone).strftime("%H:%M:%S") if newest else None
         return live_strip_text(len(snapshot), when)
 
+    @callback(
+        Output("shell-alarms", "children"),
+        Output("shell-alarms", "className"),
+        Input("shell-interval", "n_intervals"),
+    )
+    def refresh_banner(_n: int | None):  # type: ignore[no-untyped-def]
+        service = get_context().alarms
+        if service is None:
+            return "", "shell-alarms"
+        rows = [r for r in service.alarms() if sees(r["commune"])]
+        return alarm_banner(rows)
+
 
 def create_app(
     cfg: Config,
@@ -110,7 +143,7 @@ def create_app(
     alarms: Any = None,
 ) -> dash.Dash:
     """Build the HMI Dash app; every page and callback requires a logged-in user."""
-    set_context(HmiContext(cfg, register, live, historian, status))
+    set_context(HmiContext(cfg, register, live, historian, status, alarms))
     app = dash.Dash(
         "beffroi.hmi",
         use_pages=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from beffroi.core.config import Config
 from beffroi.core.live import LiveValues
@@ -20,6 +21,7 @@ class HmiContext:
     live: LiveValues
     historian: Historian
     status: Callable[[], dict] | None = None
+    alarms: Any = None  # the alarm service (beffroi.alerts.service.AlarmService), when running
 
 
 _current: HmiContext | None = None

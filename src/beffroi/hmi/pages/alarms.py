@@ -1,0 +1,220 @@
+"""Alarm console: what needs action now, acknowledge and shelve with a comment, and history."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import dash
+import dash_ag_grid as dag
+from dash import Input, Output, State, callback, dcc, html, no_update
+
+from beffroi.core.model import utcnow
+from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
+from beffroi.hmi.context import get_context
+from beffroi.hmi.figures import DISPLAY_TZ
+
+dash.register_page(__name__, path="/alarms", name="Alarms", title="Beffroi — Alarms", order=3)
+
+log = logging.getLogger(__name__)
+REFRESH_MS = 2000
+SEVERITY_STYLE = {
+    "styleConditions": [
+        {
+            "condition": "params.value == 1",
+            "style": {"backgroundColor": "#d7263d", "color": "#fff"},
+        },
+        {
+            "condition": "params.value == 2",
+            "style": {"backgroundColor": "#f08a24", "color": "#fff"},
+        },
+        {"condition": "params.value == 3", "style": {"backgroundColor": "#f6c945"}},
+    ]
+}
+ACTIVE_COLUMNS = [
+    {
+        "field": "severity",
+        "headerName": "P",
+        "width": 70,
+        "cellStyle": SEVERITY_STYLE,
+        "checkboxSelection": True,
+        "headerCheckboxSelection": True,
+    },
+    {"field": "state", "width": 140},
+    {"field": "since", "headerName": "since", "width": 170},
+    {"field": "commune", "width": 150},
+    {"field": "asset", "width": 110},
+    {"field": "message", "flex": 1},
+    {"field": "value", "width": 100},
+    {"field": "limit", "width": 90},
+    {"field": "alarm_id", "hide": True},
+]
+HISTORY_COLUMNS = [
+    {"field": "ts", "headerName": "time", "width": 170},
+    {"field": "state", "width": 140},
+    {"field": "severity", "headerName": "P", "width": 70},
+    {"field": "commune", "width": 140},
+    {"field": "alarm_id", "flex": 1},
+    {"field": "value", "width": 100},
+    {"field": "user", "width": 120},
+    {"field": "comment", "flex": 1},
+]
+
+
+def local(iso: str | None) -> str:
+    """Show an ISO UTC time in local time, to the second."""
+    if not iso:
+        return ""
+    return (
+        datetime.fromisoformat(iso).astimezone(ZoneInfo(DISPLAY_TZ)).strftime("%Y-%m-%d %H:%M:%S")
+    )
+
+
+def visible_alarms() -> list[dict]:
+    """Return the alarms needing attention in the user's communes, times in local time."""
+    service = get_context().alarms
+    if service is None:
+        return []
+    rows = [r for r in service.alarms() if sees(r["commune"])]
+    for r in rows:
+        r["since"] = local(r["since"])
+    return rows
+
+
+def layout(**_query: str) -> html.Div:
+    """Render the console and the history."""
+    hmi = get_context()
+    if hmi.alarms is None:
+        return html.Div(
+            html.P("Alarms are disabled in this gateway's configuration."), className="alarms-page"
+        )
+    communes = [
+        {"label": c.name, "value": c.id} for c in hmi.register.communes.values() if sees(c.id)
+    ]
+    return html.Div(
+        className="alarms-page",
+        children=[
+            html.Div(
+                className="alarms-actions",
+                children=[
+                    dcc.Input(
+                        id="alarms-comment",
+                        placeholder="Comment (required)",
+                        className="alarms-comment",
+                        debounce=False,
+                    ),
+                    html.Button("Acknowledge", id="alarms-ack", n_clicks=0),
+                    html.Button("Shelve 1 h", id="alarms-shelve", n_clicks=0),
+                    html.Span(id="alarms-feedback", className="alarms-feedback"),
+                ],
+            ),
+            dag.AgGrid(
+                id="alarms-active",
+                columnDefs=ACTIVE_COLUMNS,
+                rowData=[],
+                getRowId="params.data.alarm_id",
+                dashGridOptions={"rowSelection": "multiple", "animateRows": False},
+                style={"height": "45vh"},
+            ),
+            html.H3("History"),
+            html.Div(
+                className="alarms-history-filters",
+                children=[
+                    dcc.Dropdown(
+                        id="alarms-history-commune",
+                        options=communes,
+                        multi=True,
+                        placeholder="All my communes",
+                    ),
+                    dcc.Dropdown(
+                        id="alarms-history-range",
+                        value="24h",
+                        clearable=False,
+                        options=[{"label": k, "value": k} for k in HISTORY_RANGES],
+                    ),
+                ],
+            ),
+            dag.AgGrid(
+                id="alarms-history",
+                columnDefs=HISTORY_COLUMNS,
+                rowData=[],
+                style={"height": "35vh"},
+            ),
+            dcc.Interval(id="alarms-interval", interval=REFRESH_MS),
+        ],
+    )
+
+
+HISTORY_RANGES = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
+
+
+@callback(Output("alarms-active", "rowData"), Input("alarms-interval", "n_intervals"))
+def refresh_active(_n):  # type: ignore[no-untyped-def]
+    """Redraw the console from the running engine."""
+    return visible_alarms()
+
+
+@callback(
+    Output("alarms-feedback", "children"),
+    Output("alarms-comment", "value"),
+    Input("alarms-ack", "n_clicks"),
+    Input("alarms-shelve", "n_clicks"),
+    State("alarms-active", "selectedRows"),
+    State("alarms-comment", "value"),
+    prevent_initial_call=True,
+)
+def act(_ack, _shelve, selected, comment):  # type: ignore[no-untyped-def]
+    """Acknowledge or shelve the selected alarms, as the logged-in user, with the comment."""
+    action = dash.ctx.triggered_id
+    right = "ack" if action == "alarms-ack" else "shelve"
+    ensure_may(right)
+    if not selected:
+        return "Select alarms first.", no_update
+    if not (comment or "").strip():
+        return "A comment is required.", no_update
+    service = get_context().alarms
+    known = {r["alarm_id"]: r for r in service.alarms(include_normal=True)}
+    ids = []
+    for row in selected:
+        alarm = known.get(row.get("alarm_id"))
+        if alarm is None:
+            continue
+        ensure_sees(alarm["commune"])  # the engine's commune, not the browser's claim
+        ids.append(alarm["alarm_id"])
+    user = current().name
+    if right == "ack":
+        service.ack(ids, user, comment.strip())
+    else:
+        for alarm_id in ids:
+            service.shelve(alarm_id, user, comment.strip(), minutes=60)
+    log.info("%s: %s %d alarm(s)", user, right, len(ids))
+    verb = "acknowledged" if right == "ack" else "shelved for 1 h"
+    return f"{len(ids)} alarm(s) {verb} by {user}.", ""
+
+
+@callback(
+    Output("alarms-history", "rowData"),
+    Input("alarms-history-commune", "value"),
+    Input("alarms-history-range", "value"),
+    Input("alarms-interval", "n_intervals"),
+)
+def refresh_history(communes, span, _n):  # type: ignore[no-untyped-def]
+    """Show journaled transitions of the chosen communes (within the user's scope)."""
+    hmi = get_context()
+    for c in communes or []:
+        ensure_sees(c)
+    allowed = communes or [c for c in hmi.register.communes if sees(c)]
+    end = utcnow()
+    df = hmi.alarms.events(
+        start=end - HISTORY_RANGES.get(span, timedelta(days=1)),
+        end=end,
+        communes=allowed,
+        limit=1000,
+    )
+    if df.empty:
+        return []
+    df = df.iloc[::-1].copy()
+    df["ts"] = df["ts"].dt.tz_convert(DISPLAY_TZ).dt.strftime("%Y-%m-%d %H:%M:%S")
+    cols = [c["field"] for c in HISTORY_COLUMNS if c["field"] in df.columns]
+    return df[cols].astype(object).where(df[cols].notna(), None).to_dict("records")
