@@ -82,8 +82,8 @@ class Scene:
         """Write every asset's live values as of now: healthy, except the chosen ones."""
         batch: list[Sample] = []
         for asset in self.register.assets.values():
-            ts = now - timedelta(hours=1) if asset is self.stale else now - timedelta(seconds=1)
-            batch += _healthy_samples(asset, ts)
+            if asset is not self.stale:  # never heard from: nothing is known of it
+                batch += _healthy_samples(asset, now - timedelta(seconds=1))
         fresh = now - timedelta(seconds=1)
         batch += [
             Sample(self.fault.tag("fault"), fresh, True),
@@ -96,7 +96,7 @@ class Scene:
 
 @pytest.fixture(scope="module")
 def scene(small_register: Register) -> Scene:
-    """Return live values where LC is faulted, TC lost comms, a camera is stale."""
+    """Return live values where LC is faulted, TC lost comms, a camera never reported."""
     s = Scene(
         register=small_register,
         live=LiveValues(),
@@ -133,18 +133,21 @@ def test_fault_wins_over_commloss_and_no_value_is_stale(scene: Scene) -> None:
     assert asset_state(asset, {}, now) == "stale"
 
 
-def test_stale_after_three_times_the_longest_interval(scene: Scene) -> None:
+def test_stale_when_nothing_received_or_past_an_asked_age(scene: Scene) -> None:
     asset = scene.fault  # streetlight cabinet: the slowest signal is every 300 s
     limit = 3 * max(t.interval_s for t in asset.tags)
     assert limit == 900
     ts = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
     snap = {s.tag: s for s in _healthy_samples(asset, ts)}
-    assert asset_state(asset, snap, ts + timedelta(seconds=limit - 1)) == "normal"
-    assert asset_state(asset, snap, ts + timedelta(seconds=limit + 1)) == "stale"
+    # Report by exception: unchanged values stay current while the link is up.
+    assert asset_state(asset, snap, ts + timedelta(days=2)) == "normal"
+    # For sources that must report periodically, an age limit can be asked for.
+    assert asset_state(asset, snap, ts + timedelta(seconds=limit - 1), stale_factor=3) == "normal"
+    assert asset_state(asset, snap, ts + timedelta(seconds=limit + 1), stale_factor=3) == "stale"
     # One fresh tag is enough: staleness looks at the newest value of the asset.
     fresh = Sample(asset.tag("power_kw"), ts + timedelta(seconds=limit), 3.0)
     snap[fresh.tag] = fresh
-    assert asset_state(asset, snap, ts + timedelta(seconds=limit + 1)) == "normal"
+    assert asset_state(asset, snap, ts + timedelta(seconds=limit + 1), stale_factor=3) == "normal"
 
 
 def test_rows_carry_colours_counts_and_live_bus_position(scene: Scene) -> None:

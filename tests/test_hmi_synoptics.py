@@ -47,14 +47,18 @@ def test_cabinet_shows_power_dimming_and_failed_lamps(small_register) -> None:
     assert sum(1 for s in lamps if s.fillcolor == LIT) == 16
 
 
-def test_stale_and_bad_values_are_greyed_and_labelled(small_register) -> None:
-    """A value older than 3× its interval, or not Good, is grey and says why."""
+def test_values_not_good_are_greyed_and_labelled(small_register) -> None:
+    """CommLoss or Uncertain values are grey and say why; an old unchanged value is current."""
     cab, now = _asset(small_register, "streetlight_cabinet"), utcnow()
-    snap = _snap(cab, {"power_kw": 3.2}, now, age_s=3 * 10 + 5)  # interval_s = 10
+    snap = _snap(cab, {"power_kw": 3.2}, now, age_s=86_400)  # unchanged for a day: still Good
     snap.update(_snap(cab, {"dimming_pct": 50.0}, now, quality=Quality.COMM_LOSS))
+    snap.update(_snap(cab, {"lamp_failures": 1.0}, now, quality=Quality.UNCERTAIN))
     texts = _texts(synoptic(cab, snap, now))
-    assert texts["power"] == ("3.2 kW (stale)", STALE)
+    assert texts["power"][0] == "3.2 kW" and texts["power"][1] != STALE
     assert texts["dimming"] == ("dimming 50.0 % (CommLoss)", STALE)
+    assert texts["state"][0].endswith("lamp failures: 1.0 (Uncertain)")
+    nothing = _texts(synoptic(cab, {}, now))
+    assert nothing["power"] == ("—", STALE)
 
 
 def test_intersection_and_reservoir(small_register) -> None:

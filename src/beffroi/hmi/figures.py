@@ -62,6 +62,19 @@ def trend_series(df: pd.DataFrame, tag: str, tz: str = DISPLAY_TZ) -> pd.DataFra
     )
 
 
+_AXES = (
+    ("yaxis", {}),
+    ("yaxis2", {"overlaying": "y", "side": "right"}),
+    ("yaxis3", {"overlaying": "y", "side": "left", "anchor": "free", "position": 0.0}),
+    ("yaxis4", {"overlaying": "y", "side": "right", "anchor": "free", "position": 1.0}),
+)
+
+
+def _domain(n_axes: int) -> list[float]:
+    """Leave room on the sides for the third and fourth axes."""
+    return [0.07 if n_axes >= 3 else 0.0, 0.93 if n_axes >= 4 else 1.0]
+
+
 def trend_figure(
     df: pd.DataFrame,
     tags: Sequence[str] | None = None,
@@ -77,15 +90,22 @@ def trend_figure(
         return empty_figure("Pick a tag to plot")
     units = units or {}
     fig = go.Figure()
+    # One y axis per unit (kW, %, °C…), up to four: left, right, then offset left and right.
+    axis_of: dict[str, int] = {}
+    for tag in tags:
+        axis_of.setdefault(units.get(tag, ""), min(len(axis_of) + 1, len(_AXES)))
     for tag in list(tags):
         s = trend_series(df, tag, tz)
         unit = units.get(tag, "")
+        yaxis = "y" if axis_of[unit] == 1 else f"y{axis_of[unit]}"
         fig.add_trace(
             go.Scatter(
                 x=s["x"],
                 y=s["y"],
                 text=s["quality"],
                 name=f"{tag} ({unit})" if unit else tag,
+                legendgroup=tag,
+                yaxis=yaxis,
                 mode="lines+markers" if len(s) < 60 else "lines",
                 line={"shape": "hv" if tag in step_tags else "linear", "width": 1.6},
                 marker={"size": 4},
@@ -93,13 +113,39 @@ def trend_figure(
                 hovertemplate="%{x|%d/%m %H:%M:%S}<br>%{y}<br>%{text}<extra>" + tag + "</extra>",
             )
         )
+        # Values of doubtful quality stay visible, marked: red crosses for Bad, amber for
+        # Uncertain (CommLoss has no value: it is the gap in the line).
+        for label, colour in (("Bad", "#d7263d"), ("Uncertain", "#f08a24")):
+            marked = s[s["quality"] == label]
+            if not marked.empty:
+                fig.add_trace(
+                    go.Scatter(
+                        x=marked["x"],
+                        y=marked["y"],
+                        mode="markers",
+                        yaxis=yaxis,
+                        name=f"{tag} · {label}",
+                        legendgroup=tag,
+                        showlegend=False,
+                        marker={"symbol": "x", "size": 9, "color": colour},
+                        hovertemplate="%{x|%d/%m %H:%M:%S}<br>%{y}<br>"
+                        + label
+                        + "<extra>"
+                        + tag
+                        + "</extra>",
+                    )
+                )
     fig.update_layout(
         template="plotly_white",
         margin={"l": 50, "r": 20, "t": 30, "b": 40},
         showlegend=True,
         legend={"orientation": "h", "y": -0.2},
         hovermode="x unified",
-        xaxis={"title": {"text": f"time ({tz})"}},
+        xaxis={"title": {"text": f"time ({tz})"}, "domain": _domain(len(axis_of))},
+        **{
+            _AXES[i - 1][0]: {**_AXES[i - 1][1], "title": {"text": unit or "value"}}
+            for unit, i in axis_of.items()
+        },
     )
     if x_range is not None:
         lo, hi = to_display_time(pd.Series(list(x_range)), tz)

@@ -27,7 +27,6 @@ STATE_LABELS: dict[str, str] = {
 }
 # One character per state, so the map can ship every asset's state as one short string.
 STATE_CODES: dict[str, str] = {"normal": "n", "fault": "f", "commloss": "c", "stale": "s"}
-STALE_FACTOR = 3.0
 _PALETTE = {
     "colours": {STATE_CODES[s]: STATE_COLOURS[s] for s in STATES},
     "names": {STATE_CODES[s]: s for s in STATES},
@@ -81,9 +80,16 @@ def asset_state(
     asset: Asset,
     snapshot: Mapping[str, Sample],
     now: datetime,
-    stale_factor: float = STALE_FACTOR,
+    stale_factor: float | None = None,
 ) -> State:
-    """Return the display state of one asset from the current samples of its tags."""
+    """Return the display state of one asset from the current samples of its tags.
+
+    Collectors report by exception: a value that does not change is not sent again, and stays
+    current while its collector is connected; a lost link turns it CommLoss. So by default an
+    asset is stale only when nothing was ever received from it. With `stale_factor`, it is also
+    stale when its newest value is older than that many times its longest interval (for
+    sources that must report periodically).
+    """
     fault = snapshot.get(asset.tag("fault"))
     if fault is not None and _truthy(fault.value):
         return "fault"
@@ -98,7 +104,9 @@ def asset_state(
             return "commloss"
         if newest is None or s.ts > newest:
             newest = s.ts
-    if newest is None or (now - newest).total_seconds() > stale_factor * longest:
+    if newest is None:
+        return "stale"
+    if stale_factor is not None and (now - newest).total_seconds() > stale_factor * longest:
         return "stale"
     return "normal"
 

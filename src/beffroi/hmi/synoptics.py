@@ -10,7 +10,6 @@ import plotly.graph_objects as go
 
 from beffroi.core.model import Asset, Quality, Sample
 
-STALE_FACTOR = 3.0
 INK, GOOD, BAD, STALE, LIT, OFF = "#1d2733", "#2a9d55", "#d7263d", "#9aa5b1", "#f6c945", "#5b6773"
 
 
@@ -29,13 +28,16 @@ class Reading:
 
 
 def read(asset: Asset, signal: str, snapshot: Mapping[str, Sample], now: datetime) -> Reading:
-    """Return a signal's value, marked stale past 3× its interval or when not Good."""
+    """Return a signal's value, greyed and labelled when its quality is not Good.
+
+    Values are reported by exception, so an old unchanged value is still current while its
+    collector is connected; a lost link turns it CommLoss, which shows here.
+    """
     spec = next((t for t in asset.tags if t.signal == signal), None)
     s = snapshot.get(asset.tag(signal))
     if spec is None or s is None:
         return Reading(None, "—", False)
-    age = (now - s.ts).total_seconds()
-    fresh = s.quality is Quality.GOOD and age <= STALE_FACTOR * spec.interval_s
+    fresh = s.quality is Quality.GOOD
     v = s.value
     if isinstance(v, bool):
         text = "on" if v else "off"
@@ -44,7 +46,7 @@ def read(asset: Asset, signal: str, snapshot: Mapping[str, Sample], now: datetim
     else:
         text = str(v)
     if not fresh:
-        text += " (stale)" if s.quality is Quality.GOOD else f" ({s.quality.label})"
+        text += f" ({s.quality.label})"
     return Reading(v, text, fresh)
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import dash
+import pandas as pd
 from dash import Input, Output, State, callback, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from beffroi.core.model import utcnow
+from beffroi.core.model import Quality, utcnow
 from beffroi.core.register import Register
 from beffroi.hmi.auth import ensure_sees, sees
 from beffroi.hmi.context import get_context
@@ -106,6 +107,9 @@ def layout(tag: str | list[str] | None = None, range: str | None = None, **_quer
                         inline=True,
                         className="trends-follow",
                     ),
+                    html.Button("Download CSV", id="trends-download-button", n_clicks=0),
+                    dcc.Download(id="trends-download"),
+                    dcc.Store(id="trends-zoom"),
                 ],
             ),
             dcc.Graph(
@@ -153,23 +157,91 @@ def status_text(n_points: int, start: datetime, end: datetime) -> str:
     )
 
 
+def _window(range_key: str | None, zoom: dict | None) -> tuple[datetime, datetime]:
+    """Return the zoomed window when there is one, else the chosen range up to now."""
+    if zoom:
+        return datetime.fromisoformat(zoom["start"]), datetime.fromisoformat(zoom["end"])
+    end = utcnow()
+    return end - RANGES.get(range_key or DEFAULT_RANGE, RANGES[DEFAULT_RANGE]), end
+
+
+def _scoped_tags(tags: list[str] | None) -> list[str]:
+    """Keep known tags, refusing (403) any outside the user's communes."""
+    register = get_context().register
+    tags = [t for t in (tags or []) if t in register.tags]
+    for t in tags:
+        ensure_sees(register.tags[t].commune)  # hand-built requests included
+    return tags
+
+
+@callback(
+    Output("trends-zoom", "data"),
+    Input("trends-graph", "relayoutData"),
+    Input("trends-tags", "value"),
+    Input("trends-range", "value"),
+    prevent_initial_call=True,
+)
+def zoom(relayout, _tags, _range):  # type: ignore[no-untyped-def]
+    """Remember the window the user zoomed to, so the server sends detail for it."""
+    if dash.ctx.triggered_id != "trends-graph" or not relayout:
+        return None
+    if relayout.get("xaxis.autorange"):
+        return None
+    lo, hi = relayout.get("xaxis.range[0]"), relayout.get("xaxis.range[1]")
+    if lo is None or hi is None:
+        raise PreventUpdate
+    zone = ZoneInfo(DISPLAY_TZ)
+    # The axis shows wall-clock times of the display zone; the historian wants UTC.
+    start, end = (datetime.fromisoformat(str(v)).replace(tzinfo=zone) for v in (lo, hi))
+    return {"start": start.astimezone(UTC).isoformat(), "end": end.astimezone(UTC).isoformat()}
+
+
+@callback(
+    Output("trends-download", "data"),
+    Input("trends-download-button", "n_clicks"),
+    State("trends-tags", "value"),
+    State("trends-range", "value"),
+    State("trends-zoom", "data"),
+    prevent_initial_call=True,
+)
+def download(_n, tags, range_key, zoom_window):  # type: ignore[no-untyped-def]
+    """Send what the chart shows as CSV: local time with offset, tag, value, unit, quality."""
+    tags = _scoped_tags(tags)
+    if not tags:
+        raise PreventUpdate
+    start, end = _window(range_key, zoom_window)
+    hmi = get_context()
+    df = hmi.historian.query(tags, start, end, max_points=MAX_POINTS)
+    out = pd.DataFrame(
+        {
+            "time": df["ts"].dt.tz_convert(DISPLAY_TZ).map(lambda t: t.isoformat()),
+            "tag": df["tag"],
+            "value": df["value"],
+            "unit": df["tag"].map(lambda t: hmi.register.tags[t].unit),
+            "quality": df["quality"].map(lambda q: Quality(int(q)).label),
+        }
+    )
+    name = f"beffroi-trend-{start.astimezone(ZoneInfo(DISPLAY_TZ)):%Y%m%d-%H%M}.csv"
+    return dcc.send_data_frame(out.to_csv, name, index=False)
+
+
 @callback(
     Output("trends-graph", "figure"),
     Output("trends-status", "children"),
     Input("trends-tags", "value"),
     Input("trends-range", "value"),
     Input("trends-interval", "n_intervals"),
+    Input("trends-zoom", "data"),
 )
-def update_graph(tags: list[str] | None, range_key: str | None, _n: int | None):  # type: ignore[no-untyped-def]
-    """Query the historian for the chosen tags and range and draw the trend."""
+def update_graph(tags, range_key, _n, zoom_window):  # type: ignore[no-untyped-def]
+    """Query the historian for the chosen tags and window and draw the trend."""
     hmi = get_context()
-    tags = [t for t in (tags or []) if t in hmi.register.tags]
-    for t in tags:
-        ensure_sees(hmi.register.tags[t].commune)  # hand-built requests included
+    tags = _scoped_tags(tags)
     if not tags:
         return empty_figure("Pick a tag to plot"), ""
-    end = utcnow()
-    start = end - RANGES.get(range_key or DEFAULT_RANGE, RANGES[DEFAULT_RANGE])
+    if zoom_window and dash.ctx.triggered_id == "trends-interval":
+        raise PreventUpdate  # a zoomed window is history: nothing new to follow
+    start, end = _window(range_key, zoom_window)
     try:
         df = hmi.historian.query(tags, start, end, max_points=MAX_POINTS)
     except Exception as exc:
