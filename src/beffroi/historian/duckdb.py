@@ -266,14 +266,21 @@ class DuckDBHistorian(Historian):
         return df[COLUMNS].sort_values(["tag", "ts"], kind="stable").reset_index(drop=True)
 
     def _raw_source(self) -> str:
-        """SQL of every numeric sample visible now, last write winning for a tag and time."""
+        """SQL of every numeric sample visible now, last write winning for a tag and time.
+
+        Compacted runs hold no duplicates, so only the few hot rows need sorting out: the
+        newest hot write per tag and time, and the run rows it replaces left out.
+        """
+        in_range = "tag_id IN (SELECT unnest($ids)) AND ts >= $t0 AND ts < $t1"
+        newest_hot = (
+            f"SELECT tag_id, ts, value, quality FROM hot WHERE {in_range} "
+            "QUALIFY row_number() OVER (PARTITION BY tag_id, ts ORDER BY seq DESC) = 1"
+        )
         return (
-            "(SELECT tag_id, ts, value, quality FROM ("
-            "SELECT tag_id, ts, value, quality, 0 AS src, 0 AS seq FROM samples "
-            "WHERE tag_id IN (SELECT unnest($ids)) AND ts >= $t0 AND ts < $t1 "
-            "UNION ALL SELECT tag_id, ts, value, quality, 1 AS src, seq FROM hot "
-            "WHERE tag_id IN (SELECT unnest($ids)) AND ts >= $t0 AND ts < $t1) "
-            "QUALIFY row_number() OVER (PARTITION BY tag_id, ts ORDER BY src DESC, seq DESC) = 1)"
+            f"(WITH h AS ({newest_hot}) "
+            f"SELECT tag_id, ts, value, quality FROM samples s WHERE {in_range} "
+            "AND NOT EXISTS (SELECT 1 FROM h WHERE h.tag_id = s.tag_id AND h.ts = s.ts) "
+            "UNION ALL SELECT * FROM h)"
         )
 
     def query(
