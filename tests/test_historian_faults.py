@@ -203,3 +203,76 @@ def test_a_torn_segment_from_a_crash_is_ignored(tmp_path: Path, bad: bytes) -> N
     again = Spool(tmp_path, 10**8)
     assert again.pending == 5
     assert not list(tmp_path.glob("*.tmp"))
+
+
+SPOOLING_WRITER = textwrap.dedent(
+    """
+    import asyncio, contextlib, sys
+    from datetime import UTC, datetime, timedelta
+    from beffroi.core.model import Sample
+    from beffroi.historian.buffer import WriteBuffer
+    from beffroi.historian.influx import InfluxHistorian
+    from beffroi.historian.spool import Spool
+
+    async def main(url, db, folder):
+        hist = InfluxHistorian(url, api="v1", database=db, register={})
+        spool = Spool(folder, 10**9)
+        buffer = WriteBuffer(hist, spool, flush_interval_s=0.1)
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        async with contextlib.AsyncExitStack() as stack:
+            await buffer.start(stack)
+            i = 0
+            while True:
+                buffer.put([Sample("k/X-1/n", t0 + timedelta(milliseconds=i + j), float(i + j))
+                            for j in range(50)])
+                i += 50
+                await asyncio.sleep(0.05)
+                print("spooled", spool.pending, flush=True)
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+
+async def test_sigkilled_writer_spool_drains_after_restart(db_server_factory, tmp_path) -> None:
+    """InfluxDB down, the writer spools and is SIGKILLed; a new writer delivers it all once."""
+    from beffroi.historian.influx import InfluxHistorian
+
+    server = db_server_factory("influxd")
+    db = server.create_database("city")
+    await asyncio.to_thread(server.stop)
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-c", SPOOLING_WRITER, server.url, db, str(tmp_path / "spool")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+    def wait_spooled() -> int:
+        n = 0
+        while n < 2_000:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("spooled"):
+                n = int(line.split()[1])
+        return n
+
+    spooled = await asyncio.wait_for(asyncio.to_thread(wait_spooled), 60)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert spooled >= 2_000
+    spool = Spool(tmp_path / "spool", 10**9)
+    on_disk = spool.pending
+    assert on_disk >= spooled  # acknowledged to the spool: on disk despite SIGKILL
+    await asyncio.to_thread(server.start)
+    hist = InfluxHistorian(server.url, api="v1", database=db, register={})
+    async with contextlib.AsyncExitStack() as stack:
+        buffer = WriteBuffer(hist, spool, flush_interval_s=0.05)
+        await buffer.start(stack)
+        await eventually(lambda: not spool, within=60)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    df = hist.query(["k/X-1/n"], t0, t0 + timedelta(days=1))
+    assert len(df) == on_disk  # every spooled sample once, no duplicates
+    assert list(df.value) == [float(i) for i in range(on_disk)]
+    hist.close()
