@@ -69,6 +69,27 @@ def _post(opener, url: str, payload: dict) -> int:
         return exc.code
 
 
+def _panel(opener, url: str, asset_id: str) -> str:
+    """Return the map's asset panel for one asset, as the JSON text Dash sends."""
+    body = {
+        "output": "map-panel.children",
+        "outputs": {"id": "map-panel", "property": "children"},
+        "inputs": [
+            {"id": "map-selected", "property": "data", "value": asset_id},
+            {"id": "map-interval", "property": "n_intervals", "value": 1},
+        ],
+        "changedPropIds": ["map-selected.data"],
+        "state": [],
+    }
+    req = urllib.request.Request(
+        url + "_dash-update-component",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with opener.open(req, timeout=20) as resp:
+        return json.dumps(json.loads(resp.read()), ensure_ascii=False)
+
+
 def _browser_ack(url: str, alarm_id: str) -> str:
     """Log in as the supervisor, acknowledge one alarm from the console, return the feedback."""
     from playwright.sync_api import sync_playwright
@@ -152,6 +173,11 @@ async def test_console_acknowledges_with_comment_within_scope(
         viewer = logged_in_opener(server.url, "viewer", PW)
         assert _post(viewer, server.url, _ack_request(talant_id, "talant")) == 403  # no right
         assert all(a["state"] == "unack_active" for a in service.alarms())
+
+        sup = logged_in_opener(server.url, "sup", PW)
+        panel = _panel(sup, server.url, dijon.id)
+        assert "map-panel-alarms" in panel and "P1 · Traffic lights fault · unack_active" in panel
+        assert "map-panel-spark" in panel
 
         feedback = await asyncio.to_thread(_browser_ack, server.url, dijon_id)
         assert feedback == "1 alarm(s) acknowledged by sup."

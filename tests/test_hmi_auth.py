@@ -97,6 +97,7 @@ def _trend_request(tag: str) -> dict:
             {"id": "trends-tags", "property": "value", "value": [tag]},
             {"id": "trends-range", "property": "value", "value": "1h"},
             {"id": "trends-interval", "property": "n_intervals", "value": 1},
+            {"id": "trends-zoom", "property": "data", "value": None},
         ],
         "changedPropIds": ["trends-tags.value"],
         "state": [],

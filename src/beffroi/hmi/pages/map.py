@@ -8,8 +8,6 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime
-from urllib.parse import quote
 
 import dash
 import dash_leaflet as dl
@@ -26,17 +24,21 @@ from dash import (
     no_update,
 )
 
-from beffroi.core.config import Config
-from beffroi.core.model import Asset, Commune, Sample, utcnow
-from beffroi.core.register import Register
+from beffroi.core.model import Commune, utcnow
 from beffroi.hmi.auth import ensure_sees, sees
+from beffroi.hmi.components.asset_panel import (
+    SPARK_WINDOW,
+    alarm_list,
+    asset_panel,
+    primary_tag,
+    sparkline,
+)
 from beffroi.hmi.context import get_context
 from beffroi.hmi.state import (
     STATE_COLOURS,
     STATE_LABELS,
     STATES,
     asset_rows,
-    asset_state,
     count_states,
     filter_assets,
     layer_geojson,
@@ -235,109 +237,6 @@ def select_asset(fixed_click, moving_click):  # type: ignore[no-untyped-def]
     return click["properties"].get("id")
 
 
-def format_age(seconds: float | None) -> str:
-    """Format an age in seconds as a short human string."""
-    if seconds is None:
-        return "—"
-    seconds = max(seconds, 0.0)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
-
-
-def format_value(value: object, unit: str = "") -> str:
-    """Format a live value with its unit."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, float):
-        text = f"{value:.6g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
-    else:
-        text = str(value)
-    return f"{text} {unit}".strip()
-
-
-def trend_href(tag: str) -> str:
-    """Return the trends page URL preselecting one tag."""
-    return "/trends?tag=" + quote(tag, safe="/")
-
-
-def primary_tag(asset: Asset) -> str:
-    """Pick the tag whose trend best represents the asset (first measured number)."""
-    for spec in asset.tags:
-        if spec.kind == "float" and not spec.writable:
-            return spec.name
-    for spec in asset.tags:
-        if spec.kind == "float":
-            return spec.name
-    return asset.tags[0].name
-
-
-def asset_panel(
-    asset: Asset, snapshot: Mapping[str, Sample], cfg: Config, register: Register, now: datetime
-) -> list:
-    """Render the side panel of one asset: identity, state and live values."""
-    state = asset_state(asset, snapshot, now)
-    cls = cfg.asset_classes.get(asset.asset_class)
-    commune = register.communes.get(asset.commune)
-    rows = []
-    for spec in asset.tags:
-        s = snapshot.get(spec.name)
-        age = (now - s.ts).total_seconds() if s else None
-        rows.append(
-            html.Tr(
-                [
-                    html.Td(dcc.Link(spec.signal, href=trend_href(spec.name))),
-                    html.Td(format_value(s.value, spec.unit) if s else "—", className="num"),
-                    html.Td(s.quality.label if s else "—"),
-                    html.Td(format_age(age), className="num"),
-                ]
-            )
-        )
-    return [
-        html.H3(
-            [
-                html.Span(asset.id, id="map-panel-id"),
-                html.Span(
-                    STATE_LABELS[state],
-                    className="map-state-badge",
-                    style={"background": STATE_COLOURS[state]},
-                ),
-            ]
-        ),
-        html.Div(
-            [
-                html.Span(cls.label if cls else asset.asset_class, id="map-panel-class"),
-                " · ",
-                html.Span(commune.name if commune else asset.commune, id="map-panel-commune"),
-                " · ",
-                html.Span(asset.domain),
-            ],
-            className="map-panel-meta",
-        ),
-        dcc.Link(
-            f"Trend of {primary_tag(asset).rsplit('/', 1)[-1]} →",
-            href=trend_href(primary_tag(asset)),
-            id="map-panel-trend",
-        ),
-        dcc.Link("Synoptic →", href=f"/synoptic?asset={asset.id}", id="map-panel-synoptic"),
-        html.Table(
-            [
-                html.Thead(
-                    html.Tr(
-                        [html.Th("signal"), html.Th("value"), html.Th("quality"), html.Th("age")]
-                    )
-                ),
-                html.Tbody(rows),
-            ],
-            id="map-panel-values",
-        ),
-    ]
-
-
 @callback(
     Output("map-panel", "children"),
     Input("map-selected", "data"),
@@ -353,5 +252,23 @@ def render_panel(asset_id, _n):  # type: ignore[no-untyped-def]
     if asset is None:
         return html.P(f"Unknown asset {asset_id}", className="map-panel-hint")
     ensure_sees(asset.commune)
+    now = utcnow()
     snapshot = hmi.live.snapshot([t.name for t in asset.tags])
-    return asset_panel(asset, snapshot, hmi.cfg, hmi.register, utcnow())
+    children = asset_panel(asset, snapshot, hmi.cfg, hmi.register, now)
+    if hmi.alarms is not None:
+        alarms = [a for a in hmi.alarms.alarms() if a["asset"] == asset.id]
+        children.append(alarm_list(alarms))
+    tag = primary_tag(asset)
+    try:
+        df = hmi.historian.query([tag], now - SPARK_WINDOW, now, max_points=300)
+    except Exception:
+        log.exception("map: sparkline query failed for %s", tag)
+    else:
+        children.append(
+            dcc.Graph(
+                id="map-panel-spark",
+                figure=sparkline(df, tag, hmi.register.tags[tag].unit),
+                config={"displayModeBar": False, "staticPlot": True},
+            )
+        )
+    return children

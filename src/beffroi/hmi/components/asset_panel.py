@@ -1,0 +1,156 @@
+"""The map's asset panel: identity, state, live values, alarms and the last hour's trend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from urllib.parse import quote
+
+from dash import dcc, html
+
+from beffroi.core.config import Config
+from beffroi.core.model import Asset, Sample
+from beffroi.core.register import Register
+from beffroi.hmi.figures import trend_figure
+from beffroi.hmi.state import STATE_COLOURS, STATE_LABELS, asset_state
+
+
+def format_age(seconds: float | None) -> str:
+    """Format an age in seconds as a short human string."""
+    if seconds is None:
+        return "—"
+    seconds = max(seconds, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def format_value(value: object, unit: str = "") -> str:
+    """Format a live value with its unit."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = f"{value:.6g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
+    else:
+        text = str(value)
+    return f"{text} {unit}".strip()
+
+
+def trend_href(tag: str) -> str:
+    """Return the trends page URL preselecting one tag."""
+    return "/trends?tag=" + quote(tag, safe="/")
+
+
+SPARK_WINDOW = timedelta(hours=1)
+
+
+def sparkline(df, tag: str, unit: str):  # type: ignore[no-untyped-def]
+    """Draw the last hour of one tag, small, for the asset panel."""
+    fig = trend_figure(df, [tag], units={tag: unit})
+    fig.update_layout(
+        height=140,
+        showlegend=False,
+        margin={"l": 35, "r": 5, "t": 5, "b": 20},
+        xaxis={"title": None},
+        yaxis={"title": None},
+    )
+    return fig
+
+
+def primary_tag(asset: Asset) -> str:
+    """Pick the tag whose trend best represents the asset (first measured number)."""
+    for spec in asset.tags:
+        if spec.kind == "float" and not spec.writable:
+            return spec.name
+    for spec in asset.tags:
+        if spec.kind == "float":
+            return spec.name
+    return asset.tags[0].name
+
+
+def asset_panel(
+    asset: Asset, snapshot: Mapping[str, Sample], cfg: Config, register: Register, now: datetime
+) -> list:
+    """Render the side panel of one asset: identity, state and live values."""
+    state = asset_state(asset, snapshot, now)
+    cls = cfg.asset_classes.get(asset.asset_class)
+    commune = register.communes.get(asset.commune)
+    rows = []
+    for spec in asset.tags:
+        s = snapshot.get(spec.name)
+        age = (now - s.ts).total_seconds() if s else None
+        rows.append(
+            html.Tr(
+                [
+                    html.Td(dcc.Link(spec.signal, href=trend_href(spec.name))),
+                    html.Td(format_value(s.value, spec.unit) if s else "—", className="num"),
+                    html.Td(s.quality.label if s else "—"),
+                    html.Td(format_age(age), className="num"),
+                ]
+            )
+        )
+    return [
+        html.H3(
+            [
+                html.Span(asset.id, id="map-panel-id"),
+                html.Span(
+                    STATE_LABELS[state],
+                    className="map-state-badge",
+                    style={"background": STATE_COLOURS[state]},
+                ),
+            ]
+        ),
+        html.Div(
+            [
+                html.Span(cls.label if cls else asset.asset_class, id="map-panel-class"),
+                " · ",
+                html.Span(commune.name if commune else asset.commune, id="map-panel-commune"),
+                " · ",
+                html.Span(asset.domain),
+            ],
+            className="map-panel-meta",
+        ),
+        dcc.Link(
+            f"Trend of {primary_tag(asset).rsplit('/', 1)[-1]} →",
+            href=trend_href(primary_tag(asset)),
+            id="map-panel-trend",
+        ),
+        dcc.Link("Synoptic →", href=f"/synoptic?asset={asset.id}", id="map-panel-synoptic"),
+        html.Table(
+            [
+                html.Thead(
+                    html.Tr(
+                        [html.Th("signal"), html.Th("value"), html.Th("quality"), html.Th("age")]
+                    )
+                ),
+                html.Tbody(rows),
+            ],
+            id="map-panel-values",
+        ),
+    ]
+
+
+def alarm_list(alarms: list[dict]) -> html.Div:
+    """List an asset's alarms needing attention, most urgent first."""
+    if not alarms:
+        return html.Div("No active alarm", id="map-panel-alarms", className="map-panel-hint")
+    return html.Div(
+        id="map-panel-alarms",
+        children=[
+            html.H4("Alarms"),
+            html.Ul(
+                [
+                    html.Li(
+                        f"P{a['severity']} · {a['message'] or a['rule']} · {a['state']}",
+                        className=f"map-alarm-p{a['severity']}",
+                    )
+                    for a in alarms
+                ]
+            ),
+            dcc.Link("Alarm console →", href="/alarms"),
+        ],
+    )
