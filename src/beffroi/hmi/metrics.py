@@ -67,8 +67,8 @@ class StatusCollector:
         alarms = st.get("alarms")
         if isinstance(alarms, dict):
             active = GaugeMetricFamily("beffroi_alarms", "Alarms by state.", labels=["state"])
-            for state, n in alarms.get("by_state", {}).items():
-                active.add_metric([state], n)
+            for state, n in alarms.get("states", {}).items():
+                active.add_metric([str(state)], n)
             yield active
 
 
