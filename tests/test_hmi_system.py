@@ -28,6 +28,7 @@ def test_metrics_follow_the_runtime_status(tmp_path, demo_config, small_register
             "dropped": 0,
             "backend_ok": False,
         },
+        "alarms": {"alarms": 40, "samples": 9, "states": {"unack_active": 3, "ack_active": 1}},
         "collectors": [
             {"name": "simulator", "protocol": "opcua", "connected": True, "samples_received": 1234},
             {"name": "plc", "protocol": "modbus", "connected": False, "samples_received": 0},
@@ -58,6 +59,7 @@ def test_metrics_follow_the_runtime_status(tmp_path, demo_config, small_register
         plc = (("collector", "plc"), ("protocol", "modbus"))
         assert m[("beffroi_collector_connected", sim)] == 1
         assert m[("beffroi_collector_connected", plc)] == 0
+        assert m[("beffroi_alarms", (("state", "unack_active"),))] == 3
         status["samples_in"] = 2000
         status["collectors"][1]["connected"] = True
         m = scrape()
