@@ -1,10 +1,13 @@
 """OPC UA acquisition benchmark: a real asyncua server in another process, the collector here.
 
 Run: .venv/bin/python bench/collect_opcua.py [--tags 50000] [--rate 20000] [--seconds 30]
+     [--servers 1] [--stock-server] [--asyncua-decoder]
 
-The server process builds N variables and, on command, changes `rate` of them per second
-(round robin, each change a new value with its source timestamp). This process runs the
-OpcUaCollector writing into the embedded historian (DuckDBHistorian through WriteBuffer).
+Each server process (one by default; `--servers K` splits the tags over K, as a gateway polling
+K PLCs) builds its variables and, on command, changes its share of `rate` of them per second
+(round robin, each change a new value with its source timestamp). This process runs one
+OpcUaCollector per server, writing into the embedded historian (DuckDBHistorian through
+WriteBuffer).
 Prints one JSON line per figure: monitored items and the time to create them, the server's own
 production rate, the rate stored with the loss count, and source-to-stored latency p50/p99.
 """
@@ -46,35 +49,60 @@ def tag(i: int) -> str:
 # --- the server process -------------------------------------------------------------------
 
 
-def serve(port: int, n: int, stock: bool, conn) -> None:
-    """Run the asyncua server of the benchmark until told to stop (in its own process)."""
-    asyncio.run(_serve(port, n, stock, conn))
+def serve(port: int, first: int, n: int, stock: bool, conn) -> None:
+    """Run one asyncua server of the benchmark until told to stop (in its own process)."""
+    asyncio.run(_serve(port, first, n, stock, conn))
 
 
-def _skip_deepcopy() -> None:
-    """Keep asyncua's server from deep-copying every changed value for its monitored items.
+def _trim_server() -> None:
+    """Spare asyncua's server two costly steps per changed value, keeping what it sends.
 
-    More than half of the stock server's time goes there (py-spy); the values this benchmark
-    writes are new objects never changed afterwards, so the copy protects nothing. This speeds
-    up the simulated equipment only: the collector's side is untouched.
+    py-spy shows more than half of the stock server's time in a deepcopy of every changed value
+    kept by each monitored item, and a third of the rest in building a default DataValue for each
+    notification before replacing it. The values this benchmark writes are new objects never
+    changed afterwards, so the copy protects nothing. This speeds up the simulated equipment
+    only; what goes on the wire is the same, and the collector's side is untouched.
     """
-    from asyncua.server.monitored_item_service import MonitoredItemValues
+    from asyncua import ua
+    from asyncua.server.monitored_item_service import MonitoredItemService, MonitoredItemValues
 
     def set_current_datavalue(self, cur_val) -> None:
         self.old_dvalue = self.current_dvalue
         self.current_dvalue = cur_val
 
+    disabled, status_value = ua.MonitoringMode.Disabled, ua.DataChangeTrigger.StatusValue
+
+    async def datachange_callback(self, handle, value, error=None) -> None:
+        if error:
+            await self.trigger_statuschange(error)
+            return
+        mid = self._monitored_datachange[handle]
+        mdata = self._monitored_items[mid]
+        if mdata.mode == disabled:
+            return
+        mdata.mvalue.set_current_datavalue(value)
+        if mdata.filter:
+            passes = self._is_data_changed(
+                mdata.mvalue, mdata.filter.Trigger
+            ) and self._is_deadband_exceeded(mdata.mvalue, mdata.filter)
+        else:
+            passes = self._is_data_changed(mdata.mvalue, status_value)
+        if passes:
+            event = ua.MonitoredItemNotification(ClientHandle=mdata.client_handle, Value=value)
+            await self.isub.enqueue_datachange_event(mid, event, mdata.queue_size)
+
     MonitoredItemValues.set_current_datavalue = set_current_datavalue
+    MonitoredItemService.datachange_callback = datachange_callback
 
 
-async def _serve(port: int, n: int, stock: bool, conn) -> None:
+async def _serve(port: int, first: int, n: int, stock: bool, conn) -> None:
     import logging
 
     from asyncua import Server, ua
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     if not stock:
-        _skip_deepcopy()
+        _trim_server()
     t0 = time.perf_counter()
     server = Server()
     await server.init()
@@ -82,7 +110,7 @@ async def _serve(port: int, n: int, stock: bool, conn) -> None:
     server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     idx = await server.register_namespace(NS)
     objects = server.nodes.objects
-    nodes = [ua.NodeId(tag(i), idx) for i in range(n)]
+    nodes = [ua.NodeId(tag(first + i), idx) for i in range(n)]
     items, folder = [], None
     for i, nid in enumerate(nodes):
         if i % 200 == 0:  # AddNodes checks every sibling: keep folders small
@@ -122,7 +150,8 @@ async def _produce(server, nodes, rate: float, seconds: float) -> tuple[int, flo
     from asyncua import ua
 
     write = server.iserver.aspace.write_attribute_value
-    attr, good, double = ua.AttributeIds.Value, ua.StatusCode(ua.StatusCodes.Good), ua.VariantType
+    attr, good = ua.AttributeIds.Value, ua.StatusCode(ua.StatusCodes.Good)
+    double = ua.VariantType.Double  # enum lookups are costly in a loop this hot
     loop = asyncio.get_running_loop()
     n, i, done, busy = len(nodes), 0, 0, 0.0
     start = loop.time()
@@ -138,7 +167,7 @@ async def _produce(server, nodes, rate: float, seconds: float) -> tuple[int, flo
         for k in range(max(due, 0)):
             done += 1
             dv = ua.DataValue(
-                ua.Variant(float(done), double.Double),
+                ua.Variant(float(done), double),
                 StatusCode=good,
                 SourceTimestamp=ts,
                 ServerTimestamp=ts,
@@ -182,8 +211,8 @@ class TimedHistorian:
         self.inner.close()
 
 
-async def bench(args, port: int, conn) -> None:
-    """Subscribe to every tag, then measure a sustained run against the server's rate."""
+async def bench(args, servers: list[tuple[int, int, int, object]]) -> None:
+    """Subscribe to every tag, then measure a sustained run against the servers' rate."""
     from beffroi.collectors.opcua import OpcUaCollector
     from beffroi.core.config import OpcUaCollectorConfig
     from beffroi.core.model import TagSpec
@@ -191,36 +220,45 @@ async def bench(args, port: int, conn) -> None:
     from beffroi.historian.duckdb import DuckDBHistorian
     from beffroi.historian.spool import Spool
 
+    if args.asyncua_decoder:  # measure what the fast publish decoder saves
+        from beffroi.collectors import opcua_fast
+
+        opcua_fast.install = lambda session: None
     folder = Path(tempfile.mkdtemp(prefix="bench-opcua-"))
     historian = TimedHistorian(DuckDBHistorian(folder / "bench.duckdb"))
     buffer = WriteBuffer(historian, Spool(folder / "spool", 1 << 30), 1.0, 100_000)
-    tags = [
-        TagSpec(tag(i), f"A-{i:06d}", f"c{i % 24:02d}", "power_kw", "float", "kW")
-        for i in range(args.tags)
-    ]
-    config = OpcUaCollectorConfig(
-        name="bench",
-        url=f"opc.tcp://127.0.0.1:{port}/bench/",
-        namespace=NS,
-        publishing_interval_ms=args.publishing_interval_ms,
-        chunk_size=args.chunk_size,
-        timeout_s=60,
-    )
+    collectors = []
+    for k, (port, first, n, _) in enumerate(servers):
+        tags = [
+            TagSpec(tag(i), f"A-{i:06d}", f"c{i % 24:02d}", "power_kw", "float", "kW")
+            for i in range(first, first + n)
+        ]
+        config = OpcUaCollectorConfig(
+            name=f"bench-{k}",
+            url=f"opc.tcp://127.0.0.1:{port}/bench/",
+            namespace=NS,
+            publishing_interval_ms=args.publishing_interval_ms,
+            chunk_size=args.chunk_size,
+            timeout_s=60,
+        )
+        collectors.append(OpcUaCollector(config, tags, buffer.put))
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(historian.close)
         await buffer.start(stack)
-        collector = OpcUaCollector(config, tags, buffer.put)
         t0 = time.perf_counter()
-        await collector.start(stack)
+        for collector in collectors:
+            await collector.start(stack)
         async with asyncio.timeout(600):
-            await collector.wait_connected()
+            for collector in collectors:
+                await collector.wait_connected()
         created = time.perf_counter() - t0
         emit(
             "monitored_items_created",
-            collector.monitored,
+            sum(c.monitored for c in collectors),
             "items",
             seconds=round(created, 2),
-            calls=collector.create_calls,
+            calls=sum(c.create_calls for c in collectors),
+            servers=len(servers),
             target="50000 in < 60 s",
         )
         # Let the initial values (one per item) be stored before measuring.
@@ -228,18 +266,22 @@ async def bench(args, port: int, conn) -> None:
             await asyncio.sleep(0.2)
         await asyncio.sleep(args.publishing_interval_ms / 1000 * 3)
         base, historian.latencies = historian.stored, []
-        conn.send(("run", args.rate, args.seconds))
+        for *_, conn in servers:
+            conn.send(("run", args.rate / len(servers), args.seconds))
         loop = asyncio.get_running_loop()
         t_run, cpu = time.perf_counter(), time.process_time()
-        _, produced, elapsed, busy = await loop.run_in_executor(None, conn.recv)
+        done = [await loop.run_in_executor(None, conn.recv) for *_, conn in servers]
+        produced = sum(d[1] for d in done)
+        elapsed = max(d[2] for d in done)
         emit(
             "server_production_rate",
             produced / elapsed,
             "changes/s",
             requested=args.rate,
             changes=produced,
-            server_busy_pct=round(100 * busy / elapsed, 1),
-            server="asyncua stock" if args.stock_server else "asyncua, per-change deepcopy skipped",
+            servers=len(servers),
+            server_busy_pct=[round(100 * d[3] / d[2], 1) for d in done],
+            server="asyncua stock" if args.stock_server else "asyncua, trimmed (see _trim_server)",
         )
         deadline = time.perf_counter() + 60
         while historian.stored - base < produced and time.perf_counter() < deadline:  # noqa: ASYNC110
@@ -256,6 +298,7 @@ async def bench(args, port: int, conn) -> None:
             seconds=round(drained, 2),
             target=">= 20000/s, zero loss",
             collector_cpu_pct=round(100 * cpu / drained, 1),
+            decoder="asyncua" if args.asyncua_decoder else "beffroi fast path",
         )
         lat = np.concatenate(historian.latencies) * 1000 if historian.latencies else np.zeros(1)
         emit("latency_p50", float(np.percentile(lat, 50)), "ms", source="source ts → stored")
@@ -277,9 +320,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--publishing-interval-ms", type=int, default=250)
     parser.add_argument("--chunk-size", type=int, default=5000)
+    parser.add_argument("--servers", type=int, default=1, help="server processes (PLCs)")
     parser.add_argument(
-        "--stock-server", action="store_true", help="keep asyncua's per-change deepcopy"
+        "--asyncua-decoder", action="store_true", help="decode publish responses with asyncua"
     )
+    parser.add_argument("--stock-server", action="store_true", help="do not trim asyncua's server")
     args = parser.parse_args()
     emit(
         "machine",
@@ -289,20 +334,31 @@ def main() -> None:
         date=datetime.now(UTC).date().isoformat(),
         tags=args.tags,
     )
-    port = free_port()
     ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=serve, args=(port, args.tags, args.stock_server, child), daemon=True)
-    proc.start()
+    servers, procs = [], []
+    per = args.tags // args.servers
+    for k in range(args.servers):
+        parent, child = ctx.Pipe()
+        port, first = free_port(), k * per
+        n = per if k < args.servers - 1 else args.tags - first
+        proc = ctx.Process(
+            target=serve, args=(port, first, n, args.stock_server, child), daemon=True
+        )
+        proc.start()
+        servers.append((port, first, n, parent))
+        procs.append(proc)
     try:
-        _, build = parent.recv()
-        emit("server_build", build, "s", nodes=args.tags)
-        asyncio.run(bench(args, port, parent))
+        builds = [conn.recv()[1] for *_, conn in servers]
+        emit("server_build", max(builds), "s", nodes=args.tags, servers=args.servers)
+        asyncio.run(bench(args, servers))
     finally:
-        parent.send(("stop",))
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.terminate()
+        for *_, conn in servers:
+            with contextlib.suppress(OSError):
+                conn.send(("stop",))
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
 
 
 if __name__ == "__main__":

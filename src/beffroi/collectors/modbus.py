@@ -166,7 +166,11 @@ class ModbusCollector(Collector):
                 log.info("%s: connected to %s, %d devices", self.name, where, len(self._plans))
                 async with asyncio.TaskGroup() as tg:
                     for asset, interval, plan in self._plans:
-                        tg.create_task(self._poll_device(client, asset, interval, plan))
+                        if plan:
+                            tg.create_task(self._poll_device(client, asset, interval, plan))
+                if not any(plan for _, _, plan in self._plans):
+                    log.warning("%s: no device has a mapped register: nothing to poll", self.name)
+                    await asyncio.Event().wait()  # stay connected for writes, poll nothing
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -193,7 +197,7 @@ class ModbusCollector(Collector):
                     self._silent.add(asset)
                     log.warning("%s: device %s does not answer: %s", self.name, asset, exc)
                     self._mark_comm_loss(tags)
-                if len(self._silent) == len(self._plans):
+                if len(self._silent) == sum(1 for _, _, plan in self._plans if plan):
                     raise ConnectionError("no device answers") from exc
             else:
                 if asset in self._silent:

@@ -93,6 +93,7 @@ class MqttCollector(Collector):
         where = f"{cfg.host}:{cfg.port}"
         filters = list(dict.fromkeys(t.filter for t in cfg.topics))
         while True:
+            error = "disconnected"
             try:
                 creds = credentials(cfg.username_env, cfg.password_env)
                 async with aiomqtt.Client(

@@ -44,6 +44,8 @@ def _setup_logging(verbose: bool) -> None:
     )
     # asyncua logs every reconnect attempt at length; our collector says it once, clearly.
     logging.getLogger("asyncua").setLevel(logging.ERROR)
+    # pymodbus logs an error at every timeout of a silent device; the collector says it once.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     # APScheduler logs every run of every job at INFO: the 1 s alarm tick would fill the log.
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -104,6 +106,7 @@ DATA_FILES = {
     "hmi": ("users_db",),
     "alarms": ("journal",),
     "kpi": ("journal",),
+    "control": ("audit",),
 }
 
 
@@ -173,6 +176,7 @@ def check_config(config: ConfigOpt = Path("config.toml")) -> None:
     """Validate a config file: exit 0 if good, 2 with one line per problem if not."""
     cfg = _load(config)
     from beffroi.core.collector_config import register_problems
+    from beffroi.core.kpi_config import kpi_register_problems
     from beffroi.core.register import build_register
 
     try:
@@ -180,6 +184,7 @@ def check_config(config: ConfigOpt = Path("config.toml")) -> None:
     except ConfigError as exc:
         raise _fail(exc.lines) from None
     problems = register_problems(cfg, register.assets)  # e.g. a Modbus device's asset
+    problems += kpi_register_problems(cfg, register)  # e.g. a lighting baseline's cabinet
     if problems:
         raise _fail([f"{config}: {p}" for p in problems])
     typer.echo(
@@ -217,9 +222,11 @@ def tags(
 
 def _register_commands() -> None:
     # Command groups in their own modules, registered on this app (they import _load, _fail).
-    from beffroi.core import cli_alarms, cli_query, cli_users
+    from beffroi.core import cli_alarms, cli_audit, cli_kpi, cli_query, cli_users
 
     cli_alarms.register(app)
+    cli_audit.register(app)
+    cli_kpi.register(app)
     cli_query.register(app)
     cli_users.register(app)
 

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from beffroi.core.cli_audit import record_offline
+
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TOML)")]
 
 
@@ -65,6 +67,7 @@ def register(app: typer.Typer) -> None:
         s = guarded(store, config)
         user = guarded(s.add, name, _password(password_env), role, commune)
         typer.echo(f"user {user.name} added: {user.role}, {', '.join(user.communes)}")
+        record_offline(config, "user.add", user.name, role=user.role, communes=user.communes)
 
     @users_app.command("passwd")
     def passwd(
@@ -76,12 +79,14 @@ def register(app: typer.Typer) -> None:
         s = guarded(store, config)
         guarded(s.set_password, name, _password(password_env))
         typer.echo(f"password of {name} changed")
+        record_offline(config, "user.passwd", name)
 
     @users_app.command("remove")
     def remove(name: str, config: ConfigOpt = Path("config.toml")) -> None:
         """Delete a user."""
         guarded(guarded(store, config).remove, name)
         typer.echo(f"user {name} removed")
+        record_offline(config, "user.remove", name)
 
     @users_app.command("list")
     def list_users(config: ConfigOpt = Path("config.toml")) -> None:

@@ -26,7 +26,9 @@ from beffroi.core.collector_config import (  # noqa: F401  (re-exported)
     collector_problems,
 )
 from beffroi.core.collector_config import check_opc_url as _check_opc_url
+from beffroi.core.control_config import ControlConfig, PublicFeedConfig, control_problems
 from beffroi.core.errors import ConfigError
+from beffroi.core.kpi_config import KpiConfig, kpi_problems
 
 SLUG = r"^[a-z0-9][a-z0-9_-]*$"
 ASSET_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
@@ -239,6 +241,7 @@ class HmiConfig(Strict):
     session_hours: float = Field(default=12, gt=0, le=24 * 30)
     login_attempts: int = Field(default=5, ge=1)
     login_window_s: float = Field(default=300, gt=0)
+    public: PublicFeedConfig = PublicFeedConfig()
 
 
 class Config(Strict):
@@ -254,6 +257,8 @@ class Config(Strict):
     compression: CompressionConfig = CompressionConfig()
     hmi: HmiConfig = HmiConfig()
     alarms: AlarmsConfig = AlarmsConfig()
+    kpi: KpiConfig = KpiConfig()
+    control: ControlConfig = ControlConfig()
     _source: Path | None = PrivateAttr(default=None)
 
     @property
@@ -361,6 +366,8 @@ def parse_config(text: str, source: str = "config.toml") -> Config:
         raise ConfigError(source, problems) from None
     problems = _cross_checks(cfg) + _compression_checks(cfg)
     problems += alarm_problems(cfg)
+    problems += kpi_problems(cfg)
+    problems += control_problems(cfg)
     if problems:
         raise ConfigError(source, problems)
     cfg._source = Path(source)

@@ -31,6 +31,16 @@ REGISTRY: dict[str, dict[str, str]] = {
         "alarm": "beffroi.alerts.state:Alarm",
         "command_error": "beffroi.alerts.state:AlarmCommandError",
     },
+    "kpi": {
+        "engine": "beffroi.kpi.engine:KpiEngine",
+        "store": "beffroi.kpi.store:KpiStore",
+        "exporter": "beffroi.kpi.export:Exporter",
+    },
+    "control": {
+        "service": "beffroi.control.service:ControlService",
+        "audit": "beffroi.control.audit:AuditLog",
+        "audit_csv": "beffroi.control.audit:to_csv",
+    },
     "hmi": {
         "app": "beffroi.hmi.app:create_app",
         "server": "beffroi.hmi.server:HmiServer",

@@ -53,6 +53,9 @@ class Runtime:
         self.simulator: Any = None
         self.hmi_server: Any = None
         self.alarms: Any = None
+        self.kpi: Any = None
+        self.control: Any = None
+        self.tag_collectors: dict[str, Any] = {}  # tag → the collector that writes it
         self.started_at = time.monotonic()
         self.samples_in = 0
 
@@ -63,6 +66,15 @@ class Runtime:
         if self.alarms is not None:
             self.alarms.process(batch)
         self.buffer.put(self.compressor.offer_batch(batch) if self.compressor else batch)
+
+    def collector_for(self, tag: str) -> Any:
+        """Return the collector serving a tag (for setpoint writes), or None."""
+        found = self.tag_collectors.get(tag)
+        if found is None:  # OPC UA discovery finds its tags after start
+            found = next((c for c in self.collectors if tag in c.tags), None)
+            if found is not None:
+                self.tag_collectors[tag] = found
+        return found
 
     def status(self) -> dict:
         """Return the gateway's state for /healthz and the HMI."""
@@ -77,6 +89,8 @@ class Runtime:
             },
             "collectors": [c.status() for c in self.collectors],
             "alarms": self.alarms.status() if self.alarms is not None else None,
+            "kpi": self.kpi.status() if self.kpi is not None else None,
+            "control": self.control.status() if self.control is not None else None,
         }
 
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
@@ -102,6 +116,9 @@ class Runtime:
         if cfg.alarms.enabled:  # started before the collectors, so it stops after them
             self.alarms = load("alerts", "service")(cfg, self.register)
             await self.alarms.start(stack, self.scheduler)
+        if cfg.kpi.active:  # after the alarms: MTTR and MTBF read their journal
+            self.kpi = load("kpi", "engine")(cfg, self.register, self.historian, alarms=self.alarms)
+            await self.kpi.start(stack, self.scheduler)
         if self.with_simulator:
             self.simulator = load("simulator", "opcua")(cfg, self.register)
             await self.simulator.start(stack)
@@ -112,6 +129,13 @@ class Runtime:
             collector = collector_cls.from_config(col_cfg, cfg, self.register, self.sink)
             await collector.start(stack)
             self.collectors.append(collector)
+            for tag in collector.tags:
+                self.tag_collectors.setdefault(tag, collector)
+        if cfg.control.enabled:  # after the collectors (it writes through them), stops before
+            self.control = load("control", "service")(
+                cfg, self.register, self.live, self.collector_for
+            )
+            await self.control.start(stack, self.scheduler)
         if self.with_hmi:
             token = load("hmi", "new_token")()
             self.users = load("hmi", "users")(
@@ -120,6 +144,9 @@ class Runtime:
             stack.callback(self.users.close)
             if self.demo:
                 self.demo_passwords = load("hmi", "reset_demo_users")(self.users)
+                if self.control is not None:
+                    names = ",".join(self.demo_passwords)
+                    self.control.audit.record("system", "user.demo_reset", target=names)
             app = load("hmi", "app")(
                 cfg,
                 self.register,
@@ -129,6 +156,9 @@ class Runtime:
                 api_token=token,
                 users=self.users,
                 alarms=self.alarms,
+                kpi=self.kpi,
+                audit=self.control.audit if self.control is not None else None,
+                control=self.control,
             )
             self.hmi_server = load("hmi", "server")(
                 app, cfg.hmi.host, cfg.hmi.port, threads=cfg.hmi.threads

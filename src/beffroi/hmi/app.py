@@ -19,10 +19,13 @@ from beffroi.core.register import Register
 from beffroi.historian.base import Historian
 from beffroi.hmi.api import register_api
 from beffroi.hmi.api_alarms import register_alarm_api
+from beffroi.hmi.api_audit import register_audit_api
+from beffroi.hmi.api_kpi import register_kpi_api
 from beffroi.hmi.auth import install_auth, sees, session_secret
 from beffroi.hmi.context import HmiContext, get_context, set_context
 from beffroi.hmi.figures import DISPLAY_TZ
 from beffroi.hmi.metrics import register_metrics
+from beffroi.hmi.public import register_public
 from beffroi.hmi.users import UserStore
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,9 @@ def _shell(cfg: Config) -> html.Div:
                             dcc.Link("Synoptics", href="/synoptic", id="shell-nav-synoptic"),
                             dcc.Link("Trends", href="/trends", id="shell-nav-trends"),
                             dcc.Link("Alarms", href="/alarms", id="shell-nav-alarms"),
+                            dcc.Link("KPIs", href="/kpis", id="shell-nav-kpis"),
+                            dcc.Link("Control", href="/control", id="shell-nav-control"),
+                            dcc.Link("Audit", href="/audit", id="shell-nav-audit"),
                             dcc.Link("System", href="/system", id="shell-nav-system"),
                         ],
                     ),
@@ -141,9 +147,14 @@ def create_app(
     *,
     users: UserStore,
     alarms: Any = None,
+    kpi: Any = None,
+    audit: Any = None,
+    control: Any = None,
 ) -> dash.Dash:
     """Build the HMI Dash app; every page and callback requires a logged-in user."""
-    set_context(HmiContext(cfg, register, live, historian, status, alarms))
+    set_context(
+        HmiContext(cfg, register, live, historian, status, alarms, audit=audit, control=control)
+    )
     app = dash.Dash(
         "beffroi.hmi",
         use_pages=True,
@@ -166,6 +177,7 @@ def create_app(
         session_hours=hmi_cfg.session_hours,
         attempts=hmi_cfg.login_attempts,
         window_s=hmi_cfg.login_window_s,
+        audit=audit.record if audit is not None else None,
     )
 
     @server.route("/healthz")
@@ -183,6 +195,10 @@ def create_app(
         register_api(server, historian, api_token)
         if alarms is not None:
             register_alarm_api(server, alarms, api_token)
+        register_kpi_api(server, cfg, historian, api_token, kpi)
+        if audit is not None:
+            register_audit_api(server, audit, api_token, cfg.metropolis.timezone)
+    register_public(server, cfg, register, live)
     if status is not None:
         register_metrics(server, status)
 

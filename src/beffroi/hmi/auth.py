@@ -9,8 +9,10 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from flask import Flask, Response, abort, has_request_context, redirect, request
@@ -151,8 +153,18 @@ def install_auth(
     session_hours: float = 12,
     attempts: int = 5,
     window_s: float = 300,
+    audit: Callable[..., Any] | None = None,
 ) -> LoginThrottle:
     """Require a session on every route but the public ones; add /login and /logout."""
+
+    def record(user: str, action: str, outcome: str = "ok", **detail: str) -> None:
+        # A failing audit log must not lock the command post out: log it and carry on.
+        if audit is not None:
+            try:
+                audit(user or "?", action, outcome=outcome, **detail)
+            except Exception:
+                log.exception("cannot audit %s of %s", action, user)
+
     server.config.update(
         SECRET_KEY=secret,
         SESSION_COOKIE_HTTPONLY=True,
@@ -192,22 +204,26 @@ def install_auth(
         wait = throttle.wait_s(key)
         if wait > 0:
             log.warning("login throttled for %s from %s", name, key[0])
+            record(name, "login.throttled", "refused", address=key[0])
             msg = f"Trop de tentatives : réessayez dans {int(wait) + 1} s."
             return _login_page(title, msg, next_url, status=429)
         user = users.verify(name, password)
         if user is None:
             throttle.failed(key)
             log.warning("failed login for %r from %s", name, key[0])
+            record(name, "login.failed", "refused", address=key[0])
             return _login_page(title, "Utilisateur ou mot de passe incorrect.", next_url, 401)
         throttle.succeeded(key)
         login_user(SessionUser(user))
         log.info("login: %s (%s) from %s", user.name, user.role, key[0])
+        record(user.name, "login", address=key[0], role=user.role)
         return redirect(next_url)
 
     @server.route("/logout", methods=["GET", "POST"])
     def logout() -> Response:
         if current_user.is_authenticated:
             log.info("logout: %s", current_user.get_id())
+            record(current_user.get_id(), "logout", address=request.remote_addr or "?")
         logout_user()
         return redirect("/login")
 

@@ -22,6 +22,8 @@ class HmiContext:
     historian: Historian
     status: Callable[[], dict] | None = None
     alarms: Any = None  # the alarm service (beffroi.alerts.service.AlarmService), when running
+    audit: Any = None  # the audit log (beffroi.control.audit.AuditLog), when control runs
+    control: Any = None  # the control service (beffroi.control.service.ControlService)
 
 
 _current: HmiContext | None = None

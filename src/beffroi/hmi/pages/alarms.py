@@ -189,6 +189,16 @@ def act(_ack, _shelve, selected, comment):  # type: ignore[no-untyped-def]
         for alarm_id in ids:
             service.shelve(alarm_id, user, comment.strip(), minutes=60)
     log.info("%s: %s %d alarm(s)", user, right, len(ids))
+    audit = get_context().audit
+    for alarm_id in ids if audit is not None else ():
+        audit.record(
+            user,
+            f"alarm.{right}",
+            target=alarm_id,
+            commune=known[alarm_id]["commune"],
+            comment=comment.strip(),
+            **({"minutes": 60} if right == "shelve" else {}),
+        )
     verb = "acknowledged" if right == "ack" else "shelved for 1 h"
     return f"{len(ids)} alarm(s) {verb} by {user}.", ""
 

@@ -255,6 +255,9 @@ def render_panel(asset_id, _n):  # type: ignore[no-untyped-def]
     now = utcnow()
     snapshot = hmi.live.snapshot([t.name for t in asset.tags])
     children = asset_panel(asset, snapshot, hmi.cfg, hmi.register, now)
+    if hmi.control is not None and any(t.writable for t in asset.tags):
+        link = dcc.Link("Commands, playbooks →", href=f"/control?asset={asset.id}")
+        children.append(html.Div(link, id="map-panel-control"))
     if hmi.alarms is not None:
         alarms = [a for a in hmi.alarms.alarms() if a["asset"] == asset.id]
         children.append(alarm_list(alarms))

@@ -1,0 +1,1 @@
+"""Every command to equipment: select-before-operate, interlocks, playbooks, lighting, audit."""

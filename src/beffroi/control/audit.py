@@ -1,0 +1,293 @@
+"""The audit log: append-only records in a DuckDB file of their own, chained by SHA-256.
+
+Each record's hash covers a canonical serialisation of its fields and the previous record's
+hash, so editing or deleting any record (but the newest ones, which nothing follows yet)
+breaks the chain where it happened. The head hash is logged at open and close, so that a
+truncation can be shown against the gateway's log.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import duckdb
+import pandas as pd
+
+from beffroi.core.model import utcnow
+
+log = logging.getLogger(__name__)
+
+GENESIS = "0" * 64
+COLUMNS = ("seq", "ts", "user_name", "action", "target", "commune", "outcome", "detail")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq BIGINT PRIMARY KEY, ts TIMESTAMP NOT NULL, user_name VARCHAR NOT NULL,
+    action VARCHAR NOT NULL, target VARCHAR NOT NULL, commune VARCHAR NOT NULL,
+    outcome VARCHAR NOT NULL, detail VARCHAR NOT NULL, prev_hash VARCHAR NOT NULL,
+    hash VARCHAR NOT NULL
+);
+"""
+EXPORT_COLUMNS = [
+    "seq",
+    "time",
+    "utc",
+    "user",
+    "action",
+    "target",
+    "commune",
+    "outcome",
+    "detail",
+    "prev_hash",
+    "hash",
+]
+
+
+class AuditError(RuntimeError):
+    """The audit log could not record something (no record, no command)."""
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.astimezone(UTC).isoformat()
+    return str(v)
+
+
+def canonical_detail(detail: dict[str, Any]) -> str:
+    """Serialise details canonically: sorted keys, compact, UTF-8 as is."""
+    return json.dumps(
+        detail, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+    )
+
+
+def _ts_text(ts: datetime) -> str:
+    """Return the canonical text of a stored time: naive UTC to the microsecond, with Z."""
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def record_hash(row: Sequence[Any], prev_hash: str) -> str:
+    """Return the SHA-256 of a record (COLUMNS order, ts naive UTC) chained to prev_hash."""
+    seq, ts, user, action, target, commune, outcome, detail = row
+    body = {
+        "seq": int(seq),
+        "ts": _ts_text(ts),
+        "user": user,
+        "action": action,
+        "target": target,
+        "commune": commune,
+        "outcome": outcome,
+        "detail": detail,
+        "prev": prev_hash,
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One record as appended."""
+
+    seq: int
+    ts: datetime
+    user: str
+    action: str
+    target: str
+    commune: str
+    outcome: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """What a chain check found: ok, how many records, the head, or the first broken one."""
+
+    ok: bool
+    count: int
+    head: str
+    broken_seq: int | None = None
+    problem: str = ""
+
+
+class AuditLog:
+    """The hash-chained audit log; append and read only, safe across threads."""
+
+    def __init__(self, path: str | Path, read_only: bool = False, clock=utcnow):  # type: ignore[no-untyped-def]
+        self.path = Path(path)
+        self.clock = clock
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(str(self.path), read_only=read_only)
+        self._lock = threading.Lock()
+        if not read_only:
+            self._con.execute(SCHEMA).fetchall()
+        last = self._con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        self._next, self._head = (int(last[0]) + 1, last[1]) if last else (1, GENESIS)
+        log.info("audit log %s: %d records, head %s", self.path, self._next - 1, self._head)
+
+    @property
+    def head(self) -> str:
+        """Return the hash of the newest record (GENESIS when empty)."""
+        return self._head
+
+    def __len__(self) -> int:
+        return self._next - 1
+
+    def record(
+        self,
+        user: str,
+        action: str,
+        *,
+        target: str = "",
+        commune: str = "",
+        outcome: str = "ok",
+        **detail: Any,
+    ) -> AuditRecord:
+        """Append one record, chained to the previous one; raise AuditError if it cannot."""
+        text = canonical_detail(detail)
+        now = self.clock().astimezone(UTC).replace(tzinfo=None)
+        with self._lock:
+            row = (self._next, now, user or "?", action, target, commune, outcome, text)
+            digest = record_hash(row, self._head)
+            try:
+                self._con.execute(
+                    "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [*row, self._head, digest],
+                ).fetchall()
+            except duckdb.Error as exc:
+                log.error("audit log %s cannot append: %s", self.path, exc)
+                raise AuditError(f"the audit log cannot record {action}: {exc}") from exc
+            self._next, self._head = self._next + 1, digest
+        return AuditRecord(
+            row[0],
+            now.replace(tzinfo=UTC),
+            row[2],
+            action,
+            target,
+            commune,
+            outcome,
+            detail,
+            digest,
+        )
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run a statement on the file's other tables (outbox, playbook runs)."""
+        with self._lock:
+            self._con.execute(sql, list(params)).fetchall()
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Return the rows of a query as dicts."""
+        with self._lock:
+            cur = self._con.execute(sql, list(params))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def _rows(self, chunk: int = 10_000) -> Iterator[tuple]:
+        """Yield (COLUMNS…, prev_hash, hash) in seq order, a chunk at a time."""
+        after = 0
+        while True:
+            with self._lock:
+                rows = self._con.execute(
+                    f"SELECT {', '.join(COLUMNS)}, prev_hash, hash FROM audit "
+                    f"WHERE seq > ? ORDER BY seq LIMIT {int(chunk)}",
+                    [after],
+                ).fetchall()
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1][0]
+
+    def verify(self) -> VerifyResult:
+        """Check the whole chain: numbering, links and hashes; name the first broken record."""
+        prev, expected, count = GENESIS, 1, 0
+        for r in self._rows():
+            seq, stored_prev, stored = r[0], r[8], r[9]
+            if seq != expected:
+                return VerifyResult(
+                    False, count, prev, expected, f"record {expected} is missing (found {seq})"
+                )
+            if stored_prev != prev:
+                return VerifyResult(
+                    False, count, prev, seq, f"record {seq} does not follow record {seq - 1}"
+                )
+            if record_hash(r[:8], prev) != stored:
+                return VerifyResult(
+                    False, count, prev, seq, f"record {seq} was altered (hash mismatch)"
+                )
+            prev, expected, count = stored, expected + 1, count + 1
+        return VerifyResult(True, count, prev)
+
+    def frame(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        users: Sequence[str] = (),
+        actions: Sequence[str] = (),
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Return records in [start, end) matching filters, oldest first (ts aware UTC)."""
+        where, params = ["TRUE"], []
+        if start is not None:
+            where.append("ts >= ?")
+            params.append(start.astimezone(UTC).replace(tzinfo=None))
+        if end is not None:
+            where.append("ts < ?")
+            params.append(end.astimezone(UTC).replace(tzinfo=None))
+        for col, values in (("user_name", users), ("action", actions)):
+            if values:
+                where.append(f"{col} IN ({', '.join('?' * len(values))})")
+                params.extend(values)
+        sql = f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY seq"
+        if limit is not None:
+            sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY seq"
+        with self._lock:
+            df = self._con.execute(sql, params).df()
+        df["ts"] = pd.to_datetime(df["ts"]).dt.tz_localize(UTC)
+        return df.rename(columns={"user_name": "user"})
+
+    def close(self) -> None:
+        """Checkpoint and close the file, logging the head for out-of-band comparison."""
+        with self._lock:
+            log.info("audit log %s closed: %d records, head %s", self.path, len(self), self._head)
+            try:
+                self._con.execute("CHECKPOINT").fetchall()
+            except duckdb.Error:
+                pass  # read-only
+            self._con.close()
+
+
+def to_csv(df: pd.DataFrame, timezone: str = "Europe/Paris") -> str:
+    """Return records as CSV: local time with offset (an export is an edge), UTC, both hashes."""
+    tz = ZoneInfo(timezone)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_COLUMNS)
+    for r in df.itertuples(index=False):
+        ts = r.ts.to_pydatetime()
+        writer.writerow(
+            [
+                r.seq,
+                ts.astimezone(tz).isoformat(),
+                _ts_text(ts.replace(tzinfo=None)),
+                r.user,
+                r.action,
+                r.target,
+                r.commune,
+                r.outcome,
+                r.detail,
+                r.prev_hash,
+                r.hash,
+            ]
+        )
+    return out.getvalue()

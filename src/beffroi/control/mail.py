@@ -1,0 +1,153 @@
+"""E-mails of playbook steps: a durable outbox beside the audit log, sent by the alarm sender.
+
+They go through the SMTP server of `[alarms.email]` (host, port, security, credentials,
+sender) with the same `SmtpSender`, whether or not alarm e-mails are enabled: one relay per
+gateway. An e-mail is stored before it is sent; one that cannot be sent now waits and is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import format_datetime, make_msgid
+
+from beffroi.alerts.notifiers.outbox import SmtpSender
+from beffroi.control.audit import AuditLog
+from beffroi.core.config import Config
+from beffroi.core.model import utcnow
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS control_outbox (
+    id BIGINT PRIMARY KEY, message_id VARCHAR NOT NULL, created TIMESTAMP NOT NULL,
+    run_id VARCHAR, recipients VARCHAR NOT NULL, subject VARCHAR, message VARCHAR NOT NULL,
+    status VARCHAR NOT NULL, attempts INTEGER NOT NULL, last_error VARCHAR, sent_at TIMESTAMP
+);
+"""
+
+
+def _naive(ts: datetime) -> datetime:
+    """Return the storage form of a time: naive UTC."""
+    return ts.astimezone(UTC).replace(tzinfo=None)
+
+
+class ControlOutbox:
+    """Playbook e-mails waiting for the SMTP server, in order (the shape SmtpSender delivers)."""
+
+    def __init__(self, audit: AuditLog, clock: Callable[[], datetime] = utcnow):
+        self.audit, self.clock = audit, clock
+        audit.execute(SCHEMA)
+        rows = audit.fetch("SELECT coalesce(max(id), 0) AS n FROM control_outbox")
+        self._next = int(rows[0]["n"]) + 1
+        self._lock = threading.Lock()
+
+    def _now(self) -> datetime:
+        return _naive(self.clock())
+
+    def put(self, msg: EmailMessage, recipients: Sequence[str], run_id: str) -> int:
+        """Store an e-mail to send; return its id."""
+        with self._lock:
+            oid, self._next = self._next, self._next + 1
+        self.audit.execute(
+            "INSERT INTO control_outbox VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, '', NULL)",
+            [
+                oid,
+                msg["Message-ID"],
+                self._now(),
+                run_id,
+                ",".join(recipients),
+                msg["Subject"],
+                msg.as_string(policy=SMTP_POLICY),
+            ],
+        )
+        return oid
+
+    def due(self, limit: int = 200) -> list[dict]:
+        """Return pending e-mails, oldest first."""
+        return self.audit.fetch(
+            "SELECT id, message_id, recipients, message, attempts FROM control_outbox "
+            f"WHERE status = 'pending' ORDER BY id LIMIT {int(limit)}"
+        )
+
+    def mark_sent(self, oid: int) -> None:
+        """Record that the server accepted an e-mail."""
+        self.audit.execute(
+            "UPDATE control_outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1 "
+            "WHERE id = ?",
+            [self._now(), oid],
+        )
+
+    def mark_attempt(self, oid: int, error: str, failed: bool = False) -> None:
+        """Record a failed attempt; a permanent refusal stops retries of that e-mail."""
+        self.audit.execute(
+            "UPDATE control_outbox SET attempts = attempts + 1, last_error = ?, status = ? "
+            "WHERE id = ?",
+            [error[:500], "failed" if failed else "pending", oid],
+        )
+
+    def state(self, oid: int) -> tuple[str, str]:
+        """Return an e-mail's status and last error."""
+        rows = self.audit.fetch("SELECT status, last_error FROM control_outbox WHERE id = ?", [oid])
+        return (rows[0]["status"], rows[0]["last_error"] or "") if rows else ("unknown", "")
+
+    def pending(self) -> int:
+        """Return how many e-mails wait."""
+        rows = self.audit.fetch("SELECT count(*) AS n FROM control_outbox WHERE status = 'pending'")
+        return int(rows[0]["n"])
+
+
+class Mailer:
+    """Compose playbook e-mails and send them now, or keep them for the retry job."""
+
+    def __init__(self, cfg: Config, audit: AuditLog, clock: Callable[[], datetime] = utcnow):
+        email = cfg.alarms.email
+        if email.ca_file:
+            email = email.model_copy(update={"ca_file": str(cfg.resolve(email.ca_file))})
+        self.cfg = email
+        self.sender = SmtpSender(email, clock)
+        self.outbox = ControlOutbox(audit, clock)
+        self.clock = clock
+        self._deliver_lock = threading.Lock()
+
+    def compose(self, to: Sequence[str], subject: str, body: str) -> EmailMessage:
+        """Build a plain-text e-mail from the gateway's sender address."""
+        msg = EmailMessage()
+        msg["From"] = self.cfg.sender
+        msg["To"] = ", ".join(to)
+        msg["Subject"] = subject
+        msg["Date"] = format_datetime(self.clock())
+        msg["Message-ID"] = make_msgid("beffroi-control", self.cfg.sender.split("@", 1)[-1])
+        msg.set_content(body)
+        return msg
+
+    def _deliver(self) -> int:
+        # One delivery at a time: the step and the retry job must not send an e-mail twice.
+        with self._deliver_lock:
+            return self.sender.deliver(self.outbox)
+
+    async def send(
+        self, to: Sequence[str], subject: str, body: str, run_id: str
+    ) -> tuple[str, str]:
+        """Store and try to send an e-mail; return ("sent" | "queued" | "failed", detail)."""
+        msg = self.compose(to, subject, body)
+        oid = await asyncio.to_thread(self.outbox.put, msg, to, run_id)
+        await asyncio.to_thread(self._deliver)
+        status, error = await asyncio.to_thread(self.outbox.state, oid)
+        if status == "sent":
+            return "sent", f"accepted by {self.cfg.host}:{self.cfg.port} for {', '.join(to)}"
+        if status == "failed":
+            return "failed", error
+        return "queued", f"waiting in the outbox, retried: {error or self.sender.last_error}"
+
+    async def retry(self) -> None:
+        """Send what waits (the scheduler's job)."""
+        if await asyncio.to_thread(self.outbox.pending):
+            sent = await asyncio.to_thread(self._deliver)
+            if sent:
+                log.info("sent %d queued playbook e-mail(s)", sent)

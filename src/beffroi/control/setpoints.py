@@ -1,0 +1,407 @@
+"""The setpoint service: the one place every command to equipment goes through.
+
+Select-before-operate for people (a selection shows the value, range, interlocks and who else
+is looking, and expires); for every command, whoever sends it: kind, range and step, interlock
+rules, a rate limit per asset, then the collector's write with read-back, and a look at what the
+equipment reports once it has had time to act (a jammed bollard springs back). Everything is
+audited: no audit record, no command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from beffroi.control.audit import AuditError, AuditLog
+from beffroi.control.limits import (
+    Hold,
+    Holds,
+    Interlocks,
+    MaintenanceCalendar,
+    RateLimiter,
+    check_range,
+    coerce,
+    same_value,
+)
+from beffroi.control.model import Actor, CommandResult, ControlError, Selection
+from beffroi.core.config import Config
+from beffroi.core.live import LiveValues
+from beffroi.core.model import Asset, Quality, TagSpec, Value, WriteStatus, utcnow
+from beffroi.core.register import Register
+
+log = logging.getLogger(__name__)
+
+
+class SetpointService:
+    """Check, execute, confirm and audit commands; keep selections and holds."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        register: Register,
+        live: LiveValues,
+        collector_for: Callable[[str], Any],
+        audit: AuditLog,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ):
+        self.ctl = cfg.control
+        self.register, self.live, self.audit = register, live, audit
+        self.collector_for = collector_for
+        self.clock = clock
+        calendar = MaintenanceCalendar(self.ctl.maintenance, cfg.metropolis.timezone)
+        self.interlocks = Interlocks(self.ctl.interlocks, calendar, live)
+        self.rates = RateLimiter(self.ctl.classes, clock)
+        self._selections: dict[str, Selection] = {}
+        self.holds = Holds(clock, self.ctl.manual_hold_min)
+        self._lock = threading.Lock()
+        self._sem: asyncio.Semaphore | None = None
+        self.sent = 0
+        self.refused = 0
+
+    # --- lookups -------------------------------------------------------------------------
+
+    def target(self, tag: str) -> tuple[TagSpec, Asset]:
+        """Return a writable tag's spec and asset, or refuse."""
+        spec = self.register.tags.get(tag)
+        asset = self.register.assets.get(spec.asset) if spec else None
+        if spec is None or asset is None:
+            raise ControlError(f"unknown tag {tag}")
+        if not spec.writable:
+            raise ControlError(f"{tag} is not a setpoint")
+        return spec, asset
+
+    def step(self, asset: Asset, spec: TagSpec) -> float | None:
+        """Return the step a setpoint's values must be on, if any."""
+        c = self.ctl.classes.get(asset.asset_class)
+        return c.steps.get(spec.signal) if c else None
+
+    def settle_s(self, asset: Asset) -> float:
+        """Return how long after a write the equipment's report is checked."""
+        c = self.ctl.classes.get(asset.asset_class)
+        return c.settle_s if c is not None and c.settle_s is not None else self.ctl.settle_s
+
+    def _authorise(self, actor: Actor, asset: Asset) -> None:
+        if not actor.may("setpoint"):
+            raise ControlError(f"{actor.name} ({actor.role}) may not send setpoints")
+        if not actor.sees(asset.commune):
+            raise ControlError(f"{asset.commune} is outside {actor.name}'s communes")
+
+    # --- select-before-operate -----------------------------------------------------------
+
+    def select(self, actor: Actor, tag: str) -> Selection:
+        """Select a setpoint: current value, range, interlocks, other users; audited."""
+        now = self.clock()
+        try:
+            spec, asset = self.target(tag)
+            self._authorise(actor, asset)
+            if self.collector_for(tag) is None:
+                raise ControlError(f"no collector serves {tag}")
+        except ControlError as exc:
+            self._audit(actor.name, "select", tag, "", "refused", refusal=exc.reason)
+            raise
+        sample = self.live.get(tag)
+        with self._lock:
+            self._purge(now)
+            others = sorted(
+                {
+                    s.user
+                    for s in self._selections.values()
+                    if s.asset == asset.id and s.expires_at > now
+                }
+                - {actor.name}
+            )
+            for sid in [
+                k for k, s in self._selections.items() if s.user == actor.name and s.tag == tag
+            ]:
+                del self._selections[sid]
+            sel = Selection(
+                id=secrets.token_urlsafe(12),
+                user=actor.name,
+                tag=tag,
+                asset=asset.id,
+                commune=asset.commune,
+                signal=spec.signal,
+                kind=spec.kind,
+                unit=spec.unit,
+                current=sample.value if sample is not None else None,
+                current_ts=sample.ts if sample is not None else None,
+                quality=sample.quality.label if sample is not None else "none",
+                low=spec.low,
+                high=spec.high,
+                step=self.step(asset, spec),
+                interlocks=self.interlocks.state(asset, spec, actor, now),
+                others=others,
+                selected_at=now,
+                expires_at=now + timedelta(seconds=self.ctl.select_timeout_s),
+            )
+            self._selections[sel.id] = sel
+        self._audit(
+            actor.name,
+            "select",
+            tag,
+            asset.commune,
+            "ok",
+            current=sel.current,
+            others=others,
+            interlocks=[i["rule"] for i in sel.interlocks if i["blocking"]],
+        )
+        return sel
+
+    def selection(self, selection_id: str) -> Selection | None:
+        """Return a live selection (None once expired or used)."""
+        now = self.clock()
+        with self._lock:
+            sel = self._selections.get(selection_id)
+            return sel if sel is not None and sel.expires_at > now else None
+
+    def deselect(self, actor: Actor, selection_id: str) -> None:
+        """Drop a selection without operating."""
+        with self._lock:
+            sel = self._selections.pop(selection_id, None)
+        if sel is not None and sel.user == actor.name:
+            self._audit(actor.name, "deselect", sel.tag, sel.commune, "ok")
+
+    def _purge(self, now: datetime) -> None:
+        # Expired selections are kept a while, so that operating one says "expired".
+        old = now - timedelta(minutes=10)
+        for sid in [k for k, s in self._selections.items() if s.expires_at <= old]:
+            del self._selections[sid]
+
+    async def operate(
+        self, actor: Actor, selection_id: str, raw: Any, reason: str
+    ) -> CommandResult:
+        """Operate a selection with a value and a reason; the selection is used up."""
+        now = self.clock()
+        with self._lock:
+            sel = self._selections.get(selection_id)
+            expired = sel is not None and sel.expires_at <= now
+            if sel is not None and sel.user == actor.name:
+                del self._selections[selection_id]
+        if sel is None or sel.user != actor.name or expired:
+            why = "selection expired: select again" if expired else "no such selection"
+            tag = sel.tag if sel is not None else ""
+            self.refused += 1
+            await asyncio.to_thread(
+                self._audit,
+                actor.name,
+                "operate",
+                tag,
+                sel.commune if sel else "",
+                "refused",
+                value=raw,
+                reason=reason,
+                refusal=why,
+            )
+            return CommandResult(tag, raw, WriteStatus.REFUSED, why)
+        return await self.command(actor, sel.tag, raw, reason, source="operator")
+
+    # --- every command -------------------------------------------------------------------
+
+    async def command(
+        self,
+        actor: Actor,
+        tag: str,
+        raw: Any,
+        reason: str,
+        *,
+        source: str = "operator",
+        wait_rate: bool = False,
+        hold: str | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> CommandResult:
+        """Check, send, confirm and audit one command; `hold` keeps schedules off the tag."""
+        context = context or {}
+        commune, previous = "", None
+        try:
+            if len((reason or "").strip()) < self.ctl.min_reason_chars:
+                raise ControlError("a reason is required")
+            spec, asset = self.target(tag)
+            commune = asset.commune
+            self._authorise(actor, asset)
+            value = coerce(spec, raw)
+            check_range(spec, value, self.step(asset, spec))
+            self.interlocks.check(asset, spec, value, actor, self.clock())
+            collector = self.collector_for(tag)
+            if collector is None:
+                raise ControlError(f"no collector serves {tag}")
+            wait = self.rates.take(asset)
+            while wait > 0 and wait_rate:
+                await asyncio.sleep(wait)
+                wait = self.rates.take(asset)
+            if wait > 0:
+                raise ControlError(
+                    f"{asset.id} was commanded less than "
+                    f"{self.ctl.classes[asset.asset_class].min_interval_s:g} s ago: "
+                    f"wait {wait:.0f} s",
+                    rule="rate",
+                )
+            sample = self.live.get(tag)
+            previous = sample.value if sample is not None else None
+            # No audit record, no command: an AuditError here refuses the command.
+            await asyncio.to_thread(
+                self._audit,
+                actor.name,
+                "operate",
+                tag,
+                commune,
+                "sent",
+                value=value,
+                previous=previous,
+                reason=reason,
+                source=source,
+                **context,
+            )
+        except (ControlError, AuditError) as exc:
+            self.refused += 1
+            why = exc.reason if isinstance(exc, ControlError) else str(exc)
+            rule = exc.rule if isinstance(exc, ControlError) else "audit"
+            log.info("refused %s = %r by %s: %s", tag, raw, actor.name, why)
+            if not isinstance(exc, AuditError):
+                await asyncio.to_thread(
+                    self._audit_quietly,
+                    actor.name,
+                    "operate",
+                    tag,
+                    commune,
+                    "refused",
+                    value=raw,
+                    reason=reason,
+                    refusal=why,
+                    rule=rule,
+                    source=source,
+                    **context,
+                )
+            return CommandResult(tag, raw, WriteStatus.REFUSED, why, previous, rule=rule)
+        if hold is not None or source == "operator":  # before the write: schedules keep off
+            self.hold(tag, hold or f"manual:{actor.name}")
+        result = await self._execute(collector, asset, tag, value, previous)
+        self.sent += 1
+        # The command happened: a failing audit must not hide its result from the user.
+        if not await asyncio.to_thread(
+            self._audit_quietly,
+            actor.name,
+            "result",
+            tag,
+            commune,
+            result.outcome,
+            value=value,
+            detail=result.detail,
+            reported=result.reported,
+            source=source,
+            **context,
+        ):
+            result.detail += " (not audited: the audit log failed)"
+        return result
+
+    async def _execute(
+        self, collector: Any, asset: Asset, tag: str, value: Value, previous: Value | None
+    ) -> CommandResult:
+        """Write through the collector (read-back), then check what the equipment reports."""
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.ctl.concurrency)
+        try:
+            async with self._sem:
+                written = await asyncio.wait_for(
+                    collector.write(tag, value), self.ctl.write_timeout_s
+                )
+        except TimeoutError:
+            return CommandResult(
+                tag,
+                value,
+                WriteStatus.UNCONFIRMED,
+                f"no answer within {self.ctl.write_timeout_s:g} s",
+                previous,
+            )
+        except Exception as exc:  # a collector bug must not lose the result nor the audit
+            log.exception("write of %s failed", tag)
+            return CommandResult(
+                tag, value, WriteStatus.UNCONFIRMED, f"write failed: {exc}", previous
+            )
+        if written.status is not WriteStatus.CONFIRMED:
+            return CommandResult(
+                tag, value, written.status, written.detail, previous, written.value
+            )
+        settle = self.settle_s(asset)
+        if settle <= 0:
+            return CommandResult(
+                tag, value, WriteStatus.CONFIRMED, "read back", previous, written.value
+            )
+        await asyncio.sleep(settle)
+        s = self.live.get(tag)
+        if s is None:
+            return CommandResult(
+                tag, value, WriteStatus.CONFIRMED, "read back", previous, written.value
+            )
+        if s.quality is not Quality.GOOD:
+            return CommandResult(
+                tag,
+                value,
+                WriteStatus.UNCONFIRMED,
+                f"equipment reports {s.quality.label} quality",
+                previous,
+            )
+        if not same_value(s.value, value):
+            fault = self.live.get(asset.tag("fault"))
+            why = " (equipment in fault)" if fault is not None and fault.value is True else ""
+            return CommandResult(
+                tag,
+                value,
+                WriteStatus.UNCONFIRMED,
+                f"equipment reports {s.value!r} {settle:g} s after the write{why}",
+                previous,
+                s.value,
+            )
+        return CommandResult(
+            tag, value, WriteStatus.CONFIRMED, f"read back, held {settle:g} s", previous, s.value
+        )
+
+    # --- holds ---------------------------------------------------------------------------
+
+    def hold(self, tag: str, owner: str) -> None:
+        """Hold a tag for an owner (see Holds.hold)."""
+        self.holds.hold(tag, owner)
+
+    def held(self, tag: str) -> Hold | None:
+        """Return who holds a tag now (schedules leave held tags alone), or None."""
+        return self.holds.held(tag)
+
+    def release(self, tag: str, owner: str) -> bool:
+        """Release a hold if `owner` still has it; return whether it did."""
+        return self.holds.release(tag, owner)
+
+    # --- audit ---------------------------------------------------------------------------
+
+    def _audit(
+        self, user: str, action: str, tag: str, commune: str, outcome: str, **detail: Any
+    ) -> None:
+        """Append to the audit log; AuditError propagates (callers refuse the command)."""
+        self.audit.record(user, action, target=tag, commune=commune, outcome=outcome, **detail)
+
+    def _audit_quietly(
+        self, user: str, action: str, tag: str, commune: str, outcome: str, **detail: Any
+    ) -> bool:
+        """Append to the audit log, logging a failure instead of raising; return success."""
+        try:
+            self._audit(user, action, tag, commune, outcome, **detail)
+        except AuditError:
+            log.exception("audit of %s %s failed", action, tag)
+            return False
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """Return counters for /healthz."""
+        with self._lock:
+            return {
+                "commands_sent": self.sent,
+                "commands_refused": self.refused,
+                "selections": sum(
+                    1 for s in self._selections.values() if s.expires_at > self.clock()
+                ),
+                "holds": len(self.holds),
+            }

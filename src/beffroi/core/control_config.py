@@ -1,0 +1,336 @@
+"""Config models of `[control]` (limits, interlocks, playbooks, lighting) and `[hmi.public]`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from beffroi.core.alarm_config import _HHMM, DAYS, Day, Slug, _check_emails
+
+if TYPE_CHECKING:
+    from beffroi.core.config import Config
+
+SetValue = bool | float | str
+
+
+class Strict(BaseModel):
+    """Base of every control config section: unknown keys are errors."""
+
+    # The same base as core/config.py's; defined here because config.py imports this module.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _hhmm(v: str) -> str:
+    if not (_HHMM.match(v) or v == "24:00"):
+        raise ValueError(f"expected a time HH:MM, got {v!r}")
+    return v
+
+
+class ClassControl(Strict):
+    """Per asset class: how often one asset may be commanded, steps of its setpoints."""
+
+    min_interval_s: float = Field(default=0.0, ge=0, description="one command per asset per …")
+    steps: dict[str, float] = {}
+    settle_s: float | None = Field(default=None, ge=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _positive(cls, steps: dict[str, float]) -> dict[str, float]:
+        for signal, step in steps.items():
+            if not step > 0:
+                raise ValueError(f"{signal}: a step must be above 0, got {step}")
+        return steps
+
+
+class BlockWhen(Strict):
+    """A condition on another signal of the same asset that blocks a command."""
+
+    signal: Slug
+    equals: SetValue
+
+
+class InterlockConfig(Strict):
+    """A rule refusing some commands while all its conditions hold."""
+
+    name: Slug
+    asset_class: str = Field(alias="class")
+    signal: Slug
+    values: list[SetValue] = Field(default=[], description="commands guarded; empty: all")
+    block_when: BlockWhen | None = None
+    outside_maintenance: bool = False
+    unless_roles: list[str] = []
+    message: str = ""
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> InterlockConfig:
+        if self.block_when is None and not self.outside_maintenance and not self.unless_roles:
+            raise ValueError("give block_when, outside_maintenance or unless_roles")
+        return self
+
+
+class MaintenanceWindow(Strict):
+    """A weekly window (local time) during which maintenance-only commands are allowed."""
+
+    name: str = ""
+    days: list[Day] = list(DAYS)
+    start: str = "00:00"
+    end: str = "24:00"
+    communes: list[str] = []
+    classes: list[str] = []
+
+    @field_validator("start", "end")
+    @classmethod
+    def _times(cls, v: str) -> str:
+        return _hhmm(v)
+
+
+class PlaybookStepConfig(Strict):
+    """One step of a playbook: setpoints to the assets of a class near the scene, or an e-mail."""
+
+    title: str
+    action: Literal["setpoint", "email"] = "setpoint"
+    asset_class: str | None = Field(default=None, alias="class")
+    signal: Slug | None = None
+    value: SetValue | None = None
+    within_m: float | None = Field(default=None, gt=0, description="default: the run's radius")
+    nearest: int | None = Field(default=None, ge=1)
+    on_rollback: Literal["restore", "keep"] = "restore"
+    stop_on_failure: bool = False
+    to: list[str] = []
+    subject: str = ""
+    body: str = ""
+    rollback_subject: str = ""
+    rollback_body: str = ""
+
+    @field_validator("to")
+    @classmethod
+    def _emails(cls, v: list[str]) -> list[str]:
+        return _check_emails(v)
+
+    @model_validator(mode="after")
+    def _complete(self) -> PlaybookStepConfig:
+        if self.action == "setpoint":
+            if self.asset_class is None or self.signal is None or self.value is None:
+                raise ValueError("a setpoint step needs class, signal and value")
+            if self.to or self.subject:
+                raise ValueError("to and subject go with action = 'email'")
+        else:
+            if not self.to or not self.subject:
+                raise ValueError("an email step needs to and subject")
+            if self.asset_class or self.signal or self.value is not None or self.nearest:
+                raise ValueError("class, signal, value and nearest go with action = 'setpoint'")
+        return self
+
+
+class PlaybookConfig(Strict):
+    """A named incident response: steps run in order around a place, each one undoable."""
+
+    name: Slug
+    label: str
+    description: str = ""
+    radius_m: float = Field(default=1000.0, gt=0, le=20_000)
+    steps: list[PlaybookStepConfig] = Field(min_length=1)
+
+
+class LightingLevels(Strict):
+    """Dimming levels and switching offsets of a lighting schedule (None: the default's)."""
+
+    dusk_offset_min: float | None = Field(default=None, ge=-180, le=180)
+    dawn_offset_min: float | None = Field(default=None, ge=-180, le=180)
+    evening_pct: float | None = Field(default=None, ge=0, le=100)
+    night_pct: float | None = Field(default=None, ge=0, le=100)
+    night_start: str | None = None
+    night_end: str | None = None
+    presence_pct: float | None = Field(default=None, ge=0, le=100)
+
+    @field_validator("night_start", "night_end")
+    @classmethod
+    def _times(cls, v: str | None) -> str | None:
+        return None if v is None else _hhmm(v)
+
+
+class LightingProfile(LightingLevels):
+    """A schedule for some cabinets (by id) or communes; the first matching profile wins."""
+
+    name: str = ""
+    assets: list[str] = []
+    communes: list[str] = []
+
+
+class LightingConfig(Strict):
+    """Adaptive street lighting: on at dusk, off at dawn, reduced at night, boosted by presence."""
+
+    enabled: bool = True
+    asset_class: str = Field(default="streetlight_cabinet", alias="class")
+    signal: Slug = "dimming_pct"
+    tick_s: float = Field(default=5.0, gt=0, le=3600)
+    dusk_offset_min: float = Field(default=0.0, ge=-180, le=180)
+    dawn_offset_min: float = Field(default=0.0, ge=-180, le=180)
+    evening_pct: float = Field(default=100.0, ge=0, le=100)
+    night_pct: float = Field(default=50.0, ge=0, le=100)
+    night_start: str = "23:00"
+    night_end: str = "05:00"
+    day_pct: float = Field(default=0.0, ge=0, le=100)
+    presence_pct: float = Field(default=100.0, ge=0, le=100)
+    presence_signal: Slug = "presence"
+    presence_radius_m: float = Field(default=150.0, ge=0, le=5000)
+    presence_hold_s: float = Field(default=120.0, ge=0)
+    tolerance_pct: float = Field(default=1.0, ge=0)
+    retry_after_s: float = Field(default=600.0, gt=0)
+    communes: list[str] = []
+    profiles: list[LightingProfile] = []
+
+    @field_validator("night_start", "night_end")
+    @classmethod
+    def _times(cls, v: str) -> str:
+        return _hhmm(v)
+
+
+class ControlConfig(Strict):
+    """Commands to equipment: select-before-operate, limits, interlocks, playbooks, lighting."""
+
+    enabled: bool = True
+    audit: str = Field(default="", description="default: audit.duckdb beside the historian")
+    select_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    settle_s: float = Field(default=2.5, ge=0, le=120)
+    write_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    concurrency: int = Field(default=16, ge=1, le=1000)
+    manual_hold_min: float = Field(default=60.0, ge=0)
+    min_reason_chars: int = Field(default=3, ge=1)
+    classes: dict[str, ClassControl] = {}
+    interlocks: list[InterlockConfig] = []
+    maintenance: list[MaintenanceWindow] = []
+    playbooks: list[PlaybookConfig] = []
+    lighting: LightingConfig = LightingConfig()
+
+
+class PublicFeedConfig(Strict):
+    """The unauthenticated open-data feed of car parks: cache and per-address rate limit."""
+
+    enabled: bool = True
+    asset_class: str = Field(default="car_park", alias="class")
+    cache_s: float = Field(default=10.0, ge=0, le=3600)
+    requests_per_min: int = Field(default=60, ge=1)
+    max_clients: int = Field(default=10_000, ge=1)
+    names: dict[str, str] = {}
+
+
+def audit_path(cfg: Config) -> Path:
+    """Return the audit file: as configured, or audit.duckdb in the historian's folder."""
+    if cfg.control.audit:
+        return cfg.resolve(cfg.control.audit)
+    return cfg.resolve(cfg.historian.path).parent / "audit.duckdb"
+
+
+def _value_problem(sig, value: SetValue, step: float | None) -> str | None:  # type: ignore[no-untyped-def]
+    """Say why a value does not suit a signal (kind, range, step), or None."""
+    if sig.kind == "bool":
+        return None if isinstance(value, bool) else f"{sig.name} takes true or false"
+    if sig.kind == "str":
+        return None if isinstance(value, str) else f"{sig.name} takes text"
+    if isinstance(value, bool | str):
+        return f"{sig.name} takes a number"
+    if (sig.low is not None and value < sig.low) or (sig.high is not None and value > sig.high):
+        return f"{value} is outside {sig.name}'s range [{sig.low}, {sig.high}]"
+    if step and not _on_step(value, sig.low or 0.0, step):
+        return f"{value} is not on {sig.name}'s step of {step}"
+    return None
+
+
+def _on_step(value: float, origin: float, step: float) -> bool:
+    """Tell whether value = origin + k × step for an integer k (within rounding)."""
+    k = (value - origin) / step
+    return math.isclose(k, round(k), abs_tol=1e-6)
+
+
+def control_problems(cfg: Config) -> list[str]:
+    """Check references of [control] to classes, signals, communes, and values' ranges."""
+    ctl, out = cfg.control, []
+    communes, classes = set(cfg.commune_ids()), cfg.asset_classes
+
+    def signal(where: str, cls_id: str | None, name: str | None, writable: bool = True):  # type: ignore[no-untyped-def]
+        cls = classes.get(cls_id or "")
+        if cls is None:
+            out.append(f"{where}.class: unknown asset class {cls_id!r}")
+            return None
+        sig = next((s for s in cls.signals if s.name == name), None)
+        if sig is None:
+            out.append(f"{where}: {cls_id} has no signal {name!r}")
+        elif writable and not sig.writable:
+            out.append(f"{where}: {cls_id}.{name} is not writable")
+            return None
+        return sig
+
+    def step_of(cls_id: str | None, name: str | None) -> float | None:
+        c = ctl.classes.get(cls_id or "")
+        return c.steps.get(name or "") if c else None
+
+    for cls_id, c in ctl.classes.items():
+        for name in c.steps:
+            sig = signal(f"control.classes.{cls_id}.steps.{name}", cls_id, name)
+            if sig is not None and sig.kind != "float":
+                out.append(f"control.classes.{cls_id}.steps.{name}: only float signals have steps")
+    for i, rule in enumerate(ctl.interlocks):
+        where = f"control.interlocks[{i}]"
+        sig = signal(where, rule.asset_class, rule.signal)
+        for v in rule.values if sig is not None else []:
+            if (p := _value_problem(sig, v, None)) is not None:
+                out.append(f"{where}.values: {p}")
+        if rule.block_when is not None and sig is not None:
+            signal(f"{where}.block_when", rule.asset_class, rule.block_when.signal, False)
+        out += [
+            f"{where}.unless_roles: unknown role {r!r}"
+            for r in rule.unless_roles
+            if r not in ("viewer", "operator", "supervisor", "auditor", "admin", "system")
+        ]
+    for i, w in enumerate(ctl.maintenance):
+        out += [
+            f"control.maintenance[{i}].communes: unknown commune {c!r}"
+            for c in w.communes
+            if c not in communes
+        ]
+        out += [
+            f"control.maintenance[{i}].classes: unknown asset class {c!r}"
+            for c in w.classes
+            if c not in classes
+        ]
+    names: dict[str, int] = {}
+    for i, pb in enumerate(ctl.playbooks):
+        if pb.name in names:
+            out.append(f"control.playbooks[{i}].name: duplicate playbook {pb.name!r}")
+        names.setdefault(pb.name, i)
+        for j, step in enumerate(pb.steps):
+            where = f"control.playbooks[{i}].steps[{j}]"
+            if step.action != "setpoint":
+                continue
+            sig = signal(where, step.asset_class, step.signal)
+            if sig is not None and step.value is not None:
+                p = _value_problem(sig, step.value, step_of(step.asset_class, step.signal))
+                if p is not None:
+                    out.append(f"{where}.value: {p}")
+    light = ctl.lighting
+    # The defaults name the demo's classes: a config without them simply has no lighting
+    # schedule or car parks to publish; naming a class that does not exist is an error.
+    if light.enabled and light.model_fields_set:
+        signal("control.lighting", light.asset_class, light.signal)
+        out += [
+            f"control.lighting.communes: unknown commune {c!r}"
+            for c in light.communes
+            if c not in communes
+        ]
+        for i, prof in enumerate(light.profiles):
+            out += [
+                f"control.lighting.profiles[{i}].communes: unknown commune {c!r}"
+                for c in prof.communes
+                if c not in communes
+            ]
+    public = cfg.hmi.public
+    if public.enabled and (
+        "asset_class" in public.model_fields_set or public.asset_class in classes
+    ):
+        for name in ("capacity", "free_spaces"):
+            signal("hmi.public", public.asset_class, name, False)
+    return out

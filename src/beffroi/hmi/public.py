@@ -1,0 +1,167 @@
+"""The public open-data feed of car parks: `/public/parking.json` and `/public/parking.geojson`.
+
+No login (the auth guard lets `/public/` through), so only what a city publishes: each car
+park's id, name, place, capacity, free spaces and the time of that value; nothing internal.
+Answers are cached for `cache_s` and each client address may ask `requests_per_min` times a
+minute (429 beyond), so the feed cannot be used to load the gateway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from zoneinfo import ZoneInfo
+
+from flask import Flask, Response, request
+
+from beffroi.core.config import Config
+from beffroi.core.live import LiveValues
+from beffroi.core.model import Quality, utcnow
+from beffroi.core.register import Register
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("id", "name", "lat", "lon", "capacity", "free_spaces", "updated")
+
+
+class RateLimit:
+    """A sliding one-minute window per client address, bounded in the addresses it remembers."""
+
+    def __init__(self, per_min: int, max_clients: int):
+        self.per_min, self.max_clients = per_min, max_clients
+        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after(self, address: str, now: float | None = None) -> float:
+        """Count a request; return 0 when allowed, else the seconds to wait."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            q = self._hits.pop(address, None) or deque()
+            while q and now - q[0] >= 60.0:
+                q.popleft()
+            self._hits[address] = q  # most recently seen last
+            while len(self._hits) > self.max_clients:
+                self._hits.popitem(last=False)
+            if len(q) >= self.per_min:
+                return 60.0 - (now - q[0])
+            q.append(now)
+            return 0.0
+
+
+class ParkingFeed:
+    """Build the feed from live values, at most once per cache period."""
+
+    def __init__(self, cfg: Config, register: Register, live: LiveValues):
+        pub = cfg.hmi.public
+        self.cache_s, self.names, self.live = pub.cache_s, pub.names, live
+        self.tz = ZoneInfo(cfg.metropolis.timezone)
+        cls = cfg.asset_classes.get(pub.asset_class)
+        label = cls.label if cls is not None else ""
+        self.parks = sorted(
+            (a for a in register.assets.values() if a.asset_class == pub.asset_class),
+            key=lambda a: a.id,
+        )
+        communes = register.communes
+        self._default_name = {
+            a.id: f"{label} {a.id} – {communes[a.commune].name if a.commune in communes else ''}"
+            for a in self.parks
+        }
+        self._cache: dict[str, tuple[float, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def records(self) -> list[dict]:
+        """Return one record per car park, with only the published fields."""
+        out = []
+        for a in self.parks:
+            cap, free = self.live.get(a.tag("capacity")), self.live.get(a.tag("free_spaces"))
+            stamp = free.ts if free is not None else None
+            out.append(
+                {
+                    "id": a.id,
+                    "name": self.names.get(a.id, self._default_name[a.id]),
+                    "lat": round(a.lat, 6),
+                    "lon": round(a.lon, 6),
+                    "capacity": _count(cap),
+                    "free_spaces": _count(free),
+                    "updated": stamp.astimezone(self.tz).isoformat(timespec="seconds")
+                    if stamp
+                    else None,
+                }
+            )
+        return out
+
+    def body(self, kind: str) -> bytes:
+        """Return the cached JSON (kind "json") or GeoJSON ("geojson") body."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(kind)
+            if hit is not None and now - hit[0] < self.cache_s:
+                return hit[1]
+            records = self.records()
+            generated = utcnow().astimezone(self.tz).isoformat(timespec="seconds")
+            if kind == "geojson":
+                doc: dict = {
+                    "type": "FeatureCollection",
+                    "generated": generated,
+                    "features": [
+                        {
+                            "type": "Feature",
+                            "geometry": {"type": "Point", "coordinates": [r["lon"], r["lat"]]},
+                            "properties": {k: r[k] for k in FIELDS if k not in ("lat", "lon")},
+                        }
+                        for r in records
+                    ],
+                }
+            else:
+                doc = {"generated": generated, "car_parks": records}
+            data = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+            self._cache[kind] = (now, data)
+            return data
+
+
+def _count(sample) -> int | None:  # type: ignore[no-untyped-def]
+    """Return a whole count from a good sample, else None (unknown is not zero)."""
+    if sample is None or sample.quality is not Quality.GOOD:
+        return None
+    v = sample.value
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return round(v)
+
+
+def register_public(server: Flask, cfg: Config, register: Register, live: LiveValues) -> None:
+    """Add the unauthenticated, cached and rate-limited car-park feed."""
+    pub = cfg.hmi.public
+    if not pub.enabled:
+        return
+    feed = ParkingFeed(cfg, register, live)
+    limit = RateLimit(pub.requests_per_min, pub.max_clients)
+    types = {"json": "application/json", "geojson": "application/geo+json"}
+
+    def serve(kind: str) -> Response:
+        # The socket's address, not X-Forwarded-For: a header any client can forge.
+        wait = limit.retry_after(request.remote_addr or "?")
+        if wait > 0:
+            resp = Response('{"error": "too many requests"}', 429, mimetype="application/json")
+            resp.headers["Retry-After"] = str(math.ceil(wait))
+            return resp
+        resp = Response(feed.body(kind), 200, mimetype=types[kind])
+        resp.headers["Cache-Control"] = f"public, max-age={int(pub.cache_s)}"
+        resp.headers["Access-Control-Allow-Origin"] = "*"  # open data, for any web app
+        return resp
+
+    server.add_url_rule("/public/parking.json", "public_parking_json", lambda: serve("json"))
+    server.add_url_rule(
+        "/public/parking.geojson", "public_parking_geojson", lambda: serve("geojson")
+    )
+
+    def not_published(rest: str) -> Response:
+        # /public/ needs no login: nothing but the feed may answer there, not even the app shell.
+        return Response('{"error": "not found"}', 404, mimetype="application/json")
+
+    server.add_url_rule("/public/<path:rest>", "public_not_published", not_published)
+    log.info("public parking feed: %d car parks, cached %g s", len(feed.parks), pub.cache_s)

@@ -1,0 +1,1 @@
+"""Energy and service KPIs: definitions, scheduled computation, auditor exports."""

@@ -1,0 +1,158 @@
+"""KPI values from summed cells, as historian samples; and what changed in closed periods."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from beffroi.core.model import Quality, Sample
+from beffroi.historian.base import Historian
+from beffroi.kpi.definitions import COVERAGE, KpiDef, series_tag
+from beffroi.kpi.periods import Resolution
+from beffroi.kpi.store import KpiStore, aware
+
+VALUE_COLUMNS = ["kpi", "resolution", "scope", "period_start", "value", "coverage", "filled"]
+
+
+def values_from_sums(
+    sums: pd.DataFrame,
+    kpis: Iterable[KpiDef],
+    params: Mapping[str, float],
+    resolution: Resolution,
+    start: datetime,
+    period_hours: float = 1.0,
+) -> pd.DataFrame:
+    """Return one row per (KPI, scope) from components summed over one period.
+
+    Coverage is over the whole period: hours not computed yet (the rest of today) count as
+    not covered, so a day in progress shows how much of it is known.
+    """
+    rows: list[pd.DataFrame] = []
+    if sums.empty:
+        return pd.DataFrame(columns=VALUE_COLUMNS)
+    table = {c: g.set_index("scope") for c, g in sums.groupby("component", sort=False)}
+    for k in kpis:
+        if resolution not in k.resolutions or any(c not in table for c in k.components):
+            continue
+        scopes = table[k.components[0]].index
+        for c in k.components[1:]:
+            scopes = scopes.intersection(table[c].index)
+        if scopes.empty:
+            continue
+        comps = {c: table[c].loc[scopes, "value"].to_numpy(float) for c in k.components}
+        covered = sum(table[c].loc[scopes, "covered"].to_numpy(float) for c in k.coverage_from)
+        expected = sum(_full(table[c].loc[scopes], period_hours) for c in k.coverage_from)
+        filled = np.zeros(len(scopes), bool)
+        for c in k.components:
+            filled |= table[c].loc[scopes, "filled"].to_numpy(bool)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            coverage = np.where(
+                expected > 0, 100.0 * covered / np.where(expected > 0, expected, 1), 0
+            )
+        value = np.asarray(k.value(comps, params), float)
+        if k.is_total:
+            # A total with neither Good nor gap-filled input measured nothing: not 0 kWh.
+            value = np.where((coverage > 0) | filled, value, np.nan)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "kpi": k.name,
+                    "resolution": resolution,
+                    "scope": scopes.to_numpy(),
+                    "period_start": start,
+                    # Rounded (µWh, 1e-6 %) so exports print short numbers equal to the series.
+                    "value": np.round(value, 6),
+                    "coverage": np.round(np.minimum(coverage, 100.0), 6),
+                    "filled": filled,
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=VALUE_COLUMNS)
+
+
+def _full(rows: pd.DataFrame, period_hours: float) -> np.ndarray:
+    """Return the expected seconds of a whole period, from those of the hours computed."""
+    expected = rows["expected"].to_numpy(float)
+    if "hours" not in rows:
+        return expected
+    return expected / np.maximum(rows["hours"].to_numpy(float), 1) * period_hours
+
+
+def period_values(
+    store: KpiStore,
+    kpis: list[KpiDef],
+    params: Mapping[str, float],
+    resolution: Resolution,
+    periods: list[tuple[datetime, datetime]],
+) -> pd.DataFrame:
+    """Return the KPI values of periods of one resolution, from the store's cells."""
+    wanted = [k for k in kpis if resolution in k.resolutions]
+    if not wanted or not periods:
+        return pd.DataFrame(columns=VALUE_COLUMNS)
+    frames = []
+    if resolution == "hour":
+        comps = sorted({c for k in wanted for c in k.components})
+        cells = store.hourly(periods[0][0], periods[-1][1], comps)
+        for hour, g in cells.groupby("hour", sort=True):
+            frames.append(values_from_sums(g, wanted, params, "hour", aware(hour)))
+    else:
+        for start, end in periods:
+            sums = store.sums(start, end)
+            n = (end - start).total_seconds() / 3600.0
+            frames.append(values_from_sums(sums, wanted, params, resolution, start, n))
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=VALUE_COLUMNS)
+
+
+def to_samples(values: pd.DataFrame) -> list[Sample]:
+    """Return value and coverage samples of KPI rows (see definitions for the tag scheme)."""
+    out: list[Sample] = []
+    for kpi, res, scope, start, value, coverage, filled in values[VALUE_COLUMNS].itertuples(
+        index=False
+    ):
+        if not np.isfinite(value):
+            quality = Quality.BAD
+        else:
+            quality = Quality.UNCERTAIN if filled else Quality.GOOD
+        ts = aware(start)
+        out.append(Sample(series_tag(kpi, res, scope), ts, float(value), quality))
+        out.append(Sample(series_tag(kpi, res, scope, COVERAGE), ts, float(coverage)))
+    return out
+
+
+def stored_values(historian: Historian, values: pd.DataFrame) -> pd.DataFrame:
+    """Return what the historian holds for the same KPI rows: old value and coverage."""
+    if values.empty:
+        return values.assign(old_value=[], old_coverage=[])
+    out = []
+    for res, g in values.groupby("resolution", sort=False):
+        tags = [series_tag(k, res, s) for k, s in zip(g["kpi"], g["scope"], strict=True)]
+        cov = [series_tag(k, res, s, COVERAGE) for k, s in zip(g["kpi"], g["scope"], strict=True)]
+        t0 = min(aware(t) for t in g["period_start"])
+        t1 = max(aware(t) for t in g["period_start"]) + pd.Timedelta(seconds=1)
+        df = historian.query(sorted(set(tags + cov)), t0, t1)
+        old = {(tag, ts): v for tag, ts, v in zip(df["tag"], df["ts"], df["value"], strict=True)}
+        starts = [pd.Timestamp(aware(t)) for t in g["period_start"]]
+        out.append(
+            g.assign(
+                old_value=[old.get((t, s), np.nan) for t, s in zip(tags, starts, strict=True)],
+                old_coverage=[old.get((t, s), np.nan) for t, s in zip(cov, starts, strict=True)],
+                stored=[(t, s) in old for t, s in zip(tags, starts, strict=True)],
+            )
+        )
+    return pd.concat(out, ignore_index=True)
+
+
+def differences(compared: pd.DataFrame) -> pd.DataFrame:
+    """Return the rows whose value or coverage differs from what was stored."""
+    if compared.empty:
+        return compared
+    new, old = compared["value"].astype(float), compared["old_value"].astype(float)
+    both_nan = new.isna() & old.isna()
+    tol = 1e-9 * np.maximum(1.0, old.abs().fillna(0))
+    value_moved = ~both_nan & ((new - old).abs().fillna(np.inf) > tol)
+    cov_moved = (compared["coverage"].astype(float) - compared["old_coverage"]).abs() > 1e-6
+    return compared[compared["stored"] & (value_moved | cov_moved.fillna(True))]

@@ -1,0 +1,180 @@
+"""The KPI engine's own DuckDB file: hourly cells, what each hour was computed from, changes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+-- Additive components per scope and UTC hour; days and months are sums of them.
+CREATE TABLE IF NOT EXISTS cells (
+    component VARCHAR NOT NULL, scope VARCHAR NOT NULL, hour TIMESTAMP NOT NULL,
+    value DOUBLE, covered DOUBLE, expected DOUBLE, filled BOOLEAN
+);
+-- When each hour was computed, whether it was closed then, and a fingerprint of its inputs
+-- (sample count, sum of values, tag-hours holding a NaN, alarm events) to notice late data.
+CREATE TABLE IF NOT EXISTS hours (
+    hour TIMESTAMP PRIMARY KEY, computed_at TIMESTAMP NOT NULL, final BOOLEAN NOT NULL,
+    fp_n DOUBLE, fp_sum DOUBLE, fp_nan BIGINT, fp_events BIGINT
+);
+-- Every change of a KPI value of a closed period, with the reason.
+CREATE SEQUENCE IF NOT EXISTS change_ids START 1;
+CREATE TABLE IF NOT EXISTS kpi_changes (
+    id BIGINT PRIMARY KEY DEFAULT nextval('change_ids'), detected_at TIMESTAMP NOT NULL,
+    kpi VARCHAR NOT NULL, resolution VARCHAR NOT NULL, scope VARCHAR NOT NULL,
+    period_start TIMESTAMP NOT NULL, old_value DOUBLE, new_value DOUBLE,
+    old_coverage DOUBLE, new_coverage DOUBLE, reason VARCHAR NOT NULL
+);
+"""
+CHANGE_COLUMNS = [
+    "detected_at", "kpi", "resolution", "scope", "period_start", "old_value", "new_value",
+    "old_coverage", "new_coverage", "reason",
+]  # fmt: skip
+
+
+def naive(ts: datetime) -> datetime:
+    """Return the storage form of a time: naive UTC."""
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+def aware(ts: Any) -> datetime:
+    """Return a stored naive UTC time as an aware one."""
+    if isinstance(ts, pd.Timestamp):
+        ts = ts.to_pydatetime()
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
+class KpiStore:
+    """Cells, hour states and the change journal in one DuckDB file, safe across threads."""
+
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path = Path(path)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(str(self.path), read_only=read_only)
+        self._lock = threading.Lock()
+        if not read_only:
+            self._con.execute(SCHEMA).fetchall()
+
+    def _frame(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        with self._lock:
+            return self._con.execute(sql, list(params)).df()
+
+    def replace_cells(self, start: datetime, end: datetime, cells: pd.DataFrame) -> None:
+        """Replace every cell of the hours in [start, end) in one transaction."""
+        with self._lock:
+            con = self._con
+            con.execute("BEGIN")
+            try:
+                con.execute(
+                    "DELETE FROM cells WHERE hour >= ? AND hour < ?", [naive(start), naive(end)]
+                )
+                if not cells.empty:
+                    con.register("_cells", cells)
+                    try:
+                        con.execute(
+                            "INSERT INTO cells SELECT component, scope, hour, value, covered, "
+                            "expected, filled FROM _cells"
+                        )
+                    finally:
+                        con.unregister("_cells")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
+    def sums(self, start: datetime, end: datetime) -> pd.DataFrame:
+        """Return components summed per scope over [start, end)."""
+        return self._frame(
+            "SELECT component, scope, sum(value) AS value, sum(covered) AS covered, "
+            "sum(expected) AS expected, bool_or(filled) AS filled, count(*) AS hours "
+            "FROM cells WHERE hour >= ? AND hour < ? GROUP BY component, scope",
+            [naive(start), naive(end)],
+        )
+
+    def hourly(self, start: datetime, end: datetime, components: Sequence[str]) -> pd.DataFrame:
+        """Return cells of some components per hour over [start, end)."""
+        return self._frame(
+            "SELECT component, scope, hour, value, covered, expected, filled FROM cells "
+            "WHERE hour >= ? AND hour < ? AND component IN (SELECT unnest(?)) ORDER BY hour",
+            [naive(start), naive(end), list(components)],
+        )
+
+    def hour_states(self, start: datetime, end: datetime) -> pd.DataFrame:
+        """Return the recorded state of the hours in [start, end)."""
+        return self._frame(
+            "SELECT * FROM hours WHERE hour >= ? AND hour < ? ORDER BY hour",
+            [naive(start), naive(end)],
+        )
+
+    def last_hour(self) -> datetime | None:
+        """Return the newest hour ever computed."""
+        with self._lock:
+            row = self._con.execute("SELECT max(hour) FROM hours").fetchone()
+        return aware(row[0]) if row and row[0] is not None else None
+
+    def mark_hours(self, rows: pd.DataFrame) -> None:
+        """Record hours as computed: hour, computed_at, final, fp_n, fp_sum, fp_nan, fp_events."""
+        if rows.empty:
+            return
+        with self._lock:
+            self._con.register("_hours", rows)
+            try:
+                self._con.execute(
+                    "INSERT OR REPLACE INTO hours SELECT hour, computed_at, final, fp_n, fp_sum, "
+                    "fp_nan, fp_events FROM _hours"
+                )
+            finally:
+                self._con.unregister("_hours")
+
+    def record_changes(self, rows: pd.DataFrame) -> int:
+        """Append changes of KPI values of closed periods; return how many."""
+        if rows.empty:
+            return 0
+        with self._lock:
+            self._con.register("_changes", rows[CHANGE_COLUMNS])
+            try:
+                self._con.execute(
+                    f"INSERT INTO kpi_changes ({', '.join(CHANGE_COLUMNS)}) "
+                    f"SELECT {', '.join(CHANGE_COLUMNS)} FROM _changes"
+                )
+            finally:
+                self._con.unregister("_changes")
+        return len(rows)
+
+    def changes(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+        """Return recorded changes of periods starting in [start, end), oldest first."""
+        where, params = ["TRUE"], []
+        if start is not None:
+            where.append("period_start >= ?")
+            params.append(naive(start))
+        if end is not None:
+            where.append("period_start < ?")
+            params.append(naive(end))
+        return self._frame(
+            f"SELECT * FROM kpi_changes WHERE {' AND '.join(where)} ORDER BY id", params
+        )
+
+    def prune(self, before: datetime) -> None:
+        """Forget cells and hour states older than a time (their KPI series stay stored)."""
+        with self._lock:
+            for table in ("cells", "hours"):
+                self._con.execute(f"DELETE FROM {table} WHERE hour < ?", [naive(before)])
+
+    def close(self) -> None:
+        """Checkpoint and close the file."""
+        with self._lock:
+            try:
+                self._con.execute("CHECKPOINT")
+            except duckdb.Error:
+                pass  # read-only
+            self._con.close()
