@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from beffroi.alerts.state import AlarmEvent
+from beffroi.core.model import aware_utc, naive_utc
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +51,6 @@ EXPORT_ORDER = [
 ]  # fmt: skip
 # The names users see (CSV, API) for the columns whose SQL names are reserved words.
 PUBLIC = {"limit_value": "limit", "user_name": "user"}
-
-
-def naive_utc(ts: datetime | None) -> datetime | None:
-    """Return the storage form of a time: naive UTC."""
-    if ts is None or ts.tzinfo is None:
-        return ts
-    return ts.astimezone(UTC).replace(tzinfo=None)
-
-
-def aware_utc(ts: Any) -> Any:
-    """Return a stored naive UTC time as an aware one (None and NaT stay None)."""
-    if ts is None or ts is pd.NaT:
-        return None
-    if isinstance(ts, pd.Timestamp):
-        ts = ts.to_pydatetime()
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
 
 class Journal:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid
@@ -19,7 +19,7 @@ from email.utils import format_datetime, make_msgid
 from beffroi.alerts.notifiers.outbox import SmtpSender
 from beffroi.control.audit import AuditLog
 from beffroi.core.config import Config
-from beffroi.core.model import utcnow
+from beffroi.core.model import naive_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,7 @@ CREATE TABLE IF NOT EXISTS control_outbox (
 """
 
 
-def _naive(ts: datetime) -> datetime:
-    """Return the storage form of a time: naive UTC."""
-    return ts.astimezone(UTC).replace(tzinfo=None)
+_naive = naive_utc
 
 
 class ControlOutbox:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Literal
+from typing import Any, Literal
 
 Value = float | bool | str
 ValueKind = Literal["float", "bool", "str"]
@@ -96,6 +96,23 @@ class Asset:
 def tag_name(commune: str, asset: str, signal: str) -> str:
     """Build a hierarchical tag name `commune/asset/signal`."""
     return f"{commune}/{asset}/{signal}"
+
+
+def naive_utc(ts: datetime | None) -> datetime | None:
+    """Return the storage form of a time: naive UTC (naive input is taken as UTC already)."""
+    if ts is None or ts.tzinfo is None:
+        return ts
+    return ts.astimezone(UTC).replace(tzinfo=None)
+
+
+def aware_utc(ts: Any) -> Any:
+    """Return a stored naive UTC time as an aware datetime (None and NaT give None)."""
+    if ts is None or ts != ts:  # NaT is the one time unequal to itself
+        return None
+    to_py = getattr(ts, "to_pydatetime", None)
+    if to_py is not None:
+        ts = to_py()
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
 
 def utcnow() -> datetime:

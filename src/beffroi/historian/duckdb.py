@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from beffroi.core.config import Config
-from beffroi.core.model import Sample
+from beffroi.core.model import Sample, naive_utc
 from beffroi.core.register import Register
 from beffroi.core.scheduler import Scheduler
 from beffroi.historian import duckdb_sql as q
@@ -29,11 +29,7 @@ _EMPTY = {"ts": "datetime64[us, UTC]", "tag": "object", "value": "float64", "qua
 _HOUR = timedelta(hours=1)
 
 
-def _naive_utc(ts: datetime) -> datetime:
-    """Return a naive UTC datetime, the storage form (TIMESTAMP without zone)."""
-    if ts.tzinfo is None:
-        return ts
-    return ts.astimezone(UTC).replace(tzinfo=None)
+_naive_utc = naive_utc
 
 
 class DuckDBHistorian(Historian):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
+
+from beffroi.core.model import aware_utc, naive_utc
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +43,8 @@ CHANGE_COLUMNS = [
 ]  # fmt: skip
 
 
-def naive(ts: datetime) -> datetime:
-    """Return the storage form of a time: naive UTC."""
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
-
-
-def aware(ts: Any) -> datetime:
-    """Return a stored naive UTC time as an aware one."""
-    if isinstance(ts, pd.Timestamp):
-        ts = ts.to_pydatetime()
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+naive = naive_utc
+aware = aware_utc
 
 
 class KpiStore:
