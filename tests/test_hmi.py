@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 
 from beffroi.core.config import Config
@@ -24,7 +25,11 @@ from beffroi.hmi.app import create_app
 from beffroi.hmi.figures import trend_figure
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.state import (
+    STATE_CODES,
     STATE_COLOURS,
+    STATES,
+    AlarmMark,
+    alarm_marks,
     asset_rows,
     asset_state,
     count_states,
@@ -164,7 +169,49 @@ def test_rows_carry_colours_counts_and_live_bus_position(scene: Scene) -> None:
         scene.fault.lon,
     )
     n = len(scene.register.assets)
-    assert count_states(rows) == {"normal": n - 3, "fault": 1, "commloss": 1, "stale": 1}
+    counts = count_states(rows)
+    assert list(counts) == list(STATES)  # every state, most urgent first, zero when none
+    assert {s: c for s, c in counts.items() if c} == {
+        "normal": n - 3,
+        "fault": 1,
+        "commloss": 1,
+        "stale": 1,
+    }
+
+
+def _alarm(asset: Asset, state: str, severity: int) -> dict:
+    return {"asset": asset.id, "state": state, "severity": severity}
+
+
+def test_alarms_colour_assets_by_their_most_urgent_sounding_alarm(scene: Scene) -> None:
+    now = utcnow()
+    scene.fill(now)
+    snap = scene.live.snapshot()
+    building = _first(scene.register, "building")
+    marks = alarm_marks(
+        [
+            _alarm(building, "unack_active", 3),
+            _alarm(building, "ack_active", 2),
+            _alarm(building, "unack_rtn", 1),  # back to normal: nothing sounds any more
+            _alarm(building, "shelved", 1),  # masked by an operator
+            _alarm(scene.bus, "out_of_service", 2),
+            _alarm(scene.commloss, "unack_active", 1),
+            _alarm(scene.fault, "unack_active", 3),
+        ]
+    )
+    assert marks[building.id] == AlarmMark(2, False)
+    assert asset_state(building, snap, now, mark=marks[building.id]) == "p2"
+    assert asset_state(scene.bus, snap, now, mark=marks[scene.bus.id]) == "oos"
+    # What the equipment itself says comes first: its fault, then a lost link.
+    assert asset_state(scene.fault, snap, now, mark=marks[scene.fault.id]) == "fault"
+    assert asset_state(scene.commloss, snap, now, mark=marks[scene.commloss.id]) == "commloss"
+    rows = asset_rows(scene.register.assets.values(), snap, now, marks=marks)
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[building.id]["colour"] == STATE_COLOURS["p2"]
+    assert count_states(rows)["p2"] == 1 and count_states(rows)["oos"] == 1
+    frame = map_frame(rows, [], key="k")
+    assert frame["rank"] == "".join(STATE_CODES[s] for s in STATES)
+    assert frame["fixed"][[r["id"] for r in rows].index(building.id)] == "2"
 
 
 def test_map_payloads_index_states_and_move_buses(scene: Scene, demo_config: Config) -> None:
@@ -216,19 +263,23 @@ def test_trend_has_one_trace_per_tag_and_a_gap_at_commloss() -> None:
         units={"a/X-1/power_kw": "kW"},
         step_tags={"a/X-2/lit"},
     )
-    assert len(fig.data) == 3
-    power, lit, empty = fig.data
-    assert power.name == "a/X-1/power_kw (kW)"
-    y = list(power.y)
+    assert len(fig["data"]) == 3
+    power, lit, empty = fig["data"]
+    assert power["name"] == "a/X-1/power_kw (kW)"
+    y = list(power["y"])
     assert math.isnan(y[2])
     assert y[:2] == [10.0, 11.0] and y[3:] == [13.0, 14.0]
-    assert power.connectgaps is False
-    assert pd.Timestamp(power.x[0]) == pd.Timestamp("2025-07-01 12:00:00")
-    assert lit.line.shape == "hv"
+    assert power["connectgaps"] is False
+    assert pd.Timestamp(power["x"][0]) == pd.Timestamp("2025-07-01 12:00:00")
+    assert list(power["text"])[2] == "CommLoss"  # mixed qualities: one label per point
+    assert lit["line"]["shape"] == "hv" and "text" not in lit  # all Good: said once
+    assert "Good" in lit["hovertemplate"]
     window = trend_figure(df, ["a/X-1/power_kw"], x_range=(t0, t0 + timedelta(hours=1)))
-    lo, hi = (pd.Timestamp(v) for v in window.layout.xaxis.range)
+    lo, hi = (pd.Timestamp(v) for v in window["layout"]["xaxis"]["range"])
     assert (lo, hi) == (pd.Timestamp("2025-07-01 12:00"), pd.Timestamp("2025-07-01 13:00"))
-    assert len(empty.x) == 0
+    assert len(empty["x"]) == 0
+    # What the browser receives is valid plotly: the schema accepts it as is.
+    go.Figure(fig)
 
 
 # --- the served app ----------------------------------------------------------------------
@@ -313,6 +364,20 @@ def login_page(browser, base: str, name: str = SUPERVISOR, password: str = PASSW
     return page
 
 
+def ungroup_markers(page) -> None:  # type: ignore[no-untyped-def]
+    """Switch the map's marker grouping off, so that every asset has a marker of its own."""
+    page.wait_for_selector("#map-cluster input[type=checkbox]", timeout=20_000)
+    page.locator("#map-cluster input[type=checkbox]").uncheck()
+
+
+# Assets the map shows in its view: members of cluster markers plus single markers.
+SHOWN_JS = (
+    "Array.from(document.querySelectorAll('.beffroi-cluster [data-count]'))"
+    ".reduce((n, d) => n + Number(d.dataset.count), 0)"
+    " + document.querySelectorAll('path.beffroi-asset').length"
+)
+
+
 def test_healthz_reports_ok_and_the_runtime_status(hmi: HmiServer, scene: Scene) -> None:
     status, ctype, body = _get(hmi.url + "healthz")
     assert status == 200 and ctype.startswith("application/json")
@@ -388,6 +453,7 @@ def test_map_in_browser_shows_states_legend_and_panel(
     page = login_page(browser, hmi.url)
     try:
         page.goto(hmi.url)
+        ungroup_markers(page)
         page.wait_for_function(
             f"document.querySelectorAll('path.beffroi-asset').length === {n}", timeout=20_000
         )
@@ -461,6 +527,92 @@ def test_map_in_browser_shows_states_legend_and_panel(
         assert page.locator("#map-count-fault").inner_text() == "1"
     finally:
         page.close()
+
+
+def _zoom_out(page, times: int, n: int) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(times):
+        page.locator(".leaflet-control-zoom-out").click()
+        page.wait_for_function(
+            f"!document.querySelector('.leaflet-zoom-anim') && ({SHOWN_JS}) === {n}",
+            timeout=10_000,
+        )
+
+
+RED_GROUP = ".beffroi-cluster.beffroi-state-fault"
+
+
+def _fault_marks(page) -> int:  # type: ignore[no-untyped-def]
+    return page.locator(".beffroi-cluster.beffroi-state-fault, path.beffroi-state-fault").count()
+
+
+def test_map_groups_markers_coloured_by_their_most_urgent_member(
+    hmi: HmiServer, scene: Scene, browser
+) -> None:
+    scene.fill(utcnow())
+    n = len(scene.register.assets)
+    page = login_page(browser, hmi.url)
+    try:
+        page.goto(hmi.url)
+        page.wait_for_function(f"({SHOWN_JS}) === {n}", timeout=20_000)
+        _zoom_out(page, 1, n)
+        # Zoomed out, assets are grouped: fewer markers than assets, every asset counted once.
+        assert page.locator(".beffroi-cluster").count() >= 2
+        assert page.locator("path.beffroi-asset").count() < n
+        red = page.locator(".beffroi-cluster.beffroi-state-fault")
+        assert red.count() == 1 and _fault_marks(page) == 1
+        assert page.locator(f"path.beffroi-id-{scene.fault.id}").count() == 0
+        dot = red.locator("[data-count]")
+        assert STATE_COLOURS["fault"] in _rgb_to_hex(dot.evaluate("d => d.style.background"))
+        red.hover()
+        tip = page.locator(".leaflet-tooltip", has_text="assets:")
+        tip.wait_for(timeout=5_000)
+        assert "1 Fault" in tip.inner_text() and f"{dot.inner_text()} assets" in tip.inner_text()
+        page.screenshot(path=_artifact("hmi-map-clusters.png"))
+
+        # A fault far from the first one turns its own group red, in place.
+        far = max(
+            scene.register.assets.values(),
+            key=lambda a: (a.lat - scene.fault.lat) ** 2 + (a.lon - scene.fault.lon) ** 2,
+        )
+        scene.live.update([Sample(far.tag("fault"), utcnow(), True)])
+        page.wait_for_function(
+            "document.querySelectorAll('.beffroi-state-fault').length === 2", timeout=10_000
+        )
+        scene.live.update([Sample(far.tag("fault"), utcnow(), False)])
+        page.wait_for_function(
+            "document.querySelectorAll('.beffroi-state-fault').length === 1", timeout=10_000
+        )
+
+        # Clicking a group zooms in on it, until its members stand on their own.
+        own = f"document.querySelector('path.beffroi-id-{scene.fault.id}')"
+        red_count = "document.querySelector('.beffroi-cluster.beffroi-state-fault [data-count]')"
+        for _ in range(8):
+            if page.evaluate(f"!!{own}"):
+                break
+            before = int(page.locator(f"{RED_GROUP} [data-count]").inner_text())
+            page.locator(RED_GROUP).click()
+            page.wait_for_function(
+                f"{own} || ({red_count} && Number({red_count}.dataset.count) < {before})",
+                timeout=10_000,
+            )
+        marker = page.locator(f"path.beffroi-id-{scene.fault.id}")
+        marker.wait_for(timeout=10_000)
+        assert marker.get_attribute("fill") == STATE_COLOURS["fault"]
+
+        # Grouping off: one marker per asset, wherever the view is.
+        ungroup_markers(page)
+        page.wait_for_function(
+            f"document.querySelectorAll('path.beffroi-asset').length === {n}", timeout=10_000
+        )
+        assert page.locator(".beffroi-cluster").count() == 0
+    finally:
+        page.close()
+
+
+def _rgb_to_hex(css: str) -> str:
+    """Turn a CSS `rgb(r, g, b)` colour into `#rrggbb`."""
+    parts = css[css.index("(") + 1 : css.index(")")].split(",")
+    return "#" + "".join(f"{int(p):02x}" for p in parts[:3])
 
 
 def test_trends_in_browser_plots_the_tag_from_the_url(

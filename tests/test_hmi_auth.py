@@ -21,6 +21,7 @@ from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.users import UserStore
 from tests.conftest import ROOT, free_port
+from tests.test_hmi import ungroup_markers
 
 SUP, OP, PW = "sup", "op-talant", "correct horse battery"
 CHROMIUM = "/usr/bin/chromium"
@@ -88,19 +89,20 @@ def _callback(opener, base: str, payload: dict) -> tuple[int, dict | str]:
 
 def _trend_request(tag: str) -> dict:
     return {
-        "output": "..trends-graph.figure...trends-status.children..",
+        "output": "..trends-graph.figure...trends-status.children...trends-zoom.data..",
         "outputs": [
             {"id": "trends-graph", "property": "figure"},
             {"id": "trends-status", "property": "children"},
+            {"id": "trends-zoom", "property": "data"},
         ],
         "inputs": [
             {"id": "trends-tags", "property": "value", "value": [tag]},
             {"id": "trends-range", "property": "value", "value": "1h"},
             {"id": "trends-interval", "property": "n_intervals", "value": 1},
-            {"id": "trends-zoom", "property": "data", "value": None},
+            {"id": "trends-graph", "property": "relayoutData", "value": None},
         ],
         "changedPropIds": ["trends-tags.value"],
-        "state": [],
+        "state": [{"id": "trends-zoom", "property": "data", "value": None}],
     }
 
 
@@ -229,6 +231,7 @@ def test_operator_sees_only_their_communes_markers_in_a_browser(gateway, small_r
         page.click("#login-submit")
         page.wait_for_selector("#shell-user-name", timeout=20_000)
         assert "op-talant · operator · talant" in page.inner_text("#shell-user-name")
+        ungroup_markers(page)
         page.wait_for_function(
             f"document.querySelectorAll('path.beffroi-asset').length === {expected}",
             timeout=20_000,

@@ -49,12 +49,13 @@ def served(tmp_path_factory, demo_config, small_register):
     hist.close()
 
 
-def _call(opener, url: str, output: str, outputs: list, inputs: list, state=()) -> dict:
+def _call(opener, url: str, output: str, outputs: list, inputs: list, state=(), changed=()) -> dict:
+    first = f"{inputs[0]['id']}.{inputs[0]['property']}"
     body = {
         "output": output,
         "outputs": outputs,
         "inputs": inputs,
-        "changedPropIds": [f"{inputs[0]['id']}.{inputs[0]['property']}"],
+        "changedPropIds": list(changed) or [first],
         "state": list(state),
     }
     req = urllib.request.Request(
@@ -66,54 +67,54 @@ def _call(opener, url: str, output: str, outputs: list, inputs: list, state=()) 
         return json.loads(resp.read())["response"]
 
 
-def _graph(opener, url, tag, range_key, zoom=None) -> list[dict]:
+def _graph(
+    opener, url, tag, range_key, relayout=None, zoom=None, changed=()
+) -> tuple[list[dict], dict]:
+    """Ask for the trend as the browser does; a relayout is the user zooming on the chart."""
     r = _call(
         opener,
         url,
-        "..trends-graph.figure...trends-status.children..",
+        "..trends-graph.figure...trends-status.children...trends-zoom.data..",
         [
             {"id": "trends-graph", "property": "figure"},
             {"id": "trends-status", "property": "children"},
+            {"id": "trends-zoom", "property": "data"},
         ],
         [
             {"id": "trends-tags", "property": "value", "value": [tag]},
             {"id": "trends-range", "property": "value", "value": range_key},
             {"id": "trends-interval", "property": "n_intervals", "value": 0},
-            {"id": "trends-zoom", "property": "data", "value": zoom},
+            {"id": "trends-graph", "property": "relayoutData", "value": relayout},
         ],
+        [{"id": "trends-zoom", "property": "data", "value": zoom}],
+        changed=changed or (["trends-graph.relayoutData"] if relayout else []),
     )
-    return r["trends-graph"]["figure"]["data"]
+    return r["trends-graph"]["figure"]["data"], r["trends-zoom"]["data"]
 
 
 def test_seven_days_are_downsampled_and_a_zoom_brings_every_point(served) -> None:
     """The browser never gets more than 2,000 points a tag; zooming re-queries for detail."""
     server, tag, now = served
     op = logged_in_opener(server.url, "sup", PW)
-    week = _graph(op, server.url, tag, "7d")
+    week, zoom = _graph(op, server.url, tag, "7d")
     assert 1000 < len(week[0]["x"]) <= 2000  # 10,080 stored minutes
+    assert zoom is None
     lo = (now - timedelta(hours=30)).astimezone(PARIS).replace(tzinfo=None)
     hi = (now - timedelta(hours=28)).astimezone(PARIS).replace(tzinfo=None)
-    zoom = _call(
-        op,
-        server.url,
-        "trends-zoom.data",
-        {"id": "trends-zoom", "property": "data"},
-        [
-            {
-                "id": "trends-graph",
-                "property": "relayoutData",
-                "value": {
-                    "xaxis.range[0]": lo.isoformat(sep=" "),
-                    "xaxis.range[1]": hi.isoformat(sep=" "),
-                },
-            },
-            {"id": "trends-tags", "property": "value", "value": [tag]},
-            {"id": "trends-range", "property": "value", "value": "7d"},
-        ],
-    )["trends-zoom"]["data"]
+    relayout = {"xaxis.range[0]": lo.isoformat(sep=" "), "xaxis.range[1]": hi.isoformat(sep=" ")}
+    detail, zoom = _graph(op, server.url, tag, "7d", relayout=relayout)
     assert zoom["start"].endswith("+00:00")
-    detail = _graph(op, server.url, tag, "7d", zoom)
     assert len(detail[0]["x"]) == 120  # every stored minute of the two hours
+    # A new range leaves the zoomed window: the whole week again, downsampled.
+    week_again, zoom = _graph(op, server.url, tag, "7d", zoom=zoom)
+    assert zoom is None and len(week_again[0]["x"]) == len(week[0]["x"])
+    # A new range and the redraw's own relayout arrive together: the range wins.
+    both = ["trends-graph.relayoutData", "trends-range.value"]
+    day, zoom = _graph(op, server.url, tag, "24h", {"autosize": True}, zoom=None, changed=both)
+    assert zoom is None and 1000 < len(day[0]["x"]) <= 1440
+    # Double-click (autorange) zooms back out.
+    back, zoom = _graph(op, server.url, tag, "7d", relayout={"xaxis.autorange": True}, zoom=zoom)
+    assert zoom is None and len(back[0]["x"]) == len(week[0]["x"])
 
 
 def test_csv_download_is_what_the_chart_shows(served) -> None:

@@ -123,8 +123,9 @@ def demo_config(
             if part is None:
                 continue
             # An empty path means "beside the historian": it follows the historian there.
-            moved = {f: str(folder / Path(getattr(part, f)).name) for f in fields
-                     if getattr(part, f, "")}
+            moved = {
+                f: str(folder / Path(getattr(part, f)).name) for f in fields if getattr(part, f, "")
+            }
             updates[section] = part.model_copy(update=moved)
     if port is not None:
         hmi = updates.get("hmi", cfg.hmi)
@@ -147,8 +148,7 @@ def demo(
     config: ConfigOpt = Path("config.toml"),
     duration: Annotated[float | None, typer.Option(help="run this many seconds, then stop")] = None,
     port: Annotated[int | None, typer.Option(help="HMI port")] = None,
-    data: Annotated[Path | None, typer.Option(help="folder for every file the demo writes")]
-    = None,
+    data: Annotated[Path | None, typer.Option(help="folder for every file the demo writes")] = None,
     assets: Annotated[int | None, typer.Option(help="generated assets (default: config)")] = None,
     opcua_port: Annotated[int | None, typer.Option(help="simulator's OPC UA port")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,

@@ -346,8 +346,10 @@ def _compression_checks(cfg: Config) -> list[str]:
                 problems.append(f"{where}: {cls_id} has no signal {name!r}")
             elif rule.method != "off" and sig.kind != "float":
                 problems.append(f"{where}: only float signals can be compressed ({sig.kind})")
-            elif rule.deviation_pct is not None and rule.span is None and (
-                sig.low is None or sig.high is None or sig.high <= sig.low
+            elif (
+                rule.deviation_pct is not None
+                and rule.span is None
+                and (sig.low is None or sig.high is None or sig.high <= sig.low)
             ):
                 problems.append(f"{where}: deviation_pct needs a span: set span, or low and high")
     return problems

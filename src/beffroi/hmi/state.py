@@ -5,32 +5,77 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Literal, TypedDict
+from typing import Any, Literal, NamedTuple, TypedDict
 
 from beffroi.core.config import Config
 from beffroi.core.model import Asset, Quality, Sample, utcnow
 from beffroi.core.register import Register
 
-State = Literal["normal", "fault", "commloss", "stale"]
-STATES: tuple[State, ...] = ("normal", "fault", "commloss", "stale")
+State = Literal["fault", "p1", "p2", "p3", "p4", "commloss", "stale", "oos", "normal"]
+# Most urgent first: a cluster of markers takes the colour of its most urgent member.
+STATES: tuple[State, ...] = ("fault", "p1", "p2", "p3", "p4", "commloss", "stale", "oos", "normal")
 STATE_COLOURS: dict[str, str] = {
-    "normal": "#2e9d48",
     "fault": "#d7263d",
+    "p1": "#9e0031",
+    "p2": "#f46d25",
+    "p3": "#e9b10a",
+    "p4": "#2f7fd8",
     "commloss": "#6b7280",
     "stale": "#a8b0ba",
+    "oos": "#7c4dab",
+    "normal": "#2e9d48",
 }
 STATE_LABELS: dict[str, str] = {
-    "normal": "Normal",
     "fault": "Fault",
+    "p1": "P1 alarm",
+    "p2": "P2 alarm",
+    "p3": "P3 alarm",
+    "p4": "P4 alarm",
     "commloss": "Comm. loss",
     "stale": "Stale",
+    "oos": "Out of service",
+    "normal": "Normal",
 }
 # One character per state, so the map can ship every asset's state as one short string.
-STATE_CODES: dict[str, str] = {"normal": "n", "fault": "f", "commloss": "c", "stale": "s"}
+STATE_CODES: dict[str, str] = {
+    "fault": "f",
+    "p1": "1",
+    "p2": "2",
+    "p3": "3",
+    "p4": "4",
+    "commloss": "c",
+    "stale": "s",
+    "oos": "o",
+    "normal": "n",
+}
 _PALETTE = {
     "colours": {STATE_CODES[s]: STATE_COLOURS[s] for s in STATES},
     "names": {STATE_CODES[s]: s for s in STATES},
+    "labels": {STATE_CODES[s]: STATE_LABELS[s] for s in STATES},
+    "rank": "".join(STATE_CODES[s] for s in STATES),
 }
+# Alarm states whose condition is on and not masked: they colour the asset.
+_SOUNDING = frozenset({"unack_active", "ack_active"})
+
+
+class AlarmMark(NamedTuple):
+    """What an asset's alarms add to its display state."""
+
+    severity: int | None  # most urgent active, unmasked alarm (1 = most urgent)
+    out_of_service: bool  # an alarm of the asset is taken out of service
+
+
+def alarm_marks(alarms: Iterable[Mapping[str, Any]]) -> dict[str, AlarmMark]:
+    """Summarise alarm rows (AlarmService.alarms) per asset."""
+    marks: dict[str, AlarmMark] = {}
+    for a in alarms:
+        old = marks.get(a["asset"], AlarmMark(None, False))
+        sev = old.severity
+        if a["state"] in _SOUNDING:
+            sev = a["severity"] if sev is None else min(sev, a["severity"])
+        marks[a["asset"]] = AlarmMark(sev, old.out_of_service or a["state"] == "out_of_service")
+    return marks
+
 
 AssetRow = TypedDict(
     "AssetRow",
@@ -81,14 +126,16 @@ def asset_state(
     snapshot: Mapping[str, Sample],
     now: datetime,
     stale_factor: float | None = None,
+    mark: AlarmMark | None = None,
 ) -> State:
-    """Return the display state of one asset from the current samples of its tags.
+    """Return the display state of one asset from its tags' current samples and its alarms.
 
     Collectors report by exception: a value that does not change is not sent again, and stays
     current while its collector is connected; a lost link turns it CommLoss. So by default an
     asset is stale only when nothing was ever received from it. With `stale_factor`, it is also
     stale when its newest value is older than that many times its longest interval (for
-    sources that must report periodically).
+    sources that must report periodically). A fault the equipment reported stays shown through
+    a lost link (it is the most urgent thing known of it); alarms show once the link is up.
     """
     fault = snapshot.get(asset.tag("fault"))
     if fault is not None and _truthy(fault.value):
@@ -104,23 +151,32 @@ def asset_state(
             return "commloss"
         if newest is None or s.ts > newest:
             newest = s.ts
+    if mark is not None and mark.severity is not None:
+        return _ALARM_STATES[min(max(mark.severity, 1), 4)]
     if newest is None:
         return "stale"
     if stale_factor is not None and (now - newest).total_seconds() > stale_factor * longest:
         return "stale"
+    if mark is not None and mark.out_of_service:
+        return "oos"
     return "normal"
+
+
+_ALARM_STATES: dict[int, State] = {1: "p1", 2: "p2", 3: "p3", 4: "p4"}
 
 
 def asset_rows(
     assets: Iterable[Asset],
     snapshot: Mapping[str, Sample],
     now: datetime | None = None,
+    marks: Mapping[str, AlarmMark] | None = None,
 ) -> list[AssetRow]:
     """Return one display row per asset: identity, position, state and colour."""
     now = now or utcnow()
+    marks = marks or {}
     rows: list[AssetRow] = []
     for a in assets:
-        state = asset_state(a, snapshot, now)
+        state = asset_state(a, snapshot, now, mark=marks.get(a.id))
         lat, lon = asset_position(a, snapshot)
         rows.append(
             {

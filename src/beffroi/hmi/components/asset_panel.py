@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import quote
 
 from dash import dcc, html
@@ -12,7 +13,7 @@ from beffroi.core.config import Config
 from beffroi.core.model import Asset, Sample
 from beffroi.core.register import Register
 from beffroi.hmi.figures import trend_figure
-from beffroi.hmi.state import STATE_COLOURS, STATE_LABELS, asset_state
+from beffroi.hmi.state import STATE_COLOURS, STATE_LABELS, alarm_marks, asset_state
 
 
 def format_age(seconds: float | None) -> str:
@@ -51,13 +52,10 @@ SPARK_WINDOW = timedelta(hours=1)
 def sparkline(df, tag: str, unit: str):  # type: ignore[no-untyped-def]
     """Draw the last hour of one tag, small, for the asset panel."""
     fig = trend_figure(df, [tag], units={tag: unit})
-    fig.update_layout(
-        height=140,
-        showlegend=False,
-        margin={"l": 35, "r": 5, "t": 5, "b": 20},
-        xaxis={"title": None},
-        yaxis={"title": None},
-    )
+    layout = fig["layout"]
+    layout.update(height=140, showlegend=False, margin={"l": 35, "r": 5, "t": 5, "b": 20})
+    for axis in ("xaxis", "yaxis"):
+        layout.setdefault(axis, {})["title"] = None
     return fig
 
 
@@ -73,10 +71,15 @@ def primary_tag(asset: Asset) -> str:
 
 
 def asset_panel(
-    asset: Asset, snapshot: Mapping[str, Sample], cfg: Config, register: Register, now: datetime
+    asset: Asset,
+    snapshot: Mapping[str, Sample],
+    cfg: Config,
+    register: Register,
+    now: datetime,
+    alarms: Sequence[Mapping[str, Any]] = (),
 ) -> list:
-    """Render the side panel of one asset: identity, state and live values."""
-    state = asset_state(asset, snapshot, now)
+    """Render the side panel of one asset: identity, state (with its alarms) and live values."""
+    state = asset_state(asset, snapshot, now, mark=alarm_marks(alarms).get(asset.id))
     cls = cfg.asset_classes.get(asset.asset_class)
     commune = register.communes.get(asset.commune)
     rows = []

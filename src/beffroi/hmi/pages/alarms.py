@@ -76,10 +76,14 @@ def visible_alarms() -> list[dict]:
     service = get_context().alarms
     if service is None:
         return []
-    rows = [r for r in service.alarms() if sees(r["commune"])]
+    # Only what the grid shows: a console of a thousand alarms stays a small payload.
+    rows = [{k: r[k] for k in _ACTIVE_FIELDS} for r in service.alarms() if sees(r["commune"])]
     for r in rows:
         r["since"] = local(r["since"])
     return rows
+
+
+_ACTIVE_FIELDS = tuple(c["field"] for c in ACTIVE_COLUMNS)
 
 
 def layout(**_query: str) -> html.Div:

@@ -38,6 +38,7 @@ from beffroi.hmi.state import (
     STATE_COLOURS,
     STATE_LABELS,
     STATES,
+    alarm_marks,
     asset_rows,
     count_states,
     filter_assets,
@@ -52,9 +53,11 @@ dash.register_page(__name__, path="/", name="Map", title="Beffroi — Map", orde
 log = logging.getLogger(__name__)
 
 REFRESH_MS = 2000
-CENTRE = (47.32, 5.04)
 ZOOM = 12
 ASSET_MARKER = {"variable": "dashExtensions.beffroi.assetMarker"}
+CLUSTER_MARKER = {"variable": "dashExtensions.beffroi.clusterMarker"}
+# Fixed assets group into clusters up to this zoom; closer in, every asset is its own marker.
+CLUSTER = {"radius": 60, "maxZoom": 15}
 EMPTY = {"type": "FeatureCollection", "features": []}
 
 
@@ -62,7 +65,7 @@ def legend(counts: Mapping[str, int]) -> list[html.Span]:
     """Render one legend item per state: dot, label and count."""
     return [
         html.Span(
-            className="map-legend-item",
+            className="map-legend-item" + ("" if counts.get(s) else " map-legend-zero"),
             id=f"map-legend-{s}",
             children=[
                 html.Span(className="map-legend-dot", style={"background": STATE_COLOURS[s]}),
@@ -72,6 +75,13 @@ def legend(counts: Mapping[str, int]) -> list[html.Span]:
         )
         for s in STATES
     ]
+
+
+def _centre(communes: Iterable[Commune]) -> list[float]:
+    """Return the middle of the communes' extent, where the map opens."""
+    places = [(c.lat, c.lon) for c in communes] or [(47.32, 5.04)]
+    lats, lons = zip(*places, strict=True)
+    return [(min(lats) + max(lats)) / 2, (min(lons) + max(lons)) / 2]
 
 
 def _commune_layer(communes: Iterable[Commune]) -> dl.LayerGroup:
@@ -123,6 +133,13 @@ def layout(**_query: str) -> html.Div:
                         placeholder="All domains",
                         className="map-filter",
                     ),
+                    dcc.Checklist(
+                        id="map-cluster",
+                        options=[{"label": "Group markers", "value": "on"}],
+                        value=["on"],
+                        persistence=True,
+                        className="map-cluster-toggle",
+                    ),
                     html.Div(id="map-legend", className="map-legend", children=legend({})),
                 ],
             ),
@@ -131,14 +148,23 @@ def layout(**_query: str) -> html.Div:
                 children=[
                     dl.MapContainer(
                         id="map-leaflet",
-                        center=list(CENTRE),
+                        center=_centre(hmi.register.communes.values()),
                         zoom=ZOOM,
                         minZoom=9,
                         maxZoom=19,
                         className="map-leaflet",
                         children=[
                             _commune_layer(hmi.register.communes.values()),
-                            dl.GeoJSON(id="map-fixed", data=EMPTY, pointToLayer=ASSET_MARKER),
+                            dl.GeoJSON(
+                                id="map-fixed",
+                                data=EMPTY,
+                                pointToLayer=ASSET_MARKER,
+                                cluster=True,
+                                clusterToLayer=CLUSTER_MARKER,
+                                superClusterOptions=CLUSTER,
+                                zoomToBoundsOnClick=True,
+                                spiderfyOnMaxZoom=True,
+                            ),
                             dl.GeoJSON(id="map-moving", data=EMPTY, pointToLayer=ASSET_MARKER),
                             dl.ScaleControl(position="bottomleft", imperial=False),
                         ],
@@ -186,7 +212,8 @@ def refresh_markers(_n, communes, domains, digest):  # type: ignore[no-untyped-d
     if not communes:
         communes = [c for c in hmi.register.communes if sees(c)]
     assets = filter_assets(hmi.register, communes, domains)
-    rows = asset_rows(assets, hmi.live.snapshot())
+    marks = alarm_marks(hmi.alarms.alarms(communes=communes)) if hmi.alarms is not None else {}
+    rows = asset_rows(assets, hmi.live.snapshot(), marks=marks)
     moving = mobile_classes(hmi.cfg)
     fixed_rows = [r for r in rows if r["class"] not in moving]
     moving_rows = [r for r in rows if r["class"] in moving]
@@ -222,6 +249,13 @@ clientside_callback(
     Input("map-frame", "data"),
 )
 
+# Grouping is a view preference: switched in the browser, no round trip to the server.
+clientside_callback(
+    "function (value) { return (value || []).indexOf('on') >= 0; }",
+    Output("map-fixed", "cluster"),
+    Input("map-cluster", "value"),
+)
+
 
 @callback(
     Output("map-selected", "data"),
@@ -254,12 +288,14 @@ def render_panel(asset_id, _n):  # type: ignore[no-untyped-def]
     ensure_sees(asset.commune)
     now = utcnow()
     snapshot = hmi.live.snapshot([t.name for t in asset.tags])
-    children = asset_panel(asset, snapshot, hmi.cfg, hmi.register, now)
+    alarms = []
+    if hmi.alarms is not None:
+        alarms = [a for a in hmi.alarms.alarms(communes=[asset.commune]) if a["asset"] == asset.id]
+    children = asset_panel(asset, snapshot, hmi.cfg, hmi.register, now, alarms)
     if hmi.control is not None and any(t.writable for t in asset.tags):
         link = dcc.Link("Commands, playbooks →", href=f"/control?asset={asset.id}")
         children.append(html.Div(link, id="map-panel-control"))
     if hmi.alarms is not None:
-        alarms = [a for a in hmi.alarms.alarms() if a["asset"] == asset.id]
         children.append(alarm_list(alarms))
     tag = primary_tag(asset)
     try:

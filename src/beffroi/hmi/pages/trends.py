@@ -182,18 +182,12 @@ def _scoped_tags(tags: list[str] | None) -> list[str]:
     return tags
 
 
-@callback(
-    Output("trends-zoom", "data"),
-    Input("trends-graph", "relayoutData"),
-    Input("trends-tags", "value"),
-    Input("trends-range", "value"),
-    prevent_initial_call=True,
-)
-def zoom(relayout, _tags, _range):  # type: ignore[no-untyped-def]
-    """Remember the window the user zoomed to, so the server sends detail for it."""
-    if dash.ctx.triggered_id != "trends-graph" or not relayout:
-        return None
-    if relayout.get("xaxis.autorange"):
+def zoom_window(relayout: dict | None) -> dict | None:
+    """Return the window the user zoomed to (UTC), None when back to the whole range.
+
+    Raises PreventUpdate for relayouts that are not about the time axis (resize, legend…).
+    """
+    if not relayout or relayout.get("xaxis.autorange"):
         return None
     lo, hi = relayout.get("xaxis.range[0]"), relayout.get("xaxis.range[1]")
     if lo is None or hi is None:
@@ -236,25 +230,36 @@ def download(_n, tags, range_key, zoom_window):  # type: ignore[no-untyped-def]
 @callback(
     Output("trends-graph", "figure"),
     Output("trends-status", "children"),
+    Output("trends-zoom", "data"),
     Input("trends-tags", "value"),
     Input("trends-range", "value"),
     Input("trends-interval", "n_intervals"),
-    Input("trends-zoom", "data"),
+    Input("trends-graph", "relayoutData"),
+    State("trends-zoom", "data"),
 )
-def update_graph(tags, range_key, _n, zoom_window):  # type: ignore[no-untyped-def]
-    """Query the historian for the chosen tags and window and draw the trend."""
+def update_graph(tags, range_key, _n, relayout, zoomed):  # type: ignore[no-untyped-def]
+    """Query the historian for the chosen tags and window and draw the trend.
+
+    One callback for the window and the figure: a new range or a zoom costs one round trip.
+    """
     hmi = get_context()
+    # Several inputs can change together (a new range redraws, and the redraw relayouts).
+    changed = set(dash.ctx.triggered_prop_ids)
+    if changed & {"trends-tags.value", "trends-range.value"}:
+        zoomed = None
+    elif "trends-graph.relayoutData" in changed:
+        zoomed = zoom_window(relayout)  # the server sends detail for the zoomed window
+    elif zoomed:
+        raise PreventUpdate  # a zoomed window is history: nothing new to follow
     tags = _scoped_tags(tags)
     if not tags:
-        return empty_figure("Pick a tag to plot"), ""
-    if zoom_window and dash.ctx.triggered_id == "trends-interval":
-        raise PreventUpdate  # a zoomed window is history: nothing new to follow
-    start, end = _window(range_key, zoom_window)
+        return empty_figure("Pick a tag to plot"), "", zoomed
+    start, end = _window(range_key, zoomed)
     try:
         df = hmi.historian.query(tags, start, end, max_points=MAX_POINTS)
     except Exception as exc:
         log.exception("trends: historian query failed for %s", tags)
-        return empty_figure(f"Historian query failed: {exc}"), no_update
+        return empty_figure(f"Historian query failed: {exc}"), no_update, zoomed
     specs = hmi.register.tags
     fig = trend_figure(
         df,
@@ -263,5 +268,5 @@ def update_graph(tags, range_key, _n, zoom_window):  # type: ignore[no-untyped-d
         step_tags={t for t in tags if specs[t].kind == "bool"},
         x_range=(start, end),
     )
-    fig.update_layout(uirevision="|".join(tags) + "|" + (range_key or DEFAULT_RANGE))
-    return fig, status_text(len(df), start, end)
+    fig["layout"]["uirevision"] = "|".join(tags) + "|" + (range_key or DEFAULT_RANGE)
+    return fig, status_text(len(df), start, end), zoomed
