@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,9 @@ from beffroi.control.audit import GENESIS, AuditLog
 from beffroi.core.cli import demo_config
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample, utcnow
+from beffroi.core.runtime import gateway_file_path
 from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.hmi.api import new_token, write_gateway_file
 from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.users import UserStore
@@ -243,6 +246,70 @@ async def test_logins_alarm_commands_and_the_audit_page(
         assert sum(1 for line in content.splitlines()[1:] if ",sup," in line) == 6
     assert audit.verify().ok
     audit.close()
+    users.close()
+    hist.close()
+
+
+async def test_alarm_commands_through_the_gateway_api_are_audited(
+    tmp_path: Path, demo_config_fixture, small_register
+) -> None:
+    """`beffroi alarms` through the gateway's API leaves records naming the user, the alarm and
+    the comment, refused commands included (marked refused, with why); the chain verifies."""
+    cfg = demo_config(demo_config_fixture, data=tmp_path, port=None, opcua_port=None)
+    config = _config_file(tmp_path)  # same data folder: the CLI finds gateway.json there
+    service = AlarmService(cfg, small_register)
+    hist = DuckDBHistorian(tmp_path / "h.duckdb")
+    users = UserStore(tmp_path / "u.duckdb", set(small_register.communes))
+    audit = AuditLog(tmp_path / "audit.duckdb")
+    cabinet = next(a for a in small_register.assets.values()
+                   if a.asset_class == "streetlight_cabinet")  # fmt: skip
+    alarm_id, unknown = f"{cabinet.tag('fault')}#cabinet-fault", f"{cabinet.tag('fault')}#nope"
+    async with contextlib.AsyncExitStack() as stack:
+        await service.start(stack)
+        token = new_token()
+        app = create_app(cfg, small_register, LiveValues(), hist, api_token=token, users=users,
+                         alarms=service, audit=audit)  # fmt: skip
+        server = HmiServer(app, "127.0.0.1", free_port(), threads=4)
+        server.start()
+        stack.callback(server.stop)
+        write_gateway_file(gateway_file_path(cfg), server.url, token)
+        service.process([Sample(cabinet.tag("fault"), utcnow(), True)])
+        await eventually(lambda: len(service.alarms()) == 1)
+
+        c = ["-c", str(config)]
+        acked = _cli("alarms", "ack", alarm_id, *c, "--user", "léa", "--comment", "lampe changée")
+        assert acked.exit_code == 0, acked.output
+        assert "through the running gateway" in acked.stderr
+        again = _cli("alarms", "ack", alarm_id, *c, "--user", "léa", "--comment", "encore")
+        assert again.exit_code == 1 and "nothing to acknowledge" in again.stderr
+        missing = _cli("alarms", "shelve", unknown, *c, "--minutes", "30", "--user", "paul")
+        assert missing.exit_code == 1 and "no such alarm" in missing.stderr
+        out = _cli(
+            "alarms", "out-of-service", alarm_id, *c, "--user", "léa", "--comment", "travaux"
+        )
+        assert out.exit_code == 0, out.output
+        assert service.alarms()[0]["state"] == "out_of_service"
+
+        df = audit.frame()
+        assert list(df.action) == ["alarm.ack", "alarm.ack", "alarm.shelve", "alarm.out_of_service"]
+        assert list(df.outcome) == ["ok", "refused", "refused", "ok"]
+        assert list(df.user) == ["léa", "léa", "paul", "léa"]
+        assert list(df.target) == [alarm_id, alarm_id, unknown, alarm_id]
+        assert list(df.commune) == [cabinet.commune, cabinet.commune, "", cabinet.commune]
+        detail = [json.loads(d) for d in df.detail]
+        assert detail[0] == {"comment": "lampe changée", "source": "api"}
+        assert detail[1]["comment"] == "encore" and "nothing to acknowledge" in detail[1]["reason"]
+        assert detail[2]["minutes"] == 30 and "no such alarm" in detail[2]["reason"]
+        assert detail[3] == {"comment": "travaux", "source": "api"}
+        assert audit.verify().ok and audit.verify().count == 4
+
+        # An audit log that cannot write: the command is done, and the operator is told so.
+        audit.close()
+        back = _cli("alarms", "in-service", alarm_id, *c, "--user", "léa")
+        assert back.exit_code == 1 and "the gateway failed" in back.stderr
+        assert "audit log cannot record it" in back.stderr
+        states = {r["alarm_id"]: r["state"] for r in service.alarms(include_normal=True)}
+        assert states[alarm_id] == "unack_active"  # back in service, active: annunciated again
     users.close()
     hist.close()
 

@@ -174,6 +174,11 @@ class AlarmService:
         """Take an alarm out of service or back."""
         return self.engine.set_out_of_service(alarm_id, out, user, comment)
 
+    def commune_of(self, alarm_id: str) -> str:
+        """Return the commune of an alarm, or "" when there is no such alarm."""
+        alarm = self.engine.alarms.get(alarm_id)
+        return alarm.commune if alarm is not None else ""
+
     def alarms(self, **filters: Any) -> list[dict[str, Any]]:
         """Return the alarms needing attention (see AlarmEngine.snapshot)."""
         return self.engine.snapshot(**filters)

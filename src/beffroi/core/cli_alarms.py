@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -29,6 +30,8 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TO
 UserOpt = Annotated[str, typer.Option(help="who does it (journaled)")]
 CommentOpt = Annotated[str, typer.Option(help="why (journaled)")]
 Multi = list[str] | None
+Journaled = Callable[[Any], Any]  # the gateway's answer, made from the journal file instead
+Apply = Callable[[Any, datetime], str]  # an operator command on one alarm, naming its event
 
 
 class ListFormat(StrEnum):
@@ -57,25 +60,34 @@ def _call(cfg: Config, method: str, path: str, params: Any = None, body: Any = N
 
     try:
         info = json.loads(gateway_file_path(cfg).read_text())
-    except (OSError, ValueError):
+        base, token = info["url"], info["token"]
+    except (OSError, ValueError, KeyError, TypeError):
         raise _NoGateway from None
-    url = f"{info['url'].rstrip('/')}{path}"
+    url = f"{base.rstrip('/')}{path}"
     if params:
         url += "?" + urllib.parse.urlencode(params, doseq=True)
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Authorization": f"Bearer {info['token']}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     req = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             raw = resp.read()
             kind = resp.headers.get("Content-Type", "")
     except urllib.error.HTTPError as exc:
-        detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
-        raise _fail([f"the gateway refused: {detail}"], 1) from None
+        verb = "refused" if exc.code < 500 else "failed"
+        raise _fail([f"the gateway {verb}: {_error_of(exc)}"], 1) from None
     except OSError:
         raise _NoGateway from None  # a stale gateway.json: the journal file is free
-    typer.echo(f"(through the running gateway at {info['url']})", err=True)
+    typer.echo(f"(through the running gateway at {base})", err=True)
     return raw.decode() if kind.startswith("text/csv") else json.loads(raw)
+
+
+def _error_of(exc: urllib.error.HTTPError) -> str:
+    """Return the error a gateway's JSON answer names, else the HTTP reason."""
+    try:
+        return str(json.loads(exc.read() or b"{}").get("error", exc.reason))
+    except (OSError, ValueError, AttributeError):
+        return str(exc.reason)
 
 
 def _journal(cfg: Config, write: bool = False):  # type: ignore[no-untyped-def]
@@ -98,29 +110,53 @@ def _journal(cfg: Config, write: bool = False):  # type: ignore[no-untyped-def]
         raise _fail([f"{path}: cannot open: {exc}"], 1) from None
 
 
-def _offline_command(cfg: Config, alarm_ids: list[str], apply, user: str, comment: str) -> list:  # type: ignore[no-untyped-def]
+def _gateway_or_journal(
+    cfg: Config, path: str, offline: Journaled, *, params: Any = None, body: Any = None
+) -> Any:
+    """GET path (POST body) from the running gateway, or offline(journal): the same answer."""
+    try:
+        return _call(cfg, "GET" if body is None else "POST", path, params, body)
+    except _NoGateway:
+        journal = _journal(cfg, write=body is not None)  # only commands append to it
+        try:
+            return offline(journal)
+        finally:
+            journal.close()
+
+
+def _offline_command(
+    journal: Any, alarm_ids: list[str], apply: Apply, user: str, comment: str
+) -> list[dict[str, Any]]:
     """Apply a command to alarms rebuilt from the journal and append the resulting events."""
     from beffroi.core.cli import _fail
     from beffroi.core.model import utcnow
 
     alarm_cls, command_error = load("alerts", "alarm"), load("alerts", "command_error")
-    journal = _journal(cfg, write=True)
-    try:
-        rows = {r["alarm_id"]: r for r in journal.current(include_normal=True)}
-        now, events = utcnow(), []
-        for alarm_id in alarm_ids:
-            if alarm_id not in rows:
-                raise _fail([f"{alarm_id}: not in the journal (no transition recorded yet)"], 1)
-            alarm = alarm_cls.from_row(rows[alarm_id])
-            try:
-                name = apply(alarm, now)
-            except command_error as exc:
-                raise _fail([str(exc)], 1) from None
-            events.append(alarm.event(name, now, user, comment))
-        journal.write(events)
-        return [e.as_row() for e in events]
-    finally:
-        journal.close()
+    rows = {r["alarm_id"]: r for r in journal.current(include_normal=True)}
+    now, events = utcnow(), []
+    for alarm_id in alarm_ids:
+        if alarm_id not in rows:
+            raise _fail([f"{alarm_id}: not in the journal (no transition recorded yet)"], 1)
+        alarm = alarm_cls.from_row(rows[alarm_id])
+        try:
+            name = apply(alarm, now)
+        except command_error as exc:
+            raise _fail([str(exc)], 1) from None
+        events.append(alarm.event(name, now, user, comment))
+    journal.write(events)
+    return [e.as_row() for e in events]
+
+
+def _command(cfg: Config, name: str, body: dict[str, Any], ids: list[str], apply: Apply) -> None:
+    """Send a command to /api/v1/alarms/<name>, or apply it to the journal; print its events."""
+    user, comment = body["user"], body["comment"]
+    rows = _gateway_or_journal(
+        cfg,
+        f"/api/v1/alarms/{name}",
+        lambda journal: {"events": _offline_command(journal, ids, apply, user, comment)},
+        body=body,
+    )["events"]
+    _echo_events(rows)
 
 
 def _local(ts: Any, tz: ZoneInfo) -> str:
@@ -174,22 +210,20 @@ def list_alarms(
     """List the alarms needing attention, most urgent first."""
     cfg = _load(config)
     communes, domains, states = commune or [], domain or [], state or []
-    try:
-        params = {"commune": communes, "domain": domains, "state": states}
-        rows = _call(cfg, "GET", "/api/v1/alarms", params)["alarms"]
-    except _NoGateway:
-        journal = _journal(cfg)
-        try:
-            rows = [
-                {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
-                for r in journal.current()
-                if (not communes or r["commune"] in communes)
-                and (not domains or r["domain"] in domains)
-                and (not states or r["state"] in states)
-            ]
-        finally:
-            journal.close()
+
+    def offline(journal: Any) -> dict[str, Any]:
+        rows = [
+            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
+            for r in journal.current()
+            if (not communes or r["commune"] in communes)
+            and (not domains or r["domain"] in domains)
+            and (not states or r["state"] in states)
+        ]
         rows.sort(key=lambda r: (r["severity"], r["since"] or "", r["alarm_id"]))
+        return {"alarms": rows}
+
+    params = {"commune": communes, "domain": domains, "state": states}
+    rows = _gateway_or_journal(cfg, "/api/v1/alarms", offline, params=params)["alarms"]
     if fmt is ListFormat.json:
         typer.echo(json.dumps(rows, default=str))
     elif fmt is ListFormat.csv:
@@ -209,12 +243,8 @@ def ack(
 ) -> None:
     """Acknowledge alarms."""
     cfg, user = _load(config), user or _default_user()
-    try:
-        body = {"ids": alarm_id, "user": user, "comment": comment}
-        rows = _call(cfg, "POST", "/api/v1/alarms/ack", body=body)["events"]
-    except _NoGateway:
-        rows = _offline_command(cfg, alarm_id, lambda a, now: a.ack(), user, comment)
-    _echo_events(rows)
+    body = {"ids": alarm_id, "user": user, "comment": comment}
+    _command(cfg, "ack", body, alarm_id, lambda a, now: a.ack())
 
 
 @alarms_app.command()
@@ -235,17 +265,9 @@ def shelve(
     limit = cfg.alarms.max_shelve_min
     if minutes is not None and not 0 < minutes <= limit:
         raise _fail([f"--minutes: between 0 and {limit:g} (alarms.max_shelve_min)"])
-    try:
-        body = {"id": alarm_id, "user": user, "comment": comment, "minutes": minutes}
-        rows = _call(cfg, "POST", "/api/v1/alarms/shelve", body=body)["events"]
-    except _NoGateway:
-        span = timedelta(minutes=limit if minutes is None else minutes)
-
-        def fn(a, now):  # type: ignore[no-untyped-def]
-            return a.shelve(now + span, oneshot=oneshot)
-
-        rows = _offline_command(cfg, [alarm_id], fn, user, comment)
-    _echo_events(rows)
+    span = timedelta(minutes=limit if minutes is None else minutes)
+    body = {"id": alarm_id, "user": user, "comment": comment, "minutes": minutes}
+    _command(cfg, "shelve", body, [alarm_id], lambda a, now: a.shelve(now + span, oneshot=oneshot))
 
 
 @alarms_app.command()
@@ -257,26 +279,14 @@ def unshelve(
 ) -> None:
     """End an alarm's shelving."""
     cfg, user = _load(config), user or _default_user()
-    try:
-        body = {"id": alarm_id, "user": user, "comment": comment}
-        rows = _call(cfg, "POST", "/api/v1/alarms/unshelve", body=body)["events"]
-    except _NoGateway:
-        rows = _offline_command(cfg, [alarm_id], lambda a, now: a.unshelve(now), user, comment)
-    _echo_events(rows)
+    body = {"id": alarm_id, "user": user, "comment": comment}
+    _command(cfg, "unshelve", body, [alarm_id], lambda a, now: a.unshelve(now))
 
 
 def _service(config: Path, alarm_id: str, out: bool, user: str, comment: str) -> None:
     cfg, user = _load(config), user or _default_user()
-    try:
-        body = {"id": alarm_id, "user": user, "comment": comment, "out": out}
-        rows = _call(cfg, "POST", "/api/v1/alarms/service", body=body)["events"]
-    except _NoGateway:
-
-        def fn(a, now):  # type: ignore[no-untyped-def]
-            return a.set_out_of_service(out, now)
-
-        rows = _offline_command(cfg, [alarm_id], fn, user, comment)
-    _echo_events(rows)
+    body = {"id": alarm_id, "user": user, "comment": comment, "out": out}
+    _command(cfg, "service", body, [alarm_id], lambda a, now: a.set_out_of_service(out, now))
 
 
 @alarms_app.command("out-of-service")
@@ -329,17 +339,14 @@ def export(
     cfg = _load(config)
     t0, t1 = _period(start, end)
     filters = {"communes": commune or [], "domains": domain or [], "states": state or []}
-    try:
-        params = {"start": t0.isoformat(), "end": t1.isoformat(), "format": "csv",
-                  "commune": filters["communes"], "domain": filters["domains"],
-                  "state": filters["states"]}  # fmt: skip
-        text = _call(cfg, "GET", "/api/v1/alarms/events", params)
-    except _NoGateway:
-        journal = _journal(cfg)
-        try:
-            text = to_csv(journal.events(start=t0, end=t1, **filters), cfg.metropolis.timezone)
-        finally:
-            journal.close()
+    params = {"start": t0.isoformat(), "end": t1.isoformat(), "format": "csv",
+              "commune": filters["communes"], "domain": filters["domains"],
+              "state": filters["states"]}  # fmt: skip
+
+    def offline(journal: Any) -> str:
+        return to_csv(journal.events(start=t0, end=t1, **filters), cfg.metropolis.timezone)
+
+    text = _gateway_or_journal(cfg, "/api/v1/alarms/events", offline, params=params)
     if out is None:
         typer.echo(text, nl=False)
     else:
@@ -358,17 +365,13 @@ def stats(
     alarm_performance = load("alerts", "performance")
     cfg = _load(config)
     t0, t1 = _period(start, end)
-    try:
-        figures = _call(
-            cfg, "GET", "/api/v1/alarms/stats", {"start": t0.isoformat(), "end": t1.isoformat()}
-        )
-    except _NoGateway:
-        journal = _journal(cfg)
-        try:
-            ac = cfg.alarms
-            figures = alarm_performance(journal, t0, t1, ac.chatter_count, ac.chatter_window_s)
-        finally:
-            journal.close()
+    ac = cfg.alarms
+
+    def offline(journal: Any) -> dict[str, Any]:
+        return alarm_performance(journal, t0, t1, ac.chatter_count, ac.chatter_window_s)
+
+    params = {"start": t0.isoformat(), "end": t1.isoformat()}
+    figures = _gateway_or_journal(cfg, "/api/v1/alarms/stats", offline, params=params)
     if as_json:
         typer.echo(json.dumps(figures))
         return

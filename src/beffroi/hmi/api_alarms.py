@@ -1,4 +1,4 @@
-"""The gateway's alarm API: list, acknowledge, shelve; journal export and figures, by token."""
+"""The gateway's alarm API: list, acknowledge, shelve (audited); journal export and figures."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hmac
 import json
 import logging
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from flask import Flask, Response, request
 
 from beffroi.alerts.journal import to_csv
 from beffroi.alerts.state import AlarmCommandError, AlarmEvent
+from beffroi.control.audit import AuditError, AuditLog
 from beffroi.core.timeparse import parse_time
 
 log = logging.getLogger(__name__)
@@ -43,8 +45,8 @@ def _filters() -> dict[str, Any]:
     }
 
 
-def register_alarm_api(server: Flask, alarms: Any, token: str) -> None:
-    """Add /api/v1/alarms routes over the running AlarmService, for requests with the token."""
+def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLog | None) -> None:
+    """Add /api/v1/alarms routes over the running AlarmService, commands audited, by token."""
 
     def authorised() -> bool:
         given = request.headers.get("Authorization", "")
@@ -57,7 +59,7 @@ def register_alarm_api(server: Flask, alarms: Any, token: str) -> None:
         missing = [k for k in required if not body.get(k)]
         if missing:
             raise ValueError(f"missing {', '.join(missing)}")
-        return body
+        return {**body, "user": str(body["user"]), "comment": str(body.get("comment") or "")}
 
     def guarded(handler):  # type: ignore[no-untyped-def]
         def wrapper() -> Response:
@@ -78,36 +80,89 @@ def register_alarm_api(server: Flask, alarms: Any, token: str) -> None:
         include = request.args.get("all", "") in ("1", "true")
         return _json({"alarms": alarms.alarms(include_normal=include, **_filters())})
 
+    def record(
+        body: dict[str, Any], action: str, ids: list[str], outcome: str, **detail: Any
+    ) -> bool:
+        # The user is the one the caller names: the token holder acts for the operator.
+        if audit is None:
+            return True
+        try:
+            for alarm_id in ids:
+                audit.record(
+                    body["user"],
+                    action,
+                    target=alarm_id,
+                    commune=alarms.commune_of(alarm_id),
+                    outcome=outcome,
+                    source="api",
+                    comment=body["comment"],
+                    **detail,
+                )
+        except AuditError:
+            return False  # the audit log has logged why
+        return True
+
+    def audited(
+        body: dict[str, Any],
+        action: str,
+        ids: list[str],
+        apply: Callable[[], list[AlarmEvent]],
+        **detail: Any,
+    ) -> Response:
+        """Apply a command and audit it per alarm, refused or done; answer with its events."""
+        try:
+            events = apply()
+        except ValueError as exc:  # AlarmCommandError too: unknown alarm, state not applicable
+            record(body, action, ids, "refused", reason=str(exc), **detail)
+            raise  # refused whether or not that could be recorded: nothing was changed
+        if not record(body, action, ids, "ok", **detail):
+            return _json({"error": f"{action} done, but the audit log cannot record it"}, 500)
+        return _json({"events": [event_json(e) for e in events]})
+
     @guarded
     def ack() -> Response:
         body = command_body("ids", "user")
-        events = alarms.ack(list(body["ids"]), body["user"], body.get("comment", ""))
-        return _json({"events": [event_json(e) for e in events]})
+        ids = body["ids"]
+        if not isinstance(ids, list):
+            raise ValueError("ids: expected a list of alarm ids")
+        ids = [str(i) for i in ids]
+        return audited(
+            body, "alarm.ack", ids, lambda: alarms.ack(ids, body["user"], body["comment"])
+        )
 
     @guarded
     def shelve() -> Response:
         body = command_body("id", "user")
-        minutes = body.get("minutes")
-        ev = alarms.shelve(
-            body["id"],
-            body["user"],
-            body.get("comment", ""),
-            None if minutes is None else float(minutes),
-        )
-        return _json({"events": [event_json(ev)]})
+        alarm_id, minutes = str(body["id"]), body.get("minutes")
+
+        def apply() -> list[AlarmEvent]:
+            span = None if minutes is None else float(minutes)
+            return [alarms.shelve(alarm_id, body["user"], body["comment"], span)]
+
+        how_long = {"oneshot": True} if minutes is None else {"minutes": minutes}
+        return audited(body, "alarm.shelve", [alarm_id], apply, **how_long)
 
     @guarded
     def unshelve() -> Response:
         body = command_body("id", "user")
-        ev = alarms.unshelve(body["id"], body["user"], body.get("comment", ""))
-        return _json({"events": [event_json(ev)]})
+        alarm_id = str(body["id"])
+        return audited(
+            body,
+            "alarm.unshelve",
+            [alarm_id],
+            lambda: [alarms.unshelve(alarm_id, body["user"], body["comment"])],
+        )
 
     @guarded
     def service() -> Response:
         body = command_body("id", "user")
-        out = bool(body.get("out", True))
-        ev = alarms.set_out_of_service(body["id"], out, body["user"], body.get("comment", ""))
-        return _json({"events": [event_json(ev)]})
+        alarm_id, out = str(body["id"]), bool(body.get("out", True))
+        return audited(
+            body,
+            "alarm.out_of_service" if out else "alarm.in_service",
+            [alarm_id],
+            lambda: [alarms.set_out_of_service(alarm_id, out, body["user"], body["comment"])],
+        )
 
     @guarded
     def events() -> Response:

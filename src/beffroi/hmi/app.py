@@ -194,7 +194,7 @@ def create_app(
     if api_token:
         register_api(server, historian, api_token)
         if alarms is not None:
-            register_alarm_api(server, alarms, api_token)
+            register_alarm_api(server, alarms, api_token, audit=audit)
         register_kpi_api(server, cfg, historian, api_token, kpi)
         if audit is not None:
             register_audit_api(server, audit, api_token, cfg.metropolis.timezone)
