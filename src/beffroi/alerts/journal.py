@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 
 from beffroi.alerts.state import AlarmEvent
 from beffroi.core.model import aware_utc, naive_utc
+from beffroi.historian.sidestore import SideStore
 
 log = logging.getLogger(__name__)
 
@@ -57,38 +56,21 @@ class Journal:
     """Append-only alarm events and the e-mail outbox in one DuckDB file, safe across threads."""
 
     def __init__(self, path: str | Path, read_only: bool = False):
-        self.path = Path(path)
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = duckdb.connect(str(self.path), read_only=read_only)
-        # One connection, one lock: journal traffic is small and DuckDB connections are not
-        # meant to be used by several threads at once.
-        self._lock = threading.Lock()
-        if not read_only:
-            self._con.execute(SCHEMA).fetchall()
-        self._next_seq = int(self._one("SELECT coalesce(max(seq), 0) FROM alarm_events")) + 1
-
-    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        with self._lock:
-            rows = self._con.execute(sql, list(params)).fetchall()
-        return rows[0][0] if rows else None
+        self._db = SideStore(path, SCHEMA, read_only=read_only, what="alarm journal")
+        self.path = self._db.path
+        self._next_seq = int(self._db.one("SELECT coalesce(max(seq), 0) FROM alarm_events")) + 1
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Execute one statement (for the outbox)."""
-        with self._lock:
-            self._con.execute(sql, list(params)).fetchall()
+        self._db.run(sql, params)
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Return the rows of a query as dicts."""
-        with self._lock:
-            cur = self._con.execute(sql, list(params))
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        return self._db.fetch(sql, params)
 
     def frame(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         """Return the result of a query as a DataFrame."""
-        with self._lock:
-            return self._con.execute(sql, list(params)).df()
+        return self._db.frame(sql, params)
 
     def write(self, events: Sequence[AlarmEvent]) -> int:
         """Append events in one transaction, in order; return how many."""
@@ -96,7 +78,7 @@ class Journal:
             return 0
         rows = [e.as_row() for e in events]
         cols: dict[str, list] = {c: [] for c in COLUMNS}
-        with self._lock:
+        with self._db.locked():
             seq = self._next_seq
             for i, r in enumerate(rows):
                 cols["seq"].append(seq + i)
@@ -106,11 +88,9 @@ class Journal:
             table = pa.table(
                 {c: pa.array(cols[c], type=_TYPES.get(c, pa.string())) for c in COLUMNS}
             )
-            self._con.register("_new_events", table)
-            try:
-                self._con.execute("INSERT INTO alarm_events SELECT * FROM _new_events").fetchall()
-            finally:
-                self._con.unregister("_new_events")
+            self._db.run(
+                "INSERT INTO alarm_events SELECT * FROM _new_events", views={"_new_events": table}
+            )
             self._next_seq = seq + len(rows)
         return len(rows)
 
@@ -125,29 +105,11 @@ class Journal:
         limit: int | None = None,
     ) -> pd.DataFrame:
         """Return events in [start, end) matching the filters, oldest first (ts aware UTC)."""
-        where, params = ["TRUE"], []
-        if start is not None:
-            where.append("ts >= ?")
-            params.append(naive_utc(start))
-        if end is not None:
-            where.append("ts < ?")
-            params.append(naive_utc(end))
-        for col, values in (
-            ("commune", communes),
-            ("domain", domains),
-            ("state", states),
-            ("alarm_id", alarm_ids),
-        ):
-            if values:
-                where.append(f"{col} IN ({', '.join('?' * len(values))})")
-                params.extend(values)
-        sql = f"SELECT * FROM alarm_events WHERE {' AND '.join(where)} ORDER BY seq"
-        if limit is not None:
-            sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY seq"
-        df = self.frame(sql, params).rename(columns=PUBLIC)
-        for c in _TIMES:
-            df[c] = pd.to_datetime(df[c]).dt.tz_localize(UTC)
-        return df
+        matching = {"commune": communes, "domain": domains, "state": states, "alarm_id": alarm_ids}
+        df = self._db.events(
+            "alarm_events", "seq", "ts", start, end, matching, limit=limit, aware=_TIMES
+        )
+        return df.rename(columns=PUBLIC)
 
     def current(self, include_normal: bool = False) -> list[dict[str, Any]]:
         """Return the last event of each alarm (its state now), as restore() wants it."""
@@ -167,16 +129,11 @@ class Journal:
 
     def count(self) -> int:
         """Return the number of journaled events."""
-        return int(self._one("SELECT count(*) FROM alarm_events"))
+        return int(self._db.one("SELECT count(*) FROM alarm_events"))
 
     def close(self) -> None:
         """Checkpoint and close the file."""
-        with self._lock:
-            try:
-                self._con.execute("CHECKPOINT").fetchall()
-            except duckdb.Error:
-                pass  # read-only, or nothing to write
-            self._con.close()
+        self._db.close()
 
 
 def to_csv(df: pd.DataFrame, timezone: str = "Europe/Paris") -> str:

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ import duckdb
 import pandas as pd
 
 from beffroi.core.model import utcnow
+from beffroi.historian.sidestore import SideStore
 
 log = logging.getLogger(__name__)
 
@@ -123,16 +123,11 @@ class AuditLog:
     """The hash-chained audit log; append and read only, safe across threads."""
 
     def __init__(self, path: str | Path, read_only: bool = False, clock=utcnow):  # type: ignore[no-untyped-def]
-        self.path = Path(path)
+        self._db = SideStore(path, SCHEMA, read_only=read_only, what="audit log")
+        self.path = self._db.path
         self.clock = clock
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = duckdb.connect(str(self.path), read_only=read_only)
-        self._lock = threading.Lock()
-        if not read_only:
-            self._con.execute(SCHEMA).fetchall()
-        last = self._con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        self._next, self._head = (int(last[0]) + 1, last[1]) if last else (1, GENESIS)
+        last = self._db.rows("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        self._next, self._head = (int(last[0][0]) + 1, last[0][1]) if last else (1, GENESIS)
         log.info("audit log %s: %d records, head %s", self.path, self._next - 1, self._head)
 
     @property
@@ -156,14 +151,14 @@ class AuditLog:
         """Append one record, chained to the previous one; raise AuditError if it cannot."""
         text = canonical_detail(detail)
         now = self.clock().astimezone(UTC).replace(tzinfo=None)
-        with self._lock:
+        with self._db.locked():
             row = (self._next, now, user or "?", action, target, commune, outcome, text)
             digest = record_hash(row, self._head)
             try:
-                self._con.execute(
+                self._db.run(
                     "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [*row, self._head, digest],
-                ).fetchall()
+                )
             except duckdb.Error as exc:
                 log.error("audit log %s cannot append: %s", self.path, exc)
                 raise AuditError(f"the audit log cannot record {action}: {exc}") from exc
@@ -182,26 +177,21 @@ class AuditLog:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run a statement on the file's other tables (outbox, playbook runs)."""
-        with self._lock:
-            self._con.execute(sql, list(params)).fetchall()
+        self._db.run(sql, params)
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Return the rows of a query as dicts."""
-        with self._lock:
-            cur = self._con.execute(sql, list(params))
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        return self._db.fetch(sql, params)
 
     def _rows(self, chunk: int = 10_000) -> Iterator[tuple]:
         """Yield (COLUMNS…, prev_hash, hash) in seq order, a chunk at a time."""
         after = 0
         while True:
-            with self._lock:
-                rows = self._con.execute(
-                    f"SELECT {', '.join(COLUMNS)}, prev_hash, hash FROM audit "
-                    f"WHERE seq > ? ORDER BY seq LIMIT {int(chunk)}",
-                    [after],
-                ).fetchall()
+            rows = self._db.rows(
+                f"SELECT {', '.join(COLUMNS)}, prev_hash, hash FROM audit "
+                f"WHERE seq > ? ORDER BY seq LIMIT {int(chunk)}",
+                [after],
+            )
             if not rows:
                 return
             yield from rows
@@ -237,34 +227,15 @@ class AuditLog:
         limit: int | None = None,
     ) -> pd.DataFrame:
         """Return records in [start, end) matching filters, oldest first (ts aware UTC)."""
-        where, params = ["TRUE"], []
-        if start is not None:
-            where.append("ts >= ?")
-            params.append(start.astimezone(UTC).replace(tzinfo=None))
-        if end is not None:
-            where.append("ts < ?")
-            params.append(end.astimezone(UTC).replace(tzinfo=None))
-        for col, values in (("user_name", users), ("action", actions)):
-            if values:
-                where.append(f"{col} IN ({', '.join('?' * len(values))})")
-                params.extend(values)
-        sql = f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY seq"
-        if limit is not None:
-            sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY seq"
-        with self._lock:
-            df = self._con.execute(sql, params).df()
-        df["ts"] = pd.to_datetime(df["ts"]).dt.tz_localize(UTC)
+        matching = {"user_name": users, "action": actions}
+        df = self._db.events("audit", "seq", "ts", start, end, matching, limit=limit, aware=("ts",))
         return df.rename(columns={"user_name": "user"})
 
     def close(self) -> None:
         """Checkpoint and close the file, logging the head for out-of-band comparison."""
-        with self._lock:
+        with self._db.locked():
             log.info("audit log %s closed: %d records, head %s", self.path, len(self), self._head)
-            try:
-                self._con.execute("CHECKPOINT").fetchall()
-            except duckdb.Error:
-                pass  # read-only
-            self._con.close()
+            self._db.close()
 
 
 def to_csv(df: pd.DataFrame, timezone: str = "Europe/Paris") -> str:

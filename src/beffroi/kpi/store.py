@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import pandas as pd
 
 from beffroi.core.model import aware_utc, naive_utc
+from beffroi.historian.sidestore import SideStore
 
 log = logging.getLogger(__name__)
 
@@ -51,44 +49,25 @@ class KpiStore:
     """Cells, hour states and the change journal in one DuckDB file, safe across threads."""
 
     def __init__(self, path: str | Path, read_only: bool = False):
-        self.path = Path(path)
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = duckdb.connect(str(self.path), read_only=read_only)
-        self._lock = threading.Lock()
-        if not read_only:
-            self._con.execute(SCHEMA).fetchall()
-
-    def _frame(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
-        with self._lock:
-            return self._con.execute(sql, list(params)).df()
+        self._db = SideStore(path, SCHEMA, read_only=read_only, what="KPI store")
+        self.path = self._db.path
 
     def replace_cells(self, start: datetime, end: datetime, cells: pd.DataFrame) -> None:
         """Replace every cell of the hours in [start, end) in one transaction."""
-        with self._lock:
-            con = self._con
-            con.execute("BEGIN")
-            try:
-                con.execute(
-                    "DELETE FROM cells WHERE hour >= ? AND hour < ?", [naive(start), naive(end)]
+        with self._db.transaction():
+            self._db.run(
+                "DELETE FROM cells WHERE hour >= ? AND hour < ?", [naive(start), naive(end)]
+            )
+            if not cells.empty:
+                self._db.run(
+                    "INSERT INTO cells SELECT component, scope, hour, value, covered, expected, "
+                    "filled FROM _cells",
+                    views={"_cells": cells},
                 )
-                if not cells.empty:
-                    con.register("_cells", cells)
-                    try:
-                        con.execute(
-                            "INSERT INTO cells SELECT component, scope, hour, value, covered, "
-                            "expected, filled FROM _cells"
-                        )
-                    finally:
-                        con.unregister("_cells")
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
 
     def sums(self, start: datetime, end: datetime) -> pd.DataFrame:
         """Return components summed per scope over [start, end)."""
-        return self._frame(
+        return self._db.frame(
             "SELECT component, scope, sum(value) AS value, sum(covered) AS covered, "
             "sum(expected) AS expected, bool_or(filled) AS filled, count(*) AS hours "
             "FROM cells WHERE hour >= ? AND hour < ? GROUP BY component, scope",
@@ -97,7 +76,7 @@ class KpiStore:
 
     def hourly(self, start: datetime, end: datetime, components: Sequence[str]) -> pd.DataFrame:
         """Return cells of some components per hour over [start, end)."""
-        return self._frame(
+        return self._db.frame(
             "SELECT component, scope, hour, value, covered, expected, filled FROM cells "
             "WHERE hour >= ? AND hour < ? AND component IN (SELECT unnest(?)) ORDER BY hour",
             [naive(start), naive(end), list(components)],
@@ -105,70 +84,46 @@ class KpiStore:
 
     def hour_states(self, start: datetime, end: datetime) -> pd.DataFrame:
         """Return the recorded state of the hours in [start, end)."""
-        return self._frame(
+        return self._db.frame(
             "SELECT * FROM hours WHERE hour >= ? AND hour < ? ORDER BY hour",
             [naive(start), naive(end)],
         )
 
     def last_hour(self) -> datetime | None:
         """Return the newest hour ever computed."""
-        with self._lock:
-            row = self._con.execute("SELECT max(hour) FROM hours").fetchone()
-        return aware(row[0]) if row and row[0] is not None else None
+        return aware(self._db.one("SELECT max(hour) FROM hours"))
 
     def mark_hours(self, rows: pd.DataFrame) -> None:
         """Record hours as computed: hour, computed_at, final, fp_n, fp_sum, fp_nan, fp_events."""
         if rows.empty:
             return
-        with self._lock:
-            self._con.register("_hours", rows)
-            try:
-                self._con.execute(
-                    "INSERT OR REPLACE INTO hours SELECT hour, computed_at, final, fp_n, fp_sum, "
-                    "fp_nan, fp_events FROM _hours"
-                )
-            finally:
-                self._con.unregister("_hours")
+        self._db.run(
+            "INSERT OR REPLACE INTO hours SELECT hour, computed_at, final, fp_n, fp_sum, fp_nan, "
+            "fp_events FROM _hours",
+            views={"_hours": rows},
+        )
 
     def record_changes(self, rows: pd.DataFrame) -> int:
         """Append changes of KPI values of closed periods; return how many."""
         if rows.empty:
             return 0
-        with self._lock:
-            self._con.register("_changes", rows[CHANGE_COLUMNS])
-            try:
-                self._con.execute(
-                    f"INSERT INTO kpi_changes ({', '.join(CHANGE_COLUMNS)}) "
-                    f"SELECT {', '.join(CHANGE_COLUMNS)} FROM _changes"
-                )
-            finally:
-                self._con.unregister("_changes")
+        self._db.run(
+            f"INSERT INTO kpi_changes ({', '.join(CHANGE_COLUMNS)}) "
+            f"SELECT {', '.join(CHANGE_COLUMNS)} FROM _changes",
+            views={"_changes": rows[CHANGE_COLUMNS]},
+        )
         return len(rows)
 
     def changes(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
         """Return recorded changes of periods starting in [start, end), oldest first."""
-        where, params = ["TRUE"], []
-        if start is not None:
-            where.append("period_start >= ?")
-            params.append(naive(start))
-        if end is not None:
-            where.append("period_start < ?")
-            params.append(naive(end))
-        return self._frame(
-            f"SELECT * FROM kpi_changes WHERE {' AND '.join(where)} ORDER BY id", params
-        )
+        return self._db.events("kpi_changes", "id", "period_start", start, end)
 
     def prune(self, before: datetime) -> None:
         """Forget cells and hour states older than a time (their KPI series stay stored)."""
-        with self._lock:
+        with self._db.locked():
             for table in ("cells", "hours"):
-                self._con.execute(f"DELETE FROM {table} WHERE hour < ?", [naive(before)])
+                self._db.run(f"DELETE FROM {table} WHERE hour < ?", [naive(before)])
 
     def close(self) -> None:
         """Checkpoint and close the file."""
-        with self._lock:
-            try:
-                self._con.execute("CHECKPOINT")
-            except duckdb.Error:
-                pass  # read-only
-            self._con.close()
+        self._db.close()
