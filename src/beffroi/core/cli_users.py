@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from beffroi.core.cli_audit import record_offline
+from beffroi.core.errors import BeffroiError
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TOML)")]
 
@@ -48,12 +49,9 @@ def register(app: typer.Typer) -> None:
             return fn(*args)
         except UserError as exc:
             raise _fail([str(exc)]) from None
-        except Exception as exc:
-            if "lock" in str(exc).lower():
-                raise _fail(
-                    ["the users file is in use by a running gateway; stop it first"], 1
-                ) from None
-            raise
+        except BeffroiError as exc:  # the file is held: it names it, and by whom
+            hint = "stop it (a running gateway holds it) and try again"
+            raise _fail([str(exc), hint], 1) from None
 
     @users_app.command("add")
     def add(
