@@ -213,13 +213,22 @@ async def test_logins_alarm_commands_and_the_audit_page(
         sup = _login(server.url, "sup")
         assert post_callback(sup, server.url, _ack(alarm_id, cabinet.commune))[0] == 200
         assert post_callback(sup, server.url, _ack(alarm_id, cabinet.commune, True))[0] == 200
+        status, body = post_callback(sup, server.url, _ack(alarm_id, cabinet.commune))
+        said = body["response"]["alarms-feedback"]["children"]
+        assert status == 200 and said.startswith("0 alarm(s) acknowledged by sup. Refused: ")
+        assert "nothing to acknowledge" in said  # shelving acknowledged it
         sup.open(server.url + "logout", timeout=10).read()
 
         df = audit.frame()
-        assert list(df.action) == ["login.failed", "login", "alarm.ack", "alarm.shelve", "logout"]
-        assert df.outcome.iloc[0] == "refused" and set(df.user) == {"sup"}
-        assert list(df.target)[2:4] == [alarm_id, alarm_id]
-        assert "lampe changée" in df.detail.iloc[2] and '"minutes":60' in df.detail.iloc[3]
+        assert list(df.action) == ["login.failed", "login", "alarm.ack", "alarm.shelve",
+                                   "alarm.ack", "logout"]  # fmt: skip
+        assert list(df.outcome) == ["refused", "ok", "ok", "ok", "refused", "ok"]
+        assert set(df.user) == {"sup"} and list(df.target)[2:5] == [alarm_id] * 3
+        assert set(df.commune[2:5]) == {cabinet.commune}
+        detail = [json.loads(d) for d in df.detail[2:5]]
+        assert detail[0] == {"comment": "lampe changée", "source": "hmi"}  # as from the API
+        assert detail[1] == {"comment": "lampe changée", "minutes": 60, "source": "hmi"}
+        assert detail[2]["source"] == "hmi" and "nothing to acknowledge" in detail[2]["reason"]
 
         rows = dash_request(
             ["audit-grid.rowData"],
@@ -233,9 +242,12 @@ async def test_logins_alarm_commands_and_the_audit_page(
         assert status == 200
         shown = body["response"]["audit-grid"]["rowData"]
         assert [r["action"] for r in shown][:3] == ["login", "login", "logout"]  # newest first
+        sources = [(r["action"], r["outcome"], r["source"]) for r in shown[3:6]]
+        assert sources == [("alarm.ack", "refused", "hmi"), ("alarm.shelve", "ok", "hmi"),
+                           ("alarm.ack", "ok", "hmi")]  # fmt: skip
         verify = dash_request(["audit-feedback.children"], {"audit-verify.n_clicks": 1})
         status, body = post_callback(aud, server.url, verify)
-        assert body["response"]["audit-feedback"]["children"].startswith("Chain intact: 7 records")
+        assert body["response"]["audit-feedback"]["children"].startswith("Chain intact: 8 records")
         export = dash_request(
             ["audit-download.data"],
             {"audit-export.n_clicks": 1},
@@ -244,7 +256,7 @@ async def test_logins_alarm_commands_and_the_audit_page(
         status, body = post_callback(aud, server.url, export)
         content = body["response"]["audit-download"]["data"]["content"]
         assert content.splitlines()[0].startswith("seq,time,utc,user,action")
-        assert sum(1 for line in content.splitlines()[1:] if ",sup," in line) == 6
+        assert sum(1 for line in content.splitlines()[1:] if ",sup," in line) == 7
     assert audit.verify().ok
     audit.close()
     users.close()
