@@ -277,8 +277,7 @@ def _alarm_commands(config: Path, alarm_id: str, unknown: str) -> list:
 def _check_alarm_records(  # type: ignore[no-untyped-def]
     df, results: list, alarm_id: str, unknown: str, commune: str, source: str
 ) -> None:
-    """Check each command left a record naming the user, the alarm, the comment and the source,
-    refused ones marked so, with why."""
+    """Check each command left its record: user, alarm, comment, source; refused ones with why."""
     assert [r.exit_code for r in results] == [0, 1, 1, 0], [r.output for r in results]
     assert list(df.action) == ["alarm.ack", "alarm.ack", "alarm.shelve", "alarm.out_of_service"]
     assert list(df.outcome) == ["ok", "refused", "refused", "ok"]
