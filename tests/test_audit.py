@@ -21,6 +21,7 @@ import pytest
 from beffroi.alerts.service import AlarmService
 from beffroi.control.audit import GENESIS, AuditLog
 from beffroi.core.cli import demo_config
+from beffroi.core.config import load_config
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample, utcnow
 from beffroi.core.runtime import gateway_file_path
@@ -212,13 +213,22 @@ async def test_logins_alarm_commands_and_the_audit_page(
         sup = _login(server.url, "sup")
         assert post_callback(sup, server.url, _ack(alarm_id, cabinet.commune))[0] == 200
         assert post_callback(sup, server.url, _ack(alarm_id, cabinet.commune, True))[0] == 200
+        status, body = post_callback(sup, server.url, _ack(alarm_id, cabinet.commune))
+        said = body["response"]["alarms-feedback"]["children"]
+        assert status == 200 and said.startswith("0 alarm(s) acknowledged by sup. Refused: ")
+        assert "nothing to acknowledge" in said  # shelving acknowledged it
         sup.open(server.url + "logout", timeout=10).read()
 
         df = audit.frame()
-        assert list(df.action) == ["login.failed", "login", "alarm.ack", "alarm.shelve", "logout"]
-        assert df.outcome.iloc[0] == "refused" and set(df.user) == {"sup"}
-        assert list(df.target)[2:4] == [alarm_id, alarm_id]
-        assert "lampe changée" in df.detail.iloc[2] and '"minutes":60' in df.detail.iloc[3]
+        assert list(df.action) == ["login.failed", "login", "alarm.ack", "alarm.shelve",
+                                   "alarm.ack", "logout"]  # fmt: skip
+        assert list(df.outcome) == ["refused", "ok", "ok", "ok", "refused", "ok"]
+        assert set(df.user) == {"sup"} and list(df.target)[2:5] == [alarm_id] * 3
+        assert set(df.commune[2:5]) == {cabinet.commune}
+        detail = [json.loads(d) for d in df.detail[2:5]]
+        assert detail[0] == {"comment": "lampe changée", "source": "hmi"}  # as from the API
+        assert detail[1] == {"comment": "lampe changée", "minutes": 60, "source": "hmi"}
+        assert detail[2]["source"] == "hmi" and "nothing to acknowledge" in detail[2]["reason"]
 
         rows = dash_request(
             ["audit-grid.rowData"],
@@ -232,9 +242,12 @@ async def test_logins_alarm_commands_and_the_audit_page(
         assert status == 200
         shown = body["response"]["audit-grid"]["rowData"]
         assert [r["action"] for r in shown][:3] == ["login", "login", "logout"]  # newest first
+        sources = [(r["action"], r["outcome"], r["source"]) for r in shown[3:6]]
+        assert sources == [("alarm.ack", "refused", "hmi"), ("alarm.shelve", "ok", "hmi"),
+                           ("alarm.ack", "ok", "hmi")]  # fmt: skip
         verify = dash_request(["audit-feedback.children"], {"audit-verify.n_clicks": 1})
         status, body = post_callback(aud, server.url, verify)
-        assert body["response"]["audit-feedback"]["children"].startswith("Chain intact: 7 records")
+        assert body["response"]["audit-feedback"]["children"].startswith("Chain intact: 8 records")
         export = dash_request(
             ["audit-download.data"],
             {"audit-export.n_clicks": 1},
@@ -243,11 +256,40 @@ async def test_logins_alarm_commands_and_the_audit_page(
         status, body = post_callback(aud, server.url, export)
         content = body["response"]["audit-download"]["data"]["content"]
         assert content.splitlines()[0].startswith("seq,time,utc,user,action")
-        assert sum(1 for line in content.splitlines()[1:] if ",sup," in line) == 6
+        assert sum(1 for line in content.splitlines()[1:] if ",sup," in line) == 7
     assert audit.verify().ok
     audit.close()
     users.close()
     hist.close()
+
+
+def _alarm_commands(config: Path, alarm_id: str, unknown: str) -> list:
+    """Run `beffroi alarms` ack, ack again, shelve an unknown alarm, out-of-service."""
+    c = ["-c", str(config)]
+    return [
+        _cli("alarms", "ack", alarm_id, *c, "--user", "léa", "--comment", "lampe changée"),
+        _cli("alarms", "ack", alarm_id, *c, "--user", "léa", "--comment", "encore"),
+        _cli("alarms", "shelve", unknown, *c, "--minutes", "30", "--user", "paul"),
+        _cli("alarms", "out-of-service", alarm_id, *c, "--user", "léa", "--comment", "travaux"),
+    ]
+
+
+def _check_alarm_records(  # type: ignore[no-untyped-def]
+    df, results: list, alarm_id: str, unknown: str, commune: str, source: str
+) -> None:
+    """Check each command left its record: user, alarm, comment, source; refused ones with why."""
+    assert [r.exit_code for r in results] == [0, 1, 1, 0], [r.output for r in results]
+    assert list(df.action) == ["alarm.ack", "alarm.ack", "alarm.shelve", "alarm.out_of_service"]
+    assert list(df.outcome) == ["ok", "refused", "refused", "ok"]
+    assert list(df.user) == ["léa", "léa", "paul", "léa"]
+    assert list(df.target) == [alarm_id, alarm_id, unknown, alarm_id]
+    assert list(df.commune) == [commune, commune, "", commune]
+    detail = [json.loads(d) for d in df.detail]
+    assert detail[0] == {"comment": "lampe changée", "source": source}
+    assert detail[1]["comment"] == "encore" and "nothing to acknowledge" in detail[1]["reason"]
+    assert "nothing to acknowledge" in results[1].stderr
+    assert detail[2]["minutes"] == 30 and detail[2]["reason"] in results[2].stderr
+    assert detail[3] == {"comment": "travaux", "source": source}
 
 
 async def test_alarm_commands_through_the_gateway_api_are_audited(
@@ -276,42 +318,49 @@ async def test_alarm_commands_through_the_gateway_api_are_audited(
         service.process([Sample(cabinet.tag("fault"), utcnow(), True)])
         await eventually(lambda: len(service.alarms()) == 1)
 
-        c = ["-c", str(config)]
-        acked = _cli("alarms", "ack", alarm_id, *c, "--user", "léa", "--comment", "lampe changée")
-        assert acked.exit_code == 0, acked.output
-        assert "through the running gateway" in acked.stderr
-        again = _cli("alarms", "ack", alarm_id, *c, "--user", "léa", "--comment", "encore")
-        assert again.exit_code == 1 and "nothing to acknowledge" in again.stderr
-        missing = _cli("alarms", "shelve", unknown, *c, "--minutes", "30", "--user", "paul")
-        assert missing.exit_code == 1 and "no such alarm" in missing.stderr
-        out = _cli(
-            "alarms", "out-of-service", alarm_id, *c, "--user", "léa", "--comment", "travaux"
-        )
-        assert out.exit_code == 0, out.output
+        results = _alarm_commands(config, alarm_id, unknown)
+        assert "through the running gateway" in results[0].stderr
         assert service.alarms()[0]["state"] == "out_of_service"
-
-        df = audit.frame()
-        assert list(df.action) == ["alarm.ack", "alarm.ack", "alarm.shelve", "alarm.out_of_service"]
-        assert list(df.outcome) == ["ok", "refused", "refused", "ok"]
-        assert list(df.user) == ["léa", "léa", "paul", "léa"]
-        assert list(df.target) == [alarm_id, alarm_id, unknown, alarm_id]
-        assert list(df.commune) == [cabinet.commune, cabinet.commune, "", cabinet.commune]
-        detail = [json.loads(d) for d in df.detail]
-        assert detail[0] == {"comment": "lampe changée", "source": "api"}
-        assert detail[1]["comment"] == "encore" and "nothing to acknowledge" in detail[1]["reason"]
-        assert detail[2]["minutes"] == 30 and "no such alarm" in detail[2]["reason"]
-        assert detail[3] == {"comment": "travaux", "source": "api"}
+        _check_alarm_records(audit.frame(), results, alarm_id, unknown, cabinet.commune, "api")
+        assert "no such alarm" in results[2].stderr
         assert audit.verify().ok and audit.verify().count == 4
 
         # An audit log that cannot write: the command is done, and the operator is told so.
         audit.close()
-        back = _cli("alarms", "in-service", alarm_id, *c, "--user", "léa")
+        back = _cli("alarms", "in-service", alarm_id, "-c", str(config), "--user", "léa")
         assert back.exit_code == 1 and "the gateway failed" in back.stderr
         assert "audit log cannot record it" in back.stderr
         states = {r["alarm_id"]: r["state"] for r in service.alarms(include_normal=True)}
         assert states[alarm_id] == "unack_active"  # back in service, active: annunciated again
     users.close()
     hist.close()
+
+
+async def test_alarm_commands_without_a_gateway_are_audited(tmp_path: Path, small_register) -> None:
+    """With no gateway running, `beffroi alarms` on the journal file leaves the records the API
+    would, marked `source: cli`, refused commands included; the chain verifies."""
+    config = _config_file(tmp_path)
+    cfg = load_config(config)
+    cabinet = next(a for a in small_register.assets.values()
+                   if a.asset_class == "streetlight_cabinet")  # fmt: skip
+    alarm_id, unknown = f"{cabinet.tag('fault')}#cabinet-fault", f"{cabinet.tag('fault')}#nope"
+    async with contextlib.AsyncExitStack() as stack:  # a gateway that ran, and stopped
+        service = AlarmService(cfg, small_register)
+        await service.start(stack)
+        service.process([Sample(cabinet.tag("fault"), utcnow(), True)])
+
+    results = _alarm_commands(config, alarm_id, unknown)
+    assert "through the running gateway" not in results[0].stderr
+    listed = _cli("alarms", "list", "-c", str(config), "--format", "json")
+    assert [(r["alarm_id"], r["state"]) for r in json.loads(listed.stdout)] == [
+        (alarm_id, "out_of_service")
+    ]
+    log = AuditLog(tmp_path / "audit.duckdb", read_only=True)
+    df, result = log.frame(), log.verify()
+    log.close()
+    _check_alarm_records(df, results, alarm_id, unknown, cabinet.commune, "cli")
+    assert "not in the journal" in results[2].stderr
+    assert result.ok and result.count == 4
 
 
 @pytest.mark.parametrize("action", ["verify", "export"])

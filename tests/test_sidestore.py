@@ -1,5 +1,6 @@
-"""The small DuckDB files beside the historian (alarm journal, KPI store, audit log): time and
-list filters, threads sharing one file, transactions, and a file another process holds."""
+"""The small DuckDB files beside the historian (alarm journal, KPI store, audit log, users):
+time and list filters, threads sharing one file, transactions, and a file another process
+holds."""
 
 from __future__ import annotations
 
@@ -144,3 +145,22 @@ def test_each_side_file_says_which_it_is_when_held(held: Path, opener: type, wha
     """`beffroi alarms`, `kpi` and `audit` open read-only; a gateway holding the file is told."""
     with pytest.raises(StoreLocked, match=f"the {what} is locked by another process"):
         opener(held, read_only=True)
+
+
+def test_a_users_file_held_by_a_gateway_is_named_by_the_cli(held: Path, tmp_path: Path) -> None:
+    """`beffroi user …` on a users file a gateway holds says which file and exits 1, no traceback;
+    the HMI's store raises the same StoreLocked."""
+    from typer.testing import CliRunner
+
+    from beffroi.core.cli import app
+    from beffroi.hmi.users import UserStore
+    from tests.conftest import ROOT
+
+    with pytest.raises(StoreLocked, match="the users file is locked by another process"):
+        UserStore(held)
+    config = tmp_path / "config.toml"
+    text = (ROOT / "config.toml").read_text()
+    config.write_text(text.replace("port = 8050", f'port = 8050\nusers_db = "{held}"'))
+    done = CliRunner().invoke(app, ["user", "list", "-c", str(config)])
+    assert done.exit_code == 1 and isinstance(done.exception, SystemExit), done.output
+    assert f"{held}: the users file is locked by another process (PID " in done.stderr

@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -236,6 +236,25 @@ class AuditLog:
         with self._db.locked():
             log.info("audit log %s closed: %d records, head %s", self.path, len(self), self._head)
             self._db.close()
+
+
+def record_command(
+    audit: AuditLog | None,
+    user: str,
+    action: str,
+    targets: Mapping[str, str],
+    outcome: str = "ok",
+    **detail: Any,
+) -> bool:
+    """Record a command once per target (target → its commune); False if the log cannot."""
+    if audit is None:  # control off: no audit log runs
+        return True
+    try:
+        for target, commune in targets.items():
+            audit.record(user, action, target=target, commune=commune, outcome=outcome, **detail)
+    except AuditError:
+        return False  # the audit log has logged why
+    return True
 
 
 def to_csv(df: pd.DataFrame, timezone: str = "Europe/Paris") -> str:

@@ -1,17 +1,14 @@
 """`beffroi alarms list|ack|shelve|unshelve|out-of-service|in-service|export|stats`.
 
 While a gateway runs, commands go through its HTTP API (its engine holds the live state and
-its journal file); otherwise they read and append to the journal file directly.
+its journal file); otherwise they read and append to the journal file directly, audited
+(`core/alarm_client.py`).
 """
 
 from __future__ import annotations
 
 import getpass
 import json
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -20,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from beffroi.core.alarm_config import journal_path
+from beffroi.core.alarm_client import command, gateway_or_journal
 from beffroi.core.config import Config
 from beffroi.core.plugins import load
 
@@ -30,8 +27,6 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TO
 UserOpt = Annotated[str, typer.Option(help="who does it (journaled)")]
 CommentOpt = Annotated[str, typer.Option(help="why (journaled)")]
 Multi = list[str] | None
-Journaled = Callable[[Any], Any]  # the gateway's answer, made from the journal file instead
-Apply = Callable[[Any, datetime], str]  # an operator command on one alarm, naming its event
 
 
 class ListFormat(StrEnum):
@@ -42,121 +37,11 @@ class ListFormat(StrEnum):
     json = "json"
 
 
-class _NoGateway(Exception):
-    """No running gateway answers: use the journal file."""
-
-
 def _default_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):
         return "operator"
-
-
-def _call(cfg: Config, method: str, path: str, params: Any = None, body: Any = None) -> Any:
-    """Ask the running gateway's alarm API; raise _NoGateway when none answers."""
-    from beffroi.core.cli import _fail
-    from beffroi.core.runtime import gateway_file_path
-
-    try:
-        info = json.loads(gateway_file_path(cfg).read_text())
-        base, token = info["url"], info["token"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise _NoGateway from None
-    url = f"{base.rstrip('/')}{path}"
-    if params:
-        url += "?" + urllib.parse.urlencode(params, doseq=True)
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    req = urllib.request.Request(url, data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            raw = resp.read()
-            kind = resp.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as exc:
-        verb = "refused" if exc.code < 500 else "failed"
-        raise _fail([f"the gateway {verb}: {_error_of(exc)}"], 1) from None
-    except OSError:
-        raise _NoGateway from None  # a stale gateway.json: the journal file is free
-    typer.echo(f"(through the running gateway at {base})", err=True)
-    return raw.decode() if kind.startswith("text/csv") else json.loads(raw)
-
-
-def _error_of(exc: urllib.error.HTTPError) -> str:
-    """Return the error a gateway's JSON answer names, else the HTTP reason."""
-    try:
-        return str(json.loads(exc.read() or b"{}").get("error", exc.reason))
-    except (OSError, ValueError, AttributeError):
-        return str(exc.reason)
-
-
-def _journal(cfg: Config, write: bool = False):  # type: ignore[no-untyped-def]
-    """Open the journal file, or fail with a clear message."""
-    from beffroi.core.cli import _fail
-
-    journal_cls = load("alerts", "journal")
-    path = journal_path(cfg)
-    if not path.exists():
-        raise _fail(
-            [f"{path}: no alarm journal yet (run `beffroi demo` or `beffroi run` first)"], 1
-        )
-    try:
-        return journal_cls(path, read_only=not write)
-    except Exception as exc:
-        if "lock" in str(exc).lower():
-            raise _fail(
-                [f"{path} is in use by another process and no running gateway answers"], 1
-            ) from None
-        raise _fail([f"{path}: cannot open: {exc}"], 1) from None
-
-
-def _gateway_or_journal(
-    cfg: Config, path: str, offline: Journaled, *, params: Any = None, body: Any = None
-) -> Any:
-    """GET path (POST body) from the running gateway, or offline(journal): the same answer."""
-    try:
-        return _call(cfg, "GET" if body is None else "POST", path, params, body)
-    except _NoGateway:
-        journal = _journal(cfg, write=body is not None)  # only commands append to it
-        try:
-            return offline(journal)
-        finally:
-            journal.close()
-
-
-def _offline_command(
-    journal: Any, alarm_ids: list[str], apply: Apply, user: str, comment: str
-) -> list[dict[str, Any]]:
-    """Apply a command to alarms rebuilt from the journal and append the resulting events."""
-    from beffroi.core.cli import _fail
-    from beffroi.core.model import utcnow
-
-    alarm_cls, command_error = load("alerts", "alarm"), load("alerts", "command_error")
-    rows = {r["alarm_id"]: r for r in journal.current(include_normal=True)}
-    now, events = utcnow(), []
-    for alarm_id in alarm_ids:
-        if alarm_id not in rows:
-            raise _fail([f"{alarm_id}: not in the journal (no transition recorded yet)"], 1)
-        alarm = alarm_cls.from_row(rows[alarm_id])
-        try:
-            name = apply(alarm, now)
-        except command_error as exc:
-            raise _fail([str(exc)], 1) from None
-        events.append(alarm.event(name, now, user, comment))
-    journal.write(events)
-    return [e.as_row() for e in events]
-
-
-def _command(cfg: Config, name: str, body: dict[str, Any], ids: list[str], apply: Apply) -> None:
-    """Send a command to /api/v1/alarms/<name>, or apply it to the journal; print its events."""
-    user, comment = body["user"], body["comment"]
-    rows = _gateway_or_journal(
-        cfg,
-        f"/api/v1/alarms/{name}",
-        lambda journal: {"events": _offline_command(journal, ids, apply, user, comment)},
-        body=body,
-    )["events"]
-    _echo_events(rows)
 
 
 def _local(ts: Any, tz: ZoneInfo) -> str:
@@ -179,11 +64,6 @@ def _print_table(rows: list[dict], tz: ZoneInfo) -> None:
             f"{r['commune']:<22} {r['asset']:<10} {r['message']}{level}{value}{limit}  "
             f"[{r['alarm_id']}]"
         )
-
-
-def _echo_events(rows: list[dict]) -> None:
-    for r in rows:
-        typer.echo(f"{r['alarm_id']}: {r['event']} → {r['state']}")
 
 
 def register(app: typer.Typer) -> None:
@@ -223,7 +103,7 @@ def list_alarms(
         return {"alarms": rows}
 
     params = {"commune": communes, "domain": domains, "state": states}
-    rows = _gateway_or_journal(cfg, "/api/v1/alarms", offline, params=params)["alarms"]
+    rows = gateway_or_journal(cfg, "/api/v1/alarms", offline, params=params)["alarms"]
     if fmt is ListFormat.json:
         typer.echo(json.dumps(rows, default=str))
     elif fmt is ListFormat.csv:
@@ -244,7 +124,7 @@ def ack(
     """Acknowledge alarms."""
     cfg, user = _load(config), user or _default_user()
     body = {"ids": alarm_id, "user": user, "comment": comment}
-    _command(cfg, "ack", body, alarm_id, lambda a, now: a.ack())
+    command(cfg, "ack", body, alarm_id, lambda a, now: a.ack(), "alarm.ack")
 
 
 @alarms_app.command()
@@ -267,7 +147,12 @@ def shelve(
         raise _fail([f"--minutes: between 0 and {limit:g} (alarms.max_shelve_min)"])
     span = timedelta(minutes=limit if minutes is None else minutes)
     body = {"id": alarm_id, "user": user, "comment": comment, "minutes": minutes}
-    _command(cfg, "shelve", body, [alarm_id], lambda a, now: a.shelve(now + span, oneshot=oneshot))
+    how_long = {"oneshot": True} if minutes is None else {"minutes": minutes}
+
+    def apply(alarm: Any, now: datetime) -> str:
+        return alarm.shelve(now + span, oneshot=oneshot)
+
+    command(cfg, "shelve", body, [alarm_id], apply, "alarm.shelve", **how_long)
 
 
 @alarms_app.command()
@@ -280,13 +165,14 @@ def unshelve(
     """End an alarm's shelving."""
     cfg, user = _load(config), user or _default_user()
     body = {"id": alarm_id, "user": user, "comment": comment}
-    _command(cfg, "unshelve", body, [alarm_id], lambda a, now: a.unshelve(now))
+    command(cfg, "unshelve", body, [alarm_id], lambda a, now: a.unshelve(now), "alarm.unshelve")
 
 
 def _service(config: Path, alarm_id: str, out: bool, user: str, comment: str) -> None:
     cfg, user = _load(config), user or _default_user()
     body = {"id": alarm_id, "user": user, "comment": comment, "out": out}
-    _command(cfg, "service", body, [alarm_id], lambda a, now: a.set_out_of_service(out, now))
+    action = "alarm.out_of_service" if out else "alarm.in_service"
+    command(cfg, "service", body, [alarm_id], lambda a, now: a.set_out_of_service(out, now), action)
 
 
 @alarms_app.command("out-of-service")
@@ -346,7 +232,7 @@ def export(
     def offline(journal: Any) -> str:
         return to_csv(journal.events(start=t0, end=t1, **filters), cfg.metropolis.timezone)
 
-    text = _gateway_or_journal(cfg, "/api/v1/alarms/events", offline, params=params)
+    text = gateway_or_journal(cfg, "/api/v1/alarms/events", offline, params=params)
     if out is None:
         typer.echo(text, nl=False)
     else:
@@ -371,7 +257,7 @@ def stats(
         return alarm_performance(journal, t0, t1, ac.chatter_count, ac.chatter_window_s)
 
     params = {"start": t0.isoformat(), "end": t1.isoformat()}
-    figures = _gateway_or_journal(cfg, "/api/v1/alarms/stats", offline, params=params)
+    figures = gateway_or_journal(cfg, "/api/v1/alarms/stats", offline, params=params)
     if as_json:
         typer.echo(json.dumps(figures))
         return

@@ -12,6 +12,8 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -149,12 +151,13 @@ def export(
         typer.echo(f"{rows} records written to {out}", err=True)
 
 
-def record_offline(config: Path, action: str, target: str, **detail: Any) -> None:
-    """Audit a change made from the command line (user changes), as the system user running it."""
-    from beffroi.core.cli import _fail, _load
+@contextmanager
+def offline_audit(cfg: Config) -> Iterator[Any]:
+    """Open the audit file for a command made without a gateway (None when control is off)."""
+    from beffroi.core.cli import _fail
 
-    cfg = _load(config)
     if not cfg.control.enabled:
+        yield None
         return
     try:
         log = _open(cfg, write=True)
@@ -163,10 +166,20 @@ def record_offline(config: Path, action: str, target: str, **detail: Any) -> Non
             [f"{audit_path(cfg)} is in use by a running gateway; stop it first"], 1
         ) from None
     try:
+        yield log
+    finally:
+        log.close()
+
+
+def record_offline(config: Path, action: str, target: str, **detail: Any) -> None:
+    """Audit a change made from the command line (user changes), as the system user running it."""
+    from beffroi.core.cli import _fail, _load
+
+    try:
         who = getpass.getuser()
     except (KeyError, OSError):
         who = "?"
-    try:
-        log.record(f"{who}@cli", action, target=target, **detail)
-    finally:
-        log.close()
+    record = load("control", "record_command")
+    with offline_audit(_load(config)) as log:
+        if not record(log, f"{who}@cli", action, {target: ""}, **detail):
+            raise _fail([f"{action} done, but the audit log cannot record it"], 1)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from beffroi.core.cli_audit import record_offline
+from beffroi.core.errors import BeffroiError
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TOML)")]
 
@@ -32,13 +35,19 @@ def register(app: typer.Typer) -> None:
     )
     app.add_typer(users_app, name="user")
 
-    def store(config: Path):
+    @contextmanager
+    def store(config: Path) -> Iterator[Any]:
+        """Open the users file for one command, and close it (checkpointed) after."""
         from beffroi.core.cli import _load
         from beffroi.core.plugins import load
 
         cfg = _load(config)
         communes = {c.id for c in cfg.communes}
-        return load("hmi", "users")(cfg.resolve(cfg.hmi.users_db), communes)
+        users = guarded(load("hmi", "users"), cfg.resolve(cfg.hmi.users_db), communes)
+        try:
+            yield users
+        finally:
+            users.close()
 
     def guarded(fn, *args):
         from beffroi.core.cli import _fail
@@ -48,12 +57,9 @@ def register(app: typer.Typer) -> None:
             return fn(*args)
         except UserError as exc:
             raise _fail([str(exc)]) from None
-        except Exception as exc:
-            if "lock" in str(exc).lower():
-                raise _fail(
-                    ["the users file is in use by a running gateway; stop it first"], 1
-                ) from None
-            raise
+        except BeffroiError as exc:  # the file is held: it names it, and by whom
+            hint = "stop it (a running gateway holds it) and try again"
+            raise _fail([str(exc), hint], 1) from None
 
     @users_app.command("add")
     def add(
@@ -64,8 +70,8 @@ def register(app: typer.Typer) -> None:
         password_env: Annotated[str | None, typer.Option(help="read the password from it")] = None,
     ) -> None:
         """Create a user."""
-        s = guarded(store, config)
-        user = guarded(s.add, name, _password(password_env), role, commune)
+        with store(config) as s:  # opened first: a held file fails before any prompt
+            user = guarded(s.add, name, _password(password_env), role, commune)
         typer.echo(f"user {user.name} added: {user.role}, {', '.join(user.communes)}")
         record_offline(config, "user.add", user.name, role=user.role, communes=user.communes)
 
@@ -76,20 +82,23 @@ def register(app: typer.Typer) -> None:
         password_env: Annotated[str | None, typer.Option(help="read the password from it")] = None,
     ) -> None:
         """Change a user's password."""
-        s = guarded(store, config)
-        guarded(s.set_password, name, _password(password_env))
+        with store(config) as s:
+            guarded(s.set_password, name, _password(password_env))
         typer.echo(f"password of {name} changed")
         record_offline(config, "user.passwd", name)
 
     @users_app.command("remove")
     def remove(name: str, config: ConfigOpt = Path("config.toml")) -> None:
         """Delete a user."""
-        guarded(guarded(store, config).remove, name)
+        with store(config) as s:
+            guarded(s.remove, name)
         typer.echo(f"user {name} removed")
         record_offline(config, "user.remove", name)
 
     @users_app.command("list")
     def list_users(config: ConfigOpt = Path("config.toml")) -> None:
         """List users with their role and communes."""
-        for u in guarded(store, config).all():
+        with store(config) as s:
+            users = s.all()
+        for u in users:
             typer.echo(f"{u.name}\t{u.role}\t{','.join(u.communes)}")

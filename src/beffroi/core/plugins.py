@@ -40,6 +40,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "service": "beffroi.control.service:ControlService",
         "audit": "beffroi.control.audit:AuditLog",
         "audit_csv": "beffroi.control.audit:to_csv",
+        "record_command": "beffroi.control.audit:record_command",
     },
     "hmi": {
         "app": "beffroi.hmi.app:create_app",

@@ -14,7 +14,7 @@ from flask import Flask, Response, request
 
 from beffroi.alerts.journal import to_csv
 from beffroi.alerts.state import AlarmCommandError, AlarmEvent
-from beffroi.control.audit import AuditError, AuditLog
+from beffroi.control.audit import AuditLog, record_command
 from beffroi.core.timeparse import parse_time
 
 log = logging.getLogger(__name__)
@@ -84,23 +84,9 @@ def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLo
         body: dict[str, Any], action: str, ids: list[str], outcome: str, **detail: Any
     ) -> bool:
         # The user is the one the caller names: the token holder acts for the operator.
-        if audit is None:
-            return True
-        try:
-            for alarm_id in ids:
-                audit.record(
-                    body["user"],
-                    action,
-                    target=alarm_id,
-                    commune=alarms.commune_of(alarm_id),
-                    outcome=outcome,
-                    source="api",
-                    comment=body["comment"],
-                    **detail,
-                )
-        except AuditError:
-            return False  # the audit log has logged why
-        return True
+        targets = {alarm_id: alarms.commune_of(alarm_id) for alarm_id in ids}
+        fields = {"source": "api", "comment": body["comment"], **detail}
+        return record_command(audit, body["user"], action, targets, outcome, **fields)
 
     def audited(
         body: dict[str, Any],

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from beffroi.historian.sidestore import SideStore
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,9 @@ class UserStore:
     """Users in a DuckDB file; passwords only as argon2id hashes."""
 
     def __init__(self, path: str | Path, known_communes: set[str] | None = None):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = duckdb.connect(str(self.path))
-        self._con.execute(SCHEMA)
-        self._lock = threading.Lock()
+        # A file a running gateway holds raises StoreLocked, naming it.
+        self._db = SideStore(path, SCHEMA, what="users file")
+        self.path = self._db.path
         self._hasher = PasswordHasher()
         self.known_communes = known_communes
 
@@ -93,10 +91,10 @@ class UserStore:
         """Create a user; refuses an existing name."""
         self._check(role, communes, password)
         digest = self._hasher.hash(password)
-        with self._lock:
-            if self._con.execute("SELECT 1 FROM users WHERE name = ?", [name]).fetchone():
+        with self._db.locked():
+            if self._db.one("SELECT 1 FROM users WHERE name = ?", [name]):
                 raise UserError(f"user {name!r} exists already")
-            self._con.execute(
+            self._db.run(
                 "INSERT INTO users (name, hash, role, communes) VALUES (?, ?, ?, ?)",
                 [name, digest, role, communes],
             )
@@ -105,69 +103,54 @@ class UserStore:
     def upsert(self, name: str, password: str, role: str, communes: list[str]) -> User:
         """Create or reset a user (used for the demo's users)."""
         self._check(role, communes, password)
-        digest = self._hasher.hash(password)
-        with self._lock:
-            self._con.execute(
-                "INSERT OR REPLACE INTO users (name, hash, role, communes) VALUES (?, ?, ?, ?)",
-                [name, digest, role, communes],
-            )
+        self._db.run(
+            "INSERT OR REPLACE INTO users (name, hash, role, communes) VALUES (?, ?, ?, ?)",
+            [name, self._hasher.hash(password), role, communes],
+        )
         return User(name, role, tuple(communes))
 
     def set_password(self, name: str, password: str) -> None:
         """Replace a user's password."""
         self._check("viewer", [ALL], password)
-        with self._lock:
+        digest = self._hasher.hash(password)
+        with self._db.locked():
             if self.get(name) is None:
                 raise UserError(f"no user {name!r}")
-            self._con.execute(
-                "UPDATE users SET hash = ? WHERE name = ?", [self._hasher.hash(password), name]
-            )
+            self._db.run("UPDATE users SET hash = ? WHERE name = ?", [digest, name])
 
     def remove(self, name: str) -> None:
         """Delete a user."""
-        with self._lock:
+        with self._db.locked():
             if self.get(name) is None:
                 raise UserError(f"no user {name!r}")
-            self._con.execute("DELETE FROM users WHERE name = ?", [name])
+            self._db.run("DELETE FROM users WHERE name = ?", [name])
 
     def get(self, name: str) -> User | None:
         """Return an enabled user by name."""
-        row = (
-            self._con.cursor()
-            .execute(
-                "SELECT name, role, communes FROM users WHERE name = ? AND NOT disabled", [name]
-            )
-            .fetchone()
+        rows = self._db.rows(
+            "SELECT name, role, communes FROM users WHERE name = ? AND NOT disabled", [name]
         )
-        return User(row[0], row[1], tuple(row[2])) if row else None
+        return User(rows[0][0], rows[0][1], tuple(rows[0][2])) if rows else None
 
     def verify(self, name: str, password: str) -> User | None:
         """Return the user when the password matches, else None (same work either way)."""
-        row = (
-            self._con.cursor()
-            .execute("SELECT hash FROM users WHERE name = ? AND NOT disabled", [name])
-            .fetchone()
-        )
+        stored = self._db.one("SELECT hash FROM users WHERE name = ? AND NOT disabled", [name])
         # Hash something even for unknown names, so timing does not reveal which names exist.
-        digest = row[0] if row else _DUMMY
+        # Outside the file's lock: a slow hash must not hold up other logins.
         try:
-            self._hasher.verify(digest, password)
+            self._hasher.verify(stored or _DUMMY, password)
         except (VerificationError, InvalidHashError):
             return None
-        return self.get(name) if row else None
+        return self.get(name) if stored else None
 
     def all(self) -> list[User]:
         """Return every user, sorted by name."""
-        rows = (
-            self._con.cursor()
-            .execute("SELECT name, role, communes FROM users ORDER BY name")
-            .fetchall()
-        )
+        rows = self._db.rows("SELECT name, role, communes FROM users ORDER BY name")
         return [User(r[0], r[1], tuple(r[2])) for r in rows]
 
     def close(self) -> None:
         """Close the file."""
-        self._con.close()
+        self._db.close()
 
 
 _DUMMY = PasswordHasher().hash("not a password of anyone")

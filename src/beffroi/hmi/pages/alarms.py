@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dash
 import dash_ag_grid as dag
 from dash import Input, Output, State, callback, dcc, html, no_update
 
+from beffroi.alerts.state import AlarmCommandError
+from beffroi.control.audit import record_command
 from beffroi.core.model import utcnow
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
 from beffroi.hmi.context import get_context
@@ -186,25 +189,41 @@ def act(_ack, _shelve, selected, comment):  # type: ignore[no-untyped-def]
             continue
         ensure_sees(alarm["commune"])  # the engine's commune, not the browser's claim
         ids.append(alarm["alarm_id"])
-    user = current().name
-    if right == "ack":
-        service.ack(ids, user, comment.strip())
-    else:
-        for alarm_id in ids:
-            service.shelve(alarm_id, user, comment.strip(), minutes=60)
-    log.info("%s: %s %d alarm(s)", user, right, len(ids))
-    audit = get_context().audit
-    for alarm_id in ids if audit is not None else ():
-        audit.record(
-            user,
-            f"alarm.{right}",
-            target=alarm_id,
-            commune=known[alarm_id]["commune"],
-            comment=comment.strip(),
-            **({"minutes": 60} if right == "shelve" else {}),
-        )
+    user, text = current().name, comment.strip()
+    refused = _apply(service, right, ids, user, text)
+    log.info("%s: %s %d alarm(s), %d refused", user, right, len(ids), len(refused))
+    # As the API's records, marked as made at the console.
+    detail = {"source": "hmi", "comment": text, **({"minutes": 60} if right == "shelve" else {})}
+    action, audit = f"alarm.{right}", get_context().audit
+    done = {i: known[i]["commune"] for i in ids if i not in refused}
+    recorded = record_command(audit, user, action, done, **detail)
+    for alarm_id, why in refused.items():
+        target = {alarm_id: known[alarm_id]["commune"]}
+        record_command(audit, user, action, target, "refused", reason=why, **detail)
     verb = "acknowledged" if right == "ack" else "shelved for 1 h"
-    return f"{len(ids)} alarm(s) {verb} by {user}.", ""
+    said = f"{len(done)} alarm(s) {verb} by {user}."
+    if refused:
+        said += f" Refused: {'; '.join(dict.fromkeys(refused.values()))}"
+    if not recorded:
+        said += " The audit log cannot record it: tell the administrator."
+    return said, no_update if refused else ""
+
+
+def _apply(service: Any, right: str, ids: list[str], user: str, comment: str) -> dict[str, str]:
+    """Acknowledge the alarms (all or none) or shelve each for 1 h; return the refused, with why."""
+    if right == "ack":
+        try:
+            service.ack(ids, user, comment)
+        except AlarmCommandError as exc:  # acknowledged meanwhile, from elsewhere: none was
+            return dict.fromkeys(ids, str(exc))
+        return {}
+    refused = {}
+    for alarm_id in ids:
+        try:
+            service.shelve(alarm_id, user, comment, minutes=60)
+        except AlarmCommandError as exc:
+            refused[alarm_id] = str(exc)
+    return refused
 
 
 @callback(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 
@@ -31,6 +32,7 @@ COLUMNS = [
     {"field": "target", "flex": 1},
     {"field": "commune", "width": 130},
     {"field": "outcome", "width": 120},
+    {"field": "source", "width": 90},
     {"field": "detail", "flex": 2},
     {"field": "hash", "width": 120},
 ]
@@ -104,8 +106,18 @@ def rows(span, user, action, _n):  # type: ignore[no-untyped-def]
         return []
     out = df[["seq", "user", "action", "target", "commune", "outcome", "detail", "hash"]].copy()
     out.insert(1, "time", df["ts"].dt.tz_convert(DISPLAY_TZ).dt.strftime("%Y-%m-%d %H:%M:%S"))
+    # Where a command came from (api, cli, hmi), to tell them apart at a glance.
+    out.insert(out.columns.get_loc("detail"), "source", df["detail"].map(_source))
     out["hash"] = out["hash"].str[:12]
     return out.to_dict("records")
+
+
+def _source(detail: str) -> str:
+    """Return the source a record's details name, else ""."""
+    try:
+        return str(json.loads(detail).get("source", ""))
+    except (ValueError, AttributeError):
+        return ""
 
 
 @callback(
