@@ -7,10 +7,12 @@ import json
 from datetime import UTC, datetime
 
 from asyncua import ua
+from asyncua.common.callback import CallbackType
 
 from beffroi.control.model import ControlError
 from beffroi.core.model import WriteStatus
 from beffroi.hmi.users import User
+from tests.conftest import eventually
 from tests.test_control_helpers import Clock, running_scene, scene_config
 
 MONDAY_10H = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)  # 10:00 in Dijon: no maintenance window
@@ -154,23 +156,75 @@ async def test_results_confirmed_rejected_and_unconfirmed(demo_config, tmp_path)
         assert rejected.status is WriteStatus.REJECTED and "BadUserAccessDenied" in rejected.detail
         assert scene.value("TC-T1", "plan") == before
 
-        # A jammed bollard takes the order at its interface, then springs back at its next tick.
+        # A bollard jams just as it takes the order (the server's post-write hook): it says
+        # yes, then reports the position it is stuck in.
         scene.keep_bollards_free()
         await scene.occupy("BO-T1", False)
-        await scene.sim.force_fault("BO-T1", True)
+        raised_tag = scene.tag("BO-T1", "raised")
+
+        async def jam(event, _dispatcher) -> None:  # type: ignore[no-untyped-def]
+            if any(w.NodeId.Identifier == raised_tag for w in event.request_params.NodesToWrite):
+                await scene.sim.force_fault("BO-T1", True)
+
+        scene.sim._server.subscribe_server_callback(CallbackType.PostWrite, jam)
         raised = scene.value("BO-T1", "raised")
-        sel = scene.control.select(OPERATOR, scene.tag("BO-T1", "raised"))
-        jammed = await scene.control.setpoints.operate(OPERATOR, sel.id, not raised, "test")
-        assert jammed.status is WriteStatus.UNCONFIRMED
-        assert f"equipment reports {raised!r}" in jammed.detail and "fault" in jammed.detail
+        sel = scene.control.select(OPERATOR, raised_tag)
+        stuck = await scene.control.setpoints.operate(OPERATOR, sel.id, not raised, "test")
+        assert stuck.status is WriteStatus.UNCONFIRMED and stuck.reported is raised
+        assert f"equipment reports {raised!r}" in stuck.detail and "fault" in stuck.detail
         assert scene.value("BO-T1", "raised") is raised
 
         outcomes = [(r["target"], r["outcome"]) for r in _records(scene, "result")]
-        assert outcomes == [
-            (dim, "confirmed"),
-            (plan, "rejected"),
-            (scene.tag("BO-T1", "raised"), "unconfirmed"),
+        assert outcomes == [(dim, "confirmed"), (plan, "rejected"), (raised_tag, "unconfirmed")]
+        assert scene.control.audit.verify().ok
+
+
+async def test_a_jammed_bollard_refuses_and_the_command_is_reported_failed(
+    demo_config, tmp_path
+) -> None:
+    """A healthy bollard moves; a jammed one refuses the order and never shows it: rejected,
+    audited as rejected with the device's status; once repaired it moves again."""
+    clock = Clock(MONDAY_10H)
+    async with running_scene(scene_config(demo_config, tmp_path), clock) as scene:
+        scene.keep_bollards_free()
+        await scene.occupy("BO-T1", False)
+        tag, fault = scene.tag("BO-T1", "raised"), scene.tag("BO-T1", "fault")
+        up = not scene.value("BO-T1", "raised")
+        sel = scene.control.select(OPERATOR, tag)
+        moved = await scene.control.setpoints.operate(OPERATOR, sel.id, up, "delivery")
+        assert moved.status is WriteStatus.CONFIRMED and scene.value("BO-T1", "raised") is up
+
+        await scene.sim.force_fault("BO-T1", True)
+        await eventually(lambda: (s := scene.live.get(fault)) is not None and s.value is True)
+        before = scene.live.get(tag)
+        clock.advance(10)  # past the bollard's one command per 10 s
+        sel = scene.control.select(OPERATOR, tag)
+        jammed = await scene.control.setpoints.operate(OPERATOR, sel.id, not up, "delivery")
+        assert jammed.status is WriteStatus.REJECTED and not jammed.ok
+        assert "BadDeviceFailure" in jammed.detail
+        # Ticks later it still has not moved, and no report of the order ever reached us.
+        for _ in range(3):
+            t = scene.sim.physics.now
+            await eventually(lambda t=t: scene.sim.physics.now > t)
+        assert scene.value("BO-T1", "raised") is up and scene.sim.physics.value(tag) is up
+        assert scene.live.get(tag) == before
+
+        await scene.sim.force_fault("BO-T1", False)
+        clock.advance(10)
+        sel = scene.control.select(OPERATOR, tag)
+        repaired = await scene.control.setpoints.operate(OPERATOR, sel.id, not up, "delivery")
+        assert repaired.status is WriteStatus.CONFIRMED
+        assert scene.value("BO-T1", "raised") is (not up)
+
+        results = _records(scene, "result")
+        assert [(r["target"], r["outcome"]) for r in results] == [
+            (tag, "confirmed"),
+            (tag, "rejected"),
+            (tag, "confirmed"),
         ]
+        assert "BadDeviceFailure" in results[1]["detail"]["detail"]
+        assert results[1]["detail"]["value"] is (not up)
+        assert [r["outcome"] for r in _records(scene, "operate")] == ["sent"] * 3
         assert scene.control.audit.verify().ok
 
 

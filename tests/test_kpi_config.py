@@ -35,6 +35,7 @@ def test_demo_config_defines_every_kpi_family() -> None:
     assert cfg.kpi.active
     families = {k.family for k in active_kpis(cfg)}
     assert families == {"energy", "lighting", "availability", "mobility", "water", "waste"}
+    assert "bus_priority_granted_pct" in {k.name for k in active_kpis(cfg)}  # the simulator counts
     assert cfg.kpi.lighting is not None and cfg.kpi.lighting.target_pct == 65
 
 

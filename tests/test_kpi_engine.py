@@ -24,7 +24,9 @@ from beffroi.historian.duckdb import DuckDBHistorian
 from beffroi.kpi import engine as engine_module
 from beffroi.kpi.definitions import series_tag
 from beffroi.kpi.engine import HOLE, KpiEngine
+from beffroi.kpi.periods import HOUR
 from beffroi.kpi.store import KpiStore
+from beffroi.simulator.physics import Metropolis
 from tests.conftest import ROOT, eventually, free_port
 from tests.test_kpi_cases import load_case
 
@@ -144,3 +146,41 @@ def test_the_daily_close_finds_late_data_days_back(tmp_path: Path) -> None:
     assert row.new_value.iloc[0] > row.old_value.iloc[0] and set(changes.reason) == {"late data"}
     engine.close()
     hist.close()
+
+
+def test_bus_priority_granted_from_the_simulated_controllers(demo_config, tmp_path: Path) -> None:
+    """A simulated day of the demo's controllers: the grant ratio is their counters' deltas."""
+    register = build_register(demo_config, assets=300)
+    tcs = [a for a in register.assets.values() if a.asset_class == "traffic_controller"]
+    tags = {a.tag(s) for a in tcs for s in ("bus_priority_requests", "bus_priority_granted")}
+    day0 = datetime(2025, 3, 4, tzinfo=PARIS)
+    day1, start = day0 + timedelta(days=1), day0 - timedelta(hours=1)
+    sim = Metropolis(register, seed=7, fault_rate_per_hour=0.2, start=start)
+    hist = DuckDBHistorian(tmp_path / "h.duckdb")
+    stored = [Sample(t, start, v) for t, v in sim.values().items() if t in tags]
+    edges = {}
+    for k in range(1, 26 * 60 + 1):  # what the collector stores: every change, at its time
+        now = start + timedelta(minutes=k)
+        stored += [Sample(t, now, v) for t, v in sim.step(now) if t in tags]
+        if now in (day0, day1):
+            edges[now] = {t: sim.value(t) for t in tags}
+    hist.write(stored)
+    delta = {
+        s: sum(edges[day1][a.tag(s)] - edges[day0][a.tag(s)] for a in tcs)
+        for s in ("bus_priority_requests", "bus_priority_granted")
+    }
+    store = KpiStore(tmp_path / "kpi.duckdb")
+    engine = KpiEngine(demo_config, register, hist, store=store, clock=lambda: day1 + HOUR)
+    engine.recompute(day0, day1)
+    got = {}
+    for kpi in ("bus_priority_requests", "bus_priority_granted_pct"):
+        df = hist.query([series_tag(kpi, "day", "metropolis")], day0, day0 + timedelta(seconds=1))
+        got[kpi] = df["value"].iloc[0]
+    engine.close()
+    hist.close()
+    assert len(tcs) >= 20 and delta["bus_priority_requests"] > 50 * len(tcs)
+    # Only the odd request reported in the minute a day edge falls in may change sides.
+    assert got["bus_priority_requests"] == pytest.approx(delta["bus_priority_requests"], abs=3)
+    ratio = 100 * delta["bus_priority_granted"] / delta["bus_priority_requests"]
+    assert 0 < got["bus_priority_granted_pct"] < 100
+    assert got["bus_priority_granted_pct"] == pytest.approx(ratio, abs=0.2)

@@ -183,10 +183,12 @@ def test_random_faults_come_and_go_and_can_be_forced(small_register: Register) -
     assert m.force_fault(bo.id, True) in ([(bo.tag("fault"), True)], [])
     assert m.value(bo.tag("fault")) is True
     raised = m.value(bo.tag("raised"))
-    m.set_setpoint(bo.tag("raised"), not raised)
+    assert m.refusal(bo.tag("raised")) == "jammed"
+    assert m.set_setpoint(bo.tag("raised"), not raised) is None  # a jammed bollard refuses
     changes = dict(m.step(WINTER_NIGHT + timedelta(hours=3)))
-    assert changes[bo.tag("raised")] is raised  # a faulted bollard refuses the order
+    assert bo.tag("raised") not in changes and m.value(bo.tag("raised")) is raised
     m.force_fault(bo.id, False)
+    assert m.refusal(bo.tag("raised")) is None
     m.set_setpoint(bo.tag("raised"), not raised)
     m.step(WINTER_NIGHT + timedelta(hours=3, seconds=1))
     assert m.value(bo.tag("raised")) is (not raised)

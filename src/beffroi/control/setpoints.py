@@ -3,8 +3,8 @@
 Select-before-operate for people (a selection shows the value, range, interlocks and who else
 is looking, and expires); for every command, whoever sends it: kind, range and step, interlock
 rules, a rate limit per asset, then the collector's write with read-back, and a look at what the
-equipment reports once it has had time to act (a jammed bollard springs back). Everything is
-audited: no audit record, no command.
+equipment reports once it has had time to act (equipment may take an order and not carry it
+out). Everything is audited: no audit record, no command.
 """
 
 from __future__ import annotations

@@ -74,6 +74,10 @@ class Model:
         out["fault"] = self.fault
         return out
 
+    def refusal(self, signal: str, i: int) -> str | None:
+        """Return why asset i refuses a write to a setpoint now, or None when it takes it."""
+        return None
+
     def accept(self, signal: str, value: Value) -> Value | None:
         """Convert and clamp a written setpoint; None when it cannot be used."""
         spec = self.specs[signal]
@@ -236,12 +240,21 @@ class Metropolis:
                 changes.extend(ch.changes(t))
         return changes
 
+    def refusal(self, tag: str) -> str | None:
+        """Return why the equipment refuses a write to a setpoint now, or None."""
+        model, _, i = self._where[tag]
+        return model.refusal(tag.rsplit("/", 1)[1], i)
+
     def set_setpoint(self, tag: str, value: Any) -> Value | None:
-        """Apply a written setpoint from the next step on; return the value accepted."""
+        """Apply a written setpoint from the next step on; return it, None if not taken."""
         model, ch, i = self._where[tag]
         signal = tag.rsplit("/", 1)[1]
         if signal not in model.sp:
             raise KeyError(f"{tag} is not a writable signal")
+        why = model.refusal(signal, i)
+        if why is not None:
+            logger.info("%s refuses %r: %s", tag, value, why)
+            return None
         written = model.accept(signal, value)
         if written is None:
             logger.warning("ignored unusable setpoint %r for %s", value, tag)

@@ -17,6 +17,7 @@ from beffroi.core.config import Config
 from beffroi.core.model import Value, utcnow
 from beffroi.core.register import Register
 from beffroi.simulator.physics import Metropolis
+from beffroi.simulator.writes import EquipmentWrites
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class MetropolisSimulator:
         self._ns: int | None = None
         self._nodes: dict[str, tuple[ua.NodeId, ua.VariantType]] = {}
         self._pending: list[tuple[str, Any]] = []
+        self._setpoints: set[str] = set()
         self._own: ua.DataValue | None = None
         self._t0_sim = utcnow()
         self._t0_mono = time.monotonic()
@@ -159,6 +161,7 @@ class MetropolisSimulator:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         self._ns = await server.register_namespace(self._cfg.simulator.namespace)
         self._server = server
+        server.iserver.attribute_service = EquipmentWrites(server.iserver.aspace, self._refusal)
         await self._build_address_space()
         await server.start()
         stack.push_async_callback(self._stop_server)
@@ -200,6 +203,7 @@ class MetropolisSimulator:
                 )
                 if spec.writable:
                     writable.append(nid)
+                    self._setpoints.add(spec.name)
         self._add_nodes(folders)
         self._add_assets(assets)
         self._add_nodes(variables)
@@ -258,6 +262,16 @@ class MetropolisSimulator:
                 )
             )
 
+    def _refusal(self, nodeid: ua.NodeId) -> str | None:
+        """Return why the equipment behind a setpoint node refuses a write now, or None."""
+        tag = nodeid.Identifier
+        if nodeid.NamespaceIndex != self._ns or tag not in self._setpoints:
+            return None
+        why = self.physics.refusal(tag)
+        if why is not None:
+            logger.info("refused a write to %s: %s", tag, why)
+        return why
+
     def _on_write(self, node: NodeData, attr: ua.AttributeIds, dv: ua.DataValue) -> None:
         """Store a write to a setpoint node; queue it for the physics unless we wrote it."""
         if dv is not self._own:
@@ -296,11 +310,14 @@ class MetropolisSimulator:
         """Apply written setpoints, step the physics to now, publish; return values written."""
         physics = self.physics
         pending, self._pending = self._pending, []
+        undone: list[tuple[str, Value]] = []
         for tag, value in pending:
             accepted = physics.set_setpoint(tag, value)
             logger.debug("setpoint %s = %r (accepted %r)", tag, value, accepted)
+            if accepted is None:  # not taken after all: the node shows what the device holds
+                undone.append((tag, physics.value(tag)))
         now = self.sim_now()
-        changes = physics.step(now)
+        changes = undone + physics.step(now)
         await self._publish(changes, now)
         return len(changes)
 
