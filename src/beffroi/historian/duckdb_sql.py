@@ -1,8 +1,10 @@
-"""SQL of the DuckDB historian: schema, compaction, rollups and aggregate queries."""
+"""SQL of the DuckDB historian: schema and its versions, compaction and bucket statistics."""
 
 from __future__ import annotations
 
 HOUR_US = 3_600_000_000
+DAY_US = 24 * HOUR_US
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS tag_ids START 1;
@@ -11,20 +13,31 @@ CREATE TABLE IF NOT EXISTS tags (
     name VARCHAR NOT NULL UNIQUE
 );
 -- Ingest: appended as it arrives, in any order; `seq` orders writes so the last one wins.
+-- `status` is the OPC UA status code, 0 for plain Good (a constant column costs nothing).
 CREATE TABLE IF NOT EXISTS hot (
     tag_id INTEGER NOT NULL, ts TIMESTAMP NOT NULL, value DOUBLE,
-    quality UTINYINT NOT NULL, seq BIGINT NOT NULL
+    quality UTINYINT NOT NULL, status UINTEGER NOT NULL, seq BIGINT NOT NULL
 );
--- Compacted runs, each sorted by (tag_id, ts): one tag's range reads few row groups.
-CREATE TABLE IF NOT EXISTS samples (
-    tag_id INTEGER NOT NULL, ts TIMESTAMP NOT NULL, value DOUBLE, quality UTINYINT NOT NULL
+-- Compacted runs of the days not sealed yet, each sorted by (tag_id, ts).
+CREATE TABLE IF NOT EXISTS recent (
+    tag_id INTEGER NOT NULL, ts TIMESTAMP NOT NULL, value DOUBLE,
+    quality UTINYINT NOT NULL, status UINTEGER NOT NULL
+);
+-- Sealed days: one row per tag and UTC day, the samples encoded in `payload` (blocks.py) and
+-- the day's statistics beside them. Retention empties `payload` and keeps the statistics.
+CREATE TABLE IF NOT EXISTS blocks (
+    tag_id INTEGER NOT NULL, day DATE NOT NULL, points INTEGER NOT NULL,
+    n BIGINT, vmin DOUBLE, vmax DOUBLE, vsum DOUBLE, first_ts TIMESTAMP, first_v DOUBLE,
+    last_ts TIMESTAMP, last_v DOUBLE, area DOUBLE, quality UTINYINT,
+    -- Compressed already: DuckDB's dictionary and FSST passes would only slow reads down.
+    payload BLOB USING COMPRESSION 'uncompressed'
 );
 CREATE TABLE IF NOT EXISTS text_samples (
     tag_id INTEGER NOT NULL, ts TIMESTAMP NOT NULL, value VARCHAR, quality UTINYINT NOT NULL,
-    PRIMARY KEY (tag_id, ts)
+    status UINTEGER NOT NULL DEFAULT 0, PRIMARY KEY (tag_id, ts)
 );
--- Hourly statistics; they outlive raw retention. `area` is the trapezoid integral in
--- value·µs between the hour's own samples.
+-- Hourly statistics of the hours whose raw samples retention removed. `area` is the
+-- trapezoid integral in value·µs between the hour's own samples.
 CREATE TABLE IF NOT EXISTS rollup_1h (
     tag_id INTEGER NOT NULL, bucket TIMESTAMP NOT NULL, n BIGINT, vmin DOUBLE, vmax DOUBLE,
     vsum DOUBLE, first_ts TIMESTAMP, first_v DOUBLE, last_ts TIMESTAMP, last_v DOUBLE,
@@ -33,24 +46,72 @@ CREATE TABLE IF NOT EXISTS rollup_1h (
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 """
 
+# Layout 1 kept every compacted sample in `samples` and rollups of every hour. Its samples
+# become the unsealed runs (sealed by the next compaction); rollups of hours whose samples are
+# still there go, since the samples answer for them now. SCHEMA then adds what is missing.
+MIGRATE_FROM_1 = """
+ALTER TABLE hot ADD COLUMN status UINTEGER DEFAULT 0;
+CREATE TABLE recent AS
+    SELECT tag_id, ts, value, quality, 0::UINTEGER AS status FROM samples ORDER BY tag_id, ts;
+DROP TABLE samples;
+ALTER TABLE text_samples RENAME TO text_samples_1;
+CREATE TABLE text_samples (
+    tag_id INTEGER NOT NULL, ts TIMESTAMP NOT NULL, value VARCHAR, quality UTINYINT NOT NULL,
+    status UINTEGER NOT NULL DEFAULT 0, PRIMARY KEY (tag_id, ts)
+);
+INSERT INTO text_samples SELECT tag_id, ts, value, quality, 0 FROM text_samples_1;
+DROP TABLE text_samples_1;
+DELETE FROM rollup_1h WHERE (tag_id, bucket) IN (
+    SELECT tag_id, time_bucket(INTERVAL '1 hour', ts) FROM recent
+    UNION SELECT tag_id, time_bucket(INTERVAL '1 hour', ts) FROM hot
+);
+"""
+
 # Deduplicate the hot rows (last write wins) into a temp table, sorted for the compacted run.
 STAGE = """
 CREATE OR REPLACE TEMP TABLE stage AS
-SELECT tag_id, ts, arg_max(value, seq) AS value, arg_max(quality, seq) AS quality
+SELECT tag_id, ts, arg_max(value, seq) AS value, arg_max(quality, seq) AS quality,
+    arg_max(status, seq) AS status
 FROM hot WHERE seq <= ? GROUP BY tag_id, ts ORDER BY tag_id, ts
 """
 
 # Late or replayed samples replace what a previous run holds for the same tag and time.
 DELETE_REPLACED = """
-DELETE FROM samples WHERE (tag_id, ts) IN (
+DELETE FROM recent WHERE (tag_id, ts) IN (
     SELECT tag_id, ts FROM stage WHERE ts <= ?::TIMESTAMP
 )
 """
 
-AFFECTED_HOURS = """
-CREATE OR REPLACE TEMP TABLE affected AS
-SELECT DISTINCT tag_id, time_bucket(INTERVAL '1 hour', ts) AS bucket FROM stage
+# The numeric samples not sealed yet, newest write winning: hot rows over compacted runs.
+IN_RANGE = "tag_id IN (SELECT unnest($ids)) AND ts >= $t0 AND ts < $t1"
+UNSEALED = f"""
+WITH h AS (
+    SELECT tag_id, ts, value, quality, status FROM hot WHERE {IN_RANGE}
+    QUALIFY row_number() OVER (PARTITION BY tag_id, ts ORDER BY seq DESC) = 1
+)
+SELECT tag_id, ts, value, quality, status FROM recent s WHERE {IN_RANGE}
+    AND NOT EXISTS (SELECT 1 FROM h WHERE h.tag_id = s.tag_id AND h.ts = s.ts)
+UNION ALL SELECT * FROM h
 """
+
+
+def raw_source(blocks: str | None) -> str:
+    """SQL of every numeric sample in range: unsealed rows over the decoded `blocks` relation."""
+    if blocks is None:
+        return f"({UNSEALED})"
+    return (
+        f"(WITH u AS ({UNSEALED}) SELECT * FROM u UNION ALL SELECT * FROM {blocks} b "
+        "WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.tag_id = b.tag_id AND u.ts = b.ts))"
+    )
+
+
+# The (tag, day) pairs with unsealed rows in range: their stored day statistics are stale.
+PENDING_DAYS = f"""
+SELECT DISTINCT tag_id, ts::DATE AS day FROM recent WHERE {IN_RANGE}
+UNION SELECT DISTINCT tag_id, ts::DATE AS day FROM hot WHERE {IN_RANGE}
+"""
+
+STATS_COLUMNS = "n, vmin, vmax, vsum, first_ts, first_v, last_ts, last_v, area, quality"
 
 # Per-bucket statistics over samples, with the trapezoid area between the bucket's samples.
 BUCKET_STATS = """
@@ -76,22 +137,11 @@ SELECT tag_id, bucket, count(value) AS n, min(value) AS vmin, max(value) AS vmax
 FROM w GROUP BY tag_id, bucket
 """
 
-RECOMPUTE_ROLLUP = """
-DELETE FROM rollup_1h WHERE (tag_id, bucket) IN (SELECT tag_id, bucket FROM affected);
-INSERT INTO rollup_1h
-""" + BUCKET_STATS.format(
-    step=HOUR_US,
-    source="(SELECT s.* FROM samples s SEMI JOIN affected a ON s.tag_id = a.tag_id "
-    "AND s.ts >= a.bucket AND s.ts < a.bucket + INTERVAL '1 hour')",
-)
-
-# Coarser buckets from hourly rows: the pieces between consecutive hours are added back so the
-# result equals the same aggregate over raw samples.
-FROM_ROLLUP = """
+# Coarser buckets from finer statistics (days or hours): the pieces between consecutive
+# buckets are added back, so the result equals the same aggregate over raw samples.
+FROM_STATS = """
 WITH h AS (
-    SELECT *, make_timestamp((epoch_us(bucket) // {step}) * {step}) AS big
-    FROM rollup_1h
-    WHERE tag_id IN (SELECT unnest(?)) AND bucket >= ? AND bucket < ?
+    SELECT *, make_timestamp((epoch_us(bucket) // {step}) * {step}) AS big FROM {stats}
 ), r AS (
     SELECT *, lead(first_v IGNORE NULLS) OVER (PARTITION BY tag_id, big ORDER BY bucket) AS nfv,
         lead(first_ts IGNORE NULLS) OVER (PARTITION BY tag_id, big ORDER BY bucket) AS nfts

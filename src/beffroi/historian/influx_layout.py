@@ -8,6 +8,12 @@ go to the measurement named after their first path part, InfluxDB tag `path` = t
 it marks where samples are: its value is `2 * quality + 1` when the sample has no value (NaN or
 None, which InfluxDB cannot store), else `2 * quality`. The worst quality of a bucket is thus
 `max(q) // 2`, and rewriting a sample as valueless at the same time still reads back as NaN.
+
+A sample's OPC UA status code, when not 0 (plain Good), goes in the integer field `<signal>.s`
+(`s` outside the register); Good samples write nothing more. InfluxDB overwrites field by
+field, so a sample rewritten at the same time without a status would keep the old one: a status
+is read back only when its severity agrees with the sample's quality, which drops every such
+leftover except one whose quality the rewrite left unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from beffroi.core.register import Register
 log = logging.getLogger(__name__)
 
 QUALITY_SUFFIX = ".q"
+STATUS_SUFFIX = ".s"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US = timedelta(microseconds=1)
 
@@ -38,6 +45,7 @@ class Location:
     number: str | None  # field holding numbers (None: a text signal)
     text: str | None  # field holding strings (None: a numeric signal)
     quality: str
+    status: str
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -87,9 +95,11 @@ class Layout:
                 None if kind == "str" else signal,
                 signal if kind in ("str", None) else None,
                 signal + QUALITY_SUFFIX,
+                signal + STATUS_SUFFIX,
             )
         rest = "/".join(parts[1:])
-        return Location(tag, parts[0], (("path", rest),) if rest else (), "value", "text", "q")
+        series = (("path", rest),) if rest else ()
+        return Location(tag, parts[0], series, "value", "text", "q", "s")
 
     def tag_of(self, measurement: str, series: Mapping[str, str], field: str) -> str | None:
         """Return the tag stored in a series and value or quality field, or None."""
@@ -136,10 +146,10 @@ class LineEncoder:
 
     def __init__(self, layout: Layout):
         self.layout = layout
-        self._prefix: dict[str, tuple[str, str | None, str | None, str]] = {}
+        self._prefix: dict[str, tuple[str, str | None, str | None, str, str]] = {}
         self._warned: set[str] = set()
 
-    def _parts(self, tag: str) -> tuple[str, str | None, str | None, str]:
+    def _parts(self, tag: str) -> tuple[str, str | None, str | None, str, str]:
         parts = self._prefix.get(tag)
         if parts is None:
             loc = self.layout.locate(tag)
@@ -151,17 +161,20 @@ class LineEncoder:
                 loc.number.translate(_KEY) if loc.number else None,
                 loc.text.translate(_KEY) if loc.text else None,
                 loc.quality.translate(_KEY),
+                loc.status.translate(_KEY),
             )
         return parts
 
     def lines(self, batch: Sequence[Sample]) -> list[str]:
-        """Return one line per sample: its value field (if any) and its quality field."""
+        """Return one line per sample: its value field (if any), quality and status fields."""
         out = []
         for s in batch:
-            head, number, text, quality = self._parts(s.tag)
+            head, number, text, quality, status = self._parts(s.tag)
             field = self._field(s, number, text)
             code = 2 * int(s.quality) + (field is None)
             fields = f"{field},{quality}={code}i" if field else f"{quality}={code}i"
+            if s.status:
+                fields += f",{status}={int(s.status)}i"
             out.append(f"{head}{fields} {to_us(s.ts)}")
         return out
 
