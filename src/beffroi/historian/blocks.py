@@ -126,16 +126,21 @@ def _unpack(buf: np.ndarray, base: np.ndarray, count: np.ndarray, width: np.ndar
     """Return the concatenated streams packed at byte `base` of each block, as uint64."""
     s = _segs(count)
     out = np.zeros(len(s.block), np.uint64)
-    if len(width) <= 1 or (width == width[0]).all():  # one width: index arithmetic only
-        w = int(width[0]) if len(width) else 0
-        for p in range(w):
-            src = base[s.block] + p * count[s.block] + s.local
-            out |= buf[src].astype(np.uint64) << np.uint64(8 * p)
-        return out
-    for p in range(int(width.max(initial=0))):
-        sel = width[s.block] > p
-        b = s.block[sel]
-        out[sel] |= buf[base[b] + p * count[b] + s.local[sel]].astype(np.uint64) << np.uint64(8 * p)
+    widths = np.unique(width)
+    for w in widths[widths > 0].tolist():
+        # One pass per width, in that width's integers: blocks mostly share one or two.
+        if len(widths) == 1:
+            idx, block, local = slice(None), s.block, s.local
+        else:
+            idx = np.flatnonzero((width == w)[s.block])
+            block, local = s.block[idx], s.local[idx]
+        at = base[block] + local
+        plane_size = count[block]
+        acc = buf[at].astype(f"<u{w}")
+        for p in range(1, w):
+            at += plane_size
+            acc |= buf[at].astype(f"<u{w}") << (8 * p)
+        out[idx] = acc
     return out
 
 

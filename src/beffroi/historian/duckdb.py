@@ -23,20 +23,21 @@ from beffroi.historian import duckdb_blocks as blocks
 from beffroi.historian import duckdb_sql as q
 from beffroi.historian.base import COLUMNS, RAW_COLUMNS, Agg, Historian
 from beffroi.historian.downsample import downsample_frame
-from beffroi.historian.duckdb_reads import Reads
+from beffroi.historian.duckdb_layout import LayoutError, open_layout
+from beffroi.historian.duckdb_reads import Reads, snapshot
 
 log = logging.getLogger(__name__)
 
+__all__ = ["SEAL_AFTER", "DuckDBHistorian", "LayoutError"]
+
 _DAY = timedelta(days=1)
-# A day is sealed once the newest data is this far into the next one: late samples from
-# buffering collectors land in the compacted runs, not in a block to rewrite.
-SEAL_AFTER = timedelta(hours=1)
+# A UTC day is sealed once the newest data is this far past its end. Until then its compacted
+# hours have rollups: the KPI jobs check today and yesterday (local days, which start up to
+# two hours before UTC ones in Europe) hour by hour, and late samples from buffering
+# collectors land in compacted runs rather than in blocks to rewrite.
+SEAL_AFTER = timedelta(days=2)
 
 _naive_utc = naive_utc
-
-
-class LayoutError(RuntimeError):
-    """The file holds a historian layout this version cannot use as it is."""
 
 
 class DuckDBHistorian(Reads, Historian):
@@ -58,7 +59,7 @@ class DuckDBHistorian(Reads, Historian):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(self.path), read_only=read_only)
         try:
-            self._open_layout()
+            open_layout(self._con, self.path, read_only)
         except BaseException:
             self._con.close()
             raise
@@ -88,43 +89,6 @@ class DuckDBHistorian(Reads, Historian):
             scheduler.cron(job, "historian-retention", hour=3, minute=17)
 
     # -- plumbing ----------------------------------------------------------------------------
-
-    def _open_layout(self) -> None:
-        """Create the tables of a new file, migrate an older layout, refuse an unknown one."""
-        con = self._con
-        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        if "samples" in tables:
-            version = 1  # layout 1 had no version row
-        elif "meta" in tables:
-            row = next(
-                iter(con.execute("SELECT value FROM meta WHERE key = 'layout'").fetchall()), None
-            )
-            version = int(row[0]) if row else None
-        else:
-            version = None
-        if version == q.SCHEMA_VERSION:
-            return
-        if version is not None and version > q.SCHEMA_VERSION:
-            raise LayoutError(
-                f"{self.path}: historian layout {version} is newer than this version "
-                f"of beffroi reads ({q.SCHEMA_VERSION}); upgrade beffroi"
-            )
-        if self.read_only:
-            raise LayoutError(
-                f"{self.path}: historian layout {version or 'unknown'} must be upgraded to "
-                f"{q.SCHEMA_VERSION}; open the file once read-write (start the gateway) first"
-            )
-        con.execute("BEGIN")
-        try:
-            if version == 1:
-                log.warning("%s: migrating historian layout 1 to %d", self.path, q.SCHEMA_VERSION)
-                con.execute(q.MIGRATE_FROM_1)
-            con.execute(q.SCHEMA)
-            con.execute("INSERT OR REPLACE INTO meta VALUES ('layout', ?)", [q.SCHEMA_VERSION])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     def _cur(self) -> duckdb.DuckDBPyConnection:
         """Return this thread's cursor: DuckDB connections are not shared across threads."""
@@ -256,7 +220,7 @@ class DuckDBHistorian(Reads, Historian):
             n = cur.execute("SELECT count(*) FROM hot WHERE seq <= ?", [upto]).fetchall()[0][0]
             if n:
                 self._transaction(cur, partial(self._compact, cur, upto))
-                cur.execute("DROP TABLE IF EXISTS stage")
+                cur.execute("DROP TABLE IF EXISTS stage; DROP TABLE IF EXISTS affected")
             horizon = self._seal_horizon()
             if horizon is not None:
                 self._transaction(cur, partial(blocks.seal, cur, horizon))
@@ -286,11 +250,14 @@ class DuckDBHistorian(Reads, Historian):
             "INSERT INTO recent (tag_id, ts, value, quality, status) "
             "SELECT tag_id, ts, value, quality, status FROM stage"
         )
-        cur.execute("DELETE FROM hot WHERE seq <= ?", [upto])
         newest = cur.execute("SELECT max(ts) FROM stage").fetchall()[0][0]
         if self._watermark is None or newest > self._watermark:
             self._watermark = newest
             cur.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", [newest.isoformat()])
+        # Days about to be sealed get no rollups: their samples answer for them.
+        cur.execute(q.AFFECTED_HOURS, [self._seal_horizon() or datetime(1, 1, 1)])
+        cur.execute(q.RECOMPUTE_ROLLUP)
+        cur.execute("DELETE FROM hot WHERE seq <= ?", [upto])
 
     def _seal_horizon(self) -> datetime | None:
         """Return the UTC midnight before which days are sealed (None before any data).
@@ -373,20 +340,22 @@ class DuckDBHistorian(Reads, Historian):
         ids = self._ids_of(tags)
         t0, t1 = _naive_utc(start), _naive_utc(end)
         cur = self._cur()
-        if every is not None:
-            return self._frame(self._aggregate(cur, ids, t0, t1, every, agg))
-        num = self._raw(cur, ids, t0, t1)
+        text_ids = self._text_ids.intersection(ids)
+        with snapshot(cur):
+            if every is not None:
+                return self._frame(self._aggregate(cur, ids, t0, t1, every, agg))
+            num = self._raw(cur, ids, t0, t1)
+            txt = None
+            if text_ids:
+                txt = cur.execute(
+                    "SELECT tag_id, ts, value, quality, status FROM text_samples WHERE tag_id IN "
+                    "(SELECT unnest(?)) AND ts >= ? AND ts < ? ORDER BY tag_id, ts",
+                    [sorted(text_ids), t0, t1],
+                ).df()
         if max_points is not None and not num.empty:
             num = downsample_frame(num, max_points)
-        text_ids = self._text_ids.intersection(ids)
-        if text_ids:
-            txt = cur.execute(
-                "SELECT tag_id, ts, value, quality, status FROM text_samples WHERE tag_id IN "
-                "(SELECT unnest(?)) AND ts >= ? AND ts < ? ORDER BY tag_id, ts",
-                [sorted(text_ids), t0, t1],
-            ).df()
-            if not txt.empty:
-                num = pd.concat([num.astype({"value": object}), txt], ignore_index=True)
+        if txt is not None and not txt.empty:
+            num = pd.concat([num.astype({"value": object}), txt], ignore_index=True)
         return self._frame(num, RAW_COLUMNS)
 
     def tags(self) -> list[str]:

@@ -98,7 +98,36 @@ def decode(tag_ids: list[int], payloads: list[bytes]) -> Rows:
     return Rows(np.repeat(np.asarray(tag_ids, np.int32), counts), s)
 
 
-def read(cur: duckdb.DuckDBPyConnection, ids: list[int], t0: datetime, t1: datetime) -> Rows:
+class LastDecoded:
+    """The blocks one thread decoded last, reused when it reads the very same ones again.
+
+    The KPI checks ask for a range's hourly counts, then its sums: the same blocks twice. The
+    match is on the payloads read in the current transaction, so it cannot return stale samples.
+    """
+
+    LIMIT = 3_000_000  # samples kept at most (about 75 MB)
+
+    def __init__(self) -> None:
+        self.key: tuple[list[int], list[bytes]] | None = None
+        self.rows: Rows | None = None
+
+    def decode(self, tag_ids: list[int], payloads: list[bytes]) -> Rows:
+        """Return the samples of blocks, decoding them unless they are the last ones."""
+        if self.key is not None and self.key == (tag_ids, payloads):
+            return self.rows
+        rows = decode(tag_ids, payloads)
+        keep = len(rows) <= self.LIMIT
+        self.key, self.rows = ((tag_ids, payloads), rows) if keep else (None, None)
+        return rows
+
+
+def read(
+    cur: duckdb.DuckDBPyConnection,
+    ids: list[int],
+    t0: datetime,
+    t1: datetime,
+    last: LastDecoded | None = None,
+) -> Rows:
     """Return the sealed samples of tags in [t0, t1), sorted by tag then time."""
     if not ids or t0 >= t1:
         return _concat([])
@@ -109,7 +138,8 @@ def read(cur: duckdb.DuckDBPyConnection, ids: list[int], t0: datetime, t1: datet
     ).fetchall()
     if not rows:
         return _concat([])
-    out = decode([r[0] for r in rows], [r[1] for r in rows])
+    tag_ids, payloads = [r[0] for r in rows], [r[1] for r in rows]
+    out = last.decode(tag_ids, payloads) if last is not None else decode(tag_ids, payloads)
     ts = out.s.ts
     lo, hi = _us(t0), _us(t1)
     inside = (ts >= lo) & (ts < hi)
@@ -156,7 +186,19 @@ def seal(cur: duckdb.DuckDBPyConnection, horizon: datetime) -> int:
         _insert(cur, new)
         sealed += len(new)
     if per_tag:
+        # Sealed days answer hourly aggregates from their samples; retired days keep theirs.
+        cur.execute(
+            "DELETE FROM rollup_1h WHERE bucket < ? AND (tag_id, bucket::DATE) IN "
+            "(SELECT tag_id, ts::DATE FROM recent WHERE ts < ?) AND (tag_id, bucket::DATE) "
+            "NOT IN (SELECT tag_id, day FROM blocks WHERE payload IS NULL)",
+            [horizon, horizon],
+        )
         cur.execute("DELETE FROM recent WHERE ts < ?", [horizon])
+    cur.execute(
+        f"INSERT OR REPLACE INTO meta SELECT 'sealed_before', "
+        f"greatest({q.SEALED_BEFORE}, ?::TIMESTAMP)::VARCHAR",
+        [horizon],
+    )
     return sealed
 
 
@@ -167,7 +209,7 @@ def retire(cur: duckdb.DuckDBPyConnection, ids: list[int], before: datetime) -> 
         f"SELECT tag_id, sum(points) FROM blocks WHERE {where} GROUP BY tag_id ORDER BY tag_id",
         [ids, before],
     ).fetchall()
-    hourly = q.BUCKET_STATS.format(step=q.HOUR_US, source="_retired")
+    hourly = q.bucket_stats(q.HOUR_US, "_retired")
     for lo, hi in _chunks(per_tag):
         span = [ids, before, lo, hi]
         rows = cur.execute(
@@ -265,7 +307,7 @@ def _insert(cur, rows: Rows) -> None:
             "payload": pa.array(payloads, pa.binary()),
         }
     )
-    daily = q.BUCKET_STATS.format(step=q.DAY_US, source="_sealing")
+    daily = q.bucket_stats(q.DAY_US, "_sealing")
     with registered(cur, "_sealing", rows.arrow()), registered(cur, "_payloads", meta):
         cur.execute(
             f"INSERT INTO blocks SELECT p.tag_id, p.day, p.points, {_prefixed('s')}, p.payload "

@@ -1,18 +1,26 @@
 """Reads of the DuckDB historian: raw ranges, bucket aggregates, latest values and counts.
 
 Samples live in three places, newest write first: `hot` (as written), `recent` (compacted
-runs of the days not sealed) and `blocks` (sealed days). Raw reads decode the blocks a range
-touches and, when unsealed rows fall in the range too, let SQL put the newest write first.
+runs of the days not sealed, with hourly rollups) and `blocks` (sealed days, with daily
+statistics). A read spans several statements, so it runs in one transaction: a compaction or a
+seal committing meanwhile cannot show a sample twice or hide it.
+
+Aggregates over whole hours combine the finest statistics that are right for each part of the
+range: a sealed day's own statistics when nothing newer touches it, the rollup of a compacted
+hour when no hot row does, statistics computed from samples elsewhere.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from beffroi.historian import duckdb_blocks as blocks
 from beffroi.historian import duckdb_sql as q
@@ -20,10 +28,25 @@ from beffroi.historian.duckdb_blocks import Rows, registered
 
 _EPOCH = datetime(1970, 1, 1)
 _ALL_TIME = {"t0": datetime(1, 1, 1), "t1": datetime(9999, 1, 1)}
+_IDS = "tag_id IN (SELECT unnest($ids))"
+_SAMPLES = "SELECT tag_id, ts, value, quality, status FROM {}"
 _BLOCK_STATS = (
     f"(SELECT tag_id, day::TIMESTAMP AS bucket, {q.STATS_COLUMNS} FROM blocks "
-    "WHERE tag_id IN (SELECT unnest($ids)) AND day >= $t0::DATE AND day < $t1::DATE{extra})"
+    f"WHERE {_IDS} AND day >= $t0::DATE AND day < $t1::DATE{{extra}})"
 )
+_HOUR = "time_bucket(INTERVAL '1 hour', ts)"
+
+
+@contextmanager
+def snapshot(cur: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Run the reads of the block in one transaction, on one state of the file."""
+    cur.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+    cur.execute("COMMIT")
 
 
 @contextmanager
@@ -49,82 +72,130 @@ def _newest_last(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return both.drop_duplicates(["tag_id", "ts"], keep="last", ignore_index=True)
 
 
+def _hot_hours(start: str) -> str:
+    """SQL of the (tag, hour) pairs with hot rows from `$start` to `$t1`."""
+    return f"SELECT DISTINCT tag_id, {_HOUR} FROM hot WHERE {_IDS} AND ts >= ${start} AND ts < $t1"
+
+
+def _where_samples_are(cur, ids: list[int], t0: datetime, t1: datetime):
+    """Return where days are sealed before, and whether hot rows of the tags and late compacted
+    rows (in sealed days, of any tag) fall in [t0, t1): cheap checks sparing big reads."""
+    return cur.execute(
+        f"SELECT {q.SEALED_BEFORE}, EXISTS (SELECT 1 FROM hot WHERE {q.IN_RANGE}), "
+        f"EXISTS (SELECT 1 FROM recent WHERE ts >= $t0 AND ts < least($t1, {q.SEALED_BEFORE}))",
+        {"ids": ids, "t0": t0, "t1": t1},
+    ).fetchall()[0]
+
+
+def _aligned(t0: datetime, t1: datetime, every: timedelta) -> bool:
+    return (t0 - _EPOCH) % every == timedelta(0) and (t1 - _EPOCH) % every == timedelta(0)
+
+
+class _Parts:
+    """Sealed samples, and frames of unsealed ones that replace them (oldest first)."""
+
+    def __init__(self, sealed: Rows):
+        self.sealed, self.newer = sealed, []
+
+    def frame(self) -> pd.DataFrame:
+        """Return every sample, the newest write at each tag and time."""
+        return _newest_last([self.sealed.frame(), *self.newer])
+
+    def arrow(self) -> pa.Table:
+        """Return every sample as an Arrow table, NaN as null (straight from blocks if alone)."""
+        if not any(len(f) for f in self.newer):
+            return self.sealed.arrow()
+        return pa.Table.from_pandas(self.frame(), preserve_index=False)
+
+
 class Reads:
     """Raw, aggregate, latest-value and count reads of DuckDBHistorian."""
 
     _names: dict[int, str]  # the class it is mixed into provides _cur, _frame and _ids_of
+    _local: threading.local
 
-    def _raw(self, cur, ids: list[int], t0: datetime, t1: datetime) -> pd.DataFrame:
+    def _last_decoded(self) -> blocks.LastDecoded:
+        last = getattr(self._local, "decoded", None)
+        if last is None:
+            last = self._local.decoded = blocks.LastDecoded()
+        return last
+
+    def _raw(self, cur, ids: list[int], t0: datetime, t1: datetime, recent_where: str = ""):
         """Return numeric samples in [t0, t1) as (tag_id, ts, value, quality, status)."""
+        return self._raw_parts(cur, ids, t0, t1, recent_where).frame()
+
+    def _raw_parts(self, cur, ids, t0: datetime, t1: datetime, recent_where: str = "") -> _Parts:
+        """Return the sealed samples in [t0, t1) and the unsealed ones, which replace them."""
         params = {"ids": ids, "t0": t0, "t1": t1}
-        columns = f"SELECT tag_id, ts, value, quality, status FROM {{}} WHERE {q.IN_RANGE}"
-        parts = [
-            blocks.read(cur, ids, t0, t1).frame(),
-            cur.execute(columns.format("recent") + " ORDER BY tag_id, ts", params).df(),
-            cur.execute(columns.format("hot") + " ORDER BY seq", params).df(),
-        ]
-        return _newest_last(parts)
+        sealed_before, hot, late = _where_samples_are(cur, ids, t0, t1)
+        parts = _Parts(blocks.read(cur, ids, t0, t1, self._last_decoded()))
+        if t1 > sealed_before or late:
+            recent = f"{_SAMPLES.format('recent')} WHERE {q.IN_RANGE}{recent_where}"
+            parts.newer.append(cur.execute(recent + " ORDER BY tag_id, ts", params).df())
+        if hot:
+            sql = f"{_SAMPLES.format('hot')} WHERE {q.IN_RANGE} ORDER BY seq"
+            parts.newer.append(cur.execute(sql, params).df())
+        return parts
 
     def _aggregate(self, cur, ids, t0: datetime, t1: datetime, every: timedelta, agg: str):
         """Return (tag_id, ts, value, quality) of `agg` per bucket of `every`."""
         step = every // timedelta(microseconds=1)
         params = {"ids": ids, "t0": t0, "t1": t1}
-        aligned = (t0 - _EPOCH) % every == timedelta(0) and (t1 - _EPOCH) % every == timedelta(0)
+        area = agg in ("twa", "integral")
         with ExitStack() as stack:
-            if aligned and step % q.DAY_US == 0:
-                # Whole days: the sealed days' statistics answer, not their samples.
-                stats = self._day_stats(cur, stack, params)
-                sql = q.FROM_STATS.format(step=step, stats=stats)
-            elif aligned and step % q.HOUR_US == 0 and self._retired_hours(cur, params):
-                stats = self._hour_stats(cur, stack, params)
+            if step % q.HOUR_US == 0 and _aligned(t0, t1, every):
+                if step % q.DAY_US == 0:
+                    stats = self._day_stats(cur, stack, params, area)
+                else:
+                    stats = self._hour_stats(cur, stack, params, area)
                 sql = q.FROM_STATS.format(step=step, stats=stats)
             else:
-                src = stack.enter_context(_source(cur, blocks.read(cur, ids, t0, t1)))
-                sql = q.BUCKET_STATS.format(step=step, source=src)
+                rows = self._raw_parts(cur, ids, t0, t1).arrow()
+                stack.enter_context(registered(cur, "_rows", rows))
+                sql, params = q.bucket_stats(step, "_rows", area), None
             expr = q.AGG_FROM_STATS[agg]
             return cur.execute(
                 f"SELECT tag_id, bucket AS ts, {expr} AS value, quality FROM ({sql})", params
             ).df()
 
-    def _day_stats(self, cur, stack: ExitStack, params: dict) -> str:
-        """Return SQL of daily statistics: stored ones, or from samples for days with news."""
-        pending = cur.sql(q.PENDING_DAYS, params=params).to_arrow_table()
-        if not pending.num_rows:
+    def _day_stats(self, cur, stack: ExitStack, params: dict, area: bool) -> str:
+        """Return SQL of daily statistics: sealed days' own, hourly ones for days with news.
+
+        Adds `h0`, where hourly statistics start, to `params` when they are needed.
+        """
+        got = cur.execute(q.PENDING_DAYS, params).fetchnumpy()
+        if not len(got["day"]):
             return _BLOCK_STATS.format(extra="")
+        days = np.asarray(got["day"]).astype("datetime64[D]")
+        pending = pa.table({"tag_id": pa.array(got["tag_id"], pa.int32()), "day": days})
         stack.enter_context(registered(cur, "_pending", pending))
-        fresh = self._fresh_stats(cur, sorted(set(pending["tag_id"].to_pylist())), params, q.DAY_US)
-        stack.enter_context(registered(cur, "_fresh", fresh))
+        # Days with unsealed rows are the newest ones: hours from the first of them on.
+        params["h0"] = days.min().astype("datetime64[us]").item()
+        hours = self._hour_stats(cur, stack, params, area, start="h0")
         others = _BLOCK_STATS.format(extra=" AND (tag_id, day) NOT IN (SELECT * FROM _pending)")
         return (
-            f"({others} UNION ALL SELECT * FROM _fresh "
+            f"({others} UNION ALL SELECT * FROM {hours} "
             "WHERE (tag_id, bucket::DATE) IN (SELECT * FROM _pending))"
         )
 
-    def _retired_hours(self, cur, params: dict) -> bool:
-        """Tell whether retention left hourly statistics in range in place of samples."""
-        return cur.execute(
-            "SELECT EXISTS (SELECT 1 FROM rollup_1h WHERE tag_id IN (SELECT unnest($ids)) "
-            "AND bucket >= $t0 AND bucket < $t1)",
-            params,
-        ).fetchall()[0][0]
-
-    def _hour_stats(self, cur, stack: ExitStack, params: dict) -> str:
-        """Return SQL of hourly statistics: retired hours' stored ones, the others' from samples."""
-        fresh = self._fresh_stats(cur, params["ids"], params, q.HOUR_US)
-        stack.enter_context(registered(cur, "_fresh", fresh))
-        return (
+    def _hour_stats(self, cur, stack, params: dict, area: bool, start: str = "t0") -> str:
+        """Return SQL of hourly statistics from `params[start]`: rollups where no hot row is
+        newer, statistics of the samples elsewhere (sealed days, hours with hot rows)."""
+        own = {"ids": params["ids"], "t0": params[start], "t1": params["t1"]}
+        rollups = (
             f"(SELECT tag_id, bucket, {q.STATS_COLUMNS} FROM rollup_1h "
-            "WHERE tag_id IN (SELECT unnest($ids)) AND bucket >= $t0 AND bucket < $t1 "
-            "UNION ALL SELECT * FROM _fresh f WHERE NOT EXISTS (SELECT 1 FROM rollup_1h r "
-            "WHERE r.tag_id = f.tag_id AND r.bucket = f.bucket))"
+            f"WHERE {_IDS} AND bucket >= ${start} AND bucket < $t1{{}})"
         )
-
-    def _fresh_stats(self, cur, ids: list[int], params: dict, step: int):
-        """Return bucket statistics of tags computed from their samples, as an Arrow table."""
-        own = {**params, "ids": ids}
-        with _source(cur, blocks.read(cur, ids, params["t0"], params["t1"])) as src:
-            sql = f"SELECT tag_id, bucket, {q.STATS_COLUMNS} FROM ({q.BUCKET_STATS})"
-            return cur.sql(sql.format(step=step, source=src), params=own).to_arrow_table()
+        sealed_before, hot, _ = _where_samples_are(cur, own["ids"], own["t0"], own["t1"])
+        if not hot and own["t0"] >= sealed_before:
+            return rollups.format("")
+        kept = rollups.format(f" AND (tag_id, bucket) NOT IN ({_hot_hours(start)})")
+        # Compacted rows without a rollup: in hours with hot rows, and late ones in sealed days.
+        late = f" AND ((tag_id, {_HOUR}) IN ({_hot_hours('t0')}) OR ts < {q.SEALED_BEFORE})"
+        rows = self._raw_parts(cur, own["ids"], own["t0"], own["t1"], late).arrow()
+        stack.enter_context(registered(cur, "_rows", rows))
+        fresh = q.bucket_stats(q.HOUR_US, "_rows", area)
+        return f"({kept} UNION ALL SELECT tag_id, bucket, {q.STATS_COLUMNS} FROM ({fresh}))"
 
     def latest(self, tags=None) -> pd.DataFrame:
         """Return the newest sample of each tag."""
@@ -133,11 +204,12 @@ class Reads:
         far = {"ids": ids, **_ALL_TIME}
         newest = "SELECT tag_id, max(ts) AS ts, arg_max(value, ts) AS value, "
         newest += "arg_max(quality, ts) AS quality FROM {} GROUP BY tag_id"
-        with _source(cur, blocks.newest(cur, ids)) as src:
-            num = cur.execute(newest.format(src), far).df()
-        text = cur.execute(
-            newest.format(f"(SELECT * FROM text_samples WHERE {q.IN_RANGE})"), far
-        ).df()
+        with snapshot(cur):
+            with _source(cur, blocks.newest(cur, ids)) as src:
+                num = cur.execute(newest.format(src), far).df()
+            text = cur.execute(
+                newest.format(f"(SELECT * FROM text_samples WHERE {q.IN_RANGE})"), far
+            ).df()
         frames = [p for p in (num, text) if not p.empty]
         if not frames:
             return self._frame(num)
@@ -149,17 +221,20 @@ class Reads:
         """Return the number of stored samples (a replaced value counts once)."""
         cur = self._cur()
         far = {"ids": list(self._names), **_ALL_TIME}
-        pending = cur.sql(q.PENDING_DAYS, params=far).to_arrow_table()
         live = "payload IS NOT NULL AND (tag_id, day) {} (SELECT * FROM _pending)"
-        with registered(cur, "_pending", pending):
-            n = cur.execute(
-                f"SELECT coalesce(sum(points), 0) FROM blocks WHERE {live.format('NOT IN')}"
-            ).fetchall()[0][0]
-            rows = cur.execute(
-                f"SELECT tag_id, payload FROM blocks WHERE {live.format('IN')} ORDER BY tag_id, day"
-            ).fetchall()
-        # Days with unsealed rows: decoded, so a replaced sample counts once.
-        mixed = blocks.decode([r[0] for r in rows], [r[1] for r in rows])
-        with _source(cur, mixed) as src:
-            n += cur.execute(f"SELECT count(*) FROM {src}", far).fetchall()[0][0]
-        return int(n + cur.execute("SELECT count(*) FROM text_samples").fetchall()[0][0])
+        with snapshot(cur):
+            pending = cur.sql(q.PENDING_DAYS, params=far).to_arrow_table()
+            with registered(cur, "_pending", pending):
+                n = cur.execute(
+                    f"SELECT coalesce(sum(points), 0) FROM blocks WHERE {live.format('NOT IN')}"
+                ).fetchall()[0][0]
+                rows = cur.execute(
+                    f"SELECT tag_id, payload FROM blocks WHERE {live.format('IN')} "
+                    "ORDER BY tag_id, day"
+                ).fetchall()
+            # Days with unsealed rows: decoded, so a replaced sample counts once.
+            mixed = blocks.decode([r[0] for r in rows], [r[1] for r in rows])
+            with _source(cur, mixed) as src:
+                n += cur.execute(f"SELECT count(*) FROM {src}", far).fetchall()[0][0]
+            n += cur.execute("SELECT count(*) FROM text_samples").fetchall()[0][0]
+        return int(n)

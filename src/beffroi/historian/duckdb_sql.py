@@ -36,35 +36,14 @@ CREATE TABLE IF NOT EXISTS text_samples (
     tag_id INTEGER NOT NULL, ts TIMESTAMP NOT NULL, value VARCHAR, quality UTINYINT NOT NULL,
     status UINTEGER NOT NULL DEFAULT 0, PRIMARY KEY (tag_id, ts)
 );
--- Hourly statistics of the hours whose raw samples retention removed. `area` is the
--- trapezoid integral in value·µs between the hour's own samples.
+-- Hourly statistics of the compacted hours of days not sealed, and of the hours whose samples
+-- retention removed. `area` is the trapezoid integral in value·µs between the hour's samples.
 CREATE TABLE IF NOT EXISTS rollup_1h (
     tag_id INTEGER NOT NULL, bucket TIMESTAMP NOT NULL, n BIGINT, vmin DOUBLE, vmax DOUBLE,
     vsum DOUBLE, first_ts TIMESTAMP, first_v DOUBLE, last_ts TIMESTAMP, last_v DOUBLE,
     area DOUBLE, quality UTINYINT
 );
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
-"""
-
-# Layout 1 kept every compacted sample in `samples` and rollups of every hour. Its samples
-# become the unsealed runs (sealed by the next compaction); rollups of hours whose samples are
-# still there go, since the samples answer for them now. SCHEMA then adds what is missing.
-MIGRATE_FROM_1 = """
-ALTER TABLE hot ADD COLUMN status UINTEGER DEFAULT 0;
-CREATE TABLE recent AS
-    SELECT tag_id, ts, value, quality, 0::UINTEGER AS status FROM samples ORDER BY tag_id, ts;
-DROP TABLE samples;
-ALTER TABLE text_samples RENAME TO text_samples_1;
-CREATE TABLE text_samples (
-    tag_id INTEGER NOT NULL, ts TIMESTAMP NOT NULL, value VARCHAR, quality UTINYINT NOT NULL,
-    status UINTEGER NOT NULL DEFAULT 0, PRIMARY KEY (tag_id, ts)
-);
-INSERT INTO text_samples SELECT tag_id, ts, value, quality, 0 FROM text_samples_1;
-DROP TABLE text_samples_1;
-DELETE FROM rollup_1h WHERE (tag_id, bucket) IN (
-    SELECT tag_id, time_bucket(INTERVAL '1 hour', ts) FROM recent
-    UNION SELECT tag_id, time_bucket(INTERVAL '1 hour', ts) FROM hot
-);
 """
 
 # Deduplicate the hot rows (last write wins) into a temp table, sorted for the compacted run.
@@ -105,26 +84,34 @@ def raw_source(blocks: str | None) -> str:
     )
 
 
-# The (tag, day) pairs with unsealed rows in range: their stored day statistics are stale.
+# Every day before this was sealed (or retired); compacted rows older are late ones that the
+# compaction in progress is about to merge into their blocks.
+SEALED_BEFORE = (
+    "(SELECT coalesce(max(value::TIMESTAMP), TIMESTAMP '0001-01-01') FROM meta "
+    "WHERE key = 'sealed_before')"
+)
+
+# The (tag, day) pairs with unsealed rows in range, whose stored day statistics are missing or
+# stale. Compacted hours of unsealed days all have a rollup, which is 1/12 of the rows to scan
+# or fewer; compacted rows before SEALED_BEFORE are the late ones.
 PENDING_DAYS = f"""
-SELECT DISTINCT tag_id, ts::DATE AS day FROM recent WHERE {IN_RANGE}
-UNION SELECT DISTINCT tag_id, ts::DATE AS day FROM hot WHERE {IN_RANGE}
+SELECT DISTINCT tag_id, bucket::DATE AS day FROM rollup_1h WHERE tag_id IN (SELECT unnest($ids))
+    AND bucket >= greatest($t0, {SEALED_BEFORE}) AND bucket < $t1
+UNION SELECT DISTINCT tag_id, ts::DATE FROM hot WHERE {IN_RANGE}
+UNION SELECT DISTINCT tag_id, ts::DATE FROM recent WHERE {IN_RANGE} AND ts < {SEALED_BEFORE}
 """
 
 STATS_COLUMNS = "n, vmin, vmax, vsum, first_ts, first_v, last_ts, last_v, area, quality"
 
 # Per-bucket statistics over samples, with the trapezoid area between the bucket's samples.
-BUCKET_STATS = """
+_BUCKET_STATS = """
 WITH s AS (
     SELECT tag_id, ts, value, quality,
         make_timestamp((epoch_us(ts) // {step}) * {step}) AS bucket
     FROM {source}
 ), w AS (
     -- Rows without a value (Bad, CommLoss) are skipped: the trapezoid joins the values around.
-    SELECT *, lead(value IGNORE NULLS) OVER (PARTITION BY tag_id, bucket ORDER BY ts) AS nv,
-        lead(CASE WHEN value IS NOT NULL THEN ts END IGNORE NULLS)
-            OVER (PARTITION BY tag_id, bucket ORDER BY ts) AS nts
-    FROM s
+    SELECT *, {next_value} AS nv, {next_time} AS nts FROM s
 )
 SELECT tag_id, bucket, count(value) AS n, min(value) AS vmin, max(value) AS vmax,
     sum(value) AS vsum,
@@ -136,6 +123,43 @@ SELECT tag_id, bucket, count(value) AS n, min(value) AS vmin, max(value) AS vmax
     max(quality) AS quality
 FROM w GROUP BY tag_id, bucket
 """
+_NEXT = "lead({} IGNORE NULLS) OVER (PARTITION BY tag_id, bucket ORDER BY ts)"
+
+
+def bucket_stats(step: int, source: str, area: bool = True) -> str:
+    """SQL of per-bucket statistics over a relation of samples.
+
+    Without `area` (no twa or integral asked) the window that finds each sample's successor is
+    left out and `area` is 0: it is most of the query's work.
+    """
+    if not area:
+        return _BUCKET_STATS.format(
+            step=step, source=source, next_value="NULL::DOUBLE", next_time="NULL::TIMESTAMP"
+        )
+    return _BUCKET_STATS.format(
+        step=step,
+        source=source,
+        next_value=_NEXT.format("value"),
+        next_time=_NEXT.format("CASE WHEN value IS NOT NULL THEN ts END"),
+    )
+
+
+# The hours a compaction touched in days not sealed, whose rollups it recomputes.
+AFFECTED_HOURS = """
+CREATE OR REPLACE TEMP TABLE affected AS
+SELECT DISTINCT tag_id, time_bucket(INTERVAL '1 hour', ts) AS bucket FROM stage WHERE ts >= ?
+"""
+
+RECOMPUTE_ROLLUP = (
+    "DELETE FROM rollup_1h WHERE (tag_id, bucket) IN (SELECT tag_id, bucket FROM affected); "
+    f"INSERT INTO rollup_1h SELECT tag_id, bucket, {STATS_COLUMNS} FROM ("
+    + bucket_stats(
+        HOUR_US,
+        "(SELECT s.* FROM recent s SEMI JOIN affected a ON s.tag_id = a.tag_id "
+        "AND s.ts >= a.bucket AND s.ts < a.bucket + INTERVAL '1 hour')",
+    )
+    + ")"
+)
 
 # Coarser buckets from finer statistics (days or hours): the pieces between consecutive
 # buckets are added back, so the result equals the same aggregate over raw samples.

@@ -24,7 +24,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from beffroi.core.model import Sample
+import numpy as np
+
+from beffroi.core.model import Quality, Sample
 from beffroi.core.register import Register
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,18 @@ class Layout:
             path = series.get("path", "")
             return f"{measurement}/{path}" if path else measurement
         return None
+
+
+def read_status(column: np.ndarray | None, sel: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """Return the status codes of selected rows: 0 where absent or left by an overwrite."""
+    if column is None:
+        return np.zeros(len(quality), np.int64)
+    cells = column[sel]
+    status = np.where(np.not_equal(cells, None), cells, 0).astype(np.int64)
+    # Severity (top two bits) 0 Good, 1 Uncertain, 2 and 3 Bad; CommLoss is a Bad status.
+    expected = np.minimum(quality, int(Quality.BAD))
+    agrees = np.minimum(status >> 30, int(Quality.BAD)) == expected
+    return np.where(agrees, status, 0)
 
 
 def series_key(measurement: str, series: Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple:

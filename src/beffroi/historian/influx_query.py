@@ -8,10 +8,16 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from beffroi.core.model import Quality
 from beffroi.historian.base import COLUMNS
 from beffroi.historian.influx_http import InfluxHttp
-from beffroi.historian.influx_layout import QUALITY_SUFFIX, Layout, Location, ident, series_key
+from beffroi.historian.influx_layout import (
+    QUALITY_SUFFIX,
+    Layout,
+    Location,
+    ident,
+    read_status,
+    series_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -340,20 +346,8 @@ def _samples(rows: _Rows, cols: dict[str, np.ndarray], loc: Location) -> None:
     values[(codes & 1).astype(bool)] = np.nan  # stored without a value
     quality = codes >> 1
     rows.add(
-        loc.tag, cols["time"][sel], values, quality, _status(cols.get(loc.status), sel, quality)
+        loc.tag, cols["time"][sel], values, quality, read_status(cols.get(loc.status), sel, quality)
     )
-
-
-def _status(column: np.ndarray | None, sel: np.ndarray, quality: np.ndarray) -> np.ndarray:
-    """Return the status codes of selected rows: 0 where absent or left by an overwrite."""
-    if column is None:
-        return np.zeros(len(quality), np.int64)
-    cells = column[sel]
-    status = np.where(np.not_equal(cells, None), cells, 0).astype(np.int64)
-    # Severity (top two bits) 0 Good, 1 Uncertain, 2 and 3 Bad; CommLoss is a Bad status.
-    expected = np.minimum(quality, int(Quality.BAD))
-    agrees = np.minimum(status >> 30, int(Quality.BAD)) == expected
-    return np.where(agrees, status, 0)
 
 
 class _Rows:
