@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from beffroi.core.model import Quality, Sample
-from beffroi.historian.duckdb import SEAL_AFTER, DuckDBHistorian, LayoutError
+from beffroi.historian.duckdb import ROLLUP_DAYS, SEAL_AFTER, DuckDBHistorian, LayoutError
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 P = "dijon/LC-0001/power_kw"
@@ -111,12 +111,19 @@ def test_stored_statistics_answer_like_raw_samples(tmp_path, agg: str) -> None:
     raw.close()
 
 
-def test_late_samples_merge_into_a_sealed_day(h) -> None:
-    """A replayed or late sample for a day already sealed replaces or joins its samples."""
+@pytest.mark.parametrize("rollups", ["kept", "dropped"])
+def test_late_samples_merge_into_a_sealed_day(h, rollups: str) -> None:
+    """A replayed or late sample for a day already sealed replaces or joins its samples, in raw
+    reads and in hourly and daily aggregates, whether the day still keeps its rollups or not."""
     h.write(_minutes(P, 24 * 60))
-    h.write([Sample(P, T0 + timedelta(days=1) + SEAL_AFTER, 0.0)])  # the first day is sealed
+    moved = T0 + timedelta(days=1) + SEAL_AFTER  # the first day is sealed
+    if rollups == "dropped":
+        moved += ROLLUP_DAYS + timedelta(days=1)
+    h.write([Sample(P, moved, 0.0)])
     h.compact()
     assert h._con.execute("SELECT count(*) FROM blocks").fetchone()[0] == 1
+    kept = h._con.execute("SELECT count(*) FROM rollup_1h WHERE bucket < ?", [moved.date()])
+    assert kept.fetchone()[0] == (24 if rollups == "kept" else 0)
     uncertain = 0x40900000
     h.write(
         [
@@ -124,14 +131,20 @@ def test_late_samples_merge_into_a_sealed_day(h) -> None:
             Sample(P, T0 + timedelta(minutes=5, seconds=30), 7.5),
         ]
     )
+    hour, day = timedelta(hours=1), timedelta(days=1)
     for stage in ("written", "compacted"):
-        df = h.query([P], T0, T0 + timedelta(hours=1))
+        df = h.query([P], T0, T0 + hour)
         assert len(df) == 61, stage
         assert (df.value.iloc[5], df.quality.iloc[5], df.status.iloc[5]) == (
             500.0, Quality.UNCERTAIN, uncertain), stage  # fmt: skip
         assert df.value.iloc[6] == 7.5 and df.value.iloc[7] == 6.0, stage
-        day = h.query([P], T0, T0 + timedelta(days=1), every=timedelta(days=1), agg="count")
-        assert day.value.iloc[0] == 24 * 60 + 1, stage
+        hourly = h.query([P], T0, T0 + 2 * hour, every=hour, agg="max")
+        assert list(hourly.value) == [500.0, 119.0], stage
+        assert list(hourly.quality) == [Quality.UNCERTAIN, Quality.GOOD], stage
+        count = h.query([P], T0, T0 + hour, every=hour, agg="count")
+        assert list(count.value) == [61.0], stage
+        daily = h.query([P], T0, T0 + day, every=day, agg="count")
+        assert daily.value.iloc[0] == 24 * 60 + 1, stage
         assert h.count() == 24 * 60 + 2, stage
         assert h.latest([P]).value.iloc[0] == 0.0, stage
         h.compact()
@@ -281,9 +294,12 @@ def test_files_of_layout_1_are_migrated_on_first_read_write_open(tmp_path) -> No
     assert list(retired.value) == [2.0]  # kept: no samples answer for that hour
     first = h.query([P], T0, T0 + timedelta(hours=1), every=timedelta(hours=1), agg="count")
     assert list(first.value) == [60.0]
-    h.close()
+    h.close()  # compacts: the days are sealed
     again = DuckDBHistorian(path, read_only=True)
     assert list(again.query([P], T0, end).value) == expected
+    hourly = again.query([P], hour, hour + timedelta(hours=1), every=timedelta(hours=1), agg="mean")
+    daily = again.query([P], hour, hour + timedelta(days=1), every=timedelta(days=1), agg="mean")
+    assert list(hourly.value) == [2.0] and list(daily.value) == [2.0]
     again.close()
 
 

@@ -28,14 +28,15 @@ from beffroi.historian.duckdb_reads import Reads, snapshot
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SEAL_AFTER", "DuckDBHistorian", "LayoutError"]
+__all__ = ["ROLLUP_DAYS", "SEAL_AFTER", "DuckDBHistorian", "LayoutError"]
 
 _DAY = timedelta(days=1)
-# A UTC day is sealed once the newest data is this far past its end. Until then its compacted
-# hours have rollups: the KPI jobs check today and yesterday (local days, which start up to
-# two hours before UTC ones in Europe) hour by hour, and late samples from buffering
-# collectors land in compacted runs rather than in blocks to rewrite.
-SEAL_AFTER = timedelta(days=2)
+# A UTC day is sealed once the newest data is this far past its end: samples of buffering
+# collectors arriving late land in compacted runs rather than in a block to rewrite.
+SEAL_AFTER = timedelta(hours=1)
+# Sealed days keep their hourly rollups this long: the KPI jobs check today and yesterday (local
+# days, which start up to two hours before UTC ones in Europe) hour by hour, all day long.
+ROLLUP_DAYS = timedelta(days=2)
 
 _naive_utc = naive_utc
 
@@ -58,6 +59,10 @@ class DuckDBHistorian(Reads, Historian):
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(self.path), read_only=read_only)
+        # Appends go to the log until the checkpoint that follows each compaction: written to the
+        # file as they come, the hot rows (deleted by the next compaction) and the runs (before
+        # compression) would leave that much free space behind in it.
+        self._con.execute("SET enable_optimistic_write = false")
         try:
             open_layout(self._con, self.path, read_only)
         except BaseException:
@@ -213,20 +218,34 @@ class DuckDBHistorian(Reads, Historian):
             )
 
     def compact(self) -> int:
-        """Move hot samples into a sorted run, then seal the days the data has moved past."""
+        """Move hot samples into sorted runs and seal the days the data has moved past.
+
+        One transaction: late samples of sealed days go into their blocks before any read can
+        see them among the compacted runs.
+        """
         with self._write_lock:
             cur = self._cur()
             upto = self._seq
             n = cur.execute("SELECT count(*) FROM hot WHERE seq <= ?", [upto]).fetchall()[0][0]
+            watermark, sealed = self._watermark, 0
+
+            def work() -> None:
+                nonlocal watermark, sealed
+                if n:
+                    watermark = self._compact(cur, upto)
+                horizon = seal_horizon(watermark)
+                if horizon is not None:
+                    before = cur.execute(f"SELECT {q.SEALED_BEFORE}").fetchall()[0][0]
+                    sealed = blocks.seal(cur, max(horizon, before))
+                    blocks.prune_rollups(cur, horizon - ROLLUP_DAYS)
+
+            self._transaction(cur, work)
+            self._watermark = watermark
             if n:
-                self._transaction(cur, partial(self._compact, cur, upto))
                 cur.execute("DROP TABLE IF EXISTS stage; DROP TABLE IF EXISTS affected")
-            horizon = self._seal_horizon()
-            if horizon is not None:
-                self._transaction(cur, partial(blocks.seal, cur, horizon))
-            if n:
+            if n or sealed:
                 self._checkpoint(cur)
-        log.debug("compacted %d samples", n)
+        log.debug("compacted %d samples, sealed %d", n, sealed)
         return n
 
     def _checkpoint(self, cur: duckdb.DuckDBPyConnection) -> None:
@@ -242,7 +261,11 @@ class DuckDBHistorian(Reads, Historian):
         except duckdb.Error:
             log.debug("checkpoint postponed", exc_info=True)
 
-    def _compact(self, cur, upto: int) -> None:
+    def _compact(self, cur, upto: int) -> datetime:
+        """Move hot rows up to `upto` into a run and refresh their hours' rollups.
+
+        Return the new watermark, the newest time compacted.
+        """
         cur.execute(q.STAGE, [upto])
         if self._watermark is not None:
             cur.execute(q.DELETE_REPLACED, [self._watermark])
@@ -251,24 +274,12 @@ class DuckDBHistorian(Reads, Historian):
             "SELECT tag_id, ts, value, quality, status FROM stage"
         )
         newest = cur.execute("SELECT max(ts) FROM stage").fetchall()[0][0]
-        if self._watermark is None or newest > self._watermark:
-            self._watermark = newest
-            cur.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", [newest.isoformat()])
-        # Days about to be sealed get no rollups: their samples answer for them.
-        cur.execute(q.AFFECTED_HOURS, [self._seal_horizon() or datetime(1, 1, 1)])
+        watermark = newest if self._watermark is None else max(newest, self._watermark)
+        cur.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", [watermark.isoformat()])
+        cur.execute(q.AFFECTED_HOURS)
         cur.execute(q.RECOMPUTE_ROLLUP)
         cur.execute("DELETE FROM hot WHERE seq <= ?", [upto])
-
-    def _seal_horizon(self) -> datetime | None:
-        """Return the UTC midnight before which days are sealed (None before any data).
-
-        The clock bounds it, so one sample stamped in the future does not seal today.
-        """
-        if self._watermark is None:
-            return None
-        now = _naive_utc(datetime.now(UTC))
-        edge = min(self._watermark, now) - SEAL_AFTER
-        return edge.replace(hour=0, minute=0, second=0, microsecond=0)
+        return watermark
 
     def apply_retention(
         self,
@@ -380,6 +391,17 @@ _DTYPES = {
     "quality": "int64",
     "status": "int64",
 }
+
+
+def seal_horizon(watermark: datetime | None) -> datetime | None:
+    """Return the UTC midnight before which days are sealed (None before any data).
+
+    The clock bounds it, so one sample stamped in the future does not seal today.
+    """
+    if watermark is None:
+        return None
+    edge = min(watermark, _naive_utc(datetime.now(UTC))) - SEAL_AFTER
+    return edge.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _matches(tag: str, pattern: str) -> bool:

@@ -115,6 +115,7 @@ class LastDecoded:
         """Return the samples of blocks, decoding them unless they are the last ones."""
         if self.key is not None and self.key == (tag_ids, payloads):
             return self.rows
+        self.key = self.rows = None  # not held while the next ones are decoded
         rows = decode(tag_ids, payloads)
         keep = len(rows) <= self.LIMIT
         self.key, self.rows = ((tag_ids, payloads), rows) if keep else (None, None)
@@ -127,14 +128,24 @@ def read(
     t0: datetime,
     t1: datetime,
     last: LastDecoded | None = None,
+    days: str = "",
+    rollups_from: datetime | None = None,
 ) -> Rows:
-    """Return the sealed samples of tags in [t0, t1), sorted by tag then time."""
+    """Return the sealed samples of tags in [t0, t1), sorted by tag then time.
+
+    `days` narrows the blocks read with more SQL, which may use `$t0`, `$t1` and
+    `$rollups_from` (given).
+    """
     if not ids or t0 >= t1:
         return _concat([])
+    params = {"ids": ids, "d0": t0, "d1": t1 - timedelta(microseconds=1)}
+    if days:
+        params.update(t0=t0, t1=t1, rollups_from=rollups_from)
     rows = cur.execute(
-        "SELECT tag_id, payload FROM blocks WHERE tag_id IN (SELECT unnest(?)) "
-        "AND day >= ?::DATE AND day <= ?::DATE AND payload IS NOT NULL ORDER BY tag_id, day",
-        [ids, t0, t1 - timedelta(microseconds=1)],
+        "SELECT tag_id, payload FROM blocks WHERE tag_id IN (SELECT unnest($ids)) "
+        f"AND day >= $d0::DATE AND day <= $d1::DATE AND payload IS NOT NULL{days} "
+        "ORDER BY tag_id, day",
+        params,
     ).fetchall()
     if not rows:
         return _concat([])
@@ -165,8 +176,8 @@ def seal(cur: duckdb.DuckDBPyConnection, horizon: datetime) -> int:
     """Encode the compacted samples older than `horizon` into day blocks; return how many.
 
     Samples for a day already sealed (late data, replays) are merged into its block, a new
-    sample replacing a stored one at the same time. A day whose raw samples retention removed
-    stays removed.
+    sample replacing a stored one at the same time, and the day's rollups are made again if it
+    keeps them. A day whose raw samples retention removed stays removed.
     """
     per_tag = cur.execute(
         "SELECT tag_id, count(*) FROM recent WHERE ts < ? GROUP BY tag_id ORDER BY tag_id",
@@ -181,18 +192,12 @@ def seal(cur: duckdb.DuckDBPyConnection, horizon: datetime) -> int:
             "WHERE tag_id BETWEEN ? AND ? AND ts < ?)",
             [lo, hi, lo, hi, horizon],
         ).fetchall()
+        merged = None
         if old:
-            new = _merge(cur, new, old, lo, hi, horizon)
-        _insert(cur, new)
+            new, merged = _merge(cur, new, old)
+        _insert(cur, new, merged)
         sealed += len(new)
     if per_tag:
-        # Sealed days answer hourly aggregates from their samples; retired days keep theirs.
-        cur.execute(
-            "DELETE FROM rollup_1h WHERE bucket < ? AND (tag_id, bucket::DATE) IN "
-            "(SELECT tag_id, ts::DATE FROM recent WHERE ts < ?) AND (tag_id, bucket::DATE) "
-            "NOT IN (SELECT tag_id, day FROM blocks WHERE payload IS NULL)",
-            [horizon, horizon],
-        )
         cur.execute("DELETE FROM recent WHERE ts < ?", [horizon])
     cur.execute(
         f"INSERT OR REPLACE INTO meta SELECT 'sealed_before', "
@@ -200,6 +205,22 @@ def seal(cur: duckdb.DuckDBPyConnection, horizon: datetime) -> int:
         [horizon],
     )
     return sealed
+
+
+def prune_rollups(cur: duckdb.DuckDBPyConnection, before: datetime) -> None:
+    """Drop the rollups of sealed days before `before`: their samples answer for them now."""
+    # Only where samples answer instead: hours whose samples retention removed keep theirs.
+    cur.execute(
+        f"DELETE FROM rollup_1h WHERE bucket >= {q.ROLLUPS_FROM} AND bucket < $before "
+        "AND (tag_id, bucket::DATE) IN (SELECT tag_id, day FROM blocks WHERE payload IS NOT NULL "
+        f"AND day >= {q.ROLLUPS_FROM}::DATE AND day < $before::DATE)",
+        {"before": before},
+    )
+    cur.execute(
+        f"INSERT OR REPLACE INTO meta SELECT 'rollups_from', "
+        f"greatest({q.ROLLUPS_FROM}, ?::TIMESTAMP)::VARCHAR",
+        [before],
+    )
 
 
 def retire(cur: duckdb.DuckDBPyConnection, ids: list[int], before: datetime) -> int:
@@ -219,6 +240,11 @@ def retire(cur: duckdb.DuckDBPyConnection, ids: list[int], before: datetime) -> 
         ).fetchall()
         samples = decode([r[0] for r in rows], [r[1] for r in rows])
         with registered(cur, "_retired", samples.arrow()):
+            # Hours still keeping rollups have them already: made again from the same samples.
+            cur.execute(
+                "DELETE FROM rollup_1h WHERE (tag_id, bucket) IN "
+                "(SELECT DISTINCT tag_id, time_bucket(INTERVAL '1 hour', ts) FROM _retired)"
+            )
             cur.execute(
                 f"INSERT INTO rollup_1h SELECT tag_id, bucket, {q.STATS_COLUMNS} FROM ({hourly})"
             )
@@ -261,8 +287,11 @@ def _fetch_recent(cur, lo: int, hi: int, horizon: datetime) -> Rows:
     return Rows(np.asarray(got["tag_id"], np.int32), s)
 
 
-def _merge(cur, new: Rows, old: list, lo: int, hi: int, horizon: datetime) -> Rows:
-    """Merge new samples into the blocks of their days; drop those for retired days."""
+def _merge(cur, new: Rows, old: list) -> tuple[Rows, pa.Table]:
+    """Merge new samples into the blocks of their days; drop those for retired days.
+
+    Return the samples to seal and the (tag_id, day) of the blocks they replace.
+    """
     retired = {(t, d) for t, d, p in old if p is None}
     if retired:
         day = (new.s.ts // q.DAY_US).astype("datetime64[D]").tolist()
@@ -270,6 +299,12 @@ def _merge(cur, new: Rows, old: list, lo: int, hi: int, horizon: datetime) -> Ro
         keep = np.array([(t, d) not in retired for t, d in pairs], bool)
         new = new.take(keep)
     live = [(t, d, p) for t, d, p in old if p is not None]
+    keys = pa.table(
+        {
+            "tag_id": pa.array([t for t, _, _ in live], pa.int32()),
+            "day": pa.array([d for _, d, _ in live], pa.date32()),
+        }
+    )
     if live:
         stored = decode([t for t, _, _ in live], [p for _, _, p in live])
         both = _concat([stored, new])
@@ -279,19 +314,16 @@ def _merge(cur, new: Rows, old: list, lo: int, hi: int, horizon: datetime) -> Ro
         # Sorted with the new sample last, the last of each (tag, time) wins.
         same_next = (both.tag_id[1:] == both.tag_id[:-1]) & (both.s.ts[1:] == both.s.ts[:-1])
         new = both.take(~np.append(same_next, False))
-        keys = pa.table(
-            {
-                "tag_id": pa.array([t for t, _, _ in live], pa.int32()),
-                "day": pa.array([d for _, d, _ in live], pa.date32()),
-            }
-        )
         with registered(cur, "_merged", keys):
             cur.execute("DELETE FROM blocks WHERE (tag_id, day) IN (SELECT * FROM _merged)")
-    return new
+    return new, keys
 
 
-def _insert(cur, rows: Rows) -> None:
-    """Encode rows (sorted by tag, time) into one block per tag and day, with its statistics."""
+def _insert(cur, rows: Rows, merged: pa.Table | None = None) -> None:
+    """Encode rows (sorted by tag, time) into one block per tag and day, with its statistics.
+
+    The `merged` days (tag_id, day) that keep rollups get theirs made again from their samples.
+    """
     if not len(rows):
         return
     day = rows.s.ts // q.DAY_US
@@ -313,6 +345,19 @@ def _insert(cur, rows: Rows) -> None:
             f"INSERT INTO blocks SELECT p.tag_id, p.day, p.points, {_prefixed('s')}, p.payload "
             f"FROM _payloads p JOIN ({daily}) s ON s.tag_id = p.tag_id "
             "AND s.bucket = p.day::TIMESTAMP ORDER BY p.day, p.tag_id"
+        )
+        if merged is not None and merged.num_rows:
+            _remake_rollups(cur, merged)
+
+
+def _remake_rollups(cur, days: pa.Table) -> None:
+    """Make again from `_sealing` the rollups of (tag_id, day)s that keep rollups."""
+    redo = f"(tag_id, {{}}::DATE) IN (SELECT * FROM _remade WHERE day >= {q.ROLLUPS_FROM})"
+    hourly = q.bucket_stats(q.HOUR_US, f"(SELECT * FROM _sealing WHERE {redo.format('ts')})")
+    with registered(cur, "_remade", days):
+        cur.execute(f"DELETE FROM rollup_1h WHERE {redo.format('bucket')}")
+        cur.execute(
+            f"INSERT INTO rollup_1h SELECT tag_id, bucket, {q.STATS_COLUMNS} FROM ({hourly})"
         )
 
 

@@ -16,9 +16,10 @@ class LayoutError(RuntimeError):
     """The file holds a historian layout this version cannot use as it is."""
 
 
-# Layout 1 kept every compacted sample in `samples` and rollups of every compacted hour. Its
-# samples become the unsealed runs, their rollups stay theirs, and the next compaction seals
-# the days past SEAL_AFTER. SCHEMA then adds what is missing.
+# Layout 1 kept every compacted sample in `samples` and rollups of every compacted hour, and of
+# hours whose samples retention removed. Its samples become the unsealed runs, their rollups stay
+# theirs, and the next compaction seals the days past SEAL_AFTER. SCHEMA then adds what is
+# missing, and MIGRATED_DAYS the daily statistics of the days retention emptied.
 MIGRATE_FROM_1 = """
 ALTER TABLE hot ADD COLUMN status UINTEGER DEFAULT 0;
 CREATE TABLE recent AS
@@ -32,6 +33,16 @@ CREATE TABLE text_samples (
 INSERT INTO text_samples SELECT tag_id, ts, value, quality, 0 FROM text_samples_1;
 DROP TABLE text_samples_1;
 """
+
+_EMPTIED = (
+    f"(SELECT tag_id, bucket, {q.STATS_COLUMNS} FROM rollup_1h WHERE (tag_id, bucket::DATE) "
+    "NOT IN (SELECT tag_id, ts::DATE FROM recent UNION SELECT tag_id, ts::DATE FROM hot))"
+)
+MIGRATED_DAYS = (
+    f"INSERT INTO blocks SELECT tag_id, bucket::DATE, 0, {q.STATS_COLUMNS}, NULL FROM ("
+    + q.FROM_STATS.format(step=q.DAY_US, stats=_EMPTIED)
+    + ")"
+)
 
 
 def open_layout(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
@@ -63,6 +74,8 @@ def open_layout(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> 
             log.warning("%s: migrating historian layout 1 to %d", path, q.SCHEMA_VERSION)
             con.execute(MIGRATE_FROM_1)
         con.execute(q.SCHEMA)
+        if version == 1:
+            con.execute(MIGRATED_DAYS)
         con.execute("INSERT OR REPLACE INTO meta VALUES ('layout', ?)", [q.SCHEMA_VERSION])
         con.execute("COMMIT")
     except BaseException:

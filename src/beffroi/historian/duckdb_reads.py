@@ -59,30 +59,17 @@ def _source(cur: duckdb.DuckDBPyConnection, sealed: Rows) -> Iterator[str]:
         yield q.raw_source("_sealed")
 
 
-def _newest_last(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """Merge sample frames sorted by tag and time, a later part replacing an earlier one."""
-    present = [p for p in parts if not p.empty]
-    if not present:
-        return parts[0]
-    if len(present) == 1 and present[0] is not parts[-1]:
-        return present[0]  # sealed days and compacted runs hold one sample per tag and time
-    both = pd.concat([p.astype(parts[0].dtypes) for p in present], ignore_index=True)
-    # A stable sort keeps the parts' order between samples at the same tag and time.
-    both = both.sort_values(["tag_id", "ts"], kind="stable", ignore_index=True)
-    return both.drop_duplicates(["tag_id", "ts"], keep="last", ignore_index=True)
-
-
 def _hot_hours(start: str) -> str:
     """SQL of the (tag, hour) pairs with hot rows from `$start` to `$t1`."""
     return f"SELECT DISTINCT tag_id, {_HOUR} FROM hot WHERE {_IDS} AND ts >= ${start} AND ts < $t1"
 
 
 def _where_samples_are(cur, ids: list[int], t0: datetime, t1: datetime):
-    """Return where days are sealed before, and whether hot rows of the tags and late compacted
-    rows (in sealed days, of any tag) fall in [t0, t1): cheap checks sparing big reads."""
+    """Return where days are sealed before, where sealed days keep rollups from, and whether
+    hot rows of the tags fall in [t0, t1): cheap checks that spare reads of big tables."""
     return cur.execute(
-        f"SELECT {q.SEALED_BEFORE}, EXISTS (SELECT 1 FROM hot WHERE {q.IN_RANGE}), "
-        f"EXISTS (SELECT 1 FROM recent WHERE ts >= $t0 AND ts < least($t1, {q.SEALED_BEFORE}))",
+        f"SELECT {q.SEALED_BEFORE}, {q.ROLLUPS_FROM}, "
+        f"EXISTS (SELECT 1 FROM hot WHERE {q.IN_RANGE})",
         {"ids": ids, "t0": t0, "t1": t1},
     ).fetchall()[0]
 
@@ -92,18 +79,35 @@ def _aligned(t0: datetime, t1: datetime, every: timedelta) -> bool:
 
 
 class _Parts:
-    """Sealed samples, and frames of unsealed ones that replace them (oldest first)."""
+    """Sealed samples, compacted ones (all newer: the days not sealed) and hot ones."""
 
     def __init__(self, sealed: Rows):
-        self.sealed, self.newer = sealed, []
+        self.sealed = sealed
+        self.recent: pd.DataFrame | None = None
+        self.hot: pd.DataFrame | None = None
 
     def frame(self) -> pd.DataFrame:
-        """Return every sample, the newest write at each tag and time."""
-        return _newest_last([self.sealed.frame(), *self.newer])
+        """Return every sample, the newest write at each tag and time, by tag then time."""
+        sealed = self.sealed.frame()
+        parts = [p for p in (sealed, self.recent, self.hot) if p is not None and len(p)]
+        if not parts:
+            return sealed
+        if len(parts) == 1 and parts[0] is not self.hot:
+            return parts[0]  # sealed days and compacted runs hold one sample per tag and time
+        both = pd.concat([p.astype(sealed.dtypes) for p in parts], ignore_index=True)
+        tag = both["tag_id"].to_numpy()
+        if self.hot is None or not len(self.hot):
+            # Compacted samples are all newer than sealed ones: nothing to replace.
+            if (tag == tag[0]).all():
+                return both
+            return both.sort_values(["tag_id", "ts"], kind="stable", ignore_index=True)
+        # A stable sort keeps the parts' order between samples at the same tag and time.
+        both = both.sort_values(["tag_id", "ts"], kind="stable", ignore_index=True)
+        return both.drop_duplicates(["tag_id", "ts"], keep="last", ignore_index=True)
 
     def arrow(self) -> pa.Table:
         """Return every sample as an Arrow table, NaN as null (straight from blocks if alone)."""
-        if not any(len(f) for f in self.newer):
+        if not any(p is not None and len(p) for p in (self.recent, self.hot)):
             return self.sealed.arrow()
         return pa.Table.from_pandas(self.frame(), preserve_index=False)
 
@@ -124,17 +128,29 @@ class Reads:
         """Return numeric samples in [t0, t1) as (tag_id, ts, value, quality, status)."""
         return self._raw_parts(cur, ids, t0, t1, recent_where).frame()
 
-    def _raw_parts(self, cur, ids, t0: datetime, t1: datetime, recent_where: str = "") -> _Parts:
-        """Return the sealed samples in [t0, t1) and the unsealed ones, which replace them."""
+    def _raw_parts(self, cur, ids, t0: datetime, t1: datetime, hours: str = "") -> _Parts:
+        """Return the sealed samples in [t0, t1) and the unsealed ones, which replace them.
+
+        With `hours` (SQL of (tag_id, hour) pairs), only blocks of days at or after where
+        rollups stop, and compacted rows, in those hours are read.
+        """
         params = {"ids": ids, "t0": t0, "t1": t1}
-        sealed_before, hot, late = _where_samples_are(cur, ids, t0, t1)
-        parts = _Parts(blocks.read(cur, ids, t0, t1, self._last_decoded()))
-        if t1 > sealed_before or late:
-            recent = f"{_SAMPLES.format('recent')} WHERE {q.IN_RANGE}{recent_where}"
-            parts.newer.append(cur.execute(recent + " ORDER BY tag_id, ts", params).df())
+        sealed_before, rollups_from, hot = _where_samples_are(cur, ids, t0, t1)
+        days = ""
+        if hours:
+            days = (
+                " AND (day < $rollups_from OR (tag_id, day) IN "
+                f"(SELECT tag_id, b::DATE FROM ({hours}) h(tag_id, b)))"
+            )
+        last = self._last_decoded()
+        parts = _Parts(blocks.read(cur, ids, t0, t1, last, days, rollups_from))
+        if t1 > sealed_before:
+            where = f" AND (tag_id, {_HOUR}) IN ({hours})" if hours else ""
+            recent = f"{_SAMPLES.format('recent')} WHERE {q.IN_RANGE}{where}"
+            parts.recent = cur.execute(recent + " ORDER BY tag_id, ts", params).df()
         if hot:
             sql = f"{_SAMPLES.format('hot')} WHERE {q.IN_RANGE} ORDER BY seq"
-            parts.newer.append(cur.execute(sql, params).df())
+            parts.hot = cur.execute(sql, params).df()
         return parts
 
     def _aggregate(self, cur, ids, t0: datetime, t1: datetime, every: timedelta, agg: str):
@@ -180,21 +196,23 @@ class Reads:
 
     def _hour_stats(self, cur, stack, params: dict, area: bool, start: str = "t0") -> str:
         """Return SQL of hourly statistics from `params[start]`: rollups where no hot row is
-        newer, statistics of the samples elsewhere (sealed days, hours with hot rows)."""
+        newer, statistics of the samples elsewhere (days past rollups, hours with hot rows)."""
         own = {"ids": params["ids"], "t0": params[start], "t1": params["t1"]}
         rollups = (
             f"(SELECT tag_id, bucket, {q.STATS_COLUMNS} FROM rollup_1h "
             f"WHERE {_IDS} AND bucket >= ${start} AND bucket < $t1{{}})"
         )
-        sealed_before, hot, _ = _where_samples_are(cur, own["ids"], own["t0"], own["t1"])
-        if not hot and own["t0"] >= sealed_before:
+        _, rollups_from, hot = _where_samples_are(cur, own["ids"], own["t0"], own["t1"])
+        if not hot and own["t0"] >= rollups_from:
             return rollups.format("")
         kept = rollups.format(f" AND (tag_id, bucket) NOT IN ({_hot_hours(start)})")
-        # Compacted rows without a rollup: in hours with hot rows, and late ones in sealed days.
-        late = f" AND ((tag_id, {_HOUR}) IN ({_hot_hours('t0')}) OR ts < {q.SEALED_BEFORE})"
-        rows = self._raw_parts(cur, own["ids"], own["t0"], own["t1"], late).arrow()
+        rows = self._raw_parts(cur, own["ids"], own["t0"], own["t1"], _hot_hours("t0")).arrow()
         stack.enter_context(registered(cur, "_rows", rows))
-        fresh = q.bucket_stats(q.HOUR_US, "_rows", area)
+        source = (
+            f"(SELECT * FROM _rows r WHERE (tag_id, {_HOUR}) NOT IN "
+            f"(SELECT tag_id, bucket FROM {kept}))"
+        )
+        fresh = q.bucket_stats(q.HOUR_US, source, area)
         return f"({kept} UNION ALL SELECT tag_id, bucket, {q.STATS_COLUMNS} FROM ({fresh}))"
 
     def latest(self, tags=None) -> pd.DataFrame:

@@ -36,8 +36,9 @@ CREATE TABLE IF NOT EXISTS text_samples (
     tag_id INTEGER NOT NULL, ts TIMESTAMP NOT NULL, value VARCHAR, quality UTINYINT NOT NULL,
     status UINTEGER NOT NULL DEFAULT 0, PRIMARY KEY (tag_id, ts)
 );
--- Hourly statistics of the compacted hours of days not sealed, and of the hours whose samples
--- retention removed. `area` is the trapezoid integral in value·µs between the hour's samples.
+-- Hourly statistics of every compacted hour until a while after its day is sealed, and of the
+-- hours whose samples retention removed. `area` is the trapezoid integral in value·µs between
+-- the hour's own samples.
 CREATE TABLE IF NOT EXISTS rollup_1h (
     tag_id INTEGER NOT NULL, bucket TIMESTAMP NOT NULL, n BIGINT, vmin DOUBLE, vmax DOUBLE,
     vsum DOUBLE, first_ts TIMESTAMP, first_v DOUBLE, last_ts TIMESTAMP, last_v DOUBLE,
@@ -84,21 +85,23 @@ def raw_source(blocks: str | None) -> str:
     )
 
 
-# Every day before this was sealed (or retired); compacted rows older are late ones that the
-# compaction in progress is about to merge into their blocks.
+# Days before this are sealed (or retired); compacted rows are all from it on.
 SEALED_BEFORE = (
     "(SELECT coalesce(max(value::TIMESTAMP), TIMESTAMP '0001-01-01') FROM meta "
     "WHERE key = 'sealed_before')"
 )
+# Sealed days from this on keep their hourly rollups; older ones answer from their samples.
+ROLLUPS_FROM = (
+    "(SELECT coalesce(max(value::TIMESTAMP), TIMESTAMP '0001-01-01') FROM meta "
+    "WHERE key = 'rollups_from')"
+)
 
 # The (tag, day) pairs with unsealed rows in range, whose stored day statistics are missing or
-# stale. Compacted hours of unsealed days all have a rollup, which is 1/12 of the rows to scan
-# or fewer; compacted rows before SEALED_BEFORE are the late ones.
+# stale. Compacted hours all have a rollup: 1/12 of the rows to scan, or fewer.
 PENDING_DAYS = f"""
 SELECT DISTINCT tag_id, bucket::DATE AS day FROM rollup_1h WHERE tag_id IN (SELECT unnest($ids))
     AND bucket >= greatest($t0, {SEALED_BEFORE}) AND bucket < $t1
 UNION SELECT DISTINCT tag_id, ts::DATE FROM hot WHERE {IN_RANGE}
-UNION SELECT DISTINCT tag_id, ts::DATE FROM recent WHERE {IN_RANGE} AND ts < {SEALED_BEFORE}
 """
 
 STATS_COLUMNS = "n, vmin, vmax, vsum, first_ts, first_v, last_ts, last_v, area, quality"
@@ -144,10 +147,12 @@ def bucket_stats(step: int, source: str, area: bool = True) -> str:
     )
 
 
-# The hours a compaction touched in days not sealed, whose rollups it recomputes.
-AFFECTED_HOURS = """
+# The hours a compaction touched in days not sealed, whose rollups it recomputes (late samples
+# of sealed days get theirs when merged into their blocks).
+AFFECTED_HOURS = f"""
 CREATE OR REPLACE TEMP TABLE affected AS
-SELECT DISTINCT tag_id, time_bucket(INTERVAL '1 hour', ts) AS bucket FROM stage WHERE ts >= ?
+SELECT DISTINCT tag_id, time_bucket(INTERVAL '1 hour', ts) AS bucket FROM stage
+WHERE ts >= {SEALED_BEFORE}
 """
 
 RECOMPUTE_ROLLUP = (
