@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ROLLUP_DAYS", "SEAL_AFTER", "DuckDBHistorian", "LayoutError"]
 
-_DAY = timedelta(days=1)
 # A UTC day is sealed once the newest data is this far past its end: samples of buffering
 # collectors arriving late land in compacted runs rather than in a block to rewrite.
 SEAL_AFTER = timedelta(hours=1)

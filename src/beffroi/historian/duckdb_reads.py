@@ -1,9 +1,10 @@
 """Reads of the DuckDB historian: raw ranges, bucket aggregates, latest values and counts.
 
 Samples live in three places, newest write first: `hot` (as written), `recent` (compacted
-runs of the days not sealed, with hourly rollups) and `blocks` (sealed days, with daily
-statistics). A read spans several statements, so it runs in one transaction: a compaction or a
-seal committing meanwhile cannot show a sample twice or hide it.
+runs of the days not sealed) and `blocks` (sealed days, with daily statistics); `rollup_1h`
+holds hourly statistics of compacted hours until ROLLUP_DAYS after their day is sealed, and of
+hours retention emptied. A read spans several statements, so it runs in one transaction: a
+compaction committing meanwhile cannot show a sample twice or hide it.
 
 Aggregates over whole hours combine the finest statistics that are right for each part of the
 range: a sealed day's own statistics when nothing newer touches it, the rollup of a compacted
