@@ -163,6 +163,21 @@ def test_bad_aggregate_is_refused(historian) -> None:
         historian.query([POWER], T0, T0 + timedelta(hours=1), every=timedelta(minutes=1), agg="p99")
 
 
+@pytest.mark.parametrize(
+    ("every", "agg", "max_points", "message"),
+    [
+        (timedelta(minutes=1), None, None, "go together"),
+        (None, "mean", None, "go together"),
+        (timedelta(0), "mean", None, "must be positive"),
+        (None, None, 2, "at least 3"),
+    ],
+)
+def test_meaningless_query_arguments_are_refused(historian, every, agg, max_points, message):
+    """Arguments that mean nothing are refused with the same message by every back end."""
+    with pytest.raises(ValueError, match=message):
+        historian.query([POWER], T0, T0 + timedelta(hours=1), every, agg, max_points)
+
+
 def test_data_survives_reopen(tmp_path) -> None:
     """What was written is there after the file is closed and opened again."""
     h = DuckDBHistorian(tmp_path / "h.duckdb")

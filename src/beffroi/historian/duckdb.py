@@ -307,13 +307,7 @@ class DuckDBHistorian(Reads, Historian):
 
                 def work(ids=ids, cut=cut) -> None:
                     nonlocal deleted
-                    blocks.seal(cur, cut)
-                    deleted += blocks.retire(cur, ids, cut)
-                    for table in ("recent", "hot", "text_samples"):
-                        deleted += cur.execute(
-                            f"DELETE FROM {table} WHERE tag_id IN (SELECT unnest(?)) AND ts < ?",
-                            [ids, cut],
-                        ).fetchall()[0][0]
+                    deleted += blocks.remove_before(cur, ids, cut)
 
                 self._transaction(cur, work)
         if deleted:

@@ -223,6 +223,17 @@ def prune_rollups(cur: duckdb.DuckDBPyConnection, before: datetime) -> None:
     )
 
 
+def remove_before(cur: duckdb.DuckDBPyConnection, ids: list[int], cut: datetime) -> int:
+    """Remove tags' raw samples before `cut` (a UTC midnight), keeping their statistics."""
+    seal(cur, cut)
+    deleted = retire(cur, ids, cut)
+    for table in ("recent", "hot", "text_samples"):  # what was written since it was sealed
+        deleted += cur.execute(
+            f"DELETE FROM {table} WHERE tag_id IN (SELECT unnest(?)) AND ts < ?", [ids, cut]
+        ).fetchall()[0][0]
+    return deleted
+
+
 def retire(cur: duckdb.DuckDBPyConnection, ids: list[int], before: datetime) -> int:
     """Remove the raw samples of tags' days before `before`; keep hourly and daily statistics."""
     where = "tag_id IN (SELECT unnest(?)) AND day < ?::DATE AND payload IS NOT NULL"

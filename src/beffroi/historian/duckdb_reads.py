@@ -125,9 +125,9 @@ class Reads:
             last = self._local.decoded = blocks.LastDecoded()
         return last
 
-    def _raw(self, cur, ids: list[int], t0: datetime, t1: datetime, recent_where: str = ""):
+    def _raw(self, cur, ids: list[int], t0: datetime, t1: datetime) -> pd.DataFrame:
         """Return numeric samples in [t0, t1) as (tag_id, ts, value, quality, status)."""
-        return self._raw_parts(cur, ids, t0, t1, recent_where).frame()
+        return self._raw_parts(cur, ids, t0, t1).frame()
 
     def _raw_parts(self, cur, ids, t0: datetime, t1: datetime, hours: str = "") -> _Parts:
         """Return the sealed samples in [t0, t1) and the unsealed ones, which replace them.
@@ -188,17 +188,25 @@ class Reads:
         stack.enter_context(registered(cur, "_pending", pending))
         # Days with unsealed rows are the newest ones: hours from the first of them on.
         params["h0"] = days.min().astype("datetime64[us]").item()
-        hours = self._hour_stats(cur, stack, params, area, start="h0")
+        tags = np.unique(got["tag_id"]).tolist()
+        hours = self._hour_stats(cur, stack, params, area, start="h0", tags=tags)
         others = _BLOCK_STATS.format(extra=" AND (tag_id, day) NOT IN (SELECT * FROM _pending)")
         return (
             f"({others} UNION ALL SELECT * FROM {hours} "
             "WHERE (tag_id, bucket::DATE) IN (SELECT * FROM _pending))"
         )
 
-    def _hour_stats(self, cur, stack, params: dict, area: bool, start: str = "t0") -> str:
+    def _hour_stats(
+        self, cur, stack, params: dict, area: bool, start: str = "t0", tags: list | None = None
+    ) -> str:
         """Return SQL of hourly statistics from `params[start]`: rollups where no hot row is
-        newer, statistics of the samples elsewhere (days past rollups, hours with hot rows)."""
-        own = {"ids": params["ids"], "t0": params[start], "t1": params["t1"]}
+        newer, statistics of the samples elsewhere (days past rollups, hours with hot rows).
+
+        `tags`, when given, are the only ones whose samples are read (the others' statistics
+        are not wanted).
+        """
+        own = {"ids": params["ids"] if tags is None else tags, "t0": params[start]}
+        own["t1"] = params["t1"]
         rollups = (
             f"(SELECT tag_id, bucket, {q.STATS_COLUMNS} FROM rollup_1h "
             f"WHERE {_IDS} AND bucket >= ${start} AND bucket < $t1{{}})"
