@@ -97,22 +97,32 @@ def bench_embedded(args, names, shapes, folder: Path) -> dict:
         "embedded_sustained_points_per_s",
         points / (t_ingest + t_compact),
         "points/s",
-        note="ingest + compaction + rollups",
+        note="ingest + compaction + sealing",
     )
     h._con.execute("CHECKPOINT")
     size = (folder / "bench.duckdb").stat().st_size
     block, used = h._con.execute(
         "SELECT block_size, used_blocks FROM pragma_database_size()"
-    ).fetchone()
+    ).fetchall()[0]
     emit(
         "embedded_bytes_per_point",
         size / points,
         "bytes",
         file_bytes=size,
         target="<= 3",
-        note="whole file: samples, hourly rollups, tag dictionary, free blocks",
+        note="whole file: sealed blocks, open day, statistics, tag dictionary, free blocks",
     )
     emit("embedded_bytes_per_point_used_blocks", block * used / points, "bytes")
+    if args.breakdown:
+        for table, column, nbytes, compression in storage_breakdown(h._con, block):
+            emit(
+                "embedded_bytes_per_point_by_column",
+                nbytes / points,
+                "bytes",
+                table=table,
+                column=column,
+                compression=compression,
+            )
 
     end = start + args.days * DAY
     analog = [names[i] for i in range(len(names)) if shapes[i] == 0]
@@ -141,30 +151,47 @@ def bench_embedded(args, names, shapes, folder: Path) -> dict:
         "s",
         tags=len(analog),
         rows=len(df),
-        path="hourly rollups",
+        path="sealed days' statistics",
         target="< 1",
     )
-    ids = h._ids_of(analog)
     t = time.perf_counter()
-    raw = h._aggregate(
-        h._cur(),
-        ids,
-        day,
-        day + DAY,
-        DAY,
-        "integral",
-        {"ids": ids, "t0": day.replace(tzinfo=None), "t1": (day + DAY).replace(tzinfo=None)},
-    )
+    df = h.query(analog, day, day + DAY, every=timedelta(hours=1), agg="integral")
     emit(
-        "embedded_daily_energy_all_tags_raw_s",
+        "embedded_hourly_energy_all_tags_s",
         time.perf_counter() - t,
         "s",
         tags=len(analog),
-        rows=len(raw),
-        path="raw samples",
+        rows=len(df),
+        path="raw samples (blocks decoded)",
     )
     h.close()
     return {"points": points, "ingest_s": t_ingest, "bytes": size}
+
+
+def storage_breakdown(con, block_size: int) -> list[tuple[str, str, int, str]]:
+    """Return (table, column, bytes, compression) from DuckDB's segment list.
+
+    A segment's size is the distance to the next one in its block (the last one up to the
+    block's end), so the unused tail of a partly filled block is counted with its last segment.
+    """
+    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+    segs = []
+    for t in tables:
+        rows = con.execute(
+            "SELECT column_name, block_id, block_offset, compression, "
+            "len(additional_block_ids) FROM pragma_storage_info(?) WHERE persistent",
+            [t],
+        ).fetchall()
+        segs += [(t, *r) for r in rows]
+    segs.sort(key=lambda r: (r[2], r[3]))
+    out: dict[tuple[str, str], list] = {}
+    for i, (t, col, blk, off, comp, extra) in enumerate(segs):
+        nxt = segs[i + 1] if i + 1 < len(segs) else None
+        end = nxt[3] if nxt is not None and nxt[2] == blk else block_size
+        entry = out.setdefault((t, col), [0, set()])
+        entry[0] += end - off + extra * block_size
+        entry[1].add(comp)
+    return [(t, c, n, "/".join(sorted(comp))) for (t, c), (n, comp) in sorted(out.items())]
 
 
 def bench_peer(args, names, shapes, folder: Path, embedded: dict) -> None:
@@ -206,6 +233,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--step-s", type=int, default=300)
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="bytes per point of every table and column"
+    )
     args = parser.parse_args()
     names, shapes = make_tags(args.tags)
     with tempfile.TemporaryDirectory(prefix="beffroi-bench-") as tmp:

@@ -32,11 +32,11 @@ def _series(tag: str, n: int, step_s: float = 1.0, start: datetime = T0) -> list
 
 
 def test_raw_query_returns_what_was_written(historian) -> None:
-    """Values come back with their tag, aware UTC timestamp, value and quality."""
+    """Values come back with their tag, aware UTC timestamp, value, quality and status."""
     historian.write(_series(POWER, 10))
     historian.write([Sample(LIT, T0, True), Sample(LIT, T0 + timedelta(seconds=5), False)])
     df = historian.query([POWER, LIT], T0, T0 + timedelta(seconds=60))
-    assert list(df.columns) == ["ts", "tag", "value", "quality"]
+    assert list(df.columns) == ["ts", "tag", "value", "quality", "status"]
     power = df[df.tag == POWER]
     assert list(power.value) == [float(i) for i in range(10)]
     assert power.ts.iloc[3] == T0 + timedelta(seconds=3)
@@ -65,6 +65,35 @@ def test_quality_is_kept_and_bad_values_are_not_replaced(historian) -> None:
     assert list(df.quality) == [Quality.GOOD, Quality.COMM_LOSS, Quality.BAD]
     assert df.value.iloc[0] == 5.0
     assert math.isnan(df.value.iloc[1]) and math.isnan(df.value.iloc[2])
+
+
+def test_status_codes_come_back_with_raw_samples(historian) -> None:
+    """A sample's OPC UA status code (Bad, Uncertain, text too) comes back as it was written."""
+    failure, last_usable = 0x808B0000, 0x40900000  # BadDeviceFailure, UncertainLastUsableValue
+    nan = float("nan")
+    historian.write(
+        [
+            Sample(POWER, T0, 5.0),
+            Sample(POWER, T0 + timedelta(seconds=1), nan, Quality.BAD, status=failure),
+            Sample(POWER, T0 + timedelta(seconds=2), 4.5, Quality.UNCERTAIN, status=last_usable),
+            Sample(MSG, T0, "panne", Quality.BAD, status=failure),
+        ]
+    )
+    df = historian.query([POWER, MSG], T0, T0 + timedelta(minutes=1))
+    power = df[df.tag == POWER]
+    assert list(power.status) == [0, failure, last_usable]
+    assert list(power.quality) == [Quality.GOOD, Quality.BAD, Quality.UNCERTAIN]
+    assert df[df.tag == MSG].status.iloc[0] == failure
+    thin = historian.query([POWER], T0, T0 + timedelta(minutes=1), max_points=3)
+    assert list(thin.status) == [0, failure, last_usable]
+
+
+def test_rewriting_a_sample_replaces_its_status(historian) -> None:
+    """A Bad sample corrected to Good at the same time loses its Bad status code."""
+    historian.write([Sample(POWER, T0, float("nan"), Quality.BAD, status=0x808B0000)])
+    historian.write([Sample(POWER, T0, 5.0)])
+    df = historian.query([POWER], T0, T0 + timedelta(seconds=1))
+    assert (df.value.iloc[0], df.quality.iloc[0], df.status.iloc[0]) == (5.0, Quality.GOOD, 0)
 
 
 def test_aggregates_per_bucket(historian) -> None:
@@ -123,6 +152,8 @@ def test_latest_gives_newest_value_per_tag(historian) -> None:
 def test_unknown_tags_and_empty_ranges_return_empty_frames(historian) -> None:
     """Asking for nothing known returns an empty frame with the contract's columns."""
     df = historian.query(["nowhere/X/y"], T0, T0 + timedelta(hours=1))
+    assert df.empty and list(df.columns) == ["ts", "tag", "value", "quality", "status"]
+    df = historian.query(["nowhere/X/y"], T0, T0 + timedelta(hours=1), timedelta(minutes=1), "max")
     assert df.empty and list(df.columns) == ["ts", "tag", "value", "quality"]
 
 
@@ -130,6 +161,21 @@ def test_bad_aggregate_is_refused(historian) -> None:
     """An unknown aggregate is a clear error."""
     with pytest.raises(ValueError, match="unknown aggregate"):
         historian.query([POWER], T0, T0 + timedelta(hours=1), every=timedelta(minutes=1), agg="p99")
+
+
+@pytest.mark.parametrize(
+    ("every", "agg", "max_points", "message"),
+    [
+        (timedelta(minutes=1), None, None, "go together"),
+        (None, "mean", None, "go together"),
+        (timedelta(0), "mean", None, "must be positive"),
+        (None, None, 2, "at least 3"),
+    ],
+)
+def test_meaningless_query_arguments_are_refused(historian, every, agg, max_points, message):
+    """Arguments that mean nothing are refused with the same message by every back end."""
+    with pytest.raises(ValueError, match=message):
+        historian.query([POWER], T0, T0 + timedelta(hours=1), every, agg, max_points)
 
 
 def test_data_survives_reopen(tmp_path) -> None:

@@ -14,12 +14,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.ipc as ipc
 import pytest
 
 from beffroi.core.model import Quality, Sample
 from beffroi.historian.buffer import DROPPED_TAG, WriteBuffer
 from beffroi.historian.duckdb import DuckDBHistorian
-from beffroi.historian.spool import Spool
+from beffroi.historian.spool import SCHEMA, Spool
 from tests.conftest import eventually
 
 T0 = datetime(2026, 6, 1, 20, 0, tzinfo=UTC)
@@ -37,20 +39,32 @@ def test_spool_survives_a_restart_with_every_kind_of_value(tmp_path: Path) -> No
         Sample(P, T0, 1.5, Quality.GOOD, T0 + timedelta(milliseconds=3)),
         Sample("dijon/LC-0001/lit", T0, True),
         Sample("dijon/IP-0001/message", T0, "Travaux: déviation"),
-        Sample(P, T0 + timedelta(seconds=1), float("nan"), Quality.COMM_LOSS),
+        Sample(P, T0 + timedelta(seconds=1), float("nan"), Quality.COMM_LOSS, status=0x80310000),
     ]
     spool.append(first)
     spool.append(_batch(3, start=10))
     again = Spool(tmp_path, max_bytes=10**8)
     assert again.pending == 7
     seq, got = again.peek()
-    assert [(s.tag, s.ts, s.quality, s.server_ts) for s in got] == [
-        (s.tag, s.ts, s.quality, s.server_ts) for s in first
+    assert [(s.tag, s.ts, s.quality, s.server_ts, s.status) for s in got] == [
+        (s.tag, s.ts, s.quality, s.server_ts, s.status) for s in first
     ]
     assert got[0].value == 1.5 and got[1].value is True and got[2].value == "Travaux: déviation"
     assert math.isnan(got[3].value)
     again.remove(seq)
     assert [s.value for s in again.peek()[1]] == [10.0, 11.0, 12.0]
+
+
+def test_spool_reads_segments_written_before_status_codes(tmp_path: Path) -> None:
+    """A segment left by a version that did not spool status codes replays as plain Good."""
+    older = pa.schema([f for f in SCHEMA if f.name != "status"])
+    table = pa.table(
+        [[P], [T0], [0], [1.5], [None], [0], [None]], schema=older
+    )  # tag, ts, kind (float), num, text, quality, server_ts
+    with ipc.new_file(tmp_path / "000000000001-1.arrow", older) as writer:
+        writer.write_table(table)
+    _, got = Spool(tmp_path, max_bytes=10**8).peek()
+    assert [(s.tag, s.ts, s.value, s.status) for s in got] == [(P, T0, 1.5, 0)]
 
 
 def test_spool_full_drops_oldest_and_counts(tmp_path: Path) -> None:
@@ -150,7 +164,7 @@ WRITER = textwrap.dedent(
     from beffroi.core.model import Sample
     from beffroi.historian.buffer import WriteBuffer
     from beffroi.historian.duckdb import DuckDBHistorian
-    from beffroi.historian.spool import Spool
+    from beffroi.historian.spool import SCHEMA, Spool
 
     async def main(folder):
         hist = DuckDBHistorian(folder + "/h.duckdb")
@@ -212,7 +226,7 @@ SPOOLING_WRITER = textwrap.dedent(
     from beffroi.core.model import Sample
     from beffroi.historian.buffer import WriteBuffer
     from beffroi.historian.influx import InfluxHistorian
-    from beffroi.historian.spool import Spool
+    from beffroi.historian.spool import SCHEMA, Spool
 
     async def main(url, db, folder):
         hist = InfluxHistorian(url, api="v1", database=db, register={})

@@ -24,14 +24,18 @@ AGGREGATES: tuple[str, ...] = (
     "integral",
 )
 COLUMNS = ["ts", "tag", "value", "quality"]
+# Raw queries add the OPC UA status code the sample was written with (0 for plain Good).
+RAW_COLUMNS = [*COLUMNS, "status"]
 
 
 class Historian(ABC):
     """Stores samples and answers range, aggregate and latest-value queries.
 
     Query results are DataFrames with columns `ts` (aware UTC), `tag`, `value`, `quality`
-    (int, see Quality), sorted by tag then time. `value` holds floats (booleans as 0/1);
-    text values come back in `value` as strings when the tag is textual.
+    (int, see Quality), sorted by tag then time; raw and downsampled queries add `status`, the
+    full OPC UA status code of each sample (`Sample.status`, 0 for plain Good). `value` holds
+    floats (booleans as 0/1); text values come back in `value` as strings when the tag is
+    textual.
 
     Writing a sample with the same tag and timestamp as a stored one replaces it (replaying a
     spool twice is harmless). Aggregates work on numeric values per bucket of width `every`,
@@ -58,6 +62,18 @@ class Historian(ABC):
         max_points: int | None = None,
     ) -> pd.DataFrame:
         """Return values of tags in [start, end), raw, aggregated per `every`, or downsampled."""
+
+    @staticmethod
+    def check_query(every: timedelta | None, agg: str | None, max_points: int | None) -> None:
+        """Refuse query arguments that mean nothing, with a message saying why."""
+        if agg is not None and agg not in AGGREGATES:
+            raise ValueError(f"unknown aggregate {agg!r}; expected one of {', '.join(AGGREGATES)}")
+        if (every is None) != (agg is None):
+            raise ValueError("`every` and `agg` go together")
+        if every is not None and every <= timedelta(0):
+            raise ValueError("`every` must be positive")
+        if max_points is not None and max_points < 3:
+            raise ValueError("max_points must be at least 3")
 
     @abstractmethod
     def latest(self, tags: Sequence[str] | None = None) -> pd.DataFrame:

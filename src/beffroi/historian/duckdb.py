@@ -1,4 +1,4 @@
-"""Embedded historian on a DuckDB file: hot ingest, sorted compacted runs, hourly rollups."""
+"""Embedded historian on a DuckDB file: hot ingest, compacted runs, days sealed into blocks."""
 
 from __future__ import annotations
 
@@ -19,26 +19,35 @@ from beffroi.core.config import Config
 from beffroi.core.model import Sample, naive_utc
 from beffroi.core.register import Register
 from beffroi.core.scheduler import Scheduler
+from beffroi.historian import duckdb_blocks as blocks
 from beffroi.historian import duckdb_sql as q
-from beffroi.historian.base import AGGREGATES, COLUMNS, Agg, Historian
+from beffroi.historian.base import COLUMNS, RAW_COLUMNS, Agg, Historian
 from beffroi.historian.downsample import downsample_frame
+from beffroi.historian.duckdb_layout import LayoutError, open_layout
+from beffroi.historian.duckdb_reads import Reads, snapshot
 
 log = logging.getLogger(__name__)
 
-_EMPTY = {"ts": "datetime64[us, UTC]", "tag": "object", "value": "float64", "quality": "int64"}
-_HOUR = timedelta(hours=1)
+__all__ = ["ROLLUP_DAYS", "SEAL_AFTER", "DuckDBHistorian", "LayoutError"]
 
+# A UTC day is sealed once the newest data is this far past its end: samples of buffering
+# collectors arriving late land in compacted runs rather than in a block to rewrite.
+SEAL_AFTER = timedelta(hours=1)
+# Sealed days keep their hourly rollups this long: the KPI jobs check today and yesterday (local
+# days, which start up to two hours before UTC ones in Europe) hour by hour, all day long.
+ROLLUP_DAYS = timedelta(days=2)
 
 _naive_utc = naive_utc
 
 
-class DuckDBHistorian(Historian):
+class DuckDBHistorian(Reads, Historian):
     """Store samples in one DuckDB file; safe to use from the writer and HMI threads.
 
-    Samples land in `hot` as they come. `compact()` moves them into `samples` as a run sorted
-    by (tag, time), replacing stored values with the same tag and time, and recomputes the
-    hourly rollups of the hours it touched. Queries read both tables, so nothing waits for
-    compaction to be visible.
+    Samples land in `hot` as they come. `compact()` moves them into `recent` as a run sorted
+    by (tag, time), replacing stored values with the same tag and time, then seals the UTC days
+    the data has moved past (SEAL_AFTER) into `blocks`: one row per tag and day, its samples
+    encoded by `blocks.py` beside the day's statistics. Queries read all three, newest write
+    first, so nothing waits for compaction to be visible.
     """
 
     name = "duckdb"
@@ -49,14 +58,24 @@ class DuckDBHistorian(Historian):
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(self.path), read_only=read_only)
-        if not read_only:
-            self._con.execute(q.SCHEMA)
+        # Appends go to the log until the checkpoint that follows each compaction: written to the
+        # file as they come, the hot rows (deleted by the next compaction) and the runs (before
+        # compression) would leave that much free space behind in it.
+        self._con.execute("SET enable_optimistic_write = false")
+        try:
+            open_layout(self._con, self.path, read_only)
+        except BaseException:
+            self._con.close()
+            raise
         self._local = threading.local()
         # One writer at a time: ingest, compaction and retention serialise on this lock.
         self._write_lock = threading.Lock()
         self._ids: dict[str, int] = dict(self._con.execute("SELECT name, id FROM tags").fetchall())
         self._names: dict[int, str] = {v: k for k, v in self._ids.items()}
-        self._seq = self._con.execute("SELECT coalesce(max(seq), 0) FROM hot").fetchone()[0]
+        self._seq = self._con.execute("SELECT coalesce(max(seq), 0) FROM hot").fetchall()[0][0]
+        # Tags with text values: the others' reads skip the text table.
+        text = self._con.execute("SELECT DISTINCT tag_id FROM text_samples").fetchall()
+        self._text_ids: set[int] = {r[0] for r in text}
         self._watermark = self._meta("watermark")
 
     @classmethod
@@ -83,7 +102,9 @@ class DuckDBHistorian(Historian):
         return cur
 
     def _meta(self, key: str) -> datetime | None:
-        row = self._con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        row = next(
+            iter(self._con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()), None
+        )
         return datetime.fromisoformat(row[0]) if row else None
 
     def _tag_ids(self, names: set[str]) -> dict[str, int]:
@@ -100,6 +121,15 @@ class DuckDBHistorian(Historian):
                 self._names[tid] = name
         return self._ids
 
+    def _transaction(self, cur: duckdb.DuckDBPyConnection, work) -> None:
+        cur.execute("BEGIN")
+        try:
+            work()
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
     # -- writes ------------------------------------------------------------------------------
 
     def write(self, batch: Sequence[Sample]) -> int:
@@ -111,37 +141,30 @@ class DuckDBHistorian(Historian):
             num = [s for s in batch if not isinstance(s.value, str)]
             txt = [s for s in batch if isinstance(s.value, str)]
             cur = self._cur()
-            cur.execute("BEGIN")
-            try:
+
+            def work() -> None:
                 if num:
-                    seq0 = self._seq + 1
-                    self._seq += len(num)
-                    table = pa.table(
-                        {
-                            "tag_id": pa.array([ids[s.tag] for s in num], pa.int32()),
-                            "ts": pa.array([_naive_utc(s.ts) for s in num], pa.timestamp("us")),
-                            # NaN (no value: Bad, CommLoss) is stored as NULL, so aggregates
-                            # cover the values there are while the bucket's quality says why.
-                            "value": pa.array(
-                                [np.nan if s.value is None else float(s.value) for s in num],
-                                pa.float64(),
-                                from_pandas=True,
-                            ),
-                            "quality": pa.array([int(s.quality) for s in num], pa.uint8()),
-                            "seq": pa.array(np.arange(seq0, seq0 + len(num)), pa.int64()),
-                        }
+                    self._append(
+                        cur,
+                        np.array([ids[s.tag] for s in num], np.int32),
+                        pa.array([_naive_utc(s.ts) for s in num], pa.timestamp("us")),
+                        # NaN (no value: Bad, CommLoss) is stored as NULL, so aggregates
+                        # cover the values there are while the bucket's quality says why.
+                        np.array([np.nan if s.value is None else float(s.value) for s in num]),
+                        np.array([int(s.quality) for s in num], np.uint8),
+                        np.array([s.status for s in num], np.uint32),
                     )
-                    cur.register("_numbers", table)
-                    cur.execute("INSERT INTO hot SELECT * FROM _numbers")
-                    cur.unregister("_numbers")
                 if txt:
+                    self._text_ids.update(ids[s.tag] for s in txt)
                     last = {(ids[s.tag], _naive_utc(s.ts)): s for s in txt}
-                    rows = [(k[0], k[1], s.value, int(s.quality)) for k, s in last.items()]
-                    cur.executemany("INSERT OR REPLACE INTO text_samples VALUES (?, ?, ?, ?)", rows)
-                cur.execute("COMMIT")
-            except Exception:
-                cur.execute("ROLLBACK")
-                raise
+                    rows = [(*k, s.value, int(s.quality), s.status) for k, s in last.items()]
+                    cur.executemany(
+                        "INSERT OR REPLACE INTO text_samples (tag_id, ts, value, quality, status) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        rows,
+                    )
+
+            self._transaction(cur, work)
         return len(batch)
 
     def write_columns(
@@ -151,6 +174,7 @@ class DuckDBHistorian(Historian):
         ts_us: np.ndarray,
         values: np.ndarray,
         quality: np.ndarray | None = None,
+        status: np.ndarray | None = None,
     ) -> int:
         """Append numeric samples given as columns: `names[tag_index[i]]` at `ts_us[i]` (UTC µs).
 
@@ -162,60 +186,99 @@ class DuckDBHistorian(Historian):
         with self._write_lock:
             ids = self._tag_ids(set(names))
             id_of = np.array([ids[t] for t in names], dtype=np.int32)
-            seq0 = self._seq + 1
-            self._seq += n
-            table = pa.table(
-                {
-                    "tag_id": pa.array(id_of[np.asarray(tag_index)], pa.int32()),
-                    "ts": pa.array(np.asarray(ts_us, dtype="datetime64[us]"), pa.timestamp("us")),
-                    "value": pa.array(
-                        np.asarray(values, dtype=np.float64), pa.float64(), from_pandas=True
-                    ),
-                    "quality": pa.array(
-                        np.zeros(n, np.uint8) if quality is None else np.asarray(quality, np.uint8),
-                        pa.uint8(),
-                    ),
-                    "seq": pa.array(np.arange(seq0, seq0 + n, dtype=np.int64), pa.int64()),
-                }
+            self._append(
+                self._cur(),
+                id_of[np.asarray(tag_index)],
+                pa.array(np.asarray(ts_us, dtype="datetime64[us]"), pa.timestamp("us")),
+                np.asarray(values, np.float64),
+                np.zeros(n, np.uint8) if quality is None else np.asarray(quality, np.uint8),
+                np.zeros(n, np.uint32) if status is None else np.asarray(status, np.uint32),
             )
-            cur = self._cur()
-            cur.register("_columns", table)
-            try:
-                cur.execute("INSERT INTO hot SELECT * FROM _columns")
-            finally:
-                cur.unregister("_columns")
         return n
 
+    def _append(self, cur, tag_id, ts: pa.Array, value, quality, status) -> None:
+        """Insert columns into `hot`, numbering them after the last write."""
+        seq0 = self._seq + 1
+        self._seq += len(tag_id)
+        table = pa.table(
+            {
+                "tag_id": pa.array(tag_id, pa.int32()),
+                "ts": ts,
+                "value": pa.array(value, pa.float64(), from_pandas=True),
+                "quality": pa.array(quality, pa.uint8()),
+                "status": pa.array(status, pa.uint32()),
+                "seq": pa.array(np.arange(seq0, seq0 + len(tag_id), dtype=np.int64)),
+            }
+        )
+        with blocks.registered(cur, "_incoming", table):
+            cur.execute(
+                "INSERT INTO hot (tag_id, ts, value, quality, status, seq) "
+                "SELECT tag_id, ts, value, quality, status, seq FROM _incoming"
+            )
+
     def compact(self) -> int:
-        """Move hot samples into a sorted run and refresh the rollups of the hours touched."""
+        """Move hot samples into sorted runs and seal the days the data has moved past.
+
+        One transaction: late samples of sealed days go into their blocks before any read can
+        see them among the compacted runs.
+        """
         with self._write_lock:
             cur = self._cur()
             upto = self._seq
-            if cur.execute("SELECT count(*) FROM hot WHERE seq <= ?", [upto]).fetchone()[0] == 0:
-                return 0
-            cur.execute("BEGIN")
-            try:
-                cur.execute(q.STAGE, [upto])
-                if self._watermark is not None:
-                    cur.execute(q.DELETE_REPLACED, [self._watermark])
-                cur.execute("INSERT INTO samples SELECT * FROM stage")
-                cur.execute(q.AFFECTED_HOURS)
-                cur.execute(q.RECOMPUTE_ROLLUP)
-                cur.execute("DELETE FROM hot WHERE seq <= ?", [upto])
-                n, newest = cur.execute("SELECT count(*), max(ts) FROM stage").fetchone()
-                if self._watermark is None or newest > self._watermark:
-                    self._watermark = newest
-                    cur.execute(
-                        "INSERT OR REPLACE INTO meta VALUES ('watermark', ?)",
-                        [newest.isoformat()],
-                    )
-                cur.execute("COMMIT")
-            except Exception:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("DROP TABLE IF EXISTS stage; DROP TABLE IF EXISTS affected")
-        log.debug("compacted %d samples", n)
+            n = cur.execute("SELECT count(*) FROM hot WHERE seq <= ?", [upto]).fetchall()[0][0]
+            watermark, sealed = self._watermark, 0
+
+            def work() -> None:
+                nonlocal watermark, sealed
+                if n:
+                    watermark = self._compact(cur, upto)
+                horizon = seal_horizon(watermark)
+                if horizon is not None:
+                    before = cur.execute(f"SELECT {q.SEALED_BEFORE}").fetchall()[0][0]
+                    sealed = blocks.seal(cur, max(horizon, before))
+                    blocks.prune_rollups(cur, horizon - ROLLUP_DAYS)
+
+            self._transaction(cur, work)
+            self._watermark = watermark
+            if n:
+                cur.execute("DROP TABLE IF EXISTS stage; DROP TABLE IF EXISTS affected")
+            if n or sealed:
+                self._checkpoint(cur)
+        log.debug("compacted %d samples, sealed %d", n, sealed)
         return n
+
+    def _checkpoint(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """Write changes into the file now, so that the blocks emptied get reused.
+
+        Bulk inserts go straight to the file and DuckDB checkpoints by WAL size, so without
+        this the file grows by every emptied `hot` and `recent` row group until it does. DuckDB
+        skips a checkpoint while any cursor has an unfinished result, which is why reads here
+        fetch every row (`fetchall`, never `fetchone`).
+        """
+        try:
+            cur.execute("CHECKPOINT")
+        except duckdb.Error:
+            log.debug("checkpoint postponed", exc_info=True)
+
+    def _compact(self, cur, upto: int) -> datetime:
+        """Move hot rows up to `upto` into a run and refresh their hours' rollups.
+
+        Return the new watermark, the newest time compacted.
+        """
+        cur.execute(q.STAGE, [upto])
+        if self._watermark is not None:
+            cur.execute(q.DELETE_REPLACED, [self._watermark])
+        cur.execute(
+            "INSERT INTO recent (tag_id, ts, value, quality, status) "
+            "SELECT tag_id, ts, value, quality, status FROM stage"
+        )
+        newest = cur.execute("SELECT max(ts) FROM stage").fetchall()[0][0]
+        watermark = newest if self._watermark is None else max(newest, self._watermark)
+        cur.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", [watermark.isoformat()])
+        cur.execute(q.AFFECTED_HOURS)
+        cur.execute(q.RECOMPUTE_ROLLUP)
+        cur.execute("DELETE FROM hot WHERE seq <= ?", [upto])
+        return watermark
 
     def apply_retention(
         self,
@@ -223,9 +286,10 @@ class DuckDBHistorian(Historian):
         default_days: float | None = None,
         now: datetime | None = None,
     ) -> int:
-        """Delete raw samples past each tag's horizon (first matching rule, else the default).
+        """Delete raw samples of the UTC days past each tag's horizon (first matching rule).
 
-        Hourly rollups are kept, so daily figures outlive the raw data they came from.
+        Whole days go, once entirely past the horizon. Their hourly and daily statistics stay,
+        so aggregates over whole hours outlive the raw data they came from.
         """
         now = now or datetime.now(UTC)
         by_days: dict[float, list[int]] = {}
@@ -233,16 +297,19 @@ class DuckDBHistorian(Historian):
             days = next((d for p, d in rules.items() if _matches(name, p)), default_days)
             if days is not None:
                 by_days.setdefault(days, []).append(tid)
+        self.compact()
         deleted = 0
         with self._write_lock:
             cur = self._cur()
             for days, ids in by_days.items():
-                cutoff = _naive_utc(now - timedelta(days=days))
-                for table in ("samples", "hot", "text_samples"):
-                    deleted += cur.execute(
-                        f"DELETE FROM {table} WHERE tag_id IN (SELECT unnest(?)) AND ts < ?",
-                        [ids, cutoff],
-                    ).fetchone()[0]
+                cut = _naive_utc(now - timedelta(days=days))
+                cut = cut.replace(hour=0, minute=0, second=0, microsecond=0)
+
+                def work(ids=ids, cut=cut) -> None:
+                    nonlocal deleted
+                    deleted += blocks.remove_before(cur, ids, cut)
+
+                self._transaction(cur, work)
         if deleted:
             log.info("retention removed %d raw samples", deleted)
         return deleted
@@ -252,32 +319,16 @@ class DuckDBHistorian(Historian):
     def _ids_of(self, tags: Sequence[str]) -> list[int]:
         return [self._ids[t] for t in tags if t in self._ids]
 
-    def _frame(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Turn a (tag_id, ts, value, quality) result into the contract's columns."""
+    def _frame(self, df: pd.DataFrame, columns: list[str] = COLUMNS) -> pd.DataFrame:
+        """Turn a (tag_id, ts, value, quality[, status]) result into the contract's columns."""
         if df.empty:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _EMPTY.items()})
+            return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in columns})
         df["tag"] = df["tag_id"].map(self._names)
         df["ts"] = pd.to_datetime(df["ts"]).dt.tz_localize(UTC)
         df["quality"] = df["quality"].astype("int64")
-        return df[COLUMNS].sort_values(["tag", "ts"], kind="stable").reset_index(drop=True)
-
-    def _raw_source(self) -> str:
-        """SQL of every numeric sample visible now, last write winning for a tag and time.
-
-        Compacted runs hold no duplicates, so only the few hot rows need sorting out: the
-        newest hot write per tag and time, and the run rows it replaces left out.
-        """
-        in_range = "tag_id IN (SELECT unnest($ids)) AND ts >= $t0 AND ts < $t1"
-        newest_hot = (
-            f"SELECT tag_id, ts, value, quality FROM hot WHERE {in_range} "
-            "QUALIFY row_number() OVER (PARTITION BY tag_id, ts ORDER BY seq DESC) = 1"
-        )
-        return (
-            f"(WITH h AS ({newest_hot}) "
-            f"SELECT tag_id, ts, value, quality FROM samples s WHERE {in_range} "
-            "AND NOT EXISTS (SELECT 1 FROM h WHERE h.tag_id = s.tag_id AND h.ts = s.ts) "
-            "UNION ALL SELECT * FROM h)"
-        )
+        if "status" in columns:
+            df["status"] = df["status"].astype("int64")
+        return df[columns].sort_values(["tag", "ts"], kind="stable").reset_index(drop=True)
 
     def query(
         self,
@@ -289,84 +340,31 @@ class DuckDBHistorian(Historian):
         max_points: int | None = None,
     ) -> pd.DataFrame:
         """Return raw, aggregated (`every` + `agg`) or downsampled (`max_points`) values."""
-        if agg is not None and agg not in AGGREGATES:
-            raise ValueError(f"unknown aggregate {agg!r}; expected one of {', '.join(AGGREGATES)}")
-        if (every is None) != (agg is None):
-            raise ValueError("`every` and `agg` go together")
+        self.check_query(every, agg, max_points)
         ids = self._ids_of(tags)
-        params = {"ids": ids, "t0": _naive_utc(start), "t1": _naive_utc(end)}
+        t0, t1 = _naive_utc(start), _naive_utc(end)
         cur = self._cur()
-        if every is not None:
-            return self._frame(self._aggregate(cur, ids, start, end, every, agg, params))
-        num = cur.execute(f"SELECT * FROM {self._raw_source()} ORDER BY tag_id, ts", params).df()
-        txt = cur.execute(
-            "SELECT tag_id, ts, value, quality FROM text_samples WHERE tag_id IN "
-            "(SELECT unnest($ids)) AND ts >= $t0 AND ts < $t1 ORDER BY tag_id, ts",
-            params,
-        ).df()
+        text_ids = self._text_ids.intersection(ids)
+        with snapshot(cur):
+            if every is not None:
+                return self._frame(self._aggregate(cur, ids, t0, t1, every, agg))
+            num = self._raw(cur, ids, t0, t1)
+            txt = None
+            if text_ids:
+                txt = cur.execute(
+                    "SELECT tag_id, ts, value, quality, status FROM text_samples WHERE tag_id IN "
+                    "(SELECT unnest(?)) AND ts >= ? AND ts < ? ORDER BY tag_id, ts",
+                    [sorted(text_ids), t0, t1],
+                ).df()
         if max_points is not None and not num.empty:
             num = downsample_frame(num, max_points)
-        if not txt.empty:
+        if txt is not None and not txt.empty:
             num = pd.concat([num.astype({"value": object}), txt], ignore_index=True)
-        return self._frame(num)
-
-    def _aggregate(self, cur, ids, start, end, every, agg, params) -> pd.DataFrame:
-        step = int(every.total_seconds() * 1_000_000)
-        if step <= 0:
-            raise ValueError("`every` must be positive")
-        expr = q.AGG_FROM_STATS[agg]
-        if step % q.HOUR_US == 0 and self._rollups_cover(start, end, every):
-            # Whole hours, aligned: hourly rollups give the same answer from ~60 times fewer rows,
-            # and still answer after raw retention has removed the samples.
-            stats = q.FROM_ROLLUP.format(step=step)
-            sql = f"SELECT tag_id, bucket AS ts, {expr} AS value, quality FROM ({stats})"
-            return cur.execute(sql, [ids, params["t0"], params["t1"]]).df()
-        stats = q.BUCKET_STATS.format(step=step, source=self._raw_source())
-        sql = f"SELECT tag_id, bucket AS ts, {expr} AS value, quality FROM ({stats})"
-        return cur.execute(sql, params).df()
-
-    def _rollups_cover(self, start: datetime, end: datetime, every: timedelta) -> bool:
-        """Tell whether [start, end) is aligned on `every` and entirely compacted."""
-        t0, t1 = _naive_utc(start), _naive_utc(end)
-        epoch = datetime(1970, 1, 1)
-        aligned = (t0 - epoch) % every == timedelta(0) and (t1 - epoch) % every == timedelta(0)
-        wm = self._watermark
-        return aligned and wm is not None and t1 <= wm.replace(minute=0, second=0, microsecond=0)
-
-    def latest(self, tags: Sequence[str] | None = None) -> pd.DataFrame:
-        """Return the newest sample of each tag."""
-        cur = self._cur()
-        ids = self._ids_of(tags) if tags is not None else list(self._names)
-        far = {"ids": ids, "t0": datetime(1, 1, 1), "t1": datetime(9999, 1, 1)}
-        parts = [
-            cur.execute(
-                f"SELECT tag_id, max(ts) AS ts, arg_max(value, ts) AS value, "
-                f"arg_max(quality, ts) AS quality FROM {src} GROUP BY tag_id",
-                far,
-            ).df()
-            for src in (
-                self._raw_source(),
-                "(SELECT * FROM text_samples WHERE tag_id IN (SELECT unnest($ids)) "
-                "AND ts >= $t0 AND ts < $t1)",
-            )
-        ]
-        frames = [p for p in parts if not p.empty]
-        if not frames:
-            return self._frame(parts[0])
-        if len(frames) > 1:
-            frames = [frames[0].astype({"value": object}), frames[1]]
-        return self._frame(pd.concat(frames, ignore_index=True))
+        return self._frame(num, RAW_COLUMNS)
 
     def tags(self) -> list[str]:
         """Return every known tag name, sorted."""
         return sorted(self._ids)
-
-    def count(self) -> int:
-        """Return the number of stored samples (a replaced value counts once)."""
-        cur = self._cur()
-        far = {"ids": list(self._names), "t0": datetime(1, 1, 1), "t1": datetime(9999, 1, 1)}
-        n = cur.execute(f"SELECT count(*) FROM {self._raw_source()}", far).fetchone()[0]
-        return n + cur.execute("SELECT count(*) FROM text_samples").fetchone()[0]
 
     def close(self) -> None:
         """Compact what is pending, checkpoint and close the file."""
@@ -377,6 +375,26 @@ class DuckDBHistorian(Historian):
             except duckdb.Error:
                 log.warning("final compaction skipped", exc_info=True)
         self._con.close()
+
+
+_DTYPES = {
+    "ts": "datetime64[us, UTC]",
+    "tag": "object",
+    "value": "float64",
+    "quality": "int64",
+    "status": "int64",
+}
+
+
+def seal_horizon(watermark: datetime | None) -> datetime | None:
+    """Return the UTC midnight before which days are sealed (None before any data).
+
+    The clock bounds it, so one sample stamped in the future does not seal today.
+    """
+    if watermark is None:
+        return None
+    edge = min(watermark, _naive_utc(datetime.now(UTC))) - SEAL_AFTER
+    return edge.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _matches(tag: str, pattern: str) -> bool:

@@ -22,7 +22,7 @@ from influxdb_client.rest import ApiException
 from beffroi.core.errors import ConfigError
 from beffroi.core.model import Sample
 from beffroi.core.register import Register
-from beffroi.historian.base import AGGREGATES, Agg, Historian
+from beffroi.historian.base import RAW_COLUMNS, Agg, Historian
 from beffroi.historian.downsample import downsample_frame
 from beffroi.historian.influx_http import (
     InfluxError,
@@ -170,23 +170,16 @@ class InfluxHistorian(Historian):
         max_points: int | None = None,
     ) -> pd.DataFrame:
         """Return raw, aggregated (`every` + `agg`, pushed down) or downsampled values."""
-        if agg is not None and agg not in AGGREGATES:
-            raise ValueError(f"unknown aggregate {agg!r}; expected one of {', '.join(AGGREGATES)}")
-        if (every is None) != (agg is None):
-            raise ValueError("`every` and `agg` go together")
-        if max_points is not None and max_points < 3:
-            raise ValueError("max_points must be at least 3")
+        self.check_query(every, agg, max_points)
         locs = [self.layout.locate(t) for t in dict.fromkeys(tags)]
         lo, hi = to_us(start), to_us(end)
         if every is not None:
             every_us = every // timedelta(microseconds=1)
-            if every_us <= 0:
-                raise ValueError("`every` must be positive")
             return contract_frame(self._queries.aggregate(locs, lo, hi, every_us, agg))
         raw = self._queries.raw(locs, lo, hi)
         if max_points is not None and not raw.empty:
             raw = _downsample(raw, max_points)
-        return contract_frame(raw)
+        return contract_frame(raw, RAW_COLUMNS)
 
     def latest(self, tags: Sequence[str] | None = None) -> pd.DataFrame:
         """Return the newest sample of each tag."""

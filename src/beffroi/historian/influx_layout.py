@@ -8,6 +8,12 @@ go to the measurement named after their first path part, InfluxDB tag `path` = t
 it marks where samples are: its value is `2 * quality + 1` when the sample has no value (NaN or
 None, which InfluxDB cannot store), else `2 * quality`. The worst quality of a bucket is thus
 `max(q) // 2`, and rewriting a sample as valueless at the same time still reads back as NaN.
+
+A sample's OPC UA status code, when not 0 (plain Good), goes in the integer field `<signal>.s`
+(`s` outside the register); Good samples write nothing more. InfluxDB overwrites field by
+field, so a sample rewritten at the same time without a status would keep the old one: a status
+is read back only when its severity agrees with the sample's quality, which drops every such
+leftover except one whose quality the rewrite left unchanged.
 """
 
 from __future__ import annotations
@@ -18,12 +24,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from beffroi.core.model import Sample
+import numpy as np
+
+from beffroi.core.model import Quality, Sample
 from beffroi.core.register import Register
 
 log = logging.getLogger(__name__)
 
 QUALITY_SUFFIX = ".q"
+STATUS_SUFFIX = ".s"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US = timedelta(microseconds=1)
 
@@ -38,6 +47,7 @@ class Location:
     number: str | None  # field holding numbers (None: a text signal)
     text: str | None  # field holding strings (None: a numeric signal)
     quality: str
+    status: str
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -87,9 +97,11 @@ class Layout:
                 None if kind == "str" else signal,
                 signal if kind in ("str", None) else None,
                 signal + QUALITY_SUFFIX,
+                signal + STATUS_SUFFIX,
             )
         rest = "/".join(parts[1:])
-        return Location(tag, parts[0], (("path", rest),) if rest else (), "value", "text", "q")
+        series = (("path", rest),) if rest else ()
+        return Location(tag, parts[0], series, "value", "text", "q", "s")
 
     def tag_of(self, measurement: str, series: Mapping[str, str], field: str) -> str | None:
         """Return the tag stored in a series and value or quality field, or None."""
@@ -101,6 +113,18 @@ class Layout:
             path = series.get("path", "")
             return f"{measurement}/{path}" if path else measurement
         return None
+
+
+def read_status(column: np.ndarray | None, sel: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """Return the status codes of selected rows: 0 where absent or left by an overwrite."""
+    if column is None:
+        return np.zeros(len(quality), np.int64)
+    cells = column[sel]
+    status = np.where(np.not_equal(cells, None), cells, 0).astype(np.int64)
+    # Severity (top two bits) 0 Good, 1 Uncertain, 2 and 3 Bad; CommLoss is a Bad status.
+    expected = np.minimum(quality, int(Quality.BAD))
+    agrees = np.minimum(status >> 30, int(Quality.BAD)) == expected
+    return np.where(agrees, status, 0)
 
 
 def series_key(measurement: str, series: Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple:
@@ -136,10 +160,10 @@ class LineEncoder:
 
     def __init__(self, layout: Layout):
         self.layout = layout
-        self._prefix: dict[str, tuple[str, str | None, str | None, str]] = {}
+        self._prefix: dict[str, tuple[str, str | None, str | None, str, str]] = {}
         self._warned: set[str] = set()
 
-    def _parts(self, tag: str) -> tuple[str, str | None, str | None, str]:
+    def _parts(self, tag: str) -> tuple[str, str | None, str | None, str, str]:
         parts = self._prefix.get(tag)
         if parts is None:
             loc = self.layout.locate(tag)
@@ -151,17 +175,20 @@ class LineEncoder:
                 loc.number.translate(_KEY) if loc.number else None,
                 loc.text.translate(_KEY) if loc.text else None,
                 loc.quality.translate(_KEY),
+                loc.status.translate(_KEY),
             )
         return parts
 
     def lines(self, batch: Sequence[Sample]) -> list[str]:
-        """Return one line per sample: its value field (if any) and its quality field."""
+        """Return one line per sample: its value field (if any), quality and status fields."""
         out = []
         for s in batch:
-            head, number, text, quality = self._parts(s.tag)
+            head, number, text, quality, status = self._parts(s.tag)
             field = self._field(s, number, text)
             code = 2 * int(s.quality) + (field is None)
             fields = f"{field},{quality}={code}i" if field else f"{quality}={code}i"
+            if s.status:
+                fields += f",{status}={int(s.status)}i"
             out.append(f"{head}{fields} {to_us(s.ts)}")
         return out
 

@@ -10,7 +10,14 @@ import pandas as pd
 
 from beffroi.historian.base import COLUMNS
 from beffroi.historian.influx_http import InfluxHttp
-from beffroi.historian.influx_layout import QUALITY_SUFFIX, Layout, Location, ident, series_key
+from beffroi.historian.influx_layout import (
+    QUALITY_SUFFIX,
+    Layout,
+    Location,
+    ident,
+    read_status,
+    series_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +27,13 @@ SERIES_PER_STATEMENT = 100
 MAX_PUSHDOWN_STATEMENTS = 2000
 US_PER_HOUR = 3_600_000_000
 
-_EMPTY = {"ts": "datetime64[us, UTC]", "tag": "object", "value": "float64", "quality": "int64"}
+_EMPTY = {
+    "ts": "datetime64[us, UTC]",
+    "tag": "object",
+    "value": "float64",
+    "quality": "int64",
+    "status": "int64",
+}
 
 
 def _time(lo_us: int, hi_us: int) -> str:
@@ -81,10 +94,10 @@ class QueryBuilder:
                         yield sid, loc, cols
 
     def raw(self, locs: Sequence[Location], lo: int, hi: int) -> pd.DataFrame:
-        """Return stored samples in [lo, hi) µs: tag, ts (µs), value, quality."""
+        """Return stored samples in [lo, hi) µs: tag, ts (µs), value, quality, status."""
         statements = []
         for meas, group, where in self._groups(locs):
-            fields = dict.fromkeys(f for loc in group for f in loc.fields)
+            fields = dict.fromkeys(f for loc in group for f in (*loc.fields, loc.status))
             statements.append(
                 f"SELECT {', '.join(map(ident, fields))} FROM {self._from(meas)} "
                 f"WHERE ({where}) AND {_time(lo, hi)} GROUP BY *"
@@ -331,26 +344,36 @@ def _samples(rows: _Rows, cols: dict[str, np.ndarray], loc: Location) -> None:
             values = values.astype(object)
             values[is_text] = cells[is_text]
     values[(codes & 1).astype(bool)] = np.nan  # stored without a value
-    rows.add(loc.tag, cols["time"][sel], values, codes >> 1)
+    quality = codes >> 1
+    rows.add(
+        loc.tag, cols["time"][sel], values, quality, read_status(cols.get(loc.status), sel, quality)
+    )
 
 
 class _Rows:
     """Collect answer rows per tag as arrays; build one frame at the end."""
 
     def __init__(self) -> None:
-        self._parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
 
-    def add(self, tag: str, ts: np.ndarray, values: np.ndarray, quality: np.ndarray) -> None:
+    def add(
+        self,
+        tag: str,
+        ts: np.ndarray,
+        values: np.ndarray,
+        quality: np.ndarray,
+        status: np.ndarray | None = None,
+    ) -> None:
         if len(ts):
-            self._parts.append((tag, ts, values, quality))
+            self._parts.append((tag, ts, values, quality, status))
 
     def frame(self) -> pd.DataFrame:
-        """Return tag, ts (µs), value, quality."""
+        """Return tag, ts (µs), value, quality, and status when the rows have one."""
         parts = self._parts
         if not parts:
             return pd.DataFrame(columns=["tag", "ts", "value", "quality"])
         text = any(p[2].dtype == object for p in parts)
-        return pd.DataFrame(
+        out = pd.DataFrame(
             {
                 "tag": np.repeat(
                     np.array([p[0] for p in parts], dtype=object), [len(p[1]) for p in parts]
@@ -360,15 +383,20 @@ class _Rows:
                 "quality": np.concatenate([p[3] for p in parts]).astype(np.int64),
             }
         )
+        if all(p[4] is not None for p in parts):
+            out["status"] = np.concatenate([p[4] for p in parts]).astype(np.int64)
+        return out
 
 
-def contract_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Return the contract's columns: aware UTC ts, tag, value, int quality; sorted."""
+def contract_frame(df: pd.DataFrame, columns: list[str] = COLUMNS) -> pd.DataFrame:
+    """Return the contract's columns: aware UTC ts, tag, value, int quality[, status]; sorted."""
     if df.empty:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _EMPTY.items()})[COLUMNS]
+        return pd.DataFrame({c: pd.Series(dtype=_EMPTY[c]) for c in columns})
     out = df.copy()
     out["ts"] = pd.to_datetime(out["ts"].astype("int64"), unit="us", utc=True).dt.as_unit("us")
     out["quality"] = out["quality"].astype("int64")
     if out["value"].dtype == object and not out["value"].map(type).eq(str).any():
         out["value"] = out["value"].astype("float64")
-    return out[COLUMNS].sort_values(["tag", "ts"], kind="stable").reset_index(drop=True)
+    if "status" in columns:
+        out["status"] = out["status"].astype("int64")
+    return out[columns].sort_values(["tag", "ts"], kind="stable").reset_index(drop=True)

@@ -28,6 +28,7 @@ SCHEMA = pa.schema(
         ("text", pa.string()),
         ("quality", pa.uint8()),
         ("server_ts", pa.timestamp("us", tz="UTC")),
+        ("status", pa.uint32()),
     ]
 )
 
@@ -53,6 +54,7 @@ def _to_table(batch: Sequence[Sample]) -> pa.Table:
             texts,
             [int(s.quality) for s in batch],
             [s.server_ts for s in batch],
+            [s.status for s in batch],
         ],
         schema=SCHEMA,
     )
@@ -60,8 +62,10 @@ def _to_table(batch: Sequence[Sample]) -> pa.Table:
 
 def _from_table(table: pa.Table) -> list[Sample]:
     cols = table.to_pydict()
+    # Segments written before status codes were spooled have none: plain Good.
+    status = cols.get("status") or [0] * table.num_rows
     out = []
-    for tag, ts, kind, num, text, quality, server_ts in zip(
+    for tag, ts, kind, num, text, quality, server_ts, code in zip(
         cols["tag"],
         cols["ts"],
         cols["kind"],
@@ -69,6 +73,7 @@ def _from_table(table: pa.Table) -> list[Sample]:
         cols["text"],
         cols["quality"],
         cols["server_ts"],
+        status,
         strict=True,
     ):
         if kind == _KIND_STR:
@@ -77,7 +82,7 @@ def _from_table(table: pa.Table) -> list[Sample]:
             value = bool(num)
         else:
             value = float("nan") if num is None else num
-        out.append(Sample(tag, ts.astimezone(UTC), value, Quality(quality), server_ts))
+        out.append(Sample(tag, ts.astimezone(UTC), value, Quality(quality), server_ts, code))
     return out
 
 
