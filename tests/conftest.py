@@ -10,6 +10,7 @@ import pytest
 
 from beffroi.core.config import Config, load_config
 from beffroi.core.register import Register, build_register
+from tests.browser import chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,3 +50,10 @@ def demo_config_fixture(demo_config: Config) -> Config:
 def small_register(demo_config: Config) -> Register:
     """Return a register of 60 assets: every class, several communes."""
     return build_register(demo_config, assets=60)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium, one per test module."""
+    with chromium() as b:
+        yield b

@@ -4,24 +4,18 @@ operator is refused playbooks and other communes' setpoints, even by hand-built 
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
-
-import pytest
 
 from beffroi.historian.duckdb import DuckDBHistorian
 from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.users import UserStore
+from tests.browser import artifact, chromium, log_in, require_chromium
 from tests.conftest import free_port
 from tests.test_audit import _login
 from tests.test_control_helpers import P, dash_request, post_callback, running_scene, scene_config
 
 PW = "correct horse battery"
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 MESSAGE = "Accident rue de la Liberté : suivez la déviation"
-HAVE_CHROMIUM = Path(CHROMIUM).exists()
 
 
 def _preview(lat: float, lon: float) -> dict:
@@ -60,21 +54,10 @@ def _operate(selection_id: str, value: str) -> dict:
 
 def _browser_run(url: str, values) -> dict:  # type: ignore[no-untyped-def]
     """Log in as the supervisor, preview the accident at P, run it, roll it back."""
-    from playwright.sync_api import sync_playwright
-
     seen: dict = {}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(url + "login")
-        page.fill("#username", "sup")
-        page.fill("#password", PW)
-        page.click("#login-submit")
-        page.wait_for_selector("#shell-user-name", timeout=20_000)
+        log_in(page, url, "sup", PW)
         page.goto(url + "control")
         page.wait_for_selector("#control-map .leaflet-container, #control-map.leaflet-container")
         page.click("#control-map", position={"x": 200, "y": 120})  # a place picked on the map
@@ -104,9 +87,7 @@ def _browser_run(url: str, values) -> dict:  # type: ignore[no-untyped-def]
             timeout=60_000,
         )
         seen["after_rollback"] = values()
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "hmi-control-playbook.png"), full_page=True)
-        browser.close()
+        page.screenshot(path=artifact("hmi-control-playbook.png"), full_page=True)
     return seen
 
 
@@ -147,10 +128,7 @@ async def test_playbook_from_the_browser_and_refusals_by_hand(demo_config, tmp_p
             assert scene.value("TC-T5", "plan") == 3.0
             assert not scene.control.playbooks.runs()
 
-            if not HAVE_CHROMIUM:
-                if os.environ.get("CI") == "true":
-                    pytest.fail(f"{CHROMIUM} is missing")
-                pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+            require_chromium()
             for tag, value in (
                 (scene.tag("IP-T1", "message"), "Marché couvert ouvert"),
                 (scene.tag("TC-T2", "plan"), 1.0),

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -40,19 +38,11 @@ from beffroi.hmi.state import (
     mobile_classes,
 )
 from beffroi.hmi.users import UserStore
+from tests.browser import artifact, log_in
 from tests.conftest import free_port
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
 SUPERVISOR = "sup"
 PASSWORD = "correct horse battery"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 BUS_POSITION = (47.3305, 5.0610)
 
 
@@ -356,11 +346,7 @@ def logged_in_opener(base: str, name: str = SUPERVISOR, password: str = PASSWORD
 def login_page(browser, base: str, name: str = SUPERVISOR, password: str = PASSWORD):
     """Open a browser page logged in through the login form."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(base + "login")
-    page.fill("#username", name)
-    page.fill("#password", password)
-    page.click("#login-submit")
-    page.wait_for_selector("#shell-user-name", timeout=20_000)
+    log_in(page, base, name, password)
     return page
 
 
@@ -421,30 +407,6 @@ def test_server_on_port_zero_reports_its_port_and_stops() -> None:
 # --- a real browser -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser():
-    """Launch Debian's Chromium headless through Playwright."""
-    if not Path(CHROMIUM).exists():
-        reason = f"{CHROMIUM} is missing: apt-get install chromium (needs root)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-def _artifact(name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    ignore = ARTIFACTS / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("*\n")
-    return ARTIFACTS / name
-
-
 def test_map_in_browser_shows_states_legend_and_panel(
     hmi: HmiServer, scene: Scene, browser
 ) -> None:
@@ -473,7 +435,7 @@ def test_map_in_browser_shows_states_legend_and_panel(
             "document.getElementById('shell-strip').innerText.includes('live tags')"
         )
         assert page.locator("img.leaflet-tile").count() == 0  # no tile server
-        page.screenshot(path=_artifact("hmi-map.png"))
+        page.screenshot(path=artifact("hmi-map.png"))
 
         # A new fault and a moving bus show up in place, without rebuilding the layer.
         other = _first(scene.register, "building")
@@ -514,7 +476,7 @@ def test_map_in_browser_shows_states_legend_and_panel(
         assert "true" in fault_row.inner_text()
         href = page.locator("#map-panel-trend").get_attribute("href")
         assert href == "/trends?tag=" + scene.fault.tag("power_kw")
-        page.screenshot(path=_artifact("hmi-map-panel.png"))
+        page.screenshot(path=artifact("hmi-map-panel.png"))
 
         page.locator("#map-domain").click()
         page.keyboard.type("Lighting")
@@ -567,7 +529,7 @@ def test_map_groups_markers_coloured_by_their_most_urgent_member(
         tip = page.locator(".leaflet-tooltip", has_text="assets:")
         tip.wait_for(timeout=5_000)
         assert "1 Fault" in tip.inner_text() and f"{dot.inner_text()} assets" in tip.inner_text()
-        page.screenshot(path=_artifact("hmi-map-clusters.png"))
+        page.screenshot(path=artifact("hmi-map-clusters.png"))
 
         # A fault far from the first one turns its own group red, in place.
         far = max(
@@ -641,7 +603,7 @@ def test_trends_in_browser_plots_the_tag_from_the_url(
         # The gap is drawn: the line is two separate segments around the CommLoss sample.
         assert page.locator("#trends-graph .scatterlayer .trace path.js-line").count() == 2
         assert "30 points" in page.locator("#trends-status").inner_text()
-        page.screenshot(path=_artifact("hmi-trends.png"))
+        page.screenshot(path=artifact("hmi-trends.png"))
 
         # Searching the register's tags adds a second trace; 15 min shows a quarter of an hour.
         other = scene.commloss.tag("plan")
@@ -659,6 +621,6 @@ def test_trends_in_browser_plots_the_tag_from_the_url(
             " return d.length === 2 && d.every(t => t.x.length > 0 && t.x.length <= 16); })()",
             timeout=10_000,
         )
-        page.screenshot(path=_artifact("hmi-trends-search.png"))
+        page.screenshot(path=artifact("hmi-trends-search.png"))
     finally:
         page.close()

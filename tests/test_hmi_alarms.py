@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-
-import pytest
 
 from beffroi.alerts.service import AlarmService
 from beffroi.core.cli import demo_config
@@ -20,13 +17,11 @@ from beffroi.historian.duckdb import DuckDBHistorian
 from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.users import UserStore
+from tests.browser import artifact, chromium, log_in, require_chromium
 from tests.conftest import eventually, free_port
 from tests.test_hmi import logged_in_opener
 
 PW = "correct horse battery"
-CHROMIUM = "/usr/bin/chromium"
-HAVE_CHROMIUM = Path(CHROMIUM).exists()
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
 def _fault(asset) -> Sample:
@@ -92,20 +87,9 @@ def _panel(opener, url: str, asset_id: str) -> str:
 
 def _browser_ack(url: str, alarm_id: str) -> str:
     """Log in as the supervisor, acknowledge one alarm from the console, return the feedback."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1500, "height": 950})
-        page.goto(url + "login")
-        page.fill("#username", "sup")
-        page.fill("#password", PW)
-        page.click("#login-submit")
-        page.wait_for_selector("#shell-user-name", timeout=20_000)
+        log_in(page, url, "sup", PW)
         page.goto(url + "alarms")
         page.wait_for_function(
             "document.querySelector('#shell-alarms')?.innerText.startsWith('2 to acknowledge')",
@@ -125,9 +109,7 @@ def _browser_ack(url: str, alarm_id: str) -> str:
             "document.querySelector('#shell-alarms')?.innerText.startsWith('1 to acknowledge')",
             timeout=20_000,
         )
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "hmi-alarms.png"))
-        browser.close()
+        page.screenshot(path=artifact("hmi-alarms.png"))
         return feedback
 
 
@@ -135,10 +117,7 @@ async def test_console_acknowledges_with_comment_within_scope(
     tmp_path: Path, demo_config_fixture, small_register
 ) -> None:
     """A fault raises the banner; the supervisor acknowledges it; others cannot reach past scope."""
-    if not HAVE_CHROMIUM:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing")
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+    require_chromium()
     cfg = demo_config(demo_config_fixture, data=tmp_path, port=None, opcua_port=None)
     service = AlarmService(cfg, small_register)
     hist = DuckDBHistorian(tmp_path / "h.duckdb")

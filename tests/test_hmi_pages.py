@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from pathlib import Path
-
-import pytest
 
 from beffroi.core.cli import demo_config
 from beffroi.core.register import build_register
 from beffroi.core.runtime import Runtime
+from tests.browser import artifact, chromium, require_chromium
 from tests.conftest import free_port
-from tests.test_hmi import CHROMIUM, CHROMIUM_ARGS, SHOWN_JS, _artifact
+from tests.test_hmi import SHOWN_JS
 
 PLOT_DRAWN = "document.querySelector('{sel} .js-plotly-plot')?.data?.length > 0"
 # Path, artifact name, and what shows that the page has drawn its live content.
@@ -45,11 +43,8 @@ PAGES = [
 
 def _walk(url: str, password: str, n_assets: int, tag: str) -> dict[str, list[str]]:
     """Log in as admin and visit every page; return the errors seen on each."""
-    from playwright.sync_api import sync_playwright
-
     errors: dict[str, list[str]] = {}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         current: list[str] = []
         page.on("pageerror", lambda exc: current.append(f"page error: {exc}"))
@@ -62,7 +57,7 @@ def _walk(url: str, password: str, n_assets: int, tag: str) -> dict[str, list[st
             lambda r: current.append(f"{r.status} {r.url}") if r.status >= 500 else None,
         )
         page.goto(url + "login")
-        page.screenshot(path=_artifact("hmi-page-login.png"))
+        page.screenshot(path=artifact("hmi-page-login.png"))
         page.fill("#username", "admin")
         page.fill("#password", password)
         page.click("#login-submit")
@@ -73,25 +68,20 @@ def _walk(url: str, password: str, n_assets: int, tag: str) -> dict[str, list[st
             try:
                 page.wait_for_function(drawn.replace("{n_assets}", str(n_assets)), timeout=30_000)
             finally:
-                page.screenshot(path=_artifact(f"hmi-page-{name}.png"))
+                page.screenshot(path=artifact(f"hmi-page-{name}.png"))
             # The banner and status strip are on every page, filled by their own callbacks.
             page.wait_for_function(
                 "document.getElementById('shell-strip')?.innerText.includes('live tags')",
                 timeout=30_000,
             )
-            page.screenshot(path=_artifact(f"hmi-page-{name}.png"))  # with the banner filled
+            page.screenshot(path=artifact(f"hmi-page-{name}.png"))  # with the banner filled
             errors[name] = list(current)
-        browser.close()
     return errors
 
 
 async def test_every_page_draws_without_errors(demo_config_fixture, tmp_path: Path) -> None:
     """An admin sees every page of the demo drawn with live data, with no error anywhere."""
-    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 — once, before the gateway starts
-        reason = f"{CHROMIUM} is missing: apt-get install chromium (needs root)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_chromium()  # once, before the gateway starts
     cfg = demo_config(demo_config_fixture, data=tmp_path, port=free_port(), opcua_port=free_port())
     register = build_register(cfg, assets=60)
     runtime = Runtime(cfg, register, simulator=True, hmi=True, demo=True)

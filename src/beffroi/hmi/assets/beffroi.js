@@ -175,10 +175,27 @@
     return window.dash_clientside.no_update;
   }
 
+  // The trend's zoom window, from the chart's relayout events, kept in the browser: resizes
+  // and other relayouts change nothing, so they cost no round trip and cannot overtake a
+  // pending redraw; a new range or new tags leave the zoom.
+  function trendZoom(relayout) {
+    var trigger = (window.dash_clientside.callback_context.triggered[0] || {}).prop_id || "";
+    if (trigger.indexOf("trends-graph.") !== 0) return null;
+    var r = relayout || {};
+    if (r["xaxis.autorange"]) return null;
+    var lo = r["xaxis.range[0]"], hi = r["xaxis.range[1]"];
+    if (lo === undefined && Array.isArray(r["xaxis.range"])) {
+      lo = r["xaxis.range"][0];
+      hi = r["xaxis.range"][1];
+    }
+    if (lo === undefined || hi === undefined) return window.dash_clientside.no_update;
+    return { lo: String(lo), hi: String(hi) };
+  }
+
   window.dashExtensions = Object.assign({}, window.dashExtensions, {
     beffroi: { assetMarker: assetMarker, clusterMarker: clusterMarker },
   });
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
-    beffroi: { applyFrame: applyFrame },
+    beffroi: { applyFrame: applyFrame, trendZoom: trendZoom },
   });
 })();

@@ -9,7 +9,17 @@ from zoneinfo import ZoneInfo
 
 import dash
 import pandas as pd
-from dash import Input, Output, State, callback, dcc, html, no_update
+from dash import (
+    ClientsideFunction,
+    Input,
+    Output,
+    State,
+    callback,
+    clientside_callback,
+    dcc,
+    html,
+    no_update,
+)
 from dash.exceptions import PreventUpdate
 
 from beffroi.core.model import Quality, utcnow
@@ -149,10 +159,23 @@ def update_options(search: str | None, selected: list[str] | None) -> list[dict]
     return [_option(t, register) for t in dict.fromkeys([*selected, *found])]
 
 
-@callback(Output("trends-interval", "disabled"), Input("trends-follow", "value"))
-def toggle_follow(follow: list[str] | None) -> bool:
-    """Pause the refresh when live follow is off."""
-    return "follow" not in (follow or [])
+# The zoom window lives in the browser (assets/beffroi.js): see update_graph.
+clientside_callback(
+    ClientsideFunction(namespace="beffroi", function_name="trendZoom"),
+    Output("trends-zoom", "data"),
+    Input("trends-graph", "relayoutData"),
+    Input("trends-tags", "value"),
+    Input("trends-range", "value"),
+    prevent_initial_call=True,
+)
+
+# A zoomed window is history: the refresh pauses, as it does when live follow is off.
+clientside_callback(
+    "function (follow, zoom) { return (follow || []).indexOf('follow') < 0 || !!zoom; }",
+    Output("trends-interval", "disabled"),
+    Input("trends-follow", "value"),
+    Input("trends-zoom", "data"),
+)
 
 
 def status_text(n_points: int, start: datetime, end: datetime) -> str:
@@ -167,8 +190,9 @@ def status_text(n_points: int, start: datetime, end: datetime) -> str:
 
 def _window(range_key: str | None, zoom: dict | None) -> tuple[datetime, datetime]:
     """Return the zoomed window when there is one, else the chosen range up to now."""
-    if zoom:
-        return datetime.fromisoformat(zoom["start"]), datetime.fromisoformat(zoom["end"])
+    window = zoom_window(zoom)
+    if window:
+        return window
     end = utcnow()
     return end - RANGES.get(range_key or DEFAULT_RANGE, RANGES[DEFAULT_RANGE]), end
 
@@ -182,20 +206,25 @@ def _scoped_tags(tags: list[str] | None) -> list[str]:
     return tags
 
 
-def zoom_window(relayout: dict | None) -> dict | None:
-    """Return the window the user zoomed to (UTC), None when back to the whole range.
+def zoom_window(zoom: dict | None) -> tuple[datetime, datetime] | None:
+    """Return the UTC window of the chart's zoom (`{lo, hi}` on its axis), None if none.
 
-    Raises PreventUpdate for relayouts that are not about the time axis (resize, legend…).
+    Raises PreventUpdate for a window that is not two times in order (a hand-built request).
     """
-    if not relayout or relayout.get("xaxis.autorange"):
+    if not zoom:
         return None
-    lo, hi = relayout.get("xaxis.range[0]"), relayout.get("xaxis.range[1]")
-    if lo is None or hi is None:
-        raise PreventUpdate
     zone = ZoneInfo(DISPLAY_TZ)
-    # The axis shows wall-clock times of the display zone; the historian wants UTC.
-    start, end = (datetime.fromisoformat(str(v)).replace(tzinfo=zone) for v in (lo, hi))
-    return {"start": start.astimezone(UTC).isoformat(), "end": end.astimezone(UTC).isoformat()}
+    try:
+        # The axis shows wall-clock times of the display zone; the historian wants UTC.
+        start, end = (
+            datetime.fromisoformat(str(zoom[k])).replace(tzinfo=zone).astimezone(UTC)
+            for k in ("lo", "hi")
+        )
+    except (KeyError, TypeError, ValueError):
+        raise PreventUpdate from None
+    if not start < end:
+        raise PreventUpdate
+    return start, end
 
 
 @callback(
@@ -206,12 +235,12 @@ def zoom_window(relayout: dict | None) -> dict | None:
     State("trends-zoom", "data"),
     prevent_initial_call=True,
 )
-def download(_n, tags, range_key, zoom_window):  # type: ignore[no-untyped-def]
+def download(_n, tags, range_key, zoom):  # type: ignore[no-untyped-def]
     """Send what the chart shows as CSV: local time with offset, tag, value, unit, quality."""
     tags = _scoped_tags(tags)
     if not tags:
         raise PreventUpdate
-    start, end = _window(range_key, zoom_window)
+    start, end = _window(range_key, zoom)
     hmi = get_context()
     df = hmi.historian.query(tags, start, end, max_points=MAX_POINTS)
     out = pd.DataFrame(
@@ -230,36 +259,29 @@ def download(_n, tags, range_key, zoom_window):  # type: ignore[no-untyped-def]
 @callback(
     Output("trends-graph", "figure"),
     Output("trends-status", "children"),
-    Output("trends-zoom", "data"),
     Input("trends-tags", "value"),
     Input("trends-range", "value"),
     Input("trends-interval", "n_intervals"),
-    Input("trends-graph", "relayoutData"),
-    State("trends-zoom", "data"),
+    Input("trends-zoom", "data"),
 )
-def update_graph(tags, range_key, _n, relayout, zoomed):  # type: ignore[no-untyped-def]
+def update_graph(tags, range_key, _n, zoom):  # type: ignore[no-untyped-def]
     """Query the historian for the chosen tags and window and draw the trend.
 
-    One callback for the window and the figure: a new range or a zoom costs one round trip.
+    Every input is the browser's whole state, so a request that overtakes another (Dash keeps
+    only the newest answer of a callback) still draws what the user last asked for.
     """
     hmi = get_context()
-    # Several inputs can change together (a new range redraws, and the redraw relayouts).
-    changed = set(dash.ctx.triggered_prop_ids)
-    if changed & {"trends-tags.value", "trends-range.value"}:
-        zoomed = None
-    elif "trends-graph.relayoutData" in changed:
-        zoomed = zoom_window(relayout)  # the server sends detail for the zoomed window
-    elif zoomed:
+    if zoom and "trends-zoom.data" not in dash.ctx.triggered_prop_ids:
         raise PreventUpdate  # a zoomed window is history: nothing new to follow
     tags = _scoped_tags(tags)
     if not tags:
-        return empty_figure("Pick a tag to plot"), "", zoomed
-    start, end = _window(range_key, zoomed)
+        return empty_figure("Pick a tag to plot"), ""
+    start, end = _window(range_key, zoom)
     try:
         df = hmi.historian.query(tags, start, end, max_points=MAX_POINTS)
     except Exception as exc:
         log.exception("trends: historian query failed for %s", tags)
-        return empty_figure(f"Historian query failed: {exc}"), no_update, zoomed
+        return empty_figure(f"Historian query failed: {exc}"), no_update
     specs = hmi.register.tags
     fig = trend_figure(
         df,
@@ -269,4 +291,4 @@ def update_graph(tags, range_key, _n, relayout, zoomed):  # type: ignore[no-unty
         x_range=(start, end),
     )
     fig["layout"]["uirevision"] = "|".join(tags) + "|" + (range_key or DEFAULT_RANGE)
-    return fig, status_text(len(df), start, end), zoomed
+    return fig, status_text(len(df), start, end)
