@@ -165,6 +165,22 @@ def test_user_changes_from_the_cli_are_audited(tmp_path: Path) -> None:
     assert '"role":"operator"' in df.detail.iloc[0] and "a-long-enough" not in "".join(df.detail)
 
 
+def test_a_user_change_the_audit_log_cannot_take_is_not_made(tmp_path: Path) -> None:
+    """With the audit file held by another process, `beffroi user add` changes nothing."""
+    config = _config_file(tmp_path)
+    held = AuditLog(tmp_path / "audit.duckdb")  # as a running gateway holds it
+    try:
+        args = ("add", "marie", "--role", "operator", "--commune", "talant", "--password-env", "PW")
+        done = _beffroi("user", *args, "-c", str(config), env={"PW": "a-long-enough-password"})
+    finally:
+        held.close()
+    assert done.returncode == 1
+    assert "audit.duckdb is in use by a running gateway; stop it first" in done.stderr
+    assert "Traceback" not in done.stderr
+    listed = _cli("user", "list", "-c", str(config))
+    assert listed.exit_code == 0 and "marie" not in listed.output
+
+
 def _login(base: str, name: str, password: str = PW):  # type: ignore[no-untyped-def]
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
     form = urllib.parse.urlencode({"username": name, "password": password}).encode()

@@ -47,6 +47,9 @@ async def test_query_goes_through_the_running_gateway(demo_config_fixture, tmp_p
         assert f"read through the running gateway at {info['url']}" in proc.stderr
         rows = pd.read_csv(io.StringIO(proc.stdout))
         assert set(rows.tag) == {tag} and len(rows) >= 1
+        # The same columns as read from the file: quality and the equipment's status code.
+        assert list(rows.columns) == ["ts", "tag", "value", "quality", "status"]
+        assert set(rows.quality) == {0} and set(rows.status) == {0}  # Good
 
         bad = urllib.request.Request(
             f"{info['url']}/api/v1/query?tag={tag}", headers={"Authorization": "Bearer nope"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from beffroi.core.model import Quality, Sample, utcnow
-from beffroi.hmi.synoptics import BAD, LIT, STALE, synoptic
+from beffroi.hmi.synoptics import BAD, INK, LIT, STALE, synoptic
 
 
 def _asset(register, cls):
@@ -62,12 +62,14 @@ def test_values_not_good_are_greyed_and_labelled(small_register) -> None:
 
 
 def test_intersection_and_reservoir(small_register) -> None:
-    """Plan 9 reads as flashing amber; the tank is filled to its level."""
+    """Plan 9 reads as flashing amber with the bus priority granted; the tank shows its level."""
     tc, now = _asset(small_register, "traffic_controller"), utcnow()
-    fig = synoptic(
-        tc, _snap(tc, {"plan": 9.0, "bus_priority_requests": 12.0, "fault": False}, now), now
-    )
+    values = {"plan": 9.0, "bus_priority_requests": 12.0, "bus_priority_granted": 9.0}
+    fig = synoptic(tc, _snap(tc, {**values, "fault": False}, now), now)
     assert _texts(fig)["plan"][0] == "plan flashing amber"
+    assert _texts(fig)["bus"] == ("bus priority: 12 requests, 9 granted (75 %)", INK)
+    unknown = _texts(synoptic(tc, _snap(tc, {"plan": 1.0, "bus_priority_requests": 3.0}, now), now))
+    assert unknown["bus"] == ("bus priority requests: 3.0 · granted: —", STALE)
     rs = _asset(small_register, "reservoir")
     fig = synoptic(
         rs,

@@ -171,8 +171,14 @@ def offline_audit(cfg: Config) -> Iterator[Any]:
         log.close()
 
 
-def record_offline(config: Path, action: str, target: str, **detail: Any) -> None:
-    """Audit a change made from the command line (user changes), as the system user running it."""
+@contextmanager
+def audited_offline(config: Path) -> Iterator[Any]:
+    """Open the audit log before a change made from the command line (user changes).
+
+    Yields `audit(action, target, **detail)`, which records the change as the system user
+    running the command. The log is opened first, so a change it could not record is refused
+    before it is made.
+    """
     from beffroi.core.cli import _fail, _load
 
     try:
@@ -181,5 +187,9 @@ def record_offline(config: Path, action: str, target: str, **detail: Any) -> Non
         who = "?"
     record = load("control", "record_command")
     with offline_audit(_load(config)) as log:
-        if not record(log, f"{who}@cli", action, {target: ""}, **detail):
-            raise _fail([f"{action} done, but the audit log cannot record it"], 1)
+
+        def audit(action: str, target: str, **detail: Any) -> None:
+            if not record(log, f"{who}@cli", action, {target: ""}, **detail):
+                raise _fail([f"{action} done, but the audit log cannot record it"], 1)
+
+        yield audit

@@ -58,7 +58,11 @@ def _from_gateway(cfg: Config, params: dict) -> pd.DataFrame:
     except OSError as exc:
         raise _fail([f"the gateway at {info['url']} does not answer: {exc}"], 1) from None
     typer.echo(f"(read through the running gateway at {info['url']})", err=True)
-    df = pd.DataFrame(body["rows"], columns=["ts", "tag", "value", "quality"])
+    # Raw rows carry the equipment's status code, aggregates do not: as from the file.
+    columns = ["ts", "tag", "value", "quality"]
+    if body["rows"] and "status" in body["rows"][0]:
+        columns.append("status")
+    df = pd.DataFrame(body["rows"], columns=columns)
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
     return df
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from beffroi.core.cli_audit import record_offline
+from beffroi.core.cli_audit import audited_offline
 from beffroi.core.errors import BeffroiError
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TOML)")]
@@ -70,10 +70,11 @@ def register(app: typer.Typer) -> None:
         password_env: Annotated[str | None, typer.Option(help="read the password from it")] = None,
     ) -> None:
         """Create a user."""
-        with store(config) as s:  # opened first: a held file fails before any prompt
+        # Both files opened first: one held fails before any prompt, and before any change.
+        with audited_offline(config) as audit, store(config) as s:
             user = guarded(s.add, name, _password(password_env), role, commune)
+            audit("user.add", user.name, role=user.role, communes=user.communes)
         typer.echo(f"user {user.name} added: {user.role}, {', '.join(user.communes)}")
-        record_offline(config, "user.add", user.name, role=user.role, communes=user.communes)
 
     @users_app.command("passwd")
     def passwd(
@@ -82,18 +83,18 @@ def register(app: typer.Typer) -> None:
         password_env: Annotated[str | None, typer.Option(help="read the password from it")] = None,
     ) -> None:
         """Change a user's password."""
-        with store(config) as s:
+        with audited_offline(config) as audit, store(config) as s:
             guarded(s.set_password, name, _password(password_env))
+            audit("user.passwd", name)
         typer.echo(f"password of {name} changed")
-        record_offline(config, "user.passwd", name)
 
     @users_app.command("remove")
     def remove(name: str, config: ConfigOpt = Path("config.toml")) -> None:
         """Delete a user."""
-        with store(config) as s:
+        with audited_offline(config) as audit, store(config) as s:
             guarded(s.remove, name)
+            audit("user.remove", name)
         typer.echo(f"user {name} removed")
-        record_offline(config, "user.remove", name)
 
     @users_app.command("list")
     def list_users(config: ConfigOpt = Path("config.toml")) -> None:

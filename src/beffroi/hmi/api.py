@@ -22,11 +22,18 @@ MAX_TAGS = 500
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
+    """Return rows as JSON objects; raw rows keep the status code the equipment gave."""
+    columns = [c for c in ("ts", "tag", "value", "quality", "status") if c in df.columns]
     rows = []
-    for ts, tag, value, quality in df[["ts", "tag", "value", "quality"]].itertuples(index=False):
-        if isinstance(value, float) and math.isnan(value):
-            value = None
-        rows.append({"ts": ts.isoformat(), "tag": tag, "value": value, "quality": int(quality)})
+    for values in df[columns].itertuples(index=False):
+        row = dict(zip(columns, values, strict=True))
+        row["ts"] = row["ts"].isoformat()
+        if isinstance(row["value"], float) and math.isnan(row["value"]):
+            row["value"] = None
+        row["quality"] = int(row["quality"])
+        if "status" in row:
+            row["status"] = int(row["status"])
+        rows.append(row)
     return rows
 
 

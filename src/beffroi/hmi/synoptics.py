@@ -116,8 +116,9 @@ def cabinet(asset: Asset, snap: Mapping[str, Sample], now: datetime) -> go.Figur
 
 
 def intersection(asset: Asset, snap: Mapping[str, Sample], now: datetime) -> go.Figure:
-    """Traffic-light intersection: roads, signal heads, plan, bus priority requests."""
+    """Traffic-light intersection: roads, signal heads, plan, bus priority asked and granted."""
     plan, bus = read(asset, "plan", snap, now), read(asset, "bus_priority_requests", snap, now)
+    granted = read(asset, "bus_priority_granted", snap, now)
     fault = read(asset, "fault", snap, now)
     fig = _base(f"Intersection {asset.id}")
     for x0, y0, x1, y1 in ((0, 2.3, 10, 3.7), (4.3, 0, 5.7, 6)):
@@ -140,10 +141,21 @@ def intersection(asset: Asset, snap: Mapping[str, Sample], now: datetime) -> go.
         )
     label = "flashing amber" if flashing else plan.text
     _label(fig, 8.0, 5.3, f"plan {label}", plan.colour, 14, "plan")
-    _label(fig, 8.0, 0.7, f"bus priority requests: {bus.text}", bus.colour, 12, "bus")
+    fresh = bus.fresh and granted.fresh
+    _label(fig, 7.5, 0.7, _priority_text(bus, granted), bus.colour if fresh else STALE, 12, "bus")
     if fault.value:
         _label(fig, 2.0, 5.3, "FAULT", BAD, 18, "fault")
     return fig
+
+
+def _priority_text(asked: Reading, granted: Reading) -> str:
+    """Describe the bus priority counters: requests, grants and the share granted."""
+    if not isinstance(asked.value, float) or not isinstance(granted.value, float):
+        return f"bus priority requests: {asked.text} · granted: {granted.text}"
+    text = f"bus priority: {asked.value:.0f} requests, {granted.value:.0f} granted"
+    if asked.value > 0:
+        text += f" ({100 * granted.value / asked.value:.0f} %)"
+    return text
 
 
 def reservoir(asset: Asset, snap: Mapping[str, Sample], now: datetime) -> go.Figure:
