@@ -593,15 +593,16 @@ def test_trends_in_browser_plots_the_tag_from_the_url(
             "document.querySelector('#trends-graph .js-plotly-plot')"
             "._fullData.map(t => ({name: t.name, n: t.x.length, y: Array.from(t.y)}))"
         )
-        assert [t["name"] for t in traces] == [f"{tag} (kW)"]
-        assert traces[0]["n"] == 30
+        # The stored line, and its newest value held (dotted) up to now: the link is up.
+        assert [t["name"] for t in traces] == [f"{tag} (kW)", f"{tag} · held"]
+        assert traces[0]["n"] == 30 + 1  # the live value, newer than the stored ones
         y = traces[0]["y"]
         gap = y[15]  # the CommLoss sample is a gap: null or NaN, never a value
         assert gap is None or math.isnan(gap)
         assert all(v is not None and not math.isnan(v) for v in y[:15] + y[16:])
-        assert page.locator("#trends-graph .scatterlayer .trace").count() == 1
+        line = page.locator("#trends-graph .scatterlayer .trace").first
         # The gap is drawn: the line is two separate segments around the CommLoss sample.
-        assert page.locator("#trends-graph .scatterlayer .trace path.js-line").count() == 2
+        assert line.locator("path.js-line").count() == 2
         assert "30 points" in page.locator("#trends-status").inner_text()
         page.screenshot(path=artifact("hmi-trends.png"))
 
@@ -611,16 +612,23 @@ def test_trends_in_browser_plots_the_tag_from_the_url(
         page.keyboard.type(f"{scene.commloss.id} plan")
         page.locator(".dash-dropdown-option", has_text=other).click()
         page.keyboard.press("Escape")
-        page.wait_for_function(
-            "document.querySelector('#trends-graph .js-plotly-plot').data.length === 2",
-            timeout=10_000,
+        # Its controller's link is lost: its plan is drawn as stored, not held to now.
+        lines = (
+            "document.querySelector('#trends-graph .js-plotly-plot')._fullData"
+            ".filter(t => !t.name.endsWith(' · held'))"
         )
+        page.wait_for_function(f"{lines}.length === 2", timeout=10_000)
         page.locator("label", has=page.locator("input[name=trends-range][value='15m']")).click()
         page.wait_for_function(
-            "(() => { const d = document.querySelector('#trends-graph .js-plotly-plot')._fullData;"
-            " return d.length === 2 && d.every(t => t.x.length > 0 && t.x.length <= 16); })()",
+            f"(() => {{ const d = {lines};"
+            " return d.length === 2 && d.every(t => t.x.length > 0 && t.x.length <= 17); })()",
             timeout=10_000,
         )
+        held = page.evaluate(
+            "document.querySelector('#trends-graph .js-plotly-plot')._fullData"
+            ".filter(t => t.name.endsWith(' · held')).map(t => t.name)"
+        )
+        assert held == [f"{tag} · held"]
         page.screenshot(path=artifact("hmi-trends-search.png"))
     finally:
         page.close()

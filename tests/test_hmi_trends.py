@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from beffroi.core.live import LiveValues
-from beffroi.core.model import utcnow
+from beffroi.core.model import Quality, Sample, utcnow
 from beffroi.historian.duckdb import DuckDBHistorian
 from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer
@@ -29,7 +29,11 @@ PARIS = ZoneInfo("Europe/Paris")
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, demo_config, small_register):
-    """An HMI over a historian holding 8 days of one-minute power values of one cabinet."""
+    """An HMI over a historian holding 8 days of one-minute power values of one cabinet.
+
+    And two signal plans reported by exception, last changed 90 minutes ago: one still held
+    (its controller connected), one whose controller has since lost its link.
+    """
     folder = tmp_path_factory.mktemp("trends")
     tag = next(t for t in small_register.tags if t.endswith("/power_kw"))
     hist = DuckDBHistorian(folder / "h.duckdb")
@@ -38,10 +42,17 @@ def served(tmp_path_factory, demo_config, small_register):
     ts_us = np.int64(now.timestamp() * 1e6) - np.arange(n)[::-1].astype(np.int64) * 60_000_000
     values = 5 + np.sin(np.arange(n) / 300)
     hist.write_columns([tag], np.zeros(n, np.int32), ts_us, values)
+    held, lost = [t for t in small_register.tags if t.endswith("/plan")][:2]
+    changes = [now - timedelta(hours=3), now - timedelta(minutes=90)]
+    live = LiveValues()
+    for plan in (held, lost):
+        hist.write([Sample(plan, t, v) for t, v in zip(changes, (2.0, 3.0), strict=True)])
+    live.update([Sample(held, changes[1], 3.0)])
+    live.update([Sample(lost, now - timedelta(minutes=5), None, Quality.COMM_LOSS)])
     hist.compact()
     users = UserStore(folder / "u.duckdb")
     users.add("sup", PW, "supervisor", ["*"])
-    app = create_app(demo_config, small_register, LiveValues(), hist, users=users)
+    app = create_app(demo_config, small_register, live, hist, users=users)
     server = HmiServer(app, "127.0.0.1", free_port(), threads=2)
     server.start()
     yield server, tag, now
@@ -101,10 +112,12 @@ def test_seven_days_are_downsampled_and_a_zoom_brings_every_point(served) -> Non
     server, tag, now = served
     op = logged_in_opener(server.url, "sup", PW)
     week = _graph(op, server.url, tag, "7d")
-    assert 1000 < len(week[0]["x"]) <= 2000  # 10,080 stored minutes
+    # 10,080 stored minutes downsampled, and the sample before the window, where the line starts.
+    assert 1000 < len(week[0]["x"]) <= 2000 + 1
     zoom = {"lo": _axis(now - timedelta(hours=30)), "hi": _axis(now - timedelta(hours=28))}
     detail = _graph(op, server.url, tag, "7d", zoom=zoom)
-    assert len(detail[0]["x"]) == 120  # every stored minute of the two hours
+    assert len(detail[0]["x"]) == 1 + 120  # every stored minute of the two hours
+    assert detail[0]["x"][0] < zoom["lo"].replace(" ", "T") <= detail[0]["x"][1]
     # While zoomed, the live refresh has nothing new to draw: nothing is sent.
     assert (
         _graph(op, server.url, tag, "7d", zoom=zoom, changed=["trends-interval.n_intervals"])
@@ -120,6 +133,23 @@ def test_seven_days_are_downsampled_and_a_zoom_brings_every_point(served) -> Non
         {"lo": 1},
     ):
         assert _graph(op, server.url, tag, "7d", zoom=bad) is None
+
+
+def test_values_reported_by_exception_hold_until_they_change(served, small_register) -> None:
+    """A plan last changed 90 minutes ago is drawn over the last hour, dotted; not if lost."""
+    server, _, now = served
+    op = logged_in_opener(server.url, "sup", PW)
+    held, lost = [t for t in small_register.tags if t.endswith("/plan")][:2]
+    traces = _graph(op, server.url, held, "1h")
+    line, hold = traces
+    # The line starts from the last change before the window: nothing was stored inside it.
+    assert line["x"] == [_axis(now - timedelta(minutes=90)).replace(" ", "T") + ".000"]
+    assert list(line["y"]) == [3.0]
+    assert hold["name"] == f"{held} · held" and hold["line"]["dash"] == "dot"
+    assert list(hold["y"]) == [3.0, 3.0] and hold["x"][1] > _axis(now).replace(" ", "T")
+    # Its controller's link is lost: the value is not vouched for now, so it is not held.
+    traces = _graph(op, server.url, lost, "1h")
+    assert len(traces) == 1 and list(traces[0]["y"]) == [3.0]
 
 
 def test_csv_download_is_what_the_chart_shows(served) -> None:
@@ -159,13 +189,13 @@ def test_range_and_zoom_in_the_browser(served, browser) -> None:
     page = login_page(browser, server.url, "sup", PW)
     try:
         page.goto(server.url + f"trends?tag={tag}&range=15m")
-        page.wait_for_function(f"{TRACE_POINTS} > 0", timeout=20_000)
+        page.wait_for_function(f"{TRACE_POINTS} > 0", timeout=30_000)
         # Live follow off: only the user's own actions may bring a new figure.
         page.locator("#trends-follow input[type=checkbox]").uncheck()
         page.locator("label", has=page.locator("input[name=trends-range][value='7d']")).click()
         page.set_viewport_size({"width": 1100, "height": 800})  # the chart relayouts (autosize)
-        page.wait_for_function(f"{TRACE_POINTS} > 1000", timeout=20_000)
-        assert page.evaluate(TRACE_POINTS) <= 2000
+        page.wait_for_function(f"{TRACE_POINTS} > 1000", timeout=30_000)
+        assert page.evaluate(TRACE_POINTS) <= 2000 + 1  # and the sample before the window
 
         lo, hi = _axis(now - timedelta(hours=30)), _axis(now - timedelta(hours=28))
         page.evaluate(
@@ -173,7 +203,7 @@ def test_range_and_zoom_in_the_browser(served, browser) -> None:
             "document.querySelector('#trends-graph .js-plotly-plot'), {'xaxis.range': [lo, hi]})",
             [lo, hi],
         )
-        page.wait_for_function(f"{TRACE_POINTS} === 120", timeout=20_000)
+        page.wait_for_function(f"{TRACE_POINTS} === 1 + 120", timeout=30_000)
         assert page.locator("#trends-status").inner_text().startswith("120 points")
         page.screenshot(path=artifact("hmi-trends-zoom.png"))
 
@@ -181,6 +211,6 @@ def test_range_and_zoom_in_the_browser(served, browser) -> None:
             "Plotly.relayout(document.querySelector('#trends-graph .js-plotly-plot'),"
             " {'xaxis.autorange': true})"
         )
-        page.wait_for_function(f"{TRACE_POINTS} > 1000", timeout=20_000)
+        page.wait_for_function(f"{TRACE_POINTS} > 1000", timeout=30_000)
     finally:
         page.close()

@@ -84,9 +84,12 @@ def trend_figure(
     step_tags: Collection[str] = (),
     tz: str = DISPLAY_TZ,
     x_range: tuple[datetime, datetime] | None = None,
+    held: Mapping[str, datetime] | None = None,
 ) -> dict[str, Any]:
     """Build a trend with one line per tag, broken where the quality is CommLoss.
 
+    `held` maps tags to the time up to which their newest value still holds (nothing changed
+    since it was reported): drawn dotted, so that a held value is never taken for a sample.
     The figure is a plain dict (what plotly.js reads): building it through plotly's validated
     objects cost more than the historian query for a 30-day, 4-tag trend.
     """
@@ -100,10 +103,11 @@ def trend_figure(
     axis_of: dict[str, int] = {}
     for tag in tags:
         axis_of.setdefault(units.get(tag, ""), min(len(axis_of) + 1, len(_AXES)))
-    for tag in list(tags):
+    for i, tag in enumerate(tags):
         s = trend_series(df, tag, tz)
         unit = units.get(tag, "")
         yaxis = "y" if axis_of[unit] == 1 else f"y{axis_of[unit]}"
+        colour = _COLOURS[i % len(_COLOURS)]
         trace = {
             "type": "scatter",
             "x": _iso_ms(s["x"]),
@@ -112,8 +116,12 @@ def trend_figure(
             "legendgroup": tag,
             "yaxis": yaxis,
             "mode": "lines+markers" if len(s) < 60 else "lines",
-            "line": {"shape": "hv" if tag in step_tags else "linear", "width": 1.6},
-            "marker": {"size": 4},
+            "line": {
+                "shape": "hv" if tag in step_tags else "linear",
+                "width": 1.6,
+                "color": colour,
+            },
+            "marker": {"size": 4, "color": colour},
             "connectgaps": False,
         }
         labels = s["quality"]
@@ -124,6 +132,8 @@ def trend_figure(
             trace["text"] = labels.to_numpy()
             trace["hovertemplate"] = _HOVER.format(quality="%{text}", tag=tag)
         data.append(trace)
+        if held and tag in held and len(s) and not np.isnan(s["y"].iloc[-1]):
+            data.append(_held_trace(s, tag, yaxis, colour, held[tag], tz))
         # Values of doubtful quality stay visible, marked: red crosses for Bad, amber for
         # Uncertain (CommLoss has no value: it is the gap in the line).
         for label, colour in (("Bad", "#d7263d"), ("Uncertain", "#f08a24")):
@@ -173,6 +183,27 @@ def trend_figure(
     return {"data": data, "layout": layout}
 
 
+def _held_trace(
+    s: pd.DataFrame, tag: str, yaxis: str, colour: str, until: datetime, tz: str
+) -> dict[str, Any]:
+    """Draw the newest value of a tag held, dotted, from its report up to `until`."""
+    until_x = to_display_time(pd.Series([until]), tz)
+    x = pd.concat([s["x"].iloc[-1:], until_x], ignore_index=True)
+    y = s["y"].iloc[-1]
+    return {
+        "type": "scatter",
+        "x": _iso_ms(x),
+        "y": [y, y],
+        "mode": "lines",
+        "yaxis": yaxis,
+        "name": f"{tag} · held",
+        "legendgroup": tag,
+        "showlegend": False,
+        "line": {"color": colour, "width": 1.6, "dash": "dot"},
+        "hovertemplate": _HOVER.format(quality="held since its last report", tag=tag),
+    }
+
+
 def _iso_ms(x: pd.Series) -> np.ndarray:
     """Format wall-clock times to the millisecond: plotly reads no finer, and it is shorter."""
     return np.datetime_as_string(x.to_numpy(dtype="datetime64[ns]"), unit="ms")
@@ -181,3 +212,5 @@ def _iso_ms(x: pd.Series) -> np.ndarray:
 _HOVER = "%{{x|%d/%m %H:%M:%S}}<br>%{{y}}<br>{quality}<extra>{tag}</extra>"
 # plotly_white's layout, resolved once (plotly.js does not know templates by name).
 _TEMPLATE = {"layout": pio.templates["plotly_white"].layout.to_plotly_json()}
+# Colours set per tag, so that a tag's held value and marks share its line's colour.
+_COLOURS = list(pio.templates["plotly_white"].layout.colorway)

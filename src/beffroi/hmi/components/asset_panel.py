@@ -49,9 +49,9 @@ def trend_href(tag: str) -> str:
 SPARK_WINDOW = timedelta(hours=1)
 
 
-def sparkline(df, tag: str, unit: str):  # type: ignore[no-untyped-def]
+def sparkline(df, tag: str, unit: str, window, held=None):  # type: ignore[no-untyped-def]
     """Draw the last hour of one tag, small, for the asset panel."""
-    fig = trend_figure(df, [tag], units={tag: unit})
+    fig = trend_figure(df, [tag], units={tag: unit}, x_range=window, held=held)
     layout = fig["layout"]
     layout.update(height=140, showlegend=False, margin={"l": 35, "r": 5, "t": 5, "b": 20})
     for axis in ("xaxis", "yaxis"):

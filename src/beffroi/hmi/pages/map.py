@@ -47,6 +47,7 @@ from beffroi.hmi.state import (
     map_frame,
     mobile_classes,
 )
+from beffroi.hmi.trend_data import trend_frame
 
 dash.register_page(__name__, path="/", name="Map", title="Beffroi — Map", order=0)
 
@@ -299,14 +300,15 @@ def render_panel(asset_id, _n):  # type: ignore[no-untyped-def]
         children.append(alarm_list(alarms))
     tag = primary_tag(asset)
     try:
-        df = hmi.historian.query([tag], now - SPARK_WINDOW, now, max_points=300)
+        window = (now - SPARK_WINDOW, now)
+        df, _, held = trend_frame(hmi.historian, snapshot, [tag], window, 300, live_view=True)
     except Exception:
         log.exception("map: sparkline query failed for %s", tag)
     else:
         children.append(
             dcc.Graph(
                 id="map-panel-spark",
-                figure=sparkline(df, tag, hmi.register.tags[tag].unit),
+                figure=sparkline(df, tag, hmi.register.tags[tag].unit, window, held),
                 config={"displayModeBar": False, "staticPlot": True},
             )
         )

@@ -27,6 +27,7 @@ from beffroi.core.register import Register
 from beffroi.hmi.auth import ensure_sees, sees
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import DISPLAY_TZ, empty_figure, trend_figure
+from beffroi.hmi.trend_data import trend_frame
 
 dash.register_page(__name__, path="/trends", name="Trends", title="Beffroi — Trends", order=1)
 
@@ -182,8 +183,9 @@ def status_text(n_points: int, start: datetime, end: datetime) -> str:
     """Describe what the figure shows, in display time."""
     zone = ZoneInfo(DISPLAY_TZ)
     fmt = "%d/%m %H:%M:%S"
+    points = "1 point" if n_points == 1 else f"{n_points} points"
     return (
-        f"{n_points} points · {start.astimezone(zone).strftime(fmt)} → "
+        f"{points} · {start.astimezone(zone).strftime(fmt)} → "
         f"{end.astimezone(zone).strftime(fmt)} ({DISPLAY_TZ})"
     )
 
@@ -278,7 +280,10 @@ def update_graph(tags, range_key, _n, zoom):  # type: ignore[no-untyped-def]
         return empty_figure("Pick a tag to plot"), ""
     start, end = _window(range_key, zoom)
     try:
-        df = hmi.historian.query(tags, start, end, max_points=MAX_POINTS)
+        live = hmi.live.snapshot(tags)
+        df, stored, held = trend_frame(
+            hmi.historian, live, tags, (start, end), MAX_POINTS, live_view=not zoom
+        )
     except Exception as exc:
         log.exception("trends: historian query failed for %s", tags)
         return empty_figure(f"Historian query failed: {exc}"), no_update
@@ -289,6 +294,7 @@ def update_graph(tags, range_key, _n, zoom):  # type: ignore[no-untyped-def]
         units={t: specs[t].unit for t in tags},
         step_tags={t for t in tags if specs[t].kind == "bool"},
         x_range=(start, end),
+        held=held,
     )
     fig["layout"]["uirevision"] = "|".join(tags) + "|" + (range_key or DEFAULT_RANGE)
-    return fig, status_text(len(df), start, end)
+    return fig, status_text(stored, start, end)
