@@ -6,7 +6,6 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from fnmatch import fnmatchcase
 from functools import partial
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from beffroi.core.register import Register
 from beffroi.core.scheduler import Scheduler
 from beffroi.historian import duckdb_blocks as blocks
 from beffroi.historian import duckdb_sql as q
+from beffroi.historian import retention
 from beffroi.historian.base import COLUMNS, RAW_COLUMNS, Agg, Historian
 from beffroi.historian.downsample import downsample_frame
 from beffroi.historian.duckdb_layout import LayoutError, open_layout
@@ -292,18 +292,13 @@ class DuckDBHistorian(Reads, Historian):
         so aggregates over whole hours outlive the raw data they came from.
         """
         now = now or datetime.now(UTC)
-        by_days: dict[float, list[int]] = {}
-        for name, tid in self._ids.items():
-            days = next((d for p, d in rules.items() if _matches(name, p)), default_days)
-            if days is not None:
-                by_days.setdefault(days, []).append(tid)
+        by_days = retention.ids_by_days(self._ids, rules, default_days)
         self.compact()
         deleted = 0
         with self._write_lock:
             cur = self._cur()
             for days, ids in by_days.items():
-                cut = _naive_utc(now - timedelta(days=days))
-                cut = cut.replace(hour=0, minute=0, second=0, microsecond=0)
+                cut = retention.first_day_kept(now, days)
 
                 def work(ids=ids, cut=cut) -> None:
                     nonlocal deleted
@@ -395,11 +390,3 @@ def seal_horizon(watermark: datetime | None) -> datetime | None:
         return None
     edge = min(watermark, _naive_utc(datetime.now(UTC))) - SEAL_AFTER
     return edge.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _matches(tag: str, pattern: str) -> bool:
-    """Match a tag against a retention pattern: `*/BUS-*/lat` style, `*` within one level."""
-    parts, pats = tag.split("/"), pattern.split("/")
-    return len(parts) == len(pats) and all(
-        fnmatchcase(p, s) for p, s in zip(parts, pats, strict=True)
-    )
