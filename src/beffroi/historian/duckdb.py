@@ -21,7 +21,7 @@ from beffroi.core.scheduler import Scheduler
 from beffroi.historian import duckdb_blocks as blocks
 from beffroi.historian import duckdb_sql as q
 from beffroi.historian import retention
-from beffroi.historian.base import COLUMNS, RAW_COLUMNS, Agg, Historian
+from beffroi.historian.base import COLUMNS, RAW_COLUMNS, Agg, Historian, empty_result
 from beffroi.historian.downsample import downsample_frame
 from beffroi.historian.duckdb_layout import LayoutError, open_layout
 from beffroi.historian.duckdb_reads import Reads, snapshot
@@ -317,7 +317,7 @@ class DuckDBHistorian(Reads, Historian):
     def _frame(self, df: pd.DataFrame, columns: list[str] = COLUMNS) -> pd.DataFrame:
         """Turn a (tag_id, ts, value, quality[, status]) result into the contract's columns."""
         if df.empty:
-            return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in columns})
+            return empty_result(columns)
         df["tag"] = df["tag_id"].map(self._names)
         df["ts"] = pd.to_datetime(df["ts"]).dt.tz_localize(UTC)
         df["quality"] = df["quality"].astype("int64")
@@ -370,15 +370,6 @@ class DuckDBHistorian(Reads, Historian):
             except duckdb.Error:
                 log.warning("final compaction skipped", exc_info=True)
         self._con.close()
-
-
-_DTYPES = {
-    "ts": "datetime64[us, UTC]",
-    "tag": "object",
-    "value": "float64",
-    "quality": "int64",
-    "status": "int64",
-}
 
 
 def seal_horizon(watermark: datetime | None) -> datetime | None:

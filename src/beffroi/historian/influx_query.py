@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from beffroi.historian.base import COLUMNS
+from beffroi.historian.base import COLUMNS, empty_result
 from beffroi.historian.influx_http import InfluxHttp
 from beffroi.historian.influx_layout import (
     QUALITY_SUFFIX,
@@ -26,14 +26,6 @@ SERIES_PER_STATEMENT = 100
 # Beyond this many per-bucket statements, twa and integral are computed here from raw points.
 MAX_PUSHDOWN_STATEMENTS = 2000
 US_PER_HOUR = 3_600_000_000
-
-_EMPTY = {
-    "ts": "datetime64[us, UTC]",
-    "tag": "object",
-    "value": "float64",
-    "quality": "int64",
-    "status": "int64",
-}
 
 
 def _time(lo_us: int, hi_us: int) -> str:
@@ -391,7 +383,7 @@ class _Rows:
 def contract_frame(df: pd.DataFrame, columns: list[str] = COLUMNS) -> pd.DataFrame:
     """Return the contract's columns: aware UTC ts, tag, value, int quality[, status]; sorted."""
     if df.empty:
-        return pd.DataFrame({c: pd.Series(dtype=_EMPTY[c]) for c in columns})
+        return empty_result(columns)
     out = df.copy()
     out["ts"] = pd.to_datetime(out["ts"].astype("int64"), unit="us", utc=True).dt.as_unit("us")
     out["quality"] = out["quality"].astype("int64")
