@@ -21,6 +21,7 @@ from asyncua.crypto.permission_rules import User, UserRole
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from beffroi.core.model import Sample, TagSpec
+from beffroi.simulator.server import variable_item
 
 
 def require_binary(path: str, package: str) -> str:
@@ -62,24 +63,6 @@ class Received:
 # --- OPC UA -------------------------------------------------------------------------------
 
 NS = "urn:beffroi:test"
-
-
-def _bulk_variable(nodeid: ua.NodeId, name: str, parent: ua.NodeId) -> ua.AddNodesItem:
-    attrs = ua.VariableAttributes()
-    attrs.DisplayName = ua.LocalizedText(name)
-    attrs.DataType = ua.NodeId(ua.ObjectIds.Double)
-    attrs.Value = ua.Variant(0.0, ua.VariantType.Double)
-    attrs.ValueRank = ua.ValueRank.Scalar
-    attrs.AccessLevel = attrs.UserAccessLevel = ua.AccessLevel.CurrentRead.mask
-    return ua.AddNodesItem(
-        ParentNodeId=parent,
-        ReferenceTypeId=ua.NodeId(ua.ObjectIds.HasComponent),
-        RequestedNewNodeId=nodeid,
-        BrowseName=ua.QualifiedName(name, nodeid.NamespaceIndex),
-        NodeClass=ua.NodeClass.Variable,
-        NodeAttributes=attrs,
-        TypeDefinition=ua.NodeId(ua.ObjectIds.BaseDataVariableType),
-    )
 
 
 class PasswordUsers:
@@ -157,7 +140,7 @@ class OpcUaPlant:
                 if i % 100 == 0:
                     folder = await objects.add_folder(ua.NodeId(f"bulk/{i}", self.idx), f"f{i}")
                 nid = ua.NodeId(self.bulk_tag(i), self.idx)
-                items.append(_bulk_variable(nid, f"b{i}", folder.nodeid))
+                items.append(variable_item(nid, f"b{i}", folder.nodeid, "float", 0.0, False))
             for r in server.iserver.node_mgt_service.add_nodes(items):
                 r.StatusCode.check()
         self._wrap_create(server)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import urllib.error
@@ -350,6 +351,17 @@ def login_page(browser, base: str, name: str = SUPERVISOR, password: str = PASSW
     return page
 
 
+@contextlib.contextmanager
+def page_at(browser, base: str, path: str = ""):  # type: ignore[no-untyped-def]
+    """Yield a logged-in browser page opened at `path` of the HMI; close it after."""
+    page = login_page(browser, base)
+    try:
+        page.goto(base + path)
+        yield page
+    finally:
+        page.close()
+
+
 def ungroup_markers(page) -> None:  # type: ignore[no-untyped-def]
     """Switch the map's marker grouping off, so that every asset has a marker of its own."""
     page.wait_for_selector("#map-cluster input[type=checkbox]", timeout=20_000)
@@ -412,9 +424,7 @@ def test_map_in_browser_shows_states_legend_and_panel(
 ) -> None:
     scene.fill(utcnow())
     n = len(scene.register.assets)
-    page = login_page(browser, hmi.url)
-    try:
-        page.goto(hmi.url)
+    with page_at(browser, hmi.url) as page:
         ungroup_markers(page)
         page.wait_for_function(
             f"document.querySelectorAll('path.beffroi-asset').length === {n}", timeout=20_000
@@ -487,8 +497,6 @@ def test_map_in_browser_shows_states_legend_and_panel(
             timeout=10_000,
         )
         assert page.locator("#map-count-fault").inner_text() == "1"
-    finally:
-        page.close()
 
 
 def _zoom_out(page, times: int, n: int) -> None:  # type: ignore[no-untyped-def]
@@ -512,9 +520,7 @@ def test_map_groups_markers_coloured_by_their_most_urgent_member(
 ) -> None:
     scene.fill(utcnow())
     n = len(scene.register.assets)
-    page = login_page(browser, hmi.url)
-    try:
-        page.goto(hmi.url)
+    with page_at(browser, hmi.url) as page:
         page.wait_for_function(f"({SHOWN_JS}) === {n}", timeout=20_000)
         _zoom_out(page, 1, n)
         # Zoomed out, assets are grouped: fewer markers than assets, every asset counted once.
@@ -567,8 +573,6 @@ def test_map_groups_markers_coloured_by_their_most_urgent_member(
             f"document.querySelectorAll('path.beffroi-asset').length === {n}", timeout=10_000
         )
         assert page.locator(".beffroi-cluster").count() == 0
-    finally:
-        page.close()
 
 
 def _rgb_to_hex(css: str) -> str:
@@ -581,9 +585,7 @@ def test_trends_in_browser_plots_the_tag_from_the_url(
     hmi: HmiServer, scene: Scene, browser
 ) -> None:
     tag = scene.fault.tag("power_kw")
-    page = login_page(browser, hmi.url)
-    try:
-        page.goto(hmi.url + "trends?tag=" + tag)
+    with page_at(browser, hmi.url, "trends?tag=" + tag) as page:
         page.wait_for_function(
             "(() => { const gd = document.querySelector('#trends-graph .js-plotly-plot');"
             " return gd && gd.data && gd.data.length > 0 && gd.data[0].x.length > 0; })()",
@@ -630,5 +632,3 @@ def test_trends_in_browser_plots_the_tag_from_the_url(
         )
         assert held == [f"{tag} · held"]
         page.screenshot(path=artifact("hmi-trends-search.png"))
-    finally:
-        page.close()

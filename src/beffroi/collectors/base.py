@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import random
@@ -51,6 +52,8 @@ class Collector(ABC):
         self.last_error = ""
         self.samples_received = 0
         self._outage_marked = False
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()  # set by the loop while connected and collecting
 
     @classmethod
     def from_config(cls, config: Any, cfg: Any, register: Any, sink: Sink) -> Collector:
@@ -135,9 +138,29 @@ class Collector(ABC):
             "last_error": self.last_error,
         }
 
-    @abstractmethod
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
-        """Connect and subscribe in the background; register cleanup on the stack."""
+        """Run the connect-and-collect loop in the background; register its stop on the stack."""
+        self._task = asyncio.create_task(self._run(), name=f"{self.protocol}:{self.name}")
+        stack.push_async_callback(self._stop)
+
+    async def wait_connected(self) -> None:
+        """Wait until the collector is connected and collecting (wrap in asyncio.timeout)."""
+        await self._ready.wait()
+
+    async def _stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._disconnect()
+
+    # Not abstract: a loop holding its client in `async with` leaves nothing to close.
+    async def _disconnect(self) -> None:  # noqa: B027
+        """Close the connection the cancelled loop left open."""
+
+    @abstractmethod
+    async def _run(self) -> None:
+        """Connect, collect and reconnect until cancelled, setting `_ready` while connected."""
 
     @abstractmethod
     async def write(self, tag: str, value: Value) -> WriteResult:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
@@ -95,8 +94,6 @@ class ModbusCollector(Collector):
             )
             self._plans.append((d.asset, d.poll_interval_s or config.poll_interval_s, plan))
         self._client: AsyncModbusTcpClient | None = None
-        self._task: asyncio.Task | None = None
-        self._ready = asyncio.Event()
         self._silent: set[str] = set()
         self.reads = 0
         self.reconnects = 0
@@ -118,20 +115,7 @@ class ModbusCollector(Collector):
         """Return how many read requests one poll of every device takes."""
         return sum(len(plan) for _, _, plan in self._plans)
 
-    async def start(self, stack: contextlib.AsyncExitStack) -> None:
-        """Start connecting and polling in the background."""
-        self._task = asyncio.create_task(self._run(), name=f"modbus:{self.name}")
-        stack.push_async_callback(self._stop)
-
-    async def wait_connected(self) -> None:
-        """Wait until the endpoint is connected (wrap in asyncio.timeout)."""
-        await self._ready.wait()
-
-    async def _stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def _disconnect(self) -> None:
         self._close()
 
     def _close(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -37,8 +36,6 @@ class MqttCollector(Collector):
         self.malformed = 0
         self.unmapped = 0
         self._client: aiomqtt.Client | None = None
-        self._task: asyncio.Task | None = None
-        self._ready = asyncio.Event()
         self._logged: dict[str, tuple[float, int]] = {}
         self._counters_at = 0.0
         self._counters_due: asyncio.TimerHandle | None = None
@@ -70,22 +67,10 @@ class MqttCollector(Collector):
         """Return the tag counting messages whose topic names no tag of this collector."""
         return f"_system/collector/{self.name}/unmapped"
 
-    async def start(self, stack: contextlib.AsyncExitStack) -> None:
-        """Connect, subscribe and receive in the background."""
-        self._task = asyncio.create_task(self._run(), name=f"mqtt:{self.name}")
-        stack.push_async_callback(self._stop)
-
-    async def wait_connected(self) -> None:
-        """Wait until the subscriptions are in place (wrap in asyncio.timeout)."""
-        await self._ready.wait()
-
     async def _stop(self) -> None:
         if self._counters_due is not None:
             self._counters_due.cancel()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await super()._stop()
 
     async def _run(self) -> None:
         cfg = self.config

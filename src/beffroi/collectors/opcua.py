@@ -64,8 +64,6 @@ class OpcUaCollector(Collector):
         self._ns: int | None = None
         self._nodes: dict[str, ua.NodeId] = {}
         self._lost = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._ready = asyncio.Event()
         self._work: asyncio.Task | None = None
         self._sub: BatchSubscription | None = None
         self.pki = security.Pki(Path(config.pki_dir), config.name)
@@ -84,22 +82,6 @@ class OpcUaCollector(Collector):
         built = super().from_config(config, cfg, register, sink)
         assert isinstance(built, OpcUaCollector)
         return built
-
-    async def start(self, stack: contextlib.AsyncExitStack) -> None:
-        """Start the connect, subscribe and watch loop in the background."""
-        self._task = asyncio.create_task(self._run(), name=f"opcua:{self.name}")
-        stack.push_async_callback(self._stop)
-
-    async def wait_connected(self) -> None:
-        """Wait until the subscription (or polling) is in place (wrap in asyncio.timeout)."""
-        await self._ready.wait()
-
-    async def _stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._disconnect()
 
     async def _run(self) -> None:
         backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)

@@ -26,6 +26,8 @@ alarms_app = typer.Typer(help="Alarms: list, acknowledge, shelve, export the jou
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TOML)")]
 UserOpt = Annotated[str, typer.Option(help="who does it (journaled)")]
 CommentOpt = Annotated[str, typer.Option(help="why (journaled)")]
+AlarmIdArg = Annotated[str, typer.Argument(help="alarm id")]
+TimeOpt = Annotated[str, typer.Option(help="now, -15m, -2h, -7d or ISO 8601")]
 Multi = list[str] | None
 
 
@@ -77,6 +79,11 @@ def _load(config: Path) -> Config:
     return load(config)
 
 
+def _config_and_body(config: Path, user: str, comment: str, **fields: Any) -> tuple[Config, dict]:
+    """Load the config and build an operator command's body (user: the login by default)."""
+    return _load(config), {**fields, "user": user or _default_user(), "comment": comment}
+
+
 @alarms_app.command("list")
 def list_alarms(
     config: ConfigOpt = Path("config.toml"),
@@ -122,14 +129,13 @@ def ack(
     comment: CommentOpt = "",
 ) -> None:
     """Acknowledge alarms."""
-    cfg, user = _load(config), user or _default_user()
-    body = {"ids": alarm_id, "user": user, "comment": comment}
+    cfg, body = _config_and_body(config, user, comment, ids=alarm_id)
     command(cfg, "ack", body, alarm_id, lambda a, now: a.ack(), "alarm.ack")
 
 
 @alarms_app.command()
 def shelve(
-    alarm_id: Annotated[str, typer.Argument(help="alarm id")],
+    alarm_id: AlarmIdArg,
     config: ConfigOpt = Path("config.toml"),
     minutes: Annotated[float | None, typer.Option(help="shelve this long")] = None,
     oneshot: Annotated[bool, typer.Option(help="until it returns to normal")] = False,
@@ -139,14 +145,13 @@ def shelve(
     """Shelve an alarm for some minutes, or one-shot (until it returns to normal)."""
     from beffroi.core.cli import _fail
 
-    cfg, user = _load(config), user or _default_user()
+    cfg, body = _config_and_body(config, user, comment, id=alarm_id, minutes=minutes)
     if (minutes is None) == (not oneshot):
         raise _fail(["give --minutes M or --oneshot"])
     limit = cfg.alarms.max_shelve_min
     if minutes is not None and not 0 < minutes <= limit:
         raise _fail([f"--minutes: between 0 and {limit:g} (alarms.max_shelve_min)"])
     span = timedelta(minutes=limit if minutes is None else minutes)
-    body = {"id": alarm_id, "user": user, "comment": comment, "minutes": minutes}
     how_long = {"oneshot": True} if minutes is None else {"minutes": minutes}
 
     def apply(alarm: Any, now: datetime) -> str:
@@ -157,27 +162,25 @@ def shelve(
 
 @alarms_app.command()
 def unshelve(
-    alarm_id: Annotated[str, typer.Argument(help="alarm id")],
+    alarm_id: AlarmIdArg,
     config: ConfigOpt = Path("config.toml"),
     user: UserOpt = "",
     comment: CommentOpt = "",
 ) -> None:
     """End an alarm's shelving."""
-    cfg, user = _load(config), user or _default_user()
-    body = {"id": alarm_id, "user": user, "comment": comment}
+    cfg, body = _config_and_body(config, user, comment, id=alarm_id)
     command(cfg, "unshelve", body, [alarm_id], lambda a, now: a.unshelve(now), "alarm.unshelve")
 
 
 def _service(config: Path, alarm_id: str, out: bool, user: str, comment: str) -> None:
-    cfg, user = _load(config), user or _default_user()
-    body = {"id": alarm_id, "user": user, "comment": comment, "out": out}
+    cfg, body = _config_and_body(config, user, comment, id=alarm_id, out=out)
     action = "alarm.out_of_service" if out else "alarm.in_service"
     command(cfg, "service", body, [alarm_id], lambda a, now: a.set_out_of_service(out, now), action)
 
 
 @alarms_app.command("out-of-service")
 def out_of_service(
-    alarm_id: Annotated[str, typer.Argument(help="alarm id")],
+    alarm_id: AlarmIdArg,
     config: ConfigOpt = Path("config.toml"),
     user: UserOpt = "",
     comment: CommentOpt = "",
@@ -188,7 +191,7 @@ def out_of_service(
 
 @alarms_app.command("in-service")
 def in_service(
-    alarm_id: Annotated[str, typer.Argument(help="alarm id")],
+    alarm_id: AlarmIdArg,
     config: ConfigOpt = Path("config.toml"),
     user: UserOpt = "",
     comment: CommentOpt = "",
@@ -211,8 +214,8 @@ def _period(start: str, end: str) -> tuple[datetime, datetime]:
 @alarms_app.command()
 def export(
     config: ConfigOpt = Path("config.toml"),
-    start: Annotated[str, typer.Option(help="now, -15m, -2h, -7d or ISO 8601")] = "-24h",
-    end: Annotated[str, typer.Option(help="now, -15m, -2h, -7d or ISO 8601")] = "now",
+    start: TimeOpt = "-24h",
+    end: TimeOpt = "now",
     commune: Annotated[Multi, typer.Option(help="only these communes")] = None,
     domain: Annotated[Multi, typer.Option(help="only these domains")] = None,
     state: Annotated[
@@ -243,8 +246,8 @@ def export(
 @alarms_app.command()
 def stats(
     config: ConfigOpt = Path("config.toml"),
-    start: Annotated[str, typer.Option(help="now, -15m, -2h, -7d or ISO 8601")] = "-24h",
-    end: Annotated[str, typer.Option(help="now, -15m, -2h, -7d or ISO 8601")] = "now",
+    start: TimeOpt = "-24h",
+    end: TimeOpt = "now",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Print ISA-18.2 alarm-performance figures of a period from the journal."""

@@ -53,6 +53,18 @@ def local_range(cfg: Config, start: str, end: str) -> tuple[datetime, datetime]:
     return t0, t1
 
 
+def _config_and_range(config: Path, start: str, end: str) -> tuple[Config, datetime, datetime]:
+    """Load the config and parse --from/--to, failing with the reason when they do not parse."""
+    from beffroi.core.cli import _fail, _load
+
+    cfg = _load(config)
+    try:
+        t0, t1 = local_range(cfg, start, end)
+    except ValueError as exc:
+        raise _fail([str(exc)]) from None
+    return cfg, t0, t1
+
+
 def _locked(exc: Exception) -> bool:
     return "lock" in str(exc).lower()
 
@@ -179,13 +191,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = Path("config.toml"),
     ) -> None:
         """Compute the KPIs of a range again from raw data, recording what changed."""
-        from beffroi.core.cli import _fail, _load
-
-        cfg = _load(config)
-        try:
-            t0, t1 = local_range(cfg, start, end)
-        except ValueError as exc:
-            raise _fail([str(exc)]) from None
+        cfg, t0, t1 = _config_and_range(config, start, end)
         try:
             report = _compute_here(cfg, t0, t1)
         except FileLocked:
@@ -243,15 +249,11 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = Path("config.toml"),
     ) -> None:
         """List the recorded changes of KPI values of closed periods (late data, recomputes)."""
-        from beffroi.core.cli import _fail, _load
+        from beffroi.core.cli import _fail
         from beffroi.core.kpi_config import kpi_journal_path
         from beffroi.core.plugins import load
 
-        cfg = _load(config)
-        try:
-            t0, t1 = local_range(cfg, start, end)
-        except ValueError as exc:
-            raise _fail([str(exc)]) from None
+        cfg, t0, t1 = _config_and_range(config, start, end)
         path = kpi_journal_path(cfg)
         if not path.exists():
             raise _fail([f"{path}: no KPI store yet"], 1)

@@ -26,6 +26,18 @@ AGGREGATES: tuple[str, ...] = (
 COLUMNS = ["ts", "tag", "value", "quality"]
 # Raw queries add the OPC UA status code the sample was written with (0 for plain Good).
 RAW_COLUMNS = [*COLUMNS, "status"]
+_DTYPES = {
+    "ts": "datetime64[us, UTC]",
+    "tag": "object",
+    "value": "float64",
+    "quality": "int64",
+    "status": "int64",
+}
+
+
+def empty_result(columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
+    """Return a query result without rows, its columns typed as the contract says."""
+    return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in columns})
 
 
 class Historian(ABC):

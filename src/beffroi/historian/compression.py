@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -57,15 +58,15 @@ def _number(s: Sample) -> float | None:
     return v if math.isfinite(v) else None
 
 
-class DeadbandFilter:
-    """Exception reporting: store a value when it leaves the band around the last stored one."""
+class _Filter(ABC):
+    """The rules both methods share: late data, samples without a value, min_time, max_time."""
 
     def __init__(self, spec: CompressionSpec):
         self.dev = spec.deviation
         self.min_s = spec.min_time.total_seconds()
         self.max_s = spec.max_time.total_seconds()
         self._last: tuple[float, float] | None = None  # last stored (t, v)
-        self._held: Sample | None = None  # last received and not stored
+        self._held: Sample | None = None  # last accepted and not stored yet
         self._seen = -math.inf
 
     def offer(self, s: Sample) -> list[Sample]:
@@ -79,17 +80,39 @@ class DeadbandFilter:
             self._last = None
             return [*out, s]
         if self._last is None:
-            self._last = (t, v)
+            self._store(t, v)
             return [s]
         out: list[Sample] = []
         if t - self._last[0] > self.max_s:
             out = self.flush()
             if not out or t - self._last[0] > self.max_s:
                 # Nothing held, or a gap longer than max_time in the input: store this one.
-                self._last = (t, v)
+                self._store(t, v)
                 return [*out, s]
         if t - self._last[0] < self.min_s:
             return out
+        return self._compress(s, t, v, out)
+
+    @abstractmethod
+    def _compress(self, s: Sample, t: float, v: float, out: list[Sample]) -> list[Sample]:
+        """Add to `out` what the method stores for a good sample past min_time; return it."""
+
+    def _store(self, t: float, v: float) -> None:
+        self._last, self._held = (t, v), None
+
+    def flush(self) -> list[Sample]:
+        """Store the held sample now (shutdown, or before a gap)."""
+        held = self._held
+        if held is None:
+            return []
+        self._store(held.ts.timestamp(), float(held.value))
+        return [held]
+
+
+class DeadbandFilter(_Filter):
+    """Exception reporting: store a value when it leaves the band around the last stored one."""
+
+    def _compress(self, s: Sample, t: float, v: float, out: list[Sample]) -> list[Sample]:
         if abs(v - self._last[1]) > self.dev:
             held = self._held
             # The previous value marks where the flat stretch ended, so that a trend drawn
@@ -97,87 +120,46 @@ class DeadbandFilter:
             if held is not None and t - held.ts.timestamp() >= self.min_s:
                 out.append(held)
             out.append(s)
-            self._last, self._held = (t, v), None
+            self._store(t, v)
             return out
         self._held = s
         return out
 
-    def flush(self) -> list[Sample]:
-        """Store the held value now (shutdown, or before a gap)."""
-        held, self._held = self._held, None
-        if held is None:
-            return []
-        self._last = (held.ts.timestamp(), float(held.value))
-        return [held]
 
-
-class SwingingDoorFilter:
+class SwingingDoorFilter(_Filter):
     """Swinging-door trending: store the previous sample when no line from the last stored
     one keeps every sample since within the deviation."""
 
     def __init__(self, spec: CompressionSpec):
-        self.dev = spec.deviation
-        self.min_s = spec.min_time.total_seconds()
-        self.max_s = spec.max_time.total_seconds()
-        self._anchor: tuple[float, float] | None = None  # last stored (t, v)
-        self._held: Sample | None = None  # snapshot: last accepted, not stored yet
-        self._low = -math.inf  # slopes of the two doors from the anchor
+        super().__init__(spec)
+        self._low = -math.inf  # slopes of the two doors from the anchor, `_last`
         self._high = math.inf
-        self._seen = -math.inf
 
-    def offer(self, s: Sample) -> list[Sample]:
-        """Return the samples to store now: the snapshot when the door closes."""
-        v, t = _number(s), s.ts.timestamp()
-        if t <= self._seen:
-            return [s]
-        self._seen = t
-        if v is None:
-            out = self.flush()
-            self._anchor = None
-            return [*out, s]
-        if self._anchor is None:
-            self._store(t, v)
-            return [s]
-        out: list[Sample] = []
-        if t - self._anchor[0] > self.max_s:
-            out = self.flush()
-            if not out or t - self._anchor[0] > self.max_s:
-                # Nothing held, or a gap longer than max_time in the input: store this one.
-                self._store(t, v)
-                return [*out, s]
-        if t - self._anchor[0] < self.min_s:
-            return out
+    def _compress(self, s: Sample, t: float, v: float, out: list[Sample]) -> list[Sample]:
+        # The door closes: the snapshot is stored and a new door starts from it.
         if self._held is not None and not self._inside(t, v):
             out += self.flush()
-            if t - self._anchor[0] < self.min_s:
+            if t - self._last[0] < self.min_s:
                 return out
         self._accept(s, t, v)
         return out
 
     def _inside(self, t: float, v: float) -> bool:
         """Return True when the line from the anchor to (t, v) lies between the doors."""
-        t0, v0 = self._anchor
+        t0, v0 = self._last
         slope = (v - v0) / (t - t0)
         return self._low <= slope <= self._high
 
     def _accept(self, s: Sample, t: float, v: float) -> None:
         """Make s the snapshot and narrow the doors to keep it within the deviation."""
-        t0, v0 = self._anchor
+        t0, v0 = self._last
         self._low = max(self._low, (v - self.dev - v0) / (t - t0))
         self._high = min(self._high, (v + self.dev - v0) / (t - t0))
         self._held = s
 
     def _store(self, t: float, v: float) -> None:
-        self._anchor, self._held = (t, v), None
+        super()._store(t, v)
         self._low, self._high = -math.inf, math.inf
-
-    def flush(self) -> list[Sample]:
-        """Store the snapshot now and start a new door from it."""
-        held = self._held
-        if held is None:
-            return []
-        self._store(held.ts.timestamp(), float(held.value))
-        return [held]
 
 
 _FILTERS = {"deadband": DeadbandFilter, "swinging_door": SwingingDoorFilter}
@@ -188,7 +170,7 @@ class Compressor:
 
     def __init__(self, specs: Mapping[str, CompressionSpec]):
         self.specs = dict(specs)
-        self._filters: dict[str, DeadbandFilter | SwingingDoorFilter] = {}
+        self._filters: dict[str, _Filter] = {}
         self.offered = 0
         self.stored = 0
 

@@ -6,7 +6,6 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from fnmatch import fnmatchcase
 from functools import partial
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from beffroi.core.register import Register
 from beffroi.core.scheduler import Scheduler
 from beffroi.historian import duckdb_blocks as blocks
 from beffroi.historian import duckdb_sql as q
-from beffroi.historian.base import COLUMNS, RAW_COLUMNS, Agg, Historian
+from beffroi.historian import retention
+from beffroi.historian.base import COLUMNS, RAW_COLUMNS, Agg, Historian, empty_result
 from beffroi.historian.downsample import downsample_frame
 from beffroi.historian.duckdb_layout import LayoutError, open_layout
 from beffroi.historian.duckdb_reads import Reads, snapshot
@@ -292,18 +292,13 @@ class DuckDBHistorian(Reads, Historian):
         so aggregates over whole hours outlive the raw data they came from.
         """
         now = now or datetime.now(UTC)
-        by_days: dict[float, list[int]] = {}
-        for name, tid in self._ids.items():
-            days = next((d for p, d in rules.items() if _matches(name, p)), default_days)
-            if days is not None:
-                by_days.setdefault(days, []).append(tid)
+        by_days = retention.ids_by_days(self._ids, rules, default_days)
         self.compact()
         deleted = 0
         with self._write_lock:
             cur = self._cur()
             for days, ids in by_days.items():
-                cut = _naive_utc(now - timedelta(days=days))
-                cut = cut.replace(hour=0, minute=0, second=0, microsecond=0)
+                cut = retention.first_day_kept(now, days)
 
                 def work(ids=ids, cut=cut) -> None:
                     nonlocal deleted
@@ -322,7 +317,7 @@ class DuckDBHistorian(Reads, Historian):
     def _frame(self, df: pd.DataFrame, columns: list[str] = COLUMNS) -> pd.DataFrame:
         """Turn a (tag_id, ts, value, quality[, status]) result into the contract's columns."""
         if df.empty:
-            return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in columns})
+            return empty_result(columns)
         df["tag"] = df["tag_id"].map(self._names)
         df["ts"] = pd.to_datetime(df["ts"]).dt.tz_localize(UTC)
         df["quality"] = df["quality"].astype("int64")
@@ -377,15 +372,6 @@ class DuckDBHistorian(Reads, Historian):
         self._con.close()
 
 
-_DTYPES = {
-    "ts": "datetime64[us, UTC]",
-    "tag": "object",
-    "value": "float64",
-    "quality": "int64",
-    "status": "int64",
-}
-
-
 def seal_horizon(watermark: datetime | None) -> datetime | None:
     """Return the UTC midnight before which days are sealed (None before any data).
 
@@ -395,11 +381,3 @@ def seal_horizon(watermark: datetime | None) -> datetime | None:
         return None
     edge = min(watermark, _naive_utc(datetime.now(UTC))) - SEAL_AFTER
     return edge.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _matches(tag: str, pattern: str) -> bool:
-    """Match a tag against a retention pattern: `*/BUS-*/lat` style, `*` within one level."""
-    parts, pats = tag.split("/"), pattern.split("/")
-    return len(parts) == len(pats) and all(
-        fnmatchcase(p, s) for p, s in zip(parts, pats, strict=True)
-    )

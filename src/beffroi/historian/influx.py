@@ -1,7 +1,8 @@
 """InfluxDB back end: line-protocol writes (v2 API or v1 /write), InfluxQL reads.
 
 The only module that imports influxdb_client. Layout and encoding: `influx_layout.py`; the v1
-HTTP endpoints: `influx_http.py`; statements and result frames: `influx_query.py`.
+HTTP endpoints: `influx_http.py`; statements: `influx_query.py`; their answers as frames:
+`influx_frames.py`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from beffroi.core.model import Sample
 from beffroi.core.register import Register
 from beffroi.historian.base import RAW_COLUMNS, Agg, Historian
 from beffroi.historian.downsample import downsample_frame
+from beffroi.historian.influx_frames import contract_frame
 from beffroi.historian.influx_http import (
     InfluxError,
     InfluxHttp,
@@ -31,7 +33,7 @@ from beffroi.historian.influx_http import (
     partial_write_dropped,
 )
 from beffroi.historian.influx_layout import Layout, LineEncoder, to_us
-from beffroi.historian.influx_query import QueryBuilder, contract_frame
+from beffroi.historian.influx_query import QueryBuilder
 
 if TYPE_CHECKING:
     from beffroi.core.config import Config

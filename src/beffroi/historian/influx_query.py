@@ -1,4 +1,4 @@
-"""InfluxQL statements answering the historian contract, and their answers as frames."""
+"""InfluxQL statements answering the historian contract; their answers read by `influx_frames`."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from beffroi.historian.base import COLUMNS
-from beffroi.historian.influx_http import InfluxHttp
-from beffroi.historian.influx_layout import (
-    QUALITY_SUFFIX,
-    Layout,
-    Location,
-    ident,
-    read_status,
-    series_key,
+from beffroi.historian.influx_frames import (
+    Rows,
+    add_samples,
+    columns_of,
+    first_cell,
+    floats,
+    present,
 )
+from beffroi.historian.influx_http import InfluxHttp
+from beffroi.historian.influx_layout import QUALITY_SUFFIX, Layout, Location, ident, series_key
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +26,6 @@ SERIES_PER_STATEMENT = 100
 # Beyond this many per-bucket statements, twa and integral are computed here from raw points.
 MAX_PUSHDOWN_STATEMENTS = 2000
 US_PER_HOUR = 3_600_000_000
-
-_EMPTY = {
-    "ts": "datetime64[us, UTC]",
-    "tag": "object",
-    "value": "float64",
-    "quality": "int64",
-    "status": "int64",
-}
 
 
 def _time(lo_us: int, hi_us: int) -> str:
@@ -88,7 +80,7 @@ class QueryBuilder:
                 wanted = index.get(series_key(s["name"], s["tags"]))
                 if not wanted or not s["values"]:
                     continue
-                cols = _columns(s)
+                cols = columns_of(s)
                 for loc in wanted:
                     if loc.quality in cols or loc.number in cols:
                         yield sid, loc, cols
@@ -102,9 +94,9 @@ class QueryBuilder:
                 f"SELECT {', '.join(map(ident, fields))} FROM {self._from(meas)} "
                 f"WHERE ({where}) AND {_time(lo, hi)} GROUP BY *"
             )
-        rows = _Rows()
+        rows = Rows()
         for _, loc, cols in self._answers(statements, self._index(locs)):
-            _samples(rows, cols, loc)
+            add_samples(rows, cols, loc)
         return rows.frame()
 
     def aggregate(
@@ -124,10 +116,10 @@ class QueryBuilder:
                 f"SELECT {select} FROM {self._from(meas)} WHERE ({where}) AND {_time(lo, hi)} "
                 f"GROUP BY time({every_us}u), * fill(none)"
             )
-        rows = _Rows()
+        rows = Rows()
         for _, loc, cols in self._answers(statements, self._index(locs)):
-            sel = _present(cols[loc.quality])
-            values = _floats(cols.get(loc.number), sel)
+            sel = present(cols[loc.quality])
+            values = floats(cols.get(loc.number), sel)
             if agg == "count":
                 values = np.nan_to_num(values, nan=0.0)
             codes = cols[loc.quality][sel].astype(np.int64)
@@ -174,7 +166,7 @@ class QueryBuilder:
             cell = cells.setdefault((loc.tag, b), {})
             if role == "integral":
                 # InfluxDB answers integral() and max() on separate rows (their times differ).
-                quality, area = _first(cols.get(loc.quality)), _first(cols.get(loc.number))
+                quality, area = first_cell(cols.get(loc.quality)), first_cell(cols.get(loc.number))
                 if quality is not None:
                     cell["q"] = int(quality) >> 1
                 cell["area"] = area
@@ -293,110 +285,3 @@ def time_weighted_from_raw(raw: pd.DataFrame, every_us: int, agg: str) -> pd.Dat
             value = float(np.trapezoid(v, t) / t[-1]) if t[-1] > 0 else float(v[0])
         rows.append((tag, int(b), value, int(g["quality"].max())))
     return pd.DataFrame(rows, columns=["tag", "ts", "value", "quality"])
-
-
-def _columns(series: dict) -> dict[str, np.ndarray]:
-    """Return a series' columns as object arrays (None where InfluxDB sent null)."""
-    rows = series["values"]
-    cells = np.empty((len(rows), len(series["columns"])), dtype=object)
-    for i, row in enumerate(rows):
-        cells[i] = row
-    return {c: cells[:, i] for i, c in enumerate(series["columns"])}
-
-
-def _present(column: np.ndarray) -> np.ndarray:
-    """Return where a column holds a value."""
-    return np.not_equal(column, None)
-
-
-def _first(column: np.ndarray | None) -> object:
-    """Return a column's first non-null cell, or None."""
-    if column is None:
-        return None
-    return next((c for c in column if c is not None), None)
-
-
-def _floats(column: np.ndarray | None, sel: np.ndarray) -> np.ndarray:
-    """Return a column's selected cells as floats, NaN where absent."""
-    n = int(sel.sum())
-    if column is None:
-        return np.full(n, np.nan)
-    cells = column[sel]
-    try:
-        return np.where(np.not_equal(cells, None), cells, np.nan).astype(np.float64)
-    except (TypeError, ValueError):  # text in a numeric column (a tag without kind)
-        return pd.to_numeric(pd.Series(cells), errors="coerce").to_numpy(np.float64, copy=True)
-
-
-def _samples(rows: _Rows, cols: dict[str, np.ndarray], loc: Location) -> None:
-    """Add one tag's samples from the columns of its series: rows where its quality is set."""
-    if loc.quality not in cols:
-        return
-    sel = _present(cols[loc.quality])
-    if not sel.any():
-        return
-    codes = cols[loc.quality][sel].astype(np.int64)
-    values: np.ndarray = _floats(cols.get(loc.number), sel)
-    if loc.text and loc.text in cols:
-        cells = cols[loc.text][sel]
-        is_text = np.fromiter((isinstance(c, str) for c in cells), bool, len(cells))
-        if is_text.any():
-            values = values.astype(object)
-            values[is_text] = cells[is_text]
-    values[(codes & 1).astype(bool)] = np.nan  # stored without a value
-    quality = codes >> 1
-    rows.add(
-        loc.tag, cols["time"][sel], values, quality, read_status(cols.get(loc.status), sel, quality)
-    )
-
-
-class _Rows:
-    """Collect answer rows per tag as arrays; build one frame at the end."""
-
-    def __init__(self) -> None:
-        self._parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
-
-    def add(
-        self,
-        tag: str,
-        ts: np.ndarray,
-        values: np.ndarray,
-        quality: np.ndarray,
-        status: np.ndarray | None = None,
-    ) -> None:
-        if len(ts):
-            self._parts.append((tag, ts, values, quality, status))
-
-    def frame(self) -> pd.DataFrame:
-        """Return tag, ts (µs), value, quality, and status when the rows have one."""
-        parts = self._parts
-        if not parts:
-            return pd.DataFrame(columns=["tag", "ts", "value", "quality"])
-        text = any(p[2].dtype == object for p in parts)
-        out = pd.DataFrame(
-            {
-                "tag": np.repeat(
-                    np.array([p[0] for p in parts], dtype=object), [len(p[1]) for p in parts]
-                ),
-                "ts": np.concatenate([p[1] for p in parts]).astype(np.int64),
-                "value": np.concatenate([p[2].astype(object) if text else p[2] for p in parts]),
-                "quality": np.concatenate([p[3] for p in parts]).astype(np.int64),
-            }
-        )
-        if all(p[4] is not None for p in parts):
-            out["status"] = np.concatenate([p[4] for p in parts]).astype(np.int64)
-        return out
-
-
-def contract_frame(df: pd.DataFrame, columns: list[str] = COLUMNS) -> pd.DataFrame:
-    """Return the contract's columns: aware UTC ts, tag, value, int quality[, status]; sorted."""
-    if df.empty:
-        return pd.DataFrame({c: pd.Series(dtype=_EMPTY[c]) for c in columns})
-    out = df.copy()
-    out["ts"] = pd.to_datetime(out["ts"].astype("int64"), unit="us", utc=True).dt.as_unit("us")
-    out["quality"] = out["quality"].astype("int64")
-    if out["value"].dtype == object and not out["value"].map(type).eq(str).any():
-        out["value"] = out["value"].astype("float64")
-    if "status" in columns:
-        out["status"] = out["status"].astype("int64")
-    return out[columns].sort_values(["tag", "ts"], kind="stable").reset_index(drop=True)

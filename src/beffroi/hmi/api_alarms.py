@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
-import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -16,20 +13,9 @@ from beffroi.alerts.journal import to_csv
 from beffroi.alerts.state import AlarmCommandError, AlarmEvent
 from beffroi.control.audit import AuditLog, record_command
 from beffroi.core.timeparse import parse_time
+from beffroi.hmi.api_http import TOKEN_REQUIRED, bearer_ok, error, json_response
 
 log = logging.getLogger(__name__)
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, default=_default), status, mimetype="application/json")
-
-
-def _default(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return v.isoformat()
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    return str(v)
 
 
 def event_json(ev: AlarmEvent) -> dict[str, Any]:
@@ -48,10 +34,6 @@ def _filters() -> dict[str, Any]:
 def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLog | None) -> None:
     """Add /api/v1/alarms routes over the running AlarmService, commands audited, by token."""
 
-    def authorised() -> bool:
-        given = request.headers.get("Authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
-
     def command_body(*required: str) -> dict[str, Any]:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
@@ -63,14 +45,14 @@ def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLo
 
     def guarded(handler):  # type: ignore[no-untyped-def]
         def wrapper() -> Response:
-            if not authorised():
-                return _json({"error": "a valid bearer token is required"}, 401)
+            if not bearer_ok(token):
+                return error(401, TOKEN_REQUIRED)
             try:
                 return handler()
             except AlarmCommandError as exc:
-                return _json({"error": str(exc)}, 409)
+                return error(409, str(exc))
             except ValueError as exc:
-                return _json({"error": str(exc)}, 400)
+                return error(400, str(exc))
 
         wrapper.__name__ = f"alarms_{handler.__name__}"
         return wrapper
@@ -78,7 +60,7 @@ def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLo
     @guarded
     def listing() -> Response:
         include = request.args.get("all", "") in ("1", "true")
-        return _json({"alarms": alarms.alarms(include_normal=include, **_filters())})
+        return json_response({"alarms": alarms.alarms(include_normal=include, **_filters())})
 
     def record(
         body: dict[str, Any], action: str, ids: list[str], outcome: str, **detail: Any
@@ -102,8 +84,8 @@ def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLo
             record(body, action, ids, "refused", reason=str(exc), **detail)
             raise  # refused whether or not that could be recorded: nothing was changed
         if not record(body, action, ids, "ok", **detail):
-            return _json({"error": f"{action} done, but the audit log cannot record it"}, 500)
-        return _json({"events": [event_json(e) for e in events]})
+            return error(500, f"{action} done, but the audit log cannot record it")
+        return json_response({"events": [event_json(e) for e in events]})
 
     @guarded
     def ack() -> Response:
@@ -160,13 +142,13 @@ def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLo
             tz = alarms.cfg.metropolis.timezone
             return Response(to_csv(df, tz), mimetype="text/csv")
         df = df.astype(object).where(df.notna(), None)  # NaN and NaT are not JSON
-        return _json({"events": df.to_dict(orient="records")})
+        return json_response({"events": df.to_dict(orient="records")})
 
     @guarded
     def stats() -> Response:
         start = parse_time(request.args.get("start", "-24h"))
         end = parse_time(request.args.get("end", "now"))
-        return _json(alarms.stats(start, end))
+        return json_response(alarms.stats(start, end))
 
     server.add_url_rule("/api/v1/alarms", view_func=listing, methods=["GET"])
     server.add_url_rule("/api/v1/alarms/ack", view_func=ack, methods=["POST"])

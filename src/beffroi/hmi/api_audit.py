@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 from typing import Any
 
@@ -11,25 +9,18 @@ from flask import Flask, Response, request
 
 from beffroi.control.audit import to_csv
 from beffroi.core.timeparse import parse_time
+from beffroi.hmi.api_http import TOKEN_REQUIRED, bearer_ok, error, json_response
 
 log = logging.getLogger(__name__)
-
-
-def _error(status: int, message: str) -> Response:
-    return Response(json.dumps({"error": message}), status, mimetype="application/json")
 
 
 def register_audit_api(server: Flask, audit: Any, token: str, timezone: str) -> None:
     """Add /api/v1/audit/verify and /api/v1/audit/export, for requests bearing the token."""
 
-    def authorised() -> bool:
-        given = request.headers.get("Authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
-
     @server.get("/api/v1/audit/verify")
     def api_audit_verify() -> Response:
-        if not authorised():
-            return _error(401, "a valid bearer token is required")
+        if not bearer_ok(token):
+            return error(401, TOKEN_REQUIRED)
         r = audit.verify()
         body = {
             "ok": r.ok,
@@ -38,15 +29,15 @@ def register_audit_api(server: Flask, audit: Any, token: str, timezone: str) -> 
             "broken_seq": r.broken_seq,
             "problem": r.problem,
         }
-        return Response(json.dumps(body), 200, mimetype="application/json")
+        return json_response(body)
 
     @server.get("/api/v1/audit/export")
     def api_audit_export() -> Response:
-        if not authorised():
-            return _error(401, "a valid bearer token is required")
+        if not bearer_ok(token):
+            return error(401, TOKEN_REQUIRED)
         try:
             start = parse_time(request.args.get("start", "-24h"))
             end = parse_time(request.args.get("end", "now"))
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error(400, str(exc))
         return Response(to_csv(audit.frame(start, end), timezone), 200, mimetype="text/csv")

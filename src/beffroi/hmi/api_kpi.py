@@ -5,11 +5,7 @@
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
-import math
-from datetime import datetime
 from typing import Any
 
 from flask import Flask, Response, request, stream_with_context
@@ -18,21 +14,10 @@ import beffroi
 from beffroi.core.config import Config
 from beffroi.core.timeparse import parse_time
 from beffroi.historian.base import Historian
+from beffroi.hmi.api_http import TOKEN_REQUIRED, bearer_ok, error, json_response
 from beffroi.kpi.export import ExportQuery, iter_csv
 
 log = logging.getLogger(__name__)
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, default=_default), status, mimetype="application/json")
-
-
-def _default(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return v.isoformat()
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    return str(v)
 
 
 def export_query(args: Any) -> ExportQuery:
@@ -57,47 +42,43 @@ def register_kpi_api(
 ) -> None:
     """Add /api/v1/kpi routes, answering only requests bearing the token."""
 
-    def authorised() -> bool:
-        given = request.headers.get("Authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
-
     @server.get("/api/v1/kpi/export")
     def kpi_export() -> Response:
-        if not authorised():
-            return _json({"error": "a valid bearer token is required"}, 401)
+        if not bearer_ok(token):
+            return error(401, TOKEN_REQUIRED)
         try:
             query = export_query(request.args)
         except ValueError as exc:
-            return _json({"error": str(exc)}, 400)
+            return error(400, str(exc))
         chunks = iter_csv(historian, query, cfg.metropolis.timezone)
         headers = {"X-Beffroi-Version": beffroi.__version__}
         return Response(stream_with_context(chunks), mimetype="text/csv", headers=headers)
 
     @server.post("/api/v1/kpi/compute")
     def kpi_compute() -> Response:
-        if not authorised():
-            return _json({"error": "a valid bearer token is required"}, 401)
+        if not bearer_ok(token):
+            return error(401, TOKEN_REQUIRED)
         if kpi is None:
-            return _json({"error": "KPIs are not enabled in this gateway ([kpi])"}, 409)
+            return error(409, "KPIs are not enabled in this gateway ([kpi])")
         body = request.get_json(silent=True) or {}
         try:
             start, end = parse_time(str(body["from"])), parse_time(str(body["to"]))
         except (KeyError, ValueError) as exc:
-            return _json({"error": f"give from and to as ISO 8601 times ({exc})"}, 400)
+            return error(400, f"give from and to as ISO 8601 times ({exc})")
         log.info("KPI recomputation requested through the API: %s → %s", start, end)
-        return _json(kpi.recompute(start, end))
+        return json_response(kpi.recompute(start, end))
 
     @server.get("/api/v1/kpi/changes")
     def kpi_changes() -> Response:
-        if not authorised():
-            return _json({"error": "a valid bearer token is required"}, 401)
+        if not bearer_ok(token):
+            return error(401, TOKEN_REQUIRED)
         if kpi is None:
-            return _json({"error": "KPIs are not enabled in this gateway ([kpi])"}, 409)
+            return error(409, "KPIs are not enabled in this gateway ([kpi])")
         try:
             start = parse_time(request.args.get("from", "-30d"))
             end = parse_time(request.args.get("to", "now"))
         except ValueError as exc:
-            return _json({"error": str(exc)}, 400)
+            return error(400, str(exc))
         df = kpi.store.changes(start, end)
         df = df.astype(object).where(df.notna(), None)
-        return _json({"changes": df.to_dict(orient="records")})
+        return json_response({"changes": df.to_dict(orient="records")})

@@ -56,7 +56,7 @@ def _object_item(
     )
 
 
-def _variable_item(
+def variable_item(
     nodeid: ua.NodeId, name: str, parent: ua.NodeId, kind: str, value: Value, writable: bool
 ) -> ua.AddNodesItem:
     """Describe a scalar data variable, a component of its asset."""
@@ -199,7 +199,7 @@ class MetropolisSimulator:
                 self._nodes[spec.name] = (nid, VARIANT[spec.kind])
                 value = values[spec.name]
                 variables.append(
-                    _variable_item(nid, spec.signal, anode, spec.kind, value, spec.writable)
+                    variable_item(nid, spec.signal, anode, spec.kind, value, spec.writable)
                 )
                 if spec.writable:
                     writable.append(nid)
