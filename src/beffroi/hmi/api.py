@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import math
@@ -15,6 +14,7 @@ from flask import Flask, Response, request
 
 from beffroi.core.timeparse import parse_every, parse_time
 from beffroi.historian.base import Historian
+from beffroi.hmi.api_http import TOKEN_REQUIRED, bearer_ok, error, json_response
 
 log = logging.getLogger(__name__)
 
@@ -37,24 +37,16 @@ def _records(df: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def _error(status: int, message: str) -> Response:
-    return Response(json.dumps({"error": message}), status, mimetype="application/json")
-
-
 def register_api(server: Flask, historian: Historian, token: str) -> None:
     """Add /api/v1/query and /api/v1/latest, answering only requests bearing the token."""
 
-    def authorised() -> bool:
-        given = request.headers.get("Authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
-
     @server.get("/api/v1/query")
     def api_query() -> Response:
-        if not authorised():
-            return _error(401, "a valid bearer token is required")
+        if not bearer_ok(token):
+            return error(401, TOKEN_REQUIRED)
         tags = request.args.getlist("tag")
         if not tags or len(tags) > MAX_TAGS:
-            return _error(400, f"give between 1 and {MAX_TAGS} tag parameters")
+            return error(400, f"give between 1 and {MAX_TAGS} tag parameters")
         try:
             start = parse_time(request.args.get("start", "-1h"))
             end = parse_time(request.args.get("end", "now"))
@@ -65,17 +57,17 @@ def register_api(server: Flask, historian: Historian, token: str) -> None:
                 tags, start, end, every=width, agg=request.args.get("agg"), max_points=max_points
             )
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error(400, str(exc))
         body = {"backend": historian.name, "rows": _records(df)}
-        return Response(json.dumps(body), mimetype="application/json")
+        return json_response(body)
 
     @server.get("/api/v1/latest")
     def api_latest() -> Response:
-        if not authorised():
-            return _error(401, "a valid bearer token is required")
+        if not bearer_ok(token):
+            return error(401, TOKEN_REQUIRED)
         tags = request.args.getlist("tag") or None
         body = {"backend": historian.name, "rows": _records(historian.latest(tags))}
-        return Response(json.dumps(body), mimetype="application/json")
+        return json_response(body)
 
 
 def new_token() -> str:
