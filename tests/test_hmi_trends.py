@@ -146,6 +146,7 @@ def test_values_reported_by_exception_hold_until_they_change(served, small_regis
     assert line["x"] == [_axis(now - timedelta(minutes=90)).replace(" ", "T") + ".000"]
     assert list(line["y"]) == [3.0]
     assert hold["name"] == f"{held} · held" and hold["line"]["dash"] == "dot"
+    assert line["line"]["shape"] == "hv"  # a setpoint holds until changed: a step
     assert list(hold["y"]) == [3.0, 3.0] and hold["x"][1] > _axis(now).replace(" ", "T")
     # Its controller's link is lost: the value is not vouched for now, so it is not held.
     traces = _graph(op, server.url, lost, "1h")

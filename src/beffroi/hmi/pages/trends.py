@@ -292,7 +292,8 @@ def update_graph(tags, range_key, _n, zoom):  # type: ignore[no-untyped-def]
         df,
         tags,
         units={t: specs[t].unit for t in tags},
-        step_tags={t for t in tags if specs[t].kind == "bool"},
+        # On/off states and setpoints hold until the next change: drawn as steps, not slopes.
+        step_tags={t for t in tags if specs[t].kind == "bool" or specs[t].writable},
         x_range=(start, end),
         held=held,
     )
