@@ -76,7 +76,7 @@ def _post(opener, base: str, payload: dict) -> tuple[int, dict | str]:
         return exc.code, exc.read().decode()
 
 
-def _refresh(communes: list[str] | None) -> dict:
+def _refresh(communes: list[str] | None, period: str = "today") -> dict:
     outs = [
         "kpis-lighting-headline.children", "kpis-savings.figure", "kpis-energy.figure",
         "kpis-availability.children", "kpis-services.children", "kpis-status.children",
@@ -85,7 +85,7 @@ def _refresh(communes: list[str] | None) -> dict:
         "output": ".." + "...".join(outs) + "..",
         "outputs": [dict(zip(("id", "property"), o.split("."), strict=True)) for o in outs],
         "inputs": [
-            {"id": "kpis-period", "property": "value", "value": "today"},
+            {"id": "kpis-period", "property": "value", "value": period},
             {"id": "kpis-communes", "property": "value", "value": communes},
             {"id": "kpis-interval", "property": "n_intervals", "value": 1},
         ],
@@ -126,6 +126,18 @@ def test_page_shows_savings_toward_the_target_for_the_users_communes(server) -> 
     assert "Dijon" not in json.dumps(body, ensure_ascii=False)
     status, _ = _post(opener, server.url, _refresh(["dijon"]))
     assert status == 403
+
+
+def test_a_period_without_kpis_says_so_instead_of_empty_axes(server) -> None:
+    """Nothing computed last month: each chart says so, with no bars and no axes."""
+    status, body = _post(
+        logged_in_opener(server.url, "auditor", PW), server.url, _refresh(None, "last-month")
+    )
+    assert status == 200
+    for chart, what in (("kpis-savings", "lighting savings"), ("kpis-energy", "energy")):
+        fig = body["response"][chart]["figure"]
+        assert fig["data"] == [] and fig["layout"]["xaxis"]["visible"] is False
+        assert f"No {what} computed for this period yet" in fig["layout"]["annotations"][0]["text"]
 
 
 def test_download_needs_the_export_right_and_stays_in_scope(server) -> None:

@@ -21,6 +21,7 @@ from dash.exceptions import PreventUpdate
 from beffroi.core.model import Quality, utcnow
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
 from beffroi.hmi.context import get_context
+from beffroi.hmi.figures import empty_figure
 from beffroi.kpi.definitions import BY_NAME, COVERAGE, METROPOLIS, series_tag
 from beffroi.kpi.engine import active_kpis
 from beffroi.kpi.export import ExportQuery, iter_csv
@@ -139,6 +140,8 @@ def _pick(values: pd.DataFrame, kpi: str, scopes: list[str]) -> pd.DataFrame:
 def savings_figure(values: pd.DataFrame, scopes: list[str], target: float) -> go.Figure:
     """Bars of lighting savings per scope against the target line."""
     rows = _pick(values, "lighting_savings_pct", scopes)
+    if rows.empty:
+        return _nothing_yet("No lighting savings computed for this period yet")
     fig = go.Figure(
         go.Bar(
             x=[_name(s) for s in rows.index],
@@ -163,6 +166,8 @@ def energy_figure(values: pd.DataFrame, scopes: list[str]) -> go.Figure:
     fig = go.Figure()
     for domain, colour in DOMAIN_COLOURS.items():
         rows = _pick(values, "energy_kwh", [f"{s}/domain-{domain}" for s in scopes])
+        if rows.empty:
+            continue
         fig.add_trace(
             go.Bar(
                 name=domain,
@@ -178,6 +183,13 @@ def energy_figure(values: pd.DataFrame, scopes: list[str]) -> go.Figure:
         yaxis_title="kWh",
         margin={"l": 50, "r": 20, "t": 20, "b": 60},
     )
+    return fig if fig.data else _nothing_yet("No energy computed for this period yet")
+
+
+def _nothing_yet(message: str) -> go.Figure:
+    """Say so instead of drawing empty axes: KPIs appear after their first computation."""
+    fig = empty_figure(message + " (KPIs are computed every 15 minutes)")
+    fig.update_layout(height=300)
     return fig
 
 
