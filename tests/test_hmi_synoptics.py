@@ -45,6 +45,7 @@ def test_cabinet_shows_power_dimming_and_failed_lamps(small_register) -> None:
     assert len(lamps) == 18
     assert sum(1 for s in lamps if s.fillcolor == BAD) == 2
     assert sum(1 for s in lamps if s.fillcolor == LIT) == 16
+    assert texts["state"][0] == "lit: on · lamp failures: 2"  # a count, without decimals
 
 
 def test_values_not_good_are_greyed_and_labelled(small_register) -> None:
@@ -56,7 +57,7 @@ def test_values_not_good_are_greyed_and_labelled(small_register) -> None:
     texts = _texts(synoptic(cab, snap, now))
     assert texts["power"][0] == "3.2 kW" and texts["power"][1] != STALE
     assert texts["dimming"] == ("dimming 50.0 % (CommLoss)", STALE)
-    assert texts["state"][0].endswith("lamp failures: 1.0 (Uncertain)")
+    assert texts["state"][0].endswith("lamp failures: 1 (Uncertain)")
     nothing = _texts(synoptic(cab, {}, now))
     assert nothing["power"] == ("—", STALE)
 
@@ -69,7 +70,7 @@ def test_intersection_and_reservoir(small_register) -> None:
     assert _texts(fig)["plan"][0] == "plan flashing amber"
     assert _texts(fig)["bus"] == ("bus priority: 12 requests, 9 granted (75 %)", INK)
     unknown = _texts(synoptic(tc, _snap(tc, {"plan": 1.0, "bus_priority_requests": 3.0}, now), now))
-    assert unknown["bus"] == ("bus priority requests: 3.0 · granted: —", STALE)
+    assert unknown["bus"] == ("bus priority requests: 3 · granted: —", STALE)
     rs = _asset(small_register, "reservoir")
     fig = synoptic(
         rs,

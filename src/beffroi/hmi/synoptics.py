@@ -41,6 +41,8 @@ def read(asset: Asset, signal: str, snapshot: Mapping[str, Sample], now: datetim
     v = s.value
     if isinstance(v, bool):
         text = "on" if v else "off"
+    elif isinstance(v, float) and not spec.unit and v.is_integer():
+        text = f"{v:.0f}"  # a count (lamp failures, requests): no decimals
     elif isinstance(v, float):
         text = f"{v:.1f} {spec.unit}".strip()
     else:
