@@ -1,0 +1,113 @@
+"""Audit records in batches: one chain with single records, all or nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from beffroi.control.audit import GENESIS, AuditError, AuditLog, record_command
+from tests.test_audit import _cli, _config_file
+
+
+def _lighting(n: int, first: int = 0) -> list[tuple]:
+    """Return n lighting records (operate, result, …) as record_many takes them."""
+    out = []
+    for i in range(first, first + n):
+        tag = f"dijon/LC-{i // 2:04d}/dimming_pct"
+        action, outcome = ("operate", "sent") if i % 2 == 0 else ("result", "confirmed")
+        out.append(("system", action, tag, "dijon", outcome, {"value": 50.0, "reason": "nuit"}))
+    return out
+
+
+def _plant(log: AuditLog, seq: int) -> None:
+    """Put a row at `seq` behind the log's back, so that an append reaching it fails."""
+    log.execute(
+        "INSERT INTO audit VALUES (?, ?, 'x', 'x', 'x', 'x', 'x', '{}', 'x', 'x')",
+        [seq, datetime(2026, 1, 1)],
+    )
+
+
+def test_a_batch_writes_a_chain_that_verifies(tmp_path: Path) -> None:
+    """`beffroi audit verify` accepts a batch's chain, and still finds an edit inside it."""
+    config = _config_file(tmp_path)
+    path = tmp_path / "audit.duckdb"
+    log = AuditLog(path)
+    records = log.record_many(_lighting(1000))
+    assert [r.seq for r in records] == list(range(1, 1001))
+    assert len(log) == 1000 and log.head == records[-1].hash
+    df = log.frame()
+    assert df.prev_hash.iloc[0] == GENESIS and list(df.hash) == [r.hash for r in records]
+    assert list(df.prev_hash.iloc[1:]) == list(df.hash.iloc[:-1])
+    assert json.loads(df.detail.iloc[1]) == {"reason": "nuit", "value": 50.0}
+    assert (df.action.iloc[0], df.outcome.iloc[1]) == ("operate", "confirmed")
+    assert log.record_many([]) == [] and len(log) == 1000
+    log.close()
+
+    ok = _cli("audit", "verify", "-c", str(config))
+    assert ok.exit_code == 0 and "OK, 1000 records chained" in ok.output, ok.output
+
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE audit SET outcome = 'rejected' WHERE seq = 500").fetchall()
+    con.close()
+    edited = _cli("audit", "verify", "-c", str(config))
+    assert edited.exit_code == 1 and "BROKEN at record 500" in edited.output
+
+
+def test_batches_and_single_records_from_threads_keep_one_chain(tmp_path: Path) -> None:
+    """Batches and single records from several threads make one chain; a batch stays together."""
+    path = tmp_path / "audit.duckdb"
+    log = AuditLog(path)
+    log.record("claire", "login", address="127.0.0.1")
+    batches: list[list[int]] = []
+
+    def batch_writer(k: int) -> None:
+        for j in range(5):
+            batches.append([r.seq for r in log.record_many(_lighting(40, (k * 5 + j) * 40))])
+
+    def single_writer(user: str) -> None:
+        for _ in range(30):
+            log.record(user, "select", target="dijon/TC-0001/plan", commune="dijon")
+
+    threads = [threading.Thread(target=batch_writer, args=(k,)) for k in range(2)]
+    threads += [threading.Thread(target=single_writer, args=(u,)) for u in ("marc", "lea")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(log) == 1 + 2 * 5 * 40 + 2 * 30
+    for seqs in batches:  # nothing slipped between a batch's records
+        assert seqs == list(range(seqs[0], seqs[0] + 40))
+    result = log.verify()
+    assert result.ok and result.count == len(log), result.problem
+    log.close()
+    reopened = AuditLog(path)  # the chain carries on after a batch, across a restart
+    reopened.record_many(_lighting(2))
+    reopened.record("claire", "logout")
+    assert reopened.verify().ok and len(reopened) == 464
+    reopened.close()
+
+
+def test_a_failing_batch_records_nothing_and_the_chain_carries_on(tmp_path: Path) -> None:
+    """A batch that fails on its 3rd record writes none of them; the next append follows on."""
+    log = AuditLog(tmp_path / "audit.duckdb")
+    log.record_many(_lighting(3))
+    head = log.head
+    _plant(log, 6)  # records 4 and 5 would go in before 6 collides, were it not one transaction
+    with pytest.raises(AuditError, match="cannot record operate, result"):
+        log.record_many(_lighting(5, 3))
+    assert [r["seq"] for r in log.fetch("SELECT seq FROM audit ORDER BY seq")] == [1, 2, 3, 6]
+    assert log.head == head and len(log) == 3
+    assert not record_command(log, "marc", "alarm.ack", {"a/1": "dijon", "a/2": "dijon",
+                                                          "a/3": "dijon"})  # fmt: skip
+    assert len(log.fetch("SELECT seq FROM audit WHERE action = 'alarm.ack'")) == 0
+    log.execute("DELETE FROM audit WHERE seq = 6")
+    log.record_many(_lighting(5, 3))
+    assert record_command(log, "marc", "alarm.ack", {"a/1": "dijon", "a/2": "dijon"})
+    result = log.verify()
+    assert result.ok and result.count == 10 == len(log), result.problem
+    log.close()
