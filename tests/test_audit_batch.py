@@ -1,17 +1,23 @@
-"""Audit records in batches: one chain with single records, all or nothing."""
+"""Audit records in batches: one chain with single records, all or nothing, and the group commit
+that lighting and playbooks go through (no audit record, no command)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from beffroi.control.audit import GENESIS, AuditError, AuditLog, record_command
+from beffroi.control.audit_queue import AuditQueue
+from beffroi.control.model import SYSTEM
+from beffroi.core.model import WriteStatus
 from tests.test_audit import _cli, _config_file
+from tests.test_control_helpers import Clock, running_scene, scene_config
 
 
 def _lighting(n: int, first: int = 0) -> list[tuple]:
@@ -111,3 +117,71 @@ def test_a_failing_batch_records_nothing_and_the_chain_carries_on(tmp_path: Path
     result = log.verify()
     assert result.ok and result.count == 10 == len(log), result.problem
     log.close()
+
+
+async def test_concurrent_records_share_a_transaction_or_all_fail(tmp_path: Path) -> None:
+    """Records awaited together are committed together, in the order asked; a failing group
+    tells every caller, writes none of them, and the next group follows the chain."""
+    log = AuditLog(tmp_path / "audit.duckdb")
+    queue = AuditQueue(log)
+    records = await asyncio.gather(
+        *(queue.record("system", "operate", target=f"t/{i}", i=i) for i in range(200))
+    )
+    assert [r.seq for r in records] == list(range(1, 201))
+    assert [r.target for r in records] == [f"t/{i}" for i in range(200)]
+    assert queue.batches == 1 and log.verify().ok
+
+    _plant(log, 205)
+    outcomes = await asyncio.gather(
+        *(queue.record("system", "operate", target=f"u/{i}") for i in range(10)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, AuditError) for o in outcomes)
+    assert log.fetch("SELECT count(*) AS n FROM audit")[0]["n"] == 201  # the 200, and the plant
+    log.execute("DELETE FROM audit WHERE seq = 205")
+    _plant(log, 201)
+    assert not await queue.record_quietly("system", "result", target="u/0")
+    log.execute("DELETE FROM audit WHERE seq = 201")
+    assert await queue.record_quietly("system", "result", target="u/0")
+    assert log.verify().ok and len(log) == 201
+    log.close()
+
+
+async def test_commands_sent_together_are_audited_together_or_not_sent(
+    demo_config, tmp_path
+) -> None:
+    """The cabinets commanded at once (as lighting does) reach the equipment only once their
+    operate records are committed, in one transaction; with the log failing none is sent."""
+    clock = Clock(datetime(2025, 3, 3, 9, 0, tzinfo=UTC))
+    async with running_scene(scene_config(demo_config, tmp_path, classes={}), clock) as scene:
+        setpoints, audit = scene.control.setpoints, scene.control.audit
+        cabinets = ["LC-T1", "LC-T2", "LC-T3", "LC-T4"]
+        before = {c: scene.value(c, "dimming_pct") for c in cabinets}
+
+        async def command_all(value: float):  # type: ignore[no-untyped-def]
+            return await asyncio.gather(
+                *(
+                    setpoints.command(
+                        SYSTEM, scene.tag(c, "dimming_pct"), value, "test", source="lighting"
+                    )
+                    for c in cabinets
+                )
+            )
+
+        _plant(audit, len(audit) + 2)
+        refused = await command_all(40.0)
+        assert [r.status for r in refused] == [WriteStatus.REFUSED] * 4
+        assert all(r.rule == "audit" for r in refused)
+        assert {c: scene.value(c, "dimming_pct") for c in cabinets} == before
+        audit.execute("DELETE FROM audit WHERE seq = ?", [len(audit) + 2])
+
+        groups = setpoints.queue.batches
+        results = await command_all(40.0)
+        assert [r.status for r in results] == [WriteStatus.CONFIRMED] * 4
+        assert {scene.value(c, "dimming_pct") for c in cabinets} == {40.0}
+        operate = audit.frame(actions=["operate"])
+        assert list(operate.outcome) == ["sent"] * 4 and operate.ts.nunique() == 1
+        assert set(operate.seq) == set(range(operate.seq.min(), operate.seq.min() + 4))
+        assert len(audit.frame(actions=["result"])) == 4
+        assert setpoints.queue.batches - groups <= 3  # operates in one, results in one or two
+        assert audit.verify().ok
