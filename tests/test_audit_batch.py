@@ -99,23 +99,28 @@ def test_batches_and_single_records_from_threads_keep_one_chain(tmp_path: Path) 
 
 
 def test_a_failing_batch_records_nothing_and_the_chain_carries_on(tmp_path: Path) -> None:
-    """A batch that fails on its 3rd record writes none of them; the next append follows on."""
+    """A batch that fails on one of its records writes none of them, whether it goes in as bound
+    values (a few records) or as a DataFrame (many); the next append follows the chain."""
     log = AuditLog(tmp_path / "audit.duckdb")
     log.record_many(_lighting(3))
     head = log.head
-    _plant(log, 6)  # records 4 and 5 would go in before 6 collides, were it not one transaction
-    with pytest.raises(AuditError, match="cannot record operate, result"):
-        log.record_many(_lighting(5, 3))
-    assert [r["seq"] for r in log.fetch("SELECT seq FROM audit ORDER BY seq")] == [1, 2, 3, 6]
-    assert log.head == head and len(log) == 3
+    for size in (5, 40):
+        _plant(log, 3 + size - 1)  # the others would go in first, were it not one transaction
+        with pytest.raises(AuditError, match="cannot record operate, result"):
+            log.record_many(_lighting(size, 3))
+        seqs = [r["seq"] for r in log.fetch("SELECT seq FROM audit ORDER BY seq")]
+        assert seqs == [1, 2, 3, 3 + size - 1]
+        assert log.head == head and len(log) == 3
+        log.execute("DELETE FROM audit WHERE seq = ?", [3 + size - 1])
+    _plant(log, 5)
     assert not record_command(log, "marc", "alarm.ack", {"a/1": "dijon", "a/2": "dijon",
                                                           "a/3": "dijon"})  # fmt: skip
     assert len(log.fetch("SELECT seq FROM audit WHERE action = 'alarm.ack'")) == 0
-    log.execute("DELETE FROM audit WHERE seq = 6")
-    log.record_many(_lighting(5, 3))
+    log.execute("DELETE FROM audit WHERE seq = 5")
+    log.record_many(_lighting(40, 3))
     assert record_command(log, "marc", "alarm.ack", {"a/1": "dijon", "a/2": "dijon"})
     result = log.verify()
-    assert result.ok and result.count == 10 == len(log), result.problem
+    assert result.ok and result.count == 45 == len(log), result.problem
     log.close()
 
 

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 # What record_many takes, one per record: user, action, target, commune, outcome, detail.
 Entry = tuple[str, str, str, str, str, Mapping[str, Any]]
+# Up to this many rows an INSERT of bound values is quicker than registering a DataFrame.
+SMALL_BATCH = 16
 COLUMNS = ("seq", "ts", "user_name", "action", "target", "commune", "outcome", "detail")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -185,11 +187,12 @@ class AuditLog:
 
     def _append(self, rows: list[tuple]) -> None:
         """Insert rows in one statement (DuckDB commits it on its own, with one WAL sync)."""
-        if len(rows) == 1:
-            self._db.run("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows[0])
+        if len(rows) <= SMALL_BATCH:
+            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+            self._db.run(f"INSERT INTO audit VALUES {values}", [v for r in rows for v in r])
             return
-        # A bound parameter per value or executemany costs about as much per row as a record
-        # of its own; a DataFrame goes in as one columnar scan.
+        # Bound parameters grow costly by the hundred and executemany costs about as much per
+        # row as a record of its own; a DataFrame goes in as one columnar scan.
         batch = pd.DataFrame(rows, columns=[*COLUMNS, "prev_hash", "hash"])
         self._db.run("INSERT INTO audit SELECT * FROM audit_batch", views={"audit_batch": batch})
 
