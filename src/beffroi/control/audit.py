@@ -29,6 +29,10 @@ from beffroi.historian.sidestore import SideStore
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
+# What record_many takes, one per record: user, action, target, commune, outcome, detail.
+Entry = tuple[str, str, str, str, str, Mapping[str, Any]]
+# Up to this many rows an INSERT of bound values is quicker than registering a DataFrame.
+SMALL_BATCH = 16
 COLUMNS = ("seq", "ts", "user_name", "action", "target", "commune", "outcome", "detail")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -149,31 +153,48 @@ class AuditLog:
         **detail: Any,
     ) -> AuditRecord:
         """Append one record, chained to the previous one; raise AuditError if it cannot."""
-        text = canonical_detail(detail)
+        return self.record_many([(user, action, target, commune, outcome, detail)])[0]
+
+    def record_many(self, entries: Sequence[Entry]) -> list[AuditRecord]:
+        """Append records in order as one transaction: all chained and durable, or none."""
+        if not entries:
+            return []
+        texts = [canonical_detail(dict(e[5])) for e in entries]
         now = self.clock().astimezone(UTC).replace(tzinfo=None)
         with self._db.locked():
-            row = (self._next, now, user or "?", action, target, commune, outcome, text)
-            digest = record_hash(row, self._head)
+            rows, seq, head = [], self._next, self._head
+            for (user, action, target, commune, outcome, _), text in zip(
+                entries, texts, strict=True
+            ):
+                row = (seq, now, user or "?", action, target, commune, outcome, text)
+                digest = record_hash(row, head)
+                rows.append((*row, head, digest))
+                seq, head = seq + 1, digest
             try:
-                self._db.run(
-                    "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [*row, self._head, digest],
-                )
+                self._append(rows)
             except duckdb.Error as exc:
-                log.error("audit log %s cannot append: %s", self.path, exc)
-                raise AuditError(f"the audit log cannot record {action}: {exc}") from exc
-            self._next, self._head = self._next + 1, digest
-        return AuditRecord(
-            row[0],
-            now.replace(tzinfo=UTC),
-            row[2],
-            action,
-            target,
-            commune,
-            outcome,
-            detail,
-            digest,
-        )
+                # One statement is one transaction: DuckDB rolled all of it back, so the chain
+                # in the file still ends at self._head and the next append carries on from it.
+                log.error("audit log %s cannot append %d: %s", self.path, len(rows), exc)
+                actions = ", ".join(sorted({e[1] for e in entries}))
+                raise AuditError(f"the audit log cannot record {actions}: {exc}") from exc
+            self._next, self._head = seq, head
+        stamp = now.replace(tzinfo=UTC)
+        return [
+            AuditRecord(r[0], stamp, r[2], e[1], e[2], e[3], e[4], dict(e[5]), r[9])
+            for r, e in zip(rows, entries, strict=True)
+        ]
+
+    def _append(self, rows: list[tuple]) -> None:
+        """Insert rows in one statement (DuckDB commits it on its own, with one WAL sync)."""
+        if len(rows) <= SMALL_BATCH:
+            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+            self._db.run(f"INSERT INTO audit VALUES {values}", [v for r in rows for v in r])
+            return
+        # Bound parameters grow costly by the hundred and executemany costs about as much per
+        # row as a record of its own; a DataFrame goes in as one columnar scan.
+        batch = pd.DataFrame(rows, columns=[*COLUMNS, "prev_hash", "hash"])
+        self._db.run("INSERT INTO audit SELECT * FROM audit_batch", views={"audit_batch": batch})
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run a statement on the file's other tables (outbox, playbook runs)."""
@@ -246,12 +267,16 @@ def record_command(
     outcome: str = "ok",
     **detail: Any,
 ) -> bool:
-    """Record a command once per target (target → its commune); False if the log cannot."""
+    """Record a command once per target (target → its commune), all or none; False if not."""
     if audit is None:  # control off: no audit log runs
         return True
     try:
-        for target, commune in targets.items():
-            audit.record(user, action, target=target, commune=commune, outcome=outcome, **detail)
+        audit.record_many(
+            [
+                (user, action, target, commune, outcome, detail)
+                for target, commune in targets.items()
+            ]
+        )
     except AuditError:
         return False  # the audit log has logged why
     return True

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from beffroi.control.audit import AuditError, AuditLog
+from beffroi.control.audit_queue import AuditQueue
 from beffroi.control.limits import (
     Hold,
     Holds,
@@ -52,6 +53,7 @@ class SetpointService:
     ):
         self.ctl = cfg.control
         self.register, self.live, self.audit = register, live, audit
+        self.queue = AuditQueue(audit)
         self.collector_for = collector_for
         self.clock = clock
         calendar = MaintenanceCalendar(self.ctl.maintenance, cfg.metropolis.timezone)
@@ -187,13 +189,12 @@ class SetpointService:
             why = "selection expired: select again" if expired else "no such selection"
             tag = sel.tag if sel is not None else ""
             self.refused += 1
-            await asyncio.to_thread(
-                self._audit,
+            await self.queue.record(
                 actor.name,
                 "operate",
-                tag,
-                sel.commune if sel else "",
-                "refused",
+                target=tag,
+                commune=sel.commune if sel else "",
+                outcome="refused",
                 value=raw,
                 reason=reason,
                 refusal=why,
@@ -243,14 +244,14 @@ class SetpointService:
                 )
             sample = self.live.get(tag)
             previous = sample.value if sample is not None else None
-            # No audit record, no command: an AuditError here refuses the command.
-            await asyncio.to_thread(
-                self._audit,
+            # No audit record, no command: an AuditError here refuses the command. Commands sent
+            # together (lighting, a playbook step) share the transaction (see audit_queue.py).
+            await self.queue.record(
                 actor.name,
                 "operate",
-                tag,
-                commune,
-                "sent",
+                target=tag,
+                commune=commune,
+                outcome="sent",
                 value=value,
                 previous=previous,
                 reason=reason,
@@ -263,13 +264,12 @@ class SetpointService:
             rule = exc.rule if isinstance(exc, ControlError) else "audit"
             log.info("refused %s = %r by %s: %s", tag, raw, actor.name, why)
             if not isinstance(exc, AuditError):
-                await asyncio.to_thread(
-                    self._audit_quietly,
+                await self.queue.record_quietly(
                     actor.name,
                     "operate",
-                    tag,
-                    commune,
-                    "refused",
+                    target=tag,
+                    commune=commune,
+                    outcome="refused",
                     value=raw,
                     reason=reason,
                     refusal=why,
@@ -283,13 +283,12 @@ class SetpointService:
         result = await self._execute(collector, asset, tag, value, previous)
         self.sent += 1
         # The command happened: a failing audit must not hide its result from the user.
-        if not await asyncio.to_thread(
-            self._audit_quietly,
+        if not await self.queue.record_quietly(
             actor.name,
             "result",
-            tag,
-            commune,
-            result.outcome,
+            target=tag,
+            commune=commune,
+            outcome=result.outcome,
             value=value,
             detail=result.detail,
             reported=result.reported,
@@ -382,17 +381,6 @@ class SetpointService:
     ) -> None:
         """Append to the audit log; AuditError propagates (callers refuse the command)."""
         self.audit.record(user, action, target=tag, commune=commune, outcome=outcome, **detail)
-
-    def _audit_quietly(
-        self, user: str, action: str, tag: str, commune: str, outcome: str, **detail: Any
-    ) -> bool:
-        """Append to the audit log, logging a failure instead of raising; return success."""
-        try:
-            self._audit(user, action, tag, commune, outcome, **detail)
-        except AuditError:
-            log.exception("audit of %s %s failed", action, tag)
-            return False
-        return True
 
     def status(self) -> dict[str, Any]:
         """Return counters for /healthz."""
