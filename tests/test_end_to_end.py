@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -94,6 +95,15 @@ def test_beffroi_demo_runs_for_a_duration_and_leaves_points(tmp_path: Path) -> N
     assert f"HMI: http://127.0.0.1:{port}" in out
     assert seen_hmi, "the HMI never answered while the demo ran"
     assert "Traceback" not in err
+    # Every sample received is accounted for at the stop: stored, or held back by compression.
+    summary = re.search(
+        r"Stopped cleanly: (\d+) samples received, (?:(\d+) within their compression deadbands "
+        r"\(not stored, by design\), )?(\d+) stored\.",
+        out,
+    )
+    assert summary, out[-2000:]
+    received, within, stored = (int(g or 0) for g in summary.groups())
+    assert received > 0 and received == within + stored
 
     cfg_path = tmp_path / "query.toml"
     text = (

@@ -94,10 +94,22 @@ def _serve(
         raise _fail([f"cannot start: {exc}"], 1) from None
     except BeffroiError as exc:
         raise _fail(str(exc).splitlines(), 1) from None
-    typer.echo(
-        f"Stopped cleanly: {runtime.samples_in} samples received, "
-        f"{runtime.buffer.written if runtime.buffer else 0} stored."
-    )
+    typer.echo(stop_summary(runtime))
+
+
+def stop_summary(runtime) -> str:  # type: ignore[no-untyped-def]
+    """Account for every sample received: stored, left out by compression, spooled, dropped."""
+    parts = [f"Stopped cleanly: {runtime.samples_in} samples received"]
+    if runtime.compressor is not None and runtime.compressor.offered > runtime.compressor.stored:
+        within = runtime.compressor.offered - runtime.compressor.stored
+        parts.append(f"{within} within their compression deadbands (not stored, by design)")
+    state = runtime.buffer.status() if runtime.buffer else {}
+    parts.append(f"{state.get('written', 0)} stored")
+    if state.get("spooled"):
+        parts.append(f"{state['spooled']} spooled, stored at the next start")
+    if state.get("dropped"):
+        parts.append(f"{state['dropped']} dropped")
+    return ", ".join(parts) + "."
 
 
 # The files the gateway writes, by config section: `--data DIR` puts them all in DIR.
