@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from beffroi.core.cli import demo_config
+from beffroi.core.downtime import BAD_SHUTDOWN
 from beffroi.core.model import Quality
 from beffroi.core.register import build_register
 from beffroi.core.runtime import Runtime
@@ -45,11 +46,14 @@ async def test_simulated_values_reach_the_historian(demo_config_fixture, tmp_pat
     good = stored[stored.quality == Quality.GOOD]
     assert set(good.tag) == set(register.tags)
     if collector.reconnects == 0:  # a slow first connection marks CommLoss once, legitimately
-        assert len(good) == len(stored)
+        # Good, but for the stop's own mark: each tag ends CommLoss (BadShutdown), once.
+        marks = stored[stored.status == BAD_SHUTDOWN]
+        assert sorted(marks.tag) == sorted(register.tags)
+        assert len(good) == len(stored) - len(marks)
     assert (good.ts <= pd.Timestamp(datetime.now(UTC) + timedelta(seconds=2))).all()
     # Everything received was stored, less what edge compression chose to leave out.
     assert runtime.compressor.offered == runtime.samples_in
-    assert runtime.buffer.written == runtime.compressor.stored
+    assert runtime.buffer.written == runtime.compressor.stored + runtime.downtime_marks
     assert runtime.buffer.dropped == 0
 
 
@@ -95,14 +99,16 @@ def test_beffroi_demo_runs_for_a_duration_and_leaves_points(tmp_path: Path) -> N
     assert f"HMI: http://127.0.0.1:{port}" in out
     assert seen_hmi, "the HMI never answered while the demo ran"
     assert "Traceback" not in err
-    # Every sample received is accounted for at the stop: stored, or held back by compression.
+    # Every sample received is accounted for at the stop: stored, or held back by compression;
+    # and every collected tag ends with a CommLoss mark of the gateway's downtime.
     summary = re.search(
         r"Stopped cleanly: (\d+) samples received, (?:(\d+) within their compression deadbands "
-        r"\(not stored, by design\), )?(\d+) stored\.",
+        r"\(not stored, by design\), )?(\d+) stored, and (\d+) CommLoss marks of the "
+        r"gateway's downtime\.",
         out,
     )
     assert summary, out[-2000:]
-    received, within, stored = (int(g or 0) for g in summary.groups())
+    received, within, stored, marks = (int(g or 0) for g in summary.groups())
     assert received > 0 and received == within + stored
 
     cfg_path = tmp_path / "query.toml"
@@ -115,6 +121,7 @@ def test_beffroi_demo_runs_for_a_duration_and_leaves_points(tmp_path: Path) -> N
     from beffroi.core.config import load_config
 
     register = build_register(load_config(cfg_path), assets=120)
+    assert marks == len(register.tags)  # the simulator's collector serves every tag
     one_per_class: dict[str, str] = {}
     for asset in register.assets.values():
         one_per_class.setdefault(asset.asset_class, asset.tags[0].name)

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from beffroi.core.config import Config
+from beffroi.core.downtime import HEARTBEAT_S, Heartbeat, shutdown_samples
 from beffroi.core.live import LiveValues
-from beffroi.core.model import Sample
+from beffroi.core.model import Sample, utcnow
 from beffroi.core.plugins import load
 from beffroi.core.register import Register
 from beffroi.core.scheduler import Scheduler
@@ -58,6 +59,8 @@ class Runtime:
         self.tag_collectors: dict[str, Any] = {}  # tag → the collector that writes it
         self.started_at = time.monotonic()
         self.samples_in = 0
+        self.downtime_marks = 0  # CommLoss samples the gateway wrote for its own downtime
+        self.heartbeat = Heartbeat(cfg.resolve(cfg.historian.path).parent / "gateway.alive")
 
     def sink(self, batch: Sequence[Sample]) -> None:
         """Receive a batch from a collector: update live values and queue it for storage."""
@@ -109,6 +112,9 @@ class Runtime:
             self.historian, spool, cfg.historian.flush_interval_s, cfg.historian.max_batch
         )
         await self.buffer.start(stack)
+        # Runs after the collectors stop (an exit stack unwinds in reverse) and after the
+        # compressor's held points: collection ends with CommLoss of every collected tag.
+        stack.callback(self._mark_stopped)
         # Exception and swinging-door compression at the edge, before storage (not for alarms,
         # which see every value). At shutdown the held last points go to the buffer first.
         self.compressor = load("write_path", "compressor").from_config(cfg, self.register)
@@ -131,6 +137,7 @@ class Runtime:
             self.collectors.append(collector)
             for tag in collector.tags:
                 self.tag_collectors.setdefault(tag, collector)
+        self._mark_crash()
         if cfg.control.enabled:  # after the collectors (it writes through them), stops before
             self.control = load("control", "service")(
                 cfg, self.register, self.live, self.collector_for
@@ -169,6 +176,28 @@ class Runtime:
             gateway_file = gateway_file_path(cfg)
             load("hmi", "write_gateway_file")(gateway_file, self.hmi_server.url, token)
             stack.callback(gateway_file.unlink, missing_ok=True)
+
+    def _collected(self) -> list[str]:
+        return [t for c in self.collectors for t in c.tags]
+
+    def _mark_crash(self) -> None:
+        """Mark the downtime a previous run left unmarked, and start the heartbeat."""
+        since = self.heartbeat.last_run_crashed()
+        if since is not None:
+            log.warning("the previous run stopped without a clean stop; last alive %s", since)
+            self._put_marks(shutdown_samples(self._collected(), since))
+        self.heartbeat.beat()
+        self.scheduler.every(HEARTBEAT_S, self.heartbeat.beat, "gateway-heartbeat")
+
+    def _put_marks(self, marks: list[Sample]) -> None:
+        self.downtime_marks += len(marks)
+        self.buffer.put(marks)
+
+    def _mark_stopped(self) -> None:
+        """End collection in the history: CommLoss (BadShutdown) of every collected tag."""
+        if self.collectors:
+            self._put_marks(shutdown_samples(self._collected(), utcnow()))
+        self.heartbeat.stopped()
 
     async def run(self, duration: float | None = None, ready: Any = None) -> None:
         """Run until the duration elapses or SIGINT/SIGTERM arrives, then shut down cleanly."""
