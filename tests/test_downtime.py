@@ -45,7 +45,10 @@ async def test_a_clean_stop_ends_every_collected_tag_with_commloss(
     runtime = await _run_once(cfg, register)
     collected = sorted(t for c in runtime.collectors for t in c.tags)
     assert runtime.downtime_marks == len(collected) > 0
-    assert not runtime.heartbeat.path.exists()  # a clean stop leaves nothing to mark later
+    # A clean stop is recorded: the next start has nothing to mark, and says how this run ended.
+    assert runtime.heartbeat.previous is None  # a first start
+    assert runtime.heartbeat.last_run_crashed() is None
+    assert runtime.heartbeat.previous["stopped"] == runtime.heartbeat.previous["alive"]
 
     df = _history(cfg, collected)
     last = df.sort_values("ts").groupby("tag").tail(1).set_index("tag")
@@ -70,6 +73,7 @@ async def test_a_start_after_a_crash_marks_the_downtime_from_the_last_heartbeat(
     collected = sorted(t for c in runtime.collectors for t in c.tags)
     assert runtime.downtime_marks == 2 * len(collected)  # the crash's, and this stop's
     assert "stopped without a clean stop" in caplog.text
+    assert runtime.heartbeat.previous == {"alive": alive.isoformat(), "pid": 1}
 
     df = _history(cfg, collected)
     first = df.sort_values("ts").groupby("tag").head(1).set_index("tag")

@@ -19,6 +19,8 @@ from tests.test_hmi import logged_in_opener
 def test_metrics_follow_the_runtime_status(tmp_path, demo_config, small_register) -> None:
     """Scrapes read the status at scrape time: collectors, spool and throughput."""
     status = {
+        "uptime_s": 3725.4,
+        "previous_run": {"alive": "2026-03-29T00:59:50+00:00", "pid": 4242},
         "samples_in": 1234,
         "live_tags": 56,
         "historian": {
@@ -71,8 +73,10 @@ def test_metrics_follow_the_runtime_status(tmp_path, demo_config, small_register
             server.url + "_dash-update-component",
             data=json.dumps(
                 {
-                    "output": "..system-collectors.children...system-historian.children..",
+                    "output": "..system-gateway.children...system-collectors.children"
+                    "...system-historian.children..",
                     "outputs": [
+                        {"id": "system-gateway", "property": "children"},
                         {"id": "system-collectors", "property": "children"},
                         {"id": "system-historian", "property": "children"},
                     ],
@@ -87,6 +91,11 @@ def test_metrics_follow_the_runtime_status(tmp_path, demo_config, small_register
             page = json.dumps(json.loads(resp.read()), ensure_ascii=False)
         assert "system-collector-plc" in page and "system-collector-simulator" in page
         assert "no — spooling" in page and "34" in page
+        # The previous run was killed: the operator sees when it was last alive (Paris time,
+        # the night clocks went forward) and that its downtime is marked.
+        assert "1:02:05" in page
+        assert "ended without a clean stop" in page
+        assert "last alive at 29/03/2026 01:59:50" in page
     finally:
         server.stop()
         users.close()

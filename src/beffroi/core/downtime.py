@@ -4,8 +4,8 @@ Collectors report by exception, so readers of the history (trends, KPIs) take a 
 until the next one. While the gateway is down nothing is collected, and a value taken as held
 through that time would be made up. So a clean stop ends every collected tag with a CommLoss
 sample (status BadShutdown) at the moment collection stops, and a heartbeat file, rewritten
-every HEARTBEAT_S, lets the next start write the same at the last moment a crashed or killed
-gateway was known to run.
+every HEARTBEAT_S and marked stopped by a clean stop, lets the next start write the same at
+the last moment a crashed or killed gateway was known to run.
 """
 
 from __future__ import annotations
@@ -32,28 +32,37 @@ def shutdown_samples(tags: Iterable[str], ts: datetime) -> list[Sample]:
 
 
 class Heartbeat:
-    """A file saying until when the gateway ran; removed by a clean stop."""
+    """A file saying until when the gateway ran, and whether it stopped cleanly."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.previous: dict[str, str] | None = None  # the last run's record, read at start
 
     def last_run_crashed(self) -> datetime | None:
-        """Return when the previous run was last known alive if it did not stop cleanly."""
+        """Read the last run's record; return when it was last alive if it did not stop cleanly."""
         try:
-            return datetime.fromisoformat(json.loads(self.path.read_text())["alive"])
+            record = json.loads(self.path.read_text())
+            alive = datetime.fromisoformat(record["alive"])
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("%s is unreadable (%s): the last downtime is not marked", self.path, exc)
             return None
+        self.previous = record
+        return None if record.get("stopped") else alive
 
     def beat(self) -> None:
-        """Record that the gateway runs now (written whole, then renamed: never half a file)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"alive": utcnow().isoformat(), "pid": os.getpid()}))
-        os.replace(tmp, self.path)
+        """Record that the gateway runs now."""
+        self._write({"alive": utcnow().isoformat(), "pid": os.getpid()})
 
     def stopped(self) -> None:
         """Record a clean stop: the next start has no downtime of ours to mark."""
-        self.path.unlink(missing_ok=True)
+        now = utcnow().isoformat()
+        self._write({"alive": now, "stopped": now, "pid": os.getpid()})
+
+    def _write(self, record: dict) -> None:
+        """Write the record whole, then rename it in place: never half a file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.path)

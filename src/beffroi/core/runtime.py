@@ -83,6 +83,7 @@ class Runtime:
         """Return the gateway's state for /healthz and the HMI."""
         return {
             "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "previous_run": self.heartbeat.previous,
             "samples_in": self.samples_in,
             "live_tags": len(self.live),
             "historian": {

@@ -1,11 +1,15 @@
-"""System page: collectors' connections, the historian's write path and recent errors."""
+"""System page: the gateway's runs, collectors' connections, the historian's write path."""
 
 from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import dash
 from dash import Input, Output, callback, dcc, html
 
 from beffroi.hmi.context import get_context
+from beffroi.hmi.figures import DISPLAY_TZ
 
 dash.register_page(__name__, path="/system", name="System", title="Beffroi — System", order=9)
 
@@ -17,6 +21,8 @@ def layout(**_query: str) -> html.Div:
     return html.Div(
         className="system-page",
         children=[
+            html.H2("Gateway"),
+            html.Div(id="system-gateway"),
             html.H2("Collectors"),
             html.Div(id="system-collectors"),
             html.H2("Historian"),
@@ -69,7 +75,38 @@ def historian_table(hist: dict) -> html.Table:
     )
 
 
+def gateway_table(st: dict) -> html.Table:
+    """How long the gateway has run, and how its previous run ended (its downtime marked)."""
+    uptime = timedelta(seconds=round(st.get("uptime_s", 0)))
+    items = [
+        ("Running for", str(uptime)),
+        ("Previous run", previous_run_text(st.get("previous_run"))),
+    ]
+    rows = [
+        html.Tr([html.Th(k), html.Td(v, id=f"system-gateway-{i}")])
+        for i, (k, v) in enumerate(items)
+    ]
+    return html.Table(rows, className="system-table")
+
+
+def previous_run_text(previous: dict | None) -> str:
+    """Say how the previous run ended, in display time."""
+    if not previous:
+        return "none recorded (first start in this data folder)"
+    zone = ZoneInfo(DISPLAY_TZ)
+    fmt = "%d/%m/%Y %H:%M:%S"
+    if previous.get("stopped"):
+        at = datetime.fromisoformat(previous["stopped"]).astimezone(zone)
+        return f"stopped cleanly at {at:{fmt}}"
+    at = datetime.fromisoformat(previous["alive"]).astimezone(zone)
+    return (
+        f"ended without a clean stop (crash, kill or power cut); last alive at {at:{fmt}}: "
+        "values are marked CommLoss from then until this start"
+    )
+
+
 @callback(
+    Output("system-gateway", "children"),
     Output("system-collectors", "children"),
     Output("system-historian", "children"),
     Input("system-interval", "n_intervals"),
@@ -78,4 +115,8 @@ def refresh(_n):  # type: ignore[no-untyped-def]
     """Read the runtime's status and redraw both tables."""
     status = get_context().status
     st = status() if status is not None else {}
-    return collectors_table(st.get("collectors", [])), historian_table(st.get("historian", {}))
+    return (
+        gateway_table(st),
+        collectors_table(st.get("collectors", [])),
+        historian_table(st.get("historian", {})),
+    )
