@@ -44,7 +44,7 @@ async def test_a_clean_stop_ends_every_collected_tag_with_commloss(
     register = build_register(cfg, assets=30)
     runtime = await _run_once(cfg, register)
     collected = sorted(t for c in runtime.collectors for t in c.tags)
-    assert runtime.downtime_marks == len(collected) > 0
+    assert runtime.downtime_marks == len(collected) + len(runtime.collectors) > 1
     # A clean stop is recorded: the next start has nothing to mark, and says how this run ended.
     assert runtime.heartbeat.previous is None  # a first start
     assert runtime.heartbeat.last_run_crashed() is None
@@ -56,6 +56,9 @@ async def test_a_clean_stop_ends_every_collected_tag_with_commloss(
     assert (last["quality"] == int(Quality.COMM_LOSS)).all()
     assert (last["status"] == BAD_SHUTDOWN).all() and last["value"].isna().all()
     assert last["ts"].nunique() == 1  # one moment: when collection stopped
+    status = _history(cfg, [c.status_tag for c in runtime.collectors])
+    assert status.sort_values("ts")["value"].iloc[-1] == 0.0  # disconnected, from then on
+    assert status["ts"].max() == last["ts"].iloc[0]
 
 
 async def test_a_start_after_a_crash_marks_the_downtime_from_the_last_heartbeat(
@@ -71,7 +74,8 @@ async def test_a_start_after_a_crash_marks_the_downtime_from_the_last_heartbeat(
 
     runtime = await _run_once(cfg, register)
     collected = sorted(t for c in runtime.collectors for t in c.tags)
-    assert runtime.downtime_marks == 2 * len(collected)  # the crash's, and this stop's
+    # The crash's, and this stop's.
+    assert runtime.downtime_marks == 2 * (len(collected) + len(runtime.collectors))
     assert "stopped without a clean stop" in caplog.text
     assert runtime.heartbeat.previous == {"alive": alive.isoformat(), "pid": 1}
 
@@ -92,4 +96,4 @@ async def test_an_unreadable_heartbeat_is_reported_and_the_gateway_starts(
     heartbeat.write_text("{half a file")
     runtime = await _run_once(cfg, build_register(cfg, assets=30))
     assert f"{heartbeat} is unreadable" in caplog.text
-    assert runtime.downtime_marks == sum(len(c.tags) for c in runtime.collectors)
+    assert runtime.downtime_marks == sum(len(c.tags) + 1 for c in runtime.collectors)

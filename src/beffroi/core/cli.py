@@ -100,7 +100,7 @@ def _serve(
 def stop_summary(runtime) -> str:  # type: ignore[no-untyped-def]
     """Account for every sample: stored, left out by compression, spooled, dropped.
 
-    The CommLoss marks of the gateway's own downtime (core/downtime.py) are counted apart.
+    The marks of the gateway's own downtime (core/downtime.py) are counted apart.
     """
     parts = [f"Stopped cleanly: {runtime.samples_in} samples received"]
     if runtime.compressor is not None and runtime.compressor.offered > runtime.compressor.stored:
@@ -110,7 +110,7 @@ def stop_summary(runtime) -> str:  # type: ignore[no-untyped-def]
     marks = runtime.downtime_marks
     parts.append(f"{state.get('written', 0) - marks} stored")
     if marks:
-        parts.append(f"and {marks} CommLoss marks of the gateway's downtime")
+        parts.append(f"and {marks} marks of the gateway's downtime")
     if state.get("spooled"):
         parts.append(f"{state['spooled']} spooled, stored at the next start")
     if state.get("dropped"):

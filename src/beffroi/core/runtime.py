@@ -178,15 +178,20 @@ class Runtime:
             load("hmi", "write_gateway_file")(gateway_file, self.hmi_server.url, token)
             stack.callback(gateway_file.unlink, missing_ok=True)
 
-    def _collected(self) -> list[str]:
-        return [t for c in self.collectors for t in c.tags]
+    def _downtime(self, since) -> list[Sample]:  # type: ignore[no-untyped-def]
+        """Return the marks of a downtime from `since`: every collected tag CommLoss, every
+        collector disconnected."""
+        tags = [t for c in self.collectors for t in c.tags]
+        return shutdown_samples(tags, since) + [
+            Sample(c.status_tag, since, False) for c in self.collectors
+        ]
 
     def _mark_crash(self) -> None:
         """Mark the downtime a previous run left unmarked, and start the heartbeat."""
         since = self.heartbeat.last_run_crashed()
         if since is not None:
             log.warning("the previous run stopped without a clean stop; last alive %s", since)
-            self._put_marks(shutdown_samples(self._collected(), since))
+            self._put_marks(self._downtime(since))
         self.heartbeat.beat()
         self.scheduler.every(HEARTBEAT_S, self.heartbeat.beat, "gateway-heartbeat")
 
@@ -197,7 +202,7 @@ class Runtime:
     def _mark_stopped(self) -> None:
         """End collection in the history: CommLoss (BadShutdown) of every collected tag."""
         if self.collectors:
-            self._put_marks(shutdown_samples(self._collected(), utcnow()))
+            self._put_marks(self._downtime(utcnow()))
         self.heartbeat.stopped()
 
     async def run(self, duration: float | None = None, ready: Any = None) -> None:
