@@ -58,3 +58,13 @@ async def test_query_goes_through_the_running_gateway(demo_config_fixture, tmp_p
             await asyncio.to_thread(urllib.request.urlopen, bad, timeout=10)
         assert err.value.code == 401
     assert not gateway_file_path(cfg).exists()  # removed at shutdown
+
+
+def test_api_answers_are_valid_json_with_nan_as_null() -> None:
+    """A KPI without a value (NaN) reaches the CLI as null, never as invalid `NaN`."""
+    from beffroi.hmi.api_http import json_response
+
+    body = {"value": float("nan"), "rows": [{"v": 1.5}, {"v": float("inf")}], "n": 2}
+    text = json_response(body).get_data(as_text=True)
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"value": None, "rows": [{"v": 1.5}, {"v": None}], "n": 2}

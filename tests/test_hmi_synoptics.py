@@ -71,6 +71,11 @@ def test_intersection_and_reservoir(small_register) -> None:
     assert _texts(fig)["bus"] == ("bus priority: 12 requests, 9 granted (75 %)", INK)
     unknown = _texts(synoptic(tc, _snap(tc, {"plan": 1.0, "bus_priority_requests": 3.0}, now), now))
     assert unknown["bus"] == ("bus priority requests: 3 · granted: —", STALE)
+    # A lost link: no number, no share, the quality said.
+    lost = _snap(tc, {"bus_priority_requests": float("nan")}, now, quality=Quality.COMM_LOSS)
+    lost.update(_snap(tc, {"plan": 1.0, "bus_priority_granted": 9.0}, now))
+    texts = _texts(synoptic(tc, lost, now))
+    assert texts["bus"] == ("bus priority requests: — (CommLoss) · granted: 9", STALE)
     rs = _asset(small_register, "reservoir")
     fig = synoptic(
         rs,

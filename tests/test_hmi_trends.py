@@ -6,7 +6,7 @@ import base64
 import io
 import json
 import urllib.request
-from datetime import timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -133,6 +133,23 @@ def test_seven_days_are_downsampled_and_a_zoom_brings_every_point(served) -> Non
         {"lo": 1},
     ):
         assert _graph(op, server.url, tag, "7d", zoom=bad) is None
+
+
+def test_zoom_windows_across_clock_changes(served) -> None:
+    """Wall-clock windows over a missing or a doubled hour cover all of it, in UTC."""
+    from beffroi.hmi.pages.trends import zoom_window
+
+    utc = ZoneInfo("UTC")
+    spring = zoom_window({"lo": "2026-03-29 02:30:00", "hi": "2026-03-29 03:10:00"})
+    assert spring == (
+        datetime(2026, 3, 29, 1, 0, tzinfo=utc),
+        datetime(2026, 3, 29, 1, 10, tzinfo=utc),
+    )
+    autumn = zoom_window({"lo": "2026-10-25 02:10:00", "hi": "2026-10-25 02:50:00"})
+    assert autumn == (
+        datetime(2026, 10, 25, 0, 10, tzinfo=utc),
+        datetime(2026, 10, 25, 1, 50, tzinfo=utc),
+    )
 
 
 def test_values_reported_by_exception_hold_until_they_change(served, small_register) -> None:

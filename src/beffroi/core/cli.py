@@ -98,24 +98,27 @@ def _serve(
 
 
 def stop_summary(runtime) -> str:  # type: ignore[no-untyped-def]
-    """Account for every sample: stored, left out by compression, spooled, dropped.
-
-    The marks of the gateway's own downtime (core/downtime.py) are counted apart.
-    """
-    parts = [f"Stopped cleanly: {runtime.samples_in} samples received"]
-    if runtime.compressor is not None and runtime.compressor.offered > runtime.compressor.stored:
-        within = runtime.compressor.offered - runtime.compressor.stored
-        parts.append(f"{within} within their compression deadbands (not stored, by design)")
+    """Say what became of the samples: stored, left out by compression, spooled, dropped."""
+    comp = runtime.compressor
+    within = comp.offered - comp.stored if comp is not None else 0
+    text = f"Stopped cleanly: {runtime.samples_in} samples received"
+    if within:
+        text += f", {within} of them within their compression deadbands (not stored, by design)"
     state = runtime.buffer.status() if runtime.buffer else {}
-    marks = runtime.downtime_marks
-    parts.append(f"{state.get('written', 0) - marks} stored")
-    if marks:
-        parts.append(f"and {marks} marks of the gateway's downtime")
-    if state.get("spooled"):
-        parts.append(f"{state['spooled']} spooled, stored at the next start")
-    if state.get("dropped"):
-        parts.append(f"{state['dropped']} dropped")
-    return ", ".join(parts) + "."
+    text += f"; {state.get('written', 0)} samples written to the historian"
+    down = runtime.downtime
+    if down.marks:
+        text += f", {down.marks} of them marks of the gateway's downtime"
+    if down.restamped:
+        text += f", {down.restamped} first values after it stored again when received"
+    for key, what in (
+        ("spooled", "spooled, stored at the next start"),
+        ("dropped", "dropped (spool full)"),
+        ("memory", "left in memory, not stored"),
+    ):
+        if state.get(key):
+            text += f"; {state[key]} {what}"
+    return text + "."
 
 
 # The files the gateway writes, by config section: `--data DIR` puts them all in DIR.

@@ -176,8 +176,9 @@ def audited_offline(config: Path) -> Iterator[Any]:
     """Open the audit log before a change made from the command line (user changes).
 
     Yields `audit(action, target, **detail)`, which records the change as the system user
-    running the command. The log is opened first, so a change it could not record is refused
-    before it is made.
+    running the command. The log is opened first, so a change is refused before it is made
+    when the log cannot be opened (a running gateway holds it); an append that fails after
+    the change is reported as such, with exit code 1.
     """
     from beffroi.core.cli import _fail, _load
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from beffroi.core.config import Config
-from beffroi.core.downtime import HEARTBEAT_S, Heartbeat, shutdown_samples
+from beffroi.core.downtime import HEARTBEAT_S, Downtime
 from beffroi.core.live import LiveValues
-from beffroi.core.model import Sample, utcnow
+from beffroi.core.model import Sample
 from beffroi.core.plugins import load
 from beffroi.core.register import Register
 from beffroi.core.scheduler import Scheduler
@@ -59,16 +59,24 @@ class Runtime:
         self.tag_collectors: dict[str, Any] = {}  # tag → the collector that writes it
         self.started_at = time.monotonic()
         self.samples_in = 0
-        self.downtime_marks = 0  # CommLoss samples the gateway wrote for its own downtime
-        self.heartbeat = Heartbeat(cfg.resolve(cfg.historian.path).parent / "gateway.alive")
+        self.downtime = Downtime(
+            cfg.resolve(cfg.historian.path).parent / "gateway.alive", lambda s: self.buffer.put(s)
+        )
 
     def sink(self, batch: Sequence[Sample]) -> None:
         """Receive a batch from a collector: update live values and queue it for storage."""
         self.samples_in += len(batch)
+        # First values after a restart, older than the downtime's mark, stored again now:
+        # past the compressor, which could hold an unchanged value back.
+        again = self.downtime.restamp(batch)
         self.live.update(batch)
+        if again:
+            self.live.update(again)
         if self.alarms is not None:
             self.alarms.process(batch)
         self.buffer.put(self.compressor.offer_batch(batch) if self.compressor else batch)
+        if again:
+            self.buffer.put(again)
 
     def collector_for(self, tag: str) -> Any:
         """Return the collector serving a tag (for setpoint writes), or None."""
@@ -83,7 +91,7 @@ class Runtime:
         """Return the gateway's state for /healthz and the HMI."""
         return {
             "uptime_s": round(time.monotonic() - self.started_at, 1),
-            "previous_run": self.heartbeat.previous,
+            "previous_run": self.downtime.previous,
             "samples_in": self.samples_in,
             "live_tags": len(self.live),
             "historian": {
@@ -100,6 +108,7 @@ class Runtime:
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
         """Start every part; cleanup runs in reverse order when the stack closes."""
         cfg = self.cfg
+        self.downtime.check_alone()
         self.scheduler = Scheduler(cfg.metropolis.timezone)
         await self.scheduler.start(stack)
         self.historian = load("historian", cfg.historian.backend).from_config(cfg, self.register)
@@ -115,7 +124,7 @@ class Runtime:
         await self.buffer.start(stack)
         # Runs after the collectors stop (an exit stack unwinds in reverse) and after the
         # compressor's held points: collection ends with CommLoss of every collected tag.
-        stack.callback(self._mark_stopped)
+        stack.callback(lambda: self.downtime.stop(self.collectors))
         # Exception and swinging-door compression at the edge, before storage (not for alarms,
         # which see every value). At shutdown the held last points go to the buffer first.
         self.compressor = load("write_path", "compressor").from_config(cfg, self.register)
@@ -138,7 +147,8 @@ class Runtime:
             self.collectors.append(collector)
             for tag in collector.tags:
                 self.tag_collectors.setdefault(tag, collector)
-        self._mark_crash()
+        self.downtime.start(self.collectors, self.historian.latest)
+        self.scheduler.every(HEARTBEAT_S, self.downtime.heartbeat.beat, "gateway-heartbeat")
         if cfg.control.enabled:  # after the collectors (it writes through them), stops before
             self.control = load("control", "service")(
                 cfg, self.register, self.live, self.collector_for
@@ -177,33 +187,6 @@ class Runtime:
             gateway_file = gateway_file_path(cfg)
             load("hmi", "write_gateway_file")(gateway_file, self.hmi_server.url, token)
             stack.callback(gateway_file.unlink, missing_ok=True)
-
-    def _downtime(self, since) -> list[Sample]:  # type: ignore[no-untyped-def]
-        """Return the marks of a downtime from `since`: every collected tag CommLoss, every
-        collector disconnected."""
-        tags = [t for c in self.collectors for t in c.tags]
-        return shutdown_samples(tags, since) + [
-            Sample(c.status_tag, since, False) for c in self.collectors
-        ]
-
-    def _mark_crash(self) -> None:
-        """Mark the downtime a previous run left unmarked, and start the heartbeat."""
-        since = self.heartbeat.last_run_crashed()
-        if since is not None:
-            log.warning("the previous run stopped without a clean stop; last alive %s", since)
-            self._put_marks(self._downtime(since))
-        self.heartbeat.beat()
-        self.scheduler.every(HEARTBEAT_S, self.heartbeat.beat, "gateway-heartbeat")
-
-    def _put_marks(self, marks: list[Sample]) -> None:
-        self.downtime_marks += len(marks)
-        self.buffer.put(marks)
-
-    def _mark_stopped(self) -> None:
-        """End collection in the history: CommLoss (BadShutdown) of every collected tag."""
-        if self.collectors:
-            self._put_marks(self._downtime(utcnow()))
-        self.heartbeat.stopped()
 
     async def run(self, duration: float | None = None, ready: Any = None) -> None:
         """Run until the duration elapses or SIGINT/SIGTERM arrives, then shut down cleanly."""

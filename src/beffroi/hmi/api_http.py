@@ -21,7 +21,19 @@ def bearer_ok(token: str) -> bool:
 
 def json_response(body: Any, status: int = 200) -> Response:
     """Answer with JSON: times in ISO 8601, NaN as null, anything else as its text."""
-    return Response(json.dumps(body, default=_default), status, mimetype="application/json")
+    text = json.dumps(_finite(body), default=_default, allow_nan=False)
+    return Response(text, status, mimetype="application/json")
+
+
+def _finite(v: Any) -> Any:
+    """Replace NaN and infinities by None (json.dumps writes them as invalid `NaN`)."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
 
 
 def error(status: int, message: str) -> Response:
@@ -32,6 +44,4 @@ def error(status: int, message: str) -> Response:
 def _default(v: Any) -> Any:
     if isinstance(v, datetime):
         return v.isoformat()
-    if isinstance(v, float) and math.isnan(v):
-        return None
     return str(v)

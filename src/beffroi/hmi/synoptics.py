@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +42,8 @@ def read(asset: Asset, signal: str, snapshot: Mapping[str, Sample], now: datetim
     v = s.value
     if isinstance(v, bool):
         text = "on" if v else "off"
+    elif isinstance(v, float) and not math.isfinite(v):
+        text = "—"  # no value known (CommLoss, Bad): stored as NaN
     elif isinstance(v, float) and not spec.unit and v.is_integer():
         text = f"{v:.0f}"  # a count (lamp failures, requests): no decimals
     elif isinstance(v, float):
@@ -152,7 +155,10 @@ def intersection(asset: Asset, snap: Mapping[str, Sample], now: datetime) -> go.
 
 def _priority_text(asked: Reading, granted: Reading) -> str:
     """Describe the bus priority counters: requests, grants and the share granted."""
-    if not isinstance(asked.value, float) or not isinstance(granted.value, float):
+    # Not both Good numbers: each as read, with its quality, and no share computed from it.
+    if not (asked.fresh and granted.fresh) or not all(
+        isinstance(r.value, float) and math.isfinite(r.value) for r in (asked, granted)
+    ):
         return f"bus priority requests: {asked.text} · granted: {granted.text}"
     text = f"bus priority: {asked.value:.0f} requests, {granted.value:.0f} granted"
     if asked.value > 0:

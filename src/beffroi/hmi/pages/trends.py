@@ -211,22 +211,24 @@ def _scoped_tags(tags: list[str] | None) -> list[str]:
 def zoom_window(zoom: dict | None) -> tuple[datetime, datetime] | None:
     """Return the UTC window of the chart's zoom (`{lo, hi}` on its axis), None if none.
 
+    The axis shows wall-clock times of the display zone. Around a clock change some do not
+    exist (spring) and some happen twice (autumn): the window is widened to cover them all.
     Raises PreventUpdate for a window that is not two times in order (a hand-built request).
     """
     if not zoom:
         return None
-    zone = ZoneInfo(DISPLAY_TZ)
     try:
-        # The axis shows wall-clock times of the display zone; the historian wants UTC.
-        start, end = (
-            datetime.fromisoformat(str(zoom[k])).replace(tzinfo=zone).astimezone(UTC)
-            for k in ("lo", "hi")
-        )
+        lo, hi = (pd.Timestamp(str(zoom[k])) for k in ("lo", "hi"))
+        if lo.tzinfo is not None or hi.tzinfo is not None:
+            raise ValueError("axis times have no offset")
+        # Earliest reading of the start, latest of the end; a missing hour maps to its end.
+        start = lo.tz_localize(DISPLAY_TZ, ambiguous=True, nonexistent="shift_forward")
+        end = hi.tz_localize(DISPLAY_TZ, ambiguous=False, nonexistent="shift_forward")
     except (KeyError, TypeError, ValueError):
         raise PreventUpdate from None
     if not start < end:
         raise PreventUpdate
-    return start, end
+    return start.tz_convert(UTC).to_pydatetime(), end.tz_convert(UTC).to_pydatetime()
 
 
 @callback(
@@ -298,4 +300,7 @@ def update_graph(tags, range_key, _n, zoom):  # type: ignore[no-untyped-def]
         held=held,
     )
     fig["layout"]["uirevision"] = "|".join(tags) + "|" + (range_key or DEFAULT_RANGE)
-    return fig, status_text(stored, start, end)
+    text = status_text(stored, start, end)
+    if zoom:
+        text += " · zoomed: live follow paused (double-click the chart to return)"
+    return fig, text
