@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,7 @@ from beffroi.alerts.rules import (
     LimitEvaluator,
     RateEvaluator,
     StaleEvaluator,
+    describe,
 )
 from beffroi.alerts.state import Alarm, AlarmCommandError, AlarmEvent, AlarmState
 from beffroi.core.alarm_config import AlarmRuleConfig, AlarmsConfig
@@ -27,27 +28,6 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 Listener = Callable[[AlarmEvent], None]
-
-
-def describe(rule: AlarmRuleConfig, signal: str | None) -> str:
-    """Return the default one-line text of a rule's alarm."""
-    what = signal or "asset"
-    if rule.message:
-        return rule.message
-    if rule.type == "limit":
-        return f"{what} out of limits"
-    if rule.type == "discrete":
-        if rule.equals is not None:
-            shown = str(rule.equals).lower() if isinstance(rule.equals, bool) else rule.equals
-            return f"{what} = {shown}"
-        return f"{what} > {rule.above}" if rule.above is not None else f"{what} < {rule.below}"
-    if rule.type == "rate":
-        return f"{what} changing too fast"
-    if rule.type == "deviation":
-        return f"{what} deviates from {rule.setpoint}"
-    if rule.type == "stale":
-        return f"no new data from {what}"
-    return "communication lost"
 
 
 class AlarmEngine:
@@ -149,6 +129,25 @@ class AlarmEngine:
             self._index.setdefault(t, []).append(ev)
         if rule.suppress_in_daylight:
             self._daylight_alarms.append((alarm, asset.lat, asset.lon))
+
+    def set_rule(self, rule: AlarmRuleConfig, current: Mapping[str, Sample]) -> int:
+        """Give a limit rule's alarms new limits, judged at once on the current values.
+
+        Return how many alarms the rule drives.
+        """
+        with self._lock:
+            now = self.clock()
+            evs = [
+                ev
+                for ev in self._evaluators.values()
+                if isinstance(ev, LimitEvaluator) and ev.alarm.rule == rule.name
+            ]
+            for ev in evs:
+                ev.set_limits(rule)
+                s = current.get(ev.alarm.tag)
+                if s is not None:
+                    ev.recheck(s, now)
+            return len(evs)
 
     # --- evaluation ---
 

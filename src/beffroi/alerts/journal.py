@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from beffroi.alerts.rule_changes import SCHEMA as RULE_CHANGES
 from beffroi.alerts.state import AlarmEvent
 from beffroi.core.model import aware_utc, naive_utc
 from beffroi.historian.sidestore import SideStore
@@ -56,7 +57,7 @@ class Journal:
     """Append-only alarm events and the e-mail outbox in one DuckDB file, safe across threads."""
 
     def __init__(self, path: str | Path, read_only: bool = False):
-        self._db = SideStore(path, SCHEMA, read_only=read_only, what="alarm journal")
+        self._db = SideStore(path, SCHEMA + RULE_CHANGES, read_only=read_only, what="alarm journal")
         self.path = self._db.path
         self._next_seq = int(self._db.one("SELECT coalesce(max(seq), 0) FROM alarm_events")) + 1
 

@@ -22,6 +22,27 @@ INF = math.inf
 _BAD = int(Quality.BAD)  # samples of this quality or worse carry no usable value
 
 
+def describe(rule: AlarmRuleConfig, signal: str | None) -> str:
+    """Return the default one-line text of a rule's alarm."""
+    what = signal or "asset"
+    if rule.message:
+        return rule.message
+    if rule.type == "limit":
+        return f"{what} out of limits"
+    if rule.type == "discrete":
+        if rule.equals is not None:
+            shown = str(rule.equals).lower() if isinstance(rule.equals, bool) else rule.equals
+            return f"{what} = {shown}"
+        return f"{what} > {rule.above}" if rule.above is not None else f"{what} < {rule.below}"
+    if rule.type == "rate":
+        return f"{what} changing too fast"
+    if rule.type == "deviation":
+        return f"{what} deviates from {rule.setpoint}"
+    if rule.type == "stale":
+        return f"no new data from {what}"
+    return "communication lost"
+
+
 class Evaluator:
     """Base of every evaluator: the alarm it drives and the engine callback."""
 
@@ -48,6 +69,11 @@ class LimitEvaluator(Evaluator):
 
     def __init__(self, alarm: Alarm, report: Report, rule: AlarmRuleConfig):
         super().__init__(alarm, report)
+        self.level = 0  # -2 LOLO, -1 LO, 0 normal, 1 HI, 2 HIHI
+        self.set_limits(rule)
+
+    def set_limits(self, rule: AlarmRuleConfig) -> None:
+        """Take a rule's limits and deadband (at start, or changed at runtime)."""
         self.hihi = INF if rule.hihi is None else rule.hihi
         self.hi = INF if rule.hi is None else rule.hi
         self.lo = -INF if rule.lo is None else rule.lo
@@ -55,7 +81,6 @@ class LimitEvaluator(Evaluator):
         # The nearest limit on each side: inside them a normal value stays normal, no more work.
         self.hi_in, self.lo_in = min(self.hi, self.hihi), max(self.lo, self.lolo)
         self.db = rule.deadband or 0.0
-        self.level = 0  # -2 LOLO, -1 LO, 0 normal, 1 HI, 2 HIHI
 
     def feed(self, s: Sample, now: datetime) -> None:
         if s.quality >= _BAD:
@@ -64,6 +89,14 @@ class LimitEvaluator(Evaluator):
         level = self.level
         if level == 0 and self.lo_in < v < self.hi_in:
             return
+        self._judge(v, level, now)
+
+    def recheck(self, s: Sample, now: datetime) -> None:
+        """Judge the current value again under new limits (no deadband kept from the old)."""
+        if s.quality < _BAD and isinstance(s.value, int | float):
+            self._judge(float(s.value), self.level, now)
+
+    def _judge(self, v: float, level: int, now: datetime) -> None:
         self.alarm.value = v
         new = self._level(v, level)
         if new != level:

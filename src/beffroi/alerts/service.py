@@ -6,19 +6,20 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
+from beffroi.alerts import rule_changes
 from beffroi.alerts.engine import AlarmEngine
 from beffroi.alerts.journal import Journal
 from beffroi.alerts.notifiers.email import EmailNotifier
 from beffroi.alerts.notifiers.outbox import Outbox, SmtpSender
 from beffroi.alerts.performance import alarm_performance
 from beffroi.alerts.state import AlarmEvent
-from beffroi.core.alarm_config import journal_path
+from beffroi.core.alarm_config import AlarmRuleConfig, journal_path
 from beffroi.core.config import Config
 from beffroi.core.model import Sample, utcnow
 from beffroi.core.register import Register
@@ -40,6 +41,8 @@ class AlarmService:
         self.outbox: Outbox | None = None
         self.sender: SmtpSender | None = None
         self.journaled = 0
+        self._rules = {r.name: r for r in ac.rules}  # as they apply now, runtime changes included
+        self.changes: dict[str, dict[str, Any]] = {}
         self.last_error = ""
         self._unwritten: list[AlarmEvent] = []
         self._wake: asyncio.Event | None = None
@@ -60,6 +63,19 @@ class AlarmService:
         stack.callback(journal.close)
         rows = await asyncio.to_thread(journal.current)
         self.engine.restore(rows)
+        # Limits supervisors changed at runtime hold over the config file's.
+        self.changes = await asyncio.to_thread(rule_changes.latest, journal)
+        for name, change in self.changes.items():
+            rule = self._rules.get(name)
+            try:
+                if rule is None:
+                    raise rule_changes.RuleChangeError("no such limit rule in the config")
+                self._rules[name] = changed = rule_changes.changed_rule(rule, change["limits"])
+            except rule_changes.RuleChangeError as exc:
+                who = change["user"]
+                log.warning("alarm rule %s: the change by %s is not applied: %s", name, who, exc)
+                continue
+            self.engine.set_rule(changed, {})
         if self.notifier is not None:
             self.outbox = Outbox(journal, self.clock)
             email = self.cfg.alarms.email
@@ -173,6 +189,32 @@ class AlarmService:
     ) -> AlarmEvent:
         """Take an alarm out of service or back."""
         return self.engine.set_out_of_service(alarm_id, out, user, comment)
+
+    def limit_rules(self) -> list[tuple[AlarmRuleConfig, dict[str, Any] | None]]:
+        """Return each limit rule as it applies now, with its last runtime change (or None)."""
+        return [(r, self.changes.get(n)) for n, r in self._rules.items() if r.type == "limit"]
+
+    def set_limits(
+        self,
+        name: str,
+        limits: dict[str, float | None],
+        user: str,
+        comment: str,
+        current: Mapping[str, Sample],
+    ) -> tuple[AlarmRuleConfig, AlarmRuleConfig, int]:
+        """Change a limit rule's limits now and for later starts; return old, new, alarms."""
+        if self.journal is None:
+            raise RuntimeError("alarm service not started")
+        old = self._rules.get(name)
+        if old is None:
+            raise rule_changes.RuleChangeError(f"no alarm rule named {name}")
+        new = rule_changes.changed_rule(old, limits)
+        now = self.clock()
+        kept = rule_changes.limits_of(new)
+        rule_changes.record(self.journal, name, kept, user, comment, now)
+        self._rules[name] = new
+        self.changes[name] = {"limits": kept, "user": user, "comment": comment, "ts": now}
+        return old, new, self.engine.set_rule(new, current)
 
     def commune_of(self, alarm_id: str) -> str:
         """Return the commune of an alarm, or "" when there is no such alarm."""

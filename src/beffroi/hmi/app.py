@@ -56,6 +56,7 @@ def _shell(cfg: Config) -> html.Div:
                             dcc.Link("Synoptics", href="/synoptic", id="shell-nav-synoptic"),
                             dcc.Link("Trends", href="/trends", id="shell-nav-trends"),
                             dcc.Link("Alarms", href="/alarms", id="shell-nav-alarms"),
+                            dcc.Link("Rules", href="/rules", id="shell-nav-rules"),
                             dcc.Link("KPIs", href="/kpis", id="shell-nav-kpis"),
                             dcc.Link("Control", href="/control", id="shell-nav-control"),
                             dcc.Link("Audit", href="/audit", id="shell-nav-audit"),

@@ -1,0 +1,77 @@
+"""Limit rules changed at runtime by supervisors: validated, kept in the journal, reapplied.
+
+The config file stays what was deployed; a change made in the HMI is a row of the journal's
+`rule_changes` table (who, when, why, the new limits), applied over the config at each start,
+so that a restart does not silently undo what a supervisor decided.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from beffroi.core.alarm_config import AlarmRuleConfig
+from beffroi.core.model import naive_utc
+
+LIMIT_FIELDS = ("lolo", "lo", "hi", "hihi", "deadband")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rule_changes (
+    ts TIMESTAMP NOT NULL, rule VARCHAR NOT NULL, params VARCHAR NOT NULL,
+    user_name VARCHAR NOT NULL, comment VARCHAR
+);
+"""
+
+
+class RuleChangeError(ValueError):
+    """A change that cannot apply, said in one line for the operator."""
+
+
+def changed_rule(rule: AlarmRuleConfig, limits: dict[str, float | None]) -> AlarmRuleConfig:
+    """Return the rule with new limits, checked as the config file's are."""
+    if rule.type != "limit":
+        raise RuleChangeError(f"rule {rule.name} is a {rule.type} rule: only limits change here")
+    unknown = set(limits) - set(LIMIT_FIELDS)
+    if unknown:
+        raise RuleChangeError(f"not a limit: {', '.join(sorted(unknown))}")
+    data = {**rule.model_dump(by_alias=True, exclude_none=True), **limits}
+    data = {k: v for k, v in data.items() if v is not None}
+    try:
+        return AlarmRuleConfig.model_validate(data)
+    except ValidationError as exc:
+        raise RuleChangeError(
+            "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        ) from None
+
+
+def limits_of(rule: AlarmRuleConfig) -> dict[str, float | None]:
+    """Return a limit rule's limits and deadband."""
+    return {k: getattr(rule, k) for k in LIMIT_FIELDS}
+
+
+def record(journal: Any, rule: str, limits: dict, user: str, comment: str, ts: datetime) -> None:
+    """Keep a change in the journal, so that the next start applies it again."""
+    journal.run(
+        "INSERT INTO rule_changes VALUES (?, ?, ?, ?, ?)",
+        [naive_utc(ts), rule, json.dumps(limits), user, comment],
+    )
+
+
+def latest(journal: Any) -> dict[str, dict[str, Any]]:
+    """Return each changed rule's newest limits, with who changed them, when and why."""
+    rows = journal.fetch(
+        "SELECT rule, params, user_name, comment, ts FROM rule_changes "
+        "QUALIFY row_number() OVER (PARTITION BY rule ORDER BY ts DESC) = 1"
+    )
+    return {
+        r["rule"]: {
+            "limits": json.loads(r["params"]),
+            "user": r["user_name"],
+            "comment": r["comment"],
+            "ts": r["ts"],
+        }
+        for r in rows
+    }
