@@ -36,6 +36,7 @@ PAGES = [
     ),
     ("/kpis", "kpis", "document.getElementById('kpis-status')?.innerText.length > 0"),
     ("/rules", "rules", "document.querySelector('#rules-grid .ag-row') !== null"),
+    ("/users", "users", "document.querySelector('#users-grid .ag-row') !== null"),
     ("/control", "control", "document.getElementById('control-asset') !== null"),
     ("/audit", "audit", "document.querySelector('.audit-page .ag-row') !== null"),
     ("/system", "system", "document.getElementById('system-collectors')?.innerText.length > 0"),

@@ -60,6 +60,7 @@ def _shell(cfg: Config) -> html.Div:
                             dcc.Link("KPIs", href="/kpis", id="shell-nav-kpis"),
                             dcc.Link("Control", href="/control", id="shell-nav-control"),
                             dcc.Link("Audit", href="/audit", id="shell-nav-audit"),
+                            dcc.Link("Users", href="/users", id="shell-nav-users"),
                             dcc.Link("System", href="/system", id="shell-nav-system"),
                         ],
                     ),
@@ -154,7 +155,17 @@ def create_app(
 ) -> dash.Dash:
     """Build the HMI Dash app; every page and callback requires a logged-in user."""
     set_context(
-        HmiContext(cfg, register, live, historian, status, alarms, audit=audit, control=control)
+        HmiContext(
+            cfg,
+            register,
+            live,
+            historian,
+            status,
+            alarms,
+            audit=audit,
+            control=control,
+            users=users,
+        )
     )
     app = dash.Dash(
         "beffroi.hmi",

@@ -24,6 +24,7 @@ class HmiContext:
     alarms: Any = None  # the alarm service (beffroi.alerts.service.AlarmService), when running
     audit: Any = None  # the audit log (beffroi.control.audit.AuditLog), when control runs
     control: Any = None  # the control service (beffroi.control.service.ControlService)
+    users: Any = None  # the user store (beffroi.hmi.users.UserStore)
 
 
 _current: HmiContext | None = None

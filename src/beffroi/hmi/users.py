@@ -118,6 +118,17 @@ class UserStore:
                 raise UserError(f"no user {name!r}")
             self._db.run("UPDATE users SET hash = ? WHERE name = ?", [digest, name])
 
+    def update(self, name: str, role: str, communes: list[str]) -> User:
+        """Change a user's role and communes (the password stays)."""
+        self._check(role, communes, None)
+        with self._db.locked():
+            if self.get(name) is None:
+                raise UserError(f"no user {name!r}")
+            self._db.run(
+                "UPDATE users SET role = ?, communes = ? WHERE name = ?", [role, communes, name]
+            )
+        return User(name, role, tuple(communes))
+
     def remove(self, name: str) -> None:
         """Delete a user."""
         with self._db.locked():

@@ -1,0 +1,165 @@
+"""Users page: administrators add users, change roles and communes, reset passwords; audited.
+
+The gateway holds the users file while it runs (24/7), so this page is where users are managed
+then; `beffroi user` does the same with the gateway stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dash
+import dash_ag_grid as dag
+from dash import Input, Output, State, callback, dcc, html, no_update
+from flask import abort
+
+from beffroi.control.audit import record_command
+from beffroi.hmi.auth import current, ensure_may
+from beffroi.hmi.context import get_context
+from beffroi.hmi.users import ALL, ROLES, User, UserError
+
+dash.register_page(__name__, path="/users", name="Users", title="Beffroi — Users", order=7)
+
+log = logging.getLogger(__name__)
+COLUMNS = [
+    {"field": "name", "checkboxSelection": True},
+    {"field": "role"},
+    {"field": "communes", "flex": 1},
+]
+ACTIONS = {
+    "users-add": "user.add",
+    "users-update": "user.update",
+    "users-passwd": "user.passwd",
+    "users-remove": "user.remove",
+}
+
+
+def _within(admin: User, communes: tuple[str, ...] | list[str]) -> bool:
+    """Tell whether an administrator's scope covers these communes."""
+    return admin.everywhere or (ALL not in communes and set(communes) <= set(admin.communes))
+
+
+def user_rows() -> list[dict[str, Any]]:
+    """Return the users the administrator's scope covers."""
+    admin = current()
+    return [
+        {"name": u.name, "role": u.role, "communes": ", ".join(u.communes)}
+        for u in get_context().users.all()
+        if _within(admin, u.communes)
+    ]
+
+
+def layout(**_query: str) -> html.Div:
+    """Render the users page (administrators only: others see why not)."""
+    if not current().may("users"):
+        return html.Div("Managing users needs the admin role.", className="users-page")
+    hmi = get_context()
+    admin = current()
+    communes = [ALL] if admin.everywhere else []
+    communes += [c for c in hmi.register.communes if admin.sees(c)]
+    return html.Div(
+        className="users-page",
+        children=[
+            html.H2("Users"),
+            dag.AgGrid(
+                id="users-grid",
+                rowData=user_rows(),
+                columnDefs=COLUMNS,
+                getRowId="params.data.name",
+                dashGridOptions={"rowSelection": "single"},
+                style={"height": "300px"},
+            ),
+            html.Div(
+                className="users-form",
+                children=[
+                    dcc.Input(id="users-name", placeholder="name"),
+                    dcc.Dropdown(id="users-role", options=list(ROLES), placeholder="role"),
+                    dcc.Dropdown(
+                        id="users-communes",
+                        options=[
+                            {"label": "whole metropolis" if c == ALL else c, "value": c}
+                            for c in communes
+                        ],
+                        multi=True,
+                        placeholder="communes",
+                    ),
+                    dcc.Input(id="users-password", type="password", placeholder="new password"),
+                    html.Button("Add", id="users-add", n_clicks=0),
+                    html.Button("Change role and communes", id="users-update", n_clicks=0),
+                    html.Button("Set password", id="users-passwd", n_clicks=0),
+                    html.Button("Remove", id="users-remove", n_clicks=0),
+                ],
+            ),
+            html.Div(id="users-feedback", className="rules-feedback"),
+        ],
+    )
+
+
+@callback(
+    Output("users-name", "value"),
+    Output("users-role", "value"),
+    Output("users-communes", "value"),
+    Input("users-grid", "selectedRows"),
+    prevent_initial_call=True,
+)
+def fill_form(selected):  # type: ignore[no-untyped-def]
+    """Put the selected user in the form."""
+    if not selected:
+        return no_update, no_update, no_update
+    row = selected[0]
+    return row["name"], row["role"], row["communes"].split(", ")
+
+
+@callback(
+    Output("users-feedback", "children"),
+    Output("users-grid", "rowData"),
+    Output("users-password", "value"),
+    *(Input(button, "n_clicks") for button in ACTIONS),
+    State("users-name", "value"),
+    State("users-role", "value"),
+    State("users-communes", "value"),
+    State("users-password", "value"),
+    prevent_initial_call=True,
+)
+def act(*args):  # type: ignore[no-untyped-def]
+    """Apply one change as the logged-in administrator, within their scope, audited."""
+    ensure_may("users")
+    name, role, communes, password = args[len(ACTIONS) :]
+    button = dash.ctx.triggered_id
+    action = ACTIONS.get(button)
+    if action is None:
+        abort(400)
+    admin, name, communes = current(), (name or "").strip(), list(communes or [])
+    if not name:
+        return "Give a user name.", no_update, no_update
+    store = get_context().users
+    existing = store.get(name)
+    # Neither the user changed nor what they are given may reach past the admin's communes.
+    if existing is not None and not _within(admin, existing.communes):
+        abort(403)
+    if action in ("user.add", "user.update") and not _within(admin, communes):
+        abort(403)
+    if name == admin.name and action in ("user.update", "user.remove"):
+        return "Your own role and communes are changed by another administrator.", no_update, ""
+    detail: dict[str, Any] = {"source": "hmi"}
+    try:
+        if action == "user.add":
+            store.add(name, password or "", role or "", communes)
+            detail.update(role=role, communes=communes)
+        elif action == "user.update":
+            store.update(name, role or "", communes)
+            detail.update(role=role, communes=communes)
+        elif action == "user.passwd":
+            store.set_password(name, password or "")
+        else:
+            store.remove(name)
+    except UserError as exc:
+        return f"Refused: {exc}", no_update, no_update
+    scope = ",".join(communes or (existing.communes if existing else ()))
+    recorded = record_command(get_context().audit, admin.name, action, {name: scope}, **detail)
+    log.info("%s: %s %s", admin.name, action, name)
+    said = f"{action.split('.')[1]} {name}: done by {admin.name}."
+    if not recorded:
+        said += " The audit log cannot record it: tell the administrator."
+    return said, user_rows(), ""
