@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from beffroi.core.cli import demo_config
 from beffroi.core.downtime import BAD_SHUTDOWN
@@ -94,7 +95,12 @@ def test_beffroi_demo_runs_for_a_duration_and_leaves_points(tmp_path: Path) -> N
         with contextlib.suppress(OSError):
             seen_hmi = seen_hmi or _get(f"http://127.0.0.1:{port}/") == 200
         time.sleep(0.5)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"the demo did not exit; its stacks and last lines:\n{err[-8000:]}")
     assert proc.returncode == 0, err[-3000:]
     assert f"HMI: http://127.0.0.1:{port}" in out
     assert seen_hmi, "the HMI never answered while the demo ran"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
 import time
@@ -20,6 +21,9 @@ from beffroi.core.register import Register
 from beffroi.core.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
+
+
+SHUTDOWN_DUMP_S = 45.0
 
 
 def gateway_file_path(cfg: Config) -> Path:
@@ -202,6 +206,9 @@ class Runtime:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), duration)
             log.info("shutting down")
+            # A stop that hangs (a part that does not return) prints every thread's stack.
+            faulthandler.dump_traceback_later(SHUTDOWN_DUMP_S, exit=False)
+        faulthandler.cancel_dump_traceback_later()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
