@@ -33,7 +33,7 @@ def _level_tag(register) -> str:  # type: ignore[no-untyped-def]
 
 
 async def test_new_limits_apply_at_once_and_after_a_restart(
-    demo_config_fixture, small_register, tmp_path: Path
+    demo_config_fixture, small_register, tmp_path: Path, caplog
 ) -> None:
     """A supervisor raises the low limit: the current level alarms; a restart keeps it."""
     cfg = demo_config(demo_config_fixture, data=tmp_path, port=None, opcua_port=None)
@@ -67,6 +67,17 @@ async def test_new_limits_apply_at_once_and_after_a_restart(
         assert change["user"] == "sup" and change["comment"] == "keep reserves"
         again.process([Sample(tag, now[0] + timedelta(seconds=1), 39.0)])
         assert again.engine.alarms[f"{tag}#{RULE}"].active  # still below the new limit
+
+    # A new deployment changes the rule's limits in the file: the file wins from then on.
+    rules = [r.model_copy(update={"lo": 25.0}) if r.name == RULE else r for r in cfg.alarms.rules]
+    deployed = cfg.model_copy(update={"alarms": cfg.alarms.model_copy(update={"rules": rules})})
+    async with contextlib.AsyncExitStack() as stack:
+        third = AlarmService(deployed, small_register, clock=lambda: now[0])
+        with caplog.at_level("WARNING"):
+            await third.start(stack)
+        rule = next(r for r, _ in third.limit_rules() if r.name == RULE)
+        assert rule.lo == 25.0
+        assert "the config file's limits changed since" in caplog.text
 
 
 def _apply(limits: dict, comment: str = "été sec: garder des réserves") -> dict:

@@ -1,8 +1,9 @@
 """Limit rules changed at runtime by supervisors: validated, kept in the journal, reapplied.
 
 The config file stays what was deployed; a change made in the HMI is a row of the journal's
-`rule_changes` table (who, when, why, the new limits), applied over the config at each start,
-so that a restart does not silently undo what a supervisor decided.
+`rule_changes` table (who, when, why, the new limits and the file's limits it was made over),
+applied over the config at each start, so that a restart does not silently undo what a
+supervisor decided; until the file's limits of that rule change: a new deployment wins.
 """
 
 from __future__ import annotations
@@ -52,11 +53,14 @@ def limits_of(rule: AlarmRuleConfig) -> dict[str, float | None]:
     return {k: getattr(rule, k) for k in LIMIT_FIELDS}
 
 
-def record(journal: Any, rule: str, limits: dict, user: str, comment: str, ts: datetime) -> None:
-    """Keep a change in the journal, so that the next start applies it again."""
+def record(
+    journal: Any, rule: str, limits: dict, base: dict, user: str, comment: str, ts: datetime
+) -> None:
+    """Keep a change in the journal, with the config file's limits it was made over."""
+    params = {"limits": limits, "base": base}
     journal.run(
         "INSERT INTO rule_changes VALUES (?, ?, ?, ?, ?)",
-        [naive_utc(ts), rule, json.dumps(limits), user, comment],
+        [naive_utc(ts), rule, json.dumps(params), user, comment],
     )
 
 
@@ -68,7 +72,7 @@ def latest(journal: Any) -> dict[str, dict[str, Any]]:
     )
     return {
         r["rule"]: {
-            "limits": json.loads(r["params"]),
+            **json.loads(r["params"]),
             "user": r["user_name"],
             "comment": r["comment"],
             "ts": r["ts"],

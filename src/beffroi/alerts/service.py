@@ -41,7 +41,8 @@ class AlarmService:
         self.outbox: Outbox | None = None
         self.sender: SmtpSender | None = None
         self.journaled = 0
-        self._rules = {r.name: r for r in ac.rules}  # as they apply now, runtime changes included
+        self._configured = {r.name: r for r in ac.rules}  # as the config file has them
+        self._rules = dict(self._configured)  # as they apply now, runtime changes included
         self.changes: dict[str, dict[str, Any]] = {}
         self.last_error = ""
         self._unwritten: list[AlarmEvent] = []
@@ -70,6 +71,8 @@ class AlarmService:
             try:
                 if rule is None:
                     raise rule_changes.RuleChangeError("no such limit rule in the config")
+                if change.get("base") != rule_changes.limits_of(rule):
+                    raise rule_changes.RuleChangeError("the config file's limits changed since")
                 self._rules[name] = changed = rule_changes.changed_rule(rule, change["limits"])
             except rule_changes.RuleChangeError as exc:
                 who = change["user"]
@@ -211,9 +214,16 @@ class AlarmService:
         new = rule_changes.changed_rule(old, limits)
         now = self.clock()
         kept = rule_changes.limits_of(new)
-        rule_changes.record(self.journal, name, kept, user, comment, now)
+        base = rule_changes.limits_of(self._configured[name])
+        rule_changes.record(self.journal, name, kept, base, user, comment, now)
         self._rules[name] = new
-        self.changes[name] = {"limits": kept, "user": user, "comment": comment, "ts": now}
+        self.changes[name] = {
+            "limits": kept,
+            "base": base,
+            "user": user,
+            "comment": comment,
+            "ts": now,
+        }
         return old, new, self.engine.set_rule(new, current)
 
     def commune_of(self, alarm_id: str) -> str:
