@@ -14,6 +14,7 @@ from flask import abort
 
 from beffroi.alerts.rule_changes import LIMIT_FIELDS, RuleChangeError, limits_of
 from beffroi.control.audit import record_command
+from beffroi.core.model import aware_utc
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import DISPLAY_TZ
@@ -47,7 +48,7 @@ def rule_rows() -> list[dict[str, Any]]:
             continue
         changed = ""
         if change is not None:
-            at = change["ts"].astimezone(zone) if change["ts"].tzinfo else change["ts"]
+            at = aware_utc(change["ts"]).astimezone(zone)  # the journal keeps naive UTC
             changed = f"{at:%d/%m/%Y %H:%M} by {change['user']}: {change['comment']}"
         rows.append(
             {
