@@ -165,3 +165,29 @@ async def test_an_unreadable_heartbeat_is_reported_and_the_gateway_starts(cfg, c
     runtime = await _run_once(cfg, build_register(cfg, assets=30))
     assert f"{heartbeat} is unreadable" in caplog.text
     assert runtime.downtime.marks == sum(len(c.tags) + 1 for c in runtime.collectors)
+
+
+def test_only_first_values_after_a_restart_are_stored_again(tmp_path: Path, monkeypatch) -> None:
+    """Values received once the equipment had time to send its current ones are not copied."""
+    from types import SimpleNamespace
+
+    from beffroi.core import downtime
+    from beffroi.core.model import Sample
+
+    heartbeat = tmp_path / "gateway.alive"
+    stopped = utcnow() - timedelta(minutes=5)
+    heartbeat.write_text(json.dumps({"alive": stopped.isoformat(), "stopped": stopped.isoformat()}))
+    collector = SimpleNamespace(tags={"a/X/v": None, "a/Y/v": None}, status_tag="_system/c")
+    put: list = []
+    down = downtime.Downtime(heartbeat, put.extend)
+    down.check_alone()
+    down.start([collector], lambda tags: pd.DataFrame())
+    old = stopped - timedelta(hours=1)
+    again = down.restamp([Sample("a/X/v", old, 1.0)])
+    assert [s.tag for s in again] == ["a/X/v"] and again[0].ts > stopped
+    assert down.restamp([Sample("a/X/v", old, 1.0)]) == []  # only its first value
+
+    monkeypatch.setattr(downtime, "FIRST_VALUES_S", 0.0)
+    down.start([collector], lambda tags: pd.DataFrame())  # the first values' time is over
+    assert down.restamp([Sample("a/Y/v", old, 2.0)]) == []
+    assert down.restamp([Sample("a/X/v", old, 2.0)]) == []

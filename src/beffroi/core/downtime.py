@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 BAD_SHUTDOWN = 0x800C0000  # OPC UA: "the application is shutting down"
 HEARTBEAT_S = 10.0
+# Equipment sends its current values within this long of a (re)connection (OPC UA initial
+# values, a first Modbus poll, MQTT retained messages): a value later than that is a new report.
+FIRST_VALUES_S = 300.0
 _AFTER = timedelta(microseconds=1)
 
 
@@ -92,6 +95,7 @@ class Downtime:
         self._put = put
         # tag → its mark: a first value not newer than it is stored again when received
         self._first: dict[str, datetime] = {}
+        self._first_until: datetime | None = None
         self._started = False
 
     def check_alone(self) -> None:
@@ -130,6 +134,7 @@ class Downtime:
             self._first = self._after_last_stored(tags, since, latest)
             marks = [s for t, ts in self._first.items() for s in shutdown_samples([t], ts)]
             self._mark(marks + [Sample(c.status_tag, since, False) for c in collectors])
+        self._first_until = utcnow() + timedelta(seconds=FIRST_VALUES_S)
         self.heartbeat.beat()
         self._started = True
 
@@ -151,6 +156,9 @@ class Downtime:
         if not self._first:
             return []
         now, copies = utcnow(), []
+        if self._first_until is not None and now > self._first_until:
+            self._first.clear()  # tags still silent: not a check on every batch forever
+            return []
         for s in batch:
             mark = self._first.pop(s.tag, None)
             if mark is not None and s.ts <= mark and s.quality != Quality.COMM_LOSS:
