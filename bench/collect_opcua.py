@@ -213,17 +213,17 @@ class TimedHistorian:
 
 async def bench(args, servers: list[tuple[int, int, int, object]]) -> None:
     """Subscribe to every tag, then measure a sustained run against the servers' rate."""
-    from beffroi.collectors.opcua import OpcUaCollector
+    from beffroi.collectors.opcua.collector import OpcUaCollector
     from beffroi.core.config import OpcUaCollectorConfig
     from beffroi.core.model import TagSpec
     from beffroi.historian.buffer import WriteBuffer
-    from beffroi.historian.duckdb import DuckDBHistorian
+    from beffroi.historian.duckdb.historian import DuckDBHistorian
     from beffroi.historian.spool import Spool
 
     if args.asyncua_decoder:  # measure what the fast publish decoder saves
-        from beffroi.collectors import opcua_fast
+        from beffroi.collectors.opcua import decoder
 
-        opcua_fast.install = lambda session: None
+        decoder.install = lambda session: None
     folder = Path(tempfile.mkdtemp(prefix="bench-opcua-"))
     historian = TimedHistorian(DuckDBHistorian(folder / "bench.duckdb"))
     buffer = WriteBuffer(historian, Spool(folder / "spool", 1 << 30), 1.0, 100_000)

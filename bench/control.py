@@ -155,7 +155,7 @@ def busy_s(spans: list[tuple]) -> float:
 
 async def bench_lighting(folder: Path, n_assets: int, settle_s: float) -> None:
     """Start the simulator and a collector, then time one tick that commands every cabinet."""
-    from beffroi.collectors.opcua import OpcUaCollector
+    from beffroi.collectors.opcua.collector import OpcUaCollector
     from beffroi.control.lighting import LightingScheduler
     from beffroi.control.setpoints import SetpointService
     from beffroi.core.cli import demo_config

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.historian.duckdb.historian import DuckDBHistorian
 
 DAY = timedelta(days=1)
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from beffroi.core.config import load_config, parse_config  # noqa: E402
 from beffroi.core.register import build_register  # noqa: E402
-from beffroi.historian.duckdb import DuckDBHistorian  # noqa: E402
+from beffroi.historian.duckdb.historian import DuckDBHistorian  # noqa: E402
 from beffroi.kpi.definitions import BREAKDOWNS, scopes_of, series_tag  # noqa: E402
 from beffroi.kpi.engine import KpiEngine, active_kpis  # noqa: E402
 from beffroi.kpi.export import ExportQuery, write_export  # noqa: E402

@@ -331,7 +331,7 @@ def influx_database(influxd: InfluxServer) -> Iterator[str]:
 @pytest.fixture
 def influx_historian(influxd: InfluxServer, influx_database: str, small_register):
     """Yield an InfluxHistorian on a fresh database (v1 write, InfluxQL read)."""
-    from beffroi.historian.influx import InfluxHistorian
+    from beffroi.historian.influx.historian import InfluxHistorian
 
     h = InfluxHistorian(
         influxd.url, api="v1", database=influx_database, register=small_register, timeout_s=10

@@ -25,7 +25,7 @@ from beffroi.core.config import load_config
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample, utcnow
 from beffroi.core.runtime import gateway_file_path
-from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.hmi.api import new_token, write_gateway_file
 from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from beffroi.collectors.modbus import ModbusCollector
-from beffroi.collectors.modbus_codec import Point, plan_reads
+from beffroi.collectors.modbus.codec import Point, plan_reads
+from beffroi.collectors.modbus.collector import ModbusCollector
 from beffroi.core.collector_config import ModbusCollectorConfig, ModbusRegisterConfig
 from beffroi.core.model import Quality, TagSpec, WriteStatus
 from tests.conftest import free_port

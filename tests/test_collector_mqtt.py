@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import aiomqtt
 import pytest
 
-from beffroi.collectors.mqtt import MqttCollector
+from beffroi.collectors.mqtt.collector import MqttCollector
 from beffroi.core.collector_config import MqttCollectorConfig
 from beffroi.core.model import Quality, TagSpec, WriteStatus
 from tests.conftest import free_port

@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from asyncua import ua
 
-from beffroi.collectors.opcua import OpcUaCollector
+from beffroi.collectors.opcua.collector import OpcUaCollector
 from beffroi.core.config import AssetClassConfig, OpcUaCollectorConfig, SignalConfig
 from beffroi.core.model import Quality, TagSpec, WriteStatus
 from tests.conftest import free_port
@@ -352,7 +352,7 @@ async def test_fast_publish_decoder_agrees_with_asyncua() -> None:
     from asyncua.common.utils import Buffer
     from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary
 
-    from beffroi.collectors.opcua_fast import FastDataChange, decode_publish_response
+    from beffroi.collectors.opcua.decoder import FastDataChange, decode_publish_response
 
     t1 = datetime(2026, 5, 4, 21, 30, 0, 123456, tzinfo=UTC)
     t2 = t1 + timedelta(seconds=1)
@@ -408,7 +408,7 @@ async def test_fast_decoder_reads_picoseconds_in_the_specification_order() -> No
     """Part 6 puts SourcePicoseconds before ServerTimestamp (asyncua 2.1 writes them after)."""
     import struct
 
-    from beffroi.collectors.opcua_fast import decode_items
+    from beffroi.collectors.opcua.decoder import decode_items
 
     t1 = datetime(2026, 5, 4, 21, 30, 0, 123456, tzinfo=UTC)
     t2 = t1 + timedelta(seconds=1)

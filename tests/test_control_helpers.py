@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from beffroi.collectors.opcua import OpcUaCollector
+from beffroi.collectors.opcua.collector import OpcUaCollector
 from beffroi.control.geo import GridIndex, distance_m, near
 from beffroi.control.limits import MaintenanceCalendar, check_range, coerce
 from beffroi.control.model import ControlError

@@ -20,7 +20,7 @@ from beffroi.core.errors import BeffroiError
 from beffroi.core.model import Quality, utcnow
 from beffroi.core.register import build_register
 from beffroi.core.runtime import Runtime
-from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.simulator.server import MetropolisSimulator
 from tests.conftest import eventually, free_port
 

@@ -22,7 +22,7 @@ from beffroi.core.downtime import BAD_SHUTDOWN
 from beffroi.core.model import Quality
 from beffroi.core.register import build_register
 from beffroi.core.runtime import Runtime
-from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.historian.duckdb.historian import DuckDBHistorian
 from tests.conftest import ROOT, free_port
 
 

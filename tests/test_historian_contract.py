@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from beffroi.core.model import Quality, Sample
-from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.historian.duckdb.historian import DuckDBHistorian
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 POWER = "dijon/LC-0001/power_kw"

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from beffroi.core.model import Quality, Sample
-from beffroi.historian.duckdb import ROLLUP_DAYS, SEAL_AFTER, DuckDBHistorian, LayoutError
+from beffroi.historian.duckdb.historian import ROLLUP_DAYS, SEAL_AFTER, DuckDBHistorian, LayoutError
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 P = "dijon/LC-0001/power_kw"

@@ -20,7 +20,7 @@ import pytest
 
 from beffroi.core.model import Quality, Sample
 from beffroi.historian.buffer import DROPPED_TAG, WriteBuffer
-from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.historian.spool import SCHEMA, Spool
 from tests.conftest import eventually
 
@@ -250,7 +250,7 @@ SPOOLING_WRITER = textwrap.dedent(
 
 async def test_sigkilled_writer_spool_drains_after_restart(db_server_factory, tmp_path) -> None:
     """InfluxDB down, the writer spools and is SIGKILLed; a new writer delivers it all once."""
-    from beffroi.historian.influx import InfluxHistorian
+    from beffroi.historian.influx.historian import InfluxHistorian
 
     server = db_server_factory("influxd")
     db = server.create_database("city")

@@ -20,9 +20,9 @@ import pytest
 from beffroi.core.config import parse_config
 from beffroi.core.errors import ConfigError
 from beffroi.core.model import Quality, Sample
-from beffroi.historian import influx_query
 from beffroi.historian.buffer import WriteBuffer
-from beffroi.historian.influx import InfluxError, InfluxHistorian, InfluxUnavailable
+from beffroi.historian.influx import query as influx_query
+from beffroi.historian.influx.historian import InfluxError, InfluxHistorian, InfluxUnavailable
 from beffroi.historian.spool import Spool
 from tests.conftest import ROOT, eventually
 from tests.servers_db import require_binary

@@ -19,7 +19,7 @@ from beffroi.core.config import Config
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Asset, Quality, Sample, utcnow
 from beffroi.core.register import Register
-from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.hmi.app import create_app
 from beffroi.hmi.figures import trend_figure
 from beffroi.hmi.server import HmiServer

@@ -13,7 +13,7 @@ from beffroi.alerts.service import AlarmService
 from beffroi.core.cli import demo_config
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample, utcnow
-from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.users import UserStore

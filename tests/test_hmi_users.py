@@ -9,7 +9,7 @@ import pytest
 
 from beffroi.control.audit import AuditLog
 from beffroi.core.live import LiveValues
-from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.users import UserStore

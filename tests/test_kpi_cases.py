@@ -22,7 +22,7 @@ import pytest
 from beffroi.core.config import parse_config
 from beffroi.core.model import Quality, Sample
 from beffroi.core.register import build_register
-from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.kpi.definitions import COVERAGE, series_tag
 from beffroi.kpi.engine import KpiEngine
 from beffroi.kpi.store import KpiStore
@@ -127,7 +127,7 @@ def backend(request):
         return
     influxd = request.getfixturevalue("influxd")
     database = request.getfixturevalue("influx_database")
-    from beffroi.historian.influx import InfluxHistorian
+    from beffroi.historian.influx.historian import InfluxHistorian
 
     made = []
 

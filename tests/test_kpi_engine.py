@@ -20,7 +20,7 @@ from beffroi.core.cli import demo_config
 from beffroi.core.model import Quality, Sample
 from beffroi.core.register import build_register
 from beffroi.core.runtime import Runtime
-from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.kpi import engine as engine_module
 from beffroi.kpi.definitions import series_tag
 from beffroi.kpi.engine import HOLE, KpiEngine

@@ -17,7 +17,7 @@ from beffroi.core.cli import app
 from beffroi.core.config import parse_config
 from beffroi.core.model import Sample
 from beffroi.core.register import build_register
-from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.kpi.definitions import COVERAGE, parse_series_tag, series_tag
 from beffroi.kpi.engine import KpiEngine
 from beffroi.kpi.export import ExportQuery, manifest_path, write_export

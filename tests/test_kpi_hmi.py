@@ -16,7 +16,7 @@ from beffroi.core.config import parse_config
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Quality, Sample
 from beffroi.core.register import build_register
-from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.users import UserStore

@@ -13,7 +13,7 @@ import pytest
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Quality, Sample, utcnow
 from beffroi.core.register import build_register
-from beffroi.historian.duckdb import DuckDBHistorian
+from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.hmi.app import create_app
 from beffroi.hmi.public import FIELDS, ParkingFeed, RateLimit
 from beffroi.hmi.server import HmiServer

@@ -19,8 +19,8 @@ import pytest
 from beffroi.alerts.journal import Journal
 from beffroi.control.audit import AuditLog
 from beffroi.core.errors import BeffroiError
-from beffroi.historian.sidestore import SideStore, StoreLocked
 from beffroi.kpi.store import KpiStore
+from beffroi.state.duckdb import SideStore, StoreLocked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (

@@ -14,7 +14,7 @@ import pyarrow as pa
 from beffroi.alerts.rule_changes import SCHEMA as RULE_CHANGES
 from beffroi.alerts.state import AlarmEvent
 from beffroi.core.model import aware_utc, naive_utc
-from beffroi.historian.sidestore import SideStore
+from beffroi.state.duckdb import SideStore
 
 log = logging.getLogger(__name__)
 

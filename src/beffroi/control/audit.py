@@ -24,7 +24,7 @@ import duckdb
 import pandas as pd
 
 from beffroi.core.model import utcnow
-from beffroi.historian.sidestore import SideStore
+from beffroi.state.duckdb import SideStore
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,13 @@ from typing import Any
 # collectors/opcua.py. Strings keep core free of imports from the rest of the project.
 REGISTRY: dict[str, dict[str, str]] = {
     "collectors": {
-        "opcua": "beffroi.collectors.opcua:OpcUaCollector",
-        "modbus": "beffroi.collectors.modbus:ModbusCollector",
-        "mqtt": "beffroi.collectors.mqtt:MqttCollector",
+        "opcua": "beffroi.collectors.opcua.collector:OpcUaCollector",
+        "modbus": "beffroi.collectors.modbus.collector:ModbusCollector",
+        "mqtt": "beffroi.collectors.mqtt.collector:MqttCollector",
     },
     "historian": {
-        "duckdb": "beffroi.historian.duckdb:DuckDBHistorian",
-        "influx": "beffroi.historian.influx:InfluxHistorian",
+        "duckdb": "beffroi.historian.duckdb.historian:DuckDBHistorian",
+        "influx": "beffroi.historian.influx.historian:InfluxHistorian",
     },
     "write_path": {
         "buffer": "beffroi.historian.buffer:WriteBuffer",

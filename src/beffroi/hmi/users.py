@@ -9,7 +9,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from beffroi.historian.sidestore import SideStore
+from beffroi.state.duckdb import SideStore
 
 log = logging.getLogger(__name__)
 

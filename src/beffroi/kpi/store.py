@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from beffroi.core.model import aware_utc, naive_utc
-from beffroi.historian.sidestore import SideStore
+from beffroi.state.duckdb import SideStore
 
 log = logging.getLogger(__name__)
 

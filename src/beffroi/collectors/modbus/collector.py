@@ -17,7 +17,7 @@ from beffroi.collectors.base import (
     Collector,
     Sink,
 )
-from beffroi.collectors.modbus_codec import Point, ReadBlock, decode, encode, plan_reads, with_bit
+from beffroi.collectors.modbus.codec import Point, ReadBlock, decode, encode, plan_reads, with_bit
 from beffroi.core.collector_config import register_problems
 from beffroi.core.config import ModbusCollectorConfig
 from beffroi.core.errors import ConfigError

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from beffroi.historian import duckdb_blocks as blocks
-from beffroi.historian import duckdb_sql as q
-from beffroi.historian.duckdb_blocks import Rows, registered
+from beffroi.historian.duckdb import sealed as blocks
+from beffroi.historian.duckdb import sql as q
+from beffroi.historian.duckdb.sealed import Rows, registered
 
 _EPOCH = datetime(1970, 1, 1)
 _ALL_TIME = {"t0": datetime(1, 1, 1), "t1": datetime(9999, 1, 1)}

@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
 
-from beffroi.collectors.opcua_fast import FastDataChange, Item
-from beffroi.collectors.opcua_items import chunks
+from beffroi.collectors.opcua.decoder import FastDataChange, Item
+from beffroi.collectors.opcua.items import chunks
 from beffroi.core.model import Quality, Sample, utcnow
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def samples_from(pairs: Sequence[tuple[str, ua.DataValue]]) -> list[Sample]:
 
 
 def samples_from_items(items: Sequence[Item], tag_of: dict[int, str]) -> list[Sample]:
-    """Convert decoded monitored items (see opcua_fast) into Samples: the hot path."""
+    """Convert decoded monitored items (see decoder.py) into Samples: the hot path."""
     out = []
     append = out.append
     nan = float("nan")

@@ -1,8 +1,8 @@
 """InfluxDB back end: line-protocol writes (v2 API or v1 /write), InfluxQL reads.
 
-The only module that imports influxdb_client. Layout and encoding: `influx_layout.py`; the v1
-HTTP endpoints: `influx_http.py`; statements: `influx_query.py`; their answers as frames:
-`influx_frames.py`.
+The only module that imports influxdb_client. Layout and encoding: `layout.py`; the v1
+HTTP endpoints: `http.py`; statements: `query.py`; their answers as frames:
+`frames.py`.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from beffroi.core.model import Sample
 from beffroi.core.register import Register
 from beffroi.historian.base import RAW_COLUMNS, Agg, Historian
 from beffroi.historian.downsample import downsample_frame
-from beffroi.historian.influx_frames import contract_frame
-from beffroi.historian.influx_http import (
+from beffroi.historian.influx.frames import contract_frame
+from beffroi.historian.influx.http import (
     InfluxError,
     InfluxHttp,
     InfluxUnavailable,
     partial_write_dropped,
 )
-from beffroi.historian.influx_layout import Layout, LineEncoder, to_us
-from beffroi.historian.influx_query import QueryBuilder
+from beffroi.historian.influx.layout import Layout, LineEncoder, to_us
+from beffroi.historian.influx.query import QueryBuilder
 
 if TYPE_CHECKING:
     from beffroi.core.config import Config

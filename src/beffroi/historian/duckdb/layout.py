@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from beffroi.historian import duckdb_sql as q
+from beffroi.historian.duckdb import sql as q
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Sealed days of the DuckDB historian: compacted runs encoded into blocks, read and retired.
 
-A sealed day of one tag is one row of `blocks`: its samples encoded by `blocks.py` (about a
+A sealed day of one tag is one row of `blocks`: its samples encoded by `block_codec.py` (about a
 byte a sample) and the day's statistics, computed by the same SQL as every bucket aggregate,
 so daily answers from them equal answers from the raw samples.
 """
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from beffroi.historian import blocks as codec
-from beffroi.historian import duckdb_sql as q
+from beffroi.historian import block_codec as codec
+from beffroi.historian.duckdb import sql as q
 
 log = logging.getLogger(__name__)
 

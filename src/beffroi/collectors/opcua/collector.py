@@ -12,11 +12,10 @@ from typing import Any
 
 from asyncua import Client, ua
 
-from beffroi.collectors import opcua_fast, security
 from beffroi.collectors.base import Backoff, Collector, Sink
-from beffroi.collectors.opcua_data import BatchSubscription, Poller
-from beffroi.collectors.opcua_discovery import discover, resolve_root
-from beffroi.collectors.opcua_items import (
+from beffroi.collectors.opcua import decoder, security
+from beffroi.collectors.opcua.discovery import discover, resolve_root
+from beffroi.collectors.opcua.items import (
     OperationLimits,
     absolute_deadband,
     data_change_filter,
@@ -26,6 +25,7 @@ from beffroi.collectors.opcua_items import (
     read_eu_ranges,
     read_limits,
 )
+from beffroi.collectors.opcua.samples import BatchSubscription, Poller
 from beffroi.core.config import AssetClassConfig, OpcUaCollectorConfig
 from beffroi.core.errors import BeffroiError
 from beffroi.core.model import Sample, TagSpec, Value, WriteResult, WriteStatus
@@ -146,7 +146,7 @@ class OpcUaCollector(Collector):
                 cfg.trust_on_first_use,
             )
         await client.connect()
-        opcua_fast.install(client.uaclient.session)
+        decoder.install(client.uaclient.session)
         self._ns = await client.get_namespace_index(cfg.namespace)
         self.limits = await read_limits(client)
         if cfg.discovery is not None:

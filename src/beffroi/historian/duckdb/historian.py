@@ -18,13 +18,13 @@ from beffroi.core.config import Config
 from beffroi.core.model import Sample, naive_utc
 from beffroi.core.register import Register
 from beffroi.core.scheduler import Scheduler
-from beffroi.historian import duckdb_blocks as blocks
-from beffroi.historian import duckdb_sql as q
 from beffroi.historian import retention
 from beffroi.historian.base import COLUMNS, RAW_COLUMNS, Agg, Historian, empty_result
 from beffroi.historian.downsample import downsample_frame
-from beffroi.historian.duckdb_layout import LayoutError, open_layout
-from beffroi.historian.duckdb_reads import Reads, snapshot
+from beffroi.historian.duckdb import sealed as blocks
+from beffroi.historian.duckdb import sql as q
+from beffroi.historian.duckdb.layout import LayoutError, open_layout
+from beffroi.historian.duckdb.reads import Reads, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class DuckDBHistorian(Reads, Historian):
     Samples land in `hot` as they come. `compact()` moves them into `recent` as a run sorted
     by (tag, time), replacing stored values with the same tag and time, then seals the UTC days
     the data has moved past (SEAL_AFTER) into `blocks`: one row per tag and day, its samples
-    encoded by `blocks.py` beside the day's statistics. Queries read all three, newest write
+    encoded by `block_codec.py` beside the day's statistics. Queries read all three, newest write
     first, so nothing waits for compaction to be visible.
     """
 

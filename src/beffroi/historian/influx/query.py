@@ -1,4 +1,4 @@
-"""InfluxQL statements answering the historian contract; their answers read by `influx_frames`."""
+"""InfluxQL statements answering the historian contract; their answers read by `frames.py`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from beffroi.historian.influx_frames import (
+from beffroi.historian.influx.frames import (
     Rows,
     add_samples,
     columns_of,
@@ -16,8 +16,8 @@ from beffroi.historian.influx_frames import (
     floats,
     present,
 )
-from beffroi.historian.influx_http import InfluxHttp
-from beffroi.historian.influx_layout import QUALITY_SUFFIX, Layout, Location, ident, series_key
+from beffroi.historian.influx.http import InfluxHttp
+from beffroi.historian.influx.layout import QUALITY_SUFFIX, Layout, Location, ident, series_key
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS recent (
     tag_id INTEGER NOT NULL, ts TIMESTAMP NOT NULL, value DOUBLE,
     quality UTINYINT NOT NULL, status UINTEGER NOT NULL
 );
--- Sealed days: one row per tag and UTC day, the samples encoded in `payload` (blocks.py) and
+-- Sealed days: one row per tag and UTC day, the samples encoded in `payload` (block_codec.py) and
 -- the day's statistics beside them. Retention empties `payload` and keeps the statistics.
 CREATE TABLE IF NOT EXISTS blocks (
     tag_id INTEGER NOT NULL, day DATE NOT NULL, points INTEGER NOT NULL,

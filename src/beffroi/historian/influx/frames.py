@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from beffroi.historian.base import COLUMNS, empty_result
-from beffroi.historian.influx_layout import Location, read_status
+from beffroi.historian.influx.layout import Location, read_status
 
 
 def columns_of(series: dict) -> dict[str, np.ndarray]:

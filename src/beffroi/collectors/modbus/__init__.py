@@ -1,0 +1,1 @@
+"""Modbus TCP: register maps, grouped reads, confirmed writes through pymodbus."""

@@ -1,0 +1,1 @@
+"""OPC UA: subscriptions and polling through asyncua, discovery by browsing, security."""

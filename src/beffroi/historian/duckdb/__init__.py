@@ -1,0 +1,1 @@
+"""The embedded historian: one DuckDB file, hot rows, compacted runs, sealed daily blocks."""

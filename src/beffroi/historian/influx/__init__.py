@@ -1,0 +1,1 @@
+"""The InfluxDB historian: line-protocol writes through influxdb-client, InfluxQL reads."""

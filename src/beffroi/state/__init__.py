@@ -1,0 +1,1 @@
+"""Small state files beside the historian: alarm journal, KPI store, audit log, users."""
