@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from aiosmtpd.controller import Controller  # noqa: E402
 
+from beffroi.alerts.config import AlarmsConfig  # noqa: E402
 from beffroi.alerts.engine import AlarmEngine  # noqa: E402
 from beffroi.alerts.service import AlarmService  # noqa: E402
-from beffroi.core.alarm_config import AlarmsConfig  # noqa: E402
-from beffroi.core.config import load_config  # noqa: E402
+from beffroi.app.config import load_config  # noqa: E402
 from beffroi.core.model import Asset, Commune, Sample, TagSpec  # noqa: E402
 from beffroi.core.register import Register  # noqa: E402
 

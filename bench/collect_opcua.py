@@ -214,7 +214,7 @@ class TimedHistorian:
 async def bench(args, servers: list[tuple[int, int, int, object]]) -> None:
     """Subscribe to every tag, then measure a sustained run against the servers' rate."""
     from beffroi.collectors.opcua.collector import OpcUaCollector
-    from beffroi.core.config import OpcUaCollectorConfig
+    from beffroi.collectors.opcua.config import OpcUaCollectorConfig
     from beffroi.core.model import TagSpec
     from beffroi.historian.buffer import WriteBuffer
     from beffroi.historian.duckdb.historian import DuckDBHistorian

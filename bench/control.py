@@ -155,11 +155,10 @@ def busy_s(spans: list[tuple]) -> float:
 
 async def bench_lighting(folder: Path, n_assets: int, settle_s: float) -> None:
     """Start the simulator and a collector, then time one tick that commands every cabinet."""
+    from beffroi.app.config import demo_config, load_config
     from beffroi.collectors.opcua.collector import OpcUaCollector
     from beffroi.control.lighting import LightingScheduler
     from beffroi.control.setpoints import SetpointService
-    from beffroi.core.cli import demo_config
-    from beffroi.core.config import load_config
     from beffroi.core.live import LiveValues
     from beffroi.core.model import utcnow
     from beffroi.core.register import build_register

@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from beffroi.alerts.service import AlarmService
-from beffroi.core.cli import demo_config
-from beffroi.core.config import load_config
+from beffroi.app.config import demo_config, load_config
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample, utcnow
 from beffroi.core.register import build_register

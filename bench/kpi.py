@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from beffroi.core.config import load_config, parse_config  # noqa: E402
+from beffroi.app.config import load_config, parse_config  # noqa: E402
 from beffroi.core.register import build_register  # noqa: E402
 from beffroi.historian.duckdb.historian import DuckDBHistorian  # noqa: E402
 from beffroi.kpi.definitions import BREAKDOWNS, scopes_of, series_tag  # noqa: E402

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from beffroi.core.config import Config, load_config
+from beffroi.app.config import Config, load_config
 from beffroi.core.register import Register, build_register
 from tests.browser import chromium
 

@@ -358,7 +358,7 @@ class ModbusDevice:
 
 def gateway_config(cfg, folder: Path, **collectors):
     """Return the demo config with only the given collector tables and the historian in a folder."""
-    from beffroi.core.config import CollectorsConfig
+    from beffroi.app.config import CollectorsConfig
 
     historian = cfg.historian.model_copy(
         update={"path": str(folder / "beffroi.duckdb"), "spool_dir": str(folder / "spool")}

@@ -14,9 +14,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from beffroi.alerts.config import AlarmsConfig
 from beffroi.alerts.notifiers.email import EmailNotifier
 from beffroi.alerts.service import AlarmService
-from beffroi.core.alarm_config import AlarmsConfig
 from beffroi.core.model import Sample
 from beffroi.core.register import build_register
 from tests.conftest import eventually, free_port

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from beffroi.alerts.config import AlarmsConfig
 from beffroi.alerts.engine import AlarmEngine
 from beffroi.alerts.state import AlarmCommandError, AlarmState
-from beffroi.core.alarm_config import AlarmsConfig
 from beffroi.core.model import Quality, Sample
 from beffroi.core.register import build_register
 

@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from beffroi.alerts.config import AlarmsConfig, journal_path
 from beffroi.alerts.engine import AlarmEngine
 from beffroi.alerts.journal import Journal, to_csv
 from beffroi.alerts.performance import alarm_performance
 from beffroi.alerts.service import AlarmService
 from beffroi.alerts.state import AlarmState
-from beffroi.core.alarm_config import AlarmsConfig, journal_path
+from beffroi.app.config import load_config
 from beffroi.core.cli import app
-from beffroi.core.config import load_config
 from beffroi.core.model import Sample
 from beffroi.core.register import build_register
 from tests.conftest import ROOT

@@ -10,8 +10,8 @@ import pytest
 
 from beffroi.alerts.rule_changes import RuleChangeError
 from beffroi.alerts.service import AlarmService
+from beffroi.app.config import demo_config
 from beffroi.control.audit import AuditLog
-from beffroi.core.cli import demo_config
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample, utcnow
 from beffroi.historian.duckdb.historian import DuckDBHistorian

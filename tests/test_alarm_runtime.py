@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from beffroi.alerts.journal import Journal
-from beffroi.core.cli import demo_config
+from beffroi.app.config import demo_config
 from beffroi.core.register import build_register
 from beffroi.core.runtime import Runtime, gateway_file_path
 from tests.conftest import ROOT, eventually, free_port

@@ -19,9 +19,8 @@ import duckdb
 import pytest
 
 from beffroi.alerts.service import AlarmService
+from beffroi.app.config import demo_config, load_config
 from beffroi.control.audit import GENESIS, AuditLog
-from beffroi.core.cli import demo_config
-from beffroi.core.config import load_config
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample, utcnow
 from beffroi.core.runtime import gateway_file_path

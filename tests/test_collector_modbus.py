@@ -10,7 +10,7 @@ import pytest
 
 from beffroi.collectors.modbus.codec import Point, plan_reads
 from beffroi.collectors.modbus.collector import ModbusCollector
-from beffroi.core.collector_config import ModbusCollectorConfig, ModbusRegisterConfig
+from beffroi.collectors.modbus.config import ModbusCollectorConfig, ModbusRegisterConfig
 from beffroi.core.model import Quality, TagSpec, WriteStatus
 from tests.conftest import free_port
 from tests.servers import ModbusDevice, Received

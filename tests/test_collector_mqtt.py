@@ -12,7 +12,7 @@ import aiomqtt
 import pytest
 
 from beffroi.collectors.mqtt.collector import MqttCollector
-from beffroi.core.collector_config import MqttCollectorConfig
+from beffroi.collectors.mqtt.config import MqttCollectorConfig
 from beffroi.core.model import Quality, TagSpec, WriteStatus
 from tests.conftest import free_port
 from tests.servers import Mosquitto, Received

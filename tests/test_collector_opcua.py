@@ -13,8 +13,9 @@ import pytest_asyncio
 from asyncua import ua
 
 from beffroi.collectors.opcua.collector import OpcUaCollector
-from beffroi.core.config import AssetClassConfig, OpcUaCollectorConfig, SignalConfig
+from beffroi.collectors.opcua.config import OpcUaCollectorConfig
 from beffroi.core.model import Quality, TagSpec, WriteStatus
+from beffroi.core.site import AssetClassConfig, SignalConfig
 from tests.conftest import free_port
 from tests.servers import NS, OpcUaPlant, PasswordUsers, Received
 

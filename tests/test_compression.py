@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from beffroi.core.config import parse_config
+from beffroi.app.config import parse_config
 from beffroi.core.errors import ConfigError
 from beffroi.core.model import Quality, Sample
 from beffroi.core.register import build_register

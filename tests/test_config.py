@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from beffroi.app.config import load_config
 from beffroi.core.cli import app
-from beffroi.core.config import load_config
 from beffroi.core.errors import ConfigError
 from beffroi.core.register import build_register
 

@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from beffroi.app.config import Config, demo_config
 from beffroi.collectors.opcua.collector import OpcUaCollector
+from beffroi.control.config import MaintenanceWindow
 from beffroi.control.geo import GridIndex, distance_m, near
 from beffroi.control.limits import MaintenanceCalendar, check_range, coerce
 from beffroi.control.model import ControlError
 from beffroi.control.service import ControlService
-from beffroi.core.cli import demo_config
-from beffroi.core.config import Config, FixedAssetConfig
-from beffroi.core.control_config import MaintenanceWindow
 from beffroi.core.live import LiveValues
 from beffroi.core.model import TagSpec
 from beffroi.core.register import Register, build_register
 from beffroi.core.scheduler import Scheduler
+from beffroi.core.site import FixedAssetConfig
 from beffroi.simulator.server import MetropolisSimulator
 from tests.conftest import eventually, free_port
 
@@ -87,7 +87,7 @@ def scene_config(base: Config, tmp_path: Path, smtp_port: int | None = None, **c
             )
         )
     updates: dict = {
-        "equipment": cfg.equipment.model_copy(update={"assets": 0, "fixed": fixed}),
+        "register": cfg.register.model_copy(update={"assets": 0, "fixed": fixed}),
         "simulator": cfg.simulator.model_copy(update={"tick_s": 0.2, "fault_rate_per_hour": 0}),
         "collectors": cfg.collectors.model_copy(
             update={
@@ -260,7 +260,7 @@ def post_callback(opener, base: str, payload: dict) -> tuple[int, dict | str]:  
 
 def test_control_config_errors_name_the_toml_path() -> None:
     """Unknown classes and signals, read-only setpoints and bad values are load-time errors."""
-    from beffroi.core.config import parse_config
+    from beffroi.app.config import parse_config
     from beffroi.core.errors import ConfigError
 
     base = (Path(__file__).resolve().parents[1] / "config.toml").read_text()

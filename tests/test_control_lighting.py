@@ -6,8 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from beffroi.control.config import LightingProfile
+from beffroi.control.config import LightingScheduleConfig as LightingConfig
 from beffroi.control.lighting import Levels, LightingScheduler, Twilight, target_pct
-from beffroi.core.control_config import LightingConfig, LightingProfile
 from beffroi.core.model import utcnow
 from beffroi.hmi.users import User
 from tests.conftest import eventually

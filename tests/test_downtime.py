@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from beffroi.core.cli import demo_config
+from beffroi.app.config import demo_config
 from beffroi.core.downtime import BAD_SHUTDOWN
 from beffroi.core.errors import BeffroiError
 from beffroi.core.model import Quality, utcnow

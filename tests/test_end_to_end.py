@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from beffroi.core.cli import demo_config
+from beffroi.app.config import demo_config
 from beffroi.core.downtime import BAD_SHUTDOWN
 from beffroi.core.model import Quality
 from beffroi.core.register import build_register
@@ -124,7 +124,7 @@ def test_beffroi_demo_runs_for_a_duration_and_leaves_points(tmp_path: Path) -> N
         .replace('path = "var/beffroi.duckdb"', f'path = "{tmp_path / "beffroi.duckdb"}"')
     )
     cfg_path.write_text(text)
-    from beffroi.core.config import load_config
+    from beffroi.app.config import load_config
 
     register = build_register(load_config(cfg_path), assets=120)
     # The simulator's collector serves every tag: each CommLoss, and the collector disconnected.

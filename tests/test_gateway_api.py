@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from beffroi.core.cli import demo_config
+from beffroi.app.config import demo_config
 from beffroi.core.register import build_register
 from beffroi.core.runtime import Runtime, gateway_file_path
 from tests.conftest import ROOT, eventually, free_port

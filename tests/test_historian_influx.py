@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from beffroi.core.config import parse_config
+from beffroi.app.config import parse_config
 from beffroi.core.errors import ConfigError
 from beffroi.core.model import Quality, Sample
 from beffroi.historian.buffer import WriteBuffer

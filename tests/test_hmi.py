@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from beffroi.core.config import Config
+from beffroi.app.config import Config
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Asset, Quality, Sample, utcnow
 from beffroi.core.register import Register

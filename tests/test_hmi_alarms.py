@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from beffroi.alerts.service import AlarmService
-from beffroi.core.cli import demo_config
+from beffroi.app.config import demo_config
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample, utcnow
 from beffroi.historian.duckdb.historian import DuckDBHistorian

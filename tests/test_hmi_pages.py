@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from beffroi.core.cli import demo_config
+from beffroi.app.config import demo_config
 from beffroi.core.register import build_register
 from beffroi.core.runtime import Runtime
 from tests.browser import artifact, chromium, require_chromium

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from beffroi.core.config import parse_config
+from beffroi.app.config import parse_config
 from beffroi.core.model import Quality, Sample
 from beffroi.core.register import build_register
 from beffroi.historian.duckdb.historian import DuckDBHistorian

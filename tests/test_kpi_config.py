@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from beffroi.app.config import load_config
 from beffroi.core.cli import app
-from beffroi.core.config import load_config
 from tests.conftest import ROOT
 
 CASES = Path(__file__).parent / "cases" / "kpi"
@@ -42,6 +42,6 @@ def test_demo_config_defines_every_kpi_family() -> None:
 def test_no_kpi_section_means_no_engine() -> None:
     """A config without [kpi] tables leaves the KPI engine out of the gateway."""
     text = (CASES / "base.toml").read_text()
-    from beffroi.core.config import parse_config
+    from beffroi.app.config import parse_config
 
     assert not parse_config(text).kpi.active

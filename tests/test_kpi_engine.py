@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from beffroi.core.cli import demo_config
+from beffroi.app.config import demo_config
 from beffroi.core.model import Quality, Sample
 from beffroi.core.register import build_register
 from beffroi.core.runtime import Runtime

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from beffroi.core.config import parse_config
+from beffroi.app.config import parse_config
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Quality, Sample
 from beffroi.core.register import build_register

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from asyncua import Client, ua
 
-from beffroi.core.config import Config
+from beffroi.app.config import Config
 from beffroi.core.model import Asset, Commune, TagSpec
 from beffroi.core.register import Register
 from beffroi.simulator.physics import Metropolis

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from asyncua import ua
 
-from beffroi.core.config import Config
+from beffroi.app.config import Config
 from beffroi.core.register import Register, build_register
 from beffroi.simulator.models import RECOVERY_S
 from beffroi.simulator.physics import Metropolis

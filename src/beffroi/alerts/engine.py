@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from beffroi.alerts.config import AlarmRuleConfig, AlarmsConfig
 from beffroi.alerts.daylight import Daylight
 from beffroi.alerts.rules import (
     CommLossEvaluator,
@@ -20,7 +21,6 @@ from beffroi.alerts.rules import (
     describe,
 )
 from beffroi.alerts.state import Alarm, AlarmCommandError, AlarmEvent, AlarmState
-from beffroi.core.alarm_config import AlarmRuleConfig, AlarmsConfig
 from beffroi.core.model import Asset, Sample, utcnow
 from beffroi.core.register import Register
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from beffroi.core.alarm_config import AlarmRuleConfig
+from beffroi.alerts.config import AlarmRuleConfig
 from beffroi.core.model import naive_utc
 
 LIMIT_FIELDS = ("lolo", "lo", "hi", "hihi", "deadband")

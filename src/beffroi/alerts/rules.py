@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from beffroi.alerts.config import AlarmRuleConfig
 from beffroi.alerts.state import Alarm
-from beffroi.core.alarm_config import AlarmRuleConfig
 from beffroi.core.model import Quality, Sample
 
 # engine.condition(alarm, on, now, value, level, limit)

@@ -13,16 +13,16 @@ from typing import Any
 import pandas as pd
 
 from beffroi.alerts import rule_changes
+from beffroi.alerts.config import AlarmRuleConfig, AlarmsSite, journal_path
 from beffroi.alerts.engine import AlarmEngine
 from beffroi.alerts.journal import Journal
 from beffroi.alerts.notifiers.email import EmailNotifier
-from beffroi.alerts.notifiers.outbox import Outbox, SmtpSender
+from beffroi.alerts.notifiers.outbox import Outbox
 from beffroi.alerts.performance import alarm_performance
 from beffroi.alerts.state import AlarmEvent
-from beffroi.core.alarm_config import AlarmRuleConfig, journal_path
-from beffroi.core.config import Config
 from beffroi.core.model import Sample, utcnow
 from beffroi.core.register import Register
+from beffroi.mail.smtp import SmtpSender
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,9 @@ FLUSH_EVERY_S = 0.25  # journal writes and e-mail collection, at least this ofte
 class AlarmService:
     """Run the alarm engine in the gateway: journal every transition, e-mail the teams."""
 
-    def __init__(self, cfg: Config, register: Register, *, clock: Callable[[], datetime] = utcnow):
+    def __init__(
+        self, cfg: AlarmsSite, register: Register, *, clock: Callable[[], datetime] = utcnow
+    ):
         self.cfg, self.register, self.clock = cfg, register, clock
         ac = cfg.alarms
         self.engine = AlarmEngine(ac, register, clock=clock, timezone=cfg.metropolis.timezone)
@@ -52,7 +54,7 @@ class AlarmService:
         self._closed = False
         self._flush_lock = asyncio.Lock()
         if ac.email.enabled:
-            hmi_url = f"http://{cfg.hmi.host}:{cfg.hmi.port}"
+            hmi_url = cfg.hmi_url()
             self.notifier = EmailNotifier(
                 ac, register, hmi_url=hmi_url, timezone=cfg.metropolis.timezone, clock=clock
             )

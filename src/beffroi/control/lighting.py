@@ -23,11 +23,11 @@ from zoneinfo import ZoneInfo
 from astral import Observer
 from astral.sun import elevation, sun
 
+from beffroi.control.config import ControlSite, LightingLevels
+from beffroi.control.config import LightingScheduleConfig as LightingConfig
 from beffroi.control.geo import GridIndex
 from beffroi.control.model import SYSTEM
 from beffroi.control.setpoints import SetpointService
-from beffroi.core.config import Config
-from beffroi.core.control_config import LightingConfig, LightingLevels
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Asset, Quality, utcnow
 from beffroi.core.register import Register
@@ -121,7 +121,7 @@ class LightingScheduler:
 
     def __init__(
         self,
-        cfg: Config,
+        cfg: ControlSite,
         register: Register,
         live: LiveValues,
         setpoints: SetpointService,

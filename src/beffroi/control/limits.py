@@ -10,13 +10,8 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from beffroi.control.config import ClassControl, InterlockConfig, MaintenanceWindow, on_step
 from beffroi.control.model import Actor, ControlError
-from beffroi.core.control_config import (
-    ClassControl,
-    InterlockConfig,
-    MaintenanceWindow,
-    _on_step,
-)
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Asset, Quality, TagSpec, Value
 
@@ -61,7 +56,7 @@ def check_range(spec: TagSpec, value: Value, step: float | None) -> None:
         raise ControlError(f"{value:g} is below the minimum {spec.low:g}", rule="range")
     if spec.high is not None and value > spec.high:
         raise ControlError(f"{value:g} is above the maximum {spec.high:g}", rule="range")
-    if step and not _on_step(value, spec.low or 0.0, step):
+    if step and not on_step(value, spec.low or 0.0, step):
         raise ControlError(f"{value:g} is not on the step of {step:g}", rule="step")
 
 

@@ -16,10 +16,10 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid
 
-from beffroi.alerts.notifiers.outbox import SmtpSender
 from beffroi.control.audit import AuditLog
-from beffroi.core.config import Config
+from beffroi.control.config import ControlSite
 from beffroi.core.model import naive_utc, utcnow
+from beffroi.mail.smtp import SmtpSender
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class ControlOutbox:
 class Mailer:
     """Compose playbook e-mails and send them now, or keep them for the retry job."""
 
-    def __init__(self, cfg: Config, audit: AuditLog, clock: Callable[[], datetime] = utcnow):
+    def __init__(self, cfg: ControlSite, audit: AuditLog, clock: Callable[[], datetime] = utcnow):
         email = cfg.alarms.email
         if email.ca_file:
             email = email.model_copy(update={"ca_file": str(cfg.resolve(email.ca_file))})

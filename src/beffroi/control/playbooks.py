@@ -17,13 +17,12 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from beffroi.control.audit import AuditLog
+from beffroi.control.config import ControlSite, PlaybookConfig, PlaybookStepConfig
 from beffroi.control.geo import near
 from beffroi.control.mail import Mailer
 from beffroi.control.model import Actor, ControlError
 from beffroi.control.runs import FINAL, PlannedCommand, PlaybookRun, RunStore, StepRun
 from beffroi.control.setpoints import SetpointService
-from beffroi.core.config import Config
-from beffroi.core.control_config import PlaybookConfig, PlaybookStepConfig
 from beffroi.core.live import LiveValues
 from beffroi.core.model import utcnow
 from beffroi.core.register import Register
@@ -45,7 +44,7 @@ class PlaybookEngine:
 
     def __init__(
         self,
-        cfg: Config,
+        cfg: ControlSite,
         register: Register,
         live: LiveValues,
         setpoints: SetpointService,

@@ -16,14 +16,13 @@ from datetime import datetime
 from typing import Any
 
 from beffroi.control.audit import AuditLog
+from beffroi.control.config import ControlSite, audit_path
 from beffroi.control.lighting import LightingScheduler
 from beffroi.control.mail import Mailer
 from beffroi.control.model import Actor, CommandResult, Selection
 from beffroi.control.playbooks import PlaybookEngine
 from beffroi.control.runs import PlaybookRun
 from beffroi.control.setpoints import SetpointService
-from beffroi.core.config import Config
-from beffroi.core.control_config import audit_path
 from beffroi.core.live import LiveValues
 from beffroi.core.model import utcnow
 from beffroi.core.register import Register
@@ -38,7 +37,7 @@ class ControlService:
 
     def __init__(
         self,
-        cfg: Config,
+        cfg: ControlSite,
         register: Register,
         live: LiveValues,
         collector_for: Callable[[str], Any],

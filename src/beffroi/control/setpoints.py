@@ -19,6 +19,7 @@ from typing import Any
 
 from beffroi.control.audit import AuditError, AuditLog
 from beffroi.control.audit_queue import AuditQueue
+from beffroi.control.config import ControlSite
 from beffroi.control.limits import (
     Hold,
     Holds,
@@ -30,7 +31,6 @@ from beffroi.control.limits import (
     same_value,
 )
 from beffroi.control.model import Actor, CommandResult, ControlError, Selection
-from beffroi.core.config import Config
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Asset, Quality, TagSpec, Value, WriteStatus, utcnow
 from beffroi.core.register import Register
@@ -43,7 +43,7 @@ class SetpointService:
 
     def __init__(
         self,
-        cfg: Config,
+        cfg: ControlSite,
         register: Register,
         live: LiveValues,
         collector_for: Callable[[str], Any],

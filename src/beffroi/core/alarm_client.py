@@ -17,8 +17,8 @@ from typing import Any
 
 import typer
 
-from beffroi.core.alarm_config import journal_path
-from beffroi.core.config import Config
+from beffroi.alerts.config import journal_path
+from beffroi.app.config import Config
 from beffroi.core.plugins import load
 
 Journaled = Callable[[Any], Any]  # the gateway's answer, made from the journal file instead

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from beffroi.core.config import Config, load_config
+from beffroi.app.config import Config, demo_config, load_config, register_problems
 from beffroi.core.errors import BeffroiError, ConfigError
 
 app = typer.Typer(
@@ -121,49 +120,6 @@ def stop_summary(runtime) -> str:  # type: ignore[no-untyped-def]
     return text + "."
 
 
-# The files the gateway writes, by config section: `--data DIR` puts them all in DIR.
-DATA_FILES = {
-    "historian": ("path", "spool_dir"),
-    "hmi": ("users_db",),
-    "alarms": ("journal",),
-    "kpi": ("journal",),
-    "control": ("audit",),
-}
-
-
-def demo_config(
-    cfg: Config, *, data: Path | None, port: int | None, opcua_port: int | None
-) -> Config:
-    """Return the config with the demo's overrides: data folder, HMI and simulator ports."""
-    updates: dict = {}
-    if data is not None:
-        # Every file the gateway writes moves into DIR, keeping its name.
-        folder = data.resolve()
-        for section, fields in DATA_FILES.items():
-            part = getattr(cfg, section, None)
-            if part is None:
-                continue
-            # An empty path means "beside the historian": it follows the historian there.
-            moved = {
-                f: str(folder / Path(getattr(part, f)).name) for f in fields if getattr(part, f, "")
-            }
-            updates[section] = part.model_copy(update=moved)
-    if port is not None:
-        hmi = updates.get("hmi", cfg.hmi)
-        updates["hmi"] = hmi.model_copy(update={"port": port})
-    if opcua_port is not None:
-        old = cfg.simulator.endpoint
-        new = re.sub(r"^(opc\.tcp://[^/:]+)(:\d+)?", rf"\g<1>:{opcua_port}", old)
-        updates["simulator"] = cfg.simulator.model_copy(update={"endpoint": new})
-        cols = [
-            c.model_copy(update={"url": new}) if c.url == old else c for c in cfg.collectors.opcua
-        ]
-        updates["collectors"] = cfg.collectors.model_copy(update={"opcua": cols})
-    out = cfg.model_copy(update=updates)
-    out._source = cfg.source
-    return out
-
-
 @app.command()
 def demo(
     config: ConfigOpt = Path("config.toml"),
@@ -196,16 +152,13 @@ def run(
 def check_config(config: ConfigOpt = Path("config.toml")) -> None:
     """Validate a config file: exit 0 if good, 2 with one line per problem if not."""
     cfg = _load(config)
-    from beffroi.core.collector_config import register_problems
-    from beffroi.core.kpi_config import kpi_register_problems
     from beffroi.core.register import build_register
 
     try:
         register = build_register(cfg)
     except ConfigError as exc:
         raise _fail(exc.lines) from None
-    problems = register_problems(cfg, register.assets)  # e.g. a Modbus device's asset
-    problems += kpi_register_problems(cfg, register)  # e.g. a lighting baseline's cabinet
+    problems = register_problems(cfg, register)  # e.g. a Modbus device's asset
     if problems:
         raise _fail([f"{config}: {p}" for p in problems])
     typer.echo(

@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 
 import typer
 
+from beffroi.app.config import Config
 from beffroi.core.alarm_client import command, gateway_or_journal
-from beffroi.core.config import Config
 from beffroi.core.plugins import load
 
 alarms_app = typer.Typer(help="Alarms: list, acknowledge, shelve, export the journal, figures.")

@@ -19,8 +19,8 @@ from typing import Annotated, Any
 
 import typer
 
-from beffroi.core.config import Config
-from beffroi.core.control_config import audit_path
+from beffroi.app.config import Config
+from beffroi.control.config import audit_path
 from beffroi.core.plugins import load
 from beffroi.core.timeparse import parse_time
 

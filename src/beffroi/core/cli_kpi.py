@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from beffroi.core.config import Config
+from beffroi.app.config import Config
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TOML)")]
 FromOpt = Annotated[str, typer.Option("--from", help="first local day (2026-01-01) or ISO time")]
@@ -92,7 +92,7 @@ def open_historian(cfg: Config, read_only: bool) -> Any:
 
 def alarm_events(cfg: Config) -> Any:
     """Return a reader of the alarm journal's events (None when there is no journal)."""
-    from beffroi.core.alarm_config import journal_path
+    from beffroi.alerts.config import journal_path
     from beffroi.core.plugins import load
 
     path = journal_path(cfg)
@@ -250,8 +250,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List the recorded changes of KPI values of closed periods (late data, recomputes)."""
         from beffroi.core.cli import _fail
-        from beffroi.core.kpi_config import kpi_journal_path
         from beffroi.core.plugins import load
+        from beffroi.kpi.config import kpi_journal_path
 
         cfg, t0, t1 = _config_and_range(config, start, end)
         path = kpi_journal_path(cfg)
@@ -292,9 +292,9 @@ def _num(v: Any) -> str:
 
 def _compute_here(cfg: Config, t0: datetime, t1: datetime) -> dict:
     """Recompute in this process; raise FileLocked when a gateway holds a file."""
-    from beffroi.core.kpi_config import kpi_journal_path
     from beffroi.core.plugins import load
     from beffroi.core.register import build_register
+    from beffroi.kpi.config import kpi_journal_path
 
     if not cfg.kpi.active:
         from beffroi.core.cli import _fail

@@ -14,7 +14,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from beffroi.core.config import Config
+from beffroi.app.config import Config
 from beffroi.core.timeparse import parse_every, parse_time
 
 

@@ -7,9 +7,9 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from beffroi.core.config import AssetClassConfig, Config
 from beffroi.core.errors import ConfigError
 from beffroi.core.model import Asset, Commune, TagSpec, tag_name
+from beffroi.core.site import AssetClassConfig, Site
 
 KM_PER_DEG_LAT = 111.0
 
@@ -66,14 +66,14 @@ def _allocate(total: int, weights: dict[str, float]) -> dict[str, int]:
     return counts
 
 
-def build_register(cfg: Config, assets: int | None = None) -> Register:
+def build_register(cfg: Site, assets: int | None = None) -> Register:
     """Generate the same register for the same config, seed and size."""
-    rng = random.Random(cfg.equipment.seed)
+    rng = random.Random(cfg.register.seed)
     communes = {
         c.id: Commune(id=c.id, name=c.name, lat=c.lat, lon=c.lon, population=c.population)
         for c in cfg.communes
     }
-    total = cfg.equipment.assets if assets is None else assets
+    total = cfg.register.assets if assets is None else assets
     per_class = _allocate(total, {k: c.share for k, c in cfg.asset_classes.items()})
     # Every commune gets equipment; larger ones get more (the power keeps Dijon from taking all).
     weights = {c.id: max(c.population, 1) ** 0.7 for c in cfg.communes}
@@ -104,12 +104,12 @@ def build_register(cfg: Config, assets: int | None = None) -> Register:
                 )
     clashes = [
         f"register.fixed[{i}].id: asset id {f.id!r} is also a generated id; choose another"
-        for i, f in enumerate(cfg.equipment.fixed)
+        for i, f in enumerate(cfg.register.fixed)
         if f.id in out
     ]
     if clashes:
         raise ConfigError(str(cfg.source or "config"), clashes)
-    for f in cfg.equipment.fixed:
+    for f in cfg.register.fixed:
         cls = cfg.asset_classes[f.asset_class]
         out[f.id] = Asset(
             id=f.id,

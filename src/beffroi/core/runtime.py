@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from beffroi.core.config import Config
+from beffroi.app.config import Config
 from beffroi.core.downtime import HEARTBEAT_S, Downtime
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Literal
 from beffroi.core.model import Quality, Sample
 
 if TYPE_CHECKING:
-    from beffroi.core.config import Config
     from beffroi.core.register import Register
+    from beffroi.historian.config import HistorianSite
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class Compressor:
         self.stored = 0
 
     @classmethod
-    def from_config(cls, cfg: Config, register: Register) -> Compressor:
+    def from_config(cls, cfg: HistorianSite, register: Register) -> Compressor:
         """Build the specs of every register tag that has a `[compression]` rule."""
         specs: dict[str, CompressionSpec] = {}
         if cfg.compression.enabled:

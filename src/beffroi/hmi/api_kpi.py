@@ -11,10 +11,10 @@ from typing import Any
 from flask import Flask, Response, request, stream_with_context
 
 import beffroi
-from beffroi.core.config import Config
 from beffroi.core.timeparse import parse_time
 from beffroi.historian.base import Historian
 from beffroi.hmi.api_http import TOKEN_REQUIRED, bearer_ok, error, json_response
+from beffroi.hmi.config import HmiSite
 from beffroi.kpi.export import ExportQuery, iter_csv
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def export_query(args: Any) -> ExportQuery:
 
 
 def register_kpi_api(
-    server: Flask, cfg: Config, historian: Historian, token: str, kpi: Any = None
+    server: Flask, cfg: HmiSite, historian: Historian, token: str, kpi: Any = None
 ) -> None:
     """Add /api/v1/kpi routes, answering only requests bearing the token."""
 

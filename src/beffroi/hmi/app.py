@@ -13,7 +13,6 @@ from dash import Input, Output, callback, dcc, html
 from flask import has_request_context, jsonify
 from flask_login import current_user
 
-from beffroi.core.config import Config
 from beffroi.core.live import LiveValues
 from beffroi.core.register import Register
 from beffroi.historian.base import Historian
@@ -22,6 +21,7 @@ from beffroi.hmi.api_alarms import register_alarm_api
 from beffroi.hmi.api_audit import register_audit_api
 from beffroi.hmi.api_kpi import register_kpi_api
 from beffroi.hmi.auth import install_auth, sees, session_secret
+from beffroi.hmi.config import HmiSite
 from beffroi.hmi.context import HmiContext, get_context, set_context
 from beffroi.hmi.figures import DISPLAY_TZ
 from beffroi.hmi.metrics import register_metrics
@@ -35,7 +35,7 @@ PAGES_FOLDER = HERE / "pages"
 ASSETS_FOLDER = HERE / "assets"
 
 
-def _shell(cfg: Config) -> html.Div:
+def _shell(cfg: HmiSite) -> html.Div:
     return html.Div(
         className="shell",
         children=[
@@ -140,7 +140,7 @@ def _register_shell_callbacks() -> None:
 
 
 def create_app(
-    cfg: Config,
+    cfg: HmiSite,
     register: Register,
     live: LiveValues,
     historian: Historian,

@@ -6,17 +6,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from beffroi.core.config import Config
 from beffroi.core.live import LiveValues
 from beffroi.core.register import Register
 from beffroi.historian.base import Historian
+from beffroi.hmi.config import HmiSite
 
 
 @dataclass(frozen=True, slots=True)
 class HmiContext:
     """What the pages need: config, register, live values, historian and an optional status."""
 
-    cfg: Config
+    cfg: HmiSite
     register: Register
     live: LiveValues
     historian: Historian

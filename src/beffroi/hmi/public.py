@@ -18,10 +18,10 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, request
 
-from beffroi.core.config import Config
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Quality, utcnow
 from beffroi.core.register import Register
+from beffroi.hmi.config import HmiSite
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class RateLimit:
 class ParkingFeed:
     """Build the feed from live values, at most once per cache period."""
 
-    def __init__(self, cfg: Config, register: Register, live: LiveValues):
+    def __init__(self, cfg: HmiSite, register: Register, live: LiveValues):
         pub = cfg.hmi.public
         self.cache_s, self.names, self.live = pub.cache_s, pub.names, live
         self.tz = ZoneInfo(cfg.metropolis.timezone)
@@ -133,7 +133,7 @@ def _count(sample) -> int | None:  # type: ignore[no-untyped-def]
     return round(v)
 
 
-def register_public(server: Flask, cfg: Config, register: Register, live: LiveValues) -> None:
+def register_public(server: Flask, cfg: HmiSite, register: Register, live: LiveValues) -> None:
     """Add the unauthenticated, cached and rate-limited car-park feed."""
     pub = cfg.hmi.public
     if not pub.enabled:

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, TypedDict
 
-from beffroi.core.config import Config
 from beffroi.core.model import Asset, Quality, Sample, utcnow
 from beffroi.core.register import Register
+from beffroi.hmi.config import HmiSite
 
 State = Literal["fault", "p1", "p2", "p3", "p4", "commloss", "stale", "oos", "normal"]
 # Most urgent first: a cluster of markers takes the colour of its most urgent member.
@@ -202,7 +202,7 @@ def count_states(rows: Iterable[AssetRow]) -> dict[str, int]:
 # --- map payloads: a layer is drawn once per filter; a small frame updates it in place ---
 
 
-def mobile_classes(cfg: Config) -> set[str]:
+def mobile_classes(cfg: HmiSite) -> set[str]:
     """Return the asset classes that report their own position (lat and lon signals)."""
     return {
         k for k, c in cfg.asset_classes.items() if {"lat", "lon"} <= {s.name for s in c.signals}

@@ -13,8 +13,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from beffroi.core.kpi_config import availability_classes, down_signals
 from beffroi.kpi.cells import CellContext, full_hours
+from beffroi.kpi.config import availability_classes, down_signals
 from beffroi.kpi.timeline import COMM_LOSS, GOOD, Grid, Samples, events_cells, split
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from beffroi.core.config import Config
 from beffroi.core.model import Asset
 from beffroi.core.register import Register
+from beffroi.kpi.config import KpiSite
 from beffroi.kpi.definitions import BREAKDOWNS, scopes_of
 from beffroi.kpi.inputs import Reader
 from beffroi.kpi.timeline import Grid, Samples
@@ -97,7 +97,7 @@ class CellSink:
         )
 
 
-def hold_after_s(cfg: Config, cls_id: str, signal: str, override: float | None = None) -> float:
+def hold_after_s(cfg: KpiSite, cls_id: str, signal: str, override: float | None = None) -> float:
     """Return the silence after which a value is taken as held rather than a line.
 
     Stored samples of a compressed signal are at most max_time_s apart while values arrive, and
@@ -123,7 +123,7 @@ def full_hours(n_assets: int, n_hours: int) -> np.ndarray:
 class CellContext:
     """What a family's calculator needs to fill cells for a range of hours."""
 
-    cfg: Config
+    cfg: KpiSite
     register: Register
     reader: Reader
     grid: Grid

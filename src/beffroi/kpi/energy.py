@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from beffroi.core.kpi_config import EnergySourceConfig
 from beffroi.core.model import Asset
 from beffroi.kpi.cells import CellContext, full_hours, hold_after_s
+from beffroi.kpi.config import EnergySourceConfig
 from beffroi.kpi.timeline import (
     Grid,
     Samples,

@@ -23,14 +23,13 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from beffroi.core.config import Config
 from beffroi.core.errors import ConfigError
-from beffroi.core.kpi_config import kpi_journal_path, kpi_register_problems
 from beffroi.core.model import utcnow
 from beffroi.core.register import Register
 from beffroi.historian.base import Historian
 from beffroi.kpi import availability, energy, mobility, waste, water
 from beffroi.kpi.cells import CellContext, CellSink
+from beffroi.kpi.config import KpiSite, kpi_journal_path, kpi_register_problems
 from beffroi.kpi.derive import differences, period_values, stored_values, to_samples
 from beffroi.kpi.fingerprints import Fingerprints, input_tags, read_margin
 from beffroi.kpi.inputs import Reader, epoch_grid
@@ -53,7 +52,7 @@ class KpiEngine:
 
     def __init__(
         self,
-        cfg: Config,
+        cfg: KpiSite,
         register: Register,
         historian: Historian,
         *,
@@ -370,7 +369,7 @@ def _reason(reasons: dict[datetime, str], start: Any, res: str, tz: ZoneInfo, de
     return found[0] if found else default
 
 
-def active_kpis(cfg: Config) -> list:
+def active_kpis(cfg: KpiSite) -> list:
     """Return the KPI definitions the config gives inputs for."""
     from beffroi.kpi.definitions import KPIS
 

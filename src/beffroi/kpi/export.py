@@ -22,9 +22,9 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 import beffroi
-from beffroi.core.config import Config
 from beffroi.core.model import Quality, utcnow
 from beffroi.historian.base import Historian
+from beffroi.kpi.config import KpiSite
 from beffroi.kpi.definitions import BY_NAME, COVERAGE, KpiDef, parse_series_tag, scope_commune
 from beffroi.kpi.inputs_doc import inputs_of
 from beffroi.kpi.periods import Resolution, local_iso, period_of
@@ -189,7 +189,7 @@ class HashingWriter:
         self.f.write(data)
 
 
-def definitions(cfg: Config, kpis: set[str]) -> list[dict[str, Any]]:
+def definitions(cfg: KpiSite, kpis: set[str]) -> list[dict[str, Any]]:
     """Return the definitions of KPIs as the manifest records them: formula, inputs, baseline."""
     out = []
     for name in sorted(kpis):
@@ -210,7 +210,7 @@ def definitions(cfg: Config, kpis: set[str]) -> list[dict[str, Any]]:
 
 
 def manifest(
-    cfg: Config, query: ExportQuery, csv_path: Path, result: ExportResult
+    cfg: KpiSite, query: ExportQuery, csv_path: Path, result: ExportResult
 ) -> dict[str, Any]:
     """Return the sidecar manifest of a written export."""
     tz = ZoneInfo(cfg.metropolis.timezone)
@@ -237,7 +237,7 @@ def manifest_path(csv_path: Path) -> Path:
 
 def write_export(
     historian: Historian,
-    cfg: Config,
+    cfg: KpiSite,
     query: ExportQuery,
     out: Path,
     progress: Callable[[int, int], None] | None = None,
@@ -262,7 +262,7 @@ def write_stream(chunks: Iterator[str], out: Path, result: ExportResult) -> None
     result.sha256, result.bytes = w.sha.hexdigest(), w.bytes
 
 
-def write_manifest(cfg: Config, query: ExportQuery, out: Path, result: ExportResult) -> Path:
+def write_manifest(cfg: KpiSite, query: ExportQuery, out: Path, result: ExportResult) -> Path:
     """Write the manifest beside the CSV."""
     path = manifest_path(out)
     body = manifest(cfg, query, out, result)
@@ -274,7 +274,7 @@ def write_manifest(cfg: Config, query: ExportQuery, out: Path, result: ExportRes
 class Exporter:
     """Exports for the command line: from the historian, or from a running gateway's stream."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: KpiSite):
         self.cfg = cfg
 
     def query(

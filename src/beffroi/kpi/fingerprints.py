@@ -15,11 +15,10 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from beffroi.core.config import Config
-from beffroi.core.kpi_config import availability_classes, down_signals
 from beffroi.core.register import Register
 from beffroi.historian.base import Historian
 from beffroi.kpi.cells import hold_after_s
+from beffroi.kpi.config import KpiSite, availability_classes, down_signals
 from beffroi.kpi.periods import HOUR, hours
 from beffroi.kpi.store import aware, naive
 
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 FP_COLUMNS = ["hour", "fp_n", "fp_sum", "fp_nan", "fp_events"]
 
 
-def input_signals(cfg: Config) -> list[tuple[str, str, float | None]]:
+def input_signals(cfg: KpiSite) -> list[tuple[str, str, float | None]]:
     """Return (class, signal, hold_after override) of every KPI input."""
     kc, out = cfg.kpi, []
     for cls_id, src in kc.energy.items():
@@ -47,7 +46,7 @@ def input_signals(cfg: Config) -> list[tuple[str, str, float | None]]:
     return out
 
 
-def input_tags(cfg: Config, register: Register) -> list[str]:
+def input_tags(cfg: KpiSite, register: Register) -> list[str]:
     """Return every tag the KPIs read, sorted."""
     wanted: dict[str, set[str]] = {}
     for cls_id, signal, _ in input_signals(cfg):
@@ -55,7 +54,7 @@ def input_tags(cfg: Config, register: Register) -> list[str]:
     return sorted(a.tag(s) for a in register.assets.values() for s in wanted.get(a.asset_class, ()))
 
 
-def read_margin(cfg: Config) -> timedelta:
+def read_margin(cfg: KpiSite) -> timedelta:
     """Return how far around a range samples are read: past the longest interpolated silence."""
     holds = [hold_after_s(cfg, c, s, o) for c, s, o in input_signals(cfg)]
     return timedelta(seconds=max([3600.0] + [1.5 * h for h in holds]))

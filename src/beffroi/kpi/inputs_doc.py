@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from beffroi.core.config import Config
-from beffroi.core.kpi_config import availability_classes, down_signals
 from beffroi.kpi.cells import hold_after_s
+from beffroi.kpi.config import KpiSite, availability_classes, down_signals
 
 
-def _compression(cfg: Config, cls_id: str, signal: str) -> dict[str, Any] | str:
+def _compression(cfg: KpiSite, cls_id: str, signal: str) -> dict[str, Any] | str:
     """Return the compression settings a signal is stored with (as configured)."""
     rule = cfg.compression.classes.get(cls_id, {}).get(signal)
     if not cfg.compression.enabled or rule is None or rule.method == "off":
@@ -18,7 +17,7 @@ def _compression(cfg: Config, cls_id: str, signal: str) -> dict[str, Any] | str:
     return rule.model_dump(exclude_none=True)
 
 
-def signal_input(cfg: Config, cls_id: str, signal: str, role: str, **extra: Any) -> dict:
+def signal_input(cfg: KpiSite, cls_id: str, signal: str, role: str, **extra: Any) -> dict:
     """Describe one input signal: class, unit, role, interpolation and compression."""
     spec = next(s for s in cfg.asset_classes[cls_id].signals if s.name == signal)
     return {
@@ -33,7 +32,7 @@ def signal_input(cfg: Config, cls_id: str, signal: str, role: str, **extra: Any)
     }
 
 
-def _energy(cfg: Config) -> list[dict[str, Any]]:
+def _energy(cfg: KpiSite) -> list[dict[str, Any]]:
     out = []
     for cls_id, src in cfg.kpi.energy.items():
         out.append(
@@ -60,7 +59,7 @@ def _energy(cfg: Config) -> list[dict[str, Any]]:
     return out
 
 
-def _baseline(cfg: Config) -> dict[str, Any]:
+def _baseline(cfg: KpiSite) -> dict[str, Any]:
     lc = cfg.kpi.lighting
     assert lc is not None
     out: dict[str, Any] = {
@@ -81,7 +80,7 @@ def _baseline(cfg: Config) -> dict[str, Any]:
     return out
 
 
-def inputs_of(cfg: Config, family: str) -> dict[str, Any]:
+def inputs_of(cfg: KpiSite, family: str) -> dict[str, Any]:
     """Return the inputs and parameters of a KPI family."""
     kc = cfg.kpi
     if family == "energy":

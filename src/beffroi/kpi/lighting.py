@@ -18,9 +18,9 @@ import numpy as np
 from astral import Observer
 from astral.sun import dawn, dusk, elevation
 
-from beffroi.core.kpi_config import lighting_baseline
 from beffroi.core.model import Asset
 from beffroi.kpi.cells import CellContext, full_hours
+from beffroi.kpi.config import lighting_baseline
 from beffroi.kpi.energy import AssetEnergy
 from beffroi.kpi.timeline import Segments, split
 

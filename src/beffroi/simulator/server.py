@@ -13,9 +13,9 @@ from typing import Any
 from asyncua import Server, ua
 from asyncua.server.address_space import NodeData
 
-from beffroi.core.config import Config
 from beffroi.core.model import Value, utcnow
 from beffroi.core.register import Register
+from beffroi.simulator.config import SimulatorSite
 from beffroi.simulator.physics import Metropolis
 from beffroi.simulator.writes import EquipmentWrites
 
@@ -86,7 +86,7 @@ class MetropolisSimulator:
 
     def __init__(
         self,
-        cfg: Config,
+        cfg: SimulatorSite,
         register: Register,
         *,
         endpoint: str | None = None,

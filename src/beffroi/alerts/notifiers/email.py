@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from zoneinfo import ZoneInfo
 
+from beffroi.alerts.config import AlarmsConfig, OnCallConfig, RouteConfig, TeamConfig
 from beffroi.alerts.notifiers.message import Composer, Line
 from beffroi.alerts.state import MASKED, Alarm, AlarmEvent
-from beffroi.core.alarm_config import DAYS, AlarmsConfig, OnCallConfig, RouteConfig, TeamConfig
+from beffroi.core.config import DAYS
 from beffroi.core.register import Register
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The durable e-mail outbox (in the journal file) and its SMTP delivery, retried with backoff.
+"""The durable outbox of alarm e-mails, in the journal file; `mail/smtp.py` delivers it.
 
 An e-mail is stored before any attempt and marked sent only after the server accepted it, so
 an SMTP outage loses nothing; each keeps its Message-ID across retries, so a receiver can drop
@@ -7,21 +7,13 @@ the one duplicate a crash between acceptance and marking could cause.
 
 from __future__ import annotations
 
-import logging
-import os
-import smtplib
-import ssl
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.message import EmailMessage
-from email.parser import Parser
 from email.policy import SMTP as SMTP_POLICY
 
-from beffroi.alerts.journal import Journal, naive_utc
-from beffroi.core.alarm_config import EmailConfig
-from beffroi.core.model import utcnow
-
-log = logging.getLogger(__name__)
+from beffroi.alerts.journal import Journal
+from beffroi.core.model import naive_utc, utcnow
 
 
 class Outbox:
@@ -93,113 +85,3 @@ class Outbox:
             [naive_utc(since), f"|{alarm_id}|"],
         )
         return int(rows[0]["n"]) > 0
-
-
-class SmtpSender:
-    """Deliver the outbox over SMTP (plain, STARTTLS or SMTPS) with backoff while it fails."""
-
-    def __init__(self, cfg: EmailConfig, clock: Callable[[], datetime] = utcnow):
-        self.cfg, self.clock = cfg, clock
-        self.failures = 0
-        self.sent = 0
-        self.last_error = ""
-        self._retry_at: datetime | None = None
-        self._warned = False
-
-    def _credentials(self) -> tuple[str, str] | None:
-        if not self.cfg.username_env:
-            return None
-        user = os.environ.get(self.cfg.username_env)
-        password = os.environ.get(self.cfg.password_env)
-        if user is None or password is None:
-            raise smtplib.SMTPException(
-                f"environment variables {self.cfg.username_env} and {self.cfg.password_env} "
-                "must hold the SMTP user and password"
-            )
-        return user, password
-
-    def _connect(self) -> smtplib.SMTP:
-        cfg = self.cfg
-        # A private CA (ca_file) for a metropolis' own relay; the system's CAs otherwise.
-        context = ssl.create_default_context(cafile=cfg.ca_file or None)
-        smtp: smtplib.SMTP
-        if cfg.security == "ssl":
-            smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_s, context=context)
-        else:
-            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_s)
-            if cfg.security == "starttls":
-                smtp.starttls(context=context)
-        creds = self._credentials()
-        if creds is not None:
-            smtp.login(*creds)
-        return smtp
-
-    def deliver(self, outbox: Outbox) -> int:
-        """Send what is due (blocking: run it in a worker thread); return how many were sent."""
-        now = self.clock()
-        if self._retry_at is not None and now < self._retry_at:
-            return 0
-        rows = outbox.due()
-        if not rows:
-            return 0
-        sent = 0
-        try:
-            smtp = self._connect()
-        except (OSError, smtplib.SMTPException) as exc:
-            self._down(outbox, rows[0]["id"], exc)
-            return 0
-        try:
-            for row in rows:
-                recipients = [r for r in row["recipients"].split(",") if r]
-                msg = Parser(policy=SMTP_POLICY).parsestr(row["message"])
-                try:
-                    refused = smtp.send_message(msg, self.cfg.sender, recipients)
-                except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as exc:
-                    log.error("SMTP refused e-mail %s for good: %s", row["message_id"], exc)
-                    outbox.mark_attempt(row["id"], str(exc), failed=True)
-                    continue
-                except smtplib.SMTPResponseException as exc:
-                    if exc.smtp_code >= 500:
-                        log.error("SMTP refused e-mail %s for good: %s", row["message_id"], exc)
-                        outbox.mark_attempt(row["id"], str(exc), failed=True)
-                        continue
-                    raise
-                outbox.mark_sent(row["id"])
-                sent += 1
-                if refused:
-                    log.warning(
-                        "SMTP refused some recipients of %s: %s", row["message_id"], refused
-                    )
-            with_quit(smtp)
-        except (OSError, smtplib.SMTPException) as exc:
-            self._down(outbox, row["id"], exc)
-        if sent:
-            if self.failures:
-                log.info("SMTP server %s:%d answers again", self.cfg.host, self.cfg.port)
-            self.failures, self._retry_at, self._warned = 0, None, False
-            self.sent += sent
-        return sent
-
-    def _down(self, outbox: Outbox, oid: int, exc: BaseException) -> None:
-        self.failures += 1
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        outbox.mark_attempt(oid, self.last_error)
-        delay = min(self.cfg.retry_max_s, self.cfg.retry_min_s * 2 ** (self.failures - 1))
-        self._retry_at = self.clock() + timedelta(seconds=delay)
-        # Said once per outage: a down mail server must not flood the log either.
-        if not self._warned:
-            log.warning(
-                "cannot send alarm e-mails through %s:%d (%s); they wait in the outbox",
-                self.cfg.host,
-                self.cfg.port,
-                self.last_error,
-            )
-            self._warned = True
-
-
-def with_quit(smtp: smtplib.SMTP) -> None:
-    """Say QUIT, ignoring a server that already hung up (everything was accepted before)."""
-    try:
-        smtp.quit()
-    except (OSError, smtplib.SMTPException):
-        smtp.close()

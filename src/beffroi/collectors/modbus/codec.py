@@ -7,7 +7,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from beffroi.core.collector_config import ModbusRegisterConfig
+from beffroi.collectors.modbus.config import ModbusRegisterConfig
 
 WORDS = {
     "int16": 1,

@@ -18,9 +18,7 @@ from beffroi.collectors.base import (
     Sink,
 )
 from beffroi.collectors.modbus.codec import Point, ReadBlock, decode, encode, plan_reads, with_bit
-from beffroi.core.collector_config import register_problems
-from beffroi.core.config import ModbusCollectorConfig
-from beffroi.core.errors import ConfigError
+from beffroi.collectors.modbus.config import ModbusCollectorConfig
 from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -100,12 +98,7 @@ class ModbusCollector(Collector):
 
     @classmethod
     def from_config(cls, config: Any, cfg: Any, register: Any, sink: Sink) -> ModbusCollector:
-        """Build the collector for its devices, after checking them against the register."""
-        problems = register_problems(cfg, register.assets)
-        mine = f"collectors.modbus[{cfg.collectors.modbus.index(config)}]."
-        problems = [p for p in problems if p.startswith(mine)]
-        if problems:
-            raise ConfigError(str(cfg.source or "config"), problems)
+        """Build the collector for its devices (checked against the register at load time)."""
         assets = [register.assets[d.asset] for d in config.devices]
         tags = [t for a in assets for t in a.tags]
         return cls(config, tags, sink, asset_classes={a.id: a.asset_class for a in assets})

@@ -12,9 +12,9 @@ from typing import Any
 import aiomqtt
 
 from beffroi.collectors.base import Backoff, Collector, Sink
+from beffroi.collectors.mqtt.config import MqttCollectorConfig
 from beffroi.collectors.mqtt.payload import Malformed, TopicRule, command_payload, parse, tag_of
 from beffroi.collectors.opcua.security import MissingCredentials, credentials
-from beffroi.core.collector_config import MqttCollectorConfig
 from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
 
 log = logging.getLogger(__name__)

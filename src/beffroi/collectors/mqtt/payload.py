@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from beffroi.core.collector_config import MqttTopicConfig
+from beffroi.collectors.mqtt.config import MqttTopicConfig
 from beffroi.core.model import TagSpec, Value, tag_name
 
 _INDEX = re.compile(r"^(.*?)\[(\d+)\]$")

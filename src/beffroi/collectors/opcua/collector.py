@@ -14,6 +14,7 @@ from asyncua import Client, ua
 
 from beffroi.collectors.base import Backoff, Collector, Sink
 from beffroi.collectors.opcua import decoder, security
+from beffroi.collectors.opcua.config import OpcUaCollectorConfig
 from beffroi.collectors.opcua.discovery import discover, resolve_root
 from beffroi.collectors.opcua.items import (
     OperationLimits,
@@ -26,9 +27,9 @@ from beffroi.collectors.opcua.items import (
     read_limits,
 )
 from beffroi.collectors.opcua.samples import BatchSubscription, Poller
-from beffroi.core.config import AssetClassConfig, OpcUaCollectorConfig
 from beffroi.core.errors import BeffroiError
 from beffroi.core.model import Sample, TagSpec, Value, WriteResult, WriteStatus
+from beffroi.core.site import AssetClassConfig
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from asyncua import Client, ua
 
 from beffroi.collectors.opcua.items import OperationLimits, in_chunks, plain_nodeid
-from beffroi.core.config import AssetClassConfig
 from beffroi.core.model import TagSpec, tag_name
+from beffroi.core.site import AssetClassConfig
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from asyncua import Client, ua
 
-from beffroi.core.config import OpcUaCollectorConfig
+from beffroi.collectors.opcua.config import OpcUaCollectorConfig
 from beffroi.core.model import TagSpec
 
 log = logging.getLogger(__name__)

@@ -32,9 +32,9 @@ class MissingCredentials(BeffroiError):
     """An environment variable named in the config for a user name or password is not set."""
 
 
-def credentials(username_env: str | None, password_env: str | None) -> tuple[str, str] | None:
+def credentials(username_env: str, password_env: str) -> tuple[str, str] | None:
     """Read the user name and password from the environment variables named in the config."""
-    if username_env is None or password_env is None:
+    if not username_env or not password_env:
         return None
     missing = [n for n in (username_env, password_env) if n not in os.environ]
     if missing:

@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from beffroi.core.config import Config
 from beffroi.core.model import Sample, naive_utc
 from beffroi.core.register import Register
 from beffroi.core.scheduler import Scheduler
 from beffroi.historian import retention
 from beffroi.historian.base import COLUMNS, RAW_COLUMNS, Agg, Historian, empty_result
+from beffroi.historian.config import HistorianSite
 from beffroi.historian.downsample import downsample_frame
 from beffroi.historian.duckdb import sealed as blocks
 from beffroi.historian.duckdb import sql as q
@@ -79,11 +79,11 @@ class DuckDBHistorian(Reads, Historian):
         self._watermark = self._meta("watermark")
 
     @classmethod
-    def from_config(cls, cfg: Config, register: Register | None = None) -> DuckDBHistorian:
+    def from_config(cls, cfg: HistorianSite, register: Register | None = None) -> DuckDBHistorian:
         """Open the file named by `[historian] path`."""
         return cls(cfg.resolve(cfg.historian.path))
 
-    def schedule(self, scheduler: Scheduler, cfg: Config) -> None:
+    def schedule(self, scheduler: Scheduler, cfg: HistorianSite) -> None:
         """Register compaction and retention as scheduled jobs."""
         scheduler.every(cfg.historian.compact_interval_s, self.compact, "historian-compact")
         retention = cfg.historian.retention

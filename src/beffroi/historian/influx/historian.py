@@ -36,7 +36,7 @@ from beffroi.historian.influx.layout import Layout, LineEncoder, to_us
 from beffroi.historian.influx.query import QueryBuilder
 
 if TYPE_CHECKING:
-    from beffroi.core.config import Config
+    from beffroi.historian.config import HistorianSite
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class InfluxHistorian(Historian):
             self.bucket = bucket or "/".join(p for p in (database, retention_policy) if p)
 
     @classmethod
-    def from_config(cls, cfg: Config, register: Register) -> InfluxHistorian:
+    def from_config(cls, cfg: HistorianSite, register: Register) -> InfluxHistorian:
         """Build from `[historian.influx]`, reading secrets from the environment variables named."""
         ic = cfg.historian.influx
         source = str(cfg.source or "config.toml")

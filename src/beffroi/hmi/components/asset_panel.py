@@ -9,9 +9,9 @@ from urllib.parse import quote
 
 from dash import dcc, html
 
-from beffroi.core.config import Config
 from beffroi.core.model import Asset, Sample
 from beffroi.core.register import Register
+from beffroi.hmi.config import HmiSite
 from beffroi.hmi.figures import trend_figure
 from beffroi.hmi.state import STATE_COLOURS, STATE_LABELS, alarm_marks, asset_state
 
@@ -73,7 +73,7 @@ def primary_tag(asset: Asset) -> str:
 def asset_panel(
     asset: Asset,
     snapshot: Mapping[str, Sample],
-    cfg: Config,
+    cfg: HmiSite,
     register: Register,
     now: datetime,
     alarms: Sequence[Mapping[str, Any]] = (),

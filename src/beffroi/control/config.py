@@ -1,32 +1,18 @@
-"""Config models of `[control]` (limits, interlocks, playbooks, lighting) and `[hmi.public]`."""
+"""Config of `[control]`: limits, interlocks, maintenance windows, playbooks, lighting."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from beffroi.core.alarm_config import _HHMM, DAYS, Day, Slug, _check_emails
-
-if TYPE_CHECKING:
-    from beffroi.core.config import Config
+from beffroi.core.config import DAYS, HHMM, Day, Emails, Slug, Strict
+from beffroi.core.site import SignalConfig, Site
+from beffroi.mail.config import SmtpConfig
 
 SetValue = bool | float | str
-
-
-class Strict(BaseModel):
-    """Base of every control config section: unknown keys are errors."""
-
-    # The same base as core/config.py's; defined here because config.py imports this module.
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-def _hhmm(v: str) -> str:
-    if not (_HHMM.match(v) or v == "24:00"):
-        raise ValueError(f"expected a time HH:MM, got {v!r}")
-    return v
 
 
 class ClassControl(Strict):
@@ -76,15 +62,10 @@ class MaintenanceWindow(Strict):
 
     name: str = ""
     days: list[Day] = list(DAYS)
-    start: str = "00:00"
-    end: str = "24:00"
+    start: HHMM = "00:00"
+    end: HHMM = "24:00"
     communes: list[str] = []
     classes: list[str] = []
-
-    @field_validator("start", "end")
-    @classmethod
-    def _times(cls, v: str) -> str:
-        return _hhmm(v)
 
 
 class PlaybookStepConfig(Strict):
@@ -99,16 +80,11 @@ class PlaybookStepConfig(Strict):
     nearest: int | None = Field(default=None, ge=1)
     on_rollback: Literal["restore", "keep"] = "restore"
     stop_on_failure: bool = False
-    to: list[str] = []
+    to: Emails = []
     subject: str = ""
     body: str = ""
     rollback_subject: str = ""
     rollback_body: str = ""
-
-    @field_validator("to")
-    @classmethod
-    def _emails(cls, v: list[str]) -> list[str]:
-        return _check_emails(v)
 
     @model_validator(mode="after")
     def _complete(self) -> PlaybookStepConfig:
@@ -142,14 +118,9 @@ class LightingLevels(Strict):
     dawn_offset_min: float | None = Field(default=None, ge=-180, le=180)
     evening_pct: float | None = Field(default=None, ge=0, le=100)
     night_pct: float | None = Field(default=None, ge=0, le=100)
-    night_start: str | None = None
-    night_end: str | None = None
+    night_start: HHMM | None = None
+    night_end: HHMM | None = None
     presence_pct: float | None = Field(default=None, ge=0, le=100)
-
-    @field_validator("night_start", "night_end")
-    @classmethod
-    def _times(cls, v: str | None) -> str | None:
-        return None if v is None else _hhmm(v)
 
 
 class LightingProfile(LightingLevels):
@@ -160,7 +131,7 @@ class LightingProfile(LightingLevels):
     communes: list[str] = []
 
 
-class LightingConfig(Strict):
+class LightingScheduleConfig(Strict):
     """Adaptive street lighting: on at dusk, off at dawn, reduced at night, boosted by presence."""
 
     enabled: bool = True
@@ -171,8 +142,8 @@ class LightingConfig(Strict):
     dawn_offset_min: float = Field(default=0.0, ge=-180, le=180)
     evening_pct: float = Field(default=100.0, ge=0, le=100)
     night_pct: float = Field(default=50.0, ge=0, le=100)
-    night_start: str = "23:00"
-    night_end: str = "05:00"
+    night_start: HHMM = "23:00"
+    night_end: HHMM = "05:00"
     day_pct: float = Field(default=0.0, ge=0, le=100)
     presence_pct: float = Field(default=100.0, ge=0, le=100)
     presence_signal: Slug = "presence"
@@ -182,11 +153,6 @@ class LightingConfig(Strict):
     retry_after_s: float = Field(default=600.0, gt=0)
     communes: list[str] = []
     profiles: list[LightingProfile] = []
-
-    @field_validator("night_start", "night_end")
-    @classmethod
-    def _times(cls, v: str) -> str:
-        return _hhmm(v)
 
 
 class ControlConfig(Strict):
@@ -204,28 +170,34 @@ class ControlConfig(Strict):
     interlocks: list[InterlockConfig] = []
     maintenance: list[MaintenanceWindow] = []
     playbooks: list[PlaybookConfig] = []
-    lighting: LightingConfig = LightingConfig()
+    lighting: LightingScheduleConfig = LightingScheduleConfig()
 
 
-class PublicFeedConfig(Strict):
-    """The unauthenticated open-data feed of car parks: cache and per-address rate limit."""
+class MailRelay(Protocol):
+    """The section that names the gateway's one SMTP relay (`[alarms.email]`)."""
 
-    enabled: bool = True
-    asset_class: str = Field(default="car_park", alias="class")
-    cache_s: float = Field(default=10.0, ge=0, le=3600)
-    requests_per_min: int = Field(default=60, ge=1)
-    max_clients: int = Field(default=10_000, ge=1)
-    names: dict[str, str] = {}
+    @property
+    def email(self) -> SmtpConfig: ...
 
 
-def audit_path(cfg: Config) -> Path:
-    """Return the audit file: as configured, or audit.duckdb in the historian's folder."""
-    if cfg.control.audit:
-        return cfg.resolve(cfg.control.audit)
-    return cfg.resolve(cfg.historian.path).parent / "audit.duckdb"
+class ControlSite(Site, Protocol):
+    """What control reads of the config: its section, and the SMTP relay for playbook e-mails."""
+
+    @property
+    def control(self) -> ControlConfig: ...
+
+    @property
+    def alarms(self) -> MailRelay: ...
 
 
-def _value_problem(sig, value: SetValue, step: float | None) -> str | None:  # type: ignore[no-untyped-def]
+def audit_path(site: ControlSite) -> Path:
+    """Return the audit file: as configured, or audit.duckdb in the gateway's data folder."""
+    if site.control.audit:
+        return site.resolve(site.control.audit)
+    return site.data_dir() / "audit.duckdb"
+
+
+def value_problem(sig: SignalConfig, value: SetValue, step: float | None) -> str | None:
     """Say why a value does not suit a signal (kind, range, step), or None."""
     if sig.kind == "bool":
         return None if isinstance(value, bool) else f"{sig.name} takes true or false"
@@ -235,23 +207,25 @@ def _value_problem(sig, value: SetValue, step: float | None) -> str | None:  # t
         return f"{sig.name} takes a number"
     if (sig.low is not None and value < sig.low) or (sig.high is not None and value > sig.high):
         return f"{value} is outside {sig.name}'s range [{sig.low}, {sig.high}]"
-    if step and not _on_step(value, sig.low or 0.0, step):
+    if step and not on_step(value, sig.low or 0.0, step):
         return f"{value} is not on {sig.name}'s step of {step}"
     return None
 
 
-def _on_step(value: float, origin: float, step: float) -> bool:
+def on_step(value: float, origin: float, step: float) -> bool:
     """Tell whether value = origin + k × step for an integer k (within rounding)."""
     k = (value - origin) / step
     return math.isclose(k, round(k), abs_tol=1e-6)
 
 
-def control_problems(cfg: Config) -> list[str]:
+def control_problems(cfg: ControlSite) -> list[str]:
     """Check references of [control] to classes, signals, communes, and values' ranges."""
     ctl, out = cfg.control, []
     communes, classes = set(cfg.commune_ids()), cfg.asset_classes
 
-    def signal(where: str, cls_id: str | None, name: str | None, writable: bool = True):  # type: ignore[no-untyped-def]
+    def signal(
+        where: str, cls_id: str | None, name: str | None, writable: bool = True
+    ) -> SignalConfig | None:
         cls = classes.get(cls_id or "")
         if cls is None:
             out.append(f"{where}.class: unknown asset class {cls_id!r}")
@@ -277,7 +251,7 @@ def control_problems(cfg: Config) -> list[str]:
         where = f"control.interlocks[{i}]"
         sig = signal(where, rule.asset_class, rule.signal)
         for v in rule.values if sig is not None else []:
-            if (p := _value_problem(sig, v, None)) is not None:
+            if (p := value_problem(sig, v, None)) is not None:
                 out.append(f"{where}.values: {p}")
         if rule.block_when is not None and sig is not None:
             signal(f"{where}.block_when", rule.asset_class, rule.block_when.signal, False)
@@ -308,7 +282,7 @@ def control_problems(cfg: Config) -> list[str]:
                 continue
             sig = signal(where, step.asset_class, step.signal)
             if sig is not None and step.value is not None:
-                p = _value_problem(sig, step.value, step_of(step.asset_class, step.signal))
+                p = value_problem(sig, step.value, step_of(step.asset_class, step.signal))
                 if p is not None:
                     out.append(f"{where}.value: {p}")
     light = ctl.lighting
@@ -327,10 +301,4 @@ def control_problems(cfg: Config) -> list[str]:
                 for c in prof.communes
                 if c not in communes
             ]
-    public = cfg.hmi.public
-    if public.enabled and (
-        "asset_class" in public.model_fields_set or public.asset_class in classes
-    ):
-        for name in ("capacity", "free_spaces"):
-            signal("hmi.public", public.asset_class, name, False)
     return out

@@ -1,34 +1,28 @@
-"""Config models of `[kpi]`: energy, lighting baseline, availability, mobility, water, waste."""
+"""Config of `[kpi]`: energy, lighting baseline, availability, mobility, water, waste."""
 
 from __future__ import annotations
 
 import csv
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-if TYPE_CHECKING:
-    from beffroi.core.config import Config
-    from beffroi.core.register import Register
+from beffroi.alerts.config import AlarmsConfig
+from beffroi.core.config import Slug, Strict
+from beffroi.core.register import Register
+from beffroi.core.site import Site
+from beffroi.historian.config import CompressionConfig
 
-Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
 Kw = Annotated[float, Field(gt=0, le=10_000)]
-
-
-class Strict(BaseModel):
-    """Base of every KPI config section: unknown keys are errors."""
-
-    # The same base as core/config.py's; defined here because config.py imports this module.
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class EnergySourceConfig(Strict):
     """How one asset class's energy is measured: a kWh counter, or kW power integrated."""
 
-    signal: Name
+    signal: Slug
     method: Literal["counter", "power"]
     # Between two Good samples closer than hold_after_s the value moves linearly (a swinging-door
     # archive); a longer silence from report-by-exception equipment means "unchanged": held.
@@ -40,10 +34,10 @@ class EnergySourceConfig(Strict):
     rollover: float | None = Field(default=None, gt=0, description="the counter wraps after this")
 
 
-class LightingConfig(Strict):
+class LightingSavingsConfig(Strict):
     """Public-lighting savings against the pre-renovation baseline, dusk to dawn."""
 
-    asset_class: Name = Field(default="streetlight_cabinet", alias="class")
+    asset_class: Slug = Field(default="streetlight_cabinet", alias="class")
     target_pct: float = Field(default=65.0, gt=0, le=100)
     # Cabinets switch at civil twilight (6°); 0.833 gives sunset and sunrise.
     depression_deg: float = Field(default=6.0, ge=0, le=18)
@@ -56,7 +50,7 @@ class LightingConfig(Strict):
 class AvailabilityConfig(Strict):
     """Time in service per class and commune, from fault states and CommLoss."""
 
-    classes: list[Name] = []
+    classes: list[Slug] = []
     down_when: dict[str, list[str]] = {}
     commloss: Literal["down", "unknown"] = "down"
 
@@ -64,21 +58,21 @@ class AvailabilityConfig(Strict):
 class MobilityConfig(Strict):
     """Bus priority at traffic lights, bus delay, car-park occupancy."""
 
-    traffic_class: Name = "traffic_controller"
-    requests: Name = "bus_priority_requests"
-    granted: Name | Literal[""] = ""
-    bus_class: Name = "bus"
-    delay: Name = "delay_s"
-    car_park_class: Name = "car_park"
-    occupancy: Name = "occupancy_pct"
+    traffic_class: Slug = "traffic_controller"
+    requests: Slug = "bus_priority_requests"
+    granted: Slug | Literal[""] = ""
+    bus_class: Slug = "bus"
+    delay: Slug = "delay_s"
+    car_park_class: Slug = "car_park"
+    occupancy: Slug = "occupancy_pct"
     full_pct: float = Field(default=98.0, gt=0, le=100)
 
 
 class WaterConfig(Strict):
     """Reservoir level compliance: share of time within [low, high]."""
 
-    asset_class: Name = Field(default="reservoir", alias="class")
-    signal: Name = "level_pct"
+    asset_class: Slug = Field(default="reservoir", alias="class")
+    signal: Slug = "level_pct"
     low: float = 30.0
     high: float = 95.0
 
@@ -92,8 +86,8 @@ class WaterConfig(Strict):
 class WasteConfig(Strict):
     """Waste collections: emptied above full_pct (useful) or below (a useless round)."""
 
-    asset_class: Name = Field(default="waste_container", alias="class")
-    signal: Name = "fill_pct"
+    asset_class: Slug = Field(default="waste_container", alias="class")
+    signal: Slug = "fill_pct"
     full_pct: float = Field(default=80.0, gt=0, le=100)
     drop_pct: float = Field(default=30.0, gt=0, le=100)
 
@@ -109,7 +103,7 @@ class KpiConfig(Strict):
     carry_days: int = Field(default=31, ge=1, le=400)
     fill_max_h: float = Field(default=72.0, gt=0, le=24 * 31)
     energy: dict[str, EnergySourceConfig] = {}
-    lighting: LightingConfig | None = None
+    lighting: LightingSavingsConfig | None = None
     availability: AvailabilityConfig | None = None
     mobility: MobilityConfig | None = None
     water: WaterConfig | None = None
@@ -122,14 +116,28 @@ class KpiConfig(Strict):
         return self.enabled and (bool(self.energy) or any(s is not None for s in sections))
 
 
-def kpi_journal_path(cfg: Config) -> Path:
-    """Return the KPI store: as configured, or kpi.duckdb in the historian's folder."""
+class KpiSite(Site, Protocol):
+    """What the KPI engine reads of the config: its section, the alarm journal's place (MTTR,
+    MTBF), and compression settings (how long a value holds)."""
+
+    @property
+    def kpi(self) -> KpiConfig: ...
+
+    @property
+    def alarms(self) -> AlarmsConfig: ...
+
+    @property
+    def compression(self) -> CompressionConfig: ...
+
+
+def kpi_journal_path(cfg: KpiSite) -> Path:
+    """Return the KPI store: as configured, or kpi.duckdb in the gateway's data folder."""
     if cfg.kpi.journal:
         return cfg.resolve(cfg.kpi.journal)
-    return cfg.resolve(cfg.historian.path).parent / "kpi.duckdb"
+    return cfg.data_dir() / "kpi.duckdb"
 
 
-def down_signals(cfg: Config, cls_id: str) -> list[str]:
+def down_signals(cfg: KpiSite, cls_id: str) -> list[str]:
     """Return the down conditions of a class: `fault` (down when true), `!online` (when false)."""
     kc = cfg.kpi.availability
     if kc is not None and cls_id in kc.down_when:
@@ -138,7 +146,7 @@ def down_signals(cfg: Config, cls_id: str) -> list[str]:
     return ["fault"] if any(s.name == "fault" and s.kind == "bool" for s in cls.signals) else []
 
 
-def availability_classes(cfg: Config) -> list[str]:
+def availability_classes(cfg: KpiSite) -> list[str]:
     """Return the classes whose availability is computed."""
     kc = cfg.kpi.availability
     if kc is None:
@@ -147,7 +155,7 @@ def availability_classes(cfg: Config) -> list[str]:
     return [c for c in ids if c in cfg.asset_classes and down_signals(cfg, c)]
 
 
-def _signal(cfg: Config, where: str, cls_id: str, signal: str, kinds: set[str]) -> list[str]:
+def _signal(cfg: KpiSite, where: str, cls_id: str, signal: str, kinds: set[str]) -> list[str]:
     cls = cfg.asset_classes.get(cls_id)
     if cls is None:
         return [f"{where}: unknown asset class {cls_id!r}"]
@@ -174,7 +182,7 @@ def _whole_hours(timezone: str) -> bool:
     return True
 
 
-def kpi_problems(cfg: Config) -> list[str]:
+def kpi_problems(cfg: KpiSite) -> list[str]:
     """Check references of [kpi] to classes, signals and communes."""
     kc, problems = cfg.kpi, []
     for cls_id, src in kc.energy.items():
@@ -218,7 +226,7 @@ def kpi_problems(cfg: Config) -> list[str]:
     return problems
 
 
-def _check_lighting(cfg: Config, lc: LightingConfig) -> list[str]:
+def _check_lighting(cfg: KpiSite, lc: LightingSavingsConfig) -> list[str]:
     where = "kpi.lighting"
     if lc.asset_class not in cfg.asset_classes:
         return [f"{where}.class: unknown asset class {lc.asset_class!r}"]
@@ -251,7 +259,7 @@ def read_baseline_file(path: Path) -> dict[str, float]:
     return out
 
 
-def lighting_baseline(cfg: Config, register: Register) -> tuple[dict[str, float], list[str]]:
+def lighting_baseline(cfg: KpiSite, register: Register) -> tuple[dict[str, float], list[str]]:
     """Return each cabinet's pre-renovation kW and the problems found (unknown assets, file)."""
     lc = cfg.kpi.lighting
     if lc is None:
@@ -285,6 +293,6 @@ def lighting_baseline(cfg: Config, register: Register) -> tuple[dict[str, float]
     return out, problems
 
 
-def kpi_register_problems(cfg: Config, register: Register) -> list[str]:
+def kpi_register_problems(cfg: KpiSite, register: Register) -> list[str]:
     """Check what needs the register: the cabinets named by the lighting baseline."""
     return lighting_baseline(cfg, register)[1]

@@ -1,25 +1,19 @@
-"""Config models of `[alarms]`: rules, teams, routes, e-mail; and their cross-checks."""
+"""Config of `[alarms]`: rules, teams, routes, e-mail; and their cross-checks."""
 
 from __future__ import annotations
 
-import re
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-if TYPE_CHECKING:
-    from beffroi.core.config import Config
+from beffroi.core.config import DAYS, HHMM, Day, Emails, Slug, Strict, check_http_url
+from beffroi.core.site import Site
+from beffroi.mail.config import SmtpConfig
 
-Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
-EnvName = Annotated[str, Field(pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$", max_length=128)]
 Severity = Annotated[int, Field(ge=1, le=4)]
 RuleType = Literal["limit", "discrete", "rate", "deviation", "stale", "commloss"]
-Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 # Which keys each rule type uses; any other type-specific key is an error, not silently ignored.
 _KEYS: dict[str, set[str]] = {
@@ -31,13 +25,6 @@ _KEYS: dict[str, set[str]] = {
     "commloss": set(),
 }
 _SPECIFIC = set().union(*_KEYS.values())
-
-
-class Strict(BaseModel):
-    """Base of every alarm config section: unknown keys are errors."""
-
-    # The same base as core/config.py's; defined here because config.py imports this module.
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class AlarmRuleConfig(Strict):
@@ -115,36 +102,19 @@ class OnCallConfig(Strict):
     """A weekly window (Europe/Paris) during which some addresses are on call for a team."""
 
     days: list[Day] = list(DAYS)
-    start: str = "00:00"
-    end: str = "24:00"
-    addresses: list[str] = Field(min_length=1)
-
-    @field_validator("start", "end")
-    @classmethod
-    def _hhmm(cls, v: str) -> str:
-        if not (_HHMM.match(v) or v == "24:00"):
-            raise ValueError(f"expected a time HH:MM, got {v!r}")
-        return v
-
-    @field_validator("addresses")
-    @classmethod
-    def _emails(cls, v: list[str]) -> list[str]:
-        return _check_emails(v)
+    start: HHMM = "00:00"
+    end: HHMM = "24:00"
+    addresses: Emails = Field(min_length=1)
 
 
 class TeamConfig(Strict):
     """A maintenance team: who gets its e-mails, who is on call, and who gets escalations."""
 
     name: Slug
-    addresses: list[str] = []
+    addresses: Emails = []
     on_call: list[OnCallConfig] = []
-    escalation: list[str] = []
+    escalation: Emails = []
     escalate_after_min: float = Field(default=30.0, gt=0)
-
-    @field_validator("addresses", "escalation")
-    @classmethod
-    def _emails(cls, v: list[str]) -> list[str]:
-        return _check_emails(v)
 
     @model_validator(mode="after")
     def _someone(self) -> TeamConfig:
@@ -163,41 +133,18 @@ class RouteConfig(Strict):
     notify_return: bool = False
 
 
-class EmailConfig(Strict):
-    """The SMTP server and the shape of alarm e-mails; secrets come from environment variables."""
+def _link_base(v: str) -> str:
+    """Return the base of links to the HMI without its trailing slash ("" for the default)."""
+    return check_http_url(v).rstrip("/") if v else v
+
+
+class EmailConfig(SmtpConfig):
+    """Alarm e-mails: whether they are sent, their links, digests and escalation."""
 
     enabled: bool = False
-    host: str = "127.0.0.1"
-    port: int = Field(default=25, ge=1, le=65535)
-    security: Literal["none", "starttls", "ssl"] = "starttls"
-    username_env: EnvName = ""
-    password_env: EnvName = ""
-    sender: str = "beffroi@localhost"
-    ca_file: str = ""
-    hmi_url: str = ""
+    hmi_url: Annotated[str, AfterValidator(_link_base)] = ""
     digest_window_s: float = Field(default=60.0, ge=0)
     escalate_severity: Severity = 2
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
-    retry_min_s: float = Field(default=5.0, gt=0)
-    retry_max_s: float = Field(default=300.0, gt=0)
-
-    @field_validator("sender")
-    @classmethod
-    def _sender(cls, v: str) -> str:
-        return _check_emails([v])[0]
-
-    @field_validator("hmi_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if v and not re.match(r"^https?://[^/\s]+(/\S*)?$", v):
-            raise ValueError(f"not an http(s) URL (expected http://host:port), got {v!r}")
-        return v.rstrip("/")
-
-    @model_validator(mode="after")
-    def _credentials(self) -> EmailConfig:
-        if bool(self.username_env) != bool(self.password_env):
-            raise ValueError("username_env and password_env go together")
-        return self
 
 
 class AlarmsConfig(Strict):
@@ -215,21 +162,23 @@ class AlarmsConfig(Strict):
     email: EmailConfig = EmailConfig()
 
 
-def journal_path(cfg: Config) -> Path:
-    """Return the journal file: as configured, or journal.duckdb in the historian's folder."""
-    if cfg.alarms.journal:
-        return cfg.resolve(cfg.alarms.journal)
-    return cfg.resolve(cfg.historian.path).parent / "journal.duckdb"
+class AlarmsSite(Site, Protocol):
+    """What the alarm service reads of the config."""
+
+    @property
+    def alarms(self) -> AlarmsConfig: ...
 
 
-def _check_emails(values: list[str]) -> list[str]:
-    for v in values:
-        if not _EMAIL.match(v):
-            raise ValueError(f"not an e-mail address: {v!r}")
-    return values
+def journal_path(site: AlarmsSite) -> Path:
+    """Return the journal file: as configured, or journal.duckdb in the gateway's data folder."""
+    if site.alarms.journal:
+        return site.resolve(site.alarms.journal)
+    return site.data_dir() / "journal.duckdb"
 
 
-def _signal_problems(cfg: Config, where: str, cls_id: str, signal: str | None, rule) -> list[str]:
+def _signal_problems(
+    cfg: AlarmsSite, where: str, cls_id: str, signal: str | None, rule: AlarmRuleConfig
+) -> list[str]:
     """Check that a rule's signal exists in its class and has a kind the rule can read."""
     cls = cfg.asset_classes.get(cls_id)
     if cls is None:  # a fixed asset of an unknown class: reported by the register checks
@@ -252,7 +201,7 @@ def _signal_problems(cfg: Config, where: str, cls_id: str, signal: str | None, r
     return []
 
 
-def _tag_class(cfg: Config, where: str, tag: str) -> tuple[str | None, list[str]]:
+def _tag_class(cfg: AlarmsSite, where: str, tag: str) -> tuple[str | None, list[str]]:
     """Return the asset class of a `commune/asset/signal` tag, or the problems found."""
     parts = tag.split("/")
     if len(parts) != 3:
@@ -260,7 +209,7 @@ def _tag_class(cfg: Config, where: str, tag: str) -> tuple[str | None, list[str]
     commune, asset, _ = parts
     if commune not in set(cfg.commune_ids()):
         return None, [f"{where}.tag: unknown commune {commune!r}"]
-    fixed = {f.id: f.asset_class for f in cfg.equipment.fixed}
+    fixed = {f.id: f.asset_class for f in cfg.register.fixed}
     if asset in fixed:
         return fixed[asset], []
     prefix = asset.split("-", 1)[0]
@@ -270,7 +219,7 @@ def _tag_class(cfg: Config, where: str, tag: str) -> tuple[str | None, list[str]
     return None, [f"{where}.tag: no asset class or fixed asset matches {asset!r}"]
 
 
-def alarm_problems(cfg: Config) -> list[str]:
+def alarm_problems(cfg: AlarmsSite) -> list[str]:
     """Check references of [alarms] to classes, signals, communes, domains and teams."""
     problems: list[str] = []
     alarms = cfg.alarms

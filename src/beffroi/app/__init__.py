@@ -1,0 +1,1 @@
+"""The composition root: the root config, the runtime that wires every part, the registry."""

@@ -1,0 +1,1 @@
+"""E-mail delivery shared by every feature: the SMTP relay's config and a sender with backoff."""
