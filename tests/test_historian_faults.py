@@ -163,7 +163,7 @@ WRITER = textwrap.dedent(
     from datetime import UTC, datetime, timedelta
     from beffroi.core.model import Sample
     from beffroi.historian.buffer import WriteBuffer
-    from beffroi.historian.duckdb import DuckDBHistorian
+    from beffroi.historian.duckdb.historian import DuckDBHistorian
     from beffroi.historian.spool import SCHEMA, Spool
 
     async def main(folder):
@@ -225,7 +225,7 @@ SPOOLING_WRITER = textwrap.dedent(
     from datetime import UTC, datetime, timedelta
     from beffroi.core.model import Sample
     from beffroi.historian.buffer import WriteBuffer
-    from beffroi.historian.influx import InfluxHistorian
+    from beffroi.historian.influx.historian import InfluxHistorian
     from beffroi.historian.spool import SCHEMA, Spool
 
     async def main(url, db, folder):
