@@ -19,7 +19,7 @@ from beffroi.alerts.performance import alarm_performance
 from beffroi.alerts.service import AlarmService
 from beffroi.alerts.state import AlarmState
 from beffroi.app.config import load_config
-from beffroi.core.cli import app
+from beffroi.cli import app
 from beffroi.core.model import Sample
 from beffroi.core.register import build_register
 from tests.conftest import ROOT

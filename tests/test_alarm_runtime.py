@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from beffroi.alerts.journal import Journal
+from beffroi.api.gateway_file import gateway_file_path
 from beffroi.app.config import demo_config
+from beffroi.app.runtime import Runtime
 from beffroi.core.register import build_register
-from beffroi.core.runtime import Runtime, gateway_file_path
 from tests.conftest import ROOT, eventually, free_port
 
 

@@ -19,13 +19,12 @@ import duckdb
 import pytest
 
 from beffroi.alerts.service import AlarmService
+from beffroi.api.gateway_file import gateway_file_path, new_token, write_gateway_file
 from beffroi.app.config import demo_config, load_config
 from beffroi.control.audit import GENESIS, AuditLog
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample, utcnow
-from beffroi.core.runtime import gateway_file_path
 from beffroi.historian.duckdb.historian import DuckDBHistorian
-from beffroi.hmi.api import new_token, write_gateway_file
 from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.users import UserStore
@@ -49,7 +48,7 @@ def _cli(*args: str, env: dict | None = None):  # type: ignore[no-untyped-def]
     """Run the command line in this process (quicker than a subprocess, same code)."""
     from typer.testing import CliRunner
 
-    from beffroi.core.cli import app
+    from beffroi.cli import app
 
     return CliRunner().invoke(app, list(args), env=env)
 
@@ -391,8 +390,8 @@ async def test_cli_goes_through_the_running_gateway(tmp_path: Path, demo_config_
     import asyncio
     import json
 
+    from beffroi.app.runtime import Runtime
     from beffroi.core.register import build_register
-    from beffroi.core.runtime import Runtime
 
     cfg = demo_config(demo_config_fixture, data=tmp_path, port=free_port(), opcua_port=free_port())
     cfg_file = _config_file(tmp_path)  # same data folder: the CLI finds gateway.json there

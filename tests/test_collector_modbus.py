@@ -247,8 +247,8 @@ async def test_silent_device_and_server_restart_give_commloss_then_recover(devic
 
 async def test_the_gateway_starts_modbus_collectors_from_config(demo_config, tmp_path) -> None:
     """A [[collectors.modbus]] table is started by the runtime; its values reach live values."""
+    from beffroi.app.runtime import Runtime
     from beffroi.core.register import build_register
-    from beffroi.core.runtime import Runtime
     from tests.servers import gateway_config
 
     dev = ModbusDevice(free_port(), unit_ids=(7,))

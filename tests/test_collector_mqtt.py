@@ -209,8 +209,8 @@ async def test_persistent_session_keeps_messages_and_broker_restart_recovers(bro
 
 async def test_the_gateway_starts_mqtt_collectors_from_config(broker, demo_config, tmp_path):
     """A [[collectors.mqtt]] table is started by the runtime with the tags its rules can name."""
+    from beffroi.app.runtime import Runtime
     from beffroi.core.register import build_register
-    from beffroi.core.runtime import Runtime
     from tests.servers import gateway_config
 
     table = {"name": "waste", "port": broker.port, "topics": [TOPICS[0]]}

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from beffroi.app.config import load_config
-from beffroi.core.cli import app
+from beffroi.cli import app
 from beffroi.core.errors import ConfigError
 from beffroi.core.register import build_register
 

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 
 from beffroi.app.config import demo_config
-from beffroi.core.downtime import BAD_SHUTDOWN
+from beffroi.app.downtime import BAD_SHUTDOWN
+from beffroi.app.runtime import Runtime
 from beffroi.core.errors import BeffroiError
 from beffroi.core.model import Quality, utcnow
 from beffroi.core.register import build_register
-from beffroi.core.runtime import Runtime
 from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.simulator.server import MetropolisSimulator
 from tests.conftest import eventually, free_port
@@ -171,7 +171,7 @@ def test_only_first_values_after_a_restart_are_stored_again(tmp_path: Path, monk
     """Values received once the equipment had time to send its current ones are not copied."""
     from types import SimpleNamespace
 
-    from beffroi.core import downtime
+    from beffroi.app import downtime
     from beffroi.core.model import Sample
 
     heartbeat = tmp_path / "gateway.alive"

@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from beffroi.api.gateway_file import gateway_file_path
 from beffroi.app.config import demo_config
+from beffroi.app.runtime import Runtime
 from beffroi.core.register import build_register
-from beffroi.core.runtime import Runtime, gateway_file_path
 from tests.conftest import ROOT, eventually, free_port
 
 
@@ -62,7 +63,7 @@ async def test_query_goes_through_the_running_gateway(demo_config_fixture, tmp_p
 
 def test_api_answers_are_valid_json_with_nan_as_null() -> None:
     """A KPI without a value (NaN) reaches the CLI as null, never as invalid `NaN`."""
-    from beffroi.hmi.api_http import json_response
+    from beffroi.api.http import json_response
 
     body = {"value": float("nan"), "rows": [{"v": 1.5}, {"v": float("inf")}], "n": 2}
     text = json_response(body).get_data(as_text=True)

@@ -12,8 +12,8 @@ import contextlib
 from pathlib import Path
 
 from beffroi.app.config import demo_config
+from beffroi.app.runtime import Runtime
 from beffroi.core.register import build_register
-from beffroi.core.runtime import Runtime
 from tests.browser import artifact, chromium, require_chromium
 from tests.conftest import free_port
 from tests.test_hmi import SHOWN_JS

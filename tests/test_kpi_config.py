@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from beffroi.app.config import load_config
-from beffroi.core.cli import app
+from beffroi.cli import app
 from tests.conftest import ROOT
 
 CASES = Path(__file__).parent / "cases" / "kpi"

@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from beffroi.app.config import demo_config
+from beffroi.app.runtime import Runtime
 from beffroi.core.model import Quality, Sample
 from beffroi.core.register import build_register
-from beffroi.core.runtime import Runtime
 from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.kpi import engine as engine_module
 from beffroi.kpi.definitions import series_tag

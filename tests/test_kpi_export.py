@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import beffroi
 from beffroi.app.config import parse_config
-from beffroi.core.cli import app
+from beffroi.cli import app
 from beffroi.core.model import Sample
 from beffroi.core.register import build_register
 from beffroi.historian.duckdb.historian import DuckDBHistorian

@@ -152,7 +152,7 @@ def test_a_users_file_held_by_a_gateway_is_named_by_the_cli(held: Path, tmp_path
     the HMI's store raises the same StoreLocked."""
     from typer.testing import CliRunner
 
-    from beffroi.core.cli import app
+    from beffroi.cli import app
     from beffroi.hmi.users import UserStore
     from tests.conftest import ROOT
 

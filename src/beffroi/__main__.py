@@ -1,5 +1,5 @@
 """Allow `python -m beffroi`."""
 
-from beffroi.core.cli import main
+from beffroi.cli import main
 
 main()

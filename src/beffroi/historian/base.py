@@ -5,11 +5,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Self
 
 import pandas as pd
 
 from beffroi.core.model import Sample
+from beffroi.core.register import Register
+from beffroi.core.scheduler import Scheduler
+from beffroi.historian.config import HistorianSite
 
 Agg = Literal["mean", "min", "max", "first", "last", "count", "sum", "twa", "integral"]
 AGGREGATES: tuple[str, ...] = (
@@ -58,6 +61,14 @@ class Historian(ABC):
     """
 
     name: str = "historian"
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, cfg: HistorianSite, register: Register) -> Self:
+        """Open the back end as `[historian]` configures it."""
+
+    def schedule(self, scheduler: Scheduler, cfg: HistorianSite) -> None:  # noqa: B027
+        """Register the back end's maintenance jobs (compaction, retention); none by default."""
 
     @abstractmethod
     def write(self, batch: Sequence[Sample]) -> int:

@@ -13,13 +13,10 @@ from dash import Input, Output, callback, dcc, html
 from flask import has_request_context, jsonify
 from flask_login import current_user
 
+from beffroi.api.server import mount_api
 from beffroi.core.live import LiveValues
 from beffroi.core.register import Register
 from beffroi.historian.base import Historian
-from beffroi.hmi.api import register_api
-from beffroi.hmi.api_alarms import register_alarm_api
-from beffroi.hmi.api_audit import register_audit_api
-from beffroi.hmi.api_kpi import register_kpi_api
 from beffroi.hmi.auth import install_auth, sees, session_secret
 from beffroi.hmi.config import HmiSite
 from beffroi.hmi.context import HmiContext, get_context, set_context
@@ -204,12 +201,15 @@ def create_app(
         return jsonify(body)
 
     if api_token:
-        register_api(server, historian, api_token)
-        if alarms is not None:
-            register_alarm_api(server, alarms, api_token, audit=audit)
-        register_kpi_api(server, cfg, historian, api_token, kpi)
-        if audit is not None:
-            register_audit_api(server, audit, api_token, cfg.metropolis.timezone)
+        mount_api(
+            server,
+            api_token,
+            historian=historian,
+            timezone=cfg.metropolis.timezone,
+            alarms=alarms,
+            kpi=kpi,
+            audit=audit,
+        )
     register_public(server, cfg, register, live)
     if status is not None:
         register_metrics(server, status)

@@ -12,7 +12,7 @@ from astral import Observer
 from astral.sun import elevation, sun
 
 from beffroi.core.model import Value
-from beffroi.simulator.physics import Clock, Model
+from beffroi.simulator.equipment import Clock, Model
 
 DAY_S = 86_400.0
 KM_PER_DEG = 111.0

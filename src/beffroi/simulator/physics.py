@@ -1,4 +1,4 @@
-"""Simulation engine: simulated clock, generic fault model, change detection, `Metropolis`."""
+"""Simulation engine: every asset's model stepped in simulated time, reporting changes."""
 
 from __future__ import annotations
 
@@ -6,112 +6,18 @@ import logging
 import math
 import zlib
 from collections import defaultdict
-from datetime import UTC, date, datetime
-from typing import Any, ClassVar, NamedTuple
+from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from beffroi.core.model import Asset, TagSpec, Value
 from beffroi.core.register import Register
+from beffroi.simulator.equipment import Clock, Model, blank, py_value
+from beffroi.simulator.models import MODELS
 
 logger = logging.getLogger(__name__)
-
-
-class Clock(NamedTuple):
-    """Simulated time of one step: epoch seconds, step length, and local calendar facts."""
-
-    t: float
-    dt: float
-    hour: float
-    weekday: int
-    day: date
-    tz: ZoneInfo
-
-
-class Model:
-    """Generic equipment, base of the models: a Poisson fault process; setpoints stored, echoed."""
-
-    # signal -> (decimals reported, deadband that triggers a report before interval_s elapses)
-    FORMAT: ClassVar[dict[str, tuple[int, float]]] = {}
-
-    def __init__(self, assets: list[Asset], rng: np.random.Generator, fault_rate: float):
-        self.assets, self.n, self.rng = assets, len(assets), rng
-        self.fault_rate = fault_rate / 3600.0
-        self.specs: dict[str, TagSpec] = {s.signal: s for s in assets[0].tags}
-        self.lat = np.array([a.lat for a in assets])
-        self.lon = np.array([a.lon for a in assets])
-        self.fault_until = np.full(self.n, -np.inf)
-        self.forced = np.full(self.n, -1, np.int8)
-        self.fault = np.zeros(self.n, bool)
-        self.sp: dict[str, np.ndarray] = {}
-        for name, spec in self.specs.items():
-            if spec.writable:
-                self.sp[name] = _blank(spec.kind, self.n)
-
-    def bind(self, signal: str, values: np.ndarray) -> np.ndarray:
-        """Make a state array the store of a writable signal, when the template has one."""
-        if signal in self.sp:
-            self.sp[signal] = values
-        return values
-
-    def setup(self, clk: Clock) -> None:
-        """Draw per-asset constants and the initial state."""
-
-    def evolve(self, clk: Clock) -> dict[str, np.ndarray]:
-        """Advance the state by clk.dt and return the signals it computes."""
-        return {}
-
-    def update(self, clk: Clock) -> dict[str, np.ndarray]:
-        """Advance faults and dynamics; return every signal's current values."""
-        if self.fault_rate > 0 and clk.dt > 0:
-            p = -math.expm1(-self.fault_rate * clk.dt)
-            new = (self.rng.random(self.n) < p) & (self.fault_until <= clk.t)
-            self.fault_until[new] = clk.t + self.rng.uniform(120.0, 900.0, int(new.sum()))
-        self.fault = np.where(self.forced >= 0, self.forced == 1, self.fault_until > clk.t)
-        out = dict(self.sp)
-        out.update(self.evolve(clk))
-        out["fault"] = self.fault
-        return out
-
-    def refusal(self, signal: str, i: int) -> str | None:
-        """Return why asset i refuses a write to a setpoint now, or None when it takes it."""
-        return None
-
-    def accept(self, signal: str, value: Value) -> Value | None:
-        """Convert and clamp a written setpoint; None when it cannot be used."""
-        spec = self.specs[signal]
-        if spec.kind == "bool":
-            return bool(value)
-        if spec.kind == "str":
-            return str(value)[:200]
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            return None
-        if not math.isfinite(v):
-            return None
-        if spec.low is not None:
-            v = max(v, spec.low)
-        if spec.high is not None:
-            v = min(v, spec.high)
-        return v
-
-    def events(self, rate_per_h: float | np.ndarray, dt: float) -> np.ndarray:
-        """Return which assets see a Poisson event at this rate during dt."""
-        return self.rng.random(self.n) < -np.expm1(-np.asarray(rate_per_h) / 3600.0 * dt)
-
-
-def _py(x: Any) -> Value:
-    return x.item() if isinstance(x, np.generic) else x
-
-
-def _blank(kind: str, n: int) -> np.ndarray:
-    if kind == "bool":
-        return np.zeros(n, bool)
-    if kind == "str":
-        return np.full(n, "", object)
-    return np.zeros(n)
 
 
 class _Channel:
@@ -120,7 +26,7 @@ class _Channel:
     def __init__(self, tags: list[str], spec: TagSpec, fmt: tuple[int, float], due: np.ndarray):
         self.tags, self.kind, self.interval = tags, spec.kind, spec.interval_s
         self.decimals, self.deadband = fmt[0], 0.0 if spec.writable else fmt[1]
-        self.value = _blank(spec.kind, len(tags))
+        self.value = blank(spec.kind, len(tags))
         self.last = self.value.copy()
         self.due = due
 
@@ -169,9 +75,6 @@ class Metropolis:
         by_class: dict[str, list[Asset]] = defaultdict(list)
         for a in register.assets.values():
             by_class[a.asset_class].append(a)
-        # Imported here, not at the top: models.py subclasses Model, so that would be circular.
-        from beffroi.simulator.models import MODELS
-
         clk = self._clock(self._t, 0.0)
         phase = np.random.default_rng([seed, 0])
         self._blocks: list[tuple[Model, dict[str, _Channel]]] = []
@@ -216,12 +119,12 @@ class Metropolis:
 
     def values(self) -> dict[str, Value]:
         """Return the last reported value of every tag."""
-        return {t: _py(ch.last[i]) for t, (_, ch, i) in self._where.items()}
+        return {t: py_value(ch.last[i]) for t, (_, ch, i) in self._where.items()}
 
     def value(self, tag: str) -> Value:
         """Return the last reported value of one tag."""
         _, ch, i = self._where[tag]
-        return _py(ch.last[i])
+        return py_value(ch.last[i])
 
     def step(self, now: datetime) -> list[tuple[str, Value]]:
         """Advance to `now` and return the (tag, value) pairs to report."""

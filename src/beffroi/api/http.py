@@ -1,22 +1,50 @@
-"""What the gateway's token API routes share: the bearer check and JSON answers."""
+"""What the gateway's token API routes share: the bearer check, errors and JSON answers."""
 
 from __future__ import annotations
 
 import hmac
 import json
 import math
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from flask import Response, request
+from flask import Flask, Response, request
+
+from beffroi.api.routes import Route
 
 TOKEN_REQUIRED = "a valid bearer token is required"
+# What a view's exception means to the client: its message, with this status.
+BAD_REQUEST: Mapping[type[Exception], int] = {ValueError: 400}
 
 
 def bearer_ok(token: str) -> bool:
     """Return True when the request bears the token (compared in constant time)."""
     given = request.headers.get("Authorization", "")
     return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+def add_route(
+    server: Flask,
+    route: Route,
+    token: str,
+    view: Callable[[], Response],
+    errors: Mapping[type[Exception], int] = BAD_REQUEST,
+) -> None:
+    """Serve a route to requests bearing the token; listed exceptions answer their status."""
+
+    def guarded() -> Response:
+        if not bearer_ok(token):
+            return error(401, TOKEN_REQUIRED)
+        try:
+            return view()
+        except tuple(errors) as exc:
+            status = next(s for kind, s in errors.items() if isinstance(exc, kind))
+            return error(status, str(exc))
+
+    server.add_url_rule(
+        route.path, endpoint=f"api {route.path}", view_func=guarded, methods=[route.method]
+    )
 
 
 def json_response(body: Any, status: int = 200) -> Response:

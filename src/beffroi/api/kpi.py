@@ -1,6 +1,6 @@
-"""The gateway's KPI API, by token: exports streamed as CSV, recomputation, recorded changes.
+"""The KPI routes: exports streamed as CSV, recomputation, recorded changes.
 
-`beffroi kpi export|compute|changes` use it while the running gateway holds the DuckDB files.
+`beffroi kpi export|compute|changes` use them while the running gateway holds the DuckDB files.
 """
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ from typing import Any
 from flask import Flask, Response, request, stream_with_context
 
 import beffroi
+from beffroi.api import routes
+from beffroi.api.http import add_route, error, json_response
 from beffroi.core.timeparse import parse_time
 from beffroi.historian.base import Historian
-from beffroi.hmi.api_http import TOKEN_REQUIRED, bearer_ok, error, json_response
-from beffroi.hmi.config import HmiSite
+from beffroi.kpi.engine import KpiEngine
 from beffroi.kpi.export import ExportQuery, iter_csv
 
 log = logging.getLogger(__name__)
+
+NOT_ENABLED = "KPIs are not enabled in this gateway ([kpi])"
 
 
 def export_query(args: Any) -> ExportQuery:
@@ -38,47 +41,36 @@ def export_query(args: Any) -> ExportQuery:
 
 
 def register_kpi_api(
-    server: Flask, cfg: HmiSite, historian: Historian, token: str, kpi: Any = None
+    server: Flask, historian: Historian, token: str, timezone: str, kpi: KpiEngine | None = None
 ) -> None:
-    """Add /api/v1/kpi routes, answering only requests bearing the token."""
+    """Add the KPI routes, answering only requests bearing the token."""
 
-    @server.get("/api/v1/kpi/export")
-    def kpi_export() -> Response:
-        if not bearer_ok(token):
-            return error(401, TOKEN_REQUIRED)
-        try:
-            query = export_query(request.args)
-        except ValueError as exc:
-            return error(400, str(exc))
-        chunks = iter_csv(historian, query, cfg.metropolis.timezone)
+    def export() -> Response:
+        query = export_query(request.args)
+        chunks = iter_csv(historian, query, timezone)
         headers = {"X-Beffroi-Version": beffroi.__version__}
         return Response(stream_with_context(chunks), mimetype="text/csv", headers=headers)
 
-    @server.post("/api/v1/kpi/compute")
-    def kpi_compute() -> Response:
-        if not bearer_ok(token):
-            return error(401, TOKEN_REQUIRED)
+    def compute() -> Response:
         if kpi is None:
-            return error(409, "KPIs are not enabled in this gateway ([kpi])")
+            return error(409, NOT_ENABLED)
         body = request.get_json(silent=True) or {}
         try:
             start, end = parse_time(str(body["from"])), parse_time(str(body["to"]))
         except (KeyError, ValueError) as exc:
-            return error(400, f"give from and to as ISO 8601 times ({exc})")
+            raise ValueError(f"give from and to as ISO 8601 times ({exc})") from None
         log.info("KPI recomputation requested through the API: %s → %s", start, end)
         return json_response(kpi.recompute(start, end))
 
-    @server.get("/api/v1/kpi/changes")
-    def kpi_changes() -> Response:
-        if not bearer_ok(token):
-            return error(401, TOKEN_REQUIRED)
+    def changes() -> Response:
         if kpi is None:
-            return error(409, "KPIs are not enabled in this gateway ([kpi])")
-        try:
-            start = parse_time(request.args.get("from", "-30d"))
-            end = parse_time(request.args.get("to", "now"))
-        except ValueError as exc:
-            return error(400, str(exc))
+            return error(409, NOT_ENABLED)
+        start = parse_time(request.args.get("from", "-30d"))
+        end = parse_time(request.args.get("to", "now"))
         df = kpi.store.changes(start, end)
         df = df.astype(object).where(df.notna(), None)
         return json_response({"changes": df.to_dict(orient="records")})
+
+    add_route(server, routes.KPI_EXPORT, token, export)
+    add_route(server, routes.KPI_COMPUTE, token, compute)
+    add_route(server, routes.KPI_CHANGES, token, changes)

@@ -1,34 +1,47 @@
 """`beffroi alarms list|ack|shelve|unshelve|out-of-service|in-service|export|stats`.
 
-While a gateway runs, commands go through its HTTP API (its engine holds the live state and
-its journal file); otherwise they read and append to the journal file directly, audited
-(`core/alarm_client.py`).
+While a gateway runs, commands go through its API (its engine holds the live states and its
+journal file); otherwise they read the journal file and append to it themselves, rebuilding
+each alarm from its journaled state, audited as the API audits them, with `source: cli`.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import typer
 
+from beffroi.alerts.config import AlarmsSite, journal_path
+from beffroi.alerts.journal import Journal, to_csv
+from beffroi.alerts.performance import alarm_performance
+from beffroi.alerts.state import Alarm, AlarmCommandError
+from beffroi.api import routes
+from beffroi.api.client import GatewayClient
+from beffroi.api.routes import Route
 from beffroi.app.config import Config
-from beffroi.core.alarm_client import command, gateway_or_journal
-from beffroi.core.plugins import load
+from beffroi.cli.audit import offline_audit
+from beffroi.cli.common import RUN_FIRST, ConfigOpt, fail, gateway_or_files, load, open_file
+from beffroi.control.audit import record_command
+from beffroi.core.model import utcnow
+from beffroi.core.timeparse import parse_time
 
-alarms_app = typer.Typer(help="Alarms: list, acknowledge, shelve, export the journal, figures.")
+commands = typer.Typer(help="Alarms: list, acknowledge, shelve, export the journal, figures.")
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TOML)")]
 UserOpt = Annotated[str, typer.Option(help="who does it (journaled)")]
 CommentOpt = Annotated[str, typer.Option(help="why (journaled)")]
 AlarmIdArg = Annotated[str, typer.Argument(help="alarm id")]
 TimeOpt = Annotated[str, typer.Option(help="now, -15m, -2h, -7d or ISO 8601")]
 Multi = list[str] | None
+T = TypeVar("T")
+Apply = Callable[[Alarm, datetime], str]  # an operator command on one alarm, naming its event
 
 
 class ListFormat(StrEnum):
@@ -53,7 +66,7 @@ def _local(ts: Any, tz: ZoneInfo) -> str:
     return t.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _print_table(rows: list[dict], tz: ZoneInfo) -> None:
+def _print_table(rows: list[dict[str, Any]], tz: ZoneInfo) -> None:
     if not rows:
         typer.echo("no alarm needs attention")
         return
@@ -68,23 +81,99 @@ def _print_table(rows: list[dict], tz: ZoneInfo) -> None:
         )
 
 
-def register(app: typer.Typer) -> None:
-    """Add the `alarms` command group to the CLI."""
-    app.add_typer(alarms_app, name="alarms")
+def _journal(cfg: AlarmsSite, write: bool) -> Journal:
+    """Open the journal file, or exit saying why not."""
+    path = journal_path(cfg)
+    return open_file(
+        path,
+        lambda: Journal(path, read_only=not write),
+        missing=f"no alarm journal yet ({RUN_FIRST})",
+    )
 
 
-def _load(config: Path) -> Config:
-    from beffroi.core.cli import _load as load
+def gateway_or_journal(
+    cfg: AlarmsSite,
+    online: Callable[[GatewayClient], T],
+    offline: Callable[[Journal], T],
+    *,
+    write: bool = False,
+) -> T:
+    """Ask the running gateway, or make the same answer with `offline(journal)`."""
 
-    return load(config)
+    def on_file() -> T:
+        journal = _journal(cfg, write)  # only commands append to it
+        try:
+            return offline(journal)
+        finally:
+            journal.close()
+
+    return gateway_or_files(cfg, online, on_file)
 
 
-def _config_and_body(config: Path, user: str, comment: str, **fields: Any) -> tuple[Config, dict]:
+def _offline_command(
+    cfg: Config,
+    journal: Journal,
+    ids: list[str],
+    apply: Apply,
+    body: dict[str, Any],
+    action: str,
+    detail: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Apply a command to alarms rebuilt from the journal, append its events, audit it."""
+    rows = {r["alarm_id"]: r for r in journal.current(include_normal=True)}
+    user, comment = body["user"], body["comment"]
+    targets = {i: rows[i]["commune"] if i in rows else "" for i in ids}
+    fields = {"source": "cli", "comment": comment, **detail}  # as the API's records
+    # Opened before anything changes: a command the audit log cannot take is not made.
+    with offline_audit(cfg) as log:
+        now, events = utcnow(), []
+        try:
+            for alarm_id in ids:
+                if alarm_id not in rows:
+                    why = "not in the journal (no transition recorded yet)"
+                    raise AlarmCommandError(f"{alarm_id}: {why}")
+                alarm = Alarm.from_row(rows[alarm_id])
+                events.append(alarm.event(apply(alarm, now), now, user, comment))
+        except AlarmCommandError as exc:  # nothing was appended: refused as a whole
+            record_command(log, user, action, targets, "refused", reason=str(exc), **fields)
+            raise fail([str(exc)], 1) from None
+        journal.write(events)
+        if not record_command(log, user, action, targets, **fields):
+            raise fail([f"{action} done, but the audit log cannot record it"], 1)
+    return [e.as_row() for e in events]
+
+
+def command(
+    cfg: Config,
+    route: Route,
+    body: dict[str, Any],
+    ids: list[str],
+    apply: Apply,
+    action: str,
+    **detail: Any,
+) -> None:
+    """Send a command through the gateway, or apply it to the journal audited as the API does
+    (`action`, `detail`); print its events."""
+
+    def offline(journal: Journal) -> dict[str, Any]:
+        return {"events": _offline_command(cfg, journal, ids, apply, body, action, detail)}
+
+    def online(gateway: GatewayClient) -> dict[str, Any]:
+        answer: dict[str, Any] = gateway.json(route, body=body)
+        return answer
+
+    for r in gateway_or_journal(cfg, online, offline, write=True)["events"]:
+        typer.echo(f"{r['alarm_id']}: {r['event']} → {r['state']}")
+
+
+def _config_and_body(
+    config: Path, user: str, comment: str, **fields: Any
+) -> tuple[Config, dict[str, Any]]:
     """Load the config and build an operator command's body (user: the login by default)."""
-    return _load(config), {**fields, "user": user or _default_user(), "comment": comment}
+    return load(config), {**fields, "user": user or _default_user(), "comment": comment}
 
 
-@alarms_app.command("list")
+@commands.command("list")
 def list_alarms(
     config: ConfigOpt = Path("config.toml"),
     commune: Annotated[Multi, typer.Option(help="only these communes")] = None,
@@ -95,7 +184,7 @@ def list_alarms(
     fmt: Annotated[ListFormat, typer.Option("--format")] = ListFormat.table,
 ) -> None:
     """List the alarms needing attention, most urgent first."""
-    cfg = _load(config)
+    cfg = load(config)
     communes, domains, states = commune or [], domain or [], state or []
 
     def offline(journal: Any) -> dict[str, Any]:
@@ -110,18 +199,17 @@ def list_alarms(
         return {"alarms": rows}
 
     params = {"commune": communes, "domain": domains, "state": states}
-    rows = gateway_or_journal(cfg, "/api/v1/alarms", offline, params=params)["alarms"]
+    answer = gateway_or_journal(cfg, lambda g: g.json(routes.ALARMS, params), offline)
+    rows = answer["alarms"]
     if fmt is ListFormat.json:
         typer.echo(json.dumps(rows, default=str))
     elif fmt is ListFormat.csv:
-        import pandas as pd
-
         typer.echo(pd.DataFrame(rows).to_csv(index=False), nl=False)
     else:
         _print_table(rows, ZoneInfo(cfg.metropolis.timezone))
 
 
-@alarms_app.command()
+@commands.command()
 def ack(
     alarm_id: Annotated[list[str], typer.Argument(help="alarm ids, as `alarms list` shows them")],
     config: ConfigOpt = Path("config.toml"),
@@ -130,10 +218,10 @@ def ack(
 ) -> None:
     """Acknowledge alarms."""
     cfg, body = _config_and_body(config, user, comment, ids=alarm_id)
-    command(cfg, "ack", body, alarm_id, lambda a, now: a.ack(), "alarm.ack")
+    command(cfg, routes.ALARMS_ACK, body, alarm_id, lambda a, now: a.ack(), "alarm.ack")
 
 
-@alarms_app.command()
+@commands.command()
 def shelve(
     alarm_id: AlarmIdArg,
     config: ConfigOpt = Path("config.toml"),
@@ -143,24 +231,22 @@ def shelve(
     comment: CommentOpt = "",
 ) -> None:
     """Shelve an alarm for some minutes, or one-shot (until it returns to normal)."""
-    from beffroi.core.cli import _fail
-
     cfg, body = _config_and_body(config, user, comment, id=alarm_id, minutes=minutes)
     if (minutes is None) == (not oneshot):
-        raise _fail(["give --minutes M or --oneshot"])
+        raise fail(["give --minutes M or --oneshot"])
     limit = cfg.alarms.max_shelve_min
     if minutes is not None and not 0 < minutes <= limit:
-        raise _fail([f"--minutes: between 0 and {limit:g} (alarms.max_shelve_min)"])
+        raise fail([f"--minutes: between 0 and {limit:g} (alarms.max_shelve_min)"])
     span = timedelta(minutes=limit if minutes is None else minutes)
     how_long = {"oneshot": True} if minutes is None else {"minutes": minutes}
 
     def apply(alarm: Any, now: datetime) -> str:
         return alarm.shelve(now + span, oneshot=oneshot)
 
-    command(cfg, "shelve", body, [alarm_id], apply, "alarm.shelve", **how_long)
+    command(cfg, routes.ALARMS_SHELVE, body, [alarm_id], apply, "alarm.shelve", **how_long)
 
 
-@alarms_app.command()
+@commands.command()
 def unshelve(
     alarm_id: AlarmIdArg,
     config: ConfigOpt = Path("config.toml"),
@@ -169,16 +255,30 @@ def unshelve(
 ) -> None:
     """End an alarm's shelving."""
     cfg, body = _config_and_body(config, user, comment, id=alarm_id)
-    command(cfg, "unshelve", body, [alarm_id], lambda a, now: a.unshelve(now), "alarm.unshelve")
+    command(
+        cfg,
+        routes.ALARMS_UNSHELVE,
+        body,
+        [alarm_id],
+        lambda a, now: a.unshelve(now),
+        "alarm.unshelve",
+    )
 
 
 def _service(config: Path, alarm_id: str, out: bool, user: str, comment: str) -> None:
     cfg, body = _config_and_body(config, user, comment, id=alarm_id, out=out)
     action = "alarm.out_of_service" if out else "alarm.in_service"
-    command(cfg, "service", body, [alarm_id], lambda a, now: a.set_out_of_service(out, now), action)
+    command(
+        cfg,
+        routes.ALARMS_SERVICE,
+        body,
+        [alarm_id],
+        lambda a, now: a.set_out_of_service(out, now),
+        action,
+    )
 
 
-@alarms_app.command("out-of-service")
+@commands.command("out-of-service")
 def out_of_service(
     alarm_id: AlarmIdArg,
     config: ConfigOpt = Path("config.toml"),
@@ -189,7 +289,7 @@ def out_of_service(
     _service(config, alarm_id, True, user, comment)
 
 
-@alarms_app.command("in-service")
+@commands.command("in-service")
 def in_service(
     alarm_id: AlarmIdArg,
     config: ConfigOpt = Path("config.toml"),
@@ -201,17 +301,14 @@ def in_service(
 
 
 def _period(start: str, end: str) -> tuple[datetime, datetime]:
-    from beffroi.core.cli import _fail
-    from beffroi.core.timeparse import parse_time
-
     now = datetime.now(UTC)
     try:
         return parse_time(start, now), parse_time(end, now)
     except ValueError as exc:
-        raise _fail([str(exc)]) from None
+        raise fail([str(exc)]) from None
 
 
-@alarms_app.command()
+@commands.command()
 def export(
     config: ConfigOpt = Path("config.toml"),
     start: TimeOpt = "-24h",
@@ -224,8 +321,7 @@ def export(
     out: Annotated[Path | None, typer.Option(help="write to this file (default: stdout)")] = None,
 ) -> None:
     """Export journaled transitions as CSV (local times with their offset)."""
-    to_csv = load("alerts", "to_csv")
-    cfg = _load(config)
+    cfg = load(config)
     t0, t1 = _period(start, end)
     filters = {"communes": commune or [], "domains": domain or [], "states": state or []}
     params = {"start": t0.isoformat(), "end": t1.isoformat(), "format": "csv",
@@ -235,7 +331,7 @@ def export(
     def offline(journal: Any) -> str:
         return to_csv(journal.events(start=t0, end=t1, **filters), cfg.metropolis.timezone)
 
-    text = gateway_or_journal(cfg, "/api/v1/alarms/events", offline, params=params)
+    text = gateway_or_journal(cfg, lambda g: g.text(routes.ALARMS_EVENTS, params), offline)
     if out is None:
         typer.echo(text, nl=False)
     else:
@@ -243,7 +339,7 @@ def export(
         typer.echo(f"{out}: {max(text.count(chr(10)) - 1, 0)} events", err=True)
 
 
-@alarms_app.command()
+@commands.command()
 def stats(
     config: ConfigOpt = Path("config.toml"),
     start: TimeOpt = "-24h",
@@ -251,8 +347,7 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Print ISA-18.2 alarm-performance figures of a period from the journal."""
-    alarm_performance = load("alerts", "performance")
-    cfg = _load(config)
+    cfg = load(config)
     t0, t1 = _period(start, end)
     ac = cfg.alarms
 
@@ -260,7 +355,7 @@ def stats(
         return alarm_performance(journal, t0, t1, ac.chatter_count, ac.chatter_window_s)
 
     params = {"start": t0.isoformat(), "end": t1.isoformat()}
-    figures = gateway_or_journal(cfg, "/api/v1/alarms/stats", offline, params=params)
+    figures = gateway_or_journal(cfg, lambda g: g.json(routes.ALARMS_STATS, params), offline)
     if as_json:
         typer.echo(json.dumps(figures))
         return

@@ -1,4 +1,4 @@
-"""The gateway's alarm API: list, acknowledge, shelve (audited); journal export and figures."""
+"""The alarm routes: list, acknowledge, shelve (audited); journal export and figures."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ from typing import Any
 from flask import Flask, Response, request
 
 from beffroi.alerts.journal import to_csv
+from beffroi.alerts.service import AlarmService
 from beffroi.alerts.state import AlarmCommandError, AlarmEvent
+from beffroi.api import routes
+from beffroi.api.http import add_route, error, json_response
 from beffroi.control.audit import AuditLog, record_command
 from beffroi.core.timeparse import parse_time
-from beffroi.hmi.api_http import TOKEN_REQUIRED, bearer_ok, error, json_response
 
 log = logging.getLogger(__name__)
+
+# A command that does not apply to an alarm's state, or names no alarm, is a conflict.
+ERRORS = {AlarmCommandError: 409, ValueError: 400}
 
 
 def event_json(ev: AlarmEvent) -> dict[str, Any]:
@@ -31,8 +36,10 @@ def _filters() -> dict[str, Any]:
     }
 
 
-def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLog | None) -> None:
-    """Add /api/v1/alarms routes over the running AlarmService, commands audited, by token."""
+def register_alarm_api(
+    server: Flask, alarms: AlarmService, token: str, *, audit: AuditLog | None
+) -> None:
+    """Add the alarm routes over the running AlarmService, commands audited, by token."""
 
     def command_body(*required: str) -> dict[str, Any]:
         body = request.get_json(silent=True)
@@ -43,21 +50,6 @@ def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLo
             raise ValueError(f"missing {', '.join(missing)}")
         return {**body, "user": str(body["user"]), "comment": str(body.get("comment") or "")}
 
-    def guarded(handler):  # type: ignore[no-untyped-def]
-        def wrapper() -> Response:
-            if not bearer_ok(token):
-                return error(401, TOKEN_REQUIRED)
-            try:
-                return handler()
-            except AlarmCommandError as exc:
-                return error(409, str(exc))
-            except ValueError as exc:
-                return error(400, str(exc))
-
-        wrapper.__name__ = f"alarms_{handler.__name__}"
-        return wrapper
-
-    @guarded
     def listing() -> Response:
         include = request.args.get("all", "") in ("1", "true")
         return json_response({"alarms": alarms.alarms(include_normal=include, **_filters())})
@@ -87,7 +79,6 @@ def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLo
             return error(500, f"{action} done, but the audit log cannot record it")
         return json_response({"events": [event_json(e) for e in events]})
 
-    @guarded
     def ack() -> Response:
         body = command_body("ids", "user")
         ids = body["ids"]
@@ -98,7 +89,6 @@ def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLo
             body, "alarm.ack", ids, lambda: alarms.ack(ids, body["user"], body["comment"])
         )
 
-    @guarded
     def shelve() -> Response:
         body = command_body("id", "user")
         alarm_id, minutes = str(body["id"]), body.get("minutes")
@@ -110,7 +100,6 @@ def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLo
         how_long = {"oneshot": True} if minutes is None else {"minutes": minutes}
         return audited(body, "alarm.shelve", [alarm_id], apply, **how_long)
 
-    @guarded
     def unshelve() -> Response:
         body = command_body("id", "user")
         alarm_id = str(body["id"])
@@ -121,7 +110,6 @@ def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLo
             lambda: [alarms.unshelve(alarm_id, body["user"], body["comment"])],
         )
 
-    @guarded
     def service() -> Response:
         body = command_body("id", "user")
         alarm_id, out = str(body["id"]), bool(body.get("out", True))
@@ -132,7 +120,6 @@ def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLo
             lambda: [alarms.set_out_of_service(alarm_id, out, body["user"], body["comment"])],
         )
 
-    @guarded
     def events() -> Response:
         start = parse_time(request.args.get("start", "-24h"))
         end = parse_time(request.args.get("end", "now"))
@@ -144,16 +131,15 @@ def register_alarm_api(server: Flask, alarms: Any, token: str, *, audit: AuditLo
         df = df.astype(object).where(df.notna(), None)  # NaN and NaT are not JSON
         return json_response({"events": df.to_dict(orient="records")})
 
-    @guarded
     def stats() -> Response:
         start = parse_time(request.args.get("start", "-24h"))
         end = parse_time(request.args.get("end", "now"))
         return json_response(alarms.stats(start, end))
 
-    server.add_url_rule("/api/v1/alarms", view_func=listing, methods=["GET"])
-    server.add_url_rule("/api/v1/alarms/ack", view_func=ack, methods=["POST"])
-    server.add_url_rule("/api/v1/alarms/shelve", view_func=shelve, methods=["POST"])
-    server.add_url_rule("/api/v1/alarms/unshelve", view_func=unshelve, methods=["POST"])
-    server.add_url_rule("/api/v1/alarms/service", view_func=service, methods=["POST"])
-    server.add_url_rule("/api/v1/alarms/events", view_func=events, methods=["GET"])
-    server.add_url_rule("/api/v1/alarms/stats", view_func=stats, methods=["GET"])
+    add_route(server, routes.ALARMS, token, listing, ERRORS)
+    add_route(server, routes.ALARMS_ACK, token, ack, ERRORS)
+    add_route(server, routes.ALARMS_SHELVE, token, shelve, ERRORS)
+    add_route(server, routes.ALARMS_UNSHELVE, token, unshelve, ERRORS)
+    add_route(server, routes.ALARMS_SERVICE, token, service, ERRORS)
+    add_route(server, routes.ALARMS_EVENTS, token, events, ERRORS)
+    add_route(server, routes.ALARMS_STATS, token, stats, ERRORS)

@@ -1,0 +1,238 @@
+"""The gateway: one process wiring the collectors, the historian, alarms, KPIs, control and HMI.
+
+A sample's path, module by module: a collector (`collectors/opcua/collector.py`) pushes a batch
+to `Runtime.sink`, which updates the live values (`core/live.py`), hands the batch to the alarm
+service (`alerts/service.py`), and offers it to the compressor (`historian/compression.py`),
+whose kept samples go to the write buffer (`historian/buffer.py`), flushed at least once a
+second into the historian back end chosen by config (`app/registry.py`), or its spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import faulthandler
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from beffroi.alerts.service import AlarmService
+from beffroi.api.gateway_file import gateway_file_path, new_token, write_gateway_file
+from beffroi.app.config import Config, register_problems
+from beffroi.app.downtime import HEARTBEAT_S, Downtime
+from beffroi.app.registry import COLLECTORS, HISTORIANS
+from beffroi.collectors.base import Collector
+from beffroi.control.service import ControlService
+from beffroi.core.errors import ConfigError
+from beffroi.core.live import LiveValues
+from beffroi.core.model import Sample
+from beffroi.core.register import Register
+from beffroi.core.scheduler import Scheduler
+from beffroi.historian.base import Historian
+from beffroi.historian.buffer import WriteBuffer
+from beffroi.historian.compression import Compressor
+from beffroi.historian.spool import Spool
+from beffroi.hmi.app import create_app
+from beffroi.hmi.server import HmiServer
+from beffroi.hmi.users import UserStore, reset_demo_users
+from beffroi.kpi.engine import KpiEngine
+from beffroi.simulator.server import MetropolisSimulator
+
+log = logging.getLogger(__name__)
+
+
+SHUTDOWN_DUMP_S = 45.0
+
+
+class Runtime:
+    """One gateway: a simulator (optional), collectors, the historian writer and the HMI."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        register: Register,
+        *,
+        simulator: bool,
+        hmi: bool = True,
+        demo: bool = False,
+    ):
+        self.cfg = cfg
+        self.register = register
+        self.with_simulator = simulator and cfg.simulator.enabled
+        self.with_hmi = hmi
+        self.demo = demo
+        self.users: UserStore | None = None
+        self.demo_passwords: dict[str, str] = {}
+        self.live = LiveValues()
+        self.collectors: list[Collector[Any]] = []
+        # Set by start(), in this order; None until then (or when not configured).
+        self.scheduler: Scheduler | None = None
+        self.historian: Historian | None = None
+        self.buffer: WriteBuffer | None = None
+        self.compressor: Compressor | None = None
+        self.simulator: MetropolisSimulator | None = None
+        self.hmi_server: HmiServer | None = None
+        self.alarms: AlarmService | None = None
+        self.kpi: KpiEngine | None = None
+        self.control: ControlService | None = None
+        self.tag_collectors: dict[str, Collector[Any]] = {}  # tag → the collector that writes it
+        self.started_at = time.monotonic()
+        self.samples_in = 0
+        self.downtime = Downtime(cfg.data_dir() / "gateway.alive", self._store)
+
+    def _store(self, samples: Sequence[Sample]) -> None:
+        """Queue samples for the historian, past the compressor (marks of downtime)."""
+        assert self.buffer is not None, "the write buffer starts before anything is collected"
+        self.buffer.put(samples)
+
+    def sink(self, batch: Sequence[Sample]) -> None:
+        """Receive a batch from a collector: live values, alarms, then compression and storage."""
+        assert self.buffer is not None, "the write buffer starts before the collectors"
+        self.samples_in += len(batch)
+        # First values after a restart, older than the downtime's mark, stored again now:
+        # past the compressor, which could hold an unchanged value back.
+        again = self.downtime.restamp(batch)
+        self.live.update(batch)
+        if again:
+            self.live.update(again)
+        if self.alarms is not None:
+            self.alarms.process(batch)
+        self.buffer.put(self.compressor.offer_batch(batch) if self.compressor else batch)
+        if again:
+            self.buffer.put(again)
+
+    def collector_for(self, tag: str) -> Collector[Any] | None:
+        """Return the collector serving a tag (for setpoint writes), or None."""
+        found = self.tag_collectors.get(tag)
+        if found is None:  # OPC UA discovery finds its tags after start
+            found = next((c for c in self.collectors if tag in c.tags), None)
+            if found is not None:
+                self.tag_collectors[tag] = found
+        return found
+
+    def status(self) -> dict[str, Any]:
+        """Return the gateway's state for /healthz and the HMI."""
+        return {
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "previous_run": self.downtime.previous,
+            "samples_in": self.samples_in,
+            "live_tags": len(self.live),
+            "historian": {
+                "backend": self.cfg.historian.backend,
+                **(self.buffer.status() if self.buffer else {}),
+                "compression_ratio": round(self.compressor.ratio, 2) if self.compressor else 1.0,
+            },
+            "collectors": [c.status() for c in self.collectors],
+            "alarms": self.alarms.status() if self.alarms is not None else None,
+            "kpi": self.kpi.status() if self.kpi is not None else None,
+            "control": self.control.status() if self.control is not None else None,
+        }
+
+    async def start(self, stack: contextlib.AsyncExitStack) -> None:
+        """Start every part; cleanup runs in reverse order when the stack closes."""
+        cfg, register = self.cfg, self.register
+        problems = register_problems(cfg, register)  # e.g. a Modbus device's asset
+        if problems:
+            raise ConfigError(str(cfg.source or "config"), problems)
+        self.downtime.check_alone()
+        self.scheduler = scheduler = Scheduler(cfg.metropolis.timezone)
+        await scheduler.start(stack)
+        self.historian = historian = HISTORIANS[cfg.historian.backend].from_config(cfg, register)
+        stack.callback(historian.close)
+        historian.schedule(scheduler, cfg)
+        spool_bytes = int(cfg.historian.spool_max_mb * 1024 * 1024)
+        spool = Spool(cfg.resolve(cfg.historian.spool_dir), spool_bytes)
+        self.buffer = buffer = WriteBuffer(
+            historian, spool, cfg.historian.flush_interval_s, cfg.historian.max_batch
+        )
+        await buffer.start(stack)
+        # Runs after the collectors stop (an exit stack unwinds in reverse) and after the
+        # compressor's held points: collection ends with CommLoss of every collected tag.
+        stack.callback(lambda: self.downtime.stop(self.collectors))
+        # Exception and swinging-door compression at the edge, before storage (not for alarms,
+        # which see every value). At shutdown the held last points go to the buffer first.
+        self.compressor = compressor = Compressor.from_config(cfg, register)
+        stack.callback(lambda: buffer.put(compressor.flush()))
+        if cfg.alarms.enabled:  # started before the collectors, so it stops after them
+            self.alarms = AlarmService(cfg, register)
+            await self.alarms.start(stack, scheduler)
+        if cfg.kpi.active:  # after the alarms: MTTR and MTBF read their journal
+            self.kpi = KpiEngine(cfg, register, historian, alarms=self.alarms)
+            await self.kpi.start(stack, scheduler)
+        if self.with_simulator:
+            self.simulator = MetropolisSimulator(cfg, register)
+            await self.simulator.start(stack)
+        # Each protocol table ([[collectors.opcua]], …) names its class in the registry; each
+        # collector picks its own tags from the register (filters, device lists, discovery).
+        for protocol, col_cfg in cfg.collectors.entries():
+            collector = COLLECTORS[protocol].from_config(col_cfg, cfg, register, self.sink)
+            await collector.start(stack)
+            self.collectors.append(collector)
+            for tag in collector.tags:
+                self.tag_collectors.setdefault(tag, collector)
+        self.downtime.start(self.collectors, historian.latest)
+        scheduler.every(HEARTBEAT_S, self.downtime.heartbeat.beat, "gateway-heartbeat")
+        if cfg.control.enabled:  # after the collectors (it writes through them), stops before
+            self.control = ControlService(cfg, register, self.live, self.collector_for)
+            await self.control.start(stack, scheduler)
+        if self.with_hmi:
+            self._start_hmi(stack, historian)
+
+    def _start_hmi(self, stack: contextlib.AsyncExitStack, historian: Historian) -> None:
+        """Serve the HMI and the token API; record where in gateway.json for the CLI."""
+        cfg = self.cfg
+        token = new_token()
+        self.users = users = UserStore(cfg.resolve(cfg.hmi.users_db), set(self.register.communes))
+        stack.callback(users.close)
+        audit = self.control.audit if self.control is not None else None
+        if self.demo:
+            self.demo_passwords = reset_demo_users(users)
+            if audit is not None:
+                audit.record("system", "user.demo_reset", target=",".join(self.demo_passwords))
+        app = create_app(
+            cfg,
+            self.register,
+            self.live,
+            historian,
+            self.status,
+            api_token=token,
+            users=users,
+            alarms=self.alarms,
+            kpi=self.kpi,
+            audit=audit,
+            control=self.control,
+        )
+        self.hmi_server = server = HmiServer(
+            app, cfg.hmi.host, cfg.hmi.port, threads=cfg.hmi.threads
+        )
+        server.start()
+        stack.callback(server.stop)
+        # `beffroi query` finds the running gateway here while it holds the DuckDB file.
+        gateway_file = gateway_file_path(cfg)
+        write_gateway_file(gateway_file, server.url, token)
+        stack.callback(gateway_file.unlink, missing_ok=True)
+
+    async def run(
+        self, duration: float | None = None, ready: Callable[[Runtime], None] | None = None
+    ) -> None:
+        """Run until the duration elapses or SIGINT/SIGTERM arrives, then shut down cleanly."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        async with contextlib.AsyncExitStack() as stack:
+            await self.start(stack)
+            if ready is not None:
+                ready(self)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), duration)
+            log.info("shutting down")
+            # A stop that hangs (a part that does not return) prints every thread's stack.
+            faulthandler.dump_traceback_later(SHUTDOWN_DUMP_S, exit=False)
+        faulthandler.cancel_dump_traceback_later()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)

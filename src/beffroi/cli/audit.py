@@ -1,0 +1,143 @@
+"""`beffroi audit verify|export`: check the audit log's hash chain, export its records as CSV.
+
+While a gateway runs it holds the audit file (DuckDB locks it), so both commands then go
+through its API, as every command does (`api/client.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from beffroi.api import routes
+from beffroi.api.client import GatewayClient
+from beffroi.cli.common import RUN_FIRST, ConfigOpt, fail, gateway_or_files, load, open_file
+from beffroi.control.audit import AuditLog, record_command, to_csv
+from beffroi.control.config import ControlSite, audit_path
+from beffroi.core.timeparse import parse_time
+
+commands = typer.Typer(
+    help="The audit log of commands, logins and user changes: verify its chain, export it.",
+    no_args_is_help=True,
+)
+
+Audit = Callable[..., None]  # audit(action, target, **detail): record a change made here
+
+
+def _open(cfg: ControlSite) -> AuditLog:
+    """Open the audit file read-only, or exit saying why not."""
+    path = audit_path(cfg)
+    return open_file(
+        path, lambda: AuditLog(path, read_only=True), missing=f"no audit log yet ({RUN_FIRST})"
+    )
+
+
+@commands.command("verify")
+def verify(config: ConfigOpt = Path("config.toml")) -> None:
+    """Check the hash chain: exit 0 if intact, 1 naming the first broken record."""
+    cfg = load(config)
+    path = audit_path(cfg)
+
+    def offline() -> dict[str, Any]:
+        log = _open(cfg)
+        try:
+            return dataclasses.asdict(log.verify())
+        finally:
+            log.close()
+
+    def online(gateway: GatewayClient) -> dict[str, Any]:
+        result: dict[str, Any] = gateway.json(routes.AUDIT_VERIFY)
+        return result
+
+    result = gateway_or_files(cfg, online, offline)
+    if result["ok"]:
+        typer.echo(f"{path}: OK, {result['count']} records chained, head {result['head']}")
+        return
+    typer.echo(
+        f"{path}: BROKEN at record {result['broken_seq']}: {result['problem']} "
+        f"({result['count']} records intact before it)",
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
+@commands.command("export")
+def export(
+    config: ConfigOpt = Path("config.toml"),
+    start: Annotated[str, typer.Option("--from", help="now, -24h, -7d or ISO 8601")] = "-24h",
+    end: Annotated[str, typer.Option("--to", help="now, -1h or ISO 8601")] = "now",
+    out: Annotated[Path | None, typer.Option("--out", help="CSV file (default: stdout)")] = None,
+) -> None:
+    """Export records in [from, to) as CSV: local time, UTC, user, action, …, both hashes."""
+    cfg = load(config)
+    try:
+        t0, t1 = parse_time(start), parse_time(end)
+    except ValueError as exc:
+        raise fail([str(exc)]) from None
+
+    def offline() -> str:
+        log = _open(cfg)
+        try:
+            return to_csv(log.frame(t0, t1), cfg.metropolis.timezone)
+        finally:
+            log.close()
+
+    def online(gateway: GatewayClient) -> str:
+        return gateway.text(routes.AUDIT_EXPORT, {"start": t0.isoformat(), "end": t1.isoformat()})
+
+    text = gateway_or_files(cfg, online, offline)
+    rows = max(text.count("\n") - 1, 0)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"{rows} records written to {out}", err=True)
+
+
+@contextmanager
+def offline_audit(cfg: ControlSite) -> Iterator[AuditLog | None]:
+    """Open the audit file for a change made here, without a gateway (None when control is off).
+
+    Opened before the change, so that a change the log cannot take is refused, not made.
+    """
+    if not cfg.control.enabled:
+        yield None
+        return
+    path = audit_path(cfg)
+    try:
+        log = AuditLog(path)
+    except Exception as exc:
+        if "lock" in str(exc).lower():
+            raise fail([f"{path} is in use by a running gateway; stop it first"], 1) from None
+        raise fail([f"{path}: cannot open: {exc}"], 1) from None
+    try:
+        yield log
+    finally:
+        log.close()
+
+
+@contextmanager
+def audited_offline(config: Path) -> Iterator[Audit]:
+    """Open the audit log before a change made from the command line (user changes).
+
+    Yields `audit(action, target, **detail)`, which records the change as the system user
+    running the command; an append that fails after the change is reported, with exit code 1.
+    """
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "?"
+    with offline_audit(load(config)) as log:
+
+        def audit(action: str, target: str, **detail: Any) -> None:
+            if not record_command(log, f"{who}@cli", action, {target: ""}, **detail):
+                raise fail([f"{action} done, but the audit log cannot record it"], 1)
+
+        yield audit
