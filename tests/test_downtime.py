@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 
 from beffroi.app.config import demo_config
-from beffroi.app.downtime import BAD_SHUTDOWN
 from beffroi.app.runtime import Runtime
 from beffroi.core.errors import BeffroiError
 from beffroi.core.model import Quality, utcnow
 from beffroi.core.register import build_register
+from beffroi.core.status_codes import BadShutdown as BAD_SHUTDOWN
 from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.simulator.server import MetropolisSimulator
 from tests.conftest import eventually, free_port

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 from beffroi.app.config import demo_config
-from beffroi.app.downtime import BAD_SHUTDOWN
 from beffroi.app.runtime import Runtime
 from beffroi.core.model import Quality
 from beffroi.core.register import build_register
+from beffroi.core.status_codes import BadShutdown as BAD_SHUTDOWN
 from beffroi.historian.duckdb.historian import DuckDBHistorian
 from tests.conftest import ROOT, free_port
 

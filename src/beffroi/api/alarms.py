@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from beffroi.core.timeparse import parse_time
 log = logging.getLogger(__name__)
 
 # A command that does not apply to an alarm's state, or names no alarm, is a conflict.
-ERRORS = {AlarmCommandError: 409, ValueError: 400}
+ERRORS: Mapping[type[Exception], int] = {AlarmCommandError: 409, ValueError: 400}
 
 
 def event_json(ev: AlarmEvent) -> dict[str, Any]:

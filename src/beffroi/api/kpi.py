@@ -13,10 +13,11 @@ from flask import Flask, Response, request, stream_with_context
 import beffroi
 from beffroi.api import routes
 from beffroi.api.http import add_route, error, json_response
+from beffroi.core.seams import Historian
 from beffroi.core.timeparse import parse_time
-from beffroi.historian.base import Historian
 from beffroi.kpi.engine import KpiEngine
 from beffroi.kpi.export import ExportQuery, iter_csv
+from beffroi.kpi.periods import resolution_of
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,7 @@ NOT_ENABLED = "KPIs are not enabled in this gateway ([kpi])"
 
 def export_query(args: Any) -> ExportQuery:
     """Build an export query from request arguments (times ISO 8601 or relative)."""
-    resolution = args.get("resolution", "day")
-    if resolution not in ("hour", "day", "month"):
-        raise ValueError(f"resolution must be hour, day or month, got {resolution!r}")
+    resolution = resolution_of(args.get("resolution", "day"))
     start, end = parse_time(args.get("from", "-1d")), parse_time(args.get("to", "now"))
     if start >= end:
         raise ValueError("`from` must be before `to`")

@@ -10,8 +10,8 @@ from flask import Flask, Response, request
 
 from beffroi.api import routes
 from beffroi.api.http import add_route, json_response
+from beffroi.core.seams import Historian
 from beffroi.core.timeparse import parse_every, parse_time
-from beffroi.historian.base import Historian
 
 MAX_TAGS = 500
 

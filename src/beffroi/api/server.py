@@ -10,7 +10,7 @@ from beffroi.api.audit import register_audit_api
 from beffroi.api.kpi import register_kpi_api
 from beffroi.api.query import register_query_api
 from beffroi.control.audit import AuditLog
-from beffroi.historian.base import Historian
+from beffroi.core.seams import Historian
 from beffroi.kpi.engine import KpiEngine
 
 

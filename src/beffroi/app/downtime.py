@@ -24,23 +24,28 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from beffroi.core import status_codes
 from beffroi.core.errors import BeffroiError
 from beffroi.core.model import Quality, Sample, utcnow
+from beffroi.core.seams import Collector
 
 log = logging.getLogger(__name__)
 
-BAD_SHUTDOWN = 0x800C0000  # OPC UA: "the application is shutting down"
 HEARTBEAT_S = 10.0
 # Equipment sends its current values within this long of a (re)connection (OPC UA initial
 # values, a first Modbus poll, MQTT retained messages): a value later than that is a new report.
 FIRST_VALUES_S = 300.0
 _AFTER = timedelta(microseconds=1)
 
+Latest = Callable[[list[str]], pd.DataFrame]  # the historian's newest stored values of tags
+
 
 def shutdown_samples(tags: Iterable[str], ts: datetime) -> list[Sample]:
     """Return the samples saying that nothing of these tags is known from `ts` on."""
     nan = float("nan")
-    return [Sample(t, ts, nan, Quality.COMM_LOSS, None, BAD_SHUTDOWN) for t in tags]
+    return [Sample(t, ts, nan, Quality.COMM_LOSS, None, status_codes.BadShutdown) for t in tags]
 
 
 class Heartbeat:
@@ -54,7 +59,7 @@ class Heartbeat:
     def read(self) -> dict[str, Any] | None:
         """Return the last run's record (None when there is none or it cannot be read)."""
         try:
-            record = json.loads(self.path.read_text())
+            record: dict[str, Any] = json.loads(self.path.read_text())
             datetime.fromisoformat(record["alive"])
             return record
         except FileNotFoundError:
@@ -73,7 +78,7 @@ class Heartbeat:
         self._write({"alive": now, "stopped": now, "pid": os.getpid()})
         self._closed = True
 
-    def _write(self, record: dict) -> None:
+    def _write(self, record: dict[str, Any]) -> None:
         """Write the record whole, then rename it in place: never half a file."""
         with self._lock:  # the scheduler's thread beats; the stop runs on the event loop
             if self._closed:
@@ -121,7 +126,7 @@ class Downtime:
             "folder; stop it first, or give this one another --data folder"
         )
 
-    def start(self, collectors: Sequence[Any], latest: Callable[[list[str]], Any]) -> None:
+    def start(self, collectors: Sequence[Collector], latest: Latest) -> None:
         """Mark the downtime the previous run left unmarked; note what to store again."""
         tags = [t for c in collectors for t in c.tags]
         prev = self.previous
@@ -138,7 +143,9 @@ class Downtime:
         self.heartbeat.beat()
         self._started = True
 
-    def _after_last_stored(self, tags: list[str], since: datetime, latest) -> dict[str, datetime]:
+    def _after_last_stored(
+        self, tags: list[str], since: datetime, latest: Latest
+    ) -> dict[str, datetime]:
         """Return each tag's mark: the last heartbeat, or just after a newer stored sample."""
         marks = dict.fromkeys(tags, since)
         try:
@@ -166,7 +173,7 @@ class Downtime:
         self.restamped += len(copies)
         return copies
 
-    def stop(self, collectors: Sequence[Any]) -> None:
+    def stop(self, collectors: Sequence[Collector]) -> None:
         """End collection in the history; record a clean stop if this run got to start."""
         if collectors:
             now = utcnow()

@@ -23,14 +23,13 @@ from beffroi.api.gateway_file import gateway_file_path, new_token, write_gateway
 from beffroi.app.config import Config, register_problems
 from beffroi.app.downtime import HEARTBEAT_S, Downtime
 from beffroi.app.registry import COLLECTORS, HISTORIANS
-from beffroi.collectors.base import Collector
 from beffroi.control.service import ControlService
 from beffroi.core.errors import ConfigError
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample
 from beffroi.core.register import Register
 from beffroi.core.scheduler import Scheduler
-from beffroi.historian.base import Historian
+from beffroi.core.seams import Collector, Historian
 from beffroi.historian.buffer import WriteBuffer
 from beffroi.historian.compression import Compressor
 from beffroi.historian.spool import Spool
@@ -66,7 +65,7 @@ class Runtime:
         self.users: UserStore | None = None
         self.demo_passwords: dict[str, str] = {}
         self.live = LiveValues()
-        self.collectors: list[Collector[Any]] = []
+        self.collectors: list[Collector] = []
         # Set by start(), in this order; None until then (or when not configured).
         self.scheduler: Scheduler | None = None
         self.historian: Historian | None = None
@@ -77,7 +76,7 @@ class Runtime:
         self.alarms: AlarmService | None = None
         self.kpi: KpiEngine | None = None
         self.control: ControlService | None = None
-        self.tag_collectors: dict[str, Collector[Any]] = {}  # tag → the collector that writes it
+        self.tag_collectors: dict[str, Collector] = {}  # tag → the collector that writes it
         self.started_at = time.monotonic()
         self.samples_in = 0
         self.downtime = Downtime(cfg.data_dir() / "gateway.alive", self._store)
@@ -103,7 +102,7 @@ class Runtime:
         if again:
             self.buffer.put(again)
 
-    def collector_for(self, tag: str) -> Collector[Any] | None:
+    def collector_for(self, tag: str) -> Collector | None:
         """Return the collector serving a tag (for setpoint writes), or None."""
         found = self.tag_collectors.get(tag)
         if found is None:  # OPC UA discovery finds its tags after start

@@ -240,7 +240,7 @@ def shelve(
     span = timedelta(minutes=limit if minutes is None else minutes)
     how_long = {"oneshot": True} if minutes is None else {"minutes": minutes}
 
-    def apply(alarm: Any, now: datetime) -> str:
+    def apply(alarm: Alarm, now: datetime) -> str:
         return alarm.shelve(now + span, oneshot=oneshot)
 
     command(cfg, routes.ALARMS_SHELVE, body, [alarm_id], apply, "alarm.shelve", **how_long)

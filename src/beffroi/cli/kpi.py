@@ -26,6 +26,7 @@ from beffroi.core.register import build_register
 from beffroi.kpi.config import kpi_journal_path
 from beffroi.kpi.engine import Events, KpiEngine
 from beffroi.kpi.export import Exporter, ExportQuery, ExportResult
+from beffroi.kpi.periods import resolution_of
 from beffroi.kpi.store import KpiStore
 
 commands = typer.Typer(
@@ -157,12 +158,14 @@ def export(
 ) -> None:
     """Write stored KPI values as CSV, with a manifest (definitions, SHA-256) beside it."""
     cfg = load(config)
-    if resolution not in ("hour", "day", "month"):
-        raise fail([f"--resolution: expected hour, day or month, got {resolution!r}"])
+    try:
+        period = resolution_of(resolution)
+    except ValueError:
+        raise fail([f"--resolution: expected hour, day or month, got {resolution!r}"]) from None
     exporter = Exporter(cfg)
     try:
         t0, t1 = local_range(cfg, start, end)
-        query = exporter.query(t0, t1, resolution, tuple(kpi or ()), tuple(commune or ()))
+        query = exporter.query(t0, t1, period, tuple(kpi or ()), tuple(commune or ()))
     except ValueError as exc:
         raise fail([str(exc)]) from None
 
@@ -198,10 +201,8 @@ def changes(
             df = store.changes(t0, t1)
         finally:
             store.close()
-        rows: list[dict[str, Any]] = (
-            df.astype(object).where(df.notna(), None).to_dict(orient="records")
-        )
-        return rows
+        records = df.astype(object).where(df.notna(), None).to_dict(orient="records")
+        return [{str(k): v for k, v in r.items()} for r in records]
 
     def online(gateway: GatewayClient) -> list[dict[str, Any]]:
         params = [("from", t0.isoformat()), ("to", t1.isoformat())]
@@ -220,11 +221,13 @@ def changes(
 
 
 def _local(ts: Any, tz: ZoneInfo) -> str:
+    """Return a time (ISO text, pandas or datetime; naive is UTC) in local time, ISO 8601."""
     if isinstance(ts, str):
         ts = datetime.fromisoformat(ts)
     if hasattr(ts, "to_pydatetime"):
         ts = ts.to_pydatetime()
-    return (ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts).astimezone(tz).isoformat()
+    when: datetime = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+    return when.astimezone(tz).isoformat()
 
 
 def _num(v: Any) -> str:

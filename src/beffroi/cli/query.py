@@ -16,8 +16,9 @@ from beffroi.app.config import Config
 from beffroi.app.registry import HISTORIANS
 from beffroi.cli.common import RUN_FIRST, ConfigOpt, fail, gateway_or_files, load, open_file
 from beffroi.core.register import build_register
+from beffroi.core.seams import Historian
 from beffroi.core.timeparse import parse_every, parse_time
-from beffroi.historian.base import Historian
+from beffroi.historian.base import HistorianBackend
 from beffroi.historian.duckdb.historian import DuckDBHistorian
 
 commands = typer.Typer()
@@ -79,7 +80,7 @@ def query(
     if (width is None) != (agg is None):
         raise fail(["--every and --agg go together"])
     try:
-        Historian.check_query(width, agg, max_points)
+        HistorianBackend.check_query(width, agg, max_points)
     except ValueError as exc:
         raise fail([str(exc)]) from None
 

@@ -1,4 +1,8 @@
-"""The Collector contract: validated at construction, connected in start(stack)."""
+"""The base of every collector: lifecycle, CommLoss once per outage, backoff, write checks.
+
+A collector is built from its validated config entry, connects in `start(stack)`, and pushes
+`Sample` batches to a sink; it fulfils `core.seams.Collector`.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,17 @@ import contextlib
 import math
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Generic, Self, TypeVar
 
+from beffroi.collectors.config import CollectorConfig
+from beffroi.core import status_codes
 from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
+from beffroi.core.register import Register
+from beffroi.core.seams import Sink
+from beffroi.core.site import Site
 
-Sink = Callable[[Sequence[Sample]], None]
-
-# OPC UA status codes used by every protocol, so that a Bad sample says why whatever its source.
-BAD_NO_COMMUNICATION = 0x80310000
-BAD_DEVICE_FAILURE = 0x808B0000
-BAD_DECODING_ERROR = 0x80070000
+C = TypeVar("C", bound=CollectorConfig)
 
 
 class Backoff:
@@ -39,26 +43,28 @@ class Backoff:
         return out
 
 
-class Collector(ABC):
+class CollectorBase(ABC, Generic[C]):
     """Reads a set of tags from one source and pushes Sample batches to a sink."""
 
     protocol: str = "collector"
 
-    def __init__(self, name: str, tags: Sequence[TagSpec], sink: Sink):
-        self.name = name
+    def __init__(self, config: C, tags: Sequence[TagSpec], sink: Sink):
+        self.config = config
+        self.name = config.name
         self.tags = {t.name: t for t in tags}
         self.sink = sink
         self.connected = False
         self.last_error = ""
         self.samples_received = 0
         self._outage_marked = False
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()  # set by the loop while connected and collecting
 
     @classmethod
-    def from_config(cls, config: Any, cfg: Any, register: Any, sink: Sink) -> Collector:
+    def from_config(cls, config: C, site: Site, register: Register, sink: Sink) -> Self:
         """Build the collector of one config table entry, with its tags from the register."""
-        communes, classes = getattr(config, "communes", []), getattr(config, "classes", [])
+        communes: list[str] = getattr(config, "communes", [])
+        classes: list[str] = getattr(config, "classes", [])
         tags = [
             t
             for a in register.assets.values()
@@ -83,7 +89,7 @@ class Collector(ABC):
         now, nan = utcnow(), float("nan")
         self.sink(
             [
-                Sample(t, now, nan, Quality.COMM_LOSS, None, BAD_NO_COMMUNICATION)
+                Sample(t, now, nan, Quality.COMM_LOSS, None, status_codes.BadNoCommunication)
                 for t in (self.tags if tags is None else tags)
             ]
         )
@@ -127,7 +133,7 @@ class Collector(ABC):
             return WriteResult(tag, WriteStatus.REFUSED, value, "not text")
         return None
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """Return the collector's state for the HMI and /healthz."""
         return {
             "name": self.name,
@@ -155,7 +161,7 @@ class Collector(ABC):
         await self._disconnect()
 
     # Not abstract: a loop holding its client in `async with` leaves nothing to close.
-    async def _disconnect(self) -> None:  # noqa: B027
+    async def _disconnect(self) -> None:
         """Close the connection the cancelled loop left open."""
 
     @abstractmethod

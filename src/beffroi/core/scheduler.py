@@ -55,7 +55,7 @@ class Scheduler:
             replace_existing=True,
         )
 
-    def jobs(self) -> list[dict]:
+    def jobs(self) -> list[dict[str, Any]]:
         """Return the scheduled jobs and their next run times."""
         return [
             {"name": j.name, "next_run": j.next_run_time.isoformat() if j.next_run_time else None}

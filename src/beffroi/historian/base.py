@@ -1,20 +1,20 @@
-"""The contract every historian back end fulfils."""
+"""The base of every historian back end: the contract of `core.seams.Historian`, checked."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Literal, Self
+from typing import Self
 
 import pandas as pd
 
 from beffroi.core.model import Sample
 from beffroi.core.register import Register
 from beffroi.core.scheduler import Scheduler
+from beffroi.core.seams import Agg
 from beffroi.historian.config import HistorianSite
 
-Agg = Literal["mean", "min", "max", "first", "last", "count", "sum", "twa", "integral"]
 AGGREGATES: tuple[str, ...] = (
     "mean",
     "min",
@@ -43,7 +43,7 @@ def empty_result(columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in columns})
 
 
-class Historian(ABC):
+class HistorianBackend(ABC):
     """Stores samples and answers range, aggregate and latest-value queries.
 
     Query results are DataFrames with columns `ts` (aware UTC), `tag`, `value`, `quality`

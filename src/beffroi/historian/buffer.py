@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from beffroi.core.model import Quality, Sample, utcnow
-from beffroi.historian.base import Historian
+from beffroi.core.seams import Historian
 from beffroi.historian.spool import Spool
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from flask_login import current_user
 from beffroi.api.server import mount_api
 from beffroi.core.live import LiveValues
 from beffroi.core.register import Register
-from beffroi.historian.base import Historian
+from beffroi.core.seams import Historian
 from beffroi.hmi.auth import install_auth, sees, session_secret
 from beffroi.hmi.config import HmiSite
 from beffroi.hmi.context import HmiContext, get_context, set_context

@@ -8,7 +8,7 @@ from typing import Any
 
 from beffroi.core.live import LiveValues
 from beffroi.core.register import Register
-from beffroi.historian.base import Historian
+from beffroi.core.seams import Historian
 from beffroi.hmi.config import HmiSite
 
 

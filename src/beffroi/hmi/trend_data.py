@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from beffroi.core.model import Quality, Sample
-from beffroi.historian.base import Historian
+from beffroi.core.seams import Historian
 
 # Looked back in steps, so that the usual case (a sample a minute ago) costs a small query.
 PRIOR_LOOKBACK = (timedelta(hours=1), timedelta(days=1), timedelta(days=7))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from beffroi.core.model import Quality, Sample
-from beffroi.historian.base import Historian
+from beffroi.core.seams import Historian
 from beffroi.kpi.definitions import COVERAGE, KpiDef, series_tag
 from beffroi.kpi.periods import Resolution
 from beffroi.kpi.store import KpiStore, aware

@@ -26,7 +26,7 @@ import pandas as pd
 from beffroi.core.errors import ConfigError
 from beffroi.core.model import utcnow
 from beffroi.core.register import Register
-from beffroi.historian.base import Historian
+from beffroi.core.seams import Historian
 from beffroi.kpi import availability, energy, mobility, waste, water
 from beffroi.kpi.cells import CellContext, CellSink
 from beffroi.kpi.config import KpiSite, kpi_journal_path, kpi_register_problems

@@ -23,7 +23,7 @@ import pandas as pd
 
 import beffroi
 from beffroi.core.model import Quality, utcnow
-from beffroi.historian.base import Historian
+from beffroi.core.seams import Historian
 from beffroi.kpi.config import KpiSite
 from beffroi.kpi.definitions import BY_NAME, COVERAGE, KpiDef, parse_series_tag, scope_commune
 from beffroi.kpi.inputs_doc import inputs_of

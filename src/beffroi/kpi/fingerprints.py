@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from beffroi.core.register import Register
-from beffroi.historian.base import Historian
+from beffroi.core.seams import Historian
 from beffroi.kpi.cells import hold_after_s
 from beffroi.kpi.config import KpiSite, availability_classes, down_signals
 from beffroi.kpi.periods import HOUR, hours

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from beffroi.historian.base import Historian
+from beffroi.core.seams import Historian
 from beffroi.kpi.periods import HOUR, floor_hour
 from beffroi.kpi.timeline import COMM_LOSS, GOOD, Samples
 

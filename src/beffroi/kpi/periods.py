@@ -17,6 +17,14 @@ Resolution = Literal["hour", "day", "month"]
 RESOLUTIONS: tuple[Resolution, ...] = ("hour", "day", "month")
 
 
+def resolution_of(text: str) -> Resolution:
+    """Return the resolution a user named, or raise ValueError saying which exist."""
+    for r in RESOLUTIONS:
+        if text == r:
+            return r
+    raise ValueError(f"resolution must be hour, day or month, got {text!r}")
+
+
 def floor_hour(ts: datetime) -> datetime:
     """Return the start of the UTC hour holding ts."""
     ts = ts.astimezone(UTC)

@@ -6,20 +6,19 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from beffroi.collectors.base import (
-    BAD_DEVICE_FAILURE,
-    Backoff,
-    Collector,
-    Sink,
-)
+from beffroi.collectors.base import Backoff, CollectorBase
 from beffroi.collectors.modbus.codec import Point, ReadBlock, decode, encode, plan_reads, with_bit
 from beffroi.collectors.modbus.config import ModbusCollectorConfig
+from beffroi.core import status_codes
 from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
+from beffroi.core.register import Register
+from beffroi.core.seams import Sink
+from beffroi.core.site import Site
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +32,11 @@ _READ = {
 
 # Modbus exception codes → the OPC UA status codes a Bad sample carries.
 _EXCEPTION_STATUS = {
-    1: 0x803D0000,  # IllegalFunction → BadNotSupported
-    2: 0x80340000,  # IllegalDataAddress → BadNodeIdUnknown
-    3: 0x803C0000,  # IllegalDataValue → BadOutOfRange
-    4: BAD_DEVICE_FAILURE,  # ServerDeviceFailure
-    6: 0x80040000,  # ServerDeviceBusy → BadResourceUnavailable
+    1: status_codes.BadNotSupported,  # IllegalFunction
+    2: status_codes.BadNodeIdUnknown,  # IllegalDataAddress
+    3: status_codes.BadOutOfRange,  # IllegalDataValue
+    4: status_codes.BadDeviceFailure,  # ServerDeviceFailure
+    6: status_codes.BadResourceUnavailable,  # ServerDeviceBusy
 }
 _EXCEPTION_NAME = {
     1: "IllegalFunction",
@@ -56,7 +55,7 @@ class DeviceSilent(Exception):
     """A device behind the endpoint did not answer (the TCP connection itself is up)."""
 
 
-class ModbusCollector(Collector):
+class ModbusCollector(CollectorBase[ModbusCollectorConfig]):
     """Poll the devices behind one Modbus TCP endpoint; each device is an asset of the register."""
 
     protocol = "modbus"
@@ -69,7 +68,6 @@ class ModbusCollector(Collector):
         *,
         asset_classes: Mapping[str, str],
     ):
-        self.config = config
         devices = {d.asset: d for d in config.devices}
         points: dict[str, Point] = {}
         kept = []
@@ -81,7 +79,7 @@ class ModbusCollector(Collector):
                 continue
             points[spec.name] = Point(spec.name, device.unit_id, reg)
             kept.append(dataclasses.replace(spec, unit=reg.unit) if reg.unit is not None else spec)
-        super().__init__(config.name, kept, sink)
+        super().__init__(config, kept, sink)
         self.points = points
         # One poll loop per device: each has its own interval and its own outage state.
         self._plans: list[tuple[str, float, list[ReadBlock]]] = []
@@ -97,7 +95,9 @@ class ModbusCollector(Collector):
         self.reconnects = 0
 
     @classmethod
-    def from_config(cls, config: Any, cfg: Any, register: Any, sink: Sink) -> ModbusCollector:
+    def from_config(
+        cls, config: ModbusCollectorConfig, site: Site, register: Register, sink: Sink
+    ) -> Self:
         """Build the collector for its devices (checked against the register at load time)."""
         assets = [register.assets[d.asset] for d in config.devices]
         tags = [t for a in assets for t in a.tags]
@@ -206,7 +206,7 @@ class ModbusCollector(Collector):
         if resp.isError():
             # The device answered with an exception: Bad, with why, not CommLoss.
             code = getattr(resp, "exception_code", 0)
-            status = _EXCEPTION_STATUS.get(code, BAD_DEVICE_FAILURE)
+            status = _EXCEPTION_STATUS.get(code, status_codes.BadDeviceFailure)
             log.debug("%s: unit %d refused %s: %s", self.name, block.unit_id, block, code)
             nan = float("nan")
             return [Sample(p.tag, now, nan, Quality.BAD, None, status) for p in block.points]

@@ -7,15 +7,18 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import aiomqtt
 
-from beffroi.collectors.base import Backoff, Collector, Sink
+from beffroi.collectors.base import Backoff, CollectorBase
 from beffroi.collectors.mqtt.config import MqttCollectorConfig
 from beffroi.collectors.mqtt.payload import Malformed, TopicRule, command_payload, parse, tag_of
 from beffroi.collectors.opcua.security import MissingCredentials, credentials
 from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
+from beffroi.core.register import Register
+from beffroi.core.seams import Sink
+from beffroi.core.site import Site
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +26,13 @@ LOG_EVERY_S = 60.0  # a misbehaving topic is logged at most once a minute
 COUNTERS_EVERY_S = 1.0  # the _system counters are published at most once a second
 
 
-class MqttCollector(Collector):
+class MqttCollector(CollectorBase[MqttCollectorConfig]):
     """Subscribe to topic filters on one broker and turn messages into samples of known tags."""
 
     protocol = "mqtt"
 
     def __init__(self, config: MqttCollectorConfig, tags: Sequence[TagSpec], sink: Sink):
-        super().__init__(config.name, tags, sink)
-        self.config = config
+        super().__init__(config, tags, sink)
         self.rules = [TopicRule.of(t) for t in config.topics]
         self.client_id = config.client_id or f"beffroi-{config.name}"
         self.malformed = 0
@@ -44,7 +46,9 @@ class MqttCollector(Collector):
         self.reconnects = 0
 
     @classmethod
-    def from_config(cls, config: Any, cfg: Any, register: Any, sink: Sink) -> MqttCollector:
+    def from_config(
+        cls, config: MqttCollectorConfig, site: Site, register: Register, sink: Sink
+    ) -> Self:
         """Build the collector with the register tags that one of its topic rules can carry."""
         rules = [TopicRule.of(t) for t in config.topics]
         tags = [

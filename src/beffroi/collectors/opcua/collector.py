@@ -8,11 +8,11 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Self
 
 from asyncua import Client, ua
 
-from beffroi.collectors.base import Backoff, Collector, Sink
+from beffroi.collectors.base import Backoff, CollectorBase
 from beffroi.collectors.opcua import decoder, security
 from beffroi.collectors.opcua.config import OpcUaCollectorConfig
 from beffroi.collectors.opcua.discovery import discover, resolve_root
@@ -29,7 +29,9 @@ from beffroi.collectors.opcua.items import (
 from beffroi.collectors.opcua.samples import BatchSubscription, Poller
 from beffroi.core.errors import BeffroiError
 from beffroi.core.model import Sample, TagSpec, Value, WriteResult, WriteStatus
-from beffroi.core.site import AssetClassConfig
+from beffroi.core.register import Register
+from beffroi.core.seams import Sink
+from beffroi.core.site import AssetClassConfig, Site
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ _RETRYABLE = (*_CONNECTION_ERRORS, security.UntrustedServerCertificate, security
 STALE_MARGIN = 3.0  # keep-alive periods without any publish response before the session is dead
 
 
-class OpcUaCollector(Collector):
+class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
     """Collect tags from one OPC UA server; node ids are `ns=<namespace>;s=<tag>` or discovered."""
 
     protocol = "opcua"
@@ -57,8 +59,7 @@ class OpcUaCollector(Collector):
         asset_classes: dict[str, AssetClassConfig] | None = None,
         communes: Sequence[str] = (),
     ):
-        super().__init__(config.name, tags, sink)
-        self.config = config
+        super().__init__(config, tags, sink)
         self._asset_classes = asset_classes or {}
         self._communes = list(communes)
         self._client: Client | None = None
@@ -74,15 +75,15 @@ class OpcUaCollector(Collector):
         self.reconnects = 0
 
     @classmethod
-    def from_config(cls, config: Any, cfg: Any, register: Any, sink: Sink) -> OpcUaCollector:
+    def from_config(
+        cls, config: OpcUaCollectorConfig, site: Site, register: Register, sink: Sink
+    ) -> Self:
         """Build the collector with its register tags, or the templates when it discovers them."""
-        config = config.model_copy(update={"pki_dir": str(cfg.resolve(config.pki_dir))})
+        config = config.model_copy(update={"pki_dir": str(site.resolve(config.pki_dir))})
         if config.discovery is not None:
-            communes = config.communes or cfg.commune_ids()
-            return cls(config, [], sink, asset_classes=dict(cfg.asset_classes), communes=communes)
-        built = super().from_config(config, cfg, register, sink)
-        assert isinstance(built, OpcUaCollector)
-        return built
+            communes = config.communes or site.commune_ids()
+            return cls(config, [], sink, asset_classes=dict(site.asset_classes), communes=communes)
+        return super().from_config(config, site, register, sink)
 
     async def _run(self) -> None:
         backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)

@@ -17,8 +17,9 @@ import pyarrow as pa
 from beffroi.core.model import Sample, naive_utc
 from beffroi.core.register import Register
 from beffroi.core.scheduler import Scheduler
+from beffroi.core.seams import Agg
 from beffroi.historian import retention
-from beffroi.historian.base import COLUMNS, RAW_COLUMNS, Agg, Historian, empty_result
+from beffroi.historian.base import COLUMNS, RAW_COLUMNS, HistorianBackend, empty_result
 from beffroi.historian.config import HistorianSite
 from beffroi.historian.downsample import downsample_frame
 from beffroi.historian.duckdb import sealed as blocks
@@ -40,7 +41,7 @@ ROLLUP_DAYS = timedelta(days=2)
 _naive_utc = naive_utc
 
 
-class DuckDBHistorian(Reads, Historian):
+class DuckDBHistorian(Reads, HistorianBackend):
     """Store samples in one DuckDB file; safe to use from the writer and HMI threads.
 
     Samples land in `hot` as they come. `compact()` moves them into `recent` as a run sorted

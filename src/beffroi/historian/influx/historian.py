@@ -23,7 +23,8 @@ from influxdb_client.rest import ApiException
 from beffroi.core.errors import ConfigError
 from beffroi.core.model import Sample
 from beffroi.core.register import Register
-from beffroi.historian.base import RAW_COLUMNS, Agg, Historian
+from beffroi.core.seams import Agg
+from beffroi.historian.base import RAW_COLUMNS, HistorianBackend
 from beffroi.historian.downsample import downsample_frame
 from beffroi.historian.influx.frames import contract_frame
 from beffroi.historian.influx.http import (
@@ -46,7 +47,7 @@ LINES_PER_REQUEST = 20_000
 __all__ = ["InfluxError", "InfluxHistorian", "InfluxUnavailable"]
 
 
-class InfluxHistorian(Historian):
+class InfluxHistorian(HistorianBackend):
     """Store samples in InfluxDB 1.x, 2.x or 3.x, or a server speaking its write API."""
 
     name = "influx"
