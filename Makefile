@@ -26,9 +26,10 @@ demo: $(VENV)/.installed
 system-deps:
 	bash scripts/system-deps.sh
 
-## lint: ruff over sources and tests
+## lint: ruff over sources and tests, mypy over the sources (strict on core/ and app/)
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 
 ## test: install what tests need, lint, run the suite
 test: $(VENV)/.installed-test system-deps lint

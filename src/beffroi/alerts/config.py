@@ -195,7 +195,8 @@ def _signal_problems(
     if numeric and sig.kind == "str":
         return [f"{where}: {rule.type} rules need a float or bool signal ({signal} is str)"]
     if rule.type == "deviation":
-        sp = rule.setpoint if rule.asset_class else rule.setpoint.rsplit("/", 1)[-1]
+        setpoint = rule.setpoint or ""  # a deviation rule has one (its own check)
+        sp = setpoint if rule.asset_class else setpoint.rsplit("/", 1)[-1]
         if sp not in signals:
             return [f"{where}.setpoint: {cls_id} has no signal {sp!r}"]
     return []

@@ -11,7 +11,6 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from beffroi.alerts.rule_changes import SCHEMA as RULE_CHANGES
 from beffroi.alerts.state import AlarmEvent
 from beffroi.core.model import aware_utc, naive_utc
 from beffroi.state.duckdb import SideStore
@@ -32,6 +31,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     kind VARCHAR, team VARCHAR, recipients VARCHAR NOT NULL, subject VARCHAR,
     message VARCHAR NOT NULL, alarm_ids VARCHAR, status VARCHAR NOT NULL, attempts INTEGER,
     next_try TIMESTAMP, last_error VARCHAR, sent_at TIMESTAMP
+);
+-- Limit rules changed at runtime (alerts/rule_changes.py).
+CREATE TABLE IF NOT EXISTS rule_changes (
+    ts TIMESTAMP NOT NULL, rule VARCHAR NOT NULL, params VARCHAR NOT NULL,
+    user_name VARCHAR NOT NULL, comment VARCHAR
 );
 """
 COLUMNS = [
@@ -57,7 +61,7 @@ class Journal:
     """Append-only alarm events and the e-mail outbox in one DuckDB file, safe across threads."""
 
     def __init__(self, path: str | Path, read_only: bool = False):
-        self._db = SideStore(path, SCHEMA + RULE_CHANGES, read_only=read_only, what="alarm journal")
+        self._db = SideStore(path, SCHEMA, read_only=read_only, what="alarm journal")
         self.path = self._db.path
         self._next_seq = int(self._db.one("SELECT coalesce(max(seq), 0) FROM alarm_events")) + 1
 

@@ -15,16 +15,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from beffroi.alerts.config import AlarmRuleConfig
+from beffroi.alerts.journal import Journal
 from beffroi.core.model import naive_utc
 
 LIMIT_FIELDS = ("lolo", "lo", "hi", "hihi", "deadband")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS rule_changes (
-    ts TIMESTAMP NOT NULL, rule VARCHAR NOT NULL, params VARCHAR NOT NULL,
-    user_name VARCHAR NOT NULL, comment VARCHAR
-);
-"""
 
 
 class RuleChangeError(ValueError):
@@ -54,7 +48,13 @@ def limits_of(rule: AlarmRuleConfig) -> dict[str, float | None]:
 
 
 def record(
-    journal: Any, rule: str, limits: dict, base: dict, user: str, comment: str, ts: datetime
+    journal: Journal,
+    rule: str,
+    limits: dict[str, float | None],
+    base: dict[str, float | None],
+    user: str,
+    comment: str,
+    ts: datetime,
 ) -> None:
     """Keep a change in the journal, with the config file's limits it was made over."""
     params = {"limits": limits, "base": base}
@@ -64,7 +64,7 @@ def record(
     )
 
 
-def latest(journal: Any) -> dict[str, dict[str, Any]]:
+def latest(journal: Journal) -> dict[str, dict[str, Any]]:
     """Return each changed rule's newest limits, with who changed them, when and why."""
     rows = journal.fetch(
         "SELECT rule, params, user_name, comment, ts FROM rule_changes "

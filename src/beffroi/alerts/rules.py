@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from beffroi.alerts.config import AlarmRuleConfig
 from beffroi.alerts.state import Alarm
-from beffroi.core.model import Quality, Sample
+from beffroi.core.model import Quality, Sample, Value
 
 # engine.condition(alarm, on, now, value, level, limit)
 Report = Callable[[Alarm, bool, datetime, object, str, "float | None"], None]
@@ -85,7 +85,8 @@ class LimitEvaluator(Evaluator):
     def feed(self, s: Sample, now: datetime) -> None:
         if s.quality >= _BAD:
             return
-        v = s.value
+        # Limit rules read float or bool signals (the config checks it); no check on this path.
+        v: float = s.value  # type: ignore[assignment]
         level = self.level
         if level == 0 and self.lo_in < v < self.hi_in:
             return
@@ -134,32 +135,35 @@ def _truthy(value: object) -> bool:
 class DiscreteEvaluator(Evaluator):
     """A state equals a value (fault == true), or a count is above or below a threshold."""
 
-    __slots__ = ("db", "mode", "on", "target")
+    __slots__ = ("db", "limit", "mode", "on", "target")
 
     def __init__(self, alarm: Alarm, report: Report, rule: AlarmRuleConfig):
         super().__init__(alarm, report)
         self.db = rule.deadband or 0.0
         self.on = False
+        self.limit = INF  # the threshold of `gt` and `lt`
+        self.target: bool | float | str | None = rule.equals  # the state of `eq`
         if rule.equals is not None:
-            self.mode, self.target = "eq", rule.equals
+            self.mode = "eq"
             self.alarm.level = self.alarm.raw_level = "ON"
         elif rule.above is not None:
-            self.mode, self.target = "gt", rule.above
+            self.mode, self.limit = "gt", rule.above
         else:
-            self.mode, self.target = "lt", rule.below
+            assert rule.below is not None, "a discrete rule has one of equals, above, below"
+            self.mode, self.limit = "lt", rule.below
 
-    def _test(self, v: object) -> bool:
-        t = self.target
+    def _test(self, v: Value) -> bool:
         if self.mode == "eq":
+            t = self.target
             if isinstance(t, bool):
                 return _truthy(v) == t
             if isinstance(t, str) or isinstance(v, str):
                 return str(v) == str(t)
-            return float(v) == t  # type: ignore[arg-type]
-        x = float(v)  # type: ignore[arg-type]
+            return float(v) == t
+        x = float(v)
         if self.mode == "gt":
-            return x > t or (self.on and x > t - self.db)
-        return x < t or (self.on and x < t + self.db)
+            return x > self.limit or (self.on and x > self.limit - self.db)
+        return x < self.limit or (self.on and x < self.limit + self.db)
 
     def feed(self, s: Sample, now: datetime) -> None:
         if s.quality >= _BAD:
@@ -169,9 +173,10 @@ class DiscreteEvaluator(Evaluator):
         on = self._test(v)
         if on != self.on:
             self.on = on
-            t = self.target  # a state (true, "text") is no numeric limit; bool is an int
+            # A state (true, "text") is no numeric limit; a count compared with `equals` is.
+            t = self.target if self.mode == "eq" else self.limit
             limit = float(t) if isinstance(t, float | int) and not isinstance(t, bool) else None
-            self.report(self.alarm, on, now, v, "ON", limit)  # type: ignore[arg-type]
+            self.report(self.alarm, on, now, v, "ON", limit)
 
     def restore(self) -> None:
         self.on = self.alarm.active

@@ -22,6 +22,7 @@ from beffroi.alerts.performance import alarm_performance
 from beffroi.alerts.state import AlarmEvent
 from beffroi.core.model import Sample, utcnow
 from beffroi.core.register import Register
+from beffroi.core.scheduler import Scheduler
 from beffroi.mail.smtp import SmtpSender
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ class AlarmService:
                 ac, register, hmi_url=hmi_url, timezone=cfg.metropolis.timezone, clock=clock
             )
 
-    async def start(self, stack: contextlib.AsyncExitStack, scheduler: Any = None) -> None:
+    async def start(
+        self, stack: contextlib.AsyncExitStack, scheduler: Scheduler | None = None
+    ) -> None:
         """Open the journal, restore active alarms, start flushing; stop with the stack."""
         path = journal_path(self.cfg)
         self.journal = journal = await asyncio.to_thread(Journal, path)

@@ -164,7 +164,7 @@ DATA_FILES: Mapping[str, tuple[str, ...]] = {
     "historian": ("path", "spool_dir"),
     "hmi": ("users_db",),
     "alarms": ("journal",),
-    "kpi": ("journal",),
+    "kpi": ("store",),
     "control": ("audit",),
 }
 

@@ -23,7 +23,7 @@ from beffroi.app.config import Config
 from beffroi.cli.common import ConfigOpt, fail, gateway_or_files, load, open_file
 from beffroi.cli.query import open_historian
 from beffroi.core.register import build_register
-from beffroi.kpi.config import kpi_journal_path
+from beffroi.kpi.config import kpi_store_path
 from beffroi.kpi.engine import Events, KpiEngine
 from beffroi.kpi.export import Exporter, ExportQuery, ExportResult
 from beffroi.kpi.periods import resolution_of
@@ -96,7 +96,7 @@ def _compute_here(cfg: Config, t0: datetime, t1: datetime) -> dict[str, Any]:
     historian = open_historian(cfg, read_only=False)
     journal: Journal | None = None
     try:
-        path = kpi_journal_path(cfg)
+        path = kpi_store_path(cfg)
         store = open_file(path, lambda: KpiStore(path))
         events, journal = _alarm_events(cfg)
         engine = KpiEngine(cfg, build_register(cfg), historian, events=events, store=store)
@@ -193,7 +193,7 @@ def changes(
 ) -> None:
     """List the recorded changes of KPI values of closed periods (late data, recomputes)."""
     cfg, t0, t1 = _config_and_range(config, start, end)
-    path = kpi_journal_path(cfg)
+    path = kpi_store_path(cfg)
 
     def offline() -> list[dict[str, Any]]:
         store = open_file(path, lambda: KpiStore(path, read_only=True), missing="no KPI store yet")

@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,12 +126,17 @@ class VerifyResult:
 class AuditLog:
     """The hash-chained audit log; append and read only, safe across threads."""
 
-    def __init__(self, path: str | Path, read_only: bool = False, clock=utcnow):  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        path: str | Path,
+        read_only: bool = False,
+        clock: Callable[[], datetime] = utcnow,
+    ):
         self._db = SideStore(path, SCHEMA, read_only=read_only, what="audit log")
         self.path = self._db.path
         self.clock = clock
         last = self._db.rows("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-        self._next, self._head = (int(last[0][0]) + 1, last[0][1]) if last else (1, GENESIS)
+        self._next, self._head = (int(last[0][0]) + 1, str(last[0][1])) if last else (1, GENESIS)
         log.info("audit log %s: %d records, head %s", self.path, self._next - 1, self._head)
 
     @property
@@ -288,8 +293,7 @@ def to_csv(df: pd.DataFrame, timezone: str = "Europe/Paris") -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS)
-    for r in df.itertuples(index=False):
-        ts = r.ts.to_pydatetime()
+    for r, ts in zip(df.itertuples(index=False), df["ts"].dt.to_pydatetime(), strict=True):
         writer.writerow(
             [
                 r.seq,

@@ -250,8 +250,8 @@ def control_problems(cfg: ControlSite) -> list[str]:
     for i, rule in enumerate(ctl.interlocks):
         where = f"control.interlocks[{i}]"
         sig = signal(where, rule.asset_class, rule.signal)
-        for v in rule.values if sig is not None else []:
-            if (p := value_problem(sig, v, None)) is not None:
+        for v in rule.values:
+            if sig is not None and (p := value_problem(sig, v, None)) is not None:
                 out.append(f"{where}.values: {p}")
         if rule.block_when is not None and sig is not None:
             signal(f"{where}.block_when", rule.asset_class, rule.block_when.signal, False)

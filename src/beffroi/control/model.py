@@ -12,8 +12,11 @@ from beffroi.core.model import Value, WriteStatus
 class Actor(Protocol):
     """Whoever sends a command: an HMI user, or the system's own schedules."""
 
-    name: str
-    role: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
 
     def sees(self, commune: str) -> bool:
         """Tell whether the actor's scope includes a commune."""

@@ -281,7 +281,9 @@ class PlaybookEngine:
             log.exception("playbook %s: e-mail failed", run.id)
             return "failed", str(exc)
 
-    def _audit_step(self, actor: Actor, run: PlaybookRun, step: StepRun, phase: str, st: str):  # type: ignore[no-untyped-def]
+    def _audit_step(
+        self, actor: Actor, run: PlaybookRun, step: StepRun, phase: str, st: str
+    ) -> None:
         commands = [
             {
                 "tag": c.tag,

@@ -26,6 +26,8 @@ from beffroi.control.setpoints import SetpointService
 from beffroi.core.live import LiveValues
 from beffroi.core.model import utcnow
 from beffroi.core.register import Register
+from beffroi.core.scheduler import Scheduler
+from beffroi.core.seams import Collector
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class ControlService:
         cfg: ControlSite,
         register: Register,
         live: LiveValues,
-        collector_for: Callable[[str], Any],
+        collector_for: Callable[[str], Collector | None],
         *,
         clock: Callable[[], datetime] = utcnow,
     ):
@@ -57,7 +59,9 @@ class ControlService:
         self._jobs: set[asyncio.Future] = set()
         self.closed = False
 
-    async def start(self, stack: contextlib.AsyncExitStack, scheduler: Any = None) -> None:
+    async def start(
+        self, stack: contextlib.AsyncExitStack, scheduler: Scheduler | None = None
+    ) -> None:
         """Open the audit log, build the parts, schedule lighting and mail; stop with the stack."""
         cfg, path = self.cfg, audit_path(self.cfg)
         self.audit = audit = await asyncio.to_thread(AuditLog, path, False, self.clock)

@@ -34,6 +34,7 @@ from beffroi.control.model import Actor, CommandResult, ControlError, Selection
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Asset, Quality, TagSpec, Value, WriteStatus, utcnow
 from beffroi.core.register import Register
+from beffroi.core.seams import Collector
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class SetpointService:
         cfg: ControlSite,
         register: Register,
         live: LiveValues,
-        collector_for: Callable[[str], Any],
+        collector_for: Callable[[str], Collector | None],
         audit: AuditLog,
         *,
         clock: Callable[[], datetime] = utcnow,

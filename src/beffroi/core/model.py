@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 Value = float | bool | str
 ValueKind = Literal["float", "bool", "str"]
@@ -98,6 +98,10 @@ def tag_name(commune: str, asset: str, signal: str) -> str:
     return f"{commune}/{asset}/{signal}"
 
 
+@overload
+def naive_utc(ts: datetime) -> datetime: ...
+@overload
+def naive_utc(ts: None) -> None: ...
 def naive_utc(ts: datetime | None) -> datetime | None:
     """Return the storage form of a time: naive UTC (naive input is taken as UTC already)."""
     if ts is None or ts.tzinfo is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -61,7 +62,9 @@ class Samples(NamedTuple):
     status: np.ndarray  # uint32, 0 for plain Good
 
 
-class _Segs(NamedTuple):
+# A dataclass, not a NamedTuple: a field named `count` would hide tuple.count.
+@dataclass(frozen=True, slots=True)
+class _Segs:
     """Where each block's samples are in flat arrays."""
 
     start: np.ndarray
@@ -101,7 +104,9 @@ def _width(top: np.ndarray) -> np.ndarray:
     return np.array([0, 1, 2, 4, 8], np.int64)[np.searchsorted(_LIMITS, top, side="right")]
 
 
-def _pack(u: np.ndarray, s: _Segs, skip: np.ndarray, width: np.ndarray | None = None):
+def _pack(
+    u: np.ndarray, s: _Segs, skip: np.ndarray, width: np.ndarray | None = None
+) -> tuple[np.ndarray, bytes, np.ndarray]:
     """Pack each block's stream u[start + skip:end]: (widths, bytes, byte offset per block)."""
     u = np.ascontiguousarray(u, "<u8")
     inside = s.local >= skip[s.block]
@@ -122,13 +127,14 @@ def _pack(u: np.ndarray, s: _Segs, skip: np.ndarray, width: np.ndarray | None = 
     return width, data, np.cumsum(size) - size
 
 
-def _unpack(buf: np.ndarray, base: np.ndarray, count: np.ndarray, width: np.ndarray):
+def _unpack(buf: np.ndarray, base: np.ndarray, count: np.ndarray, width: np.ndarray) -> np.ndarray:
     """Return the concatenated streams packed at byte `base` of each block, as uint64."""
     s = _segs(count)
     out = np.zeros(len(s.block), np.uint64)
     widths = np.unique(width)
     for w in widths[widths > 0].tolist():
         # One pass per width, in that width's integers: blocks mostly share one or two.
+        idx: slice | np.ndarray
         if len(widths) == 1:
             idx, block, local = slice(None), s.block, s.local
         else:
@@ -275,7 +281,7 @@ def encode_many(samples: Samples, counts: Sequence[int] | np.ndarray) -> list[by
     return out
 
 
-def _positions(flag: np.ndarray, s: _Segs):
+def _positions(flag: np.ndarray, s: _Segs) -> tuple[np.ndarray, bytes, np.ndarray, np.ndarray]:
     """Pack the in-block positions of flagged samples, as gaps: (widths, bytes, offsets, counts)."""
     where = np.flatnonzero(flag)
     count = np.bincount(s.block[where], minlength=len(s.count))
@@ -306,7 +312,7 @@ def decode_many(blocks: Sequence[bytes]) -> tuple[Samples, np.ndarray]:
         head["n_missing"].astype(np.int64),
         head["n_odd"].astype(np.int64),
     ]
-    base = at + _HEAD.itemsize
+    base: np.ndarray = at + _HEAD.itemsize
 
     def take(i: int) -> np.ndarray:
         nonlocal base

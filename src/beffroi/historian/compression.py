@@ -25,13 +25,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from beffroi.core.model import Quality, Sample
-
-if TYPE_CHECKING:
-    from beffroi.core.register import Register
-    from beffroi.historian.config import HistorianSite
+from beffroi.core.register import Register
+from beffroi.historian.config import HistorianSite
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +74,9 @@ class _Filter(ABC):
             return [s]
         self._seen = t
         if v is None:
-            out = self.flush()
+            flushed = self.flush()
             self._last = None
-            return [*out, s]
+            return [*flushed, s]
         if self._last is None:
             self._store(t, v)
             return [s]
@@ -92,6 +90,13 @@ class _Filter(ABC):
         if t - self._last[0] < self.min_s:
             return out
         return self._compress(s, t, v, out)
+
+    @property
+    def _anchor(self) -> tuple[float, float]:
+        """Return the last stored (t, v), which every good sample past the first is judged by."""
+        # offer() stores a good sample whenever there is none, so _compress always has one.
+        assert self._last is not None
+        return self._last
 
     @abstractmethod
     def _compress(self, s: Sample, t: float, v: float, out: list[Sample]) -> list[Sample]:
@@ -113,7 +118,7 @@ class DeadbandFilter(_Filter):
     """Exception reporting: store a value when it leaves the band around the last stored one."""
 
     def _compress(self, s: Sample, t: float, v: float, out: list[Sample]) -> list[Sample]:
-        if abs(v - self._last[1]) > self.dev:
+        if abs(v - self._anchor[1]) > self.dev:
             held = self._held
             # The previous value marks where the flat stretch ended, so that a trend drawn
             # with straight lines does not start the change at the last stored point.
@@ -139,20 +144,20 @@ class SwingingDoorFilter(_Filter):
         # The door closes: the snapshot is stored and a new door starts from it.
         if self._held is not None and not self._inside(t, v):
             out += self.flush()
-            if t - self._last[0] < self.min_s:
+            if t - self._anchor[0] < self.min_s:
                 return out
         self._accept(s, t, v)
         return out
 
     def _inside(self, t: float, v: float) -> bool:
         """Return True when the line from the anchor to (t, v) lies between the doors."""
-        t0, v0 = self._last
+        t0, v0 = self._anchor
         slope = (v - v0) / (t - t0)
         return self._low <= slope <= self._high
 
     def _accept(self, s: Sample, t: float, v: float) -> None:
         """Make s the snapshot and narrow the doors to keep it within the deviation."""
-        t0, v0 = self._last
+        t0, v0 = self._anchor
         self._low = max(self._low, (v - self.dev - v0) / (t - t0))
         self._high = min(self._high, (v + self.dev - v0) / (t - t0))
         self._held = s
@@ -187,7 +192,13 @@ class Compressor:
                         continue
                     deviation = rule.deviation
                     if deviation is None:
-                        span = rule.span or (tag.high - tag.low)
+                        # The config checks: a rule without deviation has deviation_pct, and a
+                        # span or a tag with low and high.
+                        assert rule.deviation_pct is not None
+                        span = rule.span
+                        if not span:
+                            assert tag.high is not None and tag.low is not None
+                            span = tag.high - tag.low
                         deviation = rule.deviation_pct / 100 * span
                     specs[tag.name] = CompressionSpec(
                         rule.method,

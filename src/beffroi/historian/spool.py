@@ -34,7 +34,9 @@ SCHEMA = pa.schema(
 
 
 def _to_table(batch: Sequence[Sample]) -> pa.Table:
-    kinds, nums, texts = [], [], []
+    kinds: list[int] = []
+    nums: list[float | None] = []
+    texts: list[str | None] = []
     for s in batch:
         v = s.value
         if isinstance(v, str):

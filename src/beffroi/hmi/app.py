@@ -10,10 +10,13 @@ from zoneinfo import ZoneInfo
 
 import dash
 from dash import Input, Output, callback, dcc, html
-from flask import has_request_context, jsonify
+from flask import Response, has_request_context, jsonify
 from flask_login import current_user
 
+from beffroi.alerts.service import AlarmService
 from beffroi.api.server import mount_api
+from beffroi.control.audit import AuditLog
+from beffroi.control.service import ControlService
 from beffroi.core.live import LiveValues
 from beffroi.core.register import Register
 from beffroi.core.seams import Historian
@@ -24,6 +27,7 @@ from beffroi.hmi.figures import DISPLAY_TZ
 from beffroi.hmi.metrics import register_metrics
 from beffroi.hmi.public import register_public
 from beffroi.hmi.users import UserStore
+from beffroi.kpi.engine import KpiEngine
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ def _user_badge() -> html.Div:
     )
 
 
-def alarm_banner(rows: list[dict]) -> tuple[str, str]:
+def alarm_banner(rows: list[dict[str, Any]]) -> tuple[str, str]:
     """Summarise alarms needing action (count, per severity) and pick the banner's colour."""
     unack = [r for r in rows if r["state"] in ("unack_active", "unack_rtn")]
     active = [r for r in rows if r["state"] in ("unack_active", "ack_active")]
@@ -128,7 +132,7 @@ def _register_shell_callbacks() -> None:
         Output("shell-alarms", "className"),
         Input("shell-interval", "n_intervals"),
     )
-    def refresh_banner(_n: int | None):  # type: ignore[no-untyped-def]
+    def refresh_banner(_n: int | None) -> tuple[str, str]:
         service = get_context().alarms
         if service is None:
             return "", "shell-alarms"
@@ -141,14 +145,14 @@ def create_app(
     register: Register,
     live: LiveValues,
     historian: Historian,
-    status: Callable[[], dict] | None = None,
+    status: Callable[[], dict[str, Any]] | None = None,
     api_token: str | None = None,
     *,
     users: UserStore,
-    alarms: Any = None,
-    kpi: Any = None,
-    audit: Any = None,
-    control: Any = None,
+    alarms: AlarmService | None = None,
+    kpi: KpiEngine | None = None,
+    audit: AuditLog | None = None,
+    control: ControlService | None = None,
 ) -> dash.Dash:
     """Build the HMI Dash app; every page and callback requires a logged-in user."""
     set_context(
@@ -157,11 +161,11 @@ def create_app(
             register,
             live,
             historian,
-            status,
-            alarms,
+            users,
+            status=status,
+            alarms=alarms,
             audit=audit,
             control=control,
-            users=users,
         )
     )
     app = dash.Dash(
@@ -170,7 +174,7 @@ def create_app(
         pages_folder=str(PAGES_FOLDER),
         assets_folder=str(ASSETS_FOLDER),
         title=f"Beffroi — {cfg.metropolis.name}",
-        update_title=None,
+        update_title=None,  # type: ignore[arg-type]  # dash types it str; None is documented
         suppress_callback_exceptions=True,
     )
     # A function: evaluated per page load, so the header names the logged-in user.
@@ -190,8 +194,12 @@ def create_app(
     )
 
     @server.route("/healthz")
-    def healthz():  # type: ignore[no-untyped-def]
-        body: dict = {"status": "ok", "live_tags": len(live), "assets": len(register.assets)}
+    def healthz() -> Response | tuple[Response, int]:
+        body: dict[str, Any] = {
+            "status": "ok",
+            "live_tags": len(live),
+            "assets": len(register.assets),
+        }
         if status is not None:
             try:
                 body.update(status())

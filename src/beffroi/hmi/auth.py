@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from flask import Flask, Response, abort, has_request_context, redirect, request
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from werkzeug.wrappers import Response as BaseResponse  # what flask.redirect returns
 
 from beffroi.hmi.users import User, UserStore
 
@@ -183,7 +184,7 @@ def install_auth(
         return SessionUser(user) if user else None
 
     @server.before_request
-    def guard() -> Response | None:
+    def guard() -> BaseResponse | None:
         if _public(request.path) or current_user.is_authenticated:
             return None
         wants_page = request.method == "GET" and "text/html" in request.headers.get("Accept", "")
@@ -196,7 +197,7 @@ def install_auth(
         return _login_page(title, next_url=_safe_next(request.args.get("next")))
 
     @server.post("/login")
-    def login_submit() -> Response:
+    def login_submit() -> BaseResponse:
         name = request.form.get("username", "").strip()
         password = request.form.get("password", "")
         next_url = _safe_next(request.form.get("next"))
@@ -220,7 +221,7 @@ def install_auth(
         return redirect(next_url)
 
     @server.route("/logout", methods=["GET", "POST"])
-    def logout() -> Response:
+    def logout() -> BaseResponse:
         if current_user.is_authenticated:
             log.info("logout: %s", current_user.get_id())
             record(current_user.get_id(), "logout", address=request.remote_addr or "?")

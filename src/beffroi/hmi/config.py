@@ -10,7 +10,7 @@ from beffroi.alerts.config import AlarmsConfig
 from beffroi.control.config import ControlConfig
 from beffroi.core.config import EnvName, Strict
 from beffroi.core.site import Site
-from beffroi.historian.config import HistorianConfig
+from beffroi.historian.config import CompressionConfig, HistorianConfig
 from beffroi.kpi.config import KpiConfig
 
 
@@ -56,6 +56,11 @@ class HmiSite(Site, Protocol):
 
     @property
     def control(self) -> ControlConfig: ...
+
+    # The KPIs page asks the KPI package which KPIs the config gives inputs for, handing it
+    # this site: so the site is also a KpiSite, whose protocol includes compression.
+    @property
+    def compression(self) -> CompressionConfig: ...
 
 
 def public_problems(site: HmiSite) -> list[str]:

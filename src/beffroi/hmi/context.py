@@ -6,25 +6,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from beffroi.alerts.service import AlarmService
+from beffroi.control.audit import AuditLog
+from beffroi.control.service import ControlService
 from beffroi.core.live import LiveValues
 from beffroi.core.register import Register
 from beffroi.core.seams import Historian
 from beffroi.hmi.config import HmiSite
+from beffroi.hmi.users import UserStore
 
 
 @dataclass(frozen=True, slots=True)
 class HmiContext:
-    """What the pages need: config, register, live values, historian and an optional status."""
+    """What the pages need: config, register, live values, historian, users; the optional parts."""
 
     cfg: HmiSite
     register: Register
     live: LiveValues
     historian: Historian
-    status: Callable[[], dict] | None = None
-    alarms: Any = None  # the alarm service (beffroi.alerts.service.AlarmService), when running
-    audit: Any = None  # the audit log (beffroi.control.audit.AuditLog), when control runs
-    control: Any = None  # the control service (beffroi.control.service.ControlService)
-    users: Any = None  # the user store (beffroi.hmi.users.UserStore)
+    users: UserStore
+    status: Callable[[], dict[str, Any]] | None = None
+    alarms: AlarmService | None = None  # None when the alarm service is not running
+    audit: AuditLog | None = None  # None when control (and so its audit log) is not running
+    control: ControlService | None = None  # None when control is not running
 
 
 _current: HmiContext | None = None

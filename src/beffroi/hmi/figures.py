@@ -64,7 +64,8 @@ def trend_series(df: pd.DataFrame, tag: str, tz: str = DISPLAY_TZ) -> pd.DataFra
     )
 
 
-_AXES = (
+# Each y axis a trend may use, in order: its layout key and its placement.
+_AXES: tuple[tuple[str, dict[str, str | float]], ...] = (
     ("yaxis", {}),
     ("yaxis2", {"overlaying": "y", "side": "right"}),
     ("yaxis3", {"overlaying": "y", "side": "left", "anchor": "free", "position": 0.0}),

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from flask import Flask, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 
 class StatusCollector:
     """Turn the runtime's status() into metrics at each scrape, so nothing is kept twice."""
 
-    def __init__(self, status: Callable[[], dict]):
+    def __init__(self, status: Callable[[], dict[str, Any]]):
         self.status = status
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterator[Metric]:
         """Yield the metric families of one scrape."""
         st = self.status()
         yield CounterMetricFamily(
@@ -72,7 +73,7 @@ class StatusCollector:
             yield active
 
 
-def register_metrics(server: Flask, status: Callable[[], dict]) -> None:
+def register_metrics(server: Flask, status: Callable[[], dict[str, Any]]) -> None:
     """Serve /metrics in the Prometheus text format."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatusCollector(status))

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from flask import Flask, Response, request
 
 from beffroi.core.live import LiveValues
-from beffroi.core.model import Quality, utcnow
+from beffroi.core.model import Quality, Sample, utcnow
 from beffroi.core.register import Register
 from beffroi.hmi.config import HmiSite
 
@@ -123,7 +123,7 @@ class ParkingFeed:
             return data
 
 
-def _count(sample) -> int | None:  # type: ignore[no-untyped-def]
+def _count(sample: Sample | None) -> int | None:
     """Return a whole count from a good sample, else None (unknown is not zero)."""
     if sample is None or sample.quality is not Quality.GOOD:
         return None

@@ -225,7 +225,7 @@ def filter_assets(
     )
 
 
-def layer_geojson(rows: Iterable[AssetRow]) -> dict:
+def layer_geojson(rows: Iterable[AssetRow]) -> dict[str, Any]:
     """Return assets as GeoJSON points numbered in order (feature i ↔ character i of a code)."""
     features = [
         {
@@ -243,7 +243,7 @@ def states_code(rows: Iterable[AssetRow]) -> str:
     return "".join(STATE_CODES[r["state"]] for r in rows)
 
 
-def layer_hideout(layer: str, rows: Iterable[AssetRow], key: str = "") -> dict:
+def layer_hideout(layer: str, rows: Iterable[AssetRow], key: str = "") -> dict[str, Any]:
     """Return what assetMarker (hmi/assets/beffroi.js) reads when it draws a layer.
 
     `key` names the set of assets drawn (the filters); frames with the same key index the
@@ -254,7 +254,7 @@ def layer_hideout(layer: str, rows: Iterable[AssetRow], key: str = "") -> dict:
 
 def map_frame(
     fixed_rows: Sequence[AssetRow], moving_rows: Sequence[AssetRow], key: str = ""
-) -> dict:
+) -> dict[str, Any]:
     """Return the live part of the map: state codes of both layers, moving assets' positions."""
     return {
         "key": key,

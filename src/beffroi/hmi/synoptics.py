@@ -9,7 +9,7 @@ from datetime import datetime
 
 import plotly.graph_objects as go
 
-from beffroi.core.model import Asset, Quality, Sample
+from beffroi.core.model import Asset, Quality, Sample, Value
 
 INK, GOOD, BAD, STALE, LIT, OFF = "#1d2733", "#2a9d55", "#d7263d", "#9aa5b1", "#f6c945", "#5b6773"
 
@@ -18,7 +18,7 @@ INK, GOOD, BAD, STALE, LIT, OFF = "#1d2733", "#2a9d55", "#d7263d", "#9aa5b1", "#
 class Reading:
     """A live value as a mimic shows it: text, and whether it can be trusted now."""
 
-    value: object
+    value: Value | None  # None when the signal is not in the register or has no value yet
     text: str
     fresh: bool
 
@@ -96,13 +96,14 @@ def cabinet(asset: Asset, snap: Mapping[str, Sample], now: datetime) -> go.Figur
     _label(fig, 1.5, 2.3, f"dimming {dim.text}", dim.colour, 12, "dimming")
     on = bool(lit.value) and lit.fresh and not fault.value
     failures = int(fails.value) if isinstance(fails.value, float) and fails.fresh else 0
+    dimming = dim.value if isinstance(dim.value, float) else 0.0  # dimming_pct is a float tag
     for k, y in enumerate((4.2, 3.0, 1.8)):
         fig.add_shape(type="line", x0=2.5, y0=y, x1=9.5, y1=y, line={"color": INK, "width": 2})
         _label(fig, 3.0, y + 0.3, f"F{k + 1}", size=11)
         for j in range(6):
             broken = (k * 6 + j) < failures
             colour = BAD if broken else (LIT if on else OFF)
-            opacity = max(0.25, (dim.value or 0) / 100) if on and not broken else 1.0
+            opacity = max(0.25, dimming / 100) if on and not broken else 1.0
             x = 3.8 + j * 1.0
             fig.add_shape(
                 type="circle",
@@ -156,13 +157,14 @@ def intersection(asset: Asset, snap: Mapping[str, Sample], now: datetime) -> go.
 def _priority_text(asked: Reading, granted: Reading) -> str:
     """Describe the bus priority counters: requests, grants and the share granted."""
     # Not both Good numbers: each as read, with its quality, and no share computed from it.
-    if not (asked.fresh and granted.fresh) or not all(
-        isinstance(r.value, float) and math.isfinite(r.value) for r in (asked, granted)
+    a, g = asked.value, granted.value
+    if not (asked.fresh and granted.fresh) or not (
+        isinstance(a, float) and math.isfinite(a) and isinstance(g, float) and math.isfinite(g)
     ):
         return f"bus priority requests: {asked.text} · granted: {granted.text}"
-    text = f"bus priority: {asked.value:.0f} requests, {granted.value:.0f} granted"
-    if asked.value > 0:
-        text += f" ({100 * granted.value / asked.value:.0f} %)"
+    text = f"bus priority: {a:.0f} requests, {g:.0f} granted"
+    if a > 0:
+        text += f" ({100 * g / a:.0f} %)"
     return text
 
 

@@ -74,7 +74,9 @@ class AvailabilityCalc:
 
     def __init__(self, ctx: CellContext):
         self.ctx = ctx
-        self.cfg = ctx.cfg.kpi.availability
+        availability = ctx.cfg.kpi.availability
+        assert availability is not None, "computed only when [kpi.availability] is configured"
+        self.cfg = availability
         self.events = self._journal()
 
     def _journal(self) -> pd.DataFrame:

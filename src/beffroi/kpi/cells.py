@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,7 +22,9 @@ CELL_COLUMNS = ["component", "scope", "hour", "value", "covered", "expected", "f
 class ScopeMap:
     """Which scopes each asset of a list counts in, as index arrays for fast sums."""
 
-    def __init__(self, assets: Sequence[Asset], domains: dict[str, str], breakdowns: tuple):
+    def __init__(
+        self, assets: Sequence[Asset], domains: Mapping[str, str], breakdowns: tuple[str, ...]
+    ):
         self.names: list[str] = []
         ids: dict[str, int] = {}
         per_asset = [

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
 from beffroi.alerts.config import AlarmsConfig
 from beffroi.core.config import Slug, Strict
@@ -96,7 +96,8 @@ class KpiConfig(Strict):
     """The `[kpi]` section: what is computed, from which signals, and how often."""
 
     enabled: bool = True
-    journal: str = ""
+    # The KPI store's file; `journal` was its name before (the word is the alarm journal's now).
+    store: str = Field(default="", validation_alias=AliasChoices("store", "journal"))
     every_min: int = Field(default=15, ge=1, le=60)
     settle_min: float = Field(default=5.0, ge=0, le=120)
     late_days: int = Field(default=7, ge=1, le=92)
@@ -130,10 +131,10 @@ class KpiSite(Site, Protocol):
     def compression(self) -> CompressionConfig: ...
 
 
-def kpi_journal_path(cfg: KpiSite) -> Path:
+def kpi_store_path(cfg: KpiSite) -> Path:
     """Return the KPI store: as configured, or kpi.duckdb in the gateway's data folder."""
-    if cfg.kpi.journal:
-        return cfg.resolve(cfg.kpi.journal)
+    if cfg.kpi.store:
+        return cfg.resolve(cfg.kpi.store)
     return cfg.data_dir() / "kpi.duckdb"
 
 
@@ -269,14 +270,14 @@ def lighting_baseline(cfg: KpiSite, register: Register) -> tuple[dict[str, float
     if lc.baseline_file:
         path = cfg.resolve(lc.baseline_file)
         try:
-            for asset, kw in read_baseline_file(path).items():
-                listed[asset] = (f"kpi.lighting.baseline_file ({path.name}): {asset}", kw)
+            for asset, installed in read_baseline_file(path).items():
+                listed[asset] = (f"kpi.lighting.baseline_file ({path.name}): {asset}", installed)
         except OSError as exc:
             problems.append(f"kpi.lighting.baseline_file: cannot read {path}: {exc.strerror}")
         except ValueError as exc:
             problems.append(f"kpi.lighting.baseline_file: {path.name}: {exc}")
-    for asset, kw in lc.baseline_kw.items():
-        listed[asset] = (f"kpi.lighting.baseline_kw.{asset}", kw)
+    for asset, given in lc.baseline_kw.items():
+        listed[asset] = (f"kpi.lighting.baseline_kw.{asset}", given)
     for asset, (where, _) in listed.items():
         a = register.assets.get(asset)
         if a is None:
@@ -287,7 +288,9 @@ def lighting_baseline(cfg: KpiSite, register: Register) -> tuple[dict[str, float
     for a in register.assets.values():
         if a.asset_class != lc.asset_class:
             continue
-        kw = listed[a.id][1] if a.id in listed else lc.commune_kw.get(a.commune, lc.default_kw)
+        kw: float | None = listed[a.id][1] if a.id in listed else None
+        if kw is None:
+            kw = lc.commune_kw.get(a.commune, lc.default_kw)
         if kw is not None:
             out[a.id] = kw
     return out, problems

@@ -129,6 +129,7 @@ def stored_values(historian: Historian, values: pd.DataFrame) -> pd.DataFrame:
         return values.assign(old_value=[], old_coverage=[])
     out = []
     for res, g in values.groupby("resolution", sort=False):
+        res = str(res)
         tags = [series_tag(k, res, s) for k, s in zip(g["kpi"], g["scope"], strict=True)]
         cov = [series_tag(k, res, s, COVERAGE) for k, s in zip(g["kpi"], g["scope"], strict=True)]
         t0 = min(aware(t) for t in g["period_start"])

@@ -23,13 +23,15 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from beffroi.alerts.service import AlarmService
 from beffroi.core.errors import ConfigError
 from beffroi.core.model import utcnow
 from beffroi.core.register import Register
+from beffroi.core.scheduler import Scheduler
 from beffroi.core.seams import Historian
 from beffroi.kpi import availability, energy, mobility, waste, water
 from beffroi.kpi.cells import CellContext, CellSink
-from beffroi.kpi.config import KpiSite, kpi_journal_path, kpi_register_problems
+from beffroi.kpi.config import KpiSite, kpi_register_problems, kpi_store_path
 from beffroi.kpi.derive import differences, period_values, stored_values, to_samples
 from beffroi.kpi.fingerprints import Fingerprints, input_tags, read_margin
 from beffroi.kpi.inputs import Reader, epoch_grid
@@ -56,7 +58,7 @@ class KpiEngine:
         register: Register,
         historian: Historian,
         *,
-        alarms: Any = None,
+        alarms: AlarmService | None = None,
         events: Events | None = None,
         store: KpiStore | None = None,
         clock: Callable[[], datetime] = utcnow,
@@ -89,12 +91,12 @@ class KpiEngine:
     def store(self) -> KpiStore:
         """Return the KPI store, opening it on first use."""
         if self._store is None:
-            self._store = KpiStore(kpi_journal_path(self.cfg))
+            self._store = KpiStore(kpi_store_path(self.cfg))
         return self._store
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    async def start(self, stack: contextlib.AsyncExitStack, scheduler: Any) -> None:
+    async def start(self, stack: contextlib.AsyncExitStack, scheduler: Scheduler) -> None:
         """Open the store, schedule the jobs, compute once soon; stop with the stack."""
         await asyncio.to_thread(lambda: self.store)
         stack.callback(self.close)

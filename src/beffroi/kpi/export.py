@@ -148,7 +148,7 @@ def _chunk_lines(
     if df.empty:
         return []
     # Plain Python and numpy columns: iterating pandas' Arrow strings row by row is slow.
-    tags = df["tag"].to_numpy(dtype=object)
+    tags: list[str] = df["tag"].to_numpy(dtype=object).tolist()
     ts = df["ts"].dt.as_unit("us").astype("int64").to_numpy().tolist()
     value = df["value"].to_numpy(dtype=float).tolist()
     quality = df["quality"].to_numpy().tolist()

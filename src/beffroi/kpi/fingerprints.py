@@ -91,7 +91,7 @@ class Fingerprints:
                 if agg == "count":
                     n = n.add(v.groupby(ts.to_numpy()).sum(), fill_value=0)
                 else:
-                    finite = np.isfinite(v)
+                    finite = v.abs() < np.inf  # NaN and infinities are not
                     total = total.add(v[finite].groupby(ts[finite].to_numpy()).sum(), fill_value=0)
                     nan = nan.add((~finite).groupby(ts.to_numpy()).sum(), fill_value=0)
         events = pd.Series(0, index=index)
@@ -119,18 +119,19 @@ class Fingerprints:
         """
         if states.empty:
             return []
-        st = states.set_index(pd.DatetimeIndex(states["hour"]).as_unit("us"))
-        day = st.index.floor("D")
+        hours = pd.DatetimeIndex(states["hour"]).as_unit("us")
+        st = states.set_index(hours)
+        day = hours.floor("D")
         full = st.groupby(day).size() == 24
         full_days = list(full.index[full.to_numpy()])
         suspects = st[~day.isin(full_days)]
         if full_days:
             moved = self._days_moved(st[day.isin(full_days)], full_days)
-            suspects = pd.concat([suspects, st[st.index.floor("D").isin(moved)]])
+            suspects = pd.concat([suspects, st[day.isin(moved)]])
         if suspects.empty:
             return []
         out: list[datetime] = []
-        for _, group in suspects.groupby(suspects.index.floor("D")):
+        for _, group in suspects.groupby(pd.DatetimeIndex(suspects.index).floor("D")):
             t0 = aware(group.index.min())
             now = self.of(t0, aware(group.index.max()) + HOUR).set_index("hour")
             now = now.reindex(group.index)
@@ -156,7 +157,7 @@ class Fingerprints:
             if not df.empty:
                 ts = df["ts"].dt.tz_convert("UTC").dt.tz_localize(None).dt.as_unit("us")
                 n = n.add(df["value"].astype(float).groupby(ts.to_numpy()).sum(), fill_value=0)
-        recorded = st.groupby(st.index.floor("D"))[["fp_n", "fp_events"]].sum()
+        recorded = st.groupby(pd.DatetimeIndex(st.index).floor("D"))[["fp_n", "fp_events"]].sum()
         events = pd.Series(0, index=n.index)
         if self.events is not None:
             try:

@@ -28,7 +28,11 @@ def _epoch(ts: datetime) -> float:
     return ts.timestamp()
 
 
-def _columns(df: pd.DataFrame, index: dict[str, int]) -> tuple[np.ndarray, ...]:
+# Samples as columns: tag index, epoch seconds, value, quality.
+Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _columns(df: pd.DataFrame, index: dict[str, int]) -> Columns:
     """Turn a contract frame into (tag index, epoch s, value, quality) arrays."""
     if df.empty:
         return np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0, np.int8)
@@ -65,10 +69,11 @@ class Reader:
     ) -> Samples:
         """Return samples of tags for [start, end) and what frames it, sorted by tag then time."""
         index = {t: i for i, t in enumerate(tags)}
-        cols: list[tuple[np.ndarray, ...]] = []
+        cols: list[Columns] = []
         for i in range(0, len(tags), self.chunk):
             parts = self._read_chunk(list(tags[i : i + self.chunk]), index, start, end, margin)
-            cols.append(tuple(np.concatenate(c) for c in zip(*parts, strict=True)))
+            tag_, t_, v_, q_ = (np.concatenate(c) for c in zip(*parts, strict=True))
+            cols.append((tag_, t_, v_, q_))
         if not cols:
             return Samples(*_columns(pd.DataFrame(), index), len(tags))
         tag, t, v, q = (np.concatenate(c) for c in zip(*cols, strict=True))

@@ -115,16 +115,16 @@ def inputs_of(cfg: KpiSite, family: str) -> dict[str, Any]:
             ins.append(signal_input(cfg, m.traffic_class, m.granted, "granted request counter"))
         return {"inputs": ins, "full_pct": m.full_pct}
     if family == "water" and kc.water is not None:
-        w = kc.water
+        water = kc.water
         return {
-            "inputs": [signal_input(cfg, w.asset_class, w.signal, "level")],
-            "band": [w.low, w.high],
+            "inputs": [signal_input(cfg, water.asset_class, water.signal, "level")],
+            "band": [water.low, water.high],
         }
     if family == "waste" and kc.waste is not None:
-        w = kc.waste
+        waste = kc.waste
         return {
-            "inputs": [signal_input(cfg, w.asset_class, w.signal, "fill level")],
-            "full_pct": w.full_pct,
-            "collection_drop_pct": w.drop_pct,
+            "inputs": [signal_input(cfg, waste.asset_class, waste.signal, "fill level")],
+            "full_pct": waste.full_pct,
+            "collection_drop_pct": waste.drop_pct,
         }
     return {"inputs": []}

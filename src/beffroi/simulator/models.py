@@ -129,7 +129,10 @@ class Traffic(Model):
 
     def accept(self, signal: str, value: Value) -> Value | None:
         v = super().accept(signal, value)
-        return float(round(v)) if signal == "plan" and v is not None else v
+        if signal == "plan" and v is not None:
+            assert not isinstance(v, str)  # plan is a number signal (the register's template)
+            return float(round(v))
+        return v
 
     def evolve(self, clk: Clock) -> dict[str, np.ndarray]:
         r, dt, h = self.rng, clk.dt, clk.hour

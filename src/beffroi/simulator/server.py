@@ -21,19 +21,35 @@ from beffroi.simulator.writes import EquipmentWrites
 
 logger = logging.getLogger(__name__)
 
-GOOD = ua.StatusCode(ua.StatusCodes.Good)
+
+# asyncua annotates its structures' fields with encoding classes (ua.UInt32, ua.Int32, ua.String,
+# ua.DateTime), while it documents, and itself passes, plain int, str and datetime.
+def _nodeid(identifier: int | str, namespace: int = 0) -> ua.NodeId:
+    """Return the NodeId of a numeric or string identifier in a namespace."""
+    return ua.NodeId(identifier, namespace)  # type: ignore[arg-type]  # plain int/str are meant
+
+
+GOOD = ua.StatusCode(ua.StatusCodes.Good)  # type: ignore[arg-type]  # plain int is meant
 VARIANT = {
     "float": ua.VariantType.Double,
     "bool": ua.VariantType.Boolean,
     "str": ua.VariantType.String,
 }
 DATATYPE = {
-    "float": ua.NodeId(ua.ObjectIds.Double),
-    "bool": ua.NodeId(ua.ObjectIds.Boolean),
-    "str": ua.NodeId(ua.ObjectIds.String),
+    "float": _nodeid(ua.ObjectIds.Double),
+    "bool": _nodeid(ua.ObjectIds.Boolean),
+    "str": _nodeid(ua.ObjectIds.String),
 }
 ROOT = "Beffroi"
 YIELD_EVERY = 2_000  # writes between yields to the loop, so clients are served during big ticks
+
+
+def _stored(node: NodeData, attr: ua.AttributeIds) -> Any:
+    """Return the value a node holds for an attribute it was created with."""
+    dv = node.attributes[attr].value
+    # AddNodes stores each attribute as a DataValue, which wraps its value in a Variant.
+    assert dv is not None and dv.Value is not None
+    return dv.Value.Value
 
 
 def _object_item(
@@ -45,14 +61,12 @@ def _object_item(
     attrs.Description = ua.LocalizedText(display or name)
     return ua.AddNodesItem(
         ParentNodeId=parent,
-        ReferenceTypeId=ua.NodeId(ua.ObjectIds.Organizes),
+        ReferenceTypeId=_nodeid(ua.ObjectIds.Organizes),
         RequestedNewNodeId=nodeid,
         BrowseName=ua.QualifiedName(name, nodeid.NamespaceIndex),
         NodeClass=ua.NodeClass.Object,
         NodeAttributes=attrs,
-        TypeDefinition=ua.NodeId(
-            ua.ObjectIds.FolderType if folder else ua.ObjectIds.BaseObjectType
-        ),
+        TypeDefinition=_nodeid(ua.ObjectIds.FolderType if folder else ua.ObjectIds.BaseObjectType),
     )
 
 
@@ -72,12 +86,12 @@ def variable_item(
     attrs.AccessLevel = attrs.UserAccessLevel = access
     return ua.AddNodesItem(
         ParentNodeId=parent,
-        ReferenceTypeId=ua.NodeId(ua.ObjectIds.HasComponent),
+        ReferenceTypeId=_nodeid(ua.ObjectIds.HasComponent),
         RequestedNewNodeId=nodeid,
         BrowseName=ua.QualifiedName(name, nodeid.NamespaceIndex),
         NodeClass=ua.NodeClass.Variable,
         NodeAttributes=attrs,
-        TypeDefinition=ua.NodeId(ua.ObjectIds.BaseDataVariableType),
+        TypeDefinition=_nodeid(ua.ObjectIds.BaseDataVariableType),
     )
 
 
@@ -181,21 +195,19 @@ class MetropolisSimulator:
         """Add folders, asset objects and signal variables in bulk, then stamp initial values."""
         server, ns = self._server, self._ns
         assert server is not None and ns is not None and self._physics is not None
-        root = ua.NodeId(ROOT, ns)
-        folders = [_object_item(root, ROOT, ua.NodeId(ua.ObjectIds.ObjectsFolder), folder=True)]
+        root = _nodeid(ROOT, ns)
+        folders = [_object_item(root, ROOT, _nodeid(ua.ObjectIds.ObjectsFolder), folder=True)]
         for c in self._register.communes.values():
-            folders.append(
-                _object_item(ua.NodeId(c.id, ns), c.id, root, folder=True, display=c.name)
-            )
+            folders.append(_object_item(_nodeid(c.id, ns), c.id, root, folder=True, display=c.name))
         values = self._physics.values()
         writable: list[ua.NodeId] = []
         assets: list[ua.AddNodesItem] = []
         variables: list[ua.AddNodesItem] = []
         for a in self._register.assets.values():
-            anode = ua.NodeId(f"{a.commune}/{a.id}", ns)
-            assets.append(_object_item(anode, a.id, ua.NodeId(a.commune, ns), folder=False))
+            anode = _nodeid(f"{a.commune}/{a.id}", ns)
+            assets.append(_object_item(anode, a.id, _nodeid(a.commune, ns), folder=False))
             for spec in a.tags:
-                nid = ua.NodeId(spec.name, ns)
+                nid = _nodeid(spec.name, ns)
                 self._nodes[spec.name] = (nid, VARIANT[spec.kind])
                 value = values[spec.name]
                 variables.append(
@@ -234,11 +246,10 @@ class MetropolisSimulator:
         failed = list(self._server.iserver.node_mgt_service.try_add_nodes(items, check=False))
         if failed:
             raise RuntimeError(f"cannot create asset node {failed[0].RequestedNewNodeId}")
-        organizes, folder = ua.NodeId(ua.ObjectIds.Organizes), ua.NodeId(ua.ObjectIds.FolderType)
+        organizes, folder = _nodeid(ua.ObjectIds.Organizes), _nodeid(ua.ObjectIds.FolderType)
         for item, parent_id in zip(items, parents, strict=True):
             item.ParentNodeId = parent_id
             parent, child = aspace[parent_id], aspace[item.RequestedNewNodeId]
-            pattrs = parent.attributes
             parent.references.append(
                 ua.ReferenceDescription(
                     ReferenceTypeId=organizes,
@@ -255,8 +266,8 @@ class MetropolisSimulator:
                     ReferenceTypeId=organizes,
                     IsForward=False,
                     NodeId=parent_id,
-                    BrowseName=pattrs[ua.AttributeIds.BrowseName].value.Value.Value,
-                    DisplayName=pattrs[ua.AttributeIds.DisplayName].value.Value.Value,
+                    BrowseName=_stored(parent, ua.AttributeIds.BrowseName),
+                    DisplayName=_stored(parent, ua.AttributeIds.DisplayName),
                     NodeClass=ua.NodeClass.Object,
                     TypeDefinition=folder,
                 )
@@ -265,7 +276,10 @@ class MetropolisSimulator:
     def _refusal(self, nodeid: ua.NodeId) -> str | None:
         """Return why the equipment behind a setpoint node refuses a write now, or None."""
         tag = nodeid.Identifier
-        if nodeid.NamespaceIndex != self._ns or tag not in self._setpoints:
+        # Setpoint nodes have string ids, their tag: a node with another id is none of them.
+        if nodeid.NamespaceIndex != self._ns or not isinstance(tag, str):
+            return None
+        if tag not in self._setpoints:
             return None
         why = self.physics.refusal(tag)
         if why is not None:
@@ -276,12 +290,15 @@ class MetropolisSimulator:
         """Store a write to a setpoint node; queue it for the physics unless we wrote it."""
         if dv is not self._own:
             if dv.Value is not None and dv.Value.Value is not None:
-                self._pending.append((node.nodeid.Identifier, dv.Value.Value))
+                tag = node.nodeid.Identifier
+                assert isinstance(tag, str)  # setpoint nodes are named by their tag (string ids)
+                self._pending.append((tag, dv.Value.Value))
             if dv.SourceTimestamp is None:  # clients rarely stamp writes: stamp with sim time
+                source_ts, server_ts = self.sim_now(), dv.ServerTimestamp or utcnow()
                 dv = dataclasses.replace(
                     dv,
-                    SourceTimestamp=self.sim_now(),
-                    ServerTimestamp=dv.ServerTimestamp or utcnow(),
+                    SourceTimestamp=source_ts,  # type: ignore[arg-type]  # plain datetime is meant
+                    ServerTimestamp=server_ts,  # type: ignore[arg-type]  # plain datetime is meant
                 )
         node.attributes[attr].value = dv
 
@@ -295,8 +312,8 @@ class MetropolisSimulator:
             dv = ua.DataValue(
                 ua.Variant(value, vtype),
                 StatusCode=GOOD,
-                SourceTimestamp=ts,
-                ServerTimestamp=server_ts,
+                SourceTimestamp=ts,  # type: ignore[arg-type]  # plain datetime is meant
+                ServerTimestamp=server_ts,  # type: ignore[arg-type]  # plain datetime is meant
             )
             self._own = dv
             status = await write(nid, attr, dv)
@@ -341,7 +358,9 @@ class MetropolisSimulator:
     def current(self, tag: str) -> Value:
         """Return the value the server currently holds for a tag."""
         assert self._server is not None
-        return self._server.read_attribute_value(self._nodes[tag][0]).Value.Value
+        dv = self._server.read_attribute_value(self._nodes[tag][0])
+        assert dv.Value is not None  # a DataValue wraps its value, even None, in a Variant
+        return dv.Value.Value
 
     @staticmethod
     async def _cancel(task: asyncio.Task[None]) -> None:

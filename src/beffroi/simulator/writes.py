@@ -25,7 +25,9 @@ class EquipmentWrites(AttributeService):
             # A node closed to writes is refused by the server first, as it would be anyway.
             why = self._refusal(item.NodeId) if self._open(item) else None
             if why is not None:
-                out.append(ua.StatusCode(ua.StatusCodes.BadDeviceFailure))
+                # asyncua annotates a StatusCode's value with ua.UInt32, an int subclass.
+                code = ua.StatusCodes.BadDeviceFailure
+                out.append(ua.StatusCode(code))  # type: ignore[arg-type]  # plain int is meant
             else:
                 out += await super().write(ua.WriteParameters(NodesToWrite=[item]), user)
         return out

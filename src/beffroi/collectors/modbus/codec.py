@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from beffroi.collectors.modbus.config import ModbusRegisterConfig
+from beffroi.core.model import Value
 
 WORDS = {
     "int16": 1,
@@ -52,8 +53,9 @@ def decode(words: Sequence[int], reg: ModbusRegisterConfig) -> float | bool:
     return raw * reg.scale + reg.offset
 
 
-def encode(value: float | bool, reg: ModbusRegisterConfig) -> list[int]:
+def encode(value: Value, reg: ModbusRegisterConfig) -> list[int]:
     """Encode a value in engineering units into registers; raise ValueError if it cannot fit."""
+    # Text is a number check_write accepted for a float tag ("21.5"): float() reads it.
     if reg.type in ("bool", "bit"):
         return [1 if value else 0]
     raw = (float(value) - reg.offset) / reg.scale

@@ -10,6 +10,7 @@ from typing import Any, Self
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu import ModbusPDU
 
 from beffroi.collectors.base import Backoff, CollectorBase
 from beffroi.collectors.modbus.codec import Point, ReadBlock, decode, encode, plan_reads, with_bit
@@ -190,7 +191,7 @@ class ModbusCollector(CollectorBase[ModbusCollectorConfig]):
         if not client.connected:
             raise ConnectionError("connection closed")
         try:
-            resp = await getattr(client, _READ[block.table])(
+            resp: ModbusPDU = await getattr(client, _READ[block.table])(
                 block.start, count=block.count, device_id=block.unit_id
             )
         except ConnectionException:
@@ -216,7 +217,7 @@ class ModbusCollector(CollectorBase[ModbusCollectorConfig]):
     def _typed(self, tag: str, value: float | bool) -> Value:
         return bool(value) if self.tags[tag].kind == "bool" else float(value)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """Return the collector's state, with the devices that do not answer."""
         return {
             **super().status(),
@@ -238,7 +239,7 @@ class ModbusCollector(CollectorBase[ModbusCollectorConfig]):
         if client is None or not self.connected:
             return WriteResult(tag, WriteStatus.UNCONFIRMED, value, "not connected")
         try:
-            words = encode(value, reg)  # type: ignore[arg-type]  (check_write: not text)
+            words = encode(value, reg)
         except ValueError as exc:
             return WriteResult(tag, WriteStatus.REFUSED, value, str(exc))
         unit = point.unit_id
@@ -258,7 +259,9 @@ class ModbusCollector(CollectorBase[ModbusCollectorConfig]):
             if resp.isError():
                 return _rejected(tag, value, resp)
             read = _READ[reg.table]
-            back = await getattr(client, read)(reg.address, count=point.width, device_id=unit)
+            back: ModbusPDU = await getattr(client, read)(
+                reg.address, count=point.width, device_id=unit
+            )
         except ModbusException as exc:
             return WriteResult(tag, WriteStatus.UNCONFIRMED, value, f"no answer: {exc}")
         if back.isError():
@@ -271,7 +274,7 @@ class ModbusCollector(CollectorBase[ModbusCollectorConfig]):
         return WriteResult(tag, WriteStatus.UNCONFIRMED, decoded, f"read back {decoded!r}")
 
 
-def _rejected(tag: str, value: Value, resp: Any) -> WriteResult:
+def _rejected(tag: str, value: Value, resp: ModbusPDU) -> WriteResult:
     code = getattr(resp, "exception_code", 0)
     why = _EXCEPTION_NAME.get(code, "exception")
     return WriteResult(tag, WriteStatus.REJECTED, value, f"device refused: {why} ({code})")

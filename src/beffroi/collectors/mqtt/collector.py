@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Self
 
 import aiomqtt
+from aiomqtt.types import PayloadType
 
 from beffroi.collectors.base import Backoff, CollectorBase
 from beffroi.collectors.mqtt.config import MqttCollectorConfig
@@ -41,7 +42,7 @@ class MqttCollector(CollectorBase[MqttCollectorConfig]):
         self._logged: dict[str, tuple[float, int]] = {}
         self._counters_at = 0.0
         self._counters_due: asyncio.TimerHandle | None = None
-        self._waiters: dict[str, list[tuple[Value, asyncio.Future]]] = {}
+        self._waiters: dict[str, list[tuple[Value, asyncio.Future[Value]]]] = {}
         self._last: dict[str, Value] = {}
         self.reconnects = 0
 
@@ -81,6 +82,7 @@ class MqttCollector(CollectorBase[MqttCollectorConfig]):
         backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
         where = f"{cfg.host}:{cfg.port}"
         filters = list(dict.fromkeys(t.filter for t in cfg.topics))
+        subscriptions: list[tuple[str, int]] = [(f, cfg.qos) for f in filters]
         while True:
             error = "disconnected"
             try:
@@ -99,7 +101,7 @@ class MqttCollector(CollectorBase[MqttCollectorConfig]):
                     self._client = client
                     # QoS 1 on a persistent session: the broker keeps what arrives while we
                     # are away and delivers it on reconnect.
-                    await client.subscribe([(f, cfg.qos) for f in filters])
+                    await client.subscribe(subscriptions)
                     backoff.reset()
                     self._went_up()
                     self._ready.set()
@@ -125,7 +127,7 @@ class MqttCollector(CollectorBase[MqttCollectorConfig]):
             await asyncio.sleep(backoff.delay())
             self.reconnects += 1
 
-    def _on_message(self, topic: str, payload: bytes | bytearray | Any) -> None:
+    def _on_message(self, topic: str, payload: PayloadType) -> None:
         """Turn one message into a sample, or count and (rarely) log why it could not."""
         for rule in self.rules:
             match = rule.match(topic)
@@ -184,7 +186,7 @@ class MqttCollector(CollectorBase[MqttCollectorConfig]):
             ]
         )
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """Return the collector's state, with its malformed and unmapped message counts."""
         return {**super().status(), "malformed": self.malformed, "unmapped": self.unmapped}
 
@@ -214,7 +216,7 @@ class MqttCollector(CollectorBase[MqttCollectorConfig]):
         if client is None or not self.connected:
             return WriteResult(tag, WriteStatus.UNCONFIRMED, value, "not connected")
         typed: Value = float(value) if spec.kind == "float" else value
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Value] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(tag, []).append((typed, fut))
         timeout = self.config.write_timeout_s
         try:

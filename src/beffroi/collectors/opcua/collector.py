@@ -8,7 +8,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from asyncua import Client, ua
 
@@ -23,6 +23,7 @@ from beffroi.collectors.opcua.items import (
     in_chunks,
     item_settings,
     monitored_item_request,
+    node_id,
     read_eu_ranges,
     read_limits,
 )
@@ -66,7 +67,7 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
         self._ns: int | None = None
         self._nodes: dict[str, ua.NodeId] = {}
         self._lost = asyncio.Event()
-        self._work: asyncio.Task | None = None
+        self._work: asyncio.Task[None] | None = None
         self._sub: BatchSubscription | None = None
         self.pki = security.Pki(Path(config.pki_dir), config.name)
         self.limits = OperationLimits()
@@ -154,7 +155,7 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
         if cfg.discovery is not None:
             await self._discover(client)
         else:
-            self._nodes = {tag: ua.NodeId(tag, self._ns) for tag in self.tags}
+            self._nodes = {tag: node_id(tag, self._ns) for tag in self.tags}
         if cfg.mode == "poll":
             await self._start_polling(client)
         else:
@@ -194,7 +195,7 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
             if percent
             else {}
         )
-        out = {}
+        out: dict[str, float | None] = {}
         for tag, s in settings.items():
             out[tag] = absolute_deadband(s, self.tags[tag], ranges.get(tag))
             if s.deadband_type == "percent" and out[tag] is None:
@@ -219,7 +220,7 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
         self._sub = sub
         settings = item_settings(list(self.tags.values()), cfg)
         deadbands = await self._deadbands(client)
-        requests = []
+        requests: list[ua.MonitoredItemCreateRequest] = []
         for handle, tag in enumerate(self.tags, start=1):
             sub.tag_of[handle] = tag
             flt = data_change_filter(deadbands[tag])
@@ -227,7 +228,7 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
         size = self.limits.chunk(self.limits.monitored_items_per_call, cfg.chunk_size)
         self.create_calls = 0
 
-        async def create(part: list) -> list:
+        async def create(part: list[ua.MonitoredItemCreateRequest]) -> list[int | ua.StatusCode]:
             self.create_calls += 1
             return await sub.create_monitored_items(part)
 
@@ -291,7 +292,7 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.disconnect(), timeout=2.0)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """Return the collector's state, with how many items are monitored."""
         return {**super().status(), "monitored": self.monitored, "reconnects": self.reconnects}
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from asyncua import ua
+from asyncua.client.ua_session import UaSession
 from asyncua.common.utils import Buffer
 from asyncua.ua.ua_binary import (
     extensionobject_from_binary,
@@ -25,6 +26,8 @@ from asyncua.ua.ua_binary import (
     variant_from_binary,
 )
 from asyncua.ua.uaerrors import UaStructParsingError
+
+from beffroi.collectors.opcua.items import node_id
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ _FIXED = {
     10: (struct.Struct("<f").unpack_from, 4),
     11: (struct.Struct("<d").unpack_from, 8),
 }
-_DATA_CHANGE = ua.FourByteNodeId(ua.ObjectIds.DataChangeNotification_Encoding_DefaultBinary)
+_DATA_CHANGE = node_id(ua.ObjectIds.DataChangeNotification_Encoding_DefaultBinary)
 
 Item = tuple[int, Any, int, datetime | None, datetime | None]
 
@@ -147,7 +150,9 @@ def decode_publish_response(buf: Buffer) -> ua.PublishResponse:
             other = Buffer(data, at, len(buf) + (buf.cur_pos - at))
             notifications.append(extensionobject_from_binary(other))
             buf.skip(other.cur_pos - buf.cur_pos)
-    results = [ua.StatusCode(c) for c in _uint32_array(buf)]
+    # asyncua annotates a StatusCode's value with ua.UInt32, an int subclass it never requires.
+    codes = _uint32_array(buf)
+    results = [ua.StatusCode(c) for c in codes]  # type: ignore[arg-type]  # plain int is meant
     (n_diag,) = _I32(buf.read(4), 0)
     diagnostics = [struct_from_binary(ua.DiagnosticInfo, buf) for _ in range(max(n_diag, 0))]
     message = ua.NotificationMessage(
@@ -168,7 +173,7 @@ def decode_publish_response(buf: Buffer) -> ua.PublishResponse:
     )
 
 
-def install(session: Any) -> None:
+def install(session: UaSession) -> None:
     """Make an asyncua UaSession decode its publish responses with the fast decoder."""
 
     async def publish(acks: list[ua.SubscriptionAcknowledgement]) -> ua.PublishResponse:
@@ -187,4 +192,5 @@ def install(session: Any) -> None:
             log.exception("cannot parse a publish response")
             raise UaStructParsingError from exc
 
-    session.publish = publish
+    # Replaced on this one session object, on purpose: asyncua has no hook for its decoding.
+    session.publish = publish  # type: ignore[method-assign]  # a deliberate per-instance override

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from asyncua import Client, ua
 
-from beffroi.collectors.opcua.items import OperationLimits, in_chunks, plain_nodeid
+from beffroi.collectors.opcua.items import OperationLimits, in_chunks, node_id, plain_nodeid
 from beffroi.core.model import TagSpec, tag_name
 from beffroi.core.site import AssetClassConfig
 
@@ -25,7 +25,7 @@ class Discovered:
 
     nodes: dict[str, ua.NodeId] = field(default_factory=dict)
     tags: list[TagSpec] = field(default_factory=list)
-    skipped: Counter = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
 
 
 async def resolve_root(client: Client, root: str, ns: int) -> ua.NodeId:
@@ -49,7 +49,7 @@ async def _children(
         return ua.BrowseDescription(
             NodeId=nid,
             BrowseDirection=ua.BrowseDirection.Forward,
-            ReferenceTypeId=ua.NodeId(ua.ObjectIds.HierarchicalReferences),
+            ReferenceTypeId=node_id(ua.ObjectIds.HierarchicalReferences),
             IncludeSubtypes=True,
             NodeClassMask=mask,
             ResultMask=ua.BrowseResultMask.All,

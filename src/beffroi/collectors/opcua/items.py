@@ -6,6 +6,7 @@ import fnmatch
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from asyncua import Client, ua
 
@@ -13,6 +14,9 @@ from beffroi.collectors.opcua.config import OpcUaCollectorConfig
 from beffroi.core.model import TagSpec
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,13 @@ class OperationLimits:
         return min(configured, limit) if limit > 0 else configured
 
 
+def node_id(identifier: int | str, namespace: int = 0) -> ua.NodeId:
+    """Return the NodeId of a numeric or string identifier in a namespace."""
+    # asyncua annotates NodeId's fields with its encoding classes (ua.Int32, ua.String,
+    # ua.Int16), while it documents, and itself passes, plain int and str.
+    return ua.NodeId(identifier, namespace)  # type: ignore[arg-type]  # plain int/str are meant
+
+
 _LIMIT_NODES = (
     ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
     ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
@@ -79,7 +90,7 @@ async def read_limits(client: Client) -> OperationLimits:
     """Read Server/ServerCapabilities/OperationLimits; a limit the server lacks counts as none."""
     params = ua.ReadParameters()
     params.NodesToRead = [
-        ua.ReadValueId(NodeId=ua.NodeId(n), AttributeId=ua.AttributeIds.Value) for n in _LIMIT_NODES
+        ua.ReadValueId(NodeId=node_id(n), AttributeId=ua.AttributeIds.Value) for n in _LIMIT_NODES
     ]
     results = await client.uaclient.read(params)
     values = []
@@ -95,16 +106,16 @@ def plain_nodeid(nid: ua.NodeId) -> ua.NodeId:
     return ua.NodeId(nid.Identifier, nid.NamespaceIndex, nid.NodeIdType)
 
 
-def chunks(items: list, size: int) -> list[list]:
+def chunks(items: list[T], size: int) -> list[list[T]]:
     """Split a list into consecutive pieces of at most `size` items."""
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 async def in_chunks(
-    items: list, size: int, call: Callable[[list], Awaitable[list]], what: str
-) -> list:
+    items: list[T], size: int, call: Callable[[list[T]], Awaitable[list[R]]], what: str
+) -> list[R]:
     """Send items in calls of at most `size`, halving it when the server says too many."""
-    out: list = []
+    out: list[R] = []
     i = 0
     while i < len(items):
         part = items[i : i + size]
@@ -129,9 +140,10 @@ async def read_eu_ranges(
     path = ua.RelativePath(
         Elements=[
             ua.RelativePathElement(
-                ReferenceTypeId=ua.NodeId(ua.ObjectIds.HasProperty),
-                IsInverse=False,
-                IncludeSubtypes=True,
+                ReferenceTypeId=node_id(ua.ObjectIds.HasProperty),
+                # asyncua annotates these with ua.Boolean, a marker class no bool is an instance of.
+                IsInverse=False,  # type: ignore[arg-type]  # asyncua: ua.Boolean means bool
+                IncludeSubtypes=True,  # type: ignore[arg-type]  # asyncua: ua.Boolean means bool
                 TargetName=ua.QualifiedName("EURange", 0),
             )
         ]
@@ -151,7 +163,7 @@ async def read_eu_ranges(
     names = list(found)
     reads = [ua.ReadValueId(NodeId=found[t], AttributeId=ua.AttributeIds.Value) for t in names]
 
-    async def read(part: list) -> list:
+    async def read(part: list[ua.ReadValueId]) -> list[ua.DataValue]:
         return await client.uaclient.read(ua.ReadParameters(NodesToRead=part))
 
     values = await in_chunks(reads, limits.chunk(limits.nodes_per_read, chunk_size), read, "reads")

@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
@@ -22,10 +23,10 @@ _QUALITY = (Quality.GOOD, Quality.UNCERTAIN, Quality.BAD, Quality.BAD)
 
 def samples_from(pairs: Sequence[tuple[str, ua.DataValue]]) -> list[Sample]:
     """Convert (tag, DataValue) pairs: quality and sub-code from the status, both timestamps."""
-    out = []
+    out: list[Sample] = []
     append = out.append
     nan = float("nan")
-    now = None
+    now: datetime | None = None
     for tag, dv in pairs:
         sc = dv.StatusCode
         code = sc.value if sc is not None else 0
@@ -36,7 +37,7 @@ def samples_from(pairs: Sequence[tuple[str, ua.DataValue]]) -> list[Sample]:
             # A Bad value is stored as Bad (NaN), never replaced by the last good one.
             value = value if isinstance(value, str) else nan
         server_ts = dv.ServerTimestamp
-        source_ts = dv.SourceTimestamp or server_ts
+        source_ts: datetime | None = dv.SourceTimestamp or server_ts
         if source_ts is None:
             source_ts = now = now or utcnow()
         append(Sample(tag, source_ts, value, quality, server_ts, code))
@@ -45,11 +46,11 @@ def samples_from(pairs: Sequence[tuple[str, ua.DataValue]]) -> list[Sample]:
 
 def samples_from_items(items: Sequence[Item], tag_of: dict[int, str]) -> list[Sample]:
     """Convert decoded monitored items (see decoder.py) into Samples: the hot path."""
-    out = []
+    out: list[Sample] = []
     append = out.append
     nan = float("nan")
     good = Quality.GOOD
-    now = None
+    now: datetime | None = None
     for handle, value, code, source_ts, server_ts in items:
         tag = tag_of.get(handle)
         if tag is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -122,7 +122,7 @@ class DuckDBHistorian(Reads, HistorianBackend):
                 self._names[tid] = name
         return self._ids
 
-    def _transaction(self, cur: duckdb.DuckDBPyConnection, work) -> None:
+    def _transaction(self, cur: duckdb.DuckDBPyConnection, work: Callable[[], None]) -> None:
         cur.execute("BEGIN")
         try:
             work()
@@ -197,7 +197,15 @@ class DuckDBHistorian(Reads, HistorianBackend):
             )
         return n
 
-    def _append(self, cur, tag_id, ts: pa.Array, value, quality, status) -> None:
+    def _append(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        tag_id: np.ndarray,
+        ts: pa.Array,
+        value: np.ndarray,
+        quality: np.ndarray,
+        status: np.ndarray,
+    ) -> None:
         """Insert columns into `hot`, numbering them after the last write."""
         seq0 = self._seq + 1
         self._seq += len(tag_id)
@@ -261,7 +269,7 @@ class DuckDBHistorian(Reads, HistorianBackend):
         except duckdb.Error:
             log.debug("checkpoint postponed", exc_info=True)
 
-    def _compact(self, cur, upto: int) -> datetime:
+    def _compact(self, cur: duckdb.DuckDBPyConnection, upto: int) -> datetime:
         """Move hot rows up to `upto` into a run and refresh their hours' rollups.
 
         Return the new watermark, the newest time compacted.
@@ -301,7 +309,7 @@ class DuckDBHistorian(Reads, HistorianBackend):
             for days, ids in by_days.items():
                 cut = retention.first_day_kept(now, days)
 
-                def work(ids=ids, cut=cut) -> None:
+                def work(ids: list[int] = ids, cut: datetime = cut) -> None:
                     nonlocal deleted
                     deleted += blocks.remove_before(cur, ids, cut)
 
@@ -343,6 +351,7 @@ class DuckDBHistorian(Reads, HistorianBackend):
         text_ids = self._text_ids.intersection(ids)
         with snapshot(cur):
             if every is not None:
+                assert agg is not None  # check_query: `every` and `agg` go together
                 return self._frame(self._aggregate(cur, ids, t0, t1, every, agg))
             num = self._raw(cur, ids, t0, t1)
             txt = None

@@ -14,7 +14,8 @@ hour when no hot row does, statistics computed from samples elsewhere.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from beffroi.historian.base import COLUMNS
 from beffroi.historian.duckdb import sealed as blocks
 from beffroi.historian.duckdb import sql as q
 from beffroi.historian.duckdb.sealed import Rows, registered
@@ -65,7 +67,9 @@ def _hot_hours(start: str) -> str:
     return f"SELECT DISTINCT tag_id, {_HOUR} FROM hot WHERE {_IDS} AND ts >= ${start} AND ts < $t1"
 
 
-def _where_samples_are(cur, ids: list[int], t0: datetime, t1: datetime):
+def _where_samples_are(
+    cur: duckdb.DuckDBPyConnection, ids: list[int], t0: datetime, t1: datetime
+) -> tuple[datetime, datetime, bool]:
     """Return where days are sealed before, where sealed days keep rollups from, and whether
     hot rows of the tags fall in [t0, t1): cheap checks that spare reads of big tables."""
     return cur.execute(
@@ -113,11 +117,23 @@ class _Parts:
         return pa.Table.from_pandas(self.frame(), preserve_index=False)
 
 
-class Reads:
+class Reads(ABC):
     """Raw, aggregate, latest-value and count reads of DuckDBHistorian."""
 
-    _names: dict[int, str]  # the class it is mixed into provides _cur, _frame and _ids_of
+    _names: dict[int, str]  # set, as the methods below, by the class it is mixed into
     _local: threading.local
+
+    @abstractmethod
+    def _cur(self) -> duckdb.DuckDBPyConnection:
+        """Return this thread's cursor."""
+
+    @abstractmethod
+    def _ids_of(self, tags: Sequence[str]) -> list[int]:
+        """Return the ids of the known tags among `tags`."""
+
+    @abstractmethod
+    def _frame(self, df: pd.DataFrame, columns: list[str] = COLUMNS) -> pd.DataFrame:
+        """Turn a (tag_id, ts, value, quality[, status]) result into the contract's columns."""
 
     def _last_decoded(self) -> blocks.LastDecoded:
         last = getattr(self._local, "decoded", None)
@@ -125,11 +141,20 @@ class Reads:
             last = self._local.decoded = blocks.LastDecoded()
         return last
 
-    def _raw(self, cur, ids: list[int], t0: datetime, t1: datetime) -> pd.DataFrame:
+    def _raw(
+        self, cur: duckdb.DuckDBPyConnection, ids: list[int], t0: datetime, t1: datetime
+    ) -> pd.DataFrame:
         """Return numeric samples in [t0, t1) as (tag_id, ts, value, quality, status)."""
         return self._raw_parts(cur, ids, t0, t1).frame()
 
-    def _raw_parts(self, cur, ids, t0: datetime, t1: datetime, hours: str = "") -> _Parts:
+    def _raw_parts(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        ids: list[int],
+        t0: datetime,
+        t1: datetime,
+        hours: str = "",
+    ) -> _Parts:
         """Return the sealed samples in [t0, t1) and the unsealed ones, which replace them.
 
         With `hours` (SQL of (tag_id, hour) pairs), only blocks of days at or after where
@@ -154,9 +179,18 @@ class Reads:
             parts.hot = cur.execute(sql, params).df()
         return parts
 
-    def _aggregate(self, cur, ids, t0: datetime, t1: datetime, every: timedelta, agg: str):
+    def _aggregate(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        ids: list[int],
+        t0: datetime,
+        t1: datetime,
+        every: timedelta,
+        agg: str,
+    ) -> pd.DataFrame:
         """Return (tag_id, ts, value, quality) of `agg` per bucket of `every`."""
         step = every // timedelta(microseconds=1)
+        params: dict[str, object] | None  # None for a statement on registered rows only
         params = {"ids": ids, "t0": t0, "t1": t1}
         area = agg in ("twa", "integral")
         with ExitStack() as stack:
@@ -175,7 +209,9 @@ class Reads:
                 f"SELECT tag_id, bucket AS ts, {expr} AS value, quality FROM ({sql})", params
             ).df()
 
-    def _day_stats(self, cur, stack: ExitStack, params: dict, area: bool) -> str:
+    def _day_stats(
+        self, cur: duckdb.DuckDBPyConnection, stack: ExitStack, params: dict, area: bool
+    ) -> str:
         """Return SQL of daily statistics: sealed days' own, hourly ones for days with news.
 
         Adds `h0`, where hourly statistics start, to `params` when they are needed.
@@ -197,7 +233,13 @@ class Reads:
         )
 
     def _hour_stats(
-        self, cur, stack, params: dict, area: bool, start: str = "t0", tags: list | None = None
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        stack: ExitStack,
+        params: dict,
+        area: bool,
+        start: str = "t0",
+        tags: list[int] | None = None,
     ) -> str:
         """Return SQL of hourly statistics from `params[start]`: rollups where no hot row is
         newer, statistics of the samples elsewhere (days past rollups, hours with hot rows).
@@ -224,7 +266,7 @@ class Reads:
         fresh = q.bucket_stats(q.HOUR_US, source, area)
         return f"({kept} UNION ALL SELECT tag_id, bucket, {q.STATS_COLUMNS} FROM ({fresh}))"
 
-    def latest(self, tags=None) -> pd.DataFrame:
+    def latest(self, tags: Sequence[str] | None = None) -> pd.DataFrame:
         """Return the newest sample of each tag."""
         cur = self._cur()
         ids = self._ids_of(tags) if tags is not None else list(self._names)

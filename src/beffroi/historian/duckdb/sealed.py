@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -113,7 +113,8 @@ class LastDecoded:
 
     def decode(self, tag_ids: list[int], payloads: list[bytes]) -> Rows:
         """Return the samples of blocks, decoding them unless they are the last ones."""
-        if self.key is not None and self.key == (tag_ids, payloads):
+        # key and rows are set together, and cleared together.
+        if self.rows is not None and self.key == (tag_ids, payloads):
             return self.rows
         self.key = self.rows = None  # not held while the next ones are decoded
         rows = decode(tag_ids, payloads)
@@ -283,22 +284,27 @@ def _chunks(per_tag: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
         yield start, per_tag[-1][0]
 
 
-def _fetch_recent(cur, lo: int, hi: int, horizon: datetime) -> Rows:
+def _fetch_recent(cur: duckdb.DuckDBPyConnection, lo: int, hi: int, horizon: datetime) -> Rows:
     got = cur.execute(
         "SELECT tag_id, epoch_us(ts) AS ts, value, quality, status FROM recent "
         "WHERE tag_id BETWEEN ? AND ? AND ts < ? ORDER BY tag_id, ts",
         [lo, hi, horizon],
     ).fetchnumpy()
+    ts, value = got["ts"], got["value"]
+    # Numbers come as arrays (masked where NULL): only ENUM columns come as Categorical.
+    assert isinstance(ts, np.ndarray) and isinstance(value, np.ndarray)
     s = codec.Samples(
-        got["ts"].astype(np.int64),
-        np.ma.filled(got["value"].astype(np.float64), np.nan),
+        ts.astype(np.int64),
+        np.ma.filled(value.astype(np.float64), np.nan),
         np.asarray(got["quality"], np.uint8),
         np.asarray(got["status"], np.uint32),
     )
     return Rows(np.asarray(got["tag_id"], np.int32), s)
 
 
-def _merge(cur, new: Rows, old: list) -> tuple[Rows, pa.Table]:
+def _merge(
+    cur: duckdb.DuckDBPyConnection, new: Rows, old: list[tuple[int, date, bytes | None]]
+) -> tuple[Rows, pa.Table]:
     """Merge new samples into the blocks of their days; drop those for retired days.
 
     Return the samples to seal and the (tag_id, day) of the blocks they replace.
@@ -330,7 +336,7 @@ def _merge(cur, new: Rows, old: list) -> tuple[Rows, pa.Table]:
     return new, keys
 
 
-def _insert(cur, rows: Rows, merged: pa.Table | None = None) -> None:
+def _insert(cur: duckdb.DuckDBPyConnection, rows: Rows, merged: pa.Table | None = None) -> None:
     """Encode rows (sorted by tag, time) into one block per tag and day, with its statistics.
 
     The `merged` days (tag_id, day) that keep rollups get theirs made again from their samples.
@@ -361,7 +367,7 @@ def _insert(cur, rows: Rows, merged: pa.Table | None = None) -> None:
             _remake_rollups(cur, merged)
 
 
-def _remake_rollups(cur, days: pa.Table) -> None:
+def _remake_rollups(cur: duckdb.DuckDBPyConnection, days: pa.Table) -> None:
     """Make again from `_sealing` the rollups of (tag_id, day)s that keep rollups."""
     redo = f"(tag_id, {{}}::DATE) IN (SELECT * FROM _remade WHERE day >= {q.ROLLUPS_FROM})"
     hourly = q.bucket_stats(q.HOUR_US, f"(SELECT * FROM _sealing WHERE {redo.format('ts')})")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
 from beffroi.historian.base import COLUMNS, empty_result
-from beffroi.historian.influx.layout import Location, read_status
+from beffroi.historian.influx.layout import NULL, Location, read_status
+
+# A cell of an InfluxDB answer, a JSON scalar: None where the field has no value.
+Cell = str | int | float | bool | None
 
 
 def columns_of(series: dict) -> dict[str, np.ndarray]:
@@ -20,10 +25,15 @@ def columns_of(series: dict) -> dict[str, np.ndarray]:
 
 def present(column: np.ndarray) -> np.ndarray:
     """Return where a column holds a value."""
-    return np.not_equal(column, None)
+    return np.not_equal(column, NULL)
 
 
-def first_cell(column: np.ndarray | None) -> object:
+def field_column(cols: Mapping[str, np.ndarray], field: str | None) -> np.ndarray | None:
+    """Return a field's column, or None when the answer has none or the tag no such field."""
+    return None if field is None else cols.get(field)
+
+
+def first_cell(column: np.ndarray | None) -> Cell:
     """Return a column's first non-null cell, or None."""
     if column is None:
         return None
@@ -37,7 +47,7 @@ def floats(column: np.ndarray | None, sel: np.ndarray) -> np.ndarray:
         return np.full(n, np.nan)
     cells = column[sel]
     try:
-        return np.where(np.not_equal(cells, None), cells, np.nan).astype(np.float64)
+        return np.where(present(cells), cells, np.nan).astype(np.float64)
     except (TypeError, ValueError):  # text in a numeric column (a tag without kind)
         return pd.to_numeric(pd.Series(cells), errors="coerce").to_numpy(np.float64, copy=True)
 
@@ -50,7 +60,7 @@ def add_samples(rows: Rows, cols: dict[str, np.ndarray], loc: Location) -> None:
     if not sel.any():
         return
     codes = cols[loc.quality][sel].astype(np.int64)
-    values: np.ndarray = floats(cols.get(loc.number), sel)
+    values: np.ndarray = floats(field_column(cols, loc.number), sel)
     if loc.text and loc.text in cols:
         cells = cols[loc.text][sel]
         is_text = np.fromiter((isinstance(c, str) for c in cells), bool, len(cells))
@@ -110,7 +120,7 @@ def contract_frame(df: pd.DataFrame, columns: list[str] = COLUMNS) -> pd.DataFra
     out = df.copy()
     out["ts"] = pd.to_datetime(out["ts"].astype("int64"), unit="us", utc=True).dt.as_unit("us")
     out["quality"] = out["quality"].astype("int64")
-    if out["value"].dtype == object and not out["value"].map(type).eq(str).any():
+    if out["value"].dtype == object and not out["value"].map(lambda v: type(v) is str).any():
         out["value"] = out["value"].astype("float64")
     if "status" in columns:
         out["status"] = out["status"].astype("int64")

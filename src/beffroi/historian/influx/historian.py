@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import pandas as pd
 import urllib3
@@ -25,6 +25,7 @@ from beffroi.core.model import Sample
 from beffroi.core.register import Register
 from beffroi.core.seams import Agg
 from beffroi.historian.base import RAW_COLUMNS, HistorianBackend
+from beffroi.historian.config import HistorianSite
 from beffroi.historian.downsample import downsample_frame
 from beffroi.historian.influx.frames import contract_frame
 from beffroi.historian.influx.http import (
@@ -35,9 +36,6 @@ from beffroi.historian.influx.http import (
 )
 from beffroi.historian.influx.layout import Layout, LineEncoder, to_us
 from beffroi.historian.influx.query import QueryBuilder
-
-if TYPE_CHECKING:
-    from beffroi.historian.config import HistorianSite
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +91,7 @@ class InfluxHistorian(HistorianBackend):
                 token = f"{username}:{password or ''}"
             self._client = InfluxDBClient(
                 url=self.url,
-                token=token,
+                token=token,  # type: ignore[arg-type]  # typed `str = None`: None is no token
                 org=org or "-",
                 timeout=int(timeout_s * 1000),
                 ssl_ca_cert=ca_file,
@@ -149,7 +147,11 @@ class InfluxHistorian(HistorianBackend):
     def _write_v2(self, body: bytes) -> int:
         """Write through influxdb-client's /api/v2/write; return the samples refused for good."""
         try:
-            self._writer.write(self.bucket, record=body, write_precision=WritePrecision.US)
+            self._writer.write(
+                self.bucket,
+                record=body,
+                write_precision=WritePrecision.US,  # type: ignore[arg-type]  # its members are str
+            )
         except ApiException as exc:
             message = f"InfluxDB at {self.url}/api/v2/write: HTTP {exc.status}: {_api_message(exc)}"
             if exc.status is None or exc.status >= 500 or exc.status == 429:
@@ -177,6 +179,7 @@ class InfluxHistorian(HistorianBackend):
         locs = [self.layout.locate(t) for t in dict.fromkeys(tags)]
         lo, hi = to_us(start), to_us(end)
         if every is not None:
+            assert agg is not None  # check_query: `every` and `agg` go together
             every_us = every // timedelta(microseconds=1)
             return contract_frame(self._queries.aggregate(locs, lo, hi, every_us, agg))
         raw = self._queries.raw(locs, lo, hi)

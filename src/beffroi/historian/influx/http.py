@@ -63,7 +63,9 @@ class InfluxHttp:
         """Close the pooled connections."""
         self.pool.clear()
 
-    def request(self, method: str, path: str, params: dict, body: bytes | None, ctype: str):
+    def request(
+        self, method: str, path: str, params: dict[str, str], body: bytes | None, ctype: str
+    ) -> urllib3.BaseHTTPResponse:
         """Send a request; return the response or raise InfluxUnavailable / InfluxError."""
         url = f"{self.url}{path}?{urlencode(params)}"
         headers = self.headers | {"Content-Type": ctype}
@@ -146,7 +148,7 @@ def partial_write_dropped(exc: InfluxError) -> int:
     return dropped
 
 
-def _describe(resp) -> str:
+def _describe(resp: urllib3.BaseHTTPResponse) -> str:
     """Return the status and the server's error message."""
     text = resp.data[:500].decode("utf-8", "replace").strip()
     try:

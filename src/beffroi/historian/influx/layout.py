@@ -35,6 +35,9 @@ QUALITY_SUFFIX = ".q"
 STATUS_SUFFIX = ".s"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US = timedelta(microseconds=1)
+# InfluxDB's null (None in answers) as a 0-d object array: numpy compares cells with it one by
+# one as with None, and its type stubs take an array where they refuse None.
+NULL = np.array(None, dtype=object)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +123,7 @@ def read_status(column: np.ndarray | None, sel: np.ndarray, quality: np.ndarray)
     if column is None:
         return np.zeros(len(quality), np.int64)
     cells = column[sel]
-    status = np.where(np.not_equal(cells, None), cells, 0).astype(np.int64)
+    status = np.where(np.not_equal(cells, NULL), cells, 0).astype(np.int64)
     # Severity (top two bits) 0 Good, 1 Uncertain, 2 and 3 Bad; CommLoss is a Bad status.
     expected = np.minimum(quality, int(Quality.BAD))
     agrees = np.minimum(status >> 30, int(Quality.BAD)) == expected

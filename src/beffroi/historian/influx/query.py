@@ -12,6 +12,7 @@ from beffroi.historian.influx.frames import (
     Rows,
     add_samples,
     columns_of,
+    field_column,
     first_cell,
     floats,
     present,
@@ -119,7 +120,7 @@ class QueryBuilder:
         rows = Rows()
         for _, loc, cols in self._answers(statements, self._index(locs)):
             sel = present(cols[loc.quality])
-            values = floats(cols.get(loc.number), sel)
+            values = floats(field_column(cols, loc.number), sel)
             if agg == "count":
                 values = np.nan_to_num(values, nan=0.0)
             codes = cols[loc.quality][sel].astype(np.int64)
@@ -141,7 +142,8 @@ class QueryBuilder:
         if len(buckets) * per_bucket > MAX_PUSHDOWN_STATEMENTS:
             log.debug("%s over %d buckets computed from raw points", agg, len(buckets))
             return time_weighted_from_raw(self.raw(locs, lo, hi), every_us, agg)
-        statements, roles = [], []
+        statements: list[str] = []
+        roles: list[tuple[int, str, str | None]] = []  # bucket, function, field (first, last)
         for b in buckets:
             when = _time(max(b, lo), min(b + every_us, hi))
             for meas, group, where in groups:
@@ -166,12 +168,14 @@ class QueryBuilder:
             cell = cells.setdefault((loc.tag, b), {})
             if role == "integral":
                 # InfluxDB answers integral() and max() on separate rows (their times differ).
-                quality, area = first_cell(cols.get(loc.quality)), first_cell(cols.get(loc.number))
+                quality = first_cell(cols.get(loc.quality))
+                area = first_cell(field_column(cols, loc.number))
                 if quality is not None:
                     cell["q"] = int(quality) >> 1
                 cell["area"] = area
             else:
-                cell[role] = (int(cols["time"][0]), cols[loc.number][0])
+                assert field is not None  # first and last name their field, the tag's number
+                cell[role] = (int(cols["time"][0]), cols[field][0])
         rows = []
         for (tag, b), cell in cells.items():
             if "q" not in cell:
@@ -193,9 +197,10 @@ class QueryBuilder:
                         continue
                     targets.append((meas, None, f, [b for b in base if b in fields]))
         else:
-            for meas, group, where in self._groups(locs):
-                for q, vals in dict.fromkeys((loc.quality, loc.fields[:-1]) for loc in group):
-                    targets.append((meas, where, q, list(vals)))
+            for meas, group, series in self._groups(locs):
+                pairs = dict.fromkeys((loc.quality, loc.fields[:-1]) for loc in group)
+                for quality, value_fields in pairs:
+                    targets.append((meas, series, quality, list(value_fields)))
         statements, roles = [], []
         for meas, where, q, vals in targets:
             cond = f" WHERE {where}" if where else ""
@@ -206,7 +211,7 @@ class QueryBuilder:
                 roles.append((meas, field, field == q))
         wanted = None if locs is None else {loc.tag for loc in locs}
         newest: dict[str, tuple[int, int]] = {}
-        candidates: dict[str, list[tuple[int, object]]] = {}
+        candidates: dict[str, list[tuple[int, str | float]]] = {}
         for sid, series_list in enumerate(self.http.query(statements)):
             meas, field, is_quality = roles[sid]
             for s in series_list:
@@ -220,7 +225,7 @@ class QueryBuilder:
                     candidates.setdefault(tag, []).append((int(t), v))
         rows = []
         for tag, (t, code) in newest.items():
-            value: object = float("nan")
+            value: str | float = float("nan")
             if not code & 1:
                 value = next((v for tv, v in candidates.get(tag, []) if tv == t), value)
             rows.append((tag, t, value if isinstance(value, str) else float(value), code >> 1))
@@ -273,6 +278,7 @@ def time_weighted_from_raw(raw: pd.DataFrame, every_us: int, agg: str) -> pd.Dat
         return raw
     raw = raw.assign(bucket=raw["ts"] // every_us * every_us)
     for (tag, b), g in raw.groupby(["tag", "bucket"], sort=True):
+        assert isinstance(b, int | np.integer)  # buckets are int64 µs, as `ts`
         v = pd.to_numeric(g["value"], errors="coerce").to_numpy(dtype=float)
         ok = np.isfinite(v)
         v, t = v[ok], g["ts"].to_numpy(dtype=np.int64)[ok]

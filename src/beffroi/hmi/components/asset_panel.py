@@ -7,7 +7,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+import pandas as pd
 from dash import dcc, html
+from dash.development.base_component import Component
 
 from beffroi.core.model import Asset, Sample
 from beffroi.core.register import Register
@@ -49,7 +51,13 @@ def trend_href(tag: str) -> str:
 SPARK_WINDOW = timedelta(hours=1)
 
 
-def sparkline(df, tag: str, unit: str, window, held=None):  # type: ignore[no-untyped-def]
+def sparkline(
+    df: pd.DataFrame,
+    tag: str,
+    unit: str,
+    window: tuple[datetime, datetime],
+    held: Mapping[str, datetime] | None = None,
+) -> dict[str, Any]:
     """Draw the last hour of one tag, small, for the asset panel."""
     fig = trend_figure(df, [tag], units={tag: unit}, x_range=window, held=held)
     layout = fig["layout"]
@@ -77,7 +85,7 @@ def asset_panel(
     register: Register,
     now: datetime,
     alarms: Sequence[Mapping[str, Any]] = (),
-) -> list:
+) -> list[Component]:
     """Render the side panel of one asset: identity, state (with its alarms) and live values."""
     state = asset_state(asset, snapshot, now, mark=alarm_marks(alarms).get(asset.id))
     cls = cfg.asset_classes.get(asset.asset_class)
@@ -137,7 +145,7 @@ def asset_panel(
     ]
 
 
-def alarm_list(alarms: list[dict]) -> html.Div:
+def alarm_list(alarms: list[dict[str, Any]]) -> html.Div:
     """List an asset's alarms needing attention, most urgent first."""
     if not alarms:
         return html.Div("No active alarm", id="map-panel-alarms", className="map-panel-hint")

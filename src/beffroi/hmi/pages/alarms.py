@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import dash
 import dash_ag_grid as dag
-from dash import Input, Output, State, callback, dcc, html, no_update
+from dash import Input, NoUpdate, Output, State, callback, dcc, html, no_update
 
+from beffroi.alerts.service import AlarmService
 from beffroi.alerts.state import AlarmCommandError
 from beffroi.control.audit import record_command
 from beffroi.core.model import utcnow
@@ -35,7 +37,7 @@ SEVERITY_STYLE = {
         {"condition": "params.value == 3", "style": {"backgroundColor": "#f6c945"}},
     ]
 }
-ACTIVE_COLUMNS = [
+ACTIVE_COLUMNS: list[dict[str, Any]] = [
     {
         "field": "severity",
         "headerName": "P",
@@ -53,7 +55,7 @@ ACTIVE_COLUMNS = [
     {"field": "limit", "width": 90},
     {"field": "alarm_id", "hide": True},
 ]
-HISTORY_COLUMNS = [
+HISTORY_COLUMNS: list[dict[str, Any]] = [
     {"field": "ts", "headerName": "time", "width": 170},
     {"field": "state", "width": 140},
     {"field": "severity", "headerName": "P", "width": 70},
@@ -74,7 +76,7 @@ def local(iso: str | None) -> str:
     )
 
 
-def visible_alarms() -> list[dict]:
+def visible_alarms() -> list[dict[str, Any]]:
     """Return the alarms needing attention in the user's communes, times in local time."""
     service = get_context().alarms
     if service is None:
@@ -86,7 +88,7 @@ def visible_alarms() -> list[dict]:
     return rows
 
 
-_ACTIVE_FIELDS = tuple(c["field"] for c in ACTIVE_COLUMNS)
+_ACTIVE_FIELDS: tuple[str, ...] = tuple(c["field"] for c in ACTIVE_COLUMNS)
 
 
 def layout(**_query: str) -> html.Div:
@@ -157,7 +159,7 @@ HISTORY_RANGES = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": time
 
 
 @callback(Output("alarms-active", "rowData"), Input("alarms-interval", "n_intervals"))
-def refresh_active(_n):  # type: ignore[no-untyped-def]
+def refresh_active(_n: int | None) -> list[dict[str, Any]]:
     """Redraw the console from the running engine."""
     return visible_alarms()
 
@@ -171,7 +173,12 @@ def refresh_active(_n):  # type: ignore[no-untyped-def]
     State("alarms-comment", "value"),
     prevent_initial_call=True,
 )
-def act(_ack, _shelve, selected, comment):  # type: ignore[no-untyped-def]
+def act(
+    _ack: int | None,
+    _shelve: int | None,
+    selected: list[dict[str, Any]] | None,
+    comment: str | None,
+) -> tuple[str, str | NoUpdate]:
     """Acknowledge or shelve the selected alarms, as the logged-in user, with the comment."""
     action = dash.ctx.triggered_id
     right = "ack" if action == "alarms-ack" else "shelve"
@@ -181,6 +188,8 @@ def act(_ack, _shelve, selected, comment):  # type: ignore[no-untyped-def]
     if not (comment or "").strip():
         return "A comment is required.", no_update
     service = get_context().alarms
+    if service is None:
+        return "Alarms are not running in this gateway.", no_update
     known = {r["alarm_id"]: r for r in service.alarms(include_normal=True)}
     ids = []
     for row in selected:
@@ -189,11 +198,15 @@ def act(_ack, _shelve, selected, comment):  # type: ignore[no-untyped-def]
             continue
         ensure_sees(alarm["commune"])  # the engine's commune, not the browser's claim
         ids.append(alarm["alarm_id"])
-    user, text = current().name, comment.strip()
+    user, text = current().name, (comment or "").strip()
     refused = _apply(service, right, ids, user, text)
     log.info("%s: %s %d alarm(s), %d refused", user, right, len(ids), len(refused))
     # As the API's records, marked as made at the console.
-    detail = {"source": "hmi", "comment": text, **({"minutes": 60} if right == "shelve" else {})}
+    detail: dict[str, Any] = {
+        "source": "hmi",
+        "comment": text,
+        **({"minutes": 60} if right == "shelve" else {}),
+    }
     action, audit = f"alarm.{right}", get_context().audit
     done = {i: known[i]["commune"] for i in ids if i not in refused}
     recorded = record_command(audit, user, action, done, **detail)
@@ -209,7 +222,9 @@ def act(_ack, _shelve, selected, comment):  # type: ignore[no-untyped-def]
     return said, no_update if refused else ""
 
 
-def _apply(service: Any, right: str, ids: list[str], user: str, comment: str) -> dict[str, str]:
+def _apply(
+    service: AlarmService, right: str, ids: list[str], user: str, comment: str
+) -> dict[str, str]:
     """Acknowledge the alarms (all or none) or shelve each for 1 h; return the refused, with why."""
     if right == "ack":
         try:
@@ -217,7 +232,7 @@ def _apply(service: Any, right: str, ids: list[str], user: str, comment: str) ->
         except AlarmCommandError as exc:  # acknowledged meanwhile, from elsewhere: none was
             return dict.fromkeys(ids, str(exc))
         return {}
-    refused = {}
+    refused: dict[str, str] = {}
     for alarm_id in ids:
         try:
             service.shelve(alarm_id, user, comment, minutes=60)
@@ -232,15 +247,19 @@ def _apply(service: Any, right: str, ids: list[str], user: str, comment: str) ->
     Input("alarms-history-range", "value"),
     Input("alarms-interval", "n_intervals"),
 )
-def refresh_history(communes, span, _n):  # type: ignore[no-untyped-def]
+def refresh_history(
+    communes: list[str] | None, span: str | None, _n: int | None
+) -> list[dict[Hashable, Any]]:
     """Show journaled transitions of the chosen communes (within the user's scope)."""
     hmi = get_context()
     for c in communes or []:
         ensure_sees(c)
+    if hmi.alarms is None:  # as the console: nothing to show when alarms are not running
+        return []
     allowed = communes or [c for c in hmi.register.communes if sees(c)]
     end = utcnow()
     df = hmi.alarms.events(
-        start=end - HISTORY_RANGES.get(span, timedelta(days=1)),
+        start=end - HISTORY_RANGES.get(span or "", timedelta(days=1)),
         end=end,
         communes=allowed,
         limit=1000,

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Hashable
 from datetime import timedelta
+from typing import Any
 
 import dash
 import dash_ag_grid as dag
+import pandas as pd
 from dash import Input, Output, State, callback, dcc, html
+from dash.exceptions import PreventUpdate
 
+from beffroi.control.audit import AuditLog
 from beffroi.core.model import utcnow
 from beffroi.hmi.auth import current, ensure_may, sees
 from beffroi.hmi.context import get_context
@@ -79,10 +84,18 @@ def layout(**_query: str) -> html.Div:
     )
 
 
-def _frame(span: str, user: str | None, action: str | None):  # type: ignore[no-untyped-def]
+def _audit() -> AuditLog:
+    """Return the audit log; no update when it is not running (the page then shows no grid)."""
+    audit = get_context().audit
+    if audit is None:
+        raise PreventUpdate
+    return audit
+
+
+def _frame(span: str | None, user: str | None, action: str | None) -> pd.DataFrame:
     end = utcnow()
-    df = get_context().audit.frame(
-        end - RANGES.get(span, timedelta(days=1)),
+    df = _audit().frame(
+        end - RANGES.get(span or "", timedelta(days=1)),
         end + timedelta(seconds=1),
         users=[user.strip()] if user and user.strip() else (),
         actions=[action.strip()] if action and action.strip() else (),
@@ -98,7 +111,9 @@ def _frame(span: str, user: str | None, action: str | None):  # type: ignore[no-
     Input("audit-action", "value"),
     Input("audit-refresh", "n_clicks"),
 )
-def rows(span, user, action, _n):  # type: ignore[no-untyped-def]
+def rows(
+    span: str | None, user: str | None, action: str | None, _n: int | None
+) -> list[dict[Hashable, Any]]:
     """Show the newest records first, times in local time."""
     ensure_may("audit")
     df = _frame(span, user, action).iloc[::-1].head(5000)
@@ -107,7 +122,9 @@ def rows(span, user, action, _n):  # type: ignore[no-untyped-def]
     out = df[["seq", "user", "action", "target", "commune", "outcome", "detail", "hash"]].copy()
     out.insert(1, "time", df["ts"].dt.tz_convert(DISPLAY_TZ).dt.strftime("%Y-%m-%d %H:%M:%S"))
     # Where a command came from (api, cli, hmi), to tell them apart at a glance.
-    out.insert(out.columns.get_loc("detail"), "source", df["detail"].map(_source))
+    at = out.columns.get_loc("detail")
+    assert isinstance(at, int)  # the columns are unique: one position, not a mask
+    out.insert(at, "source", df["detail"].map(_source))
     out["hash"] = out["hash"].str[:12]
     return out.to_dict("records")
 
@@ -125,10 +142,10 @@ def _source(detail: str) -> str:
     Input("audit-verify", "n_clicks"),
     prevent_initial_call=True,
 )
-def verify(_n):  # type: ignore[no-untyped-def]
+def verify(_n: int | None) -> str:
     """Check the whole chain and say where it breaks, if it does."""
     ensure_may("audit")
-    r = get_context().audit.verify()
+    r = _audit().verify()
     log.info("%s verified the audit chain: %s", current().name, "ok" if r.ok else r.problem)
     if r.ok:
         return f"Chain intact: {r.count} records, head {r.head[:16]}…"
@@ -143,13 +160,15 @@ def verify(_n):  # type: ignore[no-untyped-def]
     State("audit-action", "value"),
     prevent_initial_call=True,
 )
-def export(_n, span, user, action):  # type: ignore[no-untyped-def]
+def export(
+    _n: int | None, span: str | None, user: str | None, action: str | None
+) -> dict[str, str]:
     """Download the shown records as CSV (with both hashes, to check them elsewhere)."""
     ensure_may("export")
     from beffroi.control.audit import to_csv
 
     hmi = get_context()
     text = to_csv(_frame(span, user, action), hmi.cfg.metropolis.timezone)
-    hmi.audit.record(current().name, "audit.export", outcome="ok", range=span)
+    _audit().record(current().name, "audit.export", outcome="ok", range=span)
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     return {"content": text, "filename": f"beffroi-audit-{stamp}.csv", "type": "text/csv"}

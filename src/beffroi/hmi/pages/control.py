@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import dash
 import dash_leaflet as dl
-from dash import Input, Output, State, callback, ctx, dcc, html, no_update
+from dash import Input, NoUpdate, Output, State, callback, ctx, dcc, html, no_update
+from dash.development.base_component import Component
 from flask import has_request_context
 from flask_login import current_user
 
+from beffroi.control.playbooks import PlaybookEngine
+from beffroi.control.service import ControlService
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
 from beffroi.hmi.context import get_context
 from beffroi.hmi.control_views import result_view, run_view, selection_view
+from beffroi.hmi.users import User
 
 dash.register_page(__name__, path="/control", name="Control", title="Beffroi — Control", order=4)
 
@@ -20,21 +25,27 @@ log = logging.getLogger(__name__)
 CENTRE = (47.32, 5.04)
 
 
-def _user():  # type: ignore[no-untyped-def]
+def _user() -> User | None:
     """Return the logged-in user while a page is built (None outside requests)."""
     if has_request_context() and current_user.is_authenticated:
         return current_user.user
     return None
 
 
-def _service():  # type: ignore[no-untyped-def]
+def _service() -> ControlService:
     control = get_context().control
     if control is None:
         raise dash.exceptions.PreventUpdate
     return control
 
 
-def _asset_options(writable_only: bool) -> list[dict]:
+def _playbooks(control: ControlService) -> PlaybookEngine:
+    engine = control.playbooks
+    assert engine is not None  # built at start, and control starts before the HMI
+    return engine
+
+
+def _asset_options(writable_only: bool) -> list[dict[str, str]]:
     hmi = get_context()
     out = []
     for a in sorted(hmi.register.assets.values(), key=lambda a: (a.commune, a.id)):
@@ -86,7 +97,7 @@ def _setpoint_section(asset: str | None) -> html.Section:
     )
 
 
-def _place_options() -> list[dict]:
+def _place_options() -> list[dict[str, str]]:
     hmi = get_context()
     out = []
     if hmi.alarms is not None:
@@ -102,14 +113,14 @@ def _place_options() -> list[dict]:
     return out + [{**o, "value": f"asset:{o['value']}"} for o in _asset_options(False)]
 
 
-def _playbook_section(asset_id: str | None) -> html.Section:
+def _playbook_section(asset_id: str | None, control: ControlService) -> html.Section:
     hmi = get_context()
     asset = hmi.register.assets.get(asset_id or "")
     at = (asset.lat, asset.lon) if asset is not None and sees(asset.commune) else (None, None)
     playbooks = [{"label": p.label, "value": p.name} for p in hmi.cfg.control.playbooks]
     runs = [
         {"label": f"{r.label} · {r.place or r.id} · {r.state}", "value": r.id}
-        for r in hmi.control.playbooks.runs()
+        for r in _playbooks(control).runs()
         if all(sees(c) for c in r.communes())
     ]
     return html.Section(
@@ -185,11 +196,11 @@ def layout(asset: str | None = None, **_query: str) -> html.Div:
     hmi, user = get_context(), _user()
     if hmi.control is None:
         return html.Div(html.P("Control is disabled in this gateway's configuration."))
-    parts: list = []
+    parts: list[Component] = []
     if user is not None and user.may("setpoint"):
         parts.append(_setpoint_section(asset))
     if user is not None and user.may("playbook"):
-        parts.append(_playbook_section(asset))
+        parts.append(_playbook_section(asset, hmi.control))
     if not parts:
         parts.append(html.P("Your role may not send commands.", id="control-denied"))
     return html.Div(parts, className="control-page")
@@ -200,7 +211,7 @@ def layout(asset: str | None = None, **_query: str) -> html.Div:
     Output("control-signal", "value"),
     Input("control-asset", "value"),
 )
-def signals(asset_id):  # type: ignore[no-untyped-def]
+def signals(asset_id: str | None) -> tuple[list[dict[str, str]], str | None]:
     """Offer the chosen asset's setpoints."""
     asset = get_context().register.assets.get(asset_id or "")
     if asset is None:
@@ -217,7 +228,7 @@ def signals(asset_id):  # type: ignore[no-untyped-def]
     State("control-signal", "value"),
     prevent_initial_call=True,
 )
-def select(_n, tag):  # type: ignore[no-untyped-def]
+def select(_n: int | None, tag: str | None) -> tuple[html.Div, str | None]:
     """Select a setpoint as the logged-in user."""
     ensure_may("setpoint")
     spec = get_context().register.tags.get(tag or "")
@@ -227,7 +238,7 @@ def select(_n, tag):  # type: ignore[no-untyped-def]
     from beffroi.control.model import ControlError
 
     try:
-        sel = _service().select(current(), tag)
+        sel = _service().select(current(), spec.name)
     except ControlError as exc:
         return html.Div(f"Refused: {exc.reason}", className="control-result-refused"), None
     return selection_view(sel.as_dict()), sel.id
@@ -241,10 +252,13 @@ def select(_n, tag):  # type: ignore[no-untyped-def]
     State("control-reason", "value"),
     prevent_initial_call=True,
 )
-def operate(_n, selection_id, value, reason):  # type: ignore[no-untyped-def]
+def operate(
+    _n: int | None, selection_id: str | None, value: str | None, reason: str | None
+) -> html.Div:
     """Operate the selection and show what the equipment confirmed."""
     ensure_may("setpoint")
     service = _service()
+    assert service.setpoints is not None  # built at start, and control starts before the HMI
     sel = service.setpoints.selection(selection_id or "")
     if sel is not None:
         ensure_sees(sel.commune)
@@ -261,7 +275,9 @@ def operate(_n, selection_id, value, reason):  # type: ignore[no-untyped-def]
     Input("control-place-from", "value"),
     prevent_initial_call=True,
 )
-def place(click, chosen):  # type: ignore[no-untyped-def]
+def place(
+    click: dict[str, Any] | None, chosen: str | None
+) -> tuple[float | NoUpdate, float | NoUpdate]:
     """Take the place from a map click, or from the chosen alarm's or asset's location."""
     if ctx.triggered_id == "control-map":
         if not click or "latlng" not in click:
@@ -286,7 +302,9 @@ def place(click, chosen):  # type: ignore[no-untyped-def]
     Input("control-radius", "value"),
     State("control-playbook", "value"),
 )
-def marker(lat, lon, radius, name):  # type: ignore[no-untyped-def]
+def marker(
+    lat: float | None, lon: float | None, radius: float | None, name: str | None
+) -> list[Component]:
     """Draw the chosen place and the playbook's radius on the small map."""
     if lat is None or lon is None:
         return []
@@ -309,7 +327,14 @@ def marker(lat, lon, radius, name):  # type: ignore[no-untyped-def]
     State("control-place", "value"),
     prevent_initial_call=True,
 )
-def preview(_n, name, lat, lon, radius, place_text):  # type: ignore[no-untyped-def]
+def preview(
+    _n: int | None,
+    name: str | None,
+    lat: float | None,
+    lon: float | None,
+    radius: float | None,
+    place_text: str | None,
+) -> tuple[str | NoUpdate, str]:
     """List every command the playbook would send at this place."""
     ensure_may("playbook")
     from beffroi.control.model import ControlError
@@ -317,9 +342,9 @@ def preview(_n, name, lat, lon, radius, place_text):  # type: ignore[no-untyped-
     if lat is None or lon is None:
         return no_update, "Choose a place first: click the map or pick an alarm or asset."
     try:
-        run = _service().playbooks.preview(
+        run = _playbooks(_service()).preview(
             current(),
-            name,
+            name or "",  # none when no playbook is configured: refused as unknown
             float(lat),
             float(lon),
             float(radius) if radius else None,
@@ -337,7 +362,7 @@ def preview(_n, name, lat, lon, radius, place_text):  # type: ignore[no-untyped-
     Input("control-runs", "value"),
     prevent_initial_call=True,
 )
-def pick_run(run_id):  # type: ignore[no-untyped-def]
+def pick_run(run_id: str | None) -> str | NoUpdate:
     """Show an earlier run (to follow or roll it back)."""
     ensure_may("playbook")
     return run_id or no_update
@@ -350,13 +375,13 @@ def pick_run(run_id):  # type: ignore[no-untyped-def]
     State("control-run-id", "data"),
     prevent_initial_call=True,
 )
-def act(_run, _rollback, run_id):  # type: ignore[no-untyped-def]
+def act(_run: int | None, _rollback: int | None, run_id: str | None) -> str:
     """Run the previewed playbook, or roll the shown run back, in the background."""
     ensure_may("playbook")
     from beffroi.control.model import ControlError
 
     service = _service()
-    run = service.playbooks.get(run_id or "")
+    run = _playbooks(service).get(run_id or "")
     if run is None:
         return "Preview a playbook first."
     for commune in run.communes():
@@ -378,10 +403,10 @@ def act(_run, _rollback, run_id):  # type: ignore[no-untyped-def]
     Input("control-interval", "n_intervals"),
     Input("control-run-id", "data"),
 )
-def progress(_n, run_id):  # type: ignore[no-untyped-def]
+def progress(_n: int | None, run_id: str | None) -> tuple[html.Div | list[Component], bool, bool]:
     """Show the run's steps and results live."""
     ensure_may("playbook")
-    run = _service().playbooks.get(run_id or "")
+    run = _playbooks(_service()).get(run_id or "")
     if run is None:
         return [], True, True
     for commune in run.communes():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dash
@@ -114,7 +115,7 @@ def load_values(scopes: list[str], start: datetime, resolution: Resolution) -> p
                 for fld in ("", COVERAGE):
                     tags[series_tag(kpi, resolution, scope + b, fld)] = (kpi, scope + b, fld)
     df = hist.query(list(tags), start, start + timedelta(seconds=1))
-    rows: dict[tuple[str, str], dict] = {}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     for tag, v, q in zip(df["tag"], df["value"], df["quality"], strict=True):
         kpi, scope, fld = tags[tag]
         row = rows.setdefault((kpi, scope), {"kpi": kpi, "scope": scope})
@@ -201,7 +202,18 @@ def _cell(row: pd.Series | None, decimals: int = 1) -> html.Td:
     return html.Td(f"{row['value']:.{decimals}f}{mark}", title=title, className="num")
 
 
-def kpi_table(values: pd.DataFrame, kpis: tuple[str, ...], scopes: list[str], tid: str):
+def _row(index: pd.DataFrame, key: tuple[str, str]) -> pd.Series | None:
+    """Return the values of one (KPI, scope), None when there are none."""
+    if key not in index.index:
+        return None
+    row = index.loc[key]
+    assert isinstance(row, pd.Series)  # load_values keeps one row per (KPI, scope)
+    return row
+
+
+def kpi_table(
+    values: pd.DataFrame, kpis: tuple[str, ...], scopes: list[str], tid: str
+) -> html.Table:
     """A table: one row per scope, one column per KPI (hover: coverage)."""
     index = values.set_index(["kpi", "scope"])
     head = html.Tr(
@@ -209,7 +221,7 @@ def kpi_table(values: pd.DataFrame, kpis: tuple[str, ...], scopes: list[str], ti
     )
     body = []
     for s in scopes:
-        cells = [index.loc[(k, s)] if (k, s) in index.index else None for k in kpis]
+        cells = [_row(index, (k, s)) for k in kpis]
         if all(c is None for c in cells):
             continue
         body.append(html.Tr([html.Td(_name(s) + _suffix(s))] + [_cell(c) for c in cells]))
@@ -285,7 +297,9 @@ def layout(**_query: str) -> html.Div:
     Input("kpis-communes", "value"),
     Input("kpis-interval", "n_intervals"),
 )
-def refresh(period: str | None, communes: list[str] | None, _n: int | None):  # type: ignore[no-untyped-def]
+def refresh(
+    period: str | None, communes: list[str] | None, _n: int | None
+) -> tuple[html.Div, go.Figure, go.Figure, html.Table, html.Table, str]:
     """Read the KPI series of the chosen period and draw every section."""
     ctx = get_context()
     tz = ZoneInfo(ctx.cfg.metropolis.timezone)
@@ -319,7 +333,7 @@ def refresh(period: str | None, communes: list[str] | None, _n: int | None):  # 
 def _headline(values: pd.DataFrame, scopes: list[str], target: float) -> html.Div:
     first = scopes[0] if scopes else None
     rows = _pick(values, "lighting_savings_pct", [first] if first else [])
-    if rows.empty or pd.isna(rows["value"].iloc[0]):
+    if first is None or rows.empty or pd.isna(rows["value"].iloc[0]):
         return html.Div("No lighting figures for this period yet.", id="kpis-savings-value")
     v, cov = rows["value"].iloc[0], rows["coverage"].iloc[0]
     return html.Div(
@@ -340,7 +354,9 @@ def _headline(values: pd.DataFrame, scopes: list[str], target: float) -> html.Di
     State("kpis-communes", "value"),
     prevent_initial_call=True,
 )
-def download(n_clicks: int | None, period: str | None, communes: list[str] | None) -> dict:
+def download(
+    n_clicks: int | None, period: str | None, communes: list[str] | None
+) -> dict[str, Any]:
     """Send the figures shown as CSV, for users with the export right."""
     if not n_clicks:
         raise PreventUpdate

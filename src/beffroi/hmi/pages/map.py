@@ -8,12 +8,14 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import dash
 import dash_leaflet as dl
 from dash import (
     ClientsideFunction,
     Input,
+    NoUpdate,
     Output,
     State,
     callback,
@@ -23,6 +25,7 @@ from dash import (
     html,
     no_update,
 )
+from dash.development.base_component import Component
 
 from beffroi.core.model import Commune, utcnow
 from beffroi.hmi.auth import ensure_sees, sees
@@ -205,7 +208,12 @@ def _digest(obj: object) -> str:
     Input("map-domain", "value"),
     State("map-digest", "data"),
 )
-def refresh_markers(_n, communes, domains, digest):  # type: ignore[no-untyped-def]
+def refresh_markers(
+    _n: int | None,
+    communes: list[str] | None,
+    domains: list[str] | None,
+    digest: dict[str, Any] | None,
+) -> tuple[dict[str, Any] | list[html.Span] | NoUpdate, ...]:
     """Recompute states from live values; redraw layers only when the filters change."""
     hmi = get_context()
     for commune in communes or []:
@@ -228,7 +236,7 @@ def refresh_markers(_n, communes, domains, digest):  # type: ignore[no-untyped-d
     frame["t"] = stamp
     if key != old.get("filter"):
         # A new set of markers: draw both layers from scratch, already in their current state.
-        layers = (
+        layers: tuple[dict[str, Any] | NoUpdate, ...] = (
             layer_geojson(fixed_rows),
             {**layer_hideout("fixed", fixed_rows, key), "t": stamp},
             layer_geojson(moving_rows),
@@ -264,7 +272,9 @@ clientside_callback(
     Input("map-moving", "clickData"),
     prevent_initial_call=True,
 )
-def select_asset(fixed_click, moving_click):  # type: ignore[no-untyped-def]
+def select_asset(
+    fixed_click: dict[str, Any] | None, moving_click: dict[str, Any] | None
+) -> str | NoUpdate:
     """Remember the asset the user clicked on."""
     click = fixed_click if ctx.triggered_id == "map-fixed" else moving_click
     if not click or "properties" not in click:
@@ -278,7 +288,7 @@ def select_asset(fixed_click, moving_click):  # type: ignore[no-untyped-def]
     Input("map-interval", "n_intervals"),
     prevent_initial_call=True,
 )
-def render_panel(asset_id, _n):  # type: ignore[no-untyped-def]
+def render_panel(asset_id: str | None, _n: int | None) -> list[Component] | html.P | NoUpdate:
     """Show the selected asset's live values, refreshed with the map."""
     if not asset_id:
         return no_update
@@ -289,7 +299,7 @@ def render_panel(asset_id, _n):  # type: ignore[no-untyped-def]
     ensure_sees(asset.commune)
     now = utcnow()
     snapshot = hmi.live.snapshot([t.name for t in asset.tags])
-    alarms = []
+    alarms: list[dict[str, Any]] = []
     if hmi.alarms is not None:
         alarms = [a for a in hmi.alarms.alarms(communes=[asset.commune]) if a["asset"] == asset.id]
     children = asset_panel(asset, snapshot, hmi.cfg, hmi.register, now, alarms)

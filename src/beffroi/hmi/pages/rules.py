@@ -9,9 +9,10 @@ from zoneinfo import ZoneInfo
 
 import dash
 import dash_ag_grid as dag
-from dash import Input, Output, State, callback, dcc, html, no_update
+from dash import Input, NoUpdate, Output, State, callback, dcc, html, no_update
 from flask import abort
 
+from beffroi.alerts.config import AlarmRuleConfig
 from beffroi.alerts.rule_changes import LIMIT_FIELDS, RuleChangeError, limits_of
 from beffroi.control.audit import record_command
 from beffroi.core.model import aware_utc
@@ -31,7 +32,7 @@ COLUMNS = [
 ]
 
 
-def _commune_of_rule(rule: Any) -> str | None:
+def _commune_of_rule(rule: AlarmRuleConfig) -> str | None:
     """Return the commune a tag rule is about; None for a class rule (the whole metropolis)."""
     return rule.tag.split("/", 1)[0] if rule.tag else None
 
@@ -109,7 +110,7 @@ def layout(**_query: str) -> html.Div:
     Input("rules-grid", "selectedRows"),
     prevent_initial_call=True,
 )
-def fill_form(selected):  # type: ignore[no-untyped-def]
+def fill_form(selected: list[dict[str, Any]] | None) -> tuple[float | NoUpdate | None, ...]:
     """Put the selected rule's limits in the form."""
     if not selected:
         return tuple(no_update for _ in LIMIT_FIELDS)
@@ -125,20 +126,22 @@ def fill_form(selected):  # type: ignore[no-untyped-def]
     State("rules-comment", "value"),
     prevent_initial_call=True,
 )
-def apply(_n, selected, *values_and_comment):  # type: ignore[no-untyped-def]
+def apply(
+    _n: int | None, selected: list[dict[str, Any]] | None, *values_and_comment: float | str | None
+) -> tuple[str, list[dict[str, Any]] | NoUpdate]:
     """Change the selected rule's limits, as the logged-in supervisor, with a reason."""
     ensure_may("rules")
     *values, comment = values_and_comment
     if not selected:
         return "Select a rule first.", no_update
-    if not (comment or "").strip():
+    if not isinstance(comment, str) or not comment.strip():
         return "A reason is required.", no_update
     hmi = get_context()
     service = hmi.alarms
     if service is None:
         return "Alarms are not running in this gateway.", no_update
     rules = {r.name: r for r, _ in service.limit_rules()}
-    rule = rules.get(selected[0].get("rule"))
+    rule = rules.get(selected[0].get("rule") or "")
     if rule is None:
         return "No such limit rule.", no_update
     commune = _commune_of_rule(rule)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dash
-from dash import Input, Output, callback, dcc, html
+import plotly.graph_objects as go
+from dash import Input, NoUpdate, Output, callback, dcc, html
 
 from beffroi.core.model import utcnow
 from beffroi.hmi.auth import ensure_sees, sees
@@ -56,7 +57,7 @@ def layout(asset: str | None = None, **_query: str) -> html.Div:
     Input("synoptic-asset", "value"),
     Input("synoptic-interval", "n_intervals"),
 )
-def refresh(asset_id, _n):  # type: ignore[no-untyped-def]
+def refresh(asset_id: str | None, _n: int | None) -> go.Figure | NoUpdate:
     """Redraw the mimic from live values."""
     hmi = get_context()
     asset = hmi.register.assets.get(asset_id or "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dash
@@ -32,7 +33,7 @@ def layout(**_query: str) -> html.Div:
     )
 
 
-def collectors_table(collectors: list[dict]) -> html.Table:
+def collectors_table(collectors: list[dict[str, Any]]) -> html.Table:
     """One row per collector: name, protocol, connection, tags, samples, last error."""
     head = html.Tr(
         [html.Th(h) for h in ("Collector", "Protocol", "State", "Tags", "Samples", "Last error")]
@@ -55,7 +56,7 @@ def collectors_table(collectors: list[dict]) -> html.Table:
     return html.Table([html.Thead(head), html.Tbody(rows)], className="system-table")
 
 
-def historian_table(hist: dict) -> html.Table:
+def historian_table(hist: dict[str, Any]) -> html.Table:
     """The write path's state: back end, written, memory, spool, dropped, last error."""
     items = [
         ("Back end", hist.get("backend", "?")),
@@ -75,7 +76,7 @@ def historian_table(hist: dict) -> html.Table:
     )
 
 
-def gateway_table(st: dict) -> html.Table:
+def gateway_table(st: dict[str, Any]) -> html.Table:
     """How long the gateway has run, and how its previous run ended (its downtime marked)."""
     uptime = timedelta(seconds=round(st.get("uptime_s", 0)))
     items = [
@@ -89,7 +90,7 @@ def gateway_table(st: dict) -> html.Table:
     return html.Table(rows, className="system-table")
 
 
-def previous_run_text(previous: dict | None) -> str:
+def previous_run_text(previous: dict[str, Any] | None) -> str:
     """Say how the previous run ended, in display time."""
     if not previous:
         return "none recorded (first start in this data folder)"
@@ -111,7 +112,7 @@ def previous_run_text(previous: dict | None) -> str:
     Output("system-historian", "children"),
     Input("system-interval", "n_intervals"),
 )
-def refresh(_n):  # type: ignore[no-untyped-def]
+def refresh(_n: int | None) -> tuple[html.Table, html.Table, html.Table]:
     """Read the runtime's status and redraw both tables."""
     status = get_context().status
     st = status() if status is not None else {}

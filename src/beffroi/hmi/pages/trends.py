@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dash
 import pandas as pd
+import plotly.graph_objects as go
 from dash import (
     ClientsideFunction,
     Input,
+    NoUpdate,
     Output,
     State,
     callback,
@@ -86,7 +89,7 @@ def search_tags(tags: Iterable[str], query: str, limit: int = MAX_OPTIONS) -> li
     return out
 
 
-def _option(tag: str, register: Register) -> dict:
+def _option(tag: str, register: Register) -> dict[str, str]:
     spec = register.tags.get(tag)
     label = f"{tag} ({spec.unit})" if spec and spec.unit else tag
     return {"label": label, "value": tag}
@@ -149,7 +152,7 @@ def layout(tag: str | list[str] | None = None, range: str | None = None, **_quer
     State("trends-tags", "value"),
     prevent_initial_call=True,
 )
-def update_options(search: str | None, selected: list[str] | None) -> list[dict]:
+def update_options(search: str | None, selected: list[str] | None) -> list[dict[str, str]]:
     """Offer the selected tags plus those matching what the user types."""
     if not search:
         raise PreventUpdate
@@ -190,7 +193,7 @@ def status_text(n_points: int, start: datetime, end: datetime) -> str:
     )
 
 
-def _window(range_key: str | None, zoom: dict | None) -> tuple[datetime, datetime]:
+def _window(range_key: str | None, zoom: dict[str, Any] | None) -> tuple[datetime, datetime]:
     """Return the zoomed window when there is one, else the chosen range up to now."""
     window = zoom_window(zoom)
     if window:
@@ -208,7 +211,7 @@ def _scoped_tags(tags: list[str] | None) -> list[str]:
     return tags
 
 
-def zoom_window(zoom: dict | None) -> tuple[datetime, datetime] | None:
+def zoom_window(zoom: dict[str, Any] | None) -> tuple[datetime, datetime] | None:
     """Return the UTC window of the chart's zoom (`{lo, hi}` on its axis), None if none.
 
     The axis shows wall-clock times of the display zone. Around a clock change some do not
@@ -239,7 +242,12 @@ def zoom_window(zoom: dict | None) -> tuple[datetime, datetime] | None:
     State("trends-zoom", "data"),
     prevent_initial_call=True,
 )
-def download(_n, tags, range_key, zoom):  # type: ignore[no-untyped-def]
+def download(
+    _n: int | None,
+    tags: list[str] | None,
+    range_key: str | None,
+    zoom: dict[str, Any] | None,
+) -> dict[str, Any]:
     """Send what the chart shows as CSV: local time with offset, tag, value, unit, quality."""
     tags = _scoped_tags(tags)
     if not tags:
@@ -268,7 +276,12 @@ def download(_n, tags, range_key, zoom):  # type: ignore[no-untyped-def]
     Input("trends-interval", "n_intervals"),
     Input("trends-zoom", "data"),
 )
-def update_graph(tags, range_key, _n, zoom):  # type: ignore[no-untyped-def]
+def update_graph(
+    tags: list[str] | None,
+    range_key: str | None,
+    _n: int | None,
+    zoom: dict[str, Any] | None,
+) -> tuple[go.Figure | dict[str, Any], str | NoUpdate]:
     """Query the historian for the chosen tags and window and draw the trend.
 
     Every input is the browser's whole state, so a request that overtakes another (Dash keeps

@@ -11,7 +11,7 @@ from typing import Any
 
 import dash
 import dash_ag_grid as dag
-from dash import Input, Output, State, callback, dcc, html, no_update
+from dash import Input, NoUpdate, Output, State, callback, dcc, html, no_update
 from flask import abort
 
 from beffroi.control.audit import record_command
@@ -103,7 +103,9 @@ def layout(**_query: str) -> html.Div:
     Input("users-grid", "selectedRows"),
     prevent_initial_call=True,
 )
-def fill_form(selected):  # type: ignore[no-untyped-def]
+def fill_form(
+    selected: list[dict[str, Any]] | None,
+) -> tuple[str | NoUpdate, str | NoUpdate, list[str] | NoUpdate]:
     """Put the selected user in the form."""
     if not selected:
         return no_update, no_update, no_update
@@ -122,10 +124,19 @@ def fill_form(selected):  # type: ignore[no-untyped-def]
     State("users-password", "value"),
     prevent_initial_call=True,
 )
-def act(*args):  # type: ignore[no-untyped-def]
+def act(
+    # The clicks of the ACTIONS buttons, in their order; which one was clicked is triggered_id.
+    _add: int | None,
+    _update: int | None,
+    _passwd: int | None,
+    _remove: int | None,
+    name: str | None,
+    role: str | None,
+    communes: list[str] | None,
+    password: str | None,
+) -> tuple[str, list[dict[str, Any]] | NoUpdate, str | NoUpdate]:
     """Apply one change as the logged-in administrator, within their scope, audited."""
     ensure_may("users")
-    name, role, communes, password = args[len(ACTIONS) :]
     button = dash.ctx.triggered_id
     action = ACTIONS.get(button)
     if action is None:
