@@ -69,3 +69,39 @@ def test_api_answers_are_valid_json_with_nan_as_null() -> None:
     text = json_response(body).get_data(as_text=True)
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"value": None, "rows": [{"v": 1.5}, {"v": None}], "n": 2}
+
+
+async def test_commands_use_the_gateway_when_it_answers_and_the_files_otherwise(
+    demo_config_fixture, tmp_path: Path
+) -> None:
+    """One rule for every command: the running gateway (its refusals said, exit 1), else the files,
+    also when gateway.json is left behind by a gateway that no longer runs."""
+    from beffroi.api.gateway_file import write_gateway_file
+
+    cfg = demo_config(demo_config_fixture, data=tmp_path, port=free_port(), opcua_port=free_port())
+    cfg_file = tmp_path / "gw.toml"
+    text = (ROOT / "config.toml").read_text()
+    text = text.replace('path = "var/beffroi.duckdb"', f'path = "{tmp_path / "beffroi.duckdb"}"')
+    cfg_file.write_text(text)
+    register = build_register(cfg, assets=30)
+    runtime = Runtime(cfg, register, simulator=True, hmi=True)
+    tag = next(t for t in register.tags if t.endswith("/power_kw"))
+    async with contextlib.AsyncExitStack() as stack:
+        await runtime.start(stack)
+        await eventually(lambda: runtime.buffer.written > len(register.tags), within=30)
+        too_many = [f"{tag}{i}" for i in range(501)]
+        proc = await asyncio.to_thread(_cli, "query", "-c", str(cfg_file), *too_many)
+        assert proc.returncode == 1
+        assert "the gateway refused: give between 1 and 500 tag parameters" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+    # A crashed gateway leaves its file: nobody answers at that address, the files are free.
+    write_gateway_file(gateway_file_path(cfg), f"http://127.0.0.1:{free_port()}/", "stale")
+    proc = await asyncio.to_thread(_cli, "query", "-c", str(cfg_file), tag, "--start", "-1h")
+    assert proc.returncode == 0, proc.stderr
+    assert "through the running gateway" not in proc.stderr
+    rows = pd.read_csv(io.StringIO(proc.stdout))
+    assert set(rows.tag) == {tag} and len(rows) >= 1
+    listed = await asyncio.to_thread(_cli, "alarms", "list", "-c", str(cfg_file), "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert isinstance(json.loads(listed.stdout), list)
