@@ -102,6 +102,8 @@ async def test_commands_use_the_gateway_when_it_answers_and_the_files_otherwise(
     assert "through the running gateway" not in proc.stderr
     rows = pd.read_csv(io.StringIO(proc.stdout))
     assert set(rows.tag) == {tag} and len(rows) >= 1
-    listed = await asyncio.to_thread(_cli, "alarms", "list", "-c", str(cfg_file), "--format", "json")
+    listed = await asyncio.to_thread(
+        _cli, "alarms", "list", "-c", str(cfg_file), "--format", "json"
+    )
     assert listed.returncode == 0, listed.stderr
     assert isinstance(json.loads(listed.stdout), list)
