@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from beffroi.app.config import Config, demo_config, register_problems
-from beffroi.app.runtime import Runtime
 from beffroi.cli.common import ConfigOpt, fail, load, setup_logging
 from beffroi.core.errors import BeffroiError, ConfigError
 from beffroi.core.register import build_register
+
+if TYPE_CHECKING:  # the runtime imports every part (asyncua, Dash, …): only `demo` and `run`
+    from beffroi.app.runtime import Runtime  # need it, so other commands start fast
 
 commands = typer.Typer()
 
@@ -29,6 +31,8 @@ def _serve(
     assets: int | None,
     demo: bool = False,
 ) -> None:
+    from beffroi.app.runtime import Runtime  # see TYPE_CHECKING above
+
     register = build_register(cfg, assets=assets)
 
     def ready(rt: Runtime) -> None:

@@ -13,7 +13,6 @@ import typer
 from beffroi.api import routes
 from beffroi.api.client import GatewayClient
 from beffroi.app.config import Config
-from beffroi.app.registry import HISTORIANS
 from beffroi.cli.common import RUN_FIRST, ConfigOpt, fail, gateway_or_files, load, open_file
 from beffroi.core.register import build_register
 from beffroi.core.seams import Historian
@@ -40,6 +39,9 @@ def open_historian(cfg: Config, read_only: bool = True) -> Historian:
             lambda: DuckDBHistorian(path, read_only=read_only),
             missing=f"no historian file yet ({RUN_FIRST})",
         )
+    # The registry imports every collector and back end: only a server back end needs it here.
+    from beffroi.app.registry import HISTORIANS
+
     try:
         return HISTORIANS[cfg.historian.backend].from_config(cfg, build_register(cfg))
     except Exception as exc:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from beffroi.core.errors import MissingCredentials
 
 SLUG = r"^[a-z0-9][a-z0-9_-]*$"
 ASSET_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
@@ -74,3 +77,12 @@ class Credentials(Strict):
         if bool(self.username_env) != bool(self.password_env):
             raise ValueError("username_env and password_env go together")
         return self
+
+    def login(self) -> tuple[str, str] | None:
+        """Return the user name and password read from the environment (None: none is used)."""
+        if not self.username_env or not self.password_env:
+            return None
+        missing = [n for n in (self.username_env, self.password_env) if n not in os.environ]
+        if missing:
+            raise MissingCredentials(f"environment variable {', '.join(missing)} is not set")
+        return os.environ[self.username_env], os.environ[self.password_env]

@@ -5,6 +5,10 @@ class BeffroiError(Exception):
     """Base class of errors shown to users as a message."""
 
 
+class MissingCredentials(BeffroiError):
+    """An environment variable named in the config for a user name or password is not set."""
+
+
 class ConfigError(BeffroiError):
     """A configuration file that cannot be used, with one line per problem."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,7 @@ class UserStore:
         self.path = self._db.path
         self._hasher = PasswordHasher()
         self.known_communes = known_communes
+        _dummy_hash()  # made now, so that no login, even the first, times differently
 
     def _check(self, role: str, communes: list[str], password: str | None) -> None:
         if role not in ROLES:
@@ -149,7 +151,7 @@ class UserStore:
         # Hash something even for unknown names, so timing does not reveal which names exist.
         # Outside the file's lock: a slow hash must not hold up other logins.
         try:
-            self._hasher.verify(stored or _DUMMY, password)
+            self._hasher.verify(stored or _dummy_hash(), password)
         except (VerificationError, InvalidHashError):
             return None
         return self.get(name) if stored else None
@@ -164,7 +166,10 @@ class UserStore:
         self._db.close()
 
 
-_DUMMY = PasswordHasher().hash("not a password of anyone")
+@functools.cache
+def _dummy_hash() -> str:
+    """Return a hash to verify unknown names against (made once, at the first such login)."""
+    return PasswordHasher().hash("not a password of anyone")
 
 
 # The demo's users: one per kind of person who uses the command post.

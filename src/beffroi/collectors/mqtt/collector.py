@@ -15,7 +15,7 @@ from aiomqtt.types import PayloadType
 from beffroi.collectors.base import Backoff, CollectorBase
 from beffroi.collectors.mqtt.config import MqttCollectorConfig
 from beffroi.collectors.mqtt.payload import Malformed, TopicRule, command_payload, parse, tag_of
-from beffroi.collectors.opcua.security import MissingCredentials, credentials
+from beffroi.core.errors import MissingCredentials
 from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
 from beffroi.core.register import Register
 from beffroi.core.seams import Sink
@@ -86,7 +86,7 @@ class MqttCollector(CollectorBase[MqttCollectorConfig]):
         while True:
             error = "disconnected"
             try:
-                creds = credentials(cfg.username_env, cfg.password_env)
+                creds = cfg.login()
                 async with aiomqtt.Client(
                     cfg.host,
                     cfg.port,

@@ -28,7 +28,7 @@ from beffroi.collectors.opcua.items import (
     read_limits,
 )
 from beffroi.collectors.opcua.samples import BatchSubscription, Poller
-from beffroi.core.errors import BeffroiError
+from beffroi.core.errors import BeffroiError, MissingCredentials
 from beffroi.core.model import Sample, TagSpec, Value, WriteResult, WriteStatus
 from beffroi.core.register import Register
 from beffroi.core.seams import Sink
@@ -42,7 +42,7 @@ _VARIANT = {
     "str": ua.VariantType.String,
 }
 _CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, ConnectionError, ua.UaError)
-_RETRYABLE = (*_CONNECTION_ERRORS, security.UntrustedServerCertificate, security.MissingCredentials)
+_RETRYABLE = (*_CONNECTION_ERRORS, security.UntrustedServerCertificate, MissingCredentials)
 STALE_MARGIN = 3.0  # keep-alive periods without any publish response before the session is dead
 
 
@@ -135,7 +135,7 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
         client.name = client.description = f"Beffroi collector {cfg.name}"
         client.connection_lost_callback = self._on_connection_lost
         self._client = client
-        creds = security.credentials(cfg.username_env, cfg.password_env)
+        creds = cfg.login()
         if creds is not None:
             client.set_user(creds[0])
             client.set_password(creds[1])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -26,20 +25,6 @@ _POLICIES = {"Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256}
 
 class UntrustedServerCertificate(BeffroiError):
     """The server presented a certificate that is not in the trusted folder."""
-
-
-class MissingCredentials(BeffroiError):
-    """An environment variable named in the config for a user name or password is not set."""
-
-
-def credentials(username_env: str, password_env: str) -> tuple[str, str] | None:
-    """Read the user name and password from the environment variables named in the config."""
-    if not username_env or not password_env:
-        return None
-    missing = [n for n in (username_env, password_env) if n not in os.environ]
-    if missing:
-        raise MissingCredentials(f"environment variable {', '.join(missing)} is not set")
-    return os.environ[username_env], os.environ[password_env]
 
 
 def _der(path: Path) -> bytes | None:
