@@ -107,3 +107,61 @@ async def test_commands_use_the_gateway_when_it_answers_and_the_files_otherwise(
     )
     assert listed.returncode == 0, listed.stderr
     assert isinstance(json.loads(listed.stdout), list)
+
+
+def test_api_answers_json_whatever_runs_and_never_the_hmi_page(
+    demo_config_fixture, small_register, tmp_path: Path
+) -> None:
+    """A gateway without alarms and audit log still answers their routes, in JSON (409, why);
+    unknown paths and wrong methods under the API's prefix get JSON, not the HMI's page; and
+    the CLI says the gateway refused, instead of reading a page as data."""
+    from beffroi.api.client import GatewayClient, GatewayError
+    from beffroi.api.gateway_file import new_token
+    from beffroi.api.routes import AUDIT_EXPORT, AUDIT_VERIFY, Route
+    from beffroi.core.live import LiveValues
+    from beffroi.historian.duckdb.historian import DuckDBHistorian
+    from beffroi.hmi.app import create_app
+    from beffroi.hmi.server import HmiServer
+    from beffroi.hmi.users import UserStore
+
+    hist = DuckDBHistorian(tmp_path / "h.duckdb")
+    users = UserStore(tmp_path / "users.duckdb")
+    token = new_token()
+    app = create_app(
+        demo_config_fixture, small_register, LiveValues(), hist, users=users, api_token=token
+    )
+    server = HmiServer(app, "127.0.0.1", free_port(), threads=4)
+    server.start()
+    try:
+        base = server.url.rstrip("/")
+
+        def call(method: str, path: str) -> tuple[int, str, dict]:
+            req = urllib.request.Request(
+                base + path, method=method, headers={"Authorization": f"Bearer {token}"}
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    return resp.status, resp.headers["Content-Type"], json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.headers["Content-Type"], json.loads(exc.read())
+
+        status, kind, body = call("GET", "/api/v1/audit/verify")
+        assert (status, kind) == (409, "application/json") and "not open" in body["error"]
+        status, _, body = call("POST", "/api/v1/alarms/ack")
+        assert status == 409 and "alarms are not running" in body["error"]
+        assert call("GET", "/api/v1/nope")[:2] == (404, "application/json")
+        status, _, body = call("POST", "/api/v1/query")
+        assert status == 405 and "GET" in body["error"]
+
+        client = GatewayClient(server.url, token)
+        with pytest.raises(GatewayError, match="the gateway refused: the audit log is not open"):
+            client.json(AUDIT_VERIFY)
+        with pytest.raises(GatewayError, match="the gateway refused"):
+            client.text(AUDIT_EXPORT)
+        # Whatever answers with a page (a proxy's login, an older gateway) is no data either.
+        with pytest.raises(GatewayError, match="answered text/html.* where application/json was expected"):
+            client.json(Route("GET", "/login"))
+    finally:
+        server.stop()
+        users.close()
+        hist.close()

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from beffroi.alerts.state import AlarmEvent
 from beffroi.core.model import aware_utc, naive_utc
+from beffroi.core.seams import SmallStore
 from beffroi.state.duckdb import SideStore
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class Journal:
     """Append-only alarm events and the e-mail outbox in one DuckDB file, safe across threads."""
 
     def __init__(self, path: str | Path, read_only: bool = False):
-        self._db = SideStore(path, SCHEMA, read_only=read_only, what="alarm journal")
+        self._db: SmallStore = SideStore(path, SCHEMA, read_only=read_only, what="alarm journal")
         self.path = self._db.path
         self._next_seq = int(self._db.one("SELECT coalesce(max(seq), 0) FROM alarm_events")) + 1
 

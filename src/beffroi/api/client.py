@@ -7,9 +7,11 @@ running (a stale `gateway.json` after a crash): nothing was sent, so the files a
 A gateway that accepted the request and then failed or fell silent is an error, never a reason
 to do the work a second time on the files.
 
-One timeout policy: CONNECT_TIMEOUT_S to connect, then READ_TIMEOUT_S for each read of the
-answer (a recomputation of a year of KPIs answers only when it is done). One error format: the
-text of the gateway's `{"error": …}`, as "the gateway refused: …" (4xx) or "failed: …" (5xx).
+One timeout policy: CONNECT_TIMEOUT_S to connect, then the route's `timeout_s` for each read
+of the answer (60 s; a recomputation of a year of KPIs answers only when it is done, so its
+route allows 600 s). One error format: the text of the gateway's `{"error": …}`, as "the gateway
+refused: …" (4xx) or "failed: …" (5xx); an answer that is not what the route sends (JSON, or
+CSV for exports) is an error too, never read as data.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from beffroi.core.errors import BeffroiError
 from beffroi.core.site import Site
 
 CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 600.0
 
 Params = Mapping[str, Any] | Sequence[tuple[str, Any]]
 
@@ -84,7 +85,7 @@ class GatewayClient:
             except OSError:
                 raise NoGateway from None
             assert conn.sock is not None  # connect() made it
-            conn.sock.settimeout(READ_TIMEOUT_S)
+            conn.sock.settimeout(route.timeout_s)
             self.sent = self.sent or route.method != "GET"
             try:
                 conn.request(route.method, path, body=data, headers=headers)
@@ -101,12 +102,32 @@ class GatewayClient:
     def json(self, route: Route, params: Params | None = None, body: Any = None) -> Any:
         """Send a request and return its JSON answer."""
         with self.open(route, params, body) as resp:
-            return json.loads(_read(resp, self.url))
+            self._expect(resp, "application/json")
+            try:
+                return json.loads(_read(resp, self.url))
+            except ValueError:
+                raise GatewayError(f"the gateway at {self.url} sent broken JSON") from None
 
     def text(self, route: Route, params: Params | None = None) -> str:
         """Send a request and return its answer as text (CSV)."""
         with self.open(route, params) as resp:
+            self._expect(resp, "text/csv")
             return _read(resp, self.url).decode("utf-8")
+
+    @contextmanager
+    def csv_stream(self, route: Route, params: Params | None = None) -> Iterator[Iterator[str]]:
+        """Send a request; yield its CSV answer as text chunks, read as they come."""
+        with self.open(route, params) as resp:
+            self._expect(resp, "text/csv")
+            yield text_chunks(resp)
+
+    def _expect(self, resp: http.client.HTTPResponse, kind: str) -> None:
+        """Refuse an answer of another type (an HTML page is no data, whoever sent it)."""
+        got = resp.headers.get("Content-Type", "")
+        if not got.startswith(kind):
+            raise GatewayError(
+                f"the gateway at {self.url} answered {got or 'no type'} where {kind} was expected"
+            )
 
 
 def _read(resp: http.client.HTTPResponse, url: str) -> bytes:

@@ -34,6 +34,7 @@ def write_gateway_file(path: Path, url: str, token: str) -> None:
     """Record where the running gateway answers and its token, readable by the owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)  # O_CREAT keeps the mode of a file left there: made anew, 0600
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"url": url, "token": token, "pid": os.getpid()}, f)

@@ -6,10 +6,12 @@ from typing import Literal, NamedTuple
 
 
 class Route(NamedTuple):
-    """One endpoint: its HTTP method and path."""
+    """One endpoint: its HTTP method, its path, and how long its answer may take to come."""
 
     method: Literal["GET", "POST"]
     path: str
+    # Seconds the client waits for each read of the answer; long only where the work is.
+    timeout_s: float = 60.0
 
 
 PREFIX = "/api/v1"
@@ -26,8 +28,15 @@ ALARMS_EVENTS = Route("GET", f"{PREFIX}/alarms/events")
 ALARMS_STATS = Route("GET", f"{PREFIX}/alarms/stats")
 
 AUDIT_VERIFY = Route("GET", f"{PREFIX}/audit/verify")
-AUDIT_EXPORT = Route("GET", f"{PREFIX}/audit/export")
+AUDIT_EXPORT = Route("GET", f"{PREFIX}/audit/export", timeout_s=120.0)
 
-KPI_EXPORT = Route("GET", f"{PREFIX}/kpi/export")
-KPI_COMPUTE = Route("POST", f"{PREFIX}/kpi/compute")
+# A year of KPIs: streamed as it is read, or recomputed before the answer.
+KPI_EXPORT = Route("GET", f"{PREFIX}/kpi/export", timeout_s=600.0)
+KPI_COMPUTE = Route("POST", f"{PREFIX}/kpi/compute", timeout_s=600.0)
 KPI_CHANGES = Route("GET", f"{PREFIX}/kpi/changes")
+
+ALARM_ROUTES = (
+    ALARMS, ALARMS_ACK, ALARMS_SHELVE, ALARMS_UNSHELVE, ALARMS_SERVICE, ALARMS_EVENTS, ALARMS_STATS,
+)  # fmt: skip
+AUDIT_ROUTES = (AUDIT_VERIFY, AUDIT_EXPORT)
+ALL = (QUERY, LATEST, *ALARM_ROUTES, *AUDIT_ROUTES, KPI_EXPORT, KPI_COMPUTE, KPI_CHANGES)

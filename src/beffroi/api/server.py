@@ -1,14 +1,24 @@
-"""The gateway's token API on the HMI's web server: every route group, mounted at once."""
+"""The gateway's token API on the HMI's web server: every route, mounted at once.
+
+Every route of `routes.py` answers in JSON (CSV for exports), whatever runs in this gateway: a
+part that is not running answers 409 saying so, and any other path under the API's prefix 404,
+never the HMI's page (the prefix needs no login, only the token).
+"""
 
 from __future__ import annotations
 
-from flask import Flask
+from collections.abc import Sequence
+
+from flask import Flask, Response, request
 
 from beffroi.alerts.service import AlarmService
+from beffroi.api import routes
 from beffroi.api.alarms import register_alarm_api
 from beffroi.api.audit import register_audit_api
+from beffroi.api.http import add_route, error
 from beffroi.api.kpi import register_kpi_api
 from beffroi.api.query import register_query_api
+from beffroi.api.routes import Route
 from beffroi.control.audit import AuditLog
 from beffroi.core.seams import Historian
 from beffroi.kpi.engine import KpiEngine
@@ -24,10 +34,33 @@ def mount_api(
     kpi: KpiEngine | None = None,
     audit: AuditLog | None = None,
 ) -> None:
-    """Add the routes of the parts this gateway runs, answering only requests bearing the token."""
+    """Add every route, answering only requests bearing the token."""
     register_query_api(server, historian, token)
     if alarms is not None:
         register_alarm_api(server, alarms, token, audit=audit)
+    else:
+        _not_running(server, token, routes.ALARM_ROUTES, "alarms are not running in this gateway")
     register_kpi_api(server, historian, token, timezone, kpi)
     if audit is not None:
         register_audit_api(server, audit, token, timezone)
+    else:
+        why = "the audit log is not open in this gateway ([control] is disabled)"
+        _not_running(server, token, routes.AUDIT_ROUTES, why)
+    server.add_url_rule(
+        f"{routes.PREFIX}/<path:rest>", "api unknown", _unknown, methods=["GET", "POST"]
+    )
+
+
+def _not_running(server: Flask, token: str, group: Sequence[Route], why: str) -> None:
+    """Answer a group's routes with 409 and why, when their part does not run."""
+    for route in group:
+        add_route(server, route, token, lambda: error(409, why))
+
+
+def _unknown(rest: str) -> Response:
+    """Answer a path under the prefix that no route serves (or not with this method)."""
+    path = f"{routes.PREFIX}/{rest}"
+    methods = sorted(r.method for r in routes.ALL if r.path == path and r.method != request.method)
+    if methods:
+        return error(405, f"{path} takes {' or '.join(methods)}")
+    return error(404, f"no such route: {path}")

@@ -208,7 +208,7 @@ class Runtime:
         )
         server.start()
         stack.callback(server.stop)
-        # `beffroi query` finds the running gateway here while it holds the DuckDB file.
+        # Every `beffroi` command that works on the gateway's files asks it first, found here.
         gateway_file = gateway_file_path(cfg)
         write_gateway_file(gateway_file, server.url, token)
         stack.callback(gateway_file.unlink, missing_ok=True)

@@ -28,7 +28,15 @@ from beffroi.api.client import GatewayClient
 from beffroi.api.routes import Route
 from beffroi.app.config import Config
 from beffroi.cli.audit import offline_audit
-from beffroi.cli.common import RUN_FIRST, ConfigOpt, fail, gateway_or_files, load, open_file
+from beffroi.cli.common import (
+    RUN_FIRST,
+    ConfigOpt,
+    TimeOpt,
+    fail,
+    gateway_or_files,
+    load,
+    open_file,
+)
 from beffroi.control.audit import record_command
 from beffroi.core.model import utcnow
 from beffroi.core.timeparse import parse_time
@@ -38,7 +46,6 @@ commands = typer.Typer(help="Alarms: list, acknowledge, shelve, export the journ
 UserOpt = Annotated[str, typer.Option(help="who does it (journaled)")]
 CommentOpt = Annotated[str, typer.Option(help="why (journaled)")]
 AlarmIdArg = Annotated[str, typer.Argument(help="alarm id")]
-TimeOpt = Annotated[str, typer.Option(help="now, -15m, -2h, -7d or ISO 8601")]
 Multi = list[str] | None
 T = TypeVar("T")
 Apply = Callable[[Alarm, datetime], str]  # an operator command on one alarm, naming its event
@@ -187,7 +194,7 @@ def list_alarms(
     cfg = load(config)
     communes, domains, states = commune or [], domain or [], state or []
 
-    def offline(journal: Any) -> dict[str, Any]:
+    def offline(journal: Journal) -> dict[str, Any]:
         rows = [
             {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
             for r in journal.current()
@@ -323,13 +330,13 @@ def export(
     """Export journaled transitions as CSV (local times with their offset)."""
     cfg = load(config)
     t0, t1 = _period(start, end)
-    filters = {"communes": commune or [], "domains": domain or [], "states": state or []}
+    communes, domains, states = commune or [], domain or [], state or []
     params = {"start": t0.isoformat(), "end": t1.isoformat(), "format": "csv",
-              "commune": filters["communes"], "domain": filters["domains"],
-              "state": filters["states"]}  # fmt: skip
+              "commune": communes, "domain": domains, "state": states}  # fmt: skip
 
-    def offline(journal: Any) -> str:
-        return to_csv(journal.events(start=t0, end=t1, **filters), cfg.metropolis.timezone)
+    def offline(journal: Journal) -> str:
+        events = journal.events(t0, t1, communes=communes, domains=domains, states=states)
+        return to_csv(events, cfg.metropolis.timezone)
 
     text = gateway_or_journal(cfg, lambda g: g.text(routes.ALARMS_EVENTS, params), offline)
     if out is None:
@@ -351,7 +358,7 @@ def stats(
     t0, t1 = _period(start, end)
     ac = cfg.alarms
 
-    def offline(journal: Any) -> dict[str, Any]:
+    def offline(journal: Journal) -> dict[str, Any]:
         return alarm_performance(journal, t0, t1, ac.chatter_count, ac.chatter_window_s)
 
     params = {"start": t0.isoformat(), "end": t1.isoformat()}

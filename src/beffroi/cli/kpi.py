@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from beffroi.alerts.config import journal_path
 from beffroi.alerts.journal import Journal
 from beffroi.api import routes
-from beffroi.api.client import GatewayClient, text_chunks
+from beffroi.api.client import GatewayClient
 from beffroi.app.config import Config
 from beffroi.cli.common import ConfigOpt, fail, gateway_or_files, load, open_file
 from beffroi.cli.query import open_historian
@@ -140,10 +140,10 @@ def _export_through(
         ("resolution", query.resolution),
     ]
     params += [("kpi", k) for k in query.kpis] + [("commune", c) for c in query.communes]
-    with gateway.open(routes.KPI_EXPORT, params) as resp, _progress() as bar:
+    with gateway.csv_stream(routes.KPI_EXPORT, params) as chunks, _progress() as bar:
         task = bar.add_task("rows received", total=None)
         progress: Callable[[int], None] = lambda n: bar.update(task, completed=n)  # noqa: E731
-        return exporter.from_stream(text_chunks(resp), query, out, progress)
+        return exporter.from_stream(chunks, query, out, progress)
 
 
 @commands.command("export")

@@ -1,1 +1,1 @@
-"""Acquisition from equipment: one module per protocol."""
+"""Acquisition from equipment: a subpackage per protocol, on one collector base."""

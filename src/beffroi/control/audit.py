@@ -24,6 +24,7 @@ import duckdb
 import pandas as pd
 
 from beffroi.core.model import utcnow
+from beffroi.core.seams import SmallStore
 from beffroi.state.duckdb import SideStore
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class AuditLog:
         read_only: bool = False,
         clock: Callable[[], datetime] = utcnow,
     ):
-        self._db = SideStore(path, SCHEMA, read_only=read_only, what="audit log")
+        self._db: SmallStore = SideStore(path, SCHEMA, read_only=read_only, what="audit log")
         self.path = self._db.path
         self.clock = clock
         last = self._db.rows("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")

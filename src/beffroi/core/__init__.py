@@ -1,1 +1,4 @@
-"""Domain model, configuration, registry, scheduler and runtime: imports nothing else of Beffroi."""
+"""The domain: samples, qualities, tags, assets, the register, config base types, the seams.
+
+Imports nothing else of Beffroi.
+"""

@@ -19,11 +19,13 @@ _OPC_URL = re.compile(r"^opc\.tcp://[^/:\s]+(:\d{1,5})?(/\S*)?$")
 
 
 class Strict(BaseModel):
-    """Base of every config section: unknown keys are errors, values are read-only."""
+    """Base of every config section: unknown keys are errors, values are read-only.
 
-    # populate_by_name: sections whose TOML key is a Python keyword (`class`) are also built
-    # by attribute name in code (`asset_class=`).
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    A field whose TOML key is a Python keyword is read by its alias only (`class`, never the
+    attribute's name `asset_class`): one word in the file for one meaning.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def check_hhmm(v: str) -> str:

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, Literal, overload
 
+from beffroi.core import status_codes
+
 Value = float | bool | str
 ValueKind = Literal["float", "bool", "str"]
 
@@ -22,7 +24,7 @@ class Quality(IntEnum):
     @classmethod
     def from_opcua_status(cls, code: int) -> Quality:
         """Map an OPC UA StatusCode value to a quality by its severity bits."""
-        severity = (code >> 30) & 0b11
+        severity = status_codes.severity(code)
         if severity == 0:
             return cls.GOOD
         if severity == 1:

@@ -6,11 +6,7 @@ keeps the few that Beffroi itself writes or maps to, so that no other module spe
 
 from __future__ import annotations
 
-Good = 0x00000000
-Uncertain = 0x40000000
-Bad = 0x80000000
 BadResourceUnavailable = 0x80040000  # Modbus 6: server device busy
-BadDecodingError = 0x80070000  # a payload that cannot be read
 BadShutdown = 0x800C0000  # the gateway stopped: nothing is known from then on
 BadNoCommunication = 0x80310000  # the link to the equipment is lost
 BadNodeIdUnknown = 0x80340000  # Modbus 2: illegal data address
@@ -18,18 +14,7 @@ BadOutOfRange = 0x803C0000  # Modbus 3: illegal data value
 BadNotSupported = 0x803D0000  # Modbus 1: illegal function
 BadDeviceFailure = 0x808B0000  # the equipment says it failed (Modbus 4, a jammed bollard)
 
-_NAMES = {
-    code: name
-    for name, code in list(globals().items())
-    if name[:1].isupper() and isinstance(code, int)
-}
-
 
 def severity(code: int) -> int:
     """Return the code's severity bits: 0 Good, 1 Uncertain, 2 or 3 Bad."""
     return (code >> 30) & 0b11
-
-
-def name(code: int) -> str:
-    """Return the code's name when Beffroi knows it, else its hexadecimal value."""
-    return _NAMES.get(code, f"0x{code:08X}")

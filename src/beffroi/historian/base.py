@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Self
+from typing import Self, get_args
 
 import pandas as pd
 
@@ -15,17 +15,7 @@ from beffroi.core.scheduler import Scheduler
 from beffroi.core.seams import Agg
 from beffroi.historian.config import HistorianSite
 
-AGGREGATES: tuple[str, ...] = (
-    "mean",
-    "min",
-    "max",
-    "first",
-    "last",
-    "count",
-    "sum",
-    "twa",
-    "integral",
-)
+AGGREGATES: tuple[str, ...] = get_args(Agg)
 COLUMNS = ["ts", "tag", "value", "quality"]
 # Raw queries add the OPC UA status code the sample was written with (0 for plain Good).
 RAW_COLUMNS = [*COLUMNS, "status"]

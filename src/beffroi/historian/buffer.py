@@ -8,6 +8,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 from beffroi.core.model import Quality, Sample, utcnow
 from beffroi.core.seams import Historian
@@ -69,7 +70,7 @@ class WriteBuffer:
         """Return the samples waiting in memory and in the spool."""
         return len(self._pending) + self.spool.pending
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """Return the write path's state for /healthz and the HMI."""
         return {
             "backend_ok": self.backend_ok,

@@ -19,13 +19,14 @@ from flask import Flask, Response, abort, has_request_context, redirect, request
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from werkzeug.wrappers import Response as BaseResponse  # what flask.redirect returns
 
+from beffroi.api import routes
 from beffroi.hmi.users import User, UserStore
 
 log = logging.getLogger(__name__)
 
 # Paths that answer without a session: the login form itself, health and metrics for the
 # city's IT monitoring, the public open-data feed, and the token-authenticated API.
-PUBLIC = ("/login", "/healthz", "/metrics", "/public/", "/api/v1/")
+PUBLIC = ("/login", "/healthz", "/metrics", "/public/", f"{routes.PREFIX}/")
 
 
 class SessionUser(UserMixin):

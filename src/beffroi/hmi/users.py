@@ -10,6 +10,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from beffroi.core.seams import SmallStore
 from beffroi.state.duckdb import SideStore
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class UserStore:
 
     def __init__(self, path: str | Path, known_communes: set[str] | None = None):
         # A file a running gateway holds raises StoreLocked, naming it.
-        self._db = SideStore(path, SCHEMA, what="users file")
+        self._db: SmallStore = SideStore(path, SCHEMA, what="users file")
         self.path = self._db.path
         self._hasher = PasswordHasher()
         self.known_communes = known_communes

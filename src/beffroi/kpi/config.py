@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import csv
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import Field, model_validator
 
 from beffroi.alerts.config import AlarmsConfig
 from beffroi.core.config import Slug, Strict
 from beffroi.core.register import Register
 from beffroi.core.site import Site
 from beffroi.historian.config import CompressionConfig
+
+log = logging.getLogger(__name__)
 
 Kw = Annotated[float, Field(gt=0, le=10_000)]
 
@@ -96,8 +99,7 @@ class KpiConfig(Strict):
     """The `[kpi]` section: what is computed, from which signals, and how often."""
 
     enabled: bool = True
-    # The KPI store's file; `journal` was its name before (the word is the alarm journal's now).
-    store: str = Field(default="", validation_alias=AliasChoices("store", "journal"))
+    store: str = ""
     every_min: int = Field(default=15, ge=1, le=60)
     settle_min: float = Field(default=5.0, ge=0, le=120)
     late_days: int = Field(default=7, ge=1, le=92)
@@ -109,6 +111,17 @@ class KpiConfig(Strict):
     mobility: MobilityConfig | None = None
     water: WaterConfig | None = None
     waste: WasteConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_name_of_store(cls, data: Any) -> Any:
+        """Read `journal`, the old name of `store` (the word is the alarm journal's now)."""
+        if not isinstance(data, dict) or "journal" not in data:
+            return data
+        if "store" in data:
+            raise ValueError("journal is the old name of store: keep store only")
+        log.warning("[kpi] journal is now called store; read as store")
+        return {("store" if k == "journal" else k): v for k, v in data.items()}
 
     @property
     def active(self) -> bool:

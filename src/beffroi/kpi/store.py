@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from beffroi.core.model import aware_utc, naive_utc
+from beffroi.core.seams import SmallStore
 from beffroi.state.duckdb import SideStore
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class KpiStore:
     """Cells, hour states and the change journal in one DuckDB file, safe across threads."""
 
     def __init__(self, path: str | Path, read_only: bool = False):
-        self._db = SideStore(path, SCHEMA, read_only=read_only, what="KPI store")
+        self._db: SmallStore = SideStore(path, SCHEMA, read_only=read_only, what="KPI store")
         self.path = self._db.path
 
     def replace_cells(self, start: datetime, end: datetime, cells: pd.DataFrame) -> None:

@@ -8,7 +8,6 @@ delivers any of them, one relay per gateway.
 from __future__ import annotations
 
 import logging
-import os
 import smtplib
 import ssl
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from email.parser import Parser
 from email.policy import SMTP as SMTP_POLICY
 from typing import Any, Protocol
 
+from beffroi.core.errors import MissingCredentials
 from beffroi.core.model import utcnow
 from beffroi.mail.config import SmtpConfig
 
@@ -51,16 +51,10 @@ class SmtpSender:
         self._warned = False
 
     def _credentials(self) -> tuple[str, str] | None:
-        if not self.cfg.username_env:
-            return None
-        user = os.environ.get(self.cfg.username_env)
-        password = os.environ.get(self.cfg.password_env)
-        if user is None or password is None:
-            raise smtplib.SMTPException(
-                f"environment variables {self.cfg.username_env} and {self.cfg.password_env} "
-                "must hold the SMTP user and password"
-            )
-        return user, password
+        try:
+            return self.cfg.login()
+        except MissingCredentials as exc:  # an SMTP failure: said once, retried with backoff
+            raise smtplib.SMTPException(f"{exc}: it must hold the SMTP user or password") from None
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self.cfg

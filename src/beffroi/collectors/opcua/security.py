@@ -1,4 +1,4 @@
-"""OPC UA security: client certificate, trusted server certificates, credentials from the env."""
+"""OPC UA security: the client certificate, trusted and rejected server certificates."""
 
 from __future__ import annotations
 
