@@ -156,6 +156,12 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(str(path), [f"(file): cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError:
         raise ConfigError(str(path), ["(file): not UTF-8 text"]) from None
+    if text.startswith("\ufeff"):
+        # Some editors start UTF-8 files with a byte-order mark, which TOML does not allow:
+        # tomllib would call it an invalid statement at 1:1.
+        raise ConfigError(
+            str(path), ["(file): starts with a byte-order mark (BOM); save it as UTF-8 without BOM"]
+        )
     return parse_config(text, str(path))
 
 

@@ -25,22 +25,31 @@ C = TypeVar("C", bound=CollectorConfig)
 
 
 class Backoff:
-    """Exponential reconnect delays with jitter, reset after a successful connection."""
+    """Reconnect delays: a few quick retries first, then doubling up to the maximum, jittered.
+
+    Most outages are short (a server restart, a switch rebooting): the first FAST_TRIES retries
+    come after the minimum delay, so the link is back within a second or two of the equipment.
+    A longer outage backs off so that many gateways do not hammer a server that is down; the
+    maximum bounds how late values resume after it comes back.
+    """
+
+    FAST_TRIES = 3
 
     def __init__(self, min_s: float, max_s: float):
         self.min_s, self.max_s = min_s, max_s
-        self._next = min_s
+        self._tries = 0
 
     def reset(self) -> None:
-        """Start again from the shortest delay."""
-        self._next = self.min_s
+        """Start again from the quick retries."""
+        self._tries = 0
 
     def delay(self) -> float:
-        """Return the next delay and double the one after, up to the maximum."""
+        """Return the delay before the next attempt."""
+        self._tries += 1
+        doublings = max(0, self._tries - self.FAST_TRIES)
+        base = min(self.min_s * 2.0 ** min(doublings, 30), self.max_s)
         # Jitter spreads the reconnects of many gateways after a server restart.
-        out = self._next * random.uniform(0.8, 1.2)
-        self._next = min(self._next * 2, self.max_s)
-        return out
+        return base * random.uniform(0.8, 1.2)
 
 
 class CollectorBase(ABC, Generic[C]):

@@ -12,8 +12,10 @@ class CollectorConfig(Strict):
     """What every `[[collectors.<protocol>]]` entry has: a name and its reconnect backoff."""
 
     name: Slug
+    # The first retries come after reconnect_min_s, then the delay doubles up to
+    # reconnect_max_s: values resume at most that long after the equipment is back.
     reconnect_min_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
+    reconnect_max_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _backoff_ordered(self) -> CollectorConfig:

@@ -15,7 +15,7 @@ ASSET_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 _HTTP_URL = re.compile(r"^https?://[^/\s]+(/\S*)?$")
-_OPC_URL = re.compile(r"^opc\.tcp://[^/:\s]+(:\d{1,5})?(/\S*)?$")
+_OPC_URL = re.compile(r"^opc\.tcp://[^/:\s]+:\d{1,5}(/\S*)?$")
 
 
 class Strict(BaseModel):

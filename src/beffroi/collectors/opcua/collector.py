@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from asyncua import Client, ua
+from asyncua.ua.status_codes import get_name_and_doc
 
 from beffroi.collectors.base import Backoff, CollectorBase
 from beffroi.collectors.opcua import decoder, security
@@ -28,8 +29,9 @@ from beffroi.collectors.opcua.items import (
     read_limits,
 )
 from beffroi.collectors.opcua.samples import BatchSubscription, Poller
+from beffroi.core import status_codes
 from beffroi.core.errors import BeffroiError, MissingCredentials
-from beffroi.core.model import Sample, TagSpec, Value, WriteResult, WriteStatus
+from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
 from beffroi.core.register import Register
 from beffroi.core.seams import Sink
 from beffroi.core.site import AssetClassConfig, Site
@@ -44,6 +46,26 @@ _VARIANT = {
 _CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, ConnectionError, ua.UaError)
 _RETRYABLE = (*_CONNECTION_ERRORS, security.UntrustedServerCertificate, MissingCredentials)
 STALE_MARGIN = 3.0  # keep-alive periods without any publish response before the session is dead
+# A node the server does not offer (any more): the tag is reported by name, once.
+_GONE = frozenset({status_codes.BadNodeIdUnknown, status_codes.BadNodeIdInvalid})
+GONE_NAMED = 20  # tags named one by one in the log when many go at once; the rest are counted
+
+
+class _LinkDownTraceback(logging.Filter):
+    """Keep asyncua's traceback of a publish loop broken by the lost link out of the log.
+
+    asyncua logs it at ERROR, with a traceback, at every outage; the collector says the same
+    once, by name ("connection to … lost"), and reconnects. Other failures still show.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Return False for the publish loop's failure caused by the connection."""
+        exc = record.exc_info[1] if record.exc_info else None
+        expected = str(record.msg).startswith("Publish iteration crashed")
+        return not (expected and isinstance(exc, _CONNECTION_ERRORS))
+
+
+logging.getLogger("asyncua.client.ua_session.UaSession").addFilter(_LinkDownTraceback())
 
 
 class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
@@ -73,6 +95,7 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
         self.limits = OperationLimits()
         self.monitored = 0
         self.create_calls = 0
+        self.missing: dict[str, str] = {}  # tag → why the server does not offer it (status name)
         self.reconnects = 0
 
     @classmethod
@@ -238,8 +261,14 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
             for r, res in zip(requests, results, strict=True)
             if isinstance(res, ua.StatusCode)
         ]
-        for nodeid, status in failed[:5]:
-            log.warning("%s: cannot monitor %s: %s", self.name, nodeid, status.name)
+        tag_of_node = {node: tag for tag, node in self._nodes.items()}
+        refused = {tag_of_node[nodeid]: int(status.value) for nodeid, status in failed}
+        self._not_offered(refused)
+        back = sorted(t for t in self.missing if t not in refused)
+        if back:
+            log.info("%s: offered again: %s", self.name, _named(back))
+            for tag in back:
+                del self.missing[tag]
         self.monitored = len(requests) - len(failed)
         if failed:
             self.last_error = f"{len(failed)} of {len(requests)} tags could not be monitored"
@@ -270,14 +299,34 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
         self._lost.set()
 
     def _subscription_status(self, status: ua.StatusCode) -> None:
-        log.warning("%s: subscription status %s", self.name, status)
+        log.warning("%s: subscription status %s", self.name, status.name)
         if status.is_bad():
             self._lost.set()
 
     def _receive(self, batch: list[Sample]) -> None:
         if batch:
             self.samples_received += len(batch)
+            gone = {s.tag: s.status for s in batch if s.status and s.status in _GONE}
+            if gone:
+                self._not_offered(gone)
             self.sink(batch)
+
+    def _not_offered(self, tags: dict[str, int]) -> None:
+        """Report tags the server does not offer, once each, and store them Bad with why."""
+        new = {t: code for t, code in tags.items() if t not in self.missing}
+        if not new:
+            return
+        for tag, code in new.items():
+            self.missing[tag] = status_name(code)
+        log.warning(
+            "%s: %d tag(s) not offered by %s: %s",
+            self.name,
+            len(new),
+            self.config.url,
+            _named(sorted(new), {t: self.missing[t] for t in new}),
+        )
+        now, nan = utcnow(), float("nan")
+        self.sink([Sample(t, now, nan, Quality.BAD, None, code) for t, code in new.items()])
 
     async def _disconnect(self) -> None:
         work, self._work = self._work, None
@@ -294,7 +343,12 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
 
     def status(self) -> dict[str, Any]:
         """Return the collector's state, with how many items are monitored."""
-        return {**super().status(), "monitored": self.monitored, "reconnects": self.reconnects}
+        return {
+            **super().status(),
+            "monitored": self.monitored,
+            "reconnects": self.reconnects,
+            "missing": len(self.missing),
+        }
 
     async def write(self, tag: str, value: Value) -> WriteResult:
         """Write a setpoint, then read it back to confirm the device holds the new value."""
@@ -330,6 +384,21 @@ def _first(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def status_name(code: int) -> str:
+    """Return an OPC UA status code's name (BadNodeIdUnknown), or its hex value if unknown."""
+    try:
+        return str(get_name_and_doc(code)[0])
+    except KeyError:
+        return f"0x{code:08X}"
+
+
+def _named(tags: Sequence[str], why: dict[str, str] | None = None) -> str:
+    """Name the first GONE_NAMED tags (with why), and count the others."""
+    shown = [f"{t} ({why[t]})" if why else t for t in tags[:GONE_NAMED]]
+    more = len(tags) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
 
 
 def _describe(exc: BaseException) -> str:
