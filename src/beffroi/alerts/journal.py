@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 
 from beffroi.alerts.state import AlarmEvent
+from beffroi.core.csv_safe import CRLF, safe_cell
 from beffroi.core.model import aware_utc, naive_utc
 from beffroi.core.seams import SmallStore
 from beffroi.state.duckdb import SideStore
@@ -150,5 +151,10 @@ def to_csv(df: pd.DataFrame, timezone: str = "Europe/Paris") -> str:
             local = pd.to_datetime(out[c], utc=True).dt.tz_convert(timezone)
             out[c] = local.map(lambda t: "" if pd.isna(t) else t.isoformat())
     out = out.rename(columns={"ts": "time"})
+    # Comments, users, messages come from people and equipment: a spreadsheet must not run
+    # them (`core.csv_safe`). Numbers are not text cells, so a negative value stays a number.
+    for c in out.select_dtypes(include=["object", "string"]).columns:
+        out[c] = out[c].map(safe_cell)
     first = [c for c in EXPORT_ORDER if c in out]
-    return out[first + [c for c in out if c not in first]].to_csv(index=False)
+    # CRLF lines, so that a text's own CR is quoted too, not a row break before a formula.
+    return out[first + [c for c in out if c not in first]].to_csv(index=False, lineterminator=CRLF)

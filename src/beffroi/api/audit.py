@@ -16,6 +16,7 @@ def register_audit_api(server: Flask, audit: AuditLog, token: str, timezone: str
     """Add the audit routes, for requests bearing the token."""
 
     def verify() -> Response:
+        # The chain and the anchors, and the head anchored when all holds (as on the files).
         return json_response(dataclasses.asdict(audit.verify()))
 
     def export() -> Response:

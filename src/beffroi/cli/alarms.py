@@ -38,6 +38,7 @@ from beffroi.cli.common import (
     open_file,
 )
 from beffroi.control.audit import record_command
+from beffroi.core.csv_safe import CRLF, safe_cell
 from beffroi.core.model import utcnow
 from beffroi.core.timeparse import parse_time
 
@@ -211,7 +212,10 @@ def list_alarms(
     if fmt is ListFormat.json:
         typer.echo(json.dumps(rows, default=str))
     elif fmt is ListFormat.csv:
-        typer.echo(pd.DataFrame(rows).to_csv(index=False), nl=False)
+        # Comments, users and messages: no live formulas once opened in a spreadsheet.
+        safe = [{k: safe_cell(v) for k, v in r.items()} for r in rows]
+        # CRLF lines, so that a text's own CR is quoted too, not a row break before a formula.
+        typer.echo(pd.DataFrame(safe).to_csv(index=False, lineterminator=CRLF), nl=False)
     else:
         _print_table(rows, ZoneInfo(cfg.metropolis.timezone))
 

@@ -1,4 +1,4 @@
-"""`beffroi audit verify|export`: check the audit log's hash chain, export its records as CSV.
+"""`beffroi audit verify|export`: check the audit log's chain and anchors, export it as CSV.
 
 While a gateway runs it holds the audit file (DuckDB locks it), so both commands then go
 through its API, as every command does (`api/client.py`).
@@ -20,6 +20,7 @@ from beffroi.api import routes
 from beffroi.api.client import GatewayClient
 from beffroi.cli.common import RUN_FIRST, ConfigOpt, fail, gateway_or_files, load, open_file
 from beffroi.control.audit import AuditLog, record_command, to_csv
+from beffroi.control.audit_anchor import AnchorBook
 from beffroi.control.config import ControlSite, audit_path
 from beffroi.core.timeparse import parse_time
 
@@ -33,15 +34,17 @@ Audit = Callable[..., None]  # audit(action, target, **detail): record a change 
 
 def _open(cfg: ControlSite) -> AuditLog:
     """Open the audit file read-only, or exit saying why not."""
-    path = audit_path(cfg)
+    path, anchors = audit_path(cfg), AnchorBook.from_config(cfg)
     return open_file(
-        path, lambda: AuditLog(path, read_only=True), missing=f"no audit log yet ({RUN_FIRST})"
+        path,
+        lambda: AuditLog(path, read_only=True, anchors=anchors),
+        missing=f"no audit log yet ({RUN_FIRST})",
     )
 
 
 @commands.command("verify")
 def verify(config: ConfigOpt = Path("config.toml")) -> None:
-    """Check the hash chain: exit 0 if intact, 1 naming the first broken record."""
+    """Check the chain and the anchors: exit 0 if intact, 1 naming what is broken or missing."""
     cfg = load(config)
     path = audit_path(cfg)
 
@@ -57,15 +60,22 @@ def verify(config: ConfigOpt = Path("config.toml")) -> None:
         return result
 
     result = gateway_or_files(cfg, online, offline)
+    anchored = result.get("anchored_seq") or 0  # a gateway of an older version says nothing
     if result["ok"]:
-        typer.echo(f"{path}: OK, {result['count']} records chained, head {result['head']}")
-        return
-    typer.echo(
-        f"{path}: BROKEN at record {result['broken_seq']}: {result['problem']} "
-        f"({result['count']} records intact before it)",
-        err=True,
-    )
-    raise typer.Exit(1)
+        at = f", anchored up to record {anchored} ({result.get('anchored_at')})" if anchored else ""
+        typer.echo(f"{path}: OK, {result['count']} records chained, head {result['head']}{at}")
+    elif result["broken_seq"] is None:  # the records hold together; an anchor does not verify
+        typer.echo(f"{path}: ANCHOR FAILED: {result['problem']}", err=True)
+    else:
+        typer.echo(
+            f"{path}: BROKEN at record {result['broken_seq']}: {result['problem']} "
+            f"({result['count']} records intact before it)",
+            err=True,
+        )
+    if result.get("note"):
+        typer.echo(f"note: {result['note']}", err=True)
+    if not result["ok"]:
+        raise typer.Exit(1)
 
 
 @commands.command("export")
@@ -112,7 +122,8 @@ def offline_audit(cfg: ControlSite) -> Iterator[AuditLog | None]:
         return
     path = audit_path(cfg)
     try:
-        log = AuditLog(path)
+        # Anchored at close when the gateway's key is at hand; never a key made here.
+        log = AuditLog(path, anchors=AnchorBook.from_config(cfg))
     except Exception as exc:
         if "lock" in str(exc).lower():
             raise fail([f"{path} is in use by a running gateway; stop it first"], 1) from None

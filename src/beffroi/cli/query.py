@@ -14,6 +14,7 @@ from beffroi.api import routes
 from beffroi.api.client import GatewayClient
 from beffroi.app.config import Config
 from beffroi.cli.common import RUN_FIRST, ConfigOpt, fail, gateway_or_files, load, open_file
+from beffroi.core.csv_safe import CRLF, safe_cell
 from beffroi.core.register import build_register
 from beffroi.core.seams import Historian
 from beffroi.core.timeparse import parse_every, parse_time
@@ -113,4 +114,8 @@ def query(
     if fmt is OutputFormat.json:
         typer.echo(df.to_json(orient="records"))
     else:
-        typer.echo(df.to_csv(index=False), nl=False)
+        # String tags carry text from equipment: no live formulas once opened in a spreadsheet.
+        for c in df.select_dtypes(include=["object", "string"]).columns:
+            df[c] = df[c].map(safe_cell)
+        # CRLF lines, so that a text's own CR is quoted too, not a row break before a formula.
+        typer.echo(df.to_csv(index=False, lineterminator=CRLF), nl=False)

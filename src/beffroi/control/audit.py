@@ -2,8 +2,9 @@
 
 Each record's hash covers a canonical serialisation of its fields and the previous record's
 hash, so editing or deleting any record (but the newest ones, which nothing follows yet)
-breaks the chain where it happened. The head hash is logged at open and close, so that a
-truncation can be shown against the gateway's log.
+breaks the chain where it happened. Deleting the newest ones shows against the anchors
+(control/audit_anchor.py): signed checkpoints of the head kept outside the file, which name
+records the log must still hold. The head hash is also logged at open and close.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pandas as pd
 
+from beffroi.control.audit_anchor import Anchor, AnchorBook, AnchorError, AnchorScan
+from beffroi.core.csv_safe import safe_cell
 from beffroi.core.model import utcnow
 from beffroi.core.seams import SmallStore
 from beffroi.state.duckdb import SideStore
@@ -115,13 +118,18 @@ class AuditRecord:
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """What a chain check found: ok, how many records, the head, or the first broken one."""
+    """What a check found: ok, how many records, the head, or the first broken one (None when
+    only an anchor fails), and the newest anchor the log matches (records up to it are all there).
+    """
 
     ok: bool
     count: int
     head: str
     broken_seq: int | None = None
     problem: str = ""
+    anchored_seq: int = 0
+    anchored_at: str = ""
+    note: str = ""
 
 
 class AuditLog:
@@ -132,10 +140,11 @@ class AuditLog:
         path: str | Path,
         read_only: bool = False,
         clock: Callable[[], datetime] = utcnow,
+        anchors: AnchorBook | None = None,
     ):
         self._db: SmallStore = SideStore(path, SCHEMA, read_only=read_only, what="audit log")
         self.path = self._db.path
-        self.clock = clock
+        self.clock, self.read_only, self.anchors = clock, read_only, anchors
         last = self._db.rows("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         self._next, self._head = (int(last[0][0]) + 1, str(last[0][1])) if last else (1, GENESIS)
         log.info("audit log %s: %d records, head %s", self.path, self._next - 1, self._head)
@@ -224,9 +233,17 @@ class AuditLog:
             yield from rows
             after = rows[-1][0]
 
-    def verify(self) -> VerifyResult:
-        """Check the whole chain: numbering, links and hashes; name the first broken record."""
+    def verify(self, anchor: bool = True) -> VerifyResult:
+        """Check the chain and the anchors: numbering, links, hashes, every anchored record
+        still there with its hash; name the first broken record. When all holds, anchor the
+        head (unless told not to, or no key is at hand).
+        """
+        # Read before the walk: an anchor written meanwhile names a record the walk still sees.
+        scan = self.anchors.scan() if self.anchors is not None else None
+        want = scan.anchors if scan is not None else {}
         prev, expected, count = GENESIS, 1, 0
+        matched: Anchor | None = None  # the newest anchor the walk found its record for
+        rewritten: tuple[Anchor, str, int] | None = None  # anchor, the log's hash, last match
         for r in self._rows():
             seq, stored_prev, stored = r[0], r[8], r[9]
             if seq != expected:
@@ -241,8 +258,96 @@ class AuditLog:
                 return VerifyResult(
                     False, count, prev, seq, f"record {seq} was altered (hash mismatch)"
                 )
+            for a in want.get(seq, {}).values():
+                if a.hash == stored:
+                    matched = a
+                elif rewritten is None:
+                    rewritten = (a, stored, matched.seq if matched is not None else 0)
             prev, expected, count = stored, expected + 1, count + 1
-        return VerifyResult(True, count, prev)
+        if scan is None:
+            return VerifyResult(True, count, prev)
+        return self._anchored(scan, count, prev, matched, rewritten, anchor)
+
+    def _anchored(
+        self,
+        scan: AnchorScan,
+        count: int,
+        head: str,
+        matched: Anchor | None,
+        rewritten: tuple[Anchor, str, int] | None,
+        anchor: bool,
+    ) -> VerifyResult:
+        """Judge an intact chain against the anchors; anchor its head when all holds."""
+        assert self.anchors is not None
+        problems, broken = [], None
+        if rewritten is not None:
+            a, found, before = rewritten
+            since = f"records after {before} were" if before else "the log was"
+            problems.append(
+                f"the anchor of {a.time} names record {a.seq} with hash {a.hash[:16]}…; the "
+                f"log's record {a.seq} has hash {found[:16]}…: {since} replaced"
+            )
+            broken = before + 1
+        newest = scan.newest
+        if newest is not None and newest.seq > count:
+            ends = f"the log ends at {count}" if count else "the log holds no record"
+            gone = f"{count + 1}" if newest.seq == count + 1 else f"{count + 1} to {newest.seq}"
+            problems.append(
+                f"the anchor of {newest.time} names record {newest.seq}; {ends} "
+                f"(record{'s' if newest.seq > count + 1 else ''} {gone} deleted)"
+            )
+            broken = min(broken or count + 1, count + 1)
+        problems += scan.problems()
+        notes = scan.notes()
+        notes += [f"no anchor file {p}" for p in scan.absent if scan.anchors]
+        last = matched.seq if matched is not None else 0
+        if problems:
+            return VerifyResult(
+                False,
+                broken - 1 if broken is not None else count,
+                head,
+                broken,
+                "; ".join(problems),
+                last,
+                matched.time if matched is not None else "",
+                "; ".join(notes),
+            )
+        if not scan.anchors and count:
+            notes.append(
+                f"no anchor in {self.anchors.describe()}: the log's end is not checked "
+                "(deleting its newest records would not show)"
+            )
+        elif last < count:
+            newer = (
+                f"records {last + 1} to {count} are" if count > last + 1 else f"record {count} is"
+            )
+            notes.append(f"{newer} newer than the newest anchor")
+        if anchor and count > last:
+            try:  # a key is never made here: one the gateway does not know would fail later
+                matched = self.anchors.write(count, head, "verify")
+                last = count
+                notes.append(f"record {count} anchored now")
+            except AnchorError as exc:
+                notes.append(f"not anchored now: {exc}")
+        return VerifyResult(
+            True,
+            count,
+            head,
+            anchored_seq=last,
+            anchored_at=matched.time if matched is not None else "",
+            note="; ".join(notes),
+        )
+
+    def anchor(self, why: str) -> Anchor | None:
+        """Write a signed checkpoint of the head to the anchor places (None: nothing new)."""
+        if self.anchors is None:
+            return None
+        with self._db.locked():
+            seq, head = self._next - 1, self._head
+        last = self.anchors.last
+        if seq == 0 or (last is not None and last.seq >= seq):
+            return None
+        return self.anchors.write(seq, head, why)
 
     def frame(
         self,
@@ -259,7 +364,12 @@ class AuditLog:
         return df.rename(columns={"user_name": "user"})
 
     def close(self) -> None:
-        """Checkpoint and close the file, logging the head for out-of-band comparison."""
+        """Anchor the head (a writable log), checkpoint and close the file, logging the head."""
+        if not self.read_only:
+            try:
+                self.anchor("stop")
+            except AnchorError as exc:  # the records are safe; only this checkpoint is lost
+                log.error("audit log %s: the head is not anchored at close: %s", self.path, exc)
         with self._db.locked():
             log.info("audit log %s closed: %d records, head %s", self.path, len(self), self._head)
             self._db.close()
@@ -300,12 +410,14 @@ def to_csv(df: pd.DataFrame, timezone: str = "Europe/Paris") -> str:
                 r.seq,
                 ts.astimezone(tz).isoformat(),
                 _ts_text(ts.replace(tzinfo=None)),
-                r.user,
-                r.action,
-                r.target,
-                r.commune,
-                r.outcome,
-                r.detail,
+                # Text that people typed (targets, details) is written safe for spreadsheets;
+                # the hashes cover the text as stored (see the README on verifying an export).
+                safe_cell(r.user),
+                safe_cell(r.action),
+                safe_cell(r.target),
+                safe_cell(r.commune),
+                safe_cell(r.outcome),
+                safe_cell(r.detail),
                 r.prev_hash,
                 r.hash,
             ]

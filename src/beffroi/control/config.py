@@ -8,7 +8,7 @@ from typing import Literal, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
-from beffroi.core.config import DAYS, HHMM, Day, Emails, Slug, Strict
+from beffroi.core.config import DAYS, HHMM, Day, Emails, EnvName, Slug, Strict
 from beffroi.core.site import SignalConfig, Site
 from beffroi.mail.config import SmtpConfig
 
@@ -171,6 +171,22 @@ class ControlConfig(Strict):
     maintenance: list[MaintenanceWindow] = []
     playbooks: list[PlaybookConfig] = []
     lighting: LightingScheduleConfig = LightingScheduleConfig()
+    # Checkpoints of the audit log's head kept outside it, so that deleting its newest records
+    # shows (control/audit_anchor.py): files, ideally on another disk or host.
+    audit_anchor: list[str] = Field(
+        default=[], description="default: audit-anchor.jsonl beside the historian"
+    )
+    audit_anchor_key_env: EnvName = Field(
+        default="", description="default: audit-anchor.key in the data folder, made at first use"
+    )
+    audit_anchor_every_s: float = Field(default=60.0, ge=1, le=86_400)
+    audit_anchor_email: Emails = []
+    audit_anchor_email_every_h: float = Field(default=24.0, gt=0, le=744)
+
+    @field_validator("audit_anchor", mode="before")
+    @classmethod
+    def _one_or_more(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
 
 
 class MailRelay(Protocol):
@@ -195,6 +211,18 @@ def audit_path(site: ControlSite) -> Path:
     if site.control.audit:
         return site.resolve(site.control.audit)
     return site.data_dir() / "audit.duckdb"
+
+
+def audit_anchor_paths(site: ControlSite) -> list[Path]:
+    """Return the anchor files: as configured, or audit-anchor.jsonl in the data folder."""
+    if site.control.audit_anchor:
+        return [site.resolve(p) for p in site.control.audit_anchor]
+    return [site.data_dir() / "audit-anchor.jsonl"]
+
+
+def audit_anchor_key_path(site: ControlSite) -> Path:
+    """Return the key file made at first use when no environment variable holds the key."""
+    return site.data_dir() / "audit-anchor.key"
 
 
 def value_problem(sig: SignalConfig, value: SetValue, step: float | None) -> str | None:
@@ -285,6 +313,10 @@ def control_problems(cfg: ControlSite) -> list[str]:
                 p = value_problem(sig, step.value, step_of(step.asset_class, step.signal))
                 if p is not None:
                     out.append(f"{where}.value: {p}")
+    audit_file = audit_path(cfg).resolve()
+    for i, anchor in enumerate(audit_anchor_paths(cfg) if ctl.audit_anchor else []):
+        if anchor.resolve() == audit_file:
+            out.append(f"control.audit_anchor[{i}]: must be another file than the audit log")
     light = ctl.lighting
     # The defaults name the demo's classes: a config without them simply has no lighting
     # schedule or car parks to publish; naming a class that does not exist is an error.

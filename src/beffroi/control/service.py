@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from beffroi.control.audit import AuditLog
+from beffroi.control.audit_anchor import AnchorBook, AnchorError, AnchorMail
 from beffroi.control.config import ControlSite, audit_path
 from beffroi.control.lighting import LightingScheduler
 from beffroi.control.mail import Mailer
@@ -57,6 +58,8 @@ class ControlService:
         self._loop_thread: int | None = None
         self._tasks: set[Future] = set()
         self._jobs: set[asyncio.Future] = set()
+        ctl = cfg.control
+        self._anchor_mail = AnchorMail(ctl.audit_anchor_email, ctl.audit_anchor_email_every_h)
         self.closed = False
 
     async def start(
@@ -64,8 +67,12 @@ class ControlService:
     ) -> None:
         """Open the audit log, build the parts, schedule lighting and mail; stop with the stack."""
         cfg, path = self.cfg, audit_path(self.cfg)
-        self.audit = audit = await asyncio.to_thread(AuditLog, path, False, self.clock)
-        stack.callback(audit.close)
+        anchors = AnchorBook.from_config(cfg, self.clock)
+        await asyncio.to_thread(anchors.key, True)  # a key named but not set stops the start
+        self.audit = audit = await asyncio.to_thread(
+            AuditLog, path, False, self.clock, anchors=anchors
+        )
+        stack.callback(audit.close)  # which anchors the head at stop
         self.setpoints = SetpointService(
             cfg, self.register, self.live, self.collector_for, audit, clock=self.clock
         )
@@ -86,6 +93,9 @@ class ControlService:
                     cfg.control.lighting.tick_s, self._lighting_tick, name="control-lighting"
                 )
             scheduler.every(MAIL_RETRY_S, self._mail_retry, name="control-mail")
+            scheduler.every(
+                cfg.control.audit_anchor_every_s, self._anchor, name="control-audit-anchor"
+            )
         audit.record(
             "system",
             "control.start",
@@ -110,6 +120,19 @@ class ControlService:
     async def _mail_retry(self) -> None:
         if not self.closed and self.mailer is not None:
             await self._job(self.mailer.retry())
+
+    async def _anchor(self) -> None:
+        """Anchor the audit log's head if records came; e-mail it to the auditors when due."""
+        if self.closed or self.audit is None or self.audit.anchors is None:
+            return
+        try:
+            await asyncio.to_thread(self.audit.anchor, "job")
+        except AnchorError as exc:  # every minute until a place takes it again
+            log.error("audit log: the head is not anchored: %s", exc)
+        mail = self._anchor_mail.take(self.audit.anchors.last, self.clock())
+        if mail is not None and self.mailer is not None:
+            to = self.cfg.control.audit_anchor_email
+            await self._job(self.mailer.send(to, *mail, "audit-anchor"))
 
     async def _stop(self) -> None:
         self.closed = True
@@ -179,6 +202,7 @@ class ControlService:
         return {
             **self.setpoints.status(),
             "audit_records": len(self.audit),
+            "audit_anchor": self.audit.anchors.status() if self.audit.anchors else None,
             "open_runs": sum(
                 1 for r in self.playbooks.runs() if r.state not in ("rolled_back", "discarded")
             )

@@ -3,7 +3,8 @@
 The CSV has one row per stored value: period start and end in local time with their offset,
 resolution, KPI, scope, value, unit, coverage and the gap-filled flag. The manifest beside it
 says what the figures are (formulas, inputs with their compression settings, baseline), which
-software computed them, the query, the row count and the SHA-256 of the CSV's bytes.
+software computed them, the query, the row count and the SHA-256 of the CSV's bytes. Text cells
+are safe to open in a spreadsheet (`core.csv_safe`); the hash is of the bytes as written.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 import beffroi
+from beffroi.core.csv_safe import safe_text
 from beffroi.core.model import Quality, utcnow
 from beffroi.core.seams import Historian
 from beffroi.kpi.config import KpiSite
@@ -96,6 +98,12 @@ def series_of(historian: Historian, query: ExportQuery) -> list[tuple[str, str, 
     return sorted(out)
 
 
+def _text(s: str) -> str:
+    """Return a text cell of a hand-built CSV line: formula-safe, quoted when it must be."""
+    s = safe_text(s)
+    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\r\n') else s
+
+
 def _fmt(v: float) -> str:
     # repr is the shortest text that reads back as the same float: values equal the series.
     return "" if v is None or not math.isfinite(v) else repr(float(v))
@@ -116,6 +124,9 @@ def iter_csv(
     if not series:
         return
     key_of = {tag: (kpi, scope) for kpi, scope, tag in series}
+    # Scopes come from tag names: text cells like any other export's, formatted once a series.
+    cells_of = {tag: (_text(kpi), _text(scope), _text(BY_NAME[kpi].unit))
+                for kpi, scope, tag in series}  # fmt: skip
     cov_of = {tag: tag.replace(f".{query.resolution}/", f".{query.resolution}.{COVERAGE}/", 1)
               for _, _, tag in series}  # fmt: skip
     tags = [t for _, _, t in series] + list(cov_of.values())
@@ -125,7 +136,8 @@ def iter_csv(
     t0, done = query.start, 0
     while t0 < query.end:
         t1 = min(t0 + step, query.end)
-        lines = _chunk_lines(historian.query(tags, t0, t1), key_of, cov_of, query.resolution, tz)
+        df = historian.query(tags, t0, t1)
+        lines = _chunk_lines(df, key_of, cells_of, cov_of, query.resolution, tz)
         result.rows += len(lines)
         if lines:
             text = "\r\n".join(lines) + "\r\n"
@@ -140,6 +152,7 @@ def iter_csv(
 def _chunk_lines(
     df: pd.DataFrame,
     key_of: dict[str, tuple[str, str]],
+    cells_of: dict[str, tuple[str, str, str]],
     cov_of: dict[str, str],
     resolution: Resolution,
     tz: ZoneInfo,
@@ -162,15 +175,13 @@ def _chunk_lines(
         start = datetime.fromtimestamp(t / 1e6, UTC)
         end = period_of(start, resolution, tz)[1]
         bounds[t] = f"{local_iso(start, tz)},{local_iso(end, tz)},{resolution}"
-    units = {k: d.unit for k, d in BY_NAME.items()}
     flag = {int(q): "true" if q == Quality.UNCERTAIN else "false" for q in Quality}
     out = []
     for i in rows:
-        kpi, scope = key_of[tags[i]]
+        kpi, scope, unit = cells_of[tags[i]]
         c = cover.get((cov_of[tags[i]], ts[i]), math.nan)
         out.append(
-            f"{bounds[ts[i]]},{kpi},{scope},{_fmt(value[i])},{units[kpi]},{_fmt(c)},"
-            f"{flag[quality[i]]}"
+            f"{bounds[ts[i]]},{kpi},{scope},{_fmt(value[i])},{unit},{_fmt(c)},{flag[quality[i]]}"
         )
     return out
 
@@ -226,6 +237,8 @@ def manifest(
         "query": query.as_json(tz),
         "quality": "gap_filled = true when gap-filled (interpolated) inputs went into the value; "
         "an empty value is undefined (no Good data, or a ratio over zero)",
+        "text_cells": "a text cell starting with =, +, -, @, a tab or a carriage return is "
+        "written with a leading ' so that spreadsheets show it as text (CSV injection)",
         "definitions": definitions(cfg, result.kpis or set(query.kpis)),
     }
 

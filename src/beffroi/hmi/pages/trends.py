@@ -25,6 +25,7 @@ from dash import (
 )
 from dash.exceptions import PreventUpdate
 
+from beffroi.core.csv_safe import CRLF, safe_cell
 from beffroi.core.model import Quality, utcnow
 from beffroi.core.register import Register
 from beffroi.hmi.auth import ensure_sees, sees
@@ -264,8 +265,13 @@ def download(
             "quality": df["quality"].map(lambda q: Quality(int(q)).label),
         }
     )
+    # String tags carry text from equipment (panel messages): no live formulas in a spreadsheet.
+    # A numeric value is not a text cell, so a negative one stays a number.
+    for c in out.select_dtypes(include=["object", "string"]).columns:
+        out[c] = out[c].map(safe_cell)
     name = f"beffroi-trend-{start.astimezone(ZoneInfo(DISPLAY_TZ)):%Y%m%d-%H%M}.csv"
-    return dcc.send_data_frame(out.to_csv, name, index=False)
+    # CRLF lines, so that a message's own CR is quoted too, not a row break before a formula.
+    return dcc.send_data_frame(out.to_csv, name, index=False, lineterminator=CRLF)
 
 
 @callback(
