@@ -148,7 +148,10 @@ def verify(_n: int | None) -> str:
     r = _audit().verify()
     log.info("%s verified the audit chain: %s", current().name, "ok" if r.ok else r.problem)
     if r.ok:
-        return f"Chain intact: {r.count} records, head {r.head[:16]}…"
+        note = f" ({r.note})" if r.note else ""
+        return f"Chain intact: {r.count} records, head {r.head[:16]}…{note}"
+    if r.broken_seq is None:  # the chain holds; an anchor of its head does not verify
+        return f"ANCHOR CHECK FAILED: {r.problem}"
     return f"CHAIN BROKEN at record {r.broken_seq}: {r.problem}"
 
 
