@@ -15,6 +15,7 @@ from beffroi.alerts.state import AlarmCommandError, AlarmEvent
 from beffroi.api import routes
 from beffroi.api.http import add_route, error, json_response
 from beffroi.control.audit import AuditLog, record_command
+from beffroi.core.limits import COMMENT_MAX, ROWS_MAX, USER_NAME_MAX, check_count, check_text
 from beffroi.core.timeparse import parse_time
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,17 @@ ERRORS: Mapping[type[Exception], int] = {AlarmCommandError: 409, ValueError: 400
 def event_json(ev: AlarmEvent) -> dict[str, Any]:
     """Return an event as JSON-ready data."""
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in ev.as_row().items()}
+
+
+ALARM_ID_MAX = 300  # `<tag>#<rule>`
+
+
+def _int(text: str, what: str) -> int:
+    """Return a query parameter as an integer, or raise saying it is not one."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{what}: expected a whole number, got {text!r}") from None
 
 
 def _filters() -> dict[str, Any]:
@@ -48,7 +60,12 @@ def register_alarm_api(
         missing = [k for k in required if not body.get(k)]
         if missing:
             raise ValueError(f"missing {', '.join(missing)}")
-        return {**body, "user": str(body["user"]), "comment": str(body.get("comment") or "")}
+        user = check_text(body["user"], "user", USER_NAME_MAX)
+        comment = check_text(body.get("comment") or "", "comment", COMMENT_MAX)
+        return {**body, "user": user, "comment": comment}
+
+    def checked_id(value: object) -> str:
+        return check_text(value, "alarm id", ALARM_ID_MAX)
 
     def listing() -> Response:
         include = request.args.get("all", "") in ("1", "true")
@@ -82,27 +99,31 @@ def register_alarm_api(
     def ack() -> Response:
         body = command_body("ids", "user")
         ids = body["ids"]
-        if not isinstance(ids, list):
-            raise ValueError("ids: expected a list of alarm ids")
-        ids = [str(i) for i in ids]
+        if not isinstance(ids, list) or not 0 < len(ids) <= ROWS_MAX:
+            raise ValueError(f"ids: expected a list of 1 to {ROWS_MAX} alarm ids")
+        ids = [checked_id(i) for i in ids]
         return audited(
             body, "alarm.ack", ids, lambda: alarms.ack(ids, body["user"], body["comment"])
         )
 
     def shelve() -> Response:
         body = command_body("id", "user")
-        alarm_id, minutes = str(body["id"]), body.get("minutes")
+        shelved, minutes = checked_id(body["id"]), body.get("minutes")
+        if minutes is not None and (
+            isinstance(minutes, bool) or not isinstance(minutes, int | float)
+        ):
+            raise ValueError(f"minutes: expected a number, got {minutes!r}")
 
         def apply() -> list[AlarmEvent]:
             span = None if minutes is None else float(minutes)
-            return [alarms.shelve(alarm_id, body["user"], body["comment"], span)]
+            return [alarms.shelve(shelved, body["user"], body["comment"], span)]
 
         how_long = {"oneshot": True} if minutes is None else {"minutes": minutes}
-        return audited(body, "alarm.shelve", [alarm_id], apply, **how_long)
+        return audited(body, "alarm.shelve", [shelved], apply, **how_long)
 
     def unshelve() -> Response:
         body = command_body("id", "user")
-        alarm_id = str(body["id"])
+        alarm_id = checked_id(body["id"])
         return audited(
             body,
             "alarm.unshelve",
@@ -112,7 +133,7 @@ def register_alarm_api(
 
     def service() -> Response:
         body = command_body("id", "user")
-        alarm_id, out = str(body["id"]), bool(body.get("out", True))
+        alarm_id, out = checked_id(body["id"]), bool(body.get("out", True))
         return audited(
             body,
             "alarm.out_of_service" if out else "alarm.in_service",
@@ -123,7 +144,8 @@ def register_alarm_api(
     def events() -> Response:
         start = parse_time(request.args.get("start", "-24h"))
         end = parse_time(request.args.get("end", "now"))
-        limit = request.args.get("limit", type=int)
+        given = request.args.get("limit")
+        limit = None if given is None else check_count(_int(given, "limit"), "limit", 1, ROWS_MAX)
         df = alarms.events(start=start, end=end, limit=limit, **_filters())
         if request.args.get("format") == "csv":
             tz = alarms.cfg.metropolis.timezone

@@ -10,10 +10,9 @@ from flask import Flask, Response, request
 
 from beffroi.api import routes
 from beffroi.api.http import add_route, json_response
+from beffroi.core.limits import POINTS_MAX, TAG_MAX, TAGS_PER_QUERY, check_count, check_text
 from beffroi.core.seams import Historian
 from beffroi.core.timeparse import parse_every, parse_time
-
-MAX_TAGS = 500
 
 
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -35,21 +34,30 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
 def register_query_api(server: Flask, historian: Historian, token: str) -> None:
     """Add the query and latest routes, answering only requests bearing the token."""
 
-    def query() -> Response:
+    def tag_list(required: bool) -> list[str]:
         tags = request.args.getlist("tag")
-        if not tags or len(tags) > MAX_TAGS:
-            raise ValueError(f"give between 1 and {MAX_TAGS} tag parameters")
+        if (required and not tags) or len(tags) > TAGS_PER_QUERY:
+            raise ValueError(f"give between 1 and {TAGS_PER_QUERY} tag parameters")
+        return [check_text(t, "tag", TAG_MAX) for t in tags]
+
+    def query() -> Response:
+        tags = tag_list(required=True)
         start = parse_time(request.args.get("start", "-1h"))
         end = parse_time(request.args.get("end", "now"))
         every = request.args.get("every")
         width = parse_every(every) if every else None
-        max_points = request.args.get("max_points", type=int)
+        given = request.args.get("max_points")
+        max_points = None
+        if given is not None:
+            if not given.isdigit():
+                raise ValueError(f"max_points: expected a whole number, got {given!r}")
+            max_points = check_count(int(given), "max_points", 3, POINTS_MAX)
         agg: Any = request.args.get("agg")  # checked by the historian against AGGREGATES
         df = historian.query(tags, start, end, every=width, agg=agg, max_points=max_points)
         return json_response({"backend": historian.name, "rows": records(df)})
 
     def latest() -> Response:
-        tags = request.args.getlist("tag") or None
+        tags = tag_list(required=False) or None
         return json_response({"backend": historian.name, "rows": records(historian.latest(tags))})
 
     add_route(server, routes.QUERY, token, query)

@@ -204,7 +204,7 @@ class Runtime:
             control=self.control,
         )
         self.hmi_server = server = HmiServer(
-            app, cfg.hmi.host, cfg.hmi.port, threads=cfg.hmi.threads
+            app, cfg.hmi.host, cfg.hmi.port, threads=cfg.hmi.threads, http=cfg.hmi.http
         )
         server.start()
         stack.callback(server.stop)

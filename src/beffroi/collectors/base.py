@@ -38,6 +38,7 @@ class Backoff:
     def __init__(self, min_s: float, max_s: float):
         self.min_s, self.max_s = min_s, max_s
         self._tries = 0
+        self._jitter = random.Random()  # its own: the process's random state is not ours to move
 
     def reset(self) -> None:
         """Start again from the quick retries."""
@@ -49,7 +50,7 @@ class Backoff:
         doublings = max(0, self._tries - self.FAST_TRIES)
         base = min(self.min_s * 2.0 ** min(doublings, 30), self.max_s)
         # Jitter spreads the reconnects of many gateways after a server restart.
-        return base * random.uniform(0.8, 1.2)
+        return base * self._jitter.uniform(0.8, 1.2)
 
 
 class CollectorBase(ABC, Generic[C]):

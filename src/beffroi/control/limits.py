@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 
 from beffroi.control.config import ClassControl, InterlockConfig, MaintenanceWindow, on_step
 from beffroi.control.model import Actor, ControlError
+from beffroi.core.limits import MESSAGE_MAX, check_text
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Asset, Quality, TagSpec, Value
 
-MAX_TEXT = 200  # information panels show at most this many characters
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TRUE = {"true", "1", "on", "yes", "oui"}
 _FALSE = {"false", "0", "off", "no", "non"}
@@ -33,9 +33,12 @@ def coerce(spec: TagSpec, raw: Any) -> Value:
     if spec.kind == "str":
         if not isinstance(raw, str):
             raise ControlError(f"{spec.signal} takes text")
-        if len(raw) > MAX_TEXT:
-            raise ControlError(f"text longer than {MAX_TEXT} characters")
-        return raw
+        if len(raw) > MESSAGE_MAX:
+            raise ControlError(f"text longer than {MESSAGE_MAX} characters")
+        try:
+            return check_text(raw, spec.signal, MESSAGE_MAX)
+        except ValueError as exc:  # control characters
+            raise ControlError(str(exc)) from None
     if isinstance(raw, bool):
         raise ControlError(f"{spec.signal} takes a number")
     try:

@@ -31,12 +31,20 @@ from beffroi.control.limits import (
     same_value,
 )
 from beffroi.control.model import Actor, CommandResult, ControlError, Selection
+from beffroi.core.limits import COMMENT_MAX, check_text
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Asset, Quality, TagSpec, Value, WriteStatus, utcnow
 from beffroi.core.register import Register
 from beffroi.core.seams import Collector
 
 log = logging.getLogger(__name__)
+
+
+def _bounded(value: object) -> object:
+    """Return a refused command's value or reason as the audit keeps it: text cut to a bound."""
+    if isinstance(value, str) and len(value) > COMMENT_MAX:
+        return value[:COMMENT_MAX] + f"… ({len(value)} characters)"
+    return value if isinstance(value, bool | int | float | str | None) else repr(value)[:200]
 
 
 class SetpointService:
@@ -221,8 +229,12 @@ class SetpointService:
         context = context or {}
         commune, previous = "", None
         try:
-            if len((reason or "").strip()) < self.ctl.min_reason_chars:
+            if not isinstance(reason, str) or len(reason.strip()) < self.ctl.min_reason_chars:
                 raise ControlError("a reason is required")
+            try:
+                check_text(reason, "reason", COMMENT_MAX)
+            except ValueError as exc:
+                raise ControlError(str(exc)) from None
             spec, asset = self.target(tag)
             commune = asset.commune
             self._authorise(actor, asset)
@@ -271,8 +283,9 @@ class SetpointService:
                     target=tag,
                     commune=commune,
                     outcome="refused",
-                    value=raw,
-                    reason=reason,
+                    # What was sent, but never more than a record should hold.
+                    value=_bounded(raw),
+                    reason=_bounded(reason),
                     refusal=why,
                     rule=rule,
                     source=source,

@@ -18,7 +18,10 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
         return now
     m = _RELATIVE.match(text)
     if m:
-        return now - timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+        try:
+            return now - timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+        except OverflowError:  # -99999999d: before the year 1
+            raise ValueError(f"{text!r}: too far back") from None
     try:
         ts = datetime.fromisoformat(text)
     except ValueError:
@@ -31,4 +34,7 @@ def parse_every(text: str) -> timedelta:
     m = _WIDTH.match(text.strip())
     if not m or float(m.group(1)) <= 0:
         raise ValueError(f"{text!r}: expected a width like 30s, 15m, 1h or 1d")
-    return timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+    try:
+        return timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+    except OverflowError:
+        raise ValueError(f"{text!r}: too wide") from None

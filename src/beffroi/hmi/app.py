@@ -10,17 +10,19 @@ from zoneinfo import ZoneInfo
 
 import dash
 from dash import Input, Output, callback, dcc, html
-from flask import Response, has_request_context, jsonify
+from dash.exceptions import UnsupportedRelativePath
+from flask import Flask, Response, has_request_context, jsonify, request
 from flask_login import current_user
 
 from beffroi.alerts.service import AlarmService
+from beffroi.api.http import MALFORMED, error
 from beffroi.api.server import mount_api
 from beffroi.control.audit import AuditLog
 from beffroi.control.service import ControlService
 from beffroi.core.live import LiveValues
 from beffroi.core.register import Register
 from beffroi.core.seams import Historian
-from beffroi.hmi.auth import install_auth, sees, session_secret
+from beffroi.hmi.auth import LoginThrottle, install_auth, sees, session_secret
 from beffroi.hmi.config import HmiSite
 from beffroi.hmi.context import HmiContext, get_context, set_context
 from beffroi.hmi.figures import DISPLAY_TZ
@@ -140,6 +142,27 @@ def _register_shell_callbacks() -> None:
         return alarm_banner(rows)
 
 
+def _refuse_malformed_callbacks(server: Flask, prefix: str) -> None:
+    """Answer a callback request out of shape with 400 and one line, never 500.
+
+    Callbacks trust the types their page's components send; a hand-built request (a number
+    where a list was, JSON nested a thousand deep) makes them fail. That is the client's
+    fault: it gets 400, and the log one line, not a traceback.
+    """
+    endpoint = prefix + "_dash-update-component"
+    dispatch = server.view_functions[endpoint]
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return dispatch(*args, **kwargs)
+        except (ValueError, UnsupportedRelativePath, *MALFORMED) as exc:
+            what = f"{type(exc).__name__}: {exc}"[:200]
+            log.warning("malformed callback request from %s (%s)", request.remote_addr, what)
+            return error(400, "malformed callback request")
+
+    server.view_functions[endpoint] = guarded
+
+
 def create_app(
     cfg: HmiSite,
     register: Register,
@@ -188,8 +211,13 @@ def create_app(
         session_secret(hmi_cfg.session_secret_env, users.path.parent / "session.secret"),
         title=cfg.metropolis.name,
         session_hours=hmi_cfg.session_hours,
-        attempts=hmi_cfg.login_attempts,
-        window_s=hmi_cfg.login_window_s,
+        session_idle_min=hmi_cfg.session_idle_min,
+        throttle=LoginThrottle(
+            attempts=hmi_cfg.login_attempts,
+            address_attempts=hmi_cfg.login_address_attempts,
+            delay_max_s=hmi_cfg.login_delay_max_s,
+            window_s=hmi_cfg.login_window_s,
+        ),
         audit=audit.record if audit is not None else None,
     )
 
@@ -221,6 +249,7 @@ def create_app(
     register_public(server, cfg, register, live)
     if status is not None:
         register_metrics(server, status)
+    _refuse_malformed_callbacks(server, app.config.requests_pathname_prefix)
 
     # Dash hands @callback registrations (pages and shell) to the first app that serves a
     # request; serve one now so this app owns them even if another app is built later.

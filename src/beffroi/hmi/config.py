@@ -1,10 +1,11 @@
-"""Config of `[hmi]` and `[hmi.public]`: the web server, sessions, logins, the public feed."""
+"""Config of `[hmi]`, `[hmi.http]` and `[hmi.public]`: web server, sessions, public feed."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Protocol
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from beffroi.alerts.config import AlarmsConfig
 from beffroi.control.config import ControlConfig
@@ -25,6 +26,31 @@ class PublicFeedConfig(Strict):
     names: dict[str, str] = {}
 
 
+class HttpConfig(Strict):
+    """The HMI's HTTP front: limits and deadlines that keep slow or abusive clients out."""
+
+    # Every figure bounds what one client can hold: a connection waiting on its client
+    # (headers, body or keep-alive) is closed at these deadlines, whatever it trickles.
+    max_connections: int = Field(default=1000, ge=16, le=100_000)
+    max_per_address: int = Field(default=64, ge=0)  # an IPv4 address or IPv6 /64; 0 = no cap
+    header_timeout_s: float = Field(default=10, gt=0, le=300)
+    body_timeout_s: float = Field(default=30, gt=0, le=3600)
+    idle_timeout_s: int = Field(default=30, ge=1, le=3600)
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096, le=1024 * 1024)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
+    trusted_proxy: str = ""  # the reverse proxy's address ("*": any), whose X-Forwarded-For counts
+
+    @field_validator("trusted_proxy")
+    @classmethod
+    def _proxy_address(cls, v: str) -> str:
+        if v not in ("", "*"):
+            try:
+                ipaddress.ip_address(v)
+            except ValueError:
+                raise ValueError(f"expected an IP address or '*', got {v!r}") from None
+        return v
+
+
 class HmiConfig(Strict):
     """The web HMI: bind address, threads, users file, sessions and login throttling."""
 
@@ -33,10 +59,29 @@ class HmiConfig(Strict):
     threads: int = Field(default=8, ge=1, le=64)
     users_db: str = "var/users.duckdb"
     session_secret_env: EnvName = Field(default="BEFFROI_SESSION_SECRET", min_length=1)
+    # A session ends session_hours after login, or session_idle_min after its last request
+    # (the pages' refreshes count: an open page stays logged in), whichever comes first.
     session_hours: float = Field(default=12, gt=0, le=24 * 30)
+    session_idle_min: float = Field(default=30, gt=0, le=24 * 60 * 30)
+    # Logins: past login_attempts failures on one name from one address (login_address_attempts
+    # on any names), each failure doubles the wait, from 1 s up to login_delay_max_s; failures
+    # are forgotten after login_window_s without one (longer than the longest wait).
     login_attempts: int = Field(default=5, ge=1)
-    login_window_s: float = Field(default=300, gt=0)
+    login_address_attempts: int = Field(default=10, ge=1)
+    login_delay_max_s: float = Field(default=300, gt=0)
+    login_window_s: float = Field(default=900, gt=0)
     public: PublicFeedConfig = PublicFeedConfig()
+    http: HttpConfig = HttpConfig()
+
+    @model_validator(mode="after")
+    def _window_outlasts_waits(self) -> HmiConfig:
+        # Otherwise a guesser that waits the longest wait finds its failures forgotten.
+        if self.login_window_s <= self.login_delay_max_s:
+            raise ValueError(
+                f"login_window_s ({self.login_window_s}) must exceed "
+                f"login_delay_max_s ({self.login_delay_max_s})"
+            )
+        return self
 
 
 class HmiSite(Site, Protocol):

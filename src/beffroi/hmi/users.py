@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from beffroi.core.limits import PASSWORD_MAX, check_user_name
+from beffroi.core.model import naive_utc, utcnow
 from beffroi.core.seams import SmallStore
 from beffroi.state.duckdb import SideStore
 
@@ -28,6 +34,9 @@ RIGHTS: dict[str, frozenset[str]] = {
     ),
 }
 MIN_PASSWORD = 10
+# Ended sessions (and sessions nobody came back to) are kept this long for whoever looks at the
+# file after an incident, then dropped at a login.
+KEEP_SESSIONS = timedelta(days=30)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -38,7 +47,20 @@ CREATE TABLE IF NOT EXISTS users (
     created TIMESTAMPTZ NOT NULL DEFAULT now(),
     disabled BOOLEAN NOT NULL DEFAULT false
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    id VARCHAR PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    created TIMESTAMP NOT NULL,
+    last_seen TIMESTAMP NOT NULL,
+    ended TIMESTAMP,
+    ended_why VARCHAR,
+    browser VARCHAR
+);
 """
+# sessions: one row per login. `id` is the SHA-256 of the token the browser's session cookie
+# carries, `browser` that of the browser's id (see open_session), so the file holds no usable
+# cookie; times are naive UTC; `ended` is set once, with why (logout, password, changed,
+# removed, idle, lifetime, replaced).
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,20 +85,76 @@ class User:
         return right in RIGHTS.get(self.role, frozenset())
 
 
+@dataclass(frozen=True, slots=True)
+class Session:
+    """An open session as stored: whose, opened when, last used when (aware UTC)."""
+
+    user: User
+    created: datetime
+    last_seen: datetime
+
+
 class UserError(ValueError):
     """A user operation that cannot be done, with the reason."""
 
 
-class UserStore:
-    """Users in a DuckDB file; passwords only as argon2id hashes."""
+def _key(token: str) -> str:
+    """Return what the file keeps of a session token: its SHA-256, useless as a cookie."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
-    def __init__(self, path: str | Path, known_communes: set[str] | None = None):
+
+def _aware(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC)
+
+
+class UserStore:
+    """Users and their sessions in a DuckDB file; passwords only as argon2id hashes.
+
+    Every change to a user's password, role or communes, and the user's removal, ends the
+    user's sessions in the same transaction: whoever changes users (the Users page, `beffroi
+    user`, the demo's reset) cannot forget to.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        known_communes: set[str] | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ):
         # A file a running gateway holds raises StoreLocked, naming it.
         self._db: SmallStore = SideStore(path, SCHEMA, what="users file")
         self.path = self._db.path
+        self.clock = clock
         self._hasher = PasswordHasher()
         self.known_communes = known_communes
+        self._revision = 0
         _dummy_hash()  # made now, so that no login, even the first, times differently
+
+    @property
+    def revision(self) -> int:
+        """Return a number that changes after any change of a user or end of a session.
+
+        Readers that keep sessions in memory read them again when it moves. It moves while the
+        change holds the file's lock, so a reader that sees the new number and then reads gets
+        the new rows. A store shared by several processes must move it for the others' changes.
+        """
+        return self._revision
+
+    def _changed(self) -> None:
+        # Called with the file's lock held, after the statements of the change.
+        self._revision += 1
+
+    def _end_sessions(self, name: str, why: str) -> int:
+        """End a user's open sessions (the caller holds the lock); return how many."""
+        ended = self._db.rows(
+            "UPDATE sessions SET ended = ?, ended_why = ? WHERE name = ? AND ended IS NULL "
+            "RETURNING id",
+            [naive_utc(self.clock()), why, name],
+        )
+        if ended:
+            log.info("ended %d session(s) of %s: %s", len(ended), name, why)
+        return len(ended)
 
     def _check(self, role: str, communes: list[str], password: str | None) -> None:
         if role not in ROLES:
@@ -89,55 +167,76 @@ class UserStore:
                 raise UserError(f"unknown commune(s): {', '.join(unknown)}")
         if password is not None and len(password) < MIN_PASSWORD:
             raise UserError(f"password too short: at least {MIN_PASSWORD} characters")
+        if password is not None and len(password) > PASSWORD_MAX:
+            raise UserError(f"password too long: at most {PASSWORD_MAX} characters")
 
     def add(self, name: str, password: str, role: str, communes: list[str]) -> User:
         """Create a user; refuses an existing name."""
+        try:
+            check_user_name(name)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         self._check(role, communes, password)
         digest = self._hasher.hash(password)
-        with self._db.locked():
+        with self._db.transaction():
             if self._db.one("SELECT 1 FROM users WHERE name = ?", [name]):
                 raise UserError(f"user {name!r} exists already")
             self._db.run(
                 "INSERT INTO users (name, hash, role, communes) VALUES (?, ?, ?, ?)",
                 [name, digest, role, communes],
             )
+            # A name given again is a new account: nothing of an earlier one's may log it in.
+            self._end_sessions(name, "removed")
+            self._changed()
         return User(name, role, tuple(communes))
 
     def upsert(self, name: str, password: str, role: str, communes: list[str]) -> User:
-        """Create or reset a user (used for the demo's users)."""
+        """Create or reset a user (used for the demo's users); ends the user's sessions."""
         self._check(role, communes, password)
-        self._db.run(
-            "INSERT OR REPLACE INTO users (name, hash, role, communes) VALUES (?, ?, ?, ?)",
-            [name, self._hasher.hash(password), role, communes],
-        )
+        digest = self._hasher.hash(password)
+        with self._db.transaction():
+            self._db.run(
+                "INSERT OR REPLACE INTO users (name, hash, role, communes) VALUES (?, ?, ?, ?)",
+                [name, digest, role, communes],
+            )
+            self._end_sessions(name, "password")
+            self._changed()
         return User(name, role, tuple(communes))
 
     def set_password(self, name: str, password: str) -> None:
-        """Replace a user's password."""
+        """Replace a user's password and end the user's sessions."""
         self._check("viewer", [ALL], password)
         digest = self._hasher.hash(password)
-        with self._db.locked():
+        with self._db.transaction():
             if self.get(name) is None:
                 raise UserError(f"no user {name!r}")
             self._db.run("UPDATE users SET hash = ? WHERE name = ?", [digest, name])
+            self._end_sessions(name, "password")
+            self._changed()
 
     def update(self, name: str, role: str, communes: list[str]) -> User:
-        """Change a user's role and communes (the password stays)."""
+        """Change a user's role and communes (the password stays); a change ends the sessions."""
         self._check(role, communes, None)
-        with self._db.locked():
-            if self.get(name) is None:
+        with self._db.transaction():
+            before = self.get(name)
+            if before is None:
                 raise UserError(f"no user {name!r}")
             self._db.run(
                 "UPDATE users SET role = ?, communes = ? WHERE name = ?", [role, communes, name]
             )
+            if (before.role, before.communes) != (role, tuple(communes)):
+                self._end_sessions(name, "changed")
+            self._changed()
         return User(name, role, tuple(communes))
 
     def remove(self, name: str) -> None:
-        """Delete a user."""
-        with self._db.locked():
+        """Delete a user and end the user's sessions."""
+        with self._db.transaction():
             if self.get(name) is None:
                 raise UserError(f"no user {name!r}")
             self._db.run("DELETE FROM users WHERE name = ?", [name])
+            self._end_sessions(name, "removed")
+            self._changed()
 
     def get(self, name: str) -> User | None:
         """Return an enabled user by name."""
@@ -161,6 +260,67 @@ class UserStore:
         """Return every user, sorted by name."""
         rows = self._db.rows("SELECT name, role, communes FROM users ORDER BY name")
         return [User(r[0], r[1], tuple(r[2])) for r in rows]
+
+    def open_session(self, name: str, browser: str | None = None) -> str:
+        """Open a session for a user from a browser; return its token (the file keeps a hash).
+
+        `browser` is the id the browser's cookie gives, if any: `knows_browser` answers from it.
+        """
+        token = secrets.token_urlsafe(32)
+        now = naive_utc(self.clock())
+        with self._db.transaction():
+            # Old history goes at a login rather than on a timer: logins are few.
+            self._db.run(
+                "DELETE FROM sessions WHERE coalesce(ended, last_seen) < ?", [now - KEEP_SESSIONS]
+            )
+            self._db.run(
+                "INSERT INTO sessions (id, name, created, last_seen, browser) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [_key(token), name, now, now, _key(browser) if browser else None],
+            )
+        return token
+
+    def knows_browser(self, name: str, browser: str) -> bool:
+        """Tell whether a user has logged in from this browser (in the sessions kept)."""
+        return bool(
+            self._db.one(
+                "SELECT 1 FROM sessions WHERE name = ? AND browser = ? LIMIT 1",
+                [name, _key(browser)],
+            )
+        )
+
+    def session(self, token: str) -> Session | None:
+        """Return a token's session with its user as stored now; None if ended or unknown."""
+        rows = self._db.rows(
+            "SELECT u.name, u.role, u.communes, s.created, s.last_seen FROM sessions s "
+            "JOIN users u ON u.name = s.name "
+            "WHERE s.id = ? AND s.ended IS NULL AND NOT u.disabled",
+            [_key(token)],
+        )
+        if not rows:
+            return None
+        name, role, communes, created, last_seen = rows[0]
+        return Session(User(name, role, tuple(communes)), _aware(created), _aware(last_seen))
+
+    def touch_session(self, token: str, at: datetime) -> None:
+        """Record that a session was used at a time (kept for its idle lifetime)."""
+        when = naive_utc(at)
+        self._db.run(
+            "UPDATE sessions SET last_seen = ? WHERE id = ? AND ended IS NULL AND last_seen < ?",
+            [when, _key(token), when],
+        )
+
+    def end_session(self, token: str, why: str) -> bool:
+        """End one session, saying why; return False if it was not open."""
+        with self._db.locked():
+            ended = self._db.rows(
+                "UPDATE sessions SET ended = ?, ended_why = ? WHERE id = ? AND ended IS NULL "
+                "RETURNING name",
+                [naive_utc(self.clock()), why, _key(token)],
+            )
+            if ended:
+                self._changed()
+        return bool(ended)
 
     def close(self) -> None:
         """Close the file."""

@@ -15,6 +15,7 @@ from dash import Input, NoUpdate, Output, State, callback, dcc, html, no_update
 from beffroi.alerts.service import AlarmService
 from beffroi.alerts.state import AlarmCommandError
 from beffroi.control.audit import record_command
+from beffroi.core.limits import COMMENT_MAX, check_text
 from beffroi.core.model import utcnow
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
 from beffroi.hmi.context import get_context
@@ -185,8 +186,12 @@ def act(
     ensure_may(right)
     if not selected:
         return "Select alarms first.", no_update
-    if not (comment or "").strip():
+    if not isinstance(comment, str) or not comment.strip():
         return "A comment is required.", no_update
+    try:
+        check_text(comment, "comment", COMMENT_MAX)
+    except ValueError as exc:
+        return f"{exc}.", no_update
     service = get_context().alarms
     if service is None:
         return "Alarms are not running in this gateway.", no_update

@@ -15,6 +15,7 @@ from flask import abort
 from beffroi.alerts.config import AlarmRuleConfig
 from beffroi.alerts.rule_changes import LIMIT_FIELDS, RuleChangeError, limits_of
 from beffroi.control.audit import record_command
+from beffroi.core.limits import COMMENT_MAX, check_text
 from beffroi.core.model import aware_utc
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
 from beffroi.hmi.context import get_context
@@ -136,6 +137,10 @@ def apply(
         return "Select a rule first.", no_update
     if not isinstance(comment, str) or not comment.strip():
         return "A reason is required.", no_update
+    try:
+        check_text(comment, "reason", COMMENT_MAX)
+    except ValueError as exc:
+        return f"{exc}.", no_update
     hmi = get_context()
     service = hmi.alarms
     if service is None:

@@ -1,7 +1,8 @@
 """Users page: administrators add users, change roles and communes, reset passwords; audited.
 
 The gateway holds the users file while it runs (24/7), so this page is where users are managed
-then; `beffroi user` does the same with the gateway stopped.
+then; `beffroi user` does the same with the gateway stopped. A new password, role or communes,
+or a removal, ends the user's sessions in every browser (the store does it with the change).
 """
 
 from __future__ import annotations
@@ -171,6 +172,13 @@ def act(
     recorded = record_command(get_context().audit, admin.name, action, {name: scope}, **detail)
     log.info("%s: %s %s", admin.name, action, name)
     said = f"{action.split('.')[1]} {name}: done by {admin.name}."
+    # The store ended the user's sessions with the change: say so, since it logs them out.
+    if action in ("user.passwd", "user.remove") or (
+        action == "user.update"
+        and existing is not None
+        and (existing.role, existing.communes) != (role, tuple(communes))
+    ):
+        said += " You are logged out: log in again." if name == admin.name else " Logged out."
     if not recorded:
         said += " The audit log cannot record it: tell the administrator."
     return said, user_rows(), ""
