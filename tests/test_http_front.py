@@ -448,3 +448,34 @@ def test_connection_limit_fits_the_open_file_limit() -> None:
     )
     assert out.stdout.split("\n")[:2] == ["256 512", "200 512"]
     assert "max_connections" in out.stderr and "LimitNOFILE" in out.stderr
+
+
+def test_metrics_count_what_the_front_cut(demo_config_fixture, tmp_path) -> None:
+    """A running gateway's /metrics says how many slow connections the front closed, and why."""
+    import socket
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from beffroi.app.config import demo_config
+    from tests.conftest import free_port
+    from tests.test_input_bounds import _gateway
+
+    cfg = demo_config(demo_config_fixture, data=tmp_path, port=free_port(), opcua_port=free_port())
+    http = cfg.hmi.http.model_copy(update={"header_timeout_s": 1.0})
+    cfg = cfg.model_copy(update={"hmi": cfg.hmi.model_copy(update={"http": http})})
+    with _gateway(cfg) as runtime:
+        assert runtime.hmi_server is not None
+        host, port = runtime.hmi_server.host, runtime.hmi_server.port
+        slow = socket.create_connection((host, port), timeout=10)
+        slow.sendall(b"GET /healthz HTTP/1.1\r\n")  # and nothing more: cut at the deadline
+        assert slow.recv(1) == b""  # closed by the server
+        slow.close()
+        with urllib.request.urlopen(runtime.hmi_server.url + "metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
+        assert samples[("beffroi_http_cut_total", (("reason", "header_timeouts"),))] >= 1
+        assert samples[("beffroi_http_open", ())] >= 1  # the scrape's own connection

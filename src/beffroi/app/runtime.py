@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import faulthandler
 import logging
 import signal
@@ -127,6 +128,7 @@ class Runtime:
             "alarms": self.alarms.status() if self.alarms is not None else None,
             "kpi": self.kpi.status() if self.kpi is not None else None,
             "control": self.control.status() if self.control is not None else None,
+            "http": dataclasses.asdict(self.hmi_server.stats()) if self.hmi_server else None,
         }
 
     async def start(self, stack: contextlib.AsyncExitStack) -> None:

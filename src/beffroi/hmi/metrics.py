@@ -65,6 +65,20 @@ class StatusCollector:
             received.add_metric(labels, c.get("samples_received", 0))
         yield connected
         yield received
+        http = st.get("http")
+        if isinstance(http, dict):
+            yield GaugeMetricFamily(
+                "beffroi_http_open", "Connections open to the HMI.", value=http.get("open", 0)
+            )
+            cut = CounterMetricFamily(
+                "beffroi_http_cut",
+                "Connections the HTTP front closed on a slow or abusive client.",
+                labels=["reason"],
+            )
+            for reason in ("header_timeouts", "body_timeouts", "idle_timeouts",
+                           "refused_per_address", "closed_for_room"):  # fmt: skip
+                cut.add_metric([reason], http.get(reason, 0))
+            yield cut
         alarms = st.get("alarms")
         if isinstance(alarms, dict):
             active = GaugeMetricFamily("beffroi_alarms", "Alarms by state.", labels=["state"])
