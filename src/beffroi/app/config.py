@@ -35,6 +35,7 @@ from beffroi.historian.config import (
     compression_problems,
 )
 from beffroi.hmi.config import HmiConfig, public_problems
+from beffroi.inventory.config import InventoryConfig
 from beffroi.kpi.config import KpiConfig, kpi_problems, kpi_register_problems
 from beffroi.simulator.config import SimulatorConfig
 
@@ -70,6 +71,7 @@ class Config(SiteConfig):
     alarms: AlarmsConfig = AlarmsConfig()
     kpi: KpiConfig = KpiConfig()
     control: ControlConfig = ControlConfig()
+    inventory: InventoryConfig = InventoryConfig()
 
     def data_dir(self) -> Path:
         """Return the historian's folder, where the gateway's other files go by default."""
@@ -172,6 +174,7 @@ DATA_FILES: Mapping[str, tuple[str, ...]] = {
     "alarms": ("journal",),
     "kpi": ("store",),
     "control": ("audit",),
+    "inventory": ("store",),
 }
 
 

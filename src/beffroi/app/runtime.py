@@ -37,6 +37,10 @@ from beffroi.historian.spool import Spool
 from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.users import UserStore, reset_demo_users
+from beffroi.inventory.config import store_path
+from beffroi.inventory.formats import read_inventory
+from beffroi.inventory.service import Inventory
+from beffroi.inventory.store import InventoryStore
 from beffroi.kpi.engine import KpiEngine
 from beffroi.simulator.server import MetropolisSimulator
 
@@ -44,6 +48,8 @@ log = logging.getLogger(__name__)
 
 
 SHUTDOWN_DUMP_S = 45.0
+INVENTORY_CHECK_S = 60.0  # how often assets gone from their server are checked against grace
+INVENTORY_ERRORS_SHOWN = 20  # bad rows of an inventory file named in the log (then counted)
 
 
 class Runtime:
@@ -64,6 +70,7 @@ class Runtime:
         self.with_hmi = hmi
         self.demo = demo
         self.users: UserStore | None = None
+        self.inventory: Inventory | None = None
         self.demo_passwords: dict[str, str] = {}
         self.live = LiveValues()
         self.collectors: list[Collector] = []
@@ -140,6 +147,9 @@ class Runtime:
         self.downtime.check_alone()
         self.scheduler = scheduler = Scheduler(cfg.metropolis.timezone)
         await scheduler.start(stack)
+        # The inventory first: every part below is built from the register as it holds.
+        self.inventory = await asyncio.to_thread(self._open_inventory, stack)
+        scheduler.every(INVENTORY_CHECK_S, self.inventory.check_removed, "inventory-removed")
         self.historian = historian = HISTORIANS[cfg.historian.backend].from_config(cfg, register)
         stack.callback(historian.close)
         historian.schedule(scheduler, cfg)
@@ -178,8 +188,31 @@ class Runtime:
         if cfg.control.enabled:  # after the collectors (it writes through them), stops before
             self.control = ControlService(cfg, register, self.live, self.collector_for)
             await self.control.start(stack, scheduler)
+            if self.control.audit is not None:
+                await asyncio.to_thread(self.inventory.attach_audit, self.control.audit)
         if self.with_hmi:
             self._start_hmi(stack, historian)
+
+    def _open_inventory(self, stack: contextlib.AsyncExitStack) -> Inventory:
+        """Open the inventory store, lay it over the register, import the configured files."""
+        cfg = self.cfg
+        store = InventoryStore(store_path(cfg))
+        stack.callback(store.close)
+        inventory = Inventory(cfg, self.register, store)
+        inventory.load()
+        for name in cfg.inventory.files:
+            path = cfg.resolve(name)
+            try:
+                records, errors = read_inventory(path)
+            except OSError as exc:
+                log.error("inventory file %s cannot be read: %s", path, exc.strerror)
+                continue
+            for row in errors[:INVENTORY_ERRORS_SHOWN]:
+                log.warning("inventory file: %s", row)
+            report = inventory.import_records(records, path.name, "system")
+            for problem in report.errors[:INVENTORY_ERRORS_SHOWN]:
+                log.warning("inventory file %s: %s", path.name, problem)
+        return inventory
 
     def _start_hmi(self, stack: contextlib.AsyncExitStack, historian: Historian) -> None:
         """Serve the HMI and the token API; record where in gateway.json for the CLI."""
@@ -204,6 +237,7 @@ class Runtime:
             kpi=self.kpi,
             audit=audit,
             control=self.control,
+            inventory=self.inventory,
         )
         self.hmi_server = server = HmiServer(
             app, cfg.hmi.host, cfg.hmi.port, threads=cfg.hmi.threads, http=cfg.hmi.http

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import IntEnum
 from typing import Any, Literal, overload
 
@@ -78,6 +78,15 @@ class TagSpec:
     interval_s: float = 10.0
 
 
+# Where an asset's record comes from, by precedence: an operator's confirmation or an
+# inventory file wins over discovery, which wins over the generated demo register.
+AssetSource = Literal["generated", "inventory", "discovery"]
+# active: in service; to_place: found by discovery, not in the inventory yet (its place is its
+# commune's centre until an operator confirms it); removed: a server no longer offers it
+# (its grace period passed); retired: taken out of the inventory, its history kept.
+AssetState = Literal["active", "to_place", "removed", "retired"]
+
+
 @dataclass(slots=True)
 class Asset:
     """A piece of public equipment placed in a commune."""
@@ -89,6 +98,14 @@ class Asset:
     lon: float
     domain: str
     tags: list[TagSpec] = field(default_factory=list)
+    name: str = ""
+    address: str = ""
+    model: str = ""
+    installed: date | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    source: AssetSource = "generated"
+    origin: str = ""  # the file, the operator or the collector it came from
+    state: AssetState = "active"
 
     def tag(self, signal: str) -> str:
         """Return the full tag name of one of this asset's signals."""

@@ -2,25 +2,62 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from beffroi.core.errors import ConfigError
 from beffroi.core.model import Asset, Commune, TagSpec, tag_name
 from beffroi.core.site import AssetClassConfig, Site
 
+log = logging.getLogger(__name__)
+
 KM_PER_DEG_LAT = 111.0
 
 
-@dataclass(slots=True)
-class Register:
-    """Every commune, asset and tag of the metropolis, indexed for lookups."""
+@dataclass(frozen=True, slots=True)
+class RegisterChange:
+    """What one change of the register did, as its listeners need it."""
 
-    communes: dict[str, Commune]
-    assets: dict[str, Asset]
-    tags: dict[str, TagSpec]
+    added: tuple[Asset, ...] = ()  # new assets (and the new record of a reclassified one)
+    retired: tuple[Asset, ...] = ()  # gone from service (and the old record of a reclassified)
+    updated: tuple[tuple[Asset, Asset], ...] = ()  # (before, after): same tags, new attributes
+    user: str = "system"
+    source: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.retired or self.updated)
+
+
+Listener = Callable[[RegisterChange], None]
+
+
+class Register:
+    """Every commune, asset and tag of the metropolis, indexed for lookups; it changes live.
+
+    Readers (HMI threads, jobs) iterate `assets` and `tags` without a lock: a change builds new
+    mappings and swaps them in at once (copy on write), so a reader sees before or after, never
+    half. Changes go through `apply`, which tells the listeners (alarms, collectors, KPIs).
+    Retired assets leave `assets` and `tags` for `retired`: their history stays in the historian.
+    """
+
+    def __init__(
+        self,
+        communes: dict[str, Commune],
+        assets: dict[str, Asset],
+        tags: dict[str, TagSpec],
+        retired: dict[str, Asset] | None = None,
+    ) -> None:
+        self.communes = communes
+        self.assets = assets
+        self.tags = tags
+        self.retired: dict[str, Asset] = retired or {}
+        self.revision = 0
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
 
     def assets_of(self, communes: Iterable[str] | None = None) -> list[Asset]:
         """Return the assets of some communes (all when None)."""
@@ -34,8 +71,37 @@ class Register:
         spec = self.tags.get(tag)
         return self.assets.get(spec.asset) if spec else None
 
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener` with every change applied from now on."""
+        self._listeners.append(listener)
 
-def _tags_for(asset_id: str, commune: str, cls: AssetClassConfig) -> list[TagSpec]:
+    def apply(self, change: RegisterChange) -> RegisterChange:
+        """Apply a change, swap the new mappings in, then tell every listener."""
+        if not change:
+            return change
+        with self._lock:
+            assets, retired = dict(self.assets), dict(self.retired)
+            for old in change.retired:
+                assets.pop(old.id, None)
+                retired[old.id] = old
+            for _before, after in change.updated:
+                assets[after.id] = after
+            for new in change.added:
+                retired.pop(new.id, None)
+                assets[new.id] = new
+            self.assets, self.retired = assets, retired
+            self.tags = {t.name: t for a in assets.values() for t in a.tags}
+            self.revision += 1
+        for listener in self._listeners:
+            try:
+                listener(change)
+            except Exception:  # one failing part must not keep the others from the change
+                log.exception("register listener %r failed on a change", listener)
+        return change
+
+
+def tags_for(asset_id: str, commune: str, cls: AssetClassConfig) -> list[TagSpec]:
+    """Return the tags of an asset of a class: one per signal of its template."""
     return [
         TagSpec(
             name=tag_name(commune, asset_id, s.name),
@@ -100,7 +166,7 @@ def build_register(cfg: Site, assets: int | None = None) -> Register:
                     lat=round(lat, 6),
                     lon=round(lon, 6),
                     domain=cls.domain,
-                    tags=_tags_for(asset_id, commune_id, cls),
+                    tags=tags_for(asset_id, commune_id, cls),
                 )
     clashes = [
         f"register.fixed[{i}].id: asset id {f.id!r} is also a generated id; choose another"
@@ -118,7 +184,7 @@ def build_register(cfg: Site, assets: int | None = None) -> Register:
             lat=f.lat,
             lon=f.lon,
             domain=cls.domain,
-            tags=_tags_for(f.id, f.commune, cls),
+            tags=tags_for(f.id, f.commune, cls),
         )
     tags = {t.name: t for a in out.values() for t in a.tags}
     return Register(communes=communes, assets=out, tags=tags)

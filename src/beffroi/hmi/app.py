@@ -29,6 +29,7 @@ from beffroi.hmi.figures import DISPLAY_TZ
 from beffroi.hmi.metrics import register_metrics
 from beffroi.hmi.public import register_public
 from beffroi.hmi.users import UserStore
+from beffroi.inventory.service import Inventory
 from beffroi.kpi.engine import KpiEngine
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ def create_app(
     kpi: KpiEngine | None = None,
     audit: AuditLog | None = None,
     control: ControlService | None = None,
+    inventory: Inventory | None = None,
 ) -> dash.Dash:
     """Build the HMI Dash app; every page and callback requires a logged-in user."""
     set_context(
@@ -189,6 +191,7 @@ def create_app(
             alarms=alarms,
             audit=audit,
             control=control,
+            inventory=inventory,
         )
     )
     app = dash.Dash(

@@ -14,6 +14,7 @@ from beffroi.core.register import Register
 from beffroi.core.seams import Historian
 from beffroi.hmi.config import HmiSite
 from beffroi.hmi.users import UserStore
+from beffroi.inventory.service import Inventory
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class HmiContext:
     alarms: AlarmService | None = None  # None when the alarm service is not running
     audit: AuditLog | None = None  # None when control (and so its audit log) is not running
     control: ControlService | None = None  # None when control is not running
+    inventory: Inventory | None = None  # the living inventory (imports, discovery, changes)
 
 
 _current: HmiContext | None = None

@@ -1,0 +1,1 @@
+"""The living asset inventory: imported files, discovery, operators' confirmations, live changes."""
