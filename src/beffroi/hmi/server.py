@@ -538,7 +538,13 @@ class HmiServer:
         if thread is not None and thread.is_alive() and triggers:
             # Close the sockets from inside the loop thread: an emptied map ends the loop,
             # and nothing touches the map from another thread while poll() waits on it.
-            triggers[0].pull_trigger(lambda: wasyncore.close_all(self._map, ignore_all=True))
+            try:
+                triggers[0].pull_trigger(lambda: wasyncore.close_all(self._map, ignore_all=True))
+            except OSError as exc:
+                # The loop closed its wake-up pipe already (it saw the pipe fail): nothing
+                # waits on the map any more, so close what is left from here.
+                log.warning("HMI server loop's wake-up pipe is closed (%s): closing directly", exc)
+                wasyncore.close_all(self._map, ignore_all=True)
             thread.join(timeout)
             if thread.is_alive():
                 log.warning("HMI server loop did not stop within %.1f s", timeout)
