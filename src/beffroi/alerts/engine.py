@@ -1,4 +1,9 @@
-"""The alarm engine: rules bound to the register, fed by sample batches and a periodic tick."""
+"""The alarm engine: rules bound to the register, fed by sample batches and a periodic tick.
+
+The register changes while the gateway runs (`follow`): rules bind to added assets, retired
+assets' alarms close with the reason in the journal, a moved asset's daylight follows its new
+place, and an asset its server no longer offers ("removed at source") raises a system alarm.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +27,18 @@ from beffroi.alerts.rules import (
 )
 from beffroi.alerts.state import Alarm, AlarmCommandError, AlarmEvent, AlarmState
 from beffroi.core.model import Asset, Sample, utcnow
-from beffroi.core.register import Register
+from beffroi.core.register import Register, RegisterChange
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 Listener = Callable[[AlarmEvent], None]
+
+# The system alarm of an asset its server no longer offers, past the inventory's grace period.
+REMOVED_RULE = "removed_at_source"
+REMOVED_SEVERITY = 3
+REMOVED_MESSAGE = "removed at source: its server no longer offers it"
+RETIRE_EVENT = "retire"  # the journal event that closes the alarms of a retired asset
 
 
 class AlarmEngine:
@@ -62,6 +73,9 @@ class AlarmEngine:
         self._daylight = Daylight(timezone)
         self._events: list[AlarmEvent] = []
         self._bad_values = 0
+        # The rules as they apply now (limits changed at runtime too): what added assets get.
+        self._rules = {r.name: r for r in cfg.rules}
+        self._watched: dict[str, list[str]] = {}  # alarm id → the tags its evaluator watches
         now = clock()
         by_class: dict[str, list[Asset]] = {}
         for a in register.assets.values():
@@ -72,6 +86,7 @@ class AlarmEngine:
             else:
                 asset = register.asset_of_tag(rule.tag or "")
                 if asset is None:
+                    # An inventory import or discovery may add it later: it is bound then.
                     log.warning("alarm rule %s: tag %s is not in the register", rule.name, rule.tag)
                     continue
                 targets = [(asset, (rule.tag or "").rsplit("/", 1)[1])]
@@ -79,9 +94,14 @@ class AlarmEngine:
                 self._bind(rule, asset, signal, now)
         for alarm, lat, lon in self._daylight_alarms:
             alarm.supp_daylight = self._daylight.is_day(lat, lon, now)
+        for a in register.assets.values():
+            if a.state == "removed":  # raised by restore(), once the journal says what it was
+                self._removed_alarm(a)
         log.info("alarm engine: %d alarms from %d rules", len(self.alarms), len(cfg.rules))
 
-    def _bind(self, rule: AlarmRuleConfig, asset: Asset, signal: str | None, now: datetime) -> None:
+    def _bind(
+        self, rule: AlarmRuleConfig, asset: Asset, signal: str | None, now: datetime
+    ) -> Alarm | None:
         """Create the alarm and evaluator of one rule on one asset, and index its tags."""
         tag = asset.tag(signal) if signal else f"{asset.commune}/{asset.id}"
         alarm = Alarm(
@@ -121,14 +141,131 @@ class AlarmEngine:
             ev = CommLossEvaluator(alarm, report)
         if alarm.id in self.alarms:
             log.warning("alarm %s defined twice; keeping the first", alarm.id)
-            return
+            if isinstance(ev, StaleEvaluator):
+                self._timed.remove(ev)
+            return None
         self.alarms[alarm.id] = alarm
         self._evaluators[alarm.id] = ev
+        self._watched[alarm.id] = watched
         self._by_asset.setdefault(asset.id, []).append(alarm)
         for t in watched:
             self._index.setdefault(t, []).append(ev)
         if rule.suppress_in_daylight:
             self._daylight_alarms.append((alarm, asset.lat, asset.lon))
+        return alarm
+
+    def _removed_alarm(self, asset: Asset) -> Alarm:
+        """Return the system alarm of an asset removed at source, created on first need."""
+        alarm_id = f"{asset.commune}/{asset.id}#{REMOVED_RULE}"
+        alarm = self.alarms.get(alarm_id)
+        if alarm is None:
+            alarm = Alarm(
+                alarm_id,
+                REMOVED_RULE,
+                "system",
+                f"{asset.commune}/{asset.id}",
+                asset.id,
+                asset.commune,
+                asset.domain,
+                REMOVED_SEVERITY,
+                message=REMOVED_MESSAGE,
+                # The inventory's concern, not the equipment's: a lost link does not hide it.
+                suppress_on_commloss=False,
+            )
+            alarm.level = alarm.raw_level = "REMOVED"
+            self.alarms[alarm_id] = alarm
+            # Driven by the register's changes, not by samples: an evaluator that watches nothing.
+            self._evaluators[alarm_id] = Evaluator(alarm, self.condition)
+            self._watched[alarm_id] = []
+            self._by_asset.setdefault(asset.id, []).append(alarm)
+        return alarm
+
+    # --- the living register ---
+
+    def follow(self, change: RegisterChange) -> None:
+        """Follow a change of the register: bind, close and unbind, move, raise "removed"."""
+        with self._lock:
+            now = self.clock()
+            added = {a.id for a in change.added}
+            for old in change.retired:
+                # A reclassified asset (retired, then added again) closes as changed, not gone.
+                why = "asset reclassified" if old.id in added else "asset retired"
+                self._unbind(old.id, now, change.user, f"{why}: {change.source}".rstrip(": "))
+            for new in change.added:
+                self._bind_asset(new, now)
+            for before, after in change.updated:
+                if (before.lat, before.lon) != (after.lat, after.lon):
+                    self._move(after, now)
+                on = after.state == "removed"
+                if on != (before.state == "removed"):
+                    self._set_removed(after, on, now)
+
+    def _set_removed(self, asset: Asset, on: bool, now: datetime) -> None:
+        """Raise or clear the system alarm of an asset removed at source."""
+        alarm_id = f"{asset.commune}/{asset.id}#{REMOVED_RULE}"
+        if not on and alarm_id not in self.alarms:
+            return
+        alarm = self._removed_alarm(asset)
+        if alarm.raw != on:
+            self.condition(alarm, on, now, None, "REMOVED", None)
+
+    def _bind_asset(self, asset: Asset, now: datetime) -> None:
+        """Bind the class rules of an added asset, and the tag rules of its tags."""
+        tags = {t.name for t in asset.tags}
+        for rule in self._rules.values():
+            if rule.asset_class is not None:
+                if rule.asset_class != asset.asset_class:
+                    continue
+                alarm = self._bind(rule, asset, rule.signal, now)
+            elif rule.tag in tags:
+                alarm = self._bind(rule, asset, (rule.tag or "").rsplit("/", 1)[1], now)
+            else:
+                continue
+            if alarm is not None and rule.suppress_in_daylight:
+                # A new alarm starts as its place's daylight says, quietly (as at start).
+                alarm.supp_daylight = self._daylight.is_day(asset.lat, asset.lon, now)
+        if asset.state == "removed":
+            self._set_removed(asset, True, now)
+
+    def _unbind(self, asset_id: str, now: datetime, user: str, comment: str) -> None:
+        """Close the alarms of an asset that leaves the register, then forget them."""
+        alarms = self._by_asset.pop(asset_id, [])
+        if not alarms:
+            return
+        gone = set(alarms)
+        tags: set[str] = set()
+        for alarm in alarms:
+            if alarm.active or not alarm.acked or alarm.shelved or alarm.out_of_service:
+                # What operators see of it ends here, with why: the journal keeps the story.
+                alarm.active = alarm.raw = False
+                alarm.acked = True
+                alarm.shelved = alarm.oneshot = alarm.out_of_service = False
+                alarm.shelved_until = None
+                alarm.supp_comm = alarm.supp_daylight = False
+                self._emit(alarm, RETIRE_EVENT, now, user or "system", comment)
+            del self.alarms[alarm.id]
+            del self._evaluators[alarm.id]
+            tags.update(self._watched.pop(alarm.id, ()))
+            self._pending.discard(alarm)
+            self._shelved.discard(alarm)
+        for tag in tags:
+            kept = [ev for ev in self._index.get(tag, ()) if ev.alarm not in gone]
+            if kept:
+                self._index[tag] = kept
+            else:
+                self._index.pop(tag, None)
+        self._timed = [ev for ev in self._timed if ev.alarm not in gone]
+        self._daylight_alarms = [d for d in self._daylight_alarms if d[0] not in gone]
+
+    def _move(self, asset: Asset, now: datetime) -> None:
+        """Give a moved asset's daylight-suppressed alarms its new place, judged now."""
+        for i, (alarm, _lat, _lon) in enumerate(self._daylight_alarms):
+            if alarm.asset != asset.id:
+                continue
+            self._daylight_alarms[i] = (alarm, asset.lat, asset.lon)
+            day = self._daylight.is_day(asset.lat, asset.lon, now)
+            if day != alarm.supp_daylight:
+                self._suppress(alarm, "daylight", day, now)
 
     def set_rule(self, rule: AlarmRuleConfig, current: Mapping[str, Sample]) -> int:
         """Give a limit rule's alarms new limits, judged at once on the current values.
@@ -137,6 +274,8 @@ class AlarmEngine:
         """
         with self._lock:
             now = self.clock()
+            if rule.name in self._rules:  # assets added from now on get the new limits too
+                self._rules[rule.name] = rule
             evs = [
                 ev
                 for ev in self._evaluators.values()
@@ -318,6 +457,10 @@ class AlarmEngine:
                     for other in self._by_asset.get(alarm.asset, ()):
                         if other.suppress_on_commloss:
                             other.supp_comm = True
+            # Assets removed at source while the gateway was stopped, or back since.
+            now = self.clock()
+            for asset in self.register.assets.values():
+                self._set_removed(asset, asset.state == "removed", now)
         log.info("alarm engine: %d alarm states restored from the journal", n)
         return n
 

@@ -21,7 +21,7 @@ from beffroi.alerts.notifiers.outbox import Outbox
 from beffroi.alerts.performance import alarm_performance
 from beffroi.alerts.state import AlarmEvent
 from beffroi.core.model import Sample, utcnow
-from beffroi.core.register import Register
+from beffroi.core.register import Register, RegisterChange
 from beffroi.core.scheduler import Scheduler
 from beffroi.mail.smtp import SmtpSender
 
@@ -114,6 +114,13 @@ class AlarmService:
             self.engine.process(batch)
         except Exception:
             log.exception("alarm evaluation failed on a batch of %d samples", len(batch))
+
+    def follow(self, change: RegisterChange) -> None:
+        """Follow a change of the register (a register listener, from any thread)."""
+        try:
+            self.engine.follow(change)
+        except Exception:  # the register and the other parts go on; the next start rebinds
+            log.exception("alarms could not follow a register change (%s)", change.source)
 
     async def tick(self) -> None:
         """Run the engine's time-based evaluation (the scheduler's job)."""

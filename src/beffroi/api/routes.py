@@ -35,8 +35,17 @@ KPI_EXPORT = Route("GET", f"{PREFIX}/kpi/export", timeout_s=600.0)
 KPI_COMPUTE = Route("POST", f"{PREFIX}/kpi/compute", timeout_s=600.0)
 KPI_CHANGES = Route("GET", f"{PREFIX}/kpi/changes")
 
+# A file over the HTTP front's body limit is sent in parts (api/inventory.py), then imported
+# in one go: the answer comes when the register, the store and the audit log hold it.
+INVENTORY_UPLOAD = Route("POST", f"{PREFIX}/inventory/upload")
+INVENTORY_IMPORT = Route("POST", f"{PREFIX}/inventory/import", timeout_s=600.0)
+INVENTORY_EXPORT = Route("GET", f"{PREFIX}/inventory/export", timeout_s=120.0)
+INVENTORY_TO_PLACE = Route("GET", f"{PREFIX}/inventory/to-place")
+
 ALARM_ROUTES = (
     ALARMS, ALARMS_ACK, ALARMS_SHELVE, ALARMS_UNSHELVE, ALARMS_SERVICE, ALARMS_EVENTS, ALARMS_STATS,
 )  # fmt: skip
 AUDIT_ROUTES = (AUDIT_VERIFY, AUDIT_EXPORT)
-ALL = (QUERY, LATEST, *ALARM_ROUTES, *AUDIT_ROUTES, KPI_EXPORT, KPI_COMPUTE, KPI_CHANGES)
+INVENTORY_ROUTES = (INVENTORY_UPLOAD, INVENTORY_IMPORT, INVENTORY_EXPORT, INVENTORY_TO_PLACE)
+ALL = (QUERY, LATEST, *ALARM_ROUTES, *AUDIT_ROUTES, KPI_EXPORT, KPI_COMPUTE, KPI_CHANGES,
+       *INVENTORY_ROUTES)  # fmt: skip

@@ -16,11 +16,13 @@ from beffroi.api import routes
 from beffroi.api.alarms import register_alarm_api
 from beffroi.api.audit import register_audit_api
 from beffroi.api.http import add_route, error
+from beffroi.api.inventory import register_inventory_api
 from beffroi.api.kpi import register_kpi_api
 from beffroi.api.query import register_query_api
 from beffroi.api.routes import Route
 from beffroi.control.audit import AuditLog
 from beffroi.core.seams import Historian
+from beffroi.inventory.service import Inventory
 from beffroi.kpi.engine import KpiEngine
 
 
@@ -33,6 +35,7 @@ def mount_api(
     alarms: AlarmService | None = None,
     kpi: KpiEngine | None = None,
     audit: AuditLog | None = None,
+    inventory: Inventory | None = None,
 ) -> None:
     """Add every route, answering only requests bearing the token."""
     register_query_api(server, historian, token)
@@ -46,6 +49,11 @@ def mount_api(
     else:
         why = "the audit log is not open in this gateway ([control] is disabled)"
         _not_running(server, token, routes.AUDIT_ROUTES, why)
+    if inventory is not None:
+        register_inventory_api(server, inventory, token)
+    else:
+        why = "the inventory is not open in this gateway"
+        _not_running(server, token, routes.INVENTORY_ROUTES, why)
     server.add_url_rule(
         f"{routes.PREFIX}/<path:rest>", "api unknown", _unknown, methods=["GET", "POST"]
     )

@@ -5,6 +5,11 @@ to `Runtime.sink`, which updates the live values (`core/live.py`), hands the bat
 service (`alerts/service.py`), and offers it to the compressor (`historian/compression.py`),
 whose kept samples go to the write buffer (`historian/buffer.py`), flushed at least once a
 second into the historian back end chosen by config (`app/registry.py`), or its spool.
+
+The register changes while running (`inventory/service.py`): every part follows it as a
+register listener (alarms bind and close, KPIs count assets while in service, collectors
+subscribe and unsubscribe), and the collectors tell the inventory what they discover and what
+their servers no longer offer.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from beffroi.api.gateway_file import gateway_file_path, new_token, write_gateway
 from beffroi.app.config import Config, register_problems
 from beffroi.app.downtime import HEARTBEAT_S, Downtime
 from beffroi.app.registry import COLLECTORS, HISTORIANS
+from beffroi.collectors.base import CollectorBase
 from beffroi.control.service import ControlService
 from beffroi.core.errors import ConfigError
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample
-from beffroi.core.register import Register
+from beffroi.core.register import Register, RegisterChange
 from beffroi.core.scheduler import Scheduler
 from beffroi.core.seams import Collector, Historian
 from beffroi.historian.buffer import WriteBuffer
@@ -49,6 +55,7 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_DUMP_S = 45.0
 INVENTORY_CHECK_S = 60.0  # how often assets gone from their server are checked against grace
+INVENTORY_CHECK_MIN_S = 1.0  # … or a quarter of a shorter grace, but not more often than this
 INVENTORY_ERRORS_SHOWN = 20  # bad rows of an inventory file named in the log (then counted)
 
 
@@ -148,8 +155,10 @@ class Runtime:
         self.scheduler = scheduler = Scheduler(cfg.metropolis.timezone)
         await scheduler.start(stack)
         # The inventory first: every part below is built from the register as it holds.
-        self.inventory = await asyncio.to_thread(self._open_inventory, stack)
-        scheduler.every(INVENTORY_CHECK_S, self.inventory.check_removed, "inventory-removed")
+        self.inventory = inventory = await asyncio.to_thread(self._open_inventory, stack)
+        grace = cfg.inventory.removed_after_s
+        check_s = min(INVENTORY_CHECK_S, max(INVENTORY_CHECK_MIN_S, grace / 4))
+        scheduler.every(check_s, inventory.check_removed, "inventory-removed")
         self.historian = historian = HISTORIANS[cfg.historian.backend].from_config(cfg, register)
         stack.callback(historian.close)
         historian.schedule(scheduler, cfg)
@@ -166,12 +175,18 @@ class Runtime:
         # which see every value). At shutdown the held last points go to the buffer first.
         self.compressor = compressor = Compressor.from_config(cfg, register)
         stack.callback(lambda: buffer.put(compressor.flush()))
+        # Every part follows the register from its start: changes come from the HMI's and the
+        # API's threads (imports, confirmations, retirements), the collectors (discovery) and
+        # the scheduler (removal at source), each listener safe from any of them.
+        register.subscribe(self._follow_register)
         if cfg.alarms.enabled:  # started before the collectors, so it stops after them
             self.alarms = AlarmService(cfg, register)
             await self.alarms.start(stack, scheduler)
+            register.subscribe(self.alarms.follow)
         if cfg.kpi.active:  # after the alarms: MTTR and MTBF read their journal
             self.kpi = KpiEngine(cfg, register, historian, alarms=self.alarms)
             await self.kpi.start(stack, scheduler)
+            register.subscribe(self.kpi.follow)
         if self.with_simulator:
             self.simulator = MetropolisSimulator(cfg, register)
             await self.simulator.start(stack)
@@ -179,6 +194,7 @@ class Runtime:
         # collector picks its own tags from the register (filters, device lists, discovery).
         for protocol, col_cfg in cfg.collectors.entries():
             collector = COLLECTORS[protocol].from_config(col_cfg, cfg, register, self.sink)
+            self._wire(collector, inventory, f"{protocol}:{collector.name}")
             await collector.start(stack)
             self.collectors.append(collector)
             for tag in collector.tags:
@@ -192,6 +208,26 @@ class Runtime:
                 await asyncio.to_thread(self.inventory.attach_audit, self.control.audit)
         if self.with_hmi:
             self._start_hmi(stack, historian)
+
+    def _wire(self, collector: CollectorBase[Any], inventory: Inventory, origin: str) -> None:
+        """Make a collector follow the register and report to the inventory (before it starts)."""
+        self.register.subscribe(collector.follow)
+        collector.on_discovered = lambda found: inventory.discovered(found, origin)
+        collector.on_not_offered = lambda tags: inventory.not_offered(tags, origin)
+        collector.on_offered = inventory.offered
+
+    def _follow_register(self, change: RegisterChange) -> None:
+        """Follow a register change in the runtime's own maps: writes, compression."""
+        for old in change.retired:
+            for t in old.tags:  # a setpoint to a retired asset finds no collector
+                self.tag_collectors.pop(t.name, None)
+        if change.added and self.compressor is not None:
+            added = {a.id: a for a in change.added}
+            tags = {t.name: t for a in added.values() for t in a.tags}
+            part = Register(self.register.communes, added, tags)
+            # New tags are compressed as the register's are; dict updates are atomic for the
+            # event loop reading the specs.
+            self.compressor.specs.update(Compressor.from_config(self.cfg, part).specs)
 
     def _open_inventory(self, stack: contextlib.AsyncExitStack) -> Inventory:
         """Open the inventory store, lay it over the register, import the configured files."""

@@ -1,27 +1,49 @@
 """The base of every collector: lifecycle, CommLoss once per outage, backoff, write checks.
 
 A collector is built from its validated config entry, connects in `start(stack)`, and pushes
-`Sample` batches to a sink; it fulfils `core.seams.Collector`.
+`Sample` batches to a sink; it fulfils `core.seams.Collector`. It follows the living register
+(`follow`: the tags of added assets in its scope, not those of retired ones) and tells the
+inventory, through hooks the runtime sets, what it discovers and what its source no longer
+offers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import random
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Self, TypeVar
 
 from beffroi.collectors.config import CollectorConfig
 from beffroi.core import status_codes
-from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
-from beffroi.core.register import Register
+from beffroi.core.model import (
+    Asset,
+    Quality,
+    Sample,
+    TagSpec,
+    Value,
+    WriteResult,
+    WriteStatus,
+    utcnow,
+)
+from beffroi.core.register import Register, RegisterChange
 from beffroi.core.seams import Sink
 from beffroi.core.site import Site
 
+log = logging.getLogger(__name__)
+
 C = TypeVar("C", bound=CollectorConfig)
+# What a collector tells the inventory (the runtime sets them; each may block on a file, so a
+# collector calls them off its event loop): assets it found, tags (→ status code) its source
+# no longer offers, tags offered again.
+OnDiscovered = Callable[[list[Asset]], object]
+OnNotOffered = Callable[[dict[str, int]], object]
+OnOffered = Callable[[list[str]], object]
 
 
 class Backoff:
@@ -69,19 +91,93 @@ class CollectorBase(ABC, Generic[C]):
         self._outage_marked = False
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()  # set by the loop while connected and collecting
+        self.on_discovered: OnDiscovered | None = None
+        self.on_not_offered: OnNotOffered | None = None
+        self.on_offered: OnOffered | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._reports: set[asyncio.Task[None]] = set()
+        self._report_lock = asyncio.Lock()  # reports reach the inventory in the order made
+
+    @classmethod
+    def wants(cls, config: C, asset: Asset) -> list[TagSpec]:
+        """Return the tags of an asset this collector reads: those in its communes and classes."""
+        communes: list[str] = getattr(config, "communes", [])
+        classes: list[str] = getattr(config, "classes", [])
+        if (not communes or asset.commune in communes) and (
+            not classes or asset.asset_class in classes
+        ):
+            return list(asset.tags)
+        return []
 
     @classmethod
     def from_config(cls, config: C, site: Site, register: Register, sink: Sink) -> Self:
         """Build the collector of one config table entry, with its tags from the register."""
-        communes: list[str] = getattr(config, "communes", [])
-        classes: list[str] = getattr(config, "classes", [])
-        tags = [
-            t
-            for a in register.assets.values()
-            if (not communes or a.commune in communes) and (not classes or a.asset_class in classes)
-            for t in a.tags
-        ]
+        tags = [t for a in register.assets.values() for t in cls.wants(config, a)]
         return cls(config, tags, sink)
+
+    # --- the living register ---
+
+    def follow(self, change: RegisterChange) -> None:
+        """Follow a change of the register (a listener, from any thread): take or drop tags."""
+        keep: dict[str, TagSpec] = {}
+        for new in change.added:
+            keep.update((t.name, t) for t in self.wants(self.config, new))
+        drop = {t.name for old in change.retired for t in old.tags}  # whoever collected them
+        for before, after in change.updated:  # e.g. a discovered asset confirmed by an operator
+            was, now = self.wants(self.config, before), self.wants(self.config, after)
+            keep.update((t.name, t) for t in now)
+            drop.update(t.name for t in was)
+        drop -= keep.keys()  # a reclassified asset keeps the tags both records have
+        added = [t for name, t in keep.items() if self.tags.get(name) != t]
+        dropped = sorted(name for name in drop if name in self.tags)
+        if added or dropped:
+            self._on_loop(self._retag, added, dropped)
+
+    def _retag(self, added: list[TagSpec], dropped: list[str]) -> None:
+        """Take new tags and drop old ones (on the event loop), then act on the source."""
+        gone = set(dropped)
+        tags = {n: t for n, t in self.tags.items() if n not in gone}
+        tags.update((t.name, t) for t in added)
+        self.tags = tags  # swapped whole: threads reading it see before or after
+        log.info(
+            "%s: %d tag(s) taken, %d dropped after a register change",
+            self.name,
+            len(added),
+            len(dropped),
+        )
+        self._tags_changed([t.name for t in added], dropped)
+
+    def _tags_changed(self, added: list[str], dropped: list[str]) -> None:
+        """Act on the source after `tags` changed (a live subscription); nothing by default."""
+
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run fn on the collector's event loop: now if on it, soon if called from a thread."""
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            fn(*args)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed: the gateway is stopping
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _report(self, hook: Callable[[Any], object] | None, arg: Any) -> None:
+        """Tell the inventory something, off the event loop, in order, without waiting."""
+        if hook is None:
+            return
+        if self._loop is None:  # not started (tests): synchronously
+            hook(arg)
+            return
+        task = asyncio.get_running_loop().create_task(self._call_hook(hook, arg))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _call_hook(self, hook: Callable[[Any], object], arg: Any) -> None:
+        """Call a hook in a worker thread; its failure is logged, never the collector's."""
+        async with self._report_lock:
+            try:
+                await asyncio.to_thread(hook, arg)
+            except Exception:
+                log.exception("%s: the inventory could not take a report", self.name)
 
     @property
     def status_tag(self) -> str:
@@ -156,6 +252,7 @@ class CollectorBase(ABC, Generic[C]):
 
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
         """Run the connect-and-collect loop in the background; register its stop on the stack."""
+        self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
         self._task = asyncio.create_task(self._run(), name=f"{self.protocol}:{self.name}")
         stack.push_async_callback(self._stop)
 
@@ -169,6 +266,9 @@ class CollectorBase(ABC, Generic[C]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._disconnect()
+        # Reports under way reach the inventory before it closes (it stops after collectors).
+        if self._reports:
+            await asyncio.gather(*self._reports, return_exceptions=True)
 
     # Not abstract: a loop holding its client in `async with` leaves nothing to close.
     async def _disconnect(self) -> None:

@@ -63,6 +63,7 @@ def _shell(cfg: HmiSite) -> html.Div:
                             dcc.Link("Rules", href="/rules", id="shell-nav-rules"),
                             dcc.Link("KPIs", href="/kpis", id="shell-nav-kpis"),
                             dcc.Link("Control", href="/control", id="shell-nav-control"),
+                            dcc.Link("Inventory", href="/inventory", id="shell-nav-inventory"),
                             dcc.Link("Audit", href="/audit", id="shell-nav-audit"),
                             dcc.Link("Users", href="/users", id="shell-nav-users"),
                             dcc.Link("System", href="/system", id="shell-nav-system"),
@@ -248,6 +249,7 @@ def create_app(
             alarms=alarms,
             kpi=kpi,
             audit=audit,
+            inventory=inventory,
         )
     register_public(server, cfg, register, live)
     if status is not None:

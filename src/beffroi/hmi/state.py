@@ -1,4 +1,5 @@
-"""Display state of each asset (normal, fault, commloss, stale) and the map payloads built on it."""
+"""Display state of each asset (normal, fault, commloss, stale, removed, to be placed…) and the map
+payloads built on it."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from beffroi.core.model import Asset, Quality, Sample, utcnow
 from beffroi.core.register import Register
 from beffroi.hmi.config import HmiSite
 
-State = Literal["fault", "p1", "p2", "p3", "p4", "commloss", "stale", "oos", "normal"]
+State = Literal[
+    "fault", "p1", "p2", "p3", "p4", "commloss", "removed", "toplace", "stale", "oos", "normal"
+]
 # Most urgent first: a cluster of markers takes the colour of its most urgent member.
-STATES: tuple[State, ...] = ("fault", "p1", "p2", "p3", "p4", "commloss", "stale", "oos", "normal")
+STATES: tuple[State, ...] = (
+    "fault", "p1", "p2", "p3", "p4", "commloss", "removed", "toplace", "stale", "oos", "normal"
+)  # fmt: skip
 STATE_COLOURS: dict[str, str] = {
     "fault": "#d7263d",
     "p1": "#9e0031",
@@ -21,6 +26,8 @@ STATE_COLOURS: dict[str, str] = {
     "p3": "#e9b10a",
     "p4": "#2f7fd8",
     "commloss": "#6b7280",
+    "removed": "#7a4a21",
+    "toplace": "#0fa3b1",
     "stale": "#a8b0ba",
     "oos": "#7c4dab",
     "normal": "#2e9d48",
@@ -32,6 +39,8 @@ STATE_LABELS: dict[str, str] = {
     "p3": "P3 alarm",
     "p4": "P4 alarm",
     "commloss": "Comm. loss",
+    "removed": "Removed at source",
+    "toplace": "To be placed",
     "stale": "Stale",
     "oos": "Out of service",
     "normal": "Normal",
@@ -44,6 +53,8 @@ STATE_CODES: dict[str, str] = {
     "p3": "3",
     "p4": "4",
     "commloss": "c",
+    "removed": "r",
+    "toplace": "t",
     "stale": "s",
     "oos": "o",
     "normal": "n",
@@ -88,6 +99,7 @@ AssetRow = TypedDict(
         "lon": float,
         "state": str,
         "colour": str,
+        "to_place": bool,  # waiting at its commune's centre for an operator to place it
     },
 )
 
@@ -96,7 +108,8 @@ def _truthy(value: object) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, int | float):
-        return value != 0
+        # NaN is "no value" (a CommLoss sample carries it), not a fault: NaN != 0 is true.
+        return value != 0 and value == value
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "on", "yes")
     return False
@@ -128,14 +141,36 @@ def asset_state(
     stale_factor: float | None = None,
     mark: AlarmMark | None = None,
 ) -> State:
-    """Return the display state of one asset from its tags' current samples and its alarms.
+    """Return the display state of one asset from its inventory state, live values and alarms.
+
+    An asset removed at source shows so whatever its values say: its server no longer offers
+    it, so they are leftovers. One to be placed shows so unless something more urgent is known
+    of it (a fault, an alarm, a lost link): it stands at its commune's centre meanwhile.
+    """
+    if asset.state == "removed":
+        return "removed"
+    live = live_state(asset, snapshot, now, stale_factor, mark)
+    if asset.state == "to_place" and _RANK[live] > _RANK["toplace"]:
+        return "toplace"
+    return live
+
+
+def live_state(
+    asset: Asset,
+    snapshot: Mapping[str, Sample],
+    now: datetime,
+    stale_factor: float | None = None,
+    mark: AlarmMark | None = None,
+) -> State:
+    """Return the state that an asset's tags' current samples and its alarms give.
 
     Collectors report by exception: a value that does not change is not sent again, and stays
     current while its collector is connected; a lost link turns it CommLoss. So by default an
     asset is stale only when nothing was ever received from it. With `stale_factor`, it is also
     stale when its newest value is older than that many times its longest interval (for
-    sources that must report periodically). A fault the equipment reported stays shown through
-    a lost link (it is the most urgent thing known of it); alarms show once the link is up.
+    sources that must report periodically). A fault the equipment reports comes before
+    anything else (it is the most urgent thing known of it); a CommLoss sample carries no value
+    (NaN), so a lost link is no fault. Alarms show once the link is up.
     """
     fault = snapshot.get(asset.tag("fault"))
     if fault is not None and _truthy(fault.value):
@@ -162,6 +197,7 @@ def asset_state(
     return "normal"
 
 
+_RANK: dict[State, int] = {s: i for i, s in enumerate(STATES)}
 _ALARM_STATES: dict[int, State] = {1: "p1", 2: "p2", 3: "p3", 4: "p4"}
 
 
@@ -188,6 +224,7 @@ def asset_rows(
                 "lon": lon,
                 "state": state,
                 "colour": STATE_COLOURS[state],
+                "to_place": a.state == "to_place",
             }
         )
     return rows
@@ -226,12 +263,17 @@ def filter_assets(
 
 
 def layer_geojson(rows: Iterable[AssetRow]) -> dict[str, Any]:
-    """Return assets as GeoJSON points numbered in order (feature i ↔ character i of a code)."""
+    """Return assets as GeoJSON points numbered in order (feature i ↔ character i of a code).
+
+    The layer is drawn again whenever the register changes, so what is fixed between changes
+    (place, id, whether it waits to be placed) travels here, and states in the frames.
+    """
     features = [
         {
             "type": "Feature",
             "geometry": {"type": "Point", "coordinates": [round(r["lon"], 6), round(r["lat"], 6)]},
-            "properties": {"i": i, "id": r["id"]},
+            # `p`: drawn as an asset to be placed (a dashed ring) whatever its state's colour.
+            "properties": {"i": i, "id": r["id"], **({"p": 1} if r["to_place"] else {})},
         }
         for i, r in enumerate(rows)
     ]

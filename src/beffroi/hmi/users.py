@@ -27,10 +27,10 @@ ROLES = ("viewer", "operator", "supervisor", "auditor", "admin")
 RIGHTS: dict[str, frozenset[str]] = {
     "viewer": frozenset(),
     "operator": frozenset({"ack", "shelve", "setpoint"}),
-    "supervisor": frozenset({"ack", "shelve", "setpoint", "playbook", "rules"}),
+    "supervisor": frozenset({"ack", "shelve", "setpoint", "playbook", "rules", "inventory"}),
     "auditor": frozenset({"export", "audit"}),
     "admin": frozenset(
-        {"ack", "shelve", "setpoint", "playbook", "rules", "export", "audit", "users"}
+        {"ack", "shelve", "setpoint", "playbook", "rules", "inventory", "export", "audit", "users"}
     ),
 }
 MIN_PASSWORD = 10

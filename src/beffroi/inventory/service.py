@@ -38,6 +38,7 @@ _SOURCES: dict[str, AssetSource] = {"generated": "generated", "inventory": "inve
 _STATES: dict[str, AssetState] = {"active": "active", "to_place": "to_place",
                                   "removed": "removed", "retired": "retired"}  # fmt: skip
 TEXT_MAX = 200  # names, addresses, models, attribute values
+_BACK: dict[str, AssetState] = {"discovery": "to_place"}  # state of an asset offered again
 
 
 class AuditRecorder(Protocol):
@@ -215,10 +216,12 @@ class Inventory:
                 fields = changed_fields(before, rec)
                 kind = "move" if {"lat", "lon"} & set(fields) else "update"
                 log_rows.append((kind, rec.id, rec.commune, {"fields": fields}))
+            # One set, not a scan per asset: a file taking over 40,000 generated assets that
+            # all moved was quadratic (about a minute).
+            handled = {r.id for r in d.added}
+            handled.update(b.id for b, _ in (*d.updated, *d.reclassified))
             for id_, a in others.items():  # same record, now owned by this inventory
-                if id_ in {r.id for r in d.added} or any(b.id == id_ for b, _ in d.updated):
-                    continue
-                if any(b.id == id_ for b, _ in d.reclassified):
+                if id_ in handled:
                     continue
                 updated.append(
                     (a, dataclasses.replace(a, source="inventory", origin=origin, state="active"))
@@ -359,7 +362,10 @@ class Inventory:
                 if asset is not None and asset.state == "removed" and asset not in back:
                     back.append(asset)
             if back:
-                pairs = tuple((a, dataclasses.replace(a, state="active")) for a in back)
+                # Back as it was: in service, or still to be placed if nobody placed it yet.
+                pairs = tuple(
+                    (a, dataclasses.replace(a, state=_BACK.get(a.source, "active"))) for a in back
+                )
                 rows: list[tuple[str, str, str, dict[str, Any]]] = [
                     ("offered_again", a.id, a.commune, {}) for a in back
                 ]

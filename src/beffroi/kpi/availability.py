@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from beffroi.kpi.cells import CellContext, full_hours
+from beffroi.kpi.cells import CellContext
 from beffroi.kpi.config import availability_classes, down_signals
 from beffroi.kpi.timeline import COMM_LOSS, GOOD, Grid, Samples, events_cells, split
 
@@ -101,12 +101,12 @@ class AvailabilityCalc:
     def _chunk(self, assets, conds: list[str]) -> None:
         ctx, grid = self.ctx, self.ctx.grid
         signals = [c.lstrip("!") for c in conds]
-        per_signal = [ctx.read([a.tag(sig) for a in assets]) for sig in signals]
+        per_signal = [ctx.read(assets, sig) for sig in signals]
         states = merged_states(per_signal, [c.startswith("!") for c in conds], grid)
         up, down, comm = states[UP], states[DOWN], states[COMM]
         good = up + down
         known = good + (comm if self.cfg.commloss == "down" else 0.0)
-        expected = full_hours(len(assets), grid.n)
+        expected = ctx.expected(assets)
         scopes = ctx.scopes(assets, "availability")
         ctx.sink.add("up_s", scopes, up, good, expected)
         ctx.sink.add("known_s", scopes, known, good, expected)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -13,8 +14,9 @@ from beffroi.core.model import Asset
 from beffroi.core.register import Register
 from beffroi.kpi.config import KpiSite
 from beffroi.kpi.definitions import BREAKDOWNS, scopes_of
+from beffroi.kpi.in_service import ALWAYS, InService, expected_seconds
 from beffroi.kpi.inputs import Reader
-from beffroi.kpi.timeline import Grid, Samples
+from beffroi.kpi.timeline import COMM_LOSS, Grid, Samples
 
 CELL_COLUMNS = ["component", "scope", "hour", "value", "covered", "expected", "filled"]
 
@@ -137,6 +139,13 @@ class CellContext:
     # When the earliest hole filled in this range began: hours before the range that it covers
     # were computed while it was open, and must be computed again now that it is closed.
     hole_from: float = float("inf")
+    # Assets added or retired while running: each counts only while in service (None: all
+    # assets of the register count for every hour, as for an engine that never saw a change).
+    in_service: InService | None = None
+    _by_class: dict[str, list[Asset]] | None = field(default=None, init=False, repr=False)
+    # The tenure of each asset record handed out by assets_of, by identity: a retired record
+    # and its successor (reclassified, or added again) share an id but not their tenure.
+    _windows: dict[int, tuple[float, float]] = field(default_factory=dict, init=False, repr=False)
 
     def note_fill(self, hole_from: float) -> None:
         """Remember the start of a filled hole."""
@@ -153,11 +162,37 @@ class CellContext:
         return self.hours[-1] + timedelta(hours=1)
 
     def assets_of(self, cls_id: str) -> list[Asset]:
-        """Return the assets of a class, sorted by id so their tags come back in order."""
-        return sorted(
-            (a for a in self.register.assets.values() if a.asset_class == cls_id),
-            key=lambda a: a.tag(""),
-        )
+        """Return the assets of a class in service during the hours, sorted by tag path."""
+        if self.in_service is None:
+            found: Iterator[Asset] | list[Asset] = (
+                a for a in self.register.assets.values() if a.asset_class == cls_id
+            )
+        else:
+            if self._by_class is None:
+                self._by_class = {}
+                start, end = self.start.timestamp(), self.end.timestamp()
+                for t in self.in_service.tenures(self.register, start, end):
+                    self._by_class.setdefault(t.asset.asset_class, []).append(t.asset)
+                    if (t.since, t.until) != ALWAYS:
+                        self._windows[id(t.asset)] = (t.since, t.until)
+            found = self._by_class.get(cls_id, [])
+        return sorted(found, key=lambda a: a.tag(""))
+
+    def retired_assets(self) -> list[Asset]:
+        """Return the records retired while running that count in some of these hours."""
+        assets = self.register.assets
+        return [a for group in (self._by_class or {}).values() for a in group
+                if assets.get(a.id) is not a]  # fmt: skip
+
+    def window(self, asset: Asset) -> tuple[float, float]:
+        """Return an asset's tenure [since, until) in epoch seconds (always, for most)."""
+        return self._windows.get(id(asset), ALWAYS)
+
+    def expected(self, assets: Sequence[Asset]) -> np.ndarray:
+        """Return each asset-hour's expected seconds: the part of the hour it is in service."""
+        if not self._windows:
+            return full_hours(len(assets), self.grid.n)
+        return expected_seconds([self.window(a) for a in assets], self.grid.edges)
 
     def chunks(self, assets: list[Asset]) -> Iterator[list[Asset]]:
         """Yield assets in chunks, so memory stays bounded with 10,000s of tags."""
@@ -169,6 +204,32 @@ class CellContext:
         domains = {k: c.domain for k, c in self.cfg.asset_classes.items()}
         return ScopeMap(assets, domains, BREAKDOWNS.get(family, ("",)))
 
-    def read(self, tags: list[str]) -> Samples:
-        """Read the samples of tags around the hours."""
-        return self.reader.read(tags, self.start, self.end, self.margin)
+    def read(self, assets: Sequence[Asset], signal: str) -> Samples:
+        """Read the samples of one signal of assets around the hours, cut to their tenures."""
+        s = self.reader.read([a.tag(signal) for a in assets], self.start, self.end, self.margin)
+        if not self._windows:
+            return s
+        windows = [self.window(a) for a in assets]
+        if all(w == ALWAYS for w in windows):
+            return s
+        return within(s, windows)
+
+
+def within(s: Samples, windows: Sequence[tuple[float, float]]) -> Samples:
+    """Keep each tag's samples inside its tenure; a tenure's end is a hole from then on.
+
+    The hole (a CommLoss mark at the retirement) ends the value path there: a held value does
+    not run on after the asset left, and nothing after it is covered or filled.
+    """
+    w = np.array(windows, float).reshape(-1, 2)
+    since, until = w[s.tag, 0], w[s.tag, 1]
+    keep = (s.t >= since) & (s.t < until)
+    ends = np.flatnonzero(np.isfinite(w[:, 1]))
+    if not len(ends):
+        return s.take(keep)
+    tag = np.concatenate([s.tag[keep], ends])
+    t = np.concatenate([s.t[keep], w[ends, 1]])
+    v = np.concatenate([s.v[keep], np.full(len(ends), math.nan)])
+    q = np.concatenate([s.q[keep], np.full(len(ends), COMM_LOSS, s.q.dtype)])
+    order = np.lexsort((t, tag))
+    return Samples(tag[order], t[order], v[order], q[order], s.n_tags)

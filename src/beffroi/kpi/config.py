@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -13,6 +14,7 @@ from pydantic import Field, model_validator
 
 from beffroi.alerts.config import AlarmsConfig
 from beffroi.core.config import Slug, Strict
+from beffroi.core.model import Asset
 from beffroi.core.register import Register
 from beffroi.core.site import Site
 from beffroi.historian.config import CompressionConfig
@@ -273,8 +275,13 @@ def read_baseline_file(path: Path) -> dict[str, float]:
     return out
 
 
-def lighting_baseline(cfg: KpiSite, register: Register) -> tuple[dict[str, float], list[str]]:
-    """Return each cabinet's pre-renovation kW and the problems found (unknown assets, file)."""
+def lighting_baseline(
+    cfg: KpiSite, register: Register, retired: Iterable[Asset] = ()
+) -> tuple[dict[str, float], list[str]]:
+    """Return each cabinet's pre-renovation kW and the problems found (unknown assets, file).
+
+    `retired`: cabinets retired while running, which still count up to their retirement.
+    """
     lc = cfg.kpi.lighting
     if lc is None:
         return {}, []
@@ -298,7 +305,7 @@ def lighting_baseline(cfg: KpiSite, register: Register) -> tuple[dict[str, float
         elif a.asset_class != lc.asset_class:
             problems.append(f"{where}: {asset} is a {a.asset_class}, not a {lc.asset_class}")
     out: dict[str, float] = {}
-    for a in register.assets.values():
+    for a in [*retired, *register.assets.values()]:  # the asset in service wins for its id
         if a.asset_class != lc.asset_class:
             continue
         kw: float | None = listed[a.id][1] if a.id in listed else None

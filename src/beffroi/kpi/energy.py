@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from beffroi.core.model import Asset
-from beffroi.kpi.cells import CellContext, full_hours, hold_after_s
+from beffroi.kpi.cells import CellContext, hold_after_s
 from beffroi.kpi.config import EnergySourceConfig
 from beffroi.kpi.timeline import (
     Grid,
@@ -65,7 +65,7 @@ def class_energy(ctx: CellContext, cls_id: str) -> Iterator[AssetEnergy]:
     hold = hold_after_s(ctx.cfg, cls_id, src.signal, src.hold_after_s)
     fill_max = ctx.cfg.kpi.fill_max_h * 3600.0
     for assets in ctx.chunks(ctx.assets_of(cls_id)):
-        s = ctx.read([a.tag(src.signal) for a in assets])
+        s = ctx.read(assets, src.signal)
         kwh, filled, resets, segs = energy_of(s, src, hold, fill_max, ctx.grid)
         ctx.note_fill(segs.earliest_fill())
         if resets:
@@ -78,7 +78,7 @@ def compute(ctx: CellContext, on_chunk=None) -> None:
     for cls_id in ctx.cfg.kpi.energy:
         for chunk in class_energy(ctx, cls_id):
             scopes = ctx.scopes(chunk.assets, "energy")
-            expected = full_hours(len(chunk.assets), ctx.grid.n)
+            expected = ctx.expected(chunk.assets)
             ctx.sink.add("energy_kwh", scopes, chunk.kwh, chunk.covered, expected, chunk.filled)
             if on_chunk is not None:
                 on_chunk(cls_id, chunk)

@@ -26,7 +26,7 @@ import pandas as pd
 from beffroi.alerts.service import AlarmService
 from beffroi.core.errors import ConfigError
 from beffroi.core.model import utcnow
-from beffroi.core.register import Register
+from beffroi.core.register import Register, RegisterChange
 from beffroi.core.scheduler import Scheduler
 from beffroi.core.seams import Historian
 from beffroi.kpi import availability, energy, mobility, waste, water
@@ -34,6 +34,7 @@ from beffroi.kpi.cells import CellContext, CellSink
 from beffroi.kpi.config import KpiSite, kpi_register_problems, kpi_store_path
 from beffroi.kpi.derive import differences, period_values, stored_values, to_samples
 from beffroi.kpi.fingerprints import Fingerprints, input_tags, read_margin
+from beffroi.kpi.in_service import InService
 from beffroi.kpi.inputs import Reader, epoch_grid
 from beffroi.kpi.lighting import LightingCalc
 from beffroi.kpi.periods import HOUR, RESOLUTIONS, day_of, floor_hour, hours, month_of, periods
@@ -80,6 +81,9 @@ class KpiEngine:
         self.inputs = input_tags(cfg, register)
         self.margin = read_margin(cfg)
         self.fingerprints = Fingerprints(historian, self.inputs, events, chunk)
+        # Assets added and retired while running: each counts while in service (in_service.py).
+        self.in_service = InService()
+        self._inputs_of = 0  # the in_service revision the inputs were listed at
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.last_report: dict[str, Any] = {}
@@ -132,6 +136,25 @@ class KpiEngine:
             if self._store is not None:
                 self._store.close()
                 self._store = None
+
+    def follow(self, change: RegisterChange) -> None:
+        """Follow a change of the register (a listener): the next runs count what it changed.
+
+        Only noted here, at once: a run in progress (minutes, for a year recomputed) keeps the
+        set of assets it started with, and the next one reads the new set.
+        """
+        self.in_service.follow(change, self.clock().timestamp())
+
+    def _sync_inputs(self) -> None:
+        """List the input tags again after register changes (called under the run lock)."""
+        revision = self.in_service.revision
+        if revision == self._inputs_of:
+            return
+        # Retired assets' tags stay inputs: closed hours' fingerprints read them as before,
+        # so a retirement is not late data.
+        self.inputs = input_tags(self.cfg, self.register, self.in_service.retired_records())
+        self.fingerprints.tags = self.inputs
+        self._inputs_of = revision
 
     def status(self) -> dict[str, Any]:
         """Return the engine's state for /healthz and the HMI."""
@@ -194,6 +217,7 @@ class KpiEngine:
         it, unless late data moved something before them.
         """
         t0 = time.monotonic()
+        self._sync_inputs()
         current = floor_hour(now)
         window = self._late_start(now)
         limit = current + HOUR if open_hours else day_of(now, self.tz)[0]
@@ -231,6 +255,7 @@ class KpiEngine:
             return {"from": a.isoformat(), "to": a.isoformat(), "hours": 0, "values": 0,
                     "changes": 0, "seconds": 0.0}  # fmt: skip
         with self._lock:
+            self._sync_inputs()
             return self._compute(a, b, now, {}, floor=a, progress=progress, default=REQUESTED)
 
     def _compute(
@@ -301,6 +326,7 @@ class KpiEngine:
             margin=self.margin,
             events=self.events,
             chunk=self.chunk,
+            in_service=self.in_service,
         )
         lighting = LightingCalc(ctx) if self.kc.lighting is not None else None
         energy.compute(ctx, on_chunk=lighting.on_chunk if lighting else None)

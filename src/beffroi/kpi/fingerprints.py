@@ -9,12 +9,13 @@ historian's hourly aggregates, which the DuckDB back end answers from its rollup
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
+from beffroi.core.model import Asset
 from beffroi.core.register import Register
 from beffroi.core.seams import Historian
 from beffroi.kpi.cells import hold_after_s
@@ -46,12 +47,13 @@ def input_signals(cfg: KpiSite) -> list[tuple[str, str, float | None]]:
     return out
 
 
-def input_tags(cfg: KpiSite, register: Register) -> list[str]:
-    """Return every tag the KPIs read, sorted."""
+def input_tags(cfg: KpiSite, register: Register, retired: Iterable[Asset] = ()) -> list[str]:
+    """Return every tag the KPIs read, sorted (with those of assets retired while running)."""
     wanted: dict[str, set[str]] = {}
     for cls_id, signal, _ in input_signals(cfg):
         wanted.setdefault(cls_id, set()).add(signal)
-    return sorted(a.tag(s) for a in register.assets.values() for s in wanted.get(a.asset_class, ()))
+    assets = [*register.assets.values(), *retired]
+    return sorted({a.tag(s) for a in assets for s in wanted.get(a.asset_class, ())})
 
 
 def read_margin(cfg: KpiSite) -> timedelta:

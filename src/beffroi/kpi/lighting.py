@@ -19,7 +19,7 @@ from astral import Observer
 from astral.sun import dawn, dusk, elevation
 
 from beffroi.core.model import Asset
-from beffroi.kpi.cells import CellContext, full_hours
+from beffroi.kpi.cells import CellContext
 from beffroi.kpi.config import lighting_baseline
 from beffroi.kpi.energy import AssetEnergy
 from beffroi.kpi.timeline import Segments, split
@@ -80,7 +80,8 @@ class LightingCalc:
     def __init__(self, ctx: CellContext):
         self.ctx = ctx
         self.lc = ctx.cfg.kpi.lighting
-        self.kw, _problems = lighting_baseline(ctx.cfg, ctx.register)
+        # Cabinets retired while running count up to then: their baseline too.
+        self.kw, _problems = lighting_baseline(ctx.cfg, ctx.register, ctx.retired_assets())
         self.tz = ZoneInfo(ctx.cfg.metropolis.timezone)
 
     def on_chunk(self, cls_id: str, chunk: AssetEnergy) -> None:
@@ -98,7 +99,7 @@ class LightingCalc:
         kw = np.array([self.kw[a.id] for a in assets])
         baseline = known * kw[:, None] / 3600.0
         scopes = self.ctx.scopes(assets, "lighting")
-        expected = full_hours(len(assets), self.ctx.grid.n)
+        expected = self.ctx.expected(assets)
         sink = self.ctx.sink
         filled = chunk.filled[rows]
         sink.add("lighting_kwh", scopes, chunk.kwh[rows], chunk.covered[rows], expected, filled)

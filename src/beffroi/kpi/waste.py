@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from beffroi.kpi.cells import CellContext, full_hours
+from beffroi.kpi.cells import CellContext
 from beffroi.kpi.timeline import covered, drops, events_cells
 
 
@@ -12,10 +12,10 @@ def compute(ctx: CellContext) -> None:
     if wc is None:
         return
     for assets in ctx.chunks(ctx.assets_of(wc.asset_class)):
-        s = ctx.read([a.tag(wc.signal) for a in assets])
+        s = ctx.read(assets, wc.signal)
         tag, t, before = drops(s, wc.drop_pct)
-        n, n_h = len(assets), ctx.grid.n
-        cov, expected = covered(s, ctx.grid), full_hours(n, n_h)
+        n = len(assets)
+        cov, expected = covered(s, ctx.grid), ctx.expected(assets)
         scopes = ctx.scopes(assets, "waste")
         early = before < wc.full_pct
         ctx.sink.add("waste_collections", scopes, events_cells(tag, t, ctx.grid, n), cov, expected)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from beffroi.kpi.cells import CellContext, full_hours, hold_after_s
+from beffroi.kpi.cells import CellContext, hold_after_s
 from beffroi.kpi.timeline import covered, level_parts
 
 
@@ -13,10 +13,10 @@ def compute(ctx: CellContext) -> None:
         return
     hold = hold_after_s(ctx.cfg, wc.asset_class, wc.signal)
     for assets in ctx.chunks(ctx.assets_of(wc.asset_class)):
-        s = ctx.read([a.tag(wc.signal) for a in assets])
+        s = ctx.read(assets, wc.signal)
         parts = level_parts(s, ctx.grid, hold)
         n, n_h = len(assets), ctx.grid.n
-        cov, expected = covered(s, ctx.grid), full_hours(n, n_h)
+        cov, expected = covered(s, ctx.grid), ctx.expected(assets)
         scopes = ctx.scopes(assets, "water")
         band = parts.cells(parts.time_within(wc.low, wc.high), n, n_h)
         ctx.sink.add("reservoir_in_band_s", scopes, band, cov, expected)

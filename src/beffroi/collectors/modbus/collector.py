@@ -17,7 +17,7 @@ from beffroi.collectors.modbus.codec import Point, ReadBlock, decode, encode, pl
 from beffroi.collectors.modbus.config import ModbusCollectorConfig
 from beffroi.core import status_codes
 from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
-from beffroi.core.register import Register
+from beffroi.core.register import Register, RegisterChange
 from beffroi.core.seams import Sink
 from beffroi.core.site import Site
 
@@ -103,6 +103,9 @@ class ModbusCollector(CollectorBase[ModbusCollectorConfig]):
         assets = [register.assets[d.asset] for d in config.devices]
         tags = [t for a in assets for t in a.tags]
         return cls(config, tags, sink, asset_classes={a.id: a.asset_class for a in assets})
+
+    def follow(self, change: RegisterChange) -> None:
+        """Keep polling the configured devices: a device list is config, not the register's."""
 
     @property
     def read_blocks(self) -> int:

@@ -7,7 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any
 
 import aiomqtt
 from aiomqtt.types import PayloadType
@@ -16,10 +16,17 @@ from beffroi.collectors.base import Backoff, CollectorBase
 from beffroi.collectors.mqtt.config import MqttCollectorConfig
 from beffroi.collectors.mqtt.payload import Malformed, TopicRule, command_payload, parse, tag_of
 from beffroi.core.errors import MissingCredentials
-from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
-from beffroi.core.register import Register
+from beffroi.core.model import (
+    Asset,
+    Quality,
+    Sample,
+    TagSpec,
+    Value,
+    WriteResult,
+    WriteStatus,
+    utcnow,
+)
 from beffroi.core.seams import Sink
-from beffroi.core.site import Site
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +54,13 @@ class MqttCollector(CollectorBase[MqttCollectorConfig]):
         self.reconnects = 0
 
     @classmethod
-    def from_config(
-        cls, config: MqttCollectorConfig, site: Site, register: Register, sink: Sink
-    ) -> Self:
-        """Build the collector with the register tags that one of its topic rules can carry."""
-        rules = [TopicRule.of(t) for t in config.topics]
-        tags = [
+    def wants(cls, config: MqttCollectorConfig, asset: Asset) -> list[TagSpec]:
+        """Return the tags of an asset in scope that one of the topic rules can carry."""
+        return [
             t
-            for a in register.assets.values()
-            if (not config.communes or a.commune in config.communes)
-            and (not config.classes or a.asset_class in config.classes)
-            for t in a.tags
-            if any(r.produces(t.signal) for r in rules)
+            for t in super().wants(config, asset)
+            if any(r.signal is None or r.signal == t.signal for r in config.topics)
         ]
-        return cls(config, tags, sink)
 
     @property
     def malformed_tag(self) -> str:

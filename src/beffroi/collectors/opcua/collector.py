@@ -1,4 +1,12 @@
-"""OPC UA collector: subscriptions (or polling) in chunks, security, discovery, reconnects."""
+"""OPC UA collector: subscriptions (or polling) in chunks, security, discovery, reconnects.
+
+It follows the living register on its live subscription: monitored items are created for the
+tags of added assets and deleted for those of retired ones, without a reconnect. Every
+`rediscover_s` it looks at the server again: in discovery mode it browses again (assets added
+while running join the inventory "to be placed", tags gone are not offered any more); with
+register tags it reads the nodes, so that a node deleted or added back is noticed even from a
+server that says nothing of it.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +24,11 @@ from asyncua.ua.status_codes import get_name_and_doc
 from beffroi.collectors.base import Backoff, CollectorBase
 from beffroi.collectors.opcua import decoder, security
 from beffroi.collectors.opcua.config import OpcUaCollectorConfig
-from beffroi.collectors.opcua.discovery import discover, resolve_root
+from beffroi.collectors.opcua.discovery import Discovered, discover, resolve_root
 from beffroi.collectors.opcua.items import (
     OperationLimits,
     absolute_deadband,
+    chunks,
     data_change_filter,
     in_chunks,
     item_settings,
@@ -31,8 +40,18 @@ from beffroi.collectors.opcua.items import (
 from beffroi.collectors.opcua.samples import BatchSubscription, Poller
 from beffroi.core import status_codes
 from beffroi.core.errors import BeffroiError, MissingCredentials
-from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
-from beffroi.core.register import Register
+from beffroi.core.model import (
+    Asset,
+    Quality,
+    Sample,
+    TagSpec,
+    Value,
+    WriteResult,
+    WriteStatus,
+    tag_name,
+    utcnow,
+)
+from beffroi.core.register import Register, RegisterChange
 from beffroi.core.seams import Sink
 from beffroi.core.site import AssetClassConfig, Site
 
@@ -87,10 +106,19 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
         self._communes = list(communes)
         self._client: Client | None = None
         self._ns: int | None = None
+        # tag → node; in discovery mode, only the nodes the last browse found (a gone tag
+        # stays in `tags`, not offered, and is never subscribed by a node id it used to have).
         self._nodes: dict[str, ua.NodeId] = {}
         self._lost = asyncio.Event()
         self._work: asyncio.Task[None] | None = None
+        self._rescan_task: asyncio.Task[None] | None = None
         self._sub: BatchSubscription | None = None
+        self._items: dict[str, tuple[int, int]] = {}  # tag → (client handle, server handle)
+        self._handle = 0
+        self._items_lock = asyncio.Lock()  # one change of the live subscription at a time
+        self._excluded: set[str] = set()  # retired assets: discovery does not take them again
+        self._told: set[str] = set()  # assets found and told to the inventory
+        self._absent: set[str] = set()  # template signals of found assets the server lacks
         self.pki = security.Pki(Path(config.pki_dir), config.name)
         self.limits = OperationLimits()
         self.monitored = 0
@@ -106,8 +134,62 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
         config = config.model_copy(update={"pki_dir": str(site.resolve(config.pki_dir))})
         if config.discovery is not None:
             communes = config.communes or site.commune_ids()
-            return cls(config, [], sink, asset_classes=dict(site.asset_classes), communes=communes)
+            found = cls(config, [], sink, asset_classes=dict(site.asset_classes), communes=communes)
+            found._excluded = set(register.retired)
+            return found
         return super().from_config(config, site, register, sink)
+
+    @classmethod
+    def wants(cls, config: OpcUaCollectorConfig, asset: Asset) -> list[TagSpec]:
+        """Return the register tags of an asset this collector subscribes (none in discovery).
+
+        An asset found by discovery belongs to the collector that found it: another server's
+        collector would only be refused its nodes, and report them not offered.
+        """
+        if config.discovery is not None or asset.source == "discovery":
+            return []
+        return super().wants(config, asset)
+
+    def follow(self, change: RegisterChange) -> None:
+        """Follow a change of the register; in discovery mode, retired assets stay out."""
+        if self.config.discovery is not None:
+            back = {a.id for a in change.added}
+            gone = {a.id for a in change.retired} - back
+            self._on_loop(self._exclude, gone, back)
+        super().follow(change)
+
+    def _exclude(self, gone: set[str], back: set[str]) -> None:
+        self._excluded = (self._excluded | gone) - back
+
+    def _tags_changed(self, added: list[str], dropped: list[str]) -> None:
+        """Create the added tags' monitored items and delete the dropped ones, live."""
+        for tag in dropped:
+            self.missing.pop(tag, None)
+            self._absent.discard(tag)
+        if self.config.discovery is None and self._ns is not None:
+            for tag in added:
+                self._nodes[tag] = node_id(tag, self._ns)
+        for tag in dropped:
+            self._nodes.pop(tag, None)
+        task = asyncio.get_running_loop().create_task(self._update(added, dropped))
+        self._reports.add(task)  # awaited at stop, like the reports
+        task.add_done_callback(self._reports.discard)
+
+    async def _update(self, added: list[str], dropped: list[str]) -> None:
+        """Bring the live subscription (or polling) in line with a change of `tags`."""
+        async with self._items_lock:
+            client = self._client
+            if client is None or not self.connected:
+                return  # the next connection subscribes `tags` as they are then
+            try:
+                if self.config.mode == "poll":
+                    await self._start_polling(client)
+                    return
+                await self._delete_items([t for t in dropped if t not in self.tags])
+                await self._create_items(client, [t for t in added if t in self._nodes])
+            except _CONNECTION_ERRORS as exc:
+                # The link is going: the reconnect subscribes every tag of `tags`.
+                log.info("%s: subscription not changed: %s", self.name, _describe(exc))
 
     async def _run(self) -> None:
         backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
@@ -179,14 +261,20 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
             await self._discover(client)
         else:
             self._nodes = {tag: node_id(tag, self._ns) for tag in self.tags}
-        if cfg.mode == "poll":
-            await self._start_polling(client)
-        else:
-            await self._subscribe(client)
+        async with self._items_lock:  # a register change waits for the whole subscription
+            if cfg.mode == "poll":
+                await self._start_polling(client)
+            else:
+                await self._subscribe(client)
         self._went_up()
         self._ready.set()
+        if cfg.rediscover_s > 0:
+            self._rescan_task = asyncio.create_task(
+                self._rescan_loop(client), name=f"opcua-rescan:{self.name}"
+            )
 
-    async def _discover(self, client: Client) -> None:
+    async def _browse(self, client: Client) -> tuple[Discovered, dict[str, TagSpec]]:
+        """Browse the discovery root; return what was found and the tags to take of it."""
         cfg = self.config
         assert cfg.discovery is not None and self._ns is not None
         root = await resolve_root(client, cfg.discovery.root, self._ns)
@@ -199,19 +287,139 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
             self.limits,
             cfg.chunk_size,
         )
-        self.tags = {t.name: t for t in found.tags}
-        self._nodes = found.nodes
+        tags = {t.name: t for t in found.tags if t.asset not in self._excluded}
+        return found, tags
+
+    async def _discover(self, client: Client) -> None:
+        cfg = self.config
+        assert cfg.discovery is not None
+        found, tags = await self._browse(client)
+        # Tags found before and not now stay known, not offered; found ones take their nodes.
+        gone = {t: status_codes.BadNodeIdUnknown for t in self.tags if t not in tags}
+        self.tags = {**self.tags, **tags}
+        self._nodes = {t: found.nodes[t] for t in tags}
         skipped = ", ".join(f"{n} {why}" for why, n in found.skipped.items()) or "none"
         log.info(
             "%s: discovered %d tags under %s (skipped: %s)",
             self.name,
-            len(self.tags),
+            len(tags),
             cfg.discovery.root,
             skipped,
         )
+        self._told.clear()  # at each connection, the inventory hears of all it found
+        await self._tell_found(found, tags)
+        self._not_offered(gone)
 
-    async def _deadbands(self, client: Client) -> dict[str, float | None]:
-        settings = item_settings(list(self.tags.values()), self.config)
+    async def _tell_found(self, found: Discovered, tags: dict[str, TagSpec]) -> None:
+        """Tell the inventory of the assets found, before their values arrive.
+
+        Awaited, so that the alarms of a new asset are bound before its first values (a fault
+        already on is an alarm at once). The template signals a found asset lacks are told as
+        not offered: the asset is "removed at source" once the ones it had go too.
+        """
+        per_asset: dict[str, list[TagSpec]] = {}
+        for t in tags.values():
+            per_asset.setdefault(t.asset, []).append(t)
+        new: list[Asset] = []
+        absent: dict[str, int] = {}
+        for aid, specs in per_asset.items():
+            commune, class_id = found.assets[aid]
+            if aid not in self._told:
+                cls = self._asset_classes[class_id]
+                new.append(Asset(aid, class_id, commune, 0.0, 0.0, cls.domain, specs))
+            for sig in self._asset_classes[class_id].signals:
+                name = tag_name(commune, aid, sig.name)
+                if name not in tags and name not in self._absent:
+                    absent[name] = status_codes.BadNodeIdUnknown
+        again = sorted(t for t in tags if t in self._absent)
+        self._absent = (self._absent | absent.keys()) - set(again)
+        if new and self.on_discovered is not None:
+            async with self._report_lock:
+                try:
+                    await asyncio.to_thread(self.on_discovered, new)
+                    self._told.update(a.id for a in new)
+                except Exception:
+                    log.exception("%s: the inventory could not take the assets found", self.name)
+        if absent:
+            self._report(self.on_not_offered, absent)
+        if again:
+            self._report(self.on_offered, again)
+
+    async def _rescan_loop(self, client: Client) -> None:
+        """Look at the server again every rediscover_s, while this connection lasts."""
+        while True:
+            await asyncio.sleep(self.config.rediscover_s)
+            try:
+                async with self._items_lock:
+                    if self.config.discovery is not None:
+                        await self._rediscover(client)
+                    else:
+                        await self._recheck(client)
+            except _CONNECTION_ERRORS as exc:
+                # The watchdog notices a lost link and reconnects; this task ends with it.
+                log.info("%s: cannot look at %s again: %s", self.name, self.config.url, exc)
+            except Exception:
+                log.exception("%s: looking at the server again failed", self.name)
+
+    async def _rediscover(self, client: Client) -> None:
+        """Browse again: take what was added, mark not offered what went, follow moved nodes."""
+        found, tags = await self._browse(client)
+        gone = [t for t in self._nodes if t not in tags]
+        moved = [t for t in tags if t in self._nodes and self._nodes[t] != found.nodes[t]]
+        fresh = [t for t in tags if t not in self._nodes]  # new, or found again
+        if not (gone or moved or fresh):
+            return
+        new_assets = {tags[t].asset for t in fresh} - self._told
+        log.info(
+            "%s: browsed again: %d tags new or back (%d assets new), %d gone, %d moved",
+            self.name,
+            len(fresh),
+            len(new_assets),
+            len(gone),
+            len(moved),
+        )
+        await self._tell_found(found, tags)
+        for t in gone:
+            del self._nodes[t]
+        self.tags = {**self.tags, **tags}
+        self._nodes.update((t, found.nodes[t]) for t in tags)
+        await self._apply_scan(client, [*gone, *moved], [*moved, *fresh])
+        self._not_offered(dict.fromkeys(gone, status_codes.BadNodeIdUnknown))
+
+    async def _recheck(self, client: Client) -> None:
+        """Read every register tag's node: note those gone, take back those offered again."""
+        tags = [t for t in self.tags if t in self._nodes]
+        read = [
+            ua.ReadValueId(NodeId=self._nodes[t], AttributeId=ua.AttributeIds.NodeClass)
+            for t in tags
+        ]
+        size = self.limits.chunk(self.limits.nodes_per_read, self.config.chunk_size)
+        codes: list[int] = []
+        for part in chunks(read, size):
+            results = await client.uaclient.read(ua.ReadParameters(NodesToRead=part))
+            codes += [0 if dv.StatusCode is None else int(dv.StatusCode.value) for dv in results]
+        status = dict(zip(tags, codes, strict=True))
+        gone = {t: c for t, c in status.items() if c in _GONE and t not in self.missing}
+        back = [t for t, c in status.items() if c == 0 and t in self.missing]
+        if gone or back:
+            await self._apply_scan(client, [*gone, *back], back)
+            self._not_offered(gone)
+
+    async def _apply_scan(self, client: Client, drop: list[str], create: list[str]) -> None:
+        """Delete and create monitored items after a scan (restart polling instead)."""
+        if self.config.mode == "poll":
+            await self._start_polling(client)
+            back = sorted(t for t in create if t in self.missing)
+            self._offered_again(back)
+            return
+        await self._delete_items(drop)
+        await self._create_items(client, create)
+
+    async def _deadbands(
+        self, client: Client, tags: list[str] | None = None
+    ) -> dict[str, float | None]:
+        specs = [self.tags[t] for t in tags] if tags is not None else list(self.tags.values())
+        settings = item_settings(specs, self.config)
         percent = {t: self._nodes[t] for t, s in settings.items() if s.deadband_type == "percent"}
         ranges = (
             await read_eu_ranges(client, percent, self.limits, self.config.chunk_size)
@@ -241,37 +449,15 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
         sub = BatchSubscription(client, params, self._receive, self._subscription_status)
         await sub.init()
         self._sub = sub
-        settings = item_settings(list(self.tags.values()), cfg)
-        deadbands = await self._deadbands(client)
-        requests: list[ua.MonitoredItemCreateRequest] = []
-        for handle, tag in enumerate(self.tags, start=1):
-            sub.tag_of[handle] = tag
-            flt = data_change_filter(deadbands[tag])
-            requests.append(monitored_item_request(self._nodes[tag], handle, settings[tag], flt))
-        size = self.limits.chunk(self.limits.monitored_items_per_call, cfg.chunk_size)
+        self._items, self._handle = {}, 0
         self.create_calls = 0
-
-        async def create(part: list[ua.MonitoredItemCreateRequest]) -> list[int | ua.StatusCode]:
-            self.create_calls += 1
-            return await sub.create_monitored_items(part)
-
-        results = await in_chunks(requests, size, create, "monitored items")
-        failed = [
-            (r.ItemToMonitor.NodeId, res)
-            for r, res in zip(requests, results, strict=True)
-            if isinstance(res, ua.StatusCode)
-        ]
-        tag_of_node = {node: tag for tag, node in self._nodes.items()}
-        refused = {tag_of_node[nodeid]: int(status.value) for nodeid, status in failed}
-        self._not_offered(refused)
-        back = sorted(t for t in self.missing if t not in refused)
-        if back:
-            log.info("%s: offered again: %s", self.name, _named(back))
-            for tag in back:
-                del self.missing[tag]
-        self.monitored = len(requests) - len(failed)
+        tags = [t for t in self.tags if t in self._nodes]
+        failed = await self._create_items(client, tags)
+        # Missing tags no longer ours (dropped, or gone from a browse) are not waited for.
+        for tag in [t for t in self.missing if t not in self.tags]:
+            del self.missing[tag]
         if failed:
-            self.last_error = f"{len(failed)} of {len(requests)} tags could not be monitored"
+            self.last_error = f"{failed} of {len(tags)} tags could not be monitored"
             log.warning("%s: %s", self.name, self.last_error)
         log.info(
             "%s: monitoring %d tags on %s in %d calls",
@@ -281,9 +467,82 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
             self.create_calls,
         )
 
+    async def _create_items(self, client: Client, tags: list[str]) -> int:
+        """Create the monitored items of tags on the live subscription; return how many failed.
+
+        Tags the server refuses are not offered; tags that were not and now are, offered again.
+        """
+        sub = self._sub
+        if sub is None or not tags:
+            return 0
+        cfg = self.config
+        settings = item_settings([self.tags[t] for t in tags], cfg)
+        deadbands = await self._deadbands(client, tags)
+        requests: list[ua.MonitoredItemCreateRequest] = []
+        handles: list[int] = []
+        for tag in tags:
+            self._handle += 1
+            handles.append(self._handle)
+            sub.tag_of[self._handle] = tag
+            flt = data_change_filter(deadbands[tag])
+            requests.append(
+                monitored_item_request(self._nodes[tag], self._handle, settings[tag], flt)
+            )
+        size = self.limits.chunk(self.limits.monitored_items_per_call, cfg.chunk_size)
+
+        async def create(part: list[ua.MonitoredItemCreateRequest]) -> list[int | ua.StatusCode]:
+            self.create_calls += 1
+            return await sub.create_monitored_items(part)
+
+        try:
+            results = await in_chunks(requests, size, create, "monitored items")
+        except BaseException:
+            for handle in handles:  # none of them is monitored: their values have no tag
+                sub.tag_of.pop(handle, None)
+            raise
+        refused: dict[str, int] = {}
+        for tag, handle, res in zip(tags, handles, results, strict=True):
+            if isinstance(res, ua.StatusCode):
+                sub.tag_of.pop(handle, None)
+                refused[tag] = int(res.value)
+            else:
+                self._items[tag] = (handle, res)
+        self.monitored = len(self._items)
+        self._not_offered(refused)
+        self._offered_again(sorted(t for t in tags if t in self.missing and t not in refused))
+        return len(refused)
+
+    async def _delete_items(self, tags: list[str]) -> None:
+        """Delete the monitored items of tags from the live subscription."""
+        sub = self._sub
+        if sub is None:
+            return
+        server_handles: list[int] = []
+        for tag in tags:
+            item = self._items.pop(tag, None)
+            if item is not None:
+                sub.tag_of.pop(item[0], None)  # a value still in flight has no tag any more
+                server_handles.append(item[1])
+        self.monitored = len(self._items)
+        size = self.limits.chunk(self.limits.monitored_items_per_call, self.config.chunk_size)
+        for part in chunks(server_handles, size):
+            # An item the server already dropped (its node deleted) is gone all the same.
+            with contextlib.suppress(ua.UaStatusCodeError):
+                await sub.unsubscribe(part)
+
+    def _offered_again(self, back: list[str]) -> None:
+        """Note tags the server offers again, and tell the inventory."""
+        if not back:
+            return
+        log.info("%s: offered again: %s", self.name, _named(back))
+        for tag in back:
+            del self.missing[tag]
+        self._report(self.on_offered, back)
+
     async def _start_polling(self, client: Client) -> None:
-        settings = item_settings(list(self.tags.values()), self.config)
-        deadbands = await self._deadbands(client)
+        tags = [t for t in self.tags if t in self._nodes]
+        settings = item_settings([self.tags[t] for t in tags], self.config)
+        deadbands = await self._deadbands(client, tags)
         groups: dict[float, list[tuple[str, ua.NodeId, float | None]]] = {}
         for tag, s in settings.items():
             groups.setdefault(s.sampling_interval_ms, []).append(
@@ -292,13 +551,26 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
         read_chunk = self.limits.chunk(self.limits.nodes_per_read, self.config.chunk_size)
         poller = Poller(client, groups, read_chunk, self._receive)
         self.monitored = len(settings)
-        self._work = asyncio.create_task(poller.run(), name=f"opcua-poll:{self.name}")
+        # A register change starts a new poller: the watch loop sees the new task at once.
+        old, self._work = (
+            self._work,
+            asyncio.create_task(poller.run(), name=f"opcua-poll:{self.name}"),
+        )
+        if old is not None:
+            old.cancel()
+            with contextlib.suppress(BaseException):
+                await old
         log.info("%s: polling %d tags on %s", self.name, self.monitored, self.config.url)
 
     async def _on_connection_lost(self, exc: Exception) -> None:
         self._lost.set()
 
     def _subscription_status(self, status: ua.StatusCode) -> None:
+        if int(status.value) in _GONE:
+            # Some servers (asyncua's) say a monitored node was deleted through the
+            # subscription's status: the subscription lives; the next look finds which.
+            log.info("%s: the server deleted a monitored node", self.name)
+            return
         log.warning("%s: subscription status %s", self.name, status.name)
         if status.is_bad():
             self._lost.set()
@@ -327,14 +599,17 @@ class OpcUaCollector(CollectorBase[OpcUaCollectorConfig]):
         )
         now, nan = utcnow(), float("nan")
         self.sink([Sample(t, now, nan, Quality.BAD, None, code) for t, code in new.items()])
+        self._report(self.on_not_offered, new)
 
     async def _disconnect(self) -> None:
-        work, self._work = self._work, None
-        if work is not None:
-            work.cancel()
-            with contextlib.suppress(BaseException):
-                await work
+        for task in (self._work, self._rescan_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        self._work = self._rescan_task = None
         self._sub = None
+        self._items = {}
         client, self._client = self._client, None
         if client is None:
             return

@@ -54,6 +54,11 @@ class OpcUaCollectorConfig(CollectorConfig, Credentials):
     classes: list[str] = []
     rules: list[OpcUaRuleConfig] = []
     discovery: OpcUaDiscoveryConfig | None = None
+    # Look at the server again this often (0: never): with discovery, browse again (assets
+    # added while running join the inventory, tags gone are not offered any more); with
+    # register tags, read their nodes (a node deleted, or back, is noticed even from a server
+    # that does not say so).
+    rediscover_s: float = Field(default=600.0, ge=0)
 
     @model_validator(mode="after")
     def _security_pair(self) -> OpcUaCollectorConfig:

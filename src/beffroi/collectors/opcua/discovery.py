@@ -21,10 +21,11 @@ _NODE_ID = re.compile(r"^(ns=\d+;)?[isgb]=")
 
 @dataclass
 class Discovered:
-    """Tags found under the root, their node ids, and what was skipped and why."""
+    """Tags found under the root, their node ids, their assets, and what was skipped and why."""
 
     nodes: dict[str, ua.NodeId] = field(default_factory=dict)
     tags: list[TagSpec] = field(default_factory=list)
+    assets: dict[str, tuple[str, str]] = field(default_factory=dict)  # id → (commune, class)
     skipped: Counter[str] = field(default_factory=Counter)
 
 
@@ -117,6 +118,7 @@ async def discover(
             if wanted_classes and class_id not in wanted_classes:
                 continue
             assets.append((cid, aid, class_id, plain_nodeid(ref.NodeId)))
+            found.assets[aid] = (cid, class_id)
     variables = ua.NodeClass.Variable.value
     signal_lists = await _children(client, [a[3] for a in assets], variables, size)
     for (cid, aid, class_id, _), refs in zip(assets, signal_lists, strict=True):

@@ -4,7 +4,9 @@
  * server sends a small "frame" (one state character per asset, positions of moving assets) and
  * applyFrame restyles or moves only the markers that changed, without rebuilding the layer.
  * Fixed assets are grouped into clusters when zoomed out: a cluster takes the colour of its
- * most urgent member, and is repainted from the frames like a single marker.
+ * most urgent member, and is repainted from the frames like a single marker. An asset found by
+ * discovery and not placed yet (feature property `p`) is drawn as a dashed ring, bigger, at its
+ * commune's centre, whatever its state's colour.
  */
 (function () {
   // Markers drawn now, per layer: single markers by feature index, cluster markers in a set.
@@ -12,12 +14,15 @@
   var clusters = [];
   var last = null; // the newest frame: a layer redrawn later takes its states from it
 
-  function classes(id, state) {
-    return "beffroi-asset beffroi-state-" + state + " beffroi-id-" + id;
+  function classes(id, state, toPlace) {
+    return (
+      "beffroi-asset beffroi-state-" + state + " beffroi-id-" + id +
+      (toPlace ? " beffroi-toplace" : "")
+    );
   }
 
-  function radius(state) {
-    return state === "fault" || state === "p1" ? 7 : 5;
+  function radius(state, toPlace) {
+    return toPlace || state === "fault" || state === "p1" ? 7 : 5;
   }
 
   // The state codes of a layer: the newest frame's when it indexes the same features.
@@ -46,17 +51,23 @@
       latlng = L.latLng(last.pos[p.i]);
     }
     var state = (h.names || {})[code] || "stale";
+    var toPlace = !!p.p;
     var marker = L.circleMarker(latlng, {
-      radius: radius(state),
-      weight: 1,
+      radius: radius(state, toPlace),
+      weight: toPlace ? 2 : 1,
+      dashArray: toPlace ? "3 2" : null,
       color: "#1f2933",
       opacity: 0.8,
       fillColor: (h.colours || {})[code] || "#a8b0ba",
-      fillOpacity: 0.95,
-      className: classes(p.id, state),
+      fillOpacity: toPlace ? 0.6 : 0.95,
+      className: classes(p.id, state, toPlace),
     });
-    marker.bindTooltip(p.id, { direction: "top", offset: [0, -4] });
+    marker.bindTooltip(toPlace ? p.id + " (to be placed)" : p.id, {
+      direction: "top",
+      offset: [0, -4],
+    });
     marker.beffroiId = p.id;
+    marker.beffroiToPlace = toPlace;
     marker.beffroiCode = code;
     marker.beffroiState = state;
     var reg = registry(h);
@@ -138,9 +149,9 @@
       L.DomUtil.removeClass(el, "beffroi-state-" + marker.beffroiState);
       L.DomUtil.addClass(el, "beffroi-state-" + state);
     }
-    marker.options.className = classes(marker.beffroiId, state);
+    marker.options.className = classes(marker.beffroiId, state, marker.beffroiToPlace);
     marker.setStyle({ fillColor: frame.colours[code] || "#a8b0ba" });
-    marker.setRadius(radius(state));
+    marker.setRadius(radius(state, marker.beffroiToPlace));
     marker.beffroiCode = code;
     marker.beffroiState = state;
     if ((state === "fault" || state === "p1") && marker._map) marker.bringToFront();

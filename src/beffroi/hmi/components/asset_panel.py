@@ -1,4 +1,4 @@
-"""The map's asset panel: identity, state, live values, alarms and the last hour's trend."""
+"""The map's asset panel: identity, inventory record, state, live values, alarms and trend."""
 
 from __future__ import annotations
 
@@ -125,6 +125,7 @@ def asset_panel(
             ],
             className="map-panel-meta",
         ),
+        *record_view(asset),
         dcc.Link(
             f"Trend of {primary_tag(asset).rsplit('/', 1)[-1]} →",
             href=trend_href(primary_tag(asset)),
@@ -143,6 +144,63 @@ def asset_panel(
             id="map-panel-values",
         ),
     ]
+
+
+SOURCE_LABELS = {
+    "generated": "generated register",
+    "inventory": "inventory",
+    "discovery": "found by discovery",
+}
+
+
+def source_text(asset: Asset) -> str:
+    """Say where an asset's record comes from: the source, and the file, operator or collector."""
+    said = SOURCE_LABELS.get(asset.source, asset.source)
+    return f"{said} · {asset.origin}" if asset.origin else said
+
+
+def record_view(asset: Asset) -> list[Component]:
+    """Render what the inventory knows of an asset: name, address, model, dates, attributes."""
+    out: list[Component] = []
+    if asset.name:
+        out.append(html.Div(asset.name, id="map-panel-name", className="map-panel-name"))
+    if asset.address:
+        out.append(html.Div(asset.address, id="map-panel-address", className="map-panel-meta"))
+    if asset.state == "to_place":
+        out.append(
+            html.Div(
+                [
+                    "Found by discovery, not in the inventory: shown at its commune's centre"
+                    " until placed. ",
+                    dcc.Link("Place it →", href=f"/inventory?asset={asset.id}"),
+                ],
+                id="map-panel-toplace",
+                className="map-panel-note",
+            )
+        )
+    elif asset.state == "removed":
+        out.append(
+            html.Div(
+                "Its server no longer offers it (removed at source): its values are the last"
+                " known. Retire it on the Inventory page if it is gone for good.",
+                id="map-panel-removed",
+                className="map-panel-note",
+            )
+        )
+    rows = [
+        ("model", asset.model),
+        ("installed", asset.installed.isoformat() if asset.installed else ""),
+        ("source", source_text(asset)),
+        *sorted(asset.attributes.items()),
+    ]
+    out.append(
+        html.Table(
+            html.Tbody([html.Tr([html.Th(k), html.Td(v)]) for k, v in rows if v]),
+            id="map-panel-record",
+            className="map-panel-record",
+        )
+    )
+    return out
 
 
 def alarm_list(alarms: list[dict[str, Any]]) -> html.Div:

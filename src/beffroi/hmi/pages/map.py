@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import dash
@@ -27,7 +26,7 @@ from dash import (
 )
 from dash.development.base_component import Component
 
-from beffroi.core.model import Commune, utcnow
+from beffroi.core.model import utcnow
 from beffroi.hmi.auth import ensure_sees, sees
 from beffroi.hmi.components.asset_panel import (
     SPARK_WINDOW,
@@ -36,6 +35,7 @@ from beffroi.hmi.components.asset_panel import (
     primary_tag,
     sparkline,
 )
+from beffroi.hmi.components.communes import centre_of, commune_layer
 from beffroi.hmi.context import get_context
 from beffroi.hmi.state import (
     STATE_COLOURS,
@@ -81,34 +81,6 @@ def legend(counts: Mapping[str, int]) -> list[html.Span]:
     ]
 
 
-def _centre(communes: Iterable[Commune]) -> list[float]:
-    """Return the middle of the communes' extent, where the map opens."""
-    places = [(c.lat, c.lon) for c in communes] or [(47.32, 5.04)]
-    lats, lons = zip(*places, strict=True)
-    return [(min(lats) + max(lats)) / 2, (min(lons) + max(lons)) / 2]
-
-
-def _commune_layer(communes: Iterable[Commune]) -> dl.LayerGroup:
-    shapes = []
-    for c in communes:
-        radius = 300 + 4 * math.sqrt(max(c.population, 0))
-        shapes.append(
-            dl.Circle(
-                center=[c.lat, c.lon],
-                radius=radius,
-                color="#9aa5b1",
-                weight=1,
-                fillColor="#ffffff",
-                fillOpacity=0.55,
-                interactive=False,
-                children=dl.Tooltip(
-                    c.name, permanent=True, direction="center", className="map-commune-label"
-                ),
-            )
-        )
-    return dl.LayerGroup(shapes, id="map-communes")
-
-
 def layout(**_query: str) -> html.Div:
     """Render the map page."""
     hmi = get_context()
@@ -152,13 +124,13 @@ def layout(**_query: str) -> html.Div:
                 children=[
                     dl.MapContainer(
                         id="map-leaflet",
-                        center=_centre(hmi.register.communes.values()),
+                        center=centre_of(hmi.register.communes.values()),
                         zoom=ZOOM,
                         minZoom=9,
                         maxZoom=19,
                         className="map-leaflet",
                         children=[
-                            _commune_layer(hmi.register.communes.values()),
+                            commune_layer(hmi.register.communes.values(), "map-communes"),
                             dl.GeoJSON(
                                 id="map-fixed",
                                 data=EMPTY,
@@ -214,8 +186,11 @@ def refresh_markers(
     domains: list[str] | None,
     digest: dict[str, Any] | None,
 ) -> tuple[dict[str, Any] | list[html.Span] | NoUpdate, ...]:
-    """Recompute states from live values; redraw layers only when the filters change."""
+    """Recompute states from live values; redraw layers when the filters or the register change."""
     hmi = get_context()
+    # Read before the assets: a change landing between the two reads is drawn at the next
+    # refresh (its revision moves the key), never missed.
+    revision = hmi.register.revision
     for commune in communes or []:
         ensure_sees(commune)  # a hand-built request for another commune's data gets 403
     if not communes:
@@ -226,7 +201,7 @@ def refresh_markers(
     moving = mobile_classes(hmi.cfg)
     fixed_rows = [r for r in rows if r["class"] not in moving]
     moving_rows = [r for r in rows if r["class"] in moving]
-    key = _digest([sorted(communes or []), sorted(domains or [])])
+    key = _digest([sorted(communes or []), sorted(domains or []), revision])
     frame = map_frame(fixed_rows, moving_rows, key)
     counts = count_states(rows)
     old = digest or {}
@@ -235,7 +210,8 @@ def refresh_markers(
     stamp = time.time_ns() // 1_000_000
     frame["t"] = stamp
     if key != old.get("filter"):
-        # A new set of markers: draw both layers from scratch, already in their current state.
+        # A new set of markers (other filters, assets added, moved, placed or retired while
+        # the gateway runs): draw both layers from scratch, already in their current state.
         layers: tuple[dict[str, Any] | NoUpdate, ...] = (
             layer_geojson(fixed_rows),
             {**layer_hideout("fixed", fixed_rows, key), "t": stamp},
@@ -295,6 +271,13 @@ def render_panel(asset_id: str | None, _n: int | None) -> list[Component] | html
     hmi = get_context()
     asset = hmi.register.assets.get(asset_id)
     if asset is None:
+        gone = hmi.register.retired.get(asset_id)
+        if gone is not None:  # retired while its panel was open
+            ensure_sees(gone.commune)
+            return html.P(
+                f"{asset_id} is retired: out of the inventory, its history kept in the trends.",
+                className="map-panel-hint",
+            )
         return html.P(f"Unknown asset {asset_id}", className="map-panel-hint")
     ensure_sees(asset.commune)
     now = utcnow()
