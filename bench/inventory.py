@@ -9,6 +9,8 @@ Prints one JSON line per figure.
    into the demo register (1,001 generated assets) with a real `InventoryStore` (DuckDB):
    - `read_csv`, `read_geojson`: reading and checking the file (`formats.read_inventory`);
    - `import_first`: all 40,000 added (stored, applied) — the target, < 30 s;
+   - `import_live`: the same into a register that the demo's alarm engine and the KPIs' record
+     of assets in service follow, as in a running gateway (rules bound to every new asset);
    - `import_changes`: the same origin again with 1 % moved, 0.5 % reclassified, 1 % gone
      (retired), 1 % new;
    - `import_unchanged`: the same file once more;
@@ -38,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from beffroi.alerts.engine import AlarmEngine  # noqa: E402
 from beffroi.api.inventory import import_text  # noqa: E402
 from beffroi.app.config import load_config  # noqa: E402
 from beffroi.core.register import Register, build_register  # noqa: E402
@@ -46,6 +49,7 @@ from beffroi.inventory.formats import Format, read_inventory, write_csv, write_g
 from beffroi.inventory.records import AssetRecord  # noqa: E402
 from beffroi.inventory.service import Inventory  # noqa: E402
 from beffroi.inventory.store import InventoryStore  # noqa: E402
+from beffroi.kpi.in_service import InService  # noqa: E402
 
 STREETS = ("rue de la Liberté", "avenue Jean Jaurès", "boulevard Carnot", "place Darcy",
            "rue d'Auxonne", "Grande Rue", "route de Beaune", "rue des Écoles")  # fmt: skip
@@ -147,6 +151,22 @@ def main() -> None:
         tags = len(register.tags) - generated
         assert report.added == n and not report.errors
         emit("import_first", s, "s", assets=n, tags=tags, target_s=30, peak_rss_mb=peak_rss_mb())
+
+        live = build_register(cfg)
+        engine = AlarmEngine(cfg.alarms, live, timezone=cfg.metropolis.timezone)
+        in_service = InService()
+        live.subscribe(engine.follow)
+        live.subscribe(lambda change: in_service.follow(change, time.time()))
+        alarms_before = len(engine.alarms)
+        following = Inventory(cfg, live, InventoryStore(folder / "live.duckdb"))
+        following.load()
+        report, s = timed(following.import_records, records, "inventaire.csv", "bench")
+        assert report.added == n
+        emit("import_live", s, "s", assets=n, alarms_bound=len(engine.alarms) - alarms_before,
+             target_s=30, peak_rss_mb=peak_rss_mb())  # fmt: skip
+        assert following.store is not None
+        following.store.close()
+        del engine, following, live
 
         second = changed(records, rng)
         report, s = timed(inventory.import_records, second, "inventaire.csv", "bench")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,11 +15,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from beffroi.alerts.config import AlarmsConfig
+from beffroi.alerts.config import AlarmsConfig, alarm_problems
 from beffroi.alerts.notifiers.email import EmailNotifier
 from beffroi.alerts.service import AlarmService
 from beffroi.core.model import Sample
 from beffroi.core.register import build_register
+from beffroi.inventory.records import AssetRecord
+from beffroi.inventory.service import Inventory
 from tests.conftest import eventually, free_port
 from tests.tls_files import make_tls_files
 
@@ -345,3 +348,49 @@ def test_on_call_windows_in_local_time(demo_config, reg) -> None:
     assert at("2025-03-04T22:00+01:00") == ["bal@example.org"]
     assert at("2025-03-08T10:00+01:00") == ["bal@example.org"]  # Saturday
     assert at("2025-07-07T17:30+02:00") == ["bal@example.org", "jour@example.org"]  # summer time
+
+
+async def test_routes_by_class_and_inventory_attributes_follow_an_import(
+    demo_config, tmp_path, smtp
+) -> None:
+    """A route on an attribute of the inventory (the maintenance contract) takes the alarms of
+    the assets an import gave it while running; the others' go by domain only."""
+    reg = build_register(demo_config, assets=200)
+    clock = Clock()
+    cfg = alarm_config(demo_config, tmp_path, smtp.port, digest_window_s=0)
+    routes = [*ROUTES, {"team": "direction", "classes": ["streetlight_cabinet"],
+                        "attributes": {"contrat": ["EP-2024-*", "EP-2025-01"]}}]  # fmt: skip
+    cfg = cfg.model_copy(update={"alarms": cfg.alarms.model_copy(update={
+        "routes": AlarmsConfig.model_validate({"routes": routes}).routes})})  # fmt: skip
+    cfg._source = demo_config.source
+    first, second, third = assets(reg, "streetlight_cabinet", 3)
+    inventory = Inventory(cfg, reg, None)
+    records = [
+        dataclasses.replace(AssetRecord.of(first), attributes={"contrat": "EP-2024-07"}),
+        dataclasses.replace(AssetRecord.of(second), attributes={"contrat": "EP-2023-02"}),
+    ]
+    async with running(cfg, reg, clock) as svc:
+        fault(svc, clock, first)
+        await eventually(lambda: len(smtp.received) == 1)
+        assert smtp.received[0].rcpt_tos == ["eclairage@example.org"]  # no contract known yet
+        report = inventory.import_records(records, "sig-eclairage.csv", "gis", partial=True)
+        assert report.errors == []
+        for asset in (first, second, third):
+            fault(svc, clock, asset, on=False)
+            clock.advance(minutes=5)
+            fault(svc, clock, asset)
+        await eventually(lambda: smtp.to("direction@example.org") and len(smtp.received) == 3)
+    [contract] = smtp.to("direction@example.org")
+    assert first.id in contract.text
+    assert second.id not in contract.text and third.id not in contract.text
+    light = smtp.to("eclairage@example.org")[1]  # by domain: all three, as before the import
+    assert all(a.id in light.text for a in (first, second, third))
+
+
+def test_a_route_naming_an_unknown_class_is_a_config_error(demo_config) -> None:
+    """A typo in a route's classes would route nothing, silently: it is refused by name."""
+    alarms = demo_config.alarms.model_copy(update={"routes": AlarmsConfig.model_validate(
+        {"routes": [{"team": "t", "classes": ["streetlamp"]}]}).routes})  # fmt: skip
+    cfg = demo_config.model_copy(update={"alarms": alarms})
+    problems = alarm_problems(cfg)
+    assert "alarms.routes[0].classes: unknown asset class 'streetlamp'" in problems

@@ -123,12 +123,21 @@ class TeamConfig(Strict):
         return self
 
 
+def _patterns(v: dict[str, str | list[str]]) -> dict[str, list[str]]:
+    """Return each attribute's accepted values as a list (one value may be written alone)."""
+    return {k: [p] if isinstance(p, str) else p for k, p in v.items()}
+
+
 class RouteConfig(Strict):
-    """Which alarms go to which team: by domain, commune and severity (1 is most urgent)."""
+    """Which alarms go to which team: by domain, commune, class, attributes and severity."""
 
     team: str
     domains: list[str] = []
     communes: list[str] = []
+    classes: list[str] = []
+    # The asset's free attributes (from the inventory), each matching one of its patterns
+    # (`*` and `?` wildcards), e.g. {contrat = "EP-2024-*"}: the contractor's team.
+    attributes: Annotated[dict[str, str | list[str]], AfterValidator(_patterns)] = {}
     min_severity: Severity = Field(default=4, description="route severities 1..min_severity")
     notify_return: bool = False
 
@@ -258,6 +267,11 @@ def alarm_problems(cfg: AlarmsSite) -> list[str]:
         ]
         problems += [
             f"{where}.domains: unknown domain {d!r}" for d in route.domains if d not in domains
+        ]
+        problems += [
+            f"{where}.classes: unknown asset class {c!r}"
+            for c in route.classes
+            if c not in cfg.asset_classes
         ]
     if alarms.email.enabled and not alarms.routes:
         problems.append("alarms.email.enabled: no [[alarms.routes]] send alarms to a team")

@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from fnmatch import fnmatchcase
 from zoneinfo import ZoneInfo
 
 from beffroi.alerts.config import AlarmsConfig, OnCallConfig, RouteConfig, TeamConfig
 from beffroi.alerts.notifiers.message import Composer, Line
 from beffroi.alerts.state import MASKED, Alarm, AlarmEvent
 from beffroi.core.config import DAYS
+from beffroi.core.model import Asset
 from beffroi.core.register import Register
 
 log = logging.getLogger(__name__)
@@ -50,12 +52,22 @@ def in_window(w: OnCallConfig, local: datetime) -> bool:
     return (day in w.days and hhmm >= w.start) or (yesterday in w.days and hhmm < w.end)
 
 
-def route_matches(route: RouteConfig, ev: AlarmEvent) -> bool:
-    """Tell whether a route takes an alarm: its domain, commune and severity."""
-    return (
+def route_matches(route: RouteConfig, ev: AlarmEvent, asset: Asset | None = None) -> bool:
+    """Tell whether a route takes an alarm: domain, commune, severity, its asset's class and
+    attributes (a route that names classes or attributes takes no alarm without an asset)."""
+    if not (
         ev.severity <= route.min_severity
         and (not route.domains or ev.domain in route.domains)
         and (not route.communes or ev.commune in route.communes)
+    ):
+        return False
+    if not route.classes and not route.attributes:
+        return True
+    if asset is None or (route.classes and asset.asset_class not in route.classes):
+        return False
+    return all(
+        key in asset.attributes and any(fnmatchcase(asset.attributes[key], p) for p in patterns)
+        for key, patterns in route.attributes.items()
     )
 
 
@@ -71,7 +83,7 @@ class EmailNotifier:
         timezone: str = "Europe/Paris",
         clock: Callable[[], datetime] | None = None,
     ):
-        self.cfg, self.email = cfg, cfg.email
+        self.cfg, self.email, self.register = cfg, cfg.email, register
         self.tz = ZoneInfo(timezone)
         self.teams: dict[str, TeamConfig] = {t.name: t for t in cfg.teams}
         self.composer = Composer(
@@ -90,8 +102,10 @@ class EmailNotifier:
     def teams_for(self, ev: AlarmEvent, returning: bool = False) -> list[str]:
         """Return the teams whose routes take this alarm (for a return: notify_return ones)."""
         names: list[str] = []
+        # The register as it is now: an asset imported or changed while running routes so.
+        asset = self.register.assets.get(ev.asset)
         for route in self.cfg.routes:
-            if route_matches(route, ev) and (route.notify_return or not returning):
+            if route_matches(route, ev, asset) and (route.notify_return or not returning):
                 if route.team not in names:
                     names.append(route.team)
         return names
