@@ -6,6 +6,10 @@ import asyncio
 import socket
 from pathlib import Path
 
+# dash sets a context variable when first imported, which its page registry reads: imported
+# here, in the main context, not first by a test importing the runtime inside its own
+# event-loop task (whose context the next tests would not share).
+import dash  # noqa: F401
 import pytest
 
 from beffroi.app.config import Config, load_config
@@ -36,8 +40,16 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def demo_config() -> Config:
-    """Return the repository's config.toml, validated."""
-    return load_config(ROOT / "config.toml")
+    """Return the repository's config.toml, validated, without its demo inventory file.
+
+    Tests build registers of their own size; the demo's file (321 assets of the full demo
+    register) would add its assets to each. test_inventory_files.py tests that file and that
+    the repository's config imports it.
+    """
+    cfg = load_config(ROOT / "config.toml")
+    out = cfg.model_copy(update={"inventory": cfg.inventory.model_copy(update={"files": []})})
+    out._source = cfg.source
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -234,3 +234,59 @@ async def test_the_gateway_starts_mqtt_collectors_from_config(broker, demo_confi
             while runtime.live.get(target.tag("fill_pct")) is None:  # noqa: ASYNC110  (no event)
                 await asyncio.sleep(0.05)
         assert runtime.live.get(target.tag("fill_pct")).value == 64.5
+
+
+async def test_discovery_adds_assets_nobody_listed_to_be_placed_with_their_alarms(
+    broker, demo_config, tmp_path
+):
+    """With `discover`, a message naming an unknown asset makes it join the inventory "to be
+    placed" (commune from the topic), its fault in that very first message is an alarm, and
+    later values are collected; what cannot be an asset of the metropolis stays unmapped."""
+    from beffroi.app.runtime import Runtime
+    from beffroi.core.register import build_register
+    from tests.servers import gateway_config
+
+    table = {"name": "lighting", "port": broker.port, "topics": [TOPICS[1]], "discover": True,
+             "classes": ["streetlight_cabinet"]}  # fmt: skip
+    cfg = gateway_config(demo_config, tmp_path, mqtt=[table])
+    register = build_register(cfg, assets=60)
+    known = next(a for a in register.assets.values() if a.asset_class == "streetlight_cabinet")
+    elsewhere = "talant" if known.commune != "talant" else "dijon"
+    runtime = Runtime(cfg, register, simulator=False, hmi=False)
+    async with contextlib.AsyncExitStack() as stack:
+        await runtime.start(stack)
+        [collector] = runtime.collectors
+        async with asyncio.timeout(10):
+            await collector.wait_connected()
+        async with publisher(broker.port) as dev:
+            await dev.publish("city/talant/lighting/LC-7001/fault", b"true", qos=1)
+            for topic in (
+                "city/paris/lighting/LC-7002/fault",  # not a commune of the metropolis
+                "city/talant/lighting/ZZ-7003/fault",  # no class has this prefix
+                "city/talant/lighting/LC-7004/colour",  # not a signal of the class
+                f"city/{elsewhere}/lighting/{known.id}/fault",  # listed, in another commune
+                "city/talant/lighting/TL-7005/fault",  # a class this collector does not take
+            ):
+                await dev.publish(topic, b"true", qos=1)
+            async with asyncio.timeout(10):
+                while "LC-7001" not in register.assets:  # noqa: ASYNC110  (no event)
+                    await asyncio.sleep(0.05)
+            await dev.publish("city/talant/lighting/LC-7001/power_kw", b"3.5", qos=1)
+            async with asyncio.timeout(10):
+                while runtime.live.get("talant/LC-7001/power_kw") is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        found = register.assets["LC-7001"]
+        assert (found.state, found.source, found.commune) == ("to_place", "discovery", "talant")
+        assert found.origin == "mqtt:lighting"
+        assert runtime.alarms is not None
+        alarm = next(
+            r for r in runtime.alarms.alarms(include_normal=True)
+            if r["alarm_id"] == "talant/LC-7001/fault#cabinet-fault"
+        )  # fmt: skip
+        assert alarm["state"] == "unack_active" and alarm["value"] is True
+        assert not {"LC-7002", "ZZ-7003", "LC-7004", "TL-7005"} & set(register.assets)
+        assert register.assets[known.id].commune == known.commune
+        async with asyncio.timeout(10):
+            while collector.unmapped < 5:  # noqa: ASYNC110  (no event)
+                await asyncio.sleep(0.05)
+        assert collector.status()["discovered"] == 1

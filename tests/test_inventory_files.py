@@ -280,6 +280,8 @@ def test_the_demo_inventory_takes_over_the_generated_assets(demo_config) -> None
     register = build_register(demo_config)
     names = {c.id: c.name for c in demo_config.communes}
     path = ROOT / "data" / "inventaire-demo.csv"
+    shipped = load_config(ROOT / "config.toml")  # what `make demo` starts with imports it
+    assert [shipped.resolve(f) for f in shipped.inventory.files] == [path]
     records, errors = read_inventory(path)
     assert errors == [] and 250 <= len(records) <= 500
     assert {r.commune for r in records} == set(register.communes)

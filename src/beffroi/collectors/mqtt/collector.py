@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import aiomqtt
 from aiomqtt.types import PayloadType
@@ -15,6 +16,7 @@ from aiomqtt.types import PayloadType
 from beffroi.collectors.base import Backoff, CollectorBase
 from beffroi.collectors.mqtt.config import MqttCollectorConfig
 from beffroi.collectors.mqtt.payload import Malformed, TopicRule, command_payload, parse, tag_of
+from beffroi.core.config import ASSET_ID
 from beffroi.core.errors import MissingCredentials
 from beffroi.core.model import (
     Asset,
@@ -26,11 +28,16 @@ from beffroi.core.model import (
     WriteStatus,
     utcnow,
 )
+from beffroi.core.register import Register, tags_for
 from beffroi.core.seams import Sink
+from beffroi.core.site import AssetClassConfig, Site
 
 log = logging.getLogger(__name__)
 
+_ASSET_ID = re.compile(ASSET_ID)
+
 LOG_EVERY_S = 60.0  # a misbehaving topic is logged at most once a minute
+HELD_MAX = 1000  # values of a found asset held while the inventory takes it (then passed on)
 COUNTERS_EVERY_S = 1.0  # the _system counters are published at most once a second
 
 
@@ -52,6 +59,30 @@ class MqttCollector(CollectorBase[MqttCollectorConfig]):
         self._waiters: dict[str, list[tuple[Value, asyncio.Future[Value]]]] = {}
         self._last: dict[str, Value] = {}
         self.reconnects = 0
+        # Discovery (`discover = true`): what a message may name, and what was found already.
+        self._register: Register | None = None
+        self._classes: dict[str, tuple[str, AssetClassConfig]] = {}  # id prefix → class
+        self._communes: set[str] = set()
+        self._found: set[str] = set()
+        # Samples of assets found, held until the inventory has them (their alarms bound).
+        self._held: dict[str, list[Sample]] = {}
+        self.discovered = 0
+
+    @classmethod
+    def from_config(
+        cls, config: MqttCollectorConfig, site: Site, register: Register, sink: Sink
+    ) -> Self:
+        """Build the collector with its register tags; with discovery, what it may find."""
+        collector = super().from_config(config, site, register, sink)
+        if config.discover:
+            collector._register = register
+            collector._classes = {
+                c.prefix: (cid, c)
+                for cid, c in site.asset_classes.items()
+                if not config.classes or cid in config.classes
+            }
+            collector._communes = set(config.communes or site.commune_ids())
+        return collector
 
     @classmethod
     def wants(cls, config: MqttCollectorConfig, asset: Asset) -> list[TagSpec]:
@@ -129,32 +160,117 @@ class MqttCollector(CollectorBase[MqttCollectorConfig]):
 
     def _on_message(self, topic: str, payload: PayloadType) -> None:
         """Turn one message into a sample, or count and (rarely) log why it could not."""
+        first: tuple[TopicRule, tuple[str, str, str]] | None = None
         for rule in self.rules:
             match = rule.match(topic)
             if match is None:
                 continue
             spec = self.tags.get(tag_of(match))
-            if spec is None:
-                continue
-            data = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-            try:
-                value, ts = parse(bytes(data), rule.config, spec, self.config.max_payload_bytes)
-            except Malformed as exc:
-                self.malformed += 1
-                self._complain(topic, f"malformed payload: {exc}")
-                self._counters_changed()
+            if spec is not None:
+                self._take(topic, rule, spec, payload)
                 return
-            # No source time in the payload: the arrival time stands for both.
-            now = utcnow()
-            sample = Sample(spec.name, ts or now, value, Quality.GOOD, now)
-            self.samples_received += 1
-            self._last[spec.name] = value
-            self.sink([sample])
-            self._settle(spec.name, value)
-            return
+            first = first or (rule, match)
+        if first is not None and self._classes:
+            spec = self._discover(*first)
+            if spec is not None:
+                self._take(topic, first[0], spec, payload)
+                return
         self.unmapped += 1
         self._complain(topic, "no tag of this collector matches the topic")
         self._counters_changed()
+
+    def _take(self, topic: str, rule: TopicRule, spec: TagSpec, payload: PayloadType) -> None:
+        """Read one message's value for its tag, and hand the sample on."""
+        data = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+        try:
+            value, ts = parse(bytes(data), rule.config, spec, self.config.max_payload_bytes)
+        except Malformed as exc:
+            self.malformed += 1
+            self._complain(topic, f"malformed payload: {exc}")
+            self._counters_changed()
+            return
+        # No source time in the payload: the arrival time stands for both.
+        now = utcnow()
+        sample = Sample(spec.name, ts or now, value, Quality.GOOD, now)
+        self.samples_received += 1
+        self._last[spec.name] = value
+        held = self._held.get(spec.asset)
+        if held is not None and len(held) < HELD_MAX:
+            held.append(sample)
+        else:
+            self.sink([sample])
+        self._settle(spec.name, value)
+
+    def _discover(self, rule: TopicRule, match: tuple[str, str, str]) -> TagSpec | None:
+        """Take the asset a message names when nobody listed it; return the message's tag.
+
+        Its tags (the signals of its class that a topic rule can carry) are collected at once,
+        and the inventory is told, off the loop: it adds the asset "to be placed", whose
+        alarms then bind. An id the register has (elsewhere, or retired) is not taken again.
+        """
+        commune, asset_id, signal = match
+        if asset_id in self._found or len(self._found) >= self.config.discover_max:
+            return None
+        found = self._classes.get(asset_id.split("-", 1)[0])
+        register = self._register
+        if (
+            found is None
+            or register is None
+            or commune not in self._communes
+            or not _ASSET_ID.fullmatch(asset_id)
+            or asset_id in register.assets
+            or asset_id in register.retired
+        ):
+            return None
+        class_id, cls = found
+        if signal not in {s.name for s in cls.signals}:
+            return None
+        specs = [
+            t
+            for t in tags_for(asset_id, commune, cls)
+            if any(r.produces(t.signal) for r in self.rules)
+        ]
+        self._found.add(asset_id)
+        self.discovered += 1
+        self.tags = {**self.tags, **{t.name: t for t in specs}}
+        log.info(
+            "%s: found %s (%s, %s) on %s",
+            self.name,
+            asset_id,
+            class_id,
+            commune,
+            rule.config.filter,
+        )
+        asset = Asset(asset_id, class_id, commune, 0.0, 0.0, cls.domain, specs)
+        if self._loop is None or self.on_discovered is None:
+            self._report(self.on_discovered, [asset])
+        else:
+            self._held[asset_id] = []
+            task = asyncio.get_running_loop().create_task(self._introduce(asset))
+            self._reports.add(task)
+            task.add_done_callback(self._reports.discard)
+        if len(self._found) == self.config.discover_max:
+            log.warning(
+                "%s: %d assets found by discovery; no more are taken until the next start "
+                "(discover_max)",
+                self.name,
+                len(self._found),
+            )
+        return self.tags.get(tag_of(match))
+
+    async def _introduce(self, asset: Asset) -> None:
+        """Tell the inventory of an asset found, then pass on its values held meanwhile.
+
+        So that a fault already on in its first message is an alarm: its rules are bound
+        when the inventory has taken it (or its values pass anyway if that failed).
+        """
+        try:
+            if self.on_discovered is not None:
+                await self._call_hook(self.on_discovered, [asset])
+        finally:
+            held = self._held.pop(asset.id, [])
+            if held:
+                self.sink(held)
 
     def _complain(self, topic: str, why: str) -> None:
         now = time.monotonic()
@@ -188,7 +304,12 @@ class MqttCollector(CollectorBase[MqttCollectorConfig]):
 
     def status(self) -> dict[str, Any]:
         """Return the collector's state, with its malformed and unmapped message counts."""
-        return {**super().status(), "malformed": self.malformed, "unmapped": self.unmapped}
+        return {
+            **super().status(),
+            "malformed": self.malformed,
+            "unmapped": self.unmapped,
+            "discovered": self.discovered,
+        }
 
     def _settle(self, tag: str, value: Value) -> None:
         """Confirm the writes waiting for this tag's state to report their value."""

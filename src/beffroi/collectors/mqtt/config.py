@@ -85,6 +85,11 @@ class MqttCollectorConfig(CollectorConfig, Credentials):
     communes: list[str] = []
     classes: list[str] = []
     topics: list[MqttTopicConfig] = Field(min_length=1)
+    # Discovery: a message naming an asset nobody listed (a commune of the metropolis, an id
+    # whose prefix names a class, a signal of that class) makes the asset join the inventory
+    # "to be placed", and its values are collected, instead of being counted as unmapped.
+    discover: bool = False
+    discover_max: int = Field(default=10_000, ge=1, le=1_000_000)  # assets found per start
 
 
 def mqtt_problems(site: Site, configs: list[MqttCollectorConfig]) -> list[str]:
