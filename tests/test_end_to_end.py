@@ -23,6 +23,8 @@ from beffroi.core.model import Quality
 from beffroi.core.register import build_register
 from beffroi.core.status_codes import BadShutdown as BAD_SHUTDOWN
 from beffroi.historian.duckdb.historian import DuckDBHistorian
+from beffroi.inventory.formats import read_inventory
+from beffroi.inventory.service import Inventory
 from tests.conftest import ROOT, free_port
 
 
@@ -126,7 +128,13 @@ def test_beffroi_demo_runs_for_a_duration_and_leaves_points(tmp_path: Path) -> N
     cfg_path.write_text(text)
     from beffroi.app.config import load_config
 
-    register = build_register(load_config(cfg_path), assets=120)
+    cfg = load_config(cfg_path)
+    register = build_register(cfg, assets=120)
+    # The demo's inventory file over the generated register, as the gateway laid it at start.
+    records, errors = read_inventory(ROOT / "data" / "inventaire-demo.csv")
+    assert errors == []
+    report = Inventory(cfg, register, None).import_records(records, "inventaire-demo.csv", "t")
+    assert report.added > 0 and report.errors == []  # ids beyond the 120 generated assets
     # The simulator's collector serves every tag: each CommLoss, and the collector disconnected.
     assert marks == len(register.tags) + 1
     one_per_class: dict[str, str] = {}
