@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -11,6 +12,8 @@ from beffroi.control.config import LightingScheduleConfig as LightingConfig
 from beffroi.control.lighting import Levels, LightingScheduler, Twilight, target_pct
 from beffroi.core.model import utcnow
 from beffroi.hmi.users import User
+from beffroi.inventory.records import AssetRecord
+from beffroi.inventory.service import Inventory
 from tests.conftest import eventually
 from tests.test_control_helpers import Clock, P, running_scene, scene_config
 
@@ -113,3 +116,36 @@ async def test_lighting_runs_by_itself_as_a_scheduler_job(demo_config, tmp_path)
         df = scene.control.audit.frame(actions=["result"])
         assert set(df.user) == {"system"} and len(df) >= 4
         assert set(df.outcome) == {"confirmed"}
+
+
+async def test_the_schedule_follows_the_inventory_while_running(demo_config, tmp_path) -> None:
+    """A cabinet retired is no longer commanded, one imported is scheduled, and one moved away
+    from the bollard loses its presence boost, at the first tick after the change."""
+    clock = Clock(_at(23, 30).astimezone(UTC))
+    async with running_scene(scene_config(demo_config, tmp_path, classes={}), clock) as scene:
+        scene.keep_bollards_free()
+        await scene.occupy("BO-T1", True)
+        setpoints = scene.control.setpoints
+        lighting = LightingScheduler(scene.cfg, scene.register, scene.live, setpoints, clock=clock)
+        assert {"LC-T1", "LC-T2"} <= {a.id for a in lighting.cabinets}
+        assert lighting.sensors["LC-T1"] == [scene.tag("BO-T1", "presence")]
+
+        for cab in ("LC-T1", "LC-T2", "LC-T4"):
+            assert (await scene.collector.write(scene.tag(cab, "dimming_pct"), 30.0)).ok
+        await eventually(lambda: scene.live.get(scene.tag("LC-T4", "dimming_pct")).value == 30)
+        inventory = Inventory(scene.cfg, scene.register, None)
+        t2 = scene.tag("LC-T2", "dimming_pct")
+        inventory.retire("LC-T2", "marc", "cabinet replaced")
+        t1 = AssetRecord.of(scene.register.assets["LC-T1"])
+        moved = dataclasses.replace(t1, lat=t1.lat + 0.01)  # about 1.1 km north
+        new = dataclasses.replace(t1, id="LC-T9", name="Armoire neuve")
+        report = inventory.import_records([moved, new], "sig.csv", "marc", partial=True)
+        assert report.errors == [] and report.added == 1 and report.updated == 1
+
+        await lighting.tick()
+        assert {a.id for a in lighting.cabinets} >= {"LC-T1", "LC-T9"}
+        assert "LC-T2" not in {a.id for a in lighting.cabinets}
+        assert lighting.sensors["LC-T1"] == []  # the bollard is 1 km away now
+        levels = {a: scene.value(a, "dimming_pct") for a in ("LC-T1", "LC-T4")}
+        assert levels == {"LC-T1": 50.0, "LC-T4": 50.0}
+        assert scene.live.get(t2).value == 30.0  # retired: left as it was

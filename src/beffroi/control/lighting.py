@@ -128,37 +128,57 @@ class LightingScheduler:
         *,
         clock: Callable[[], datetime] = utcnow,
     ):
-        self.lc = lc = cfg.control.lighting
+        self.lc = cfg.control.lighting
         self.live, self.setpoints, self.clock = live, setpoints, clock
         self.tz = ZoneInfo(cfg.metropolis.timezone)
         self.twilight = Twilight(cfg.metropolis.timezone)
-        self.cabinets = [
-            a
-            for a in register.assets.values()
-            if a.asset_class == lc.asset_class
-            and (not lc.communes or a.commune in lc.communes)
-            and a.tag(lc.signal) in register.tags
-            and register.tags[a.tag(lc.signal)].writable
-        ]
-        self.levels = {a.id: Levels.merged(lc, self._profile(a)) for a in self.cabinets}
-        with_sensor = [
-            a for a in register.assets.values() if a.tag(lc.presence_signal) in register.tags
-        ]
-        index = GridIndex(with_sensor)
-        self.sensors = {
-            a.id: [
-                s.tag(lc.presence_signal) for s in index.within(a.lat, a.lon, lc.presence_radius_m)
-            ]
-            for a in self.cabinets
-        }
+        self.register = register
+        self.cabinets: list[Asset] = []
+        self.levels: dict[str, Levels] = {}
+        self.sensors: dict[str, list[str]] = {}
+        self._revision = -1
+        self._take_register()
         self._boost_until: dict[str, datetime] = {}
         self._retry_at: dict[str, datetime] = {}
         self._busy: set[str] = set()
         self.closed = False
         self.commands = 0
-        log.info(
+
+    def _take_register(self) -> None:
+        """List the cabinets, their levels and nearby sensors from the register as it is.
+
+        Called again at the first tick after the register changed: a cabinet imported or
+        discovered while running is scheduled, a moved one gets its own twilight, and a
+        retired one or one removed at source is no longer commanded.
+        """
+        register, lc = self.register, self.lc
+        revision = register.revision
+        tags = register.tags
+        cabinets = [
+            a
+            for a in register.assets.values()
+            if a.asset_class == lc.asset_class
+            and a.state != "removed"
+            and (not lc.communes or a.commune in lc.communes)
+            and a.tag(lc.signal) in tags
+            and tags[a.tag(lc.signal)].writable
+        ]
+        with_sensor = [a for a in register.assets.values() if a.tag(lc.presence_signal) in tags]
+        index = GridIndex(with_sensor)
+        self.levels = {a.id: Levels.merged(lc, self._profile(a)) for a in cabinets}
+        self.sensors = {
+            a.id: [
+                s.tag(lc.presence_signal) for s in index.within(a.lat, a.lon, lc.presence_radius_m)
+            ]
+            for a in cabinets
+        }
+        self.cabinets = cabinets
+        first = self._revision < 0
+        self._revision = revision
+        log.log(
+            logging.INFO if first else logging.DEBUG,
             "lighting schedule for %d cabinets, %d with presence sensors within %g m",
-            len(self.cabinets),
+            len(cabinets),
             sum(1 for v in self.sensors.values() if v),
             lc.presence_radius_m,
         )
@@ -188,6 +208,8 @@ class LightingScheduler:
 
     def due(self, now: datetime) -> list[tuple[Asset, str, float, str]]:
         """Return the cabinets whose reported level differs from their target."""
+        if self.register.revision != self._revision:
+            self._take_register()
         out = []
         for cab in self.cabinets:
             tag = cab.tag(self.lc.signal)
