@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import urllib.error
@@ -18,6 +19,8 @@ from beffroi.hmi.app import create_app
 from beffroi.hmi.public import FIELDS, ParkingFeed, RateLimit
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.users import UserStore
+from beffroi.inventory.records import AssetRecord
+from beffroi.inventory.service import Inventory
 from tests.conftest import free_port
 
 
@@ -143,3 +146,27 @@ def test_cache_expires(demo_config, small_register) -> None:
     assert json.loads(feed.body("json"))["car_parks"][0] == first
     time.sleep(0.25)
     assert json.loads(feed.body("json"))["car_parks"][0]["free_spaces"] == 11
+
+
+def test_the_feed_follows_the_inventory(demo_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A car park imported while running is published under its inventory name, a moved one
+    at its new place, a retired one no more; one found by discovery (not placed) is not."""
+    register = build_register(demo_config, assets=200)
+    parks = sorted(
+        (a for a in register.assets.values() if a.asset_class == "car_park"), key=lambda a: a.id
+    )
+    feed = ParkingFeed(demo_config, register, LiveValues())
+    assert [r["id"] for r in feed.records()] == [a.id for a in parks]
+    inventory = Inventory(demo_config, register, None)
+    first = AssetRecord.of(parks[0])
+    moved = dataclasses.replace(first, lat=first.lat + 0.001, name="Parking Darcy")
+    new = dataclasses.replace(first, id="CP-0900", name="Parking de la Toison d'Or")
+    inventory.import_records([moved, new], "parkings.geojson", "sig", partial=True)
+    inventory.retire(parks[1].id, "sig", "closed for good")
+    found = dataclasses.replace(register.assets[parks[2].id], id="CP-0901", tags=[])
+    assert inventory.discovered([found], "opcua:parkings")  # to be placed
+    records = {r["id"]: r for r in feed.records()}
+    assert parks[1].id not in records and "CP-0901" not in records
+    assert records["CP-0900"]["name"] == "Parking de la Toison d'Or"
+    assert records[first.id]["name"] == "Parking Darcy"
+    assert records[first.id]["lat"] == round(moved.lat, 6)

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from flask import Flask, Response, request
 
 from beffroi.core.live import LiveValues
-from beffroi.core.model import Quality, Sample, utcnow
+from beffroi.core.model import Asset, Quality, Sample, utcnow
 from beffroi.core.register import Register
 from beffroi.hmi.config import HmiSite
 
@@ -59,22 +59,45 @@ class ParkingFeed:
         pub = cfg.hmi.public
         self.cache_s, self.names, self.live = pub.cache_s, pub.names, live
         self.tz = ZoneInfo(cfg.metropolis.timezone)
+        self.asset_class = pub.asset_class
         cls = cfg.asset_classes.get(pub.asset_class)
-        label = cls.label if cls is not None else ""
-        self.parks = sorted(
-            (a for a in register.assets.values() if a.asset_class == pub.asset_class),
-            key=lambda a: a.id,
-        )
-        communes = register.communes
-        self._default_name = {
-            a.id: f"{label} {a.id} – {communes[a.commune].name if a.commune in communes else ''}"
-            for a in self.parks
-        }
+        self.label = cls.label if cls is not None else ""
+        self.register = register
+        self._revision = -1
+        self.parks: list[Asset] = []
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
 
+    def _take_register(self) -> None:
+        """List the car parks in service, as the living register holds them now.
+
+        One placed by nobody yet (found by discovery, at its commune's centre) or removed at
+        its source is not published: a resident must not drive to a place that is wrong.
+        """
+        revision = self.register.revision
+        self.parks = sorted(
+            (
+                a
+                for a in self.register.assets.values()
+                if a.asset_class == self.asset_class and a.state == "active"
+            ),
+            key=lambda a: a.id,
+        )
+        self._revision = revision
+
+    def _name(self, a: Asset) -> str:
+        """Return a car park's public name: the config's, the inventory's, else a made one."""
+        if a.id in self.names:
+            return self.names[a.id]
+        if a.name:
+            return a.name
+        commune = self.register.communes.get(a.commune)
+        return f"{self.label} {a.id} – {commune.name if commune is not None else ''}"
+
     def records(self) -> list[dict]:
         """Return one record per car park, with only the published fields."""
+        if self.register.revision != self._revision:
+            self._take_register()
         out = []
         for a in self.parks:
             cap, free = self.live.get(a.tag("capacity")), self.live.get(a.tag("free_spaces"))
@@ -82,7 +105,7 @@ class ParkingFeed:
             out.append(
                 {
                     "id": a.id,
-                    "name": self.names.get(a.id, self._default_name[a.id]),
+                    "name": self._name(a),
                     "lat": round(a.lat, 6),
                     "lon": round(a.lon, 6),
                     "capacity": _count(cap),
