@@ -38,6 +38,7 @@ from beffroi.hmi.config import HmiConfig, public_problems
 from beffroi.inventory.config import InventoryConfig
 from beffroi.kpi.config import KpiConfig, kpi_problems, kpi_register_problems
 from beffroi.simulator.config import SimulatorConfig
+from beffroi.sparkplug.config import SparkplugConfig, sparkplug_problems
 
 
 class CollectorsConfig(Strict):
@@ -72,6 +73,7 @@ class Config(SiteConfig):
     kpi: KpiConfig = KpiConfig()
     control: ControlConfig = ControlConfig()
     inventory: InventoryConfig = InventoryConfig()
+    sparkplug: SparkplugConfig = SparkplugConfig()
 
     def data_dir(self) -> Path:
         """Return the historian's folder, where the gateway's other files go by default."""
@@ -121,6 +123,7 @@ def config_problems(cfg: Config) -> list[str]:
         + kpi_problems(cfg)
         + control_problems(cfg)
         + public_problems(cfg)
+        + sparkplug_problems(cfg, cfg.sparkplug)
     )
 
 

@@ -22,7 +22,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from beffroi.alerts.service import AlarmService
 from beffroi.api.gateway_file import gateway_file_path, new_token, write_gateway_file
@@ -49,10 +49,13 @@ from beffroi.inventory.service import Inventory
 from beffroi.inventory.store import InventoryStore
 from beffroi.kpi.engine import KpiEngine
 from beffroi.simulator.server import MetropolisSimulator
+from beffroi.sparkplug.edge import SparkplugEdge
+from beffroi.sparkplug.host import SparkplugHost
 
 log = logging.getLogger(__name__)
 
 
+Role = Literal["all", "edge", "central"]
 SHUTDOWN_DUMP_S = 45.0
 INVENTORY_CHECK_S = 60.0  # how often assets gone from their server are checked against grace
 INVENTORY_CHECK_MIN_S = 1.0  # … or a quarter of a shorter grace, but not more often than this
@@ -70,9 +73,17 @@ class Runtime:
         simulator: bool,
         hmi: bool = True,
         demo: bool = False,
+        role: Role = "all",
+        edge: str | None = None,
     ):
         self.cfg = cfg
         self.register = register
+        # all: one process does everything. edge: collectors, compression and the spool,
+        # published to the central site over Sparkplug B. central: everything but the field
+        # collectors, the edges' data arriving through a Sparkplug primary host.
+        self.role: Role = role
+        self.edge_name = edge
+        self.edge: SparkplugEdge | None = None
         self.with_simulator = simulator and cfg.simulator.enabled
         self.with_hmi = hmi
         self.demo = demo
@@ -152,6 +163,9 @@ class Runtime:
         if problems:
             raise ConfigError(str(cfg.source or "config"), problems)
         self.downtime.check_alone()
+        if self.role == "edge":
+            await self._start_edge(stack)
+            return
         self.scheduler = scheduler = Scheduler(cfg.metropolis.timezone)
         await scheduler.start(stack)
         # The inventory first: every part below is built from the register as it holds.
@@ -192,13 +206,10 @@ class Runtime:
             await self.simulator.start(stack)
         # Each protocol table ([[collectors.opcua]], …) names its class in the registry; each
         # collector picks its own tags from the register (filters, device lists, discovery).
-        for protocol, col_cfg in cfg.collectors.entries():
-            collector = COLLECTORS[protocol].from_config(col_cfg, cfg, register, self.sink)
-            self._wire(collector, inventory, f"{protocol}:{collector.name}")
-            await collector.start(stack)
-            self.collectors.append(collector)
-            for tag in collector.tags:
-                self.tag_collectors.setdefault(tag, collector)
+        if self.role == "central":
+            await self._start_host(stack, inventory)
+        else:
+            await self._start_collectors(stack, inventory, cfg.collectors.entries())
         self.downtime.start(self.collectors, historian.latest)
         scheduler.every(HEARTBEAT_S, self.downtime.heartbeat.beat, "gateway-heartbeat")
         if cfg.control.enabled:  # after the collectors (it writes through them), stops before
@@ -208,6 +219,93 @@ class Runtime:
                 await asyncio.to_thread(self.inventory.attach_audit, self.control.audit)
         if self.with_hmi:
             self._start_hmi(stack, historian)
+
+    async def _start_collectors(
+        self,
+        stack: contextlib.AsyncExitStack,
+        inventory: Inventory,
+        entries: Sequence[tuple[str, Any]],
+    ) -> None:
+        """Build, wire and start the field collectors of these config entries."""
+        for protocol, col_cfg in entries:
+            collector = COLLECTORS[protocol].from_config(
+                col_cfg, self.cfg, self.register, self.sink
+            )
+            self._wire(collector, inventory, f"{protocol}:{collector.name}")
+            await collector.start(stack)
+            self.collectors.append(collector)
+            for tag in collector.tags:
+                self.tag_collectors.setdefault(tag, collector)
+
+    async def _start_host(self, stack: contextlib.AsyncExitStack, inventory: Inventory) -> None:
+        """Start the Sparkplug primary host, the central site's one collector of every edge."""
+        host = SparkplugHost.from_config(self.cfg.sparkplug, self.cfg, self.register, self.sink)
+        host.store_historical = self._store  # an edge's spool: stored, not live
+        self._wire(host, inventory, f"sparkplug:{host.name}")
+        await host.start(stack)
+        self.collectors.append(host)
+        for tag in host.tags:
+            self.tag_collectors.setdefault(tag, host)
+
+    async def _start_edge(self, stack: contextlib.AsyncExitStack) -> None:
+        """Start an edge: its communes' collectors, compression, the spool, the edge node."""
+        cfg, register = self.cfg, self.register
+        try:
+            edge_cfg = cfg.sparkplug.edge(self.edge_name or "")
+        except KeyError as exc:
+            raise ConfigError(str(cfg.source or "config"), [f"--edge: {exc.args[0]}"]) from None
+        self.scheduler = scheduler = Scheduler(cfg.metropolis.timezone)
+        await scheduler.start(stack)
+        self.inventory = inventory = await asyncio.to_thread(self._open_inventory, stack)
+        entries = [
+            (protocol, self._scoped(col_cfg, edge_cfg.communes))
+            for protocol, col_cfg in cfg.collectors.entries()
+        ]
+        self.edge = edge = SparkplugEdge(cfg.sparkplug, edge_cfg, self.live, self.collector_for)
+        # Started before the buffer, so that it stops after it: the buffer's last flush (the
+        # downtime's marks included) is published before the clean death.
+        edge.serve([])
+        spool_bytes = int(cfg.historian.spool_max_mb * 1024 * 1024)
+        spool = Spool(cfg.resolve(cfg.historian.spool_dir), spool_bytes)
+        self.buffer = buffer = WriteBuffer(
+            edge,
+            spool,
+            cfg.historian.flush_interval_s,
+            cfg.historian.max_batch,
+            replay=edge.write_historical,
+        )
+        stack.callback(lambda: self.downtime.stop(self.collectors))
+        # No compression here: the central site's live values and alarms need every value
+        # the equipment reports (by exception, within its deadbands); it compresses what it
+        # stores, as a single gateway does.
+        register.subscribe(self._follow_register)
+        await self._start_collectors(stack, inventory, entries)
+        edge.serve([t for c in self.collectors for t in c.tags.values()])
+        await edge.start(stack)
+        await buffer.start(stack)
+        self.downtime.start(self.collectors, _nothing_stored)
+        scheduler.every(HEARTBEAT_S, self.downtime.heartbeat.beat, "gateway-heartbeat")
+        log.info(
+            "edge %s: %d collectors, %d tags, publishing to %s:%d",
+            edge_cfg.name,
+            len(self.collectors),
+            len(edge.specs),
+            cfg.sparkplug.host,
+            cfg.sparkplug.port,
+        )
+
+    def _scoped(self, col_cfg: Any, communes: Sequence[str]) -> Any:
+        """Return a collector's config narrowed to an edge's communes (none: unchanged)."""
+        if not communes:
+            return col_cfg
+        if hasattr(col_cfg, "devices"):  # Modbus: the devices of assets in those communes
+            assets = self.register.assets
+            keep = [d for d in col_cfg.devices if d.asset in assets
+                    and assets[d.asset].commune in communes]  # fmt: skip
+            return col_cfg.model_copy(update={"devices": keep})
+        mine = [c for c in (col_cfg.communes or communes) if c in communes]
+        # An edge outside a collector's communes: a scope that takes nothing, not everything.
+        return col_cfg.model_copy(update={"communes": mine or ["-"]})
 
     def _wire(self, collector: CollectorBase[Any], inventory: Inventory, origin: str) -> None:
         """Make a collector follow the register and report to the inventory (before it starts)."""
@@ -307,3 +405,8 @@ class Runtime:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+def _nothing_stored(tags: Sequence[str]) -> Any:
+    """An edge stores nothing: its downtime is marked from its heartbeat."""
+    raise LookupError("an edge keeps no history")

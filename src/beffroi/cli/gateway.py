@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,6 +20,15 @@ if TYPE_CHECKING:  # the runtime imports every part (asyncua, Dash, …): only `
 
 commands = typer.Typer()
 
+
+class Role(StrEnum):
+    """The part of a site a `beffroi run` process plays."""
+
+    all = "all"
+    edge = "edge"
+    central = "central"
+
+
 DurationOpt = Annotated[float | None, typer.Option(help="run this many seconds, then stop")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v")]
 
@@ -30,6 +40,8 @@ def _serve(
     duration: float | None,
     assets: int | None,
     demo: bool = False,
+    role: Role | None = None,
+    edge: str | None = None,
 ) -> None:
     from beffroi.app.runtime import Runtime  # see TYPE_CHECKING above
 
@@ -42,7 +54,14 @@ def _serve(
         )
         if rt.simulator is not None:
             typer.echo(f"Simulator (OPC UA): {rt.simulator.endpoint}")
-        typer.echo(f"Historian: {cfg.historian.backend} {cfg.resolve(cfg.historian.path)}")
+        if rt.edge is not None:
+            sp = cfg.sparkplug
+            typer.echo(
+                f"Edge {rt.edge.edge.name}: {len(rt.edge.specs)} tags to "
+                f"{sp.host}:{sp.port}, group {sp.group}, host {sp.name}"
+            )
+        else:
+            typer.echo(f"Historian: {cfg.historian.backend} {cfg.resolve(cfg.historian.path)}")
         if rt.hmi_server is not None and rt.users is not None:
             typer.echo(f"HMI: {rt.hmi_server.url}")
             if rt.demo_passwords:
@@ -60,7 +79,16 @@ def _serve(
                 )
         sys.stdout.flush()
 
-    runtime = Runtime(cfg, register, simulator=simulator, demo=demo)
+    the_role = (role or Role.all).value
+    runtime = Runtime(
+        cfg,
+        register,
+        simulator=simulator,
+        demo=demo,
+        hmi=the_role != "edge",
+        role=the_role,  # type: ignore[arg-type]  # the enum's values are the runtime's roles
+        edge=edge,
+    )
     try:
         asyncio.run(runtime.run(duration=duration, ready=ready))
     except OSError as exc:
@@ -78,7 +106,8 @@ def stop_summary(runtime: Runtime) -> str:
     if within:
         text += f", {within} of them within their compression deadbands (not stored, by design)"
     state = runtime.buffer.status() if runtime.buffer else {}
-    text += f"; {state.get('written', 0)} samples written to the historian"
+    where = "published to the central site" if runtime.edge else "written to the historian"
+    text += f"; {state.get('written', 0)} samples {where}"
     down = runtime.downtime
     if down.marks:
         text += f", {down.marks} of them marks of the gateway's downtime"
@@ -114,12 +143,27 @@ def demo(
 def run(
     config: ConfigOpt = Path("config.toml"),
     duration: DurationOpt = None,
+    role: Annotated[
+        Role,
+        typer.Option(
+            help="all: one process does everything; edge: collect and publish over Sparkplug "
+            "B ([sparkplug]); central: the rest, fed by the edges"
+        ),
+    ] = Role.all,
+    edge: Annotated[
+        str | None, typer.Option(help="with --role edge: the [[sparkplug.edges]] name")
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the gateway as configured (the simulator only if [simulator] enabled)."""
     setup_logging(verbose)
     cfg = load(config)
-    _serve(cfg, simulator=cfg.simulator.enabled, duration=duration, assets=None)
+    if role is Role.edge and not edge:
+        raise fail(["--role edge needs --edge NAME (one of [[sparkplug.edges]])"])
+    if role is not Role.edge and edge:
+        raise fail(["--edge goes with --role edge"])
+    simulator = cfg.simulator.enabled and role is not Role.edge
+    _serve(cfg, simulator=simulator, duration=duration, assets=None, role=role, edge=edge)
 
 
 @commands.command("check-config")

@@ -51,6 +51,14 @@ class Collector(Protocol):
         ...
 
 
+class Writer(Protocol):
+    """Where the write buffer sends samples: a historian, or an edge's Sparkplug publisher."""
+
+    def write(self, batch: Sequence[Sample]) -> int:
+        """Store (or hand on) a batch durably; return how many samples went; raise if not."""
+        ...
+
+
 class Historian(Protocol):
     """Stores samples and answers range, aggregate and latest-value queries.
 

@@ -7,11 +7,11 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from beffroi.core.model import Quality, Sample, utcnow
-from beffroi.core.seams import Historian
+from beffroi.core.seams import Writer
 from beffroi.historian.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,18 @@ class WriteBuffer:
 
     def __init__(
         self,
-        historian: Historian,
+        historian: Writer,
         spool: Spool,
         flush_interval_s: float = 1.0,
         max_batch: int = 100_000,
         max_pending: int = 5_000_000,
+        *,
+        replay: Callable[[Sequence[Sample]], int] | None = None,
     ):
         self.historian = historian
+        # What spooled batches go through when drained (default: the same write). An edge
+        # sends them flagged historical: they are older than values already sent live.
+        self._replay = replay or historian.write
         self.spool = spool
         self.flush_interval_s = flush_interval_s
         self.max_batch = max_batch
@@ -113,9 +118,9 @@ class WriteBuffer:
             stored += await self._drain()
         return stored
 
-    async def _write(self, batch: list[Sample]) -> bool:
+    async def _write(self, batch: list[Sample], *, replay: bool = False) -> bool:
         try:
-            await asyncio.to_thread(self.historian.write, batch)
+            await asyncio.to_thread(self._replay if replay else self.historian.write, batch)
         except Exception as exc:
             self._failed(exc)
             return False
@@ -143,7 +148,7 @@ class WriteBuffer:
             if segment is None:
                 break
             seq, batch = segment
-            if not await self._write(batch):
+            if not await self._write(batch, replay=True):
                 return stored
             self.spool.remove(seq)
             stored += len(batch)

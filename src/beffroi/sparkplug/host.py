@@ -1,0 +1,406 @@
+"""The central site's Sparkplug B primary host: every edge's metrics in, commands out.
+
+A collector like the others (`CollectorBase`): its tags are the register's, its samples go
+to the runtime's sink (live values, alarms, historian), and `write` sends a DCMD to the edge
+that serves the tag, confirmed by the edge's answer. It announces itself with a retained
+STATE message (`{"online": true}`, the will saying false), on a persistent session, so that
+data published while it restarts waits at the broker.
+
+Per edge node it follows births (aliases, datatypes), `seq` (a gap asks the node for a
+rebirth, NCMD `Node Control/Rebirth`) and deaths (the node's tags turn CommLoss at once: an
+NDEATH comes from the broker when the edge's link dies, within 1.5 keep-alives). Historical
+metrics (an edge's spool, drained) are stored without touching live values or alarms. A
+payload that cannot be read is counted in `_system/collector/<name>/malformed` and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import aiomqtt
+
+from beffroi.collectors.base import Backoff, CollectorBase
+from beffroi.core import status_codes
+from beffroi.core.errors import MissingCredentials
+from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
+from beffroi.core.register import Register
+from beffroi.core.seams import Sink
+from beffroi.core.site import Site
+from beffroi.sparkplug import codec
+from beffroi.sparkplug.codec import Kind, Malformed, Topic
+from beffroi.sparkplug.config import SparkplugConfig
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY_S = 60.0
+STOP_GRACE_S = 1.0  # a misbehaving node is logged at most once a minute
+
+
+@dataclass
+class Node:
+    """What the host knows of one edge node's session."""
+
+    name: str
+    bd_seq: int | None = None
+    online: bool = False
+    next_seq: int | None = None
+    aliases: dict[int, tuple[str, int]] = field(default_factory=dict)  # alias → (tag, dtype)
+    names: dict[str, tuple[int | None, int, str]] = field(
+        default_factory=dict
+    )  # tag → (alias, dtype, device)
+    devices: dict[str, set[str]] = field(default_factory=dict)  # device → tags
+    gaps: int = 0
+    rebirths: int = 0
+
+
+class SparkplugHost(CollectorBase[SparkplugConfig]):
+    """Ingest every edge node of the group; send setpoints down as device commands."""
+
+    protocol = "sparkplug"
+
+    def __init__(self, config: SparkplugConfig, tags: Sequence[TagSpec], sink: Sink):
+        super().__init__(config, tags, sink)
+        self.nodes: dict[str, Node] = {}
+        self.store_historical: Sink | None = None  # the runtime's path to the historian only
+        self.malformed = 0
+        self.unmapped = 0
+        self.historical = 0
+        self.reconnects = 0
+        self._client: aiomqtt.Client | None = None
+        self._logged: dict[str, float] = {}
+        self._waiters: dict[str, list[tuple[Value, asyncio.Future[WriteResult]]]] = {}
+
+    @classmethod
+    def from_config(
+        cls, config: SparkplugConfig, site: Site, register: Register, sink: Sink
+    ) -> Self:
+        """Take every tag of the register: the edges publish them."""
+        return cls(config, [t for a in register.assets.values() for t in a.tags], sink)
+
+    @property
+    def malformed_tag(self) -> str:
+        """Return the tag counting messages that could not be read."""
+        return f"_system/collector/{self.name}/malformed"
+
+    def _state(self, online: bool) -> bytes:
+        return json.dumps({"online": online, "timestamp": codec.ms(utcnow())}).encode()
+
+    async def _run(self) -> None:
+        cfg = self.config
+        backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        state_topic = codec.host_topic(cfg.name)
+        while True:
+            error = "disconnected"
+            try:
+                creds = cfg.login()
+                will = aiomqtt.Will(state_topic, self._state(False), qos=1, retain=True)
+                async with aiomqtt.Client(
+                    cfg.host,
+                    cfg.port,
+                    identifier=f"beffroi-host-{cfg.name}",
+                    # Persistent: what edges publish while the host restarts waits for it.
+                    clean_session=False,
+                    keepalive=cfg.keepalive_s,
+                    will=will,
+                    username=creds[0] if creds else None,
+                    password=creds[1] if creds else None,
+                    timeout=10,
+                    logger=log,
+                ) as client:
+                    self._client = client
+                    await client.subscribe([(f"{codec.NAMESPACE}/{cfg.group}/#", 1)])
+                    # Online last: edges are born to a host that already listens.
+                    await client.publish(state_topic, self._state(True), qos=1, retain=True)
+                    backoff.reset()
+                    self._went_up()
+                    self._ready.set()
+                    log.info(
+                        "%s: primary host of group %s on %s:%d", self.name, cfg.group,
+                        cfg.host, cfg.port,
+                    )  # fmt: skip
+                    async for message in client.messages:
+                        self._on_message(str(message.topic), message.payload)
+            except asyncio.CancelledError:
+                raise
+            except (aiomqtt.MqttError, MissingCredentials, OSError) as exc:
+                error = str(exc) if isinstance(exc, MissingCredentials) else (
+                    f"{type(exc).__name__}: {exc}"
+                )  # fmt: skip
+                if self.connected or not self._outage_marked:
+                    log.warning("%s: broker %s:%d: %s", self.name, cfg.host, cfg.port, error)
+            except Exception as exc:  # never dies on a bug: says so and reconnects
+                error = f"{type(exc).__name__}: {exc}"
+                log.exception("%s: unexpected error", self.name)
+            self._client = None
+            self._ready.clear()
+            # The nodes' sessions go on at the broker: their births still hold, and what
+            # they published meanwhile waits in this host's session, seq unknown till then.
+            for node in self.nodes.values():
+                node.next_seq = None
+            self._went_down(error)
+            await asyncio.sleep(backoff.delay())
+            self.reconnects += 1
+
+    async def _disconnect(self) -> None:
+        """Say offline before leaving (the will says it only after a crash)."""
+
+    async def _stop(self) -> None:
+        client = self._client
+        if client is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await client.publish(
+                        codec.host_topic(self.config.name), self._state(False), qos=1, retain=True
+                    )
+                # Still listening a moment: what edges sent before they heard it is taken,
+                # and what comes after they heard it stays in their spools.
+                await asyncio.sleep(STOP_GRACE_S)
+            except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+                log.info("%s: could not say offline: %s", self.name, exc)
+        await super()._stop()
+
+    # --- messages ---
+
+    def _on_message(self, topic: str, raw: Any) -> None:
+        data = bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw).encode()
+        try:
+            if len(data) > self.config.max_payload_bytes:
+                raise Malformed(f"payload of {len(data)} bytes over max_payload_bytes")
+            parsed = Topic.parse(topic)
+            if parsed.kind in (Kind.STATE, Kind.NCMD, Kind.DCMD):
+                return  # ours, or commands to edges
+            if parsed.group != self.config.group:
+                return
+            payload = codec.decode(data)
+            node = self.nodes.setdefault(parsed.node, Node(parsed.node))
+            kind = parsed.kind
+            if kind is Kind.NBIRTH:
+                self._nbirth(node, payload)
+            elif kind is Kind.NDEATH:
+                self._ndeath(node, payload)
+            elif kind is Kind.DDEATH and parsed.device is not None:
+                self._dead(node, node.devices.get(parsed.device, set()), "device death")
+            elif not node.online:
+                # Data of a node not born to this host (it restarted, or messages were
+                # lost): ask for a rebirth rather than guess what its aliases mean.
+                self._rebirth(node, "data before birth")
+            elif self._seq_ok(node, payload):
+                if kind is Kind.DBIRTH and parsed.device is not None:
+                    self._dbirth(node, parsed.device, payload)
+                elif kind in (Kind.DDATA, Kind.NDATA):
+                    self._data(node, payload)
+        except Malformed as exc:
+            self.malformed += 1
+            self._complain(topic, str(exc))
+            self.sink([Sample(self.malformed_tag, utcnow(), float(self.malformed))])
+
+    def _seq_ok(self, node: Node, payload: Any) -> bool:
+        """Check a message's seq against the node's; a gap asks for a rebirth."""
+        if not payload.HasField("seq"):
+            raise Malformed(f"node {node.name}: message without seq")
+        seq = payload.seq
+        expected = node.next_seq
+        node.next_seq = (seq + 1) % 256
+        if expected is not None and seq != expected:
+            node.gaps += 1
+            self._rebirth(node, f"seq {seq} where {expected} was due")
+            return True  # what arrived is still good data; the rebirth resynchronises
+        return True
+
+    def _rebirth(self, node: Node, why: str) -> None:
+        client = self._client
+        if client is None:
+            return
+        node.rebirths += 1
+        self._complain(f"node {node.name}", f"{why}: rebirth requested")
+        payload = codec.command([(codec.REBIRTH, None, codec.BOOLEAN, True)], utcnow())
+        topic = str(Topic(self.config.group, Kind.NCMD, node.name))
+        task = asyncio.get_running_loop().create_task(client.publish(topic, payload, qos=0))
+        self._reports.add(task)  # kept until done, like the inventory's reports
+        task.add_done_callback(self._reports.discard)
+
+    def _nbirth(self, node: Node, payload: Any) -> None:
+        bd_seq = None
+        for m in payload.metrics:
+            if m.name == codec.BD_SEQ:
+                bd_seq = int(m.long_value)
+        if bd_seq is None:
+            raise Malformed(f"node {node.name}: NBIRTH without bdSeq")
+        if not payload.HasField("seq"):
+            raise Malformed(f"node {node.name}: NBIRTH without seq")
+        node.bd_seq, node.online = bd_seq, True
+        node.next_seq = (payload.seq + 1) % 256
+        node.aliases.clear()
+        node.names.clear()
+        node.devices.clear()
+        log.info("%s: node %s born (bdSeq %d)", self.name, node.name, bd_seq)
+
+    def _dbirth(self, node: Node, device: str, payload: Any) -> None:
+        tags = node.devices.setdefault(device, set())
+        samples: list[Sample] = []
+        now = utcnow()
+        for m in payload.metrics:
+            tag = m.name
+            if not tag or m.datatype == 0:
+                raise Malformed(f"node {node.name}/{device}: a birth metric needs name and type")
+            spec = self.tags.get(tag)
+            if spec is None:
+                self.unmapped += 1
+                continue
+            alias = int(m.alias) if m.HasField("alias") else None
+            if alias is not None:
+                node.aliases[alias] = (tag, m.datatype)
+            node.names[tag] = (alias, m.datatype, device)
+            tags.add(tag)
+            sample = self._sample(m, tag, m.datatype, now)
+            if sample is not None:
+                samples.append(sample)
+        if samples:
+            self.samples_received += len(samples)
+            self.sink(samples)
+
+    def _data(self, node: Node, payload: Any) -> None:
+        now = utcnow()
+        fallback = codec.from_ms(payload.timestamp) if payload.HasField("timestamp") else now
+        live: list[Sample] = []
+        past: list[Sample] = []
+        for m in payload.metrics:
+            if m.HasField("alias") and not m.name:
+                known = node.aliases.get(int(m.alias))
+                if known is None:
+                    raise Malformed(f"node {node.name}: unknown alias {m.alias}")
+                tag, dtype = known
+            else:
+                entry = node.names.get(m.name)
+                if entry is None:
+                    self.unmapped += 1
+                    continue
+                tag, dtype = m.name, entry[1]
+            sample = self._sample(m, tag, dtype, fallback)
+            if sample is None:
+                continue
+            (past if m.is_historical else live).append(sample)
+            answer = codec.property_text(m, codec.COMMAND_RESULT)
+            self._settle(tag, sample.value, answer)
+        self.samples_received += len(live) + len(past)
+        if live:
+            self.sink(live)
+        if past:
+            self.historical += len(past)
+            (self.store_historical or self.sink)(past)
+
+    def _sample(self, m: Any, tag: str, dtype: int, fallback: Any) -> Sample | None:
+        value = codec.value_of(m, dtype)
+        quality, status = codec.quality_of(m)
+        ts = codec.from_ms(m.timestamp) if m.HasField("timestamp") else fallback
+        if value is None:
+            if quality is Quality.GOOD:
+                return None  # a null birth value: nothing known yet
+            value = math.nan
+        return Sample(tag, ts, value, quality, utcnow(), status)
+
+    def _ndeath(self, node: Node, payload: Any) -> None:
+        bd_seq = next((int(m.long_value) for m in payload.metrics if m.name == codec.BD_SEQ), None)
+        if bd_seq is not None and node.bd_seq is not None and bd_seq != node.bd_seq:
+            return  # the death of an older session: the node was born again since
+        tags = set().union(*node.devices.values()) if node.devices else set()
+        node.online = False
+        node.next_seq = None
+        self._dead(node, tags, "node death")
+
+    def _dead(self, node: Node, tags: set[str], why: str) -> None:
+        """Turn a dead node's (or device's) tags CommLoss now, once."""
+        if not tags:
+            return
+        log.warning("%s: %s of %s: %d tags CommLoss", self.name, why, node.name, len(tags))
+        now, nan = utcnow(), math.nan
+        self.sink(
+            [
+                Sample(t, now, nan, Quality.COMM_LOSS, None, status_codes.BadNoCommunication)
+                for t in sorted(tags)
+            ]
+        )
+        for t in tags:
+            for _, fut in self._waiters.pop(t, []):
+                if not fut.done():
+                    fut.set_result(WriteResult(t, WriteStatus.UNCONFIRMED, None, why))
+
+    def _complain(self, where: str, why: str) -> None:
+        now = time.monotonic()
+        if now - self._logged.get(where, -math.inf) >= LOG_EVERY_S:
+            self._logged[where] = now
+            log.warning("%s: %s: %s", self.name, where, why)
+
+    # --- commands ---
+
+    def _settle(self, tag: str, value: Value, answer: str | None) -> None:
+        waiting = self._waiters.get(tag)
+        if not waiting:
+            return
+        for expected, fut in list(waiting):
+            if fut.done():
+                continue
+            if answer is not None:
+                status, detail = codec.outcome_status(answer)
+                fut.set_result(WriteResult(tag, status, value, detail))
+            elif _same(value, expected):  # an edge that answers by its value only
+                fut.set_result(WriteResult(tag, WriteStatus.CONFIRMED, value))
+
+    async def write(self, tag: str, value: Value) -> WriteResult:
+        """Send a DCMD to the edge serving the tag; confirmed by the edge's answer."""
+        refused = self.check_write(tag, value)
+        if refused is not None:
+            return refused
+        node, entry = next(
+            ((n, n.names[tag]) for n in self.nodes.values() if tag in n.names and n.online),
+            (None, None),
+        )
+        client = self._client
+        if node is None or entry is None or client is None:
+            return WriteResult(tag, WriteStatus.UNCONFIRMED, value, "no edge online serves it")
+        alias, dtype, device = entry
+        fut: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(tag, []).append((value, fut))
+        try:
+            payload = codec.command([(tag, alias, dtype, value)], utcnow())
+            topic = str(Topic(self.config.group, Kind.DCMD, node.name, device))
+            await client.publish(topic, payload, qos=1)
+            async with asyncio.timeout(self.config.write_timeout_s):
+                return await fut
+        except TimeoutError:
+            return WriteResult(tag, WriteStatus.UNCONFIRMED, value, "no answer from the edge")
+        except aiomqtt.MqttError as exc:
+            return WriteResult(tag, WriteStatus.UNCONFIRMED, value, f"not sent: {exc}")
+        finally:
+            waiting = self._waiters.get(tag, [])
+            self._waiters[tag] = [(v, f) for v, f in waiting if f is not fut]
+            if not self._waiters[tag]:
+                del self._waiters[tag]
+
+    def status(self) -> dict[str, Any]:
+        """Return the host's state: nodes online, gaps, rebirths, malformed messages."""
+        return {
+            **super().status(),
+            "nodes": {n.name: _node_status(n) for n in self.nodes.values()},
+            "malformed": self.malformed,
+            "unmapped": self.unmapped,
+            "historical": self.historical,
+        }
+
+
+def _node_status(n: Node) -> dict[str, Any]:
+    return {"online": n.online, "bd_seq": n.bd_seq, "gaps": n.gaps, "rebirths": n.rebirths,
+            "metrics": len(n.names)}  # fmt: skip
+
+
+def _same(a: Value, b: Value) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)

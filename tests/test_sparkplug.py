@@ -1,0 +1,322 @@
+"""Edge and central roles over MQTT Sparkplug B, on Debian's Mosquitto and a real OPC UA plant.
+
+Two edges (each the collectors of its commune, reading the plant over OPC UA) publish to a
+central gateway through Mosquitto; the central stores in DuckDB, raises alarms and commands
+setpoints down. Each role runs with its own data folder, as on its own machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from beffroi.app.config import Config, load_config
+from beffroi.app.runtime import Runtime
+from beffroi.control.model import SYSTEM
+from beffroi.core.model import Quality, utcnow
+from beffroi.core.register import Register, build_register
+from beffroi.historian.duckdb.historian import DuckDBHistorian
+from beffroi.sparkplug import codec
+from beffroi.sparkplug.codec import Kind, Topic
+from beffroi.sparkplug.host import SparkplugHost
+from tests.conftest import ROOT, eventually, free_port
+from tests.servers import NS, Mosquitto, OpcUaPlant, gateway_config
+
+CABINET = "streetlight_cabinet"
+GROUP = "metropole"
+HOST_ID = "central-test"
+
+
+@dataclasses.dataclass
+class Site:
+    """The plant, the broker, the register and the config every role starts from."""
+
+    plant: OpcUaPlant
+    broker: Mosquitto
+    register: Register
+    cfg: Config
+    communes: tuple[str, str]
+    folder: Path
+
+    def role_config(self, role: str) -> Config:
+        """Return the config with this role's own data folder (historian, spool, journals)."""
+        data = self.folder / role
+        data.mkdir(exist_ok=True)
+        historian = self.cfg.historian.model_copy(
+            update={"path": str(data / "beffroi.duckdb"), "spool_dir": str(data / "spool")}
+        )
+        alarms = self.cfg.alarms.model_copy(update={"journal": str(data / "journal.duckdb")})
+        out = self.cfg.model_copy(update={"historian": historian, "alarms": alarms})
+        out._source = self.cfg.source
+        return out
+
+    def runtime(self, role: str, edge: str | None = None) -> Runtime:
+        name = edge or role
+        return Runtime(self.role_config(name), self.register, simulator=False, hmi=False,
+                       role=role, edge=edge)  # type: ignore[arg-type]  # fmt: skip
+
+    def cabinets(self, commune: str) -> list:
+        return [a for a in self.register.assets.values()
+                if a.asset_class == CABINET and a.commune == commune]  # fmt: skip
+
+
+@pytest.fixture
+async def site(demo_config, tmp_path):
+    register = build_register(demo_config, assets=80)
+    communes = tuple(sorted({a.commune for a in register.assets.values()
+                             if a.asset_class == CABINET}))[:2]  # fmt: skip
+    assert len(communes) == 2
+    served = [t for a in register.assets.values() if a.commune in communes for t in a.tags]
+    plant = OpcUaPlant(free_port(), served)
+    broker = Mosquitto(tmp_path / "broker", free_port())
+    broker.start()
+    await plant.start()
+    opcua = {"name": "plant", "url": plant.url, "namespace": NS, "communes": list(communes),
+             "publishing_interval_ms": 50, "reconnect_min_s": 0.2,
+             "reconnect_max_s": 1.0}  # fmt: skip
+    cfg = gateway_config(demo_config, tmp_path, opcua=[opcua])
+    sparkplug = {"host": "127.0.0.1", "port": broker.port, "group": GROUP, "name": HOST_ID,
+                 "keepalive_s": 2, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0,
+                 "write_timeout_s": 10,
+                 "edges": [{"name": "edge-a", "communes": [communes[0]]},
+                           {"name": "edge-b", "communes": [communes[1]]}]}  # fmt: skip
+    historian = cfg.historian.model_copy(update={"flush_interval_s": 0.2})
+    out = cfg.model_copy(update={
+        "sparkplug": type(cfg.sparkplug).model_validate(sparkplug),
+        "historian": historian,
+        "kpi": cfg.kpi.model_copy(update={"enabled": False}),
+    })  # fmt: skip
+    out._source = cfg.source
+    try:
+        yield Site(plant, broker, register, out, communes, tmp_path)  # type: ignore[arg-type]
+    finally:
+        await plant.stop()
+        broker.stop()
+
+
+def _host(runtime: Runtime) -> SparkplugHost:
+    [host] = runtime.collectors
+    assert isinstance(host, SparkplugHost)
+    return host
+
+
+async def _born(runtime: Runtime) -> None:
+    assert runtime.edge is not None
+    await eventually(lambda: runtime.edge is not None and runtime.edge.born, within=20)
+
+
+def _stored(path: Path, tag: str) -> list:
+    h = DuckDBHistorian(path, read_only=True)
+    try:
+        df = h.query([tag], utcnow() - timedelta(hours=1), utcnow() + timedelta(minutes=1))
+    finally:
+        h.close()
+    return list(zip(df["value"], df["quality"], strict=True))
+
+
+def _value(runtime: Runtime, tag: str):  # type: ignore[no-untyped-def]
+    sample = runtime.live.get(tag)
+    return None if sample is None else sample.value
+
+
+async def test_two_edges_feed_the_central_site_once_with_commands_down(site) -> None:
+    """Each edge publishes only its commune; every value toggled at the plant arrives at the
+    central's live values and historian once, in order; a setpoint from central control goes
+    down to the plant, confirmed by the edge's answer and audited at central."""
+    a, b = site.communes
+    lamp_a, lamp_b = site.cabinets(a)[0], site.cabinets(b)[0]
+    fault_a = lamp_a.tag("fault")
+    async with contextlib.AsyncExitStack() as stack:
+        central = site.runtime("central")
+        await central.start(stack)
+        edges = [site.runtime("edge", "edge-a"), site.runtime("edge", "edge-b")]
+        for edge in edges:
+            await edge.start(stack)
+        for edge in edges:
+            await _born(edge)
+        assert edges[0].edge is not None and edges[1].edge is not None
+        assert {s.commune for s in edges[0].edge.specs.values()} == {a}
+        assert {s.commune for s in edges[1].edge.specs.values()} == {b}
+        host = _host(central)
+        for value in (True, False, True, False, True):
+            await site.plant.set(fault_a, value)
+            await eventually(lambda v=value: _value(central, fault_a) is v)
+        await site.plant.set(lamp_b.tag("power_kw"), 7.25)
+        await eventually(lambda: _value(central, lamp_b.tag("power_kw")) == 7.25)
+        assert host.status()["nodes"]["edge-a"]["online"] is True
+
+        # A setpoint, as the lighting schedule or an operator sends it at central.
+        assert central.control is not None
+        dim = lamp_a.tag("dimming_pct")
+        result = await central.control.setpoints.command(SYSTEM, dim, 40.0, "test: dim")
+        assert result.ok, result
+        assert await site.plant.read(dim) == 40.0
+        refused = await host.write(lamp_a.tag("power_kw"), 3.0)  # not writable: refused at central
+        assert not refused.ok and "not writable" in refused.detail
+        audit = central.control.audit
+        assert audit is not None
+        operated = audit.frame(actions=["operate"])
+        assert dim in set(operated.target)
+
+    stored = _stored(site.folder / "central" / "beffroi.duckdb", fault_a)
+    good = [v for v, q in stored if q == Quality.GOOD]
+    assert good[-5:] == [True, False, True, False, True]
+    assert len(good) == len([v for v in good])  # one row per value received
+    edge_a_file = site.folder / "edge-a" / "beffroi.duckdb"
+    assert not edge_a_file.exists()  # an edge keeps no history: it publishes
+
+
+async def test_central_stopped_then_back_edges_spool_and_send_history_in_order(site) -> None:
+    """While the central site is stopped, the edges spool; when it is back they are born
+    again and send what they kept, in order, flagged historical: nothing lost."""
+    a, _ = site.communes
+    fault = site.cabinets(a)[0].tag("fault")
+    async with contextlib.AsyncExitStack() as stack:
+        edge = site.runtime("edge", "edge-a")
+        async with contextlib.AsyncExitStack() as central_stack:
+            central = site.runtime("central")
+            await central.start(central_stack)
+            await edge.start(stack)
+            await _born(edge)
+            await site.plant.set(fault, True)
+            await eventually(lambda: _value(central, fault) is True)
+        assert edge.edge is not None
+        await eventually(lambda: edge.edge is not None and not edge.edge.host_online)
+        values = [False, True, False, True, False, True]
+        for v in values:  # collected while the central site is down: spooled
+            await site.plant.set(fault, v)
+            await asyncio.sleep(0.3)
+        assert edge.buffer is not None
+        await eventually(lambda: edge.buffer is not None and edge.buffer.spool.pending > 0)
+        async with contextlib.AsyncExitStack() as central_stack:
+            central = site.runtime("central")
+            await central.start(central_stack)
+            await eventually(lambda: edge.buffer is not None and not edge.buffer.spool, within=20)
+            host = _host(central)
+            await eventually(lambda: host.historical > 0)
+            assert edge.edge.historical > 0
+    stored = [v for v, q in _stored(site.folder / "central" / "beffroi.duckdb", fault)
+              if q == Quality.GOOD]  # fmt: skip
+    assert stored == [True, *values] or stored[-len(values) - 1 :] == [True, *values]
+
+
+async def test_a_killed_edge_turns_its_tags_commloss_with_an_alarm(site, tmp_path) -> None:
+    """`beffroi run --role edge` killed with SIGKILL: the broker sends its death, and the
+    central site marks every tag of that edge CommLoss within the keep-alive."""
+    a, _ = site.communes
+    lamp = site.cabinets(a)[0]
+    config = _config_file(site, tmp_path / "edge.toml")
+    async with contextlib.AsyncExitStack() as stack:
+        central = site.runtime("central")
+        await central.start(stack)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "beffroi", "run", "-c", str(config), "--role", "edge",
+            "--edge", "edge-a", stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        try:
+            host = _host(central)
+            await eventually(lambda: host.status()["nodes"].get("edge-a", {}).get("online"),
+                             within=30)  # fmt: skip
+            await site.plant.set(lamp.tag("fault"), True)
+            await eventually(lambda: _value(central, lamp.tag("fault")) is True)
+            proc.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(proc.wait(), 10)
+            # keep-alive 2 s: the broker gives up on the edge after 3 s and sends its will.
+            await eventually(
+                lambda: (
+                    central.live.get(lamp.tag("power_kw")) is not None
+                    and central.live.get(lamp.tag("power_kw")).quality is Quality.COMM_LOSS
+                ),
+                within=10,
+            )
+            assert host.status()["nodes"]["edge-a"]["online"] is False
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            _, err = await asyncio.wait_for(proc.communicate(), 10)
+        assert b"Traceback" not in err
+
+
+async def test_a_seq_gap_asks_for_a_rebirth_and_garbage_is_counted(site) -> None:
+    """A node whose messages skip a seq number is asked to be born again (NCMD Rebirth); a
+    payload that is not Sparkplug B is counted and skipped, and data goes on."""
+    a, _ = site.communes
+    lamp = site.cabinets(a)[0]
+    tag = lamp.tag("power_kw")
+    spec = site.register.tags[tag]
+    async with contextlib.AsyncExitStack() as stack:
+        central = site.runtime("central")
+        await central.start(stack)
+        host = _host(central)
+        await asyncio.wait_for(host.wait_connected(), 10)
+        async with aiomqtt.Client("127.0.0.1", site.broker.port, identifier="rogue") as node:
+            await node.subscribe(f"spBv1.0/{GROUP}/NCMD/rogue")
+            now = utcnow()
+            births = [
+                (Topic(GROUP, Kind.NBIRTH, "rogue"), codec.birth([], {}, 0, now, bd_seq=0)),
+                (Topic(GROUP, Kind.DBIRTH, "rogue", a), codec.birth([(1, spec)], {}, 1, now)),
+            ]
+            for topic, payload in births:
+                await node.publish(str(topic), payload, qos=1)
+            sample = dataclasses.replace(central.live.get(tag) or _sample(tag), value=1.5, ts=now)
+            ddata = str(Topic(GROUP, Kind.DDATA, "rogue", a))
+            await node.publish(ddata, codec.data([(1, codec.DOUBLE, sample)], 2, now,
+                                                 historical=False), qos=1)  # fmt: skip
+            await eventually(lambda: _value(central, tag) == 1.5)
+            await node.publish(ddata, b"\x00\xffnot protobuf at all", qos=1)
+            await node.publish(
+                ddata,
+                codec.data(
+                    [(1, codec.DOUBLE, dataclasses.replace(sample, value=2.5))],
+                    7,
+                    now,
+                    historical=False,
+                ),
+                qos=1,
+            )  # seq 7, 3 was due
+            async with asyncio.timeout(10):
+                async for message in node.messages:
+                    payload = codec.decode(bytes(message.payload))
+                    names = {m.name: m.boolean_value for m in payload.metrics}
+                    assert names == {codec.REBIRTH: True}
+                    break
+            await eventually(lambda: _value(central, tag) == 2.5)
+        assert host.malformed == 1
+        assert host.status()["nodes"]["rogue"]["gaps"] == 1
+
+
+def _sample(tag: str):
+    from beffroi.core.model import Sample
+
+    return Sample(tag, utcnow(), 0.0)
+
+
+def _config_file(site: Site, path: Path) -> Path:
+    """Write the site's config as a TOML file a `beffroi run` process reads."""
+    text = (ROOT / "config.toml").read_text()
+    text = text.replace('url = "opc.tcp://127.0.0.1:4840/beffroi/"', f'url = "{site.plant.url}"')
+    text = text.replace('namespace = "urn:beffroi:simulator"\npublishing_interval_ms',
+                        f'namespace = "{NS}"\npublishing_interval_ms')  # fmt: skip
+    text = text.replace('path = "var/beffroi.duckdb"',
+                        f'path = "{path.parent / "edge-data" / "beffroi.duckdb"}"')  # fmt: skip
+    text = text.replace('files = ["data/inventaire-demo.csv"]', "files = []")
+    text = text.replace("[register]\nassets = 1000", "[register]\nassets = 80")
+    text += (
+        f'\n[sparkplug]\nhost = "127.0.0.1"\nport = {site.broker.port}\ngroup = "{GROUP}"\n'
+        f'name = "{HOST_ID}"\nkeepalive_s = 2\nreconnect_min_s = 0.2\nreconnect_max_s = 1.0\n'
+        f'edges = [{{ name = "edge-a", communes = ["{site.communes[0]}"] }}]\n'
+    )
+    path.write_text(text)
+    cfg = load_config(path)  # the file is valid, and the same register as the tests'
+    assert sorted(build_register(cfg).assets) == sorted(site.register.assets)
+    return path
