@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -320,3 +321,105 @@ def _config_file(site: Site, path: Path) -> Path:
     cfg = load_config(path)  # the file is valid, and the same register as the tests'
     assert sorted(build_register(cfg).assets) == sorted(site.register.assets)
     return path
+
+
+# --- a peer Beffroi did not write: pysparkplug, in its own virtualenv ---------------------
+
+PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"
+PEER = ROOT / "tests" / "peers" / "sparkplug_peer.py"
+
+
+async def _peer(*args: str) -> asyncio.subprocess.Process:
+    if not PEER_PYTHON.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{PEER_PYTHON} missing: `make test` installs pysparkplug there")
+        pytest.skip("pysparkplug's virtualenv (.venv-peer) is not installed: run `make test`")
+    return await asyncio.create_subprocess_exec(
+        str(PEER_PYTHON), str(PEER), *args, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def _line(proc: asyncio.subprocess.Process, want, within: float = 20.0) -> dict:  # type: ignore[no-untyped-def]
+    """Return the first JSON line the peer prints that `want` accepts."""
+    assert proc.stdout is not None
+    async with asyncio.timeout(within):
+        while True:
+            raw = await proc.stdout.readline()
+            if not raw:
+                err = await proc.stderr.read() if proc.stderr else b""
+                raise AssertionError(f"the peer ended: {err.decode()[-2000:]}")
+            line = json.loads(raw)
+            if want(line):
+                return line
+
+
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), 10)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+async def test_a_pysparkplug_edge_node_feeds_the_central_site_and_takes_its_commands(site) -> None:
+    """Another implementation's edge node (names, no aliases, no answer property) is ingested
+    by Beffroi's primary host; a setpoint from Beffroi is applied by it and confirmed by the
+    value it reports."""
+    a, _ = site.communes
+    lamp = site.cabinets(a)[0]
+    power, dim = lamp.tag("power_kw"), lamp.tag("dimming_pct")
+    async with contextlib.AsyncExitStack() as stack:
+        central = site.runtime("central")
+        await central.start(stack)
+        host = _host(central)
+        await asyncio.wait_for(host.wait_connected(), 10)
+        proc = await _peer("edge", "127.0.0.1", str(site.broker.port), GROUP, "vendor-node", a,
+                           dim, "25")  # fmt: skip
+        try:
+            await _line(proc, lambda m: m.get("event") == "born")
+            await eventually(lambda: _value(central, dim) == 25.0)
+            assert proc.stdin is not None
+            proc.stdin.write(b"35\n")
+            await proc.stdin.drain()
+            await eventually(lambda: _value(central, dim) == 35.0)
+            result = await host.write(dim, 60.0)
+            assert result.ok, result
+            got = await _line(proc, lambda m: m.get("event") == "dcmd")
+            assert (got["name"], got["value"]) == (dim, 60.0)
+            assert _value(central, dim) == 60.0
+            assert central.live.get(power) is None  # the peer serves one metric only
+        finally:
+            await _end(proc)
+
+
+async def test_a_pysparkplug_host_reads_a_beffroi_edge(site) -> None:
+    """Another implementation's primary host: a Beffroi edge waits for its STATE, is born to
+    it, and its data (by alias) decode there to the tag names and values the plant has."""
+    a, _ = site.communes
+    lamp = site.cabinets(a)[0]
+    power = lamp.tag("power_kw")
+    await site.plant.set(power, 4.5)
+    peer_cfg = site.cfg.model_copy(update={"sparkplug": site.cfg.sparkplug.model_copy(
+        update={"name": "vendor-host"})})  # fmt: skip
+    peer_cfg._source = site.cfg.source
+    proc = await _peer("host", "127.0.0.1", str(site.broker.port), GROUP, "vendor-host")
+    try:
+        await _line(proc, lambda m: m.get("event") == "online")
+        async with contextlib.AsyncExitStack() as stack:
+            site.cfg = peer_cfg
+            edge = site.runtime("edge", "edge-a")
+            await edge.start(stack)
+            birth = await _line(proc, lambda m: m.get("type") == "DBIRTH")
+            assert birth["node"] == "edge-a" and birth["device"] == a
+            names = {m["name"]: m["value"] for m in birth["metrics"]}
+            assert set(names) == {t.name for t in site.register.tags.values() if t.commune == a}
+            await site.plant.set(power, 6.75)
+            # Decoded there through the birth's aliases: the name and value the plant has.
+            data = await _line(proc, lambda m: m.get("type") == "DDATA" and any(
+                (x["name"], x["value"]) == (power, 6.75) for x in m["metrics"]))  # fmt: skip
+            assert all(not x["historical"] for x in data["metrics"])
+    finally:
+        await _end(proc)
