@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint system-deps bench clean proto
+.PHONY: demo demo-distributed test lint system-deps bench clean proto
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ proto:
 ## demo: create .venv, install, start the simulated metropolis, the gateway and the HMI
 demo: $(VENV)/.installed
 	$(BIN)/beffroi demo --config config.toml
+
+## demo-distributed: the same metropolis on Mosquitto, a central site and two edges
+demo-distributed: $(VENV)/.installed system-deps
+	bash scripts/demo-distributed.sh
 
 ## system-deps: Debian packages the tests start for real (chromium)
 system-deps:

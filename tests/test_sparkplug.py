@@ -311,6 +311,8 @@ def _config_file(site: Site, path: Path) -> Path:
     text = text.replace('path = "var/beffroi.duckdb"',
                         f'path = "{path.parent / "edge-data" / "beffroi.duckdb"}"')  # fmt: skip
     text = text.replace('files = ["data/inventaire-demo.csv"]', "files = []")
+    start = text.index("[sparkplug]\n")  # the demo's two edges: this test's instead
+    text = text[:start] + text[text.index("# The simulated metropolis", start) :]
     text = text.replace("[register]\nassets = 1000", "[register]\nassets = 80")
     text += (
         f'\n[sparkplug]\nhost = "127.0.0.1"\nport = {site.broker.port}\ngroup = "{GROUP}"\n'

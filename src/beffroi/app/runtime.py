@@ -228,19 +228,29 @@ class Runtime:
     ) -> None:
         """Build, wire and start the field collectors of these config entries."""
         for protocol, col_cfg in entries:
-            collector = COLLECTORS[protocol].from_config(
-                col_cfg, self.cfg, self.register, self.sink
-            )
-            self._wire(collector, inventory, f"{protocol}:{collector.name}")
-            await collector.start(stack)
-            self.collectors.append(collector)
-            for tag in collector.tags:
-                self.tag_collectors.setdefault(tag, collector)
+            await self._run_collector(stack, self._collector(protocol, col_cfg, inventory))
+
+    def _collector(self, protocol: str, col_cfg: Any, inventory: Inventory) -> CollectorBase[Any]:
+        """Build and wire the collector of one config entry (not started)."""
+        collector = COLLECTORS[protocol].from_config(col_cfg, self.cfg, self.register, self.sink)
+        self._wire(collector, inventory, f"{protocol}:{collector.name}")
+        return collector
+
+    async def _run_collector(
+        self, stack: contextlib.AsyncExitStack, collector: CollectorBase[Any]
+    ) -> None:
+        """Start a collector and make it the writer of its tags."""
+        await collector.start(stack)
+        self.collectors.append(collector)
+        for tag in collector.tags:
+            self.tag_collectors.setdefault(tag, collector)
 
     async def _start_host(self, stack: contextlib.AsyncExitStack, inventory: Inventory) -> None:
         """Start the Sparkplug primary host, the central site's one collector of every edge."""
         host = SparkplugHost.from_config(self.cfg.sparkplug, self.cfg, self.register, self.sink)
         host.store_historical = self._store  # an edge's spool: stored, not live
+        host.state_path = self.cfg.data_dir() / "sparkplug-host.json"
+        await asyncio.to_thread(host.load_births)
         self._wire(host, inventory, f"sparkplug:{host.name}")
         await host.start(stack)
         self.collectors.append(host)
@@ -262,9 +272,6 @@ class Runtime:
             for protocol, col_cfg in cfg.collectors.entries()
         ]
         self.edge = edge = SparkplugEdge(cfg.sparkplug, edge_cfg, self.live, self.collector_for)
-        # Started before the buffer, so that it stops after it: the buffer's last flush (the
-        # downtime's marks included) is published before the clean death.
-        edge.serve([])
         spool_bytes = int(cfg.historian.spool_max_mb * 1024 * 1024)
         spool = Spool(cfg.resolve(cfg.historian.spool_dir), spool_bytes)
         self.buffer = buffer = WriteBuffer(
@@ -274,15 +281,19 @@ class Runtime:
             cfg.historian.max_batch,
             replay=edge.write_historical,
         )
-        stack.callback(lambda: self.downtime.stop(self.collectors))
         # No compression here: the central site's live values and alarms need every value
         # the equipment reports (by exception, within its deadbands); it compresses what it
         # stores, as a single gateway does.
         register.subscribe(self._follow_register)
-        await self._start_collectors(stack, inventory, entries)
-        edge.serve([t for c in self.collectors for t in c.tags.values()])
+        collectors = [self._collector(protocol, c, inventory) for protocol, c in entries]
+        edge.serve([t for c in collectors for t in c.tags.values()])
+        # Stopped in reverse: the collectors, the downtime's marks, the buffer's last flush
+        # (published, or spooled for the next start), then the edge node's clean death.
         await edge.start(stack)
         await buffer.start(stack)
+        stack.callback(lambda: self.downtime.stop(self.collectors))
+        for collector in collectors:
+            await self._run_collector(stack, collector)
         self.downtime.start(self.collectors, _nothing_stored)
         scheduler.every(HEARTBEAT_S, self.downtime.heartbeat.beat, "gateway-heartbeat")
         log.info(

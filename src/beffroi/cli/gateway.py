@@ -29,6 +29,23 @@ class Role(StrEnum):
     central = "central"
 
 
+RoleOpt = Annotated[
+    Role,
+    typer.Option(
+        help="all: one process does everything; edge: collect and publish over Sparkplug B "
+        "([sparkplug]); central: the rest, fed by the edges"
+    ),
+]
+EdgeOpt = Annotated[str | None, typer.Option(help="with --role edge: the [[sparkplug.edges]] name")]
+
+
+def _check_role(role: Role, edge: str | None) -> None:
+    if role is Role.edge and not edge:
+        raise fail(["--role edge needs --edge NAME (one of [[sparkplug.edges]])"])
+    if role is not Role.edge and edge:
+        raise fail(["--edge goes with --role edge"])
+
+
 DurationOpt = Annotated[float | None, typer.Option(help="run this many seconds, then stop")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v")]
 
@@ -131,37 +148,36 @@ def demo(
     data: Annotated[Path | None, typer.Option(help="folder for every file the demo writes")] = None,
     assets: Annotated[int | None, typer.Option(help="generated assets (default: config)")] = None,
     opcua_port: Annotated[int | None, typer.Option(help="simulator's OPC UA port")] = None,
+    role: RoleOpt = Role.all,
+    edge: EdgeOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Start the simulated metropolis, the gateway and the HMI on the embedded store."""
     setup_logging(verbose)
+    _check_role(role, edge)
     cfg = demo_config(load(config), data=data, port=port, opcua_port=opcua_port)
-    _serve(cfg, simulator=True, duration=duration, assets=assets, demo=True)
+    simulator = role is not Role.edge  # the equipment is simulated once, beside the central
+    _serve(cfg, simulator=simulator, duration=duration, assets=assets, demo=True, role=role,
+           edge=edge)  # fmt: skip
 
 
 @commands.command()
 def run(
     config: ConfigOpt = Path("config.toml"),
     duration: DurationOpt = None,
-    role: Annotated[
-        Role,
-        typer.Option(
-            help="all: one process does everything; edge: collect and publish over Sparkplug "
-            "B ([sparkplug]); central: the rest, fed by the edges"
-        ),
-    ] = Role.all,
-    edge: Annotated[
-        str | None, typer.Option(help="with --role edge: the [[sparkplug.edges]] name")
+    role: RoleOpt = Role.all,
+    edge: EdgeOpt = None,
+    data: Annotated[
+        Path | None, typer.Option(help="folder for every file this process writes")
     ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the gateway as configured (the simulator only if [simulator] enabled)."""
     setup_logging(verbose)
     cfg = load(config)
-    if role is Role.edge and not edge:
-        raise fail(["--role edge needs --edge NAME (one of [[sparkplug.edges]])"])
-    if role is not Role.edge and edge:
-        raise fail(["--edge goes with --role edge"])
+    if data is not None:  # several processes of one site on one machine: a folder each
+        cfg = demo_config(cfg, data=data, port=None, opcua_port=None)
+    _check_role(role, edge)
     simulator = cfg.simulator.enabled and role is not Role.edge
     _serve(cfg, simulator=simulator, duration=duration, assets=None, role=role, edge=edge)
 

@@ -36,6 +36,8 @@ from beffroi.sparkplug.config import SparkplugConfig, SparkplugEdgeConfig
 
 log = logging.getLogger(__name__)
 
+PENDING_CALLS_WARN = 5000
+
 PUBLISH_TIMEOUT_S = 30.0  # a publish the broker has not acknowledged by then failed
 
 
@@ -223,6 +225,9 @@ class SparkplugEdge:
                     logger=log,
                 ) as client:
                     self._client = client
+                    # Commands and answers go many at a time (the lighting schedule at dusk):
+                    # aiomqtt would warn from 10 in flight.
+                    client.pending_calls_threshold = PENDING_CALLS_WARN
                     await client.subscribe(
                         [
                             (str(node), 1),

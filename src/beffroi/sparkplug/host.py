@@ -19,9 +19,11 @@ import asyncio
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Self
 
 import aiomqtt
@@ -38,6 +40,8 @@ from beffroi.sparkplug.codec import Kind, Malformed, Topic
 from beffroi.sparkplug.config import SparkplugConfig
 
 log = logging.getLogger(__name__)
+
+PENDING_CALLS_WARN = 5000
 
 LOG_EVERY_S = 60.0
 STOP_GRACE_S = 1.0  # a misbehaving node is logged at most once a minute
@@ -76,6 +80,10 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
         self._client: aiomqtt.Client | None = None
         self._logged: dict[str, float] = {}
         self._waiters: dict[str, list[tuple[Value, asyncio.Future[WriteResult]]]] = {}
+        # The births seen, kept on disk: after a crash, what edges sent before they heard of
+        # it waits in this host's session, and is read with the aliases of those births.
+        self.state_path: Path | None = None
+        self._save_due: asyncio.TimerHandle | None = None
 
     @classmethod
     def from_config(
@@ -88,6 +96,56 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
     def malformed_tag(self) -> str:
         """Return the tag counting messages that could not be read."""
         return f"_system/collector/{self.name}/malformed"
+
+    def load_births(self) -> int:
+        """Take the births a previous run recorded; return how many nodes."""
+        path = self.state_path
+        if path is None or not path.exists():
+            return 0
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            for name, n in doc.items():
+                node = Node(name, bd_seq=n["bd_seq"], online=True)
+                node.aliases = {int(a): (t, d) for a, (t, d) in n["aliases"].items()}
+                node.names = {t: (a, d, dev) for t, (a, d, dev) in n["names"].items()}
+                node.devices = {dev: set(tags) for dev, tags in n["devices"].items()}
+                self.nodes[name] = node
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "%s: births of the last run unreadable (%s): rebirths asked", self.name, exc
+            )
+            self.nodes.clear()
+        return len(self.nodes)
+
+    def _save_births_soon(self) -> None:
+        """Record the births a second after the last one (a node's births come in a burst)."""
+        if self.state_path is None:
+            return
+        if self._save_due is not None:
+            self._save_due.cancel()
+        self._save_due = asyncio.get_running_loop().call_later(1.0, self._save_births)
+
+    def _save_births(self) -> None:
+        self._save_due = None
+        path = self.state_path
+        if path is None:
+            return
+        doc = {
+            n.name: {
+                "bd_seq": n.bd_seq,
+                "aliases": {str(a): list(v) for a, v in n.aliases.items()},
+                "names": {t: list(v) for t, v in n.names.items()},
+                "devices": {d: sorted(t) for d, t in n.devices.items()},
+            }
+            for n in self.nodes.values()
+            if n.bd_seq is not None
+        }
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(doc), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("%s: births not recorded in %s: %s", self.name, path, exc)
 
     def _state(self, online: bool) -> bytes:
         return json.dumps({"online": online, "timestamp": codec.ms(utcnow())}).encode()
@@ -115,6 +173,9 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
                     logger=log,
                 ) as client:
                     self._client = client
+                    # Commands and answers go many at a time (the lighting schedule at dusk):
+                    # aiomqtt would warn from 10 in flight.
+                    client.pending_calls_threshold = PENDING_CALLS_WARN
                     await client.subscribe([(f"{codec.NAMESPACE}/{cfg.group}/#", 1)])
                     # Online last: edges are born to a host that already listens.
                     await client.publish(state_topic, self._state(True), qos=1, retain=True)
@@ -152,6 +213,9 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
         """Say offline before leaving (the will says it only after a crash)."""
 
     async def _stop(self) -> None:
+        if self._save_due is not None:
+            self._save_due.cancel()
+            self._save_births()
         client = self._client
         if client is not None:
             try:
@@ -240,6 +304,7 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
         node.aliases.clear()
         node.names.clear()
         node.devices.clear()
+        self._save_births_soon()
         log.info("%s: node %s born (bdSeq %d)", self.name, node.name, bd_seq)
 
     def _dbirth(self, node: Node, device: str, payload: Any) -> None:
@@ -262,6 +327,7 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
             sample = self._sample(m, tag, m.datatype, now)
             if sample is not None:
                 samples.append(sample)
+        self._save_births_soon()
         if samples:
             self.samples_received += len(samples)
             self.sink(samples)
