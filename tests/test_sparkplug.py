@@ -241,6 +241,13 @@ async def test_a_killed_edge_turns_its_tags_commloss_with_an_alarm(site, tmp_pat
                 within=10,
             )
             assert host.status()["nodes"]["edge-a"]["online"] is False
+            # The traffic controller's CommLoss rule (10 s on-delay) raises its alarm.
+            [tc] = [x for x in site.register.assets.values()
+                    if x.commune == a and x.asset_class == "traffic_controller"]  # fmt: skip
+            assert central.alarms is not None
+            alarm_id = f"{a}/{tc.id}#controller-comm"
+            await eventually(lambda: any(r["alarm_id"] == alarm_id and r["state"] == "unack_active"
+                                         for r in central.alarms.alarms()), within=20)  # fmt: skip
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -314,6 +321,9 @@ def _config_file(site: Site, path: Path) -> Path:
     start = text.index("[sparkplug]\n")  # the demo's two edges: this test's instead
     text = text[:start] + text[text.index("# The simulated metropolis", start) :]
     text = text.replace("[register]\nassets = 1000", "[register]\nassets = 80")
+    text = text.replace(
+        '[hmi]\nhost = "127.0.0.1"\nport = 8050', f'[hmi]\nhost = "127.0.0.1"\nport = {free_port()}'
+    )
     text += (
         f'\n[sparkplug]\nhost = "127.0.0.1"\nport = {site.broker.port}\ngroup = "{GROUP}"\n'
         f'name = "{HOST_ID}"\nkeepalive_s = 2\nreconnect_min_s = 0.2\nreconnect_max_s = 1.0\n'
@@ -425,3 +435,105 @@ async def test_a_pysparkplug_host_reads_a_beffroi_edge(site) -> None:
             assert all(not x["historical"] for x in data["metrics"])
     finally:
         await _end(proc)
+
+
+async def _start(args: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(*args, env=env, stdout=asyncio.subprocess.DEVNULL)
+
+
+class Messages:
+    """Distinct texts written one after another on a panel of the plant, as fast as it takes."""
+
+    def __init__(self, site: Site, tag: str):
+        self.site, self.tag = site, tag
+        self.sent: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            text = f"message {len(self.sent) + 1}"
+            await self.site.plant.set(self.tag, text)
+            self.sent.append(text)
+            await asyncio.sleep(0.1)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+def _texts(path: Path, tag: str) -> list[str]:
+    return [v for v, q in _stored(path, tag) if q == Quality.GOOD and str(v).startswith("message")]
+
+
+async def test_the_central_site_killed_under_load_loses_nothing(site, tmp_path) -> None:
+    """`beffroi run --role central` killed with SIGKILL while an edge publishes a new text
+    every 0.1 s, then started again: every text is stored once, in order (what waited in its
+    MQTT session is read with the births it recorded; the rest comes from the edge's spool)."""
+    a, _ = site.communes
+    [panel] = [x for x in site.register.assets.values()
+               if x.commune == a and x.asset_class == "info_panel"]  # fmt: skip
+    tag = panel.tag("message")
+    config = _config_file(site, tmp_path / "central.toml")
+    data = tmp_path / "central-data"
+    args = [sys.executable, "-m", "beffroi", "run", "-c", str(config), "--role", "central",
+            "--data", str(data)]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    messages = Messages(site, tag)
+    async with contextlib.AsyncExitStack() as stack:
+        central = await _start(args, env)
+        edge = site.runtime("edge", "edge-a")
+        await edge.start(stack)
+        await _born(edge)
+        messages.start()
+        await asyncio.sleep(3)
+        central.send_signal(signal.SIGKILL)
+        await central.wait()
+        await asyncio.sleep(5)  # the broker's will comes after 3 s; the edge spools then
+        assert edge.edge is not None and not edge.edge.host_online
+        central = await _start(args, env)
+        await eventually(lambda: edge.edge is not None and edge.edge.born, within=30)
+        await asyncio.sleep(2)
+        await messages.stop()
+        assert edge.buffer is not None
+        await eventually(lambda: edge.buffer is not None and not edge.buffer.spool, within=30)
+        await asyncio.sleep(2)
+        central.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(central.wait(), 60) == 0
+    stored = _texts(data / "beffroi.duckdb", tag)
+    assert len(messages.sent) > 60
+    assert stored == messages.sent
+
+
+async def test_a_broker_restart_under_load_loses_nothing(site) -> None:
+    """Mosquitto stopped for two seconds while an edge publishes a new text every 0.1 s:
+    edges and central reconnect, the edge is born again, and every text is stored once."""
+    a, _ = site.communes
+    [panel] = [x for x in site.register.assets.values()
+               if x.commune == a and x.asset_class == "info_panel"]  # fmt: skip
+    tag = panel.tag("message")
+    messages = Messages(site, tag)
+    async with contextlib.AsyncExitStack() as stack:
+        central = site.runtime("central")
+        await central.start(stack)
+        edge = site.runtime("edge", "edge-a")
+        await edge.start(stack)
+        await _born(edge)
+        messages.start()
+        await asyncio.sleep(2)
+        await asyncio.to_thread(site.broker.stop)
+        await asyncio.sleep(2)
+        await asyncio.to_thread(site.broker.start)
+        await eventually(lambda: edge.edge is not None and edge.edge.born, within=30)
+        await asyncio.sleep(2)
+        await messages.stop()
+        assert edge.buffer is not None
+        await eventually(lambda: edge.buffer is not None and not edge.buffer.spool, within=30)
+        await eventually(lambda: _value(central, tag) == messages.sent[-1], within=15)
+    stored = _texts(site.folder / "central" / "beffroi.duckdb", tag)
+    assert len(messages.sent) > 40
+    assert stored == messages.sent
