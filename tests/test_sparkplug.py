@@ -537,3 +537,33 @@ async def test_a_broker_restart_under_load_loses_nothing(site) -> None:
     stored = _texts(site.folder / "central" / "beffroi.duckdb", tag)
     assert len(messages.sent) > 40
     assert stored == messages.sent
+
+
+async def test_the_central_site_stores_on_victoria_metrics(site, victoria_metrics) -> None:
+    """The storage central sites share: an edge's values reach VictoriaMetrics through the
+    central's InfluxDB back end (line protocol, v2 API)."""
+    a, _ = site.communes
+    lamp = site.cabinets(a)[0]
+    power = lamp.tag("power_kw")
+    cfg = site.role_config("central")
+    influx = cfg.historian.influx.model_copy(
+        update={"url": victoria_metrics.url, "api": "v2", "bucket": "beffroi"}
+    )
+    historian = cfg.historian.model_copy(update={"backend": "influx", "influx": influx})
+    central_cfg = cfg.model_copy(update={"historian": historian})
+    central_cfg._source = cfg.source
+    async with contextlib.AsyncExitStack() as stack:
+        central = Runtime(central_cfg, site.register, simulator=False, hmi=False, role="central")
+        await central.start(stack)
+        edge = site.runtime("edge", "edge-a")
+        await edge.start(stack)
+        await _born(edge)
+        for value in (8.5, 2.25, 9.75):
+            await site.plant.set(power, value)
+            await eventually(lambda v=value: _value(central, power) == v)
+    victoria_metrics.force_flush()
+    series = victoria_metrics.export(
+        f'{{__name__="streetlight_cabinet_power_kw",asset="{lamp.id}"}}'
+    )
+    assert [s["metric"]["commune"] for s in series] == [a]
+    assert {8.5, 2.25, 9.75} <= set(series[0]["values"])
