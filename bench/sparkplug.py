@@ -36,6 +36,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from beffroi.core.live import LiveValues  # noqa: E402
 from beffroi.core.model import Sample, TagSpec, utcnow  # noqa: E402
+from beffroi.historian.buffer import WriteBuffer  # noqa: E402
+from beffroi.historian.spool import Spool  # noqa: E402
 from beffroi.sparkplug.config import SparkplugConfig  # noqa: E402
 from beffroi.sparkplug.edge import SparkplugEdge  # noqa: E402
 from beffroi.sparkplug.host import SparkplugHost  # noqa: E402
@@ -89,29 +91,39 @@ def edge_process(
         tags = specs(index, n)
         edge.serve(tags)
         sent = 0
-        async with contextlib.AsyncExitStack() as stack:
-            await edge.start(stack)
-            while not edge.born:  # noqa: ASYNC110  (a bench: no event to wait on)
-                await asyncio.sleep(0.05)
-            start = time.monotonic()
-            end = start + seconds
-            k = 0
-            while time.monotonic() < end:
-                if rate:  # paced: n values every n / rate seconds
-                    await asyncio.sleep(max(0.0, start + k * n / rate - time.monotonic()))
-                now = utcnow()
-                batch = [Sample(t.name, now, float(k % 100) + i * 1e-3) for i, t in enumerate(tags)]
-                sent += await asyncio.to_thread(edge.write, batch)
-                k += 1
+        with tempfile.TemporaryDirectory() as spool_dir:
+            async with contextlib.AsyncExitStack() as stack:
+                await edge.start(stack)
+                # The edge's own write path: the buffer, its durable spool, the replay.
+                buffer = WriteBuffer(edge, Spool(spool_dir, 8 << 30), 0.2, 4 * n,
+                                     replay=edge.write_historical)  # fmt: skip
+                await buffer.start(stack)
+                while not edge.born:  # noqa: ASYNC110  (a bench: no event to wait on)
+                    await asyncio.sleep(0.05)
+                start = time.monotonic()
+                end = start + seconds
+                k = 0
+                while time.monotonic() < end:
+                    if rate:  # paced: n values every n / rate seconds
+                        await asyncio.sleep(max(0.0, start + k * n / rate - time.monotonic()))
+                    now = utcnow()
+                    buffer.put([Sample(t.name, now, float(k % 100) + i * 1e-3)
+                                for i, t in enumerate(tags)])  # fmt: skip
+                    sent += n
+                    k += 1
+                while buffer.depth or buffer.spool:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out.put((index, sent, rss))
 
     asyncio.run(main())
 
 
-async def central(port: int, edges: int, n: int, seconds: float, rate: float) -> None:
+async def central(
+    port: int, edges: int, n: int, seconds: float, rate: float, outage: float
+) -> None:
     cfg = config(port, edges)
-    received = 0
+    received = historical = 0
     first = last = 0.0
     latencies: list[float] = []
 
@@ -130,27 +142,50 @@ async def central(port: int, edges: int, n: int, seconds: float, rate: float) ->
         # One latency per batch (its newest sample): the figure, not a per-sample cost.
         latencies.append((now - batch[-1].ts) / timedelta(milliseconds=1))
 
+    def past(batch: list[Sample]) -> None:
+        nonlocal received, historical
+        received += len(batch)
+        historical += len(batch)
+
     all_tags = [t for i in range(edges) for t in specs(i, n)]
-    host = SparkplugHost(cfg, all_tags, sink)
-    ctx = mp.get_context("spawn")
-    queue: mp.Queue = ctx.Queue()
-    async with contextlib.AsyncExitStack() as stack:
+
+    async def host_up(stack: contextlib.AsyncExitStack) -> SparkplugHost:
+        host = SparkplugHost(cfg, all_tags, sink)
+        host.store_historical = past
         await host.start(stack)
         await host.wait_connected()
-        per_edge = rate / edges
-        procs = [ctx.Process(target=edge_process, args=(port, i, edges, n, seconds, per_edge,
-                                                        queue)) for i in range(edges)]  # fmt: skip
-        for p in procs:
-            p.start()
-        results = [await asyncio.to_thread(queue.get) for _ in procs]
-        for p in procs:
-            p.join()
-        sent = sum(r[1] for r in results)
-        deadline = time.monotonic() + 60
-        while received < sent and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
+        return host
+
+    ctx = mp.get_context("spawn")
+    queue: mp.Queue = ctx.Queue()
+    stack = contextlib.AsyncExitStack()
+    await host_up(stack)
+    per_edge = rate / edges
+    procs = [ctx.Process(target=edge_process, args=(port, i, edges, n, seconds, per_edge,
+                                                    queue)) for i in range(edges)]  # fmt: skip
+    for p in procs:
+        p.start()
+    if outage:
+        await asyncio.sleep(seconds / 3)
+        await stack.aclose()  # the central stops cleanly: the edges spool
+        await asyncio.sleep(outage)
+        stack = contextlib.AsyncExitStack()
+        back = time.monotonic()
+        await host_up(stack)
+    results = [await asyncio.to_thread(queue.get) for _ in procs]
+    for p in procs:
+        p.join()
+    sent = sum(r[1] for r in results)
+    deadline = time.monotonic() + 60
+    while received < sent and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    await stack.aclose()
+    if outage:
+        emit("backlog_drain", historical / (last - back), "metrics/s", outage_s=outage,
+             backlog=historical, note="spooled values sent flagged historical, while live "
+             "values go on")  # fmt: skip
     data = received  # births carry no value here (nothing known yet): data messages only
-    throughput = data / (last - first) if last > first else 0.0
+    throughput = (data - historical) / (last - first - outage) if last > first else 0.0
     emit("central_ingest", throughput, "metrics/s", offered=rate or "as fast as published",
          edges=edges, tags_per_edge=n, sent=sent,
          received=data, lost=sent - data, target=50_000)  # fmt: skip
@@ -187,6 +222,7 @@ def main() -> None:
     ap.add_argument("--tags", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rate", type=float, default=50_000.0, help="metrics/s offered (0: max)")
+    ap.add_argument("--outage", type=float, default=0.0, help="central stopped this long")
     args = ap.parse_args()
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     port = free_port()
@@ -198,7 +234,7 @@ def main() -> None:
                                   stderr=subprocess.DEVNULL)  # fmt: skip
         try:
             time.sleep(0.5)
-            asyncio.run(central(port, args.edges, args.tags, args.seconds, args.rate))
+            asyncio.run(central(port, args.edges, args.tags, args.seconds, args.rate, args.outage))
         finally:
             broker.terminate()
             broker.wait()
