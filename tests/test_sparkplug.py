@@ -23,8 +23,8 @@ import pytest
 from beffroi.app.config import Config, load_config
 from beffroi.app.runtime import Runtime
 from beffroi.control.model import SYSTEM
-from beffroi.core.model import Quality, utcnow
-from beffroi.core.register import Register, build_register
+from beffroi.core.model import Quality, Sample, utcnow
+from beffroi.core.register import Register, build_register, tags_for
 from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.sparkplug import codec
 from beffroi.sparkplug.codec import Kind, Topic
@@ -154,6 +154,12 @@ async def test_two_edges_feed_the_central_site_once_with_commands_down(site) -> 
         await site.plant.set(lamp_b.tag("power_kw"), 7.25)
         await eventually(lambda: _value(central, lamp_b.tag("power_kw")) == 7.25)
         assert host.status()["nodes"]["edge-a"]["online"] is True
+        # A rebirth asked by a host (NCMD Node Control/Rebirth) births edge-a again.
+        births = edges[0].edge.births
+        async with aiomqtt.Client("127.0.0.1", site.broker.port, identifier="operator") as c:
+            rebirth = codec.command([(codec.REBIRTH, None, codec.BOOLEAN, True)], utcnow())
+            await c.publish(str(Topic(GROUP, Kind.NCMD, "edge-a")), rebirth)
+        await eventually(lambda: edges[0].edge is not None and edges[0].edge.births == births + 1)
 
         # A setpoint, as the lighting schedule or an operator sends it at central.
         assert central.control is not None
@@ -303,9 +309,7 @@ async def test_a_seq_gap_asks_for_a_rebirth_and_garbage_is_counted(site) -> None
         assert host.status()["nodes"]["rogue"]["gaps"] == 1
 
 
-def _sample(tag: str):
-    from beffroi.core.model import Sample
-
+def _sample(tag: str) -> Sample:
     return Sample(tag, utcnow(), 0.0)
 
 
@@ -567,3 +571,38 @@ async def test_the_central_site_stores_on_victoria_metrics(site, victoria_metric
     )
     assert [s["metric"]["commune"] for s in series] == [a]
     assert {8.5, 2.25, 9.75} <= set(series[0]["values"])
+
+
+async def test_assets_only_an_edge_knows_join_the_central_inventory_with_their_alarms(
+    site,
+) -> None:
+    """A birth naming an asset the central's register does not have (found by the edge's own
+    discovery, or another vendor's node) adds it "to be placed" at central, its alarms bound
+    before the birth's values: a fault already on is an alarm."""
+    a, _ = site.communes
+    cls = site.cfg.asset_classes[CABINET]
+    specs = tags_for("LC-7777", a, cls)
+    fault = next(t for t in specs if t.signal == "fault")
+    async with contextlib.AsyncExitStack() as stack:
+        central = site.runtime("central")
+        await central.start(stack)
+        host = _host(central)
+        await asyncio.wait_for(host.wait_connected(), 10)
+        now = utcnow()
+        latest = {fault.name: Sample(fault.name, now, True)}
+        async with aiomqtt.Client("127.0.0.1", site.broker.port, identifier="far-edge") as node:
+            for topic, payload in (
+                (Topic(GROUP, Kind.NBIRTH, "far"), codec.birth([], {}, 0, now, bd_seq=0)),
+                (Topic(GROUP, Kind.DBIRTH, "far", a),
+                 codec.birth(list(enumerate(specs, 1)), latest, 1, now)),
+            ):  # fmt: skip
+                await node.publish(str(topic), payload, qos=1)
+            await eventually(lambda: "LC-7777" in site.register.assets)
+            await eventually(lambda: _value(central, fault.name) is True)
+        found = site.register.assets["LC-7777"]
+        assert (found.state, found.source, found.commune) == ("to_place", "discovery", a)
+        assert central.alarms is not None
+        alarm = next(
+            r for r in central.alarms.alarms() if r["alarm_id"] == f"{fault.name}#cabinet-fault"
+        )
+        assert alarm["state"] == "unack_active"

@@ -280,13 +280,14 @@ class Runtime:
             cfg.historian.flush_interval_s,
             cfg.historian.max_batch,
             replay=edge.write_historical,
+            live_first=True,
         )
         # No compression here: the central site's live values and alarms need every value
         # the equipment reports (by exception, within its deadbands); it compresses what it
         # stores, as a single gateway does.
         register.subscribe(self._follow_register)
         collectors = [self._collector(protocol, c, inventory) for protocol, c in entries]
-        edge.serve([t for c in collectors for t in c.tags.values()])
+        edge.tags_of = lambda: [t for c in collectors for t in c.tags.values()]
         # Stopped in reverse: the collectors, the downtime's marks, the buffer's last flush
         # (published, or spooled for the next start), then the edge node's clean death.
         await edge.start(stack)
@@ -337,6 +338,10 @@ class Runtime:
             # New tags are compressed as the register's are; dict updates are atomic for the
             # event loop reading the specs.
             self.compressor.specs.update(Compressor.from_config(self.cfg, part).specs)
+        if self.edge is not None and (change.added or change.retired or change.updated):
+            # The collectors take and drop tags on their loops first; the edge is born
+            # again a moment later with what they read then.
+            self.edge.rebirth_soon()
 
     def _open_inventory(self, stack: contextlib.AsyncExitStack) -> Inventory:
         """Open the inventory store, lay it over the register, import the configured files."""

@@ -17,6 +17,7 @@ from beffroi.historian.spool import Spool
 log = logging.getLogger(__name__)
 
 DROPPED_TAG = "_system/historian/dropped"
+DRAIN_SLICE_S = 0.5  # live first: how long each flush spends sending the spool
 
 
 class WriteBuffer:
@@ -38,11 +39,16 @@ class WriteBuffer:
         max_pending: int = 5_000_000,
         *,
         replay: Callable[[Sequence[Sample]], int] | None = None,
+        live_first: bool = False,
     ):
         self.historian = historian
         # What spooled batches go through when drained (default: the same write). An edge
         # sends them flagged historical: they are older than values already sent live.
         self._replay = replay or historian.write
+        # A historian needs the order kept: new batches follow the spool there. An edge's
+        # central site needs live values now: new batches go first, and the spool is sent
+        # between them (DRAIN_SLICE_S at a time), flagged historical.
+        self.live_first = live_first
         self.spool = spool
         self.flush_interval_s = flush_interval_s
         self.max_batch = max_batch
@@ -98,6 +104,8 @@ class WriteBuffer:
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
             self._wake.clear()
             await self.flush()
+            if self.live_first and self.spool and self.backend_ok:
+                self._wake.set()  # more spool to send: the next slice after what came live
 
     def _take(self) -> list[Sample]:
         n = min(len(self._pending), self.max_batch)
@@ -108,14 +116,14 @@ class WriteBuffer:
         stored = 0
         while self._pending:
             batch = self._take()
-            if not self.spool and self.backend_ok:
+            if self.backend_ok and (self.live_first or not self.spool):
                 if await self._write(batch):
                     stored += len(batch)
                     continue
             if not await self._spool(batch):
                 break
         if self.spool and time.monotonic() >= self._retry_at:
-            stored += await self._drain()
+            stored += await self._drain(DRAIN_SLICE_S if self.live_first else None)
         return stored
 
     async def _write(self, batch: list[Sample], *, replay: bool = False) -> bool:
@@ -140,10 +148,15 @@ class WriteBuffer:
             self._dropped_seen = self.spool.dropped
         return True
 
-    async def _drain(self) -> int:
-        """Replay spooled segments oldest first until the spool is empty or a write fails."""
+    async def _drain(self, budget_s: float | None = None) -> int:
+        """Replay spooled segments oldest first until the spool is empty or a write fails
+        (or, with a budget, until it is spent: the rest at the next flush)."""
         stored = 0
+        until = None if budget_s is None else time.monotonic() + budget_s
         while self.spool:
+            if until is not None and stored and time.monotonic() > until:
+                self.backend_ok = True  # it answers: live batches go first meanwhile
+                return stored
             segment = await asyncio.to_thread(self.spool.peek)
             if segment is None:
                 break

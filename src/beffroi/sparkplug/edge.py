@@ -59,6 +59,9 @@ class SparkplugEdge:
     ):
         self.cfg, self.edge, self.live, self.collector_for = cfg, edge, live, collector_for
         self.specs: dict[str, TagSpec] = {}
+        # What the edge's collectors read now, asked at each birth (the register changes).
+        self.tags_of: Callable[[], Sequence[TagSpec]] = lambda: []
+        self._rebirth_due: asyncio.TimerHandle | None = None
         self.aliases: dict[str, int] = {}
         self._by_alias: dict[int, str] = {}
         self._client: aiomqtt.Client | None = None
@@ -82,13 +85,35 @@ class SparkplugEdge:
     # --- what the edge publishes ---
 
     def serve(self, specs: Sequence[TagSpec]) -> None:
-        """Publish these tags (the edge's collectors'): new ones get the next aliases."""
+        """Publish these tags and no others: new ones get the next aliases (never reused)."""
         for spec in sorted(specs, key=lambda s: s.name):
             if spec.name not in self.aliases:
                 alias = len(self.aliases) + 1
                 self.aliases[spec.name] = alias
                 self._by_alias[alias] = spec.name
-            self.specs[spec.name] = spec
+        self.specs = {s.name: s for s in specs}
+
+    def rebirth_soon(self) -> None:
+        """Be born again a second from now with the tags read then (from any thread)."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed: stopping
+            loop.call_soon_threadsafe(self._schedule_rebirth)
+
+    def _schedule_rebirth(self) -> None:
+        if self._rebirth_due is not None:
+            self._rebirth_due.cancel()
+        self._rebirth_due = asyncio.get_running_loop().call_later(1.0, self._rebirth_now)
+
+    def _rebirth_now(self) -> None:
+        self._rebirth_due = None
+        client = self._client
+        if client is None or not self.host_online:
+            return  # the next birth takes the tags anyway
+        task = asyncio.get_running_loop().create_task(self._birth(client))
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
 
     def devices(self) -> dict[str, list[TagSpec]]:
         """Return the tags by device (commune)."""
@@ -288,6 +313,7 @@ class SparkplugEdge:
     async def _birth(self, client: aiomqtt.Client) -> None:
         """Publish NBIRTH then a DBIRTH per device, each metric with its last value."""
         self.born = False
+        self.serve(self.tags_of())
         now = utcnow()
         latest = {t: s for t in self.specs if (s := self.live.get(t)) is not None}
         with self._seq_lock:

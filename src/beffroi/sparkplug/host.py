@@ -31,10 +31,19 @@ import aiomqtt
 from beffroi.collectors.base import Backoff, CollectorBase
 from beffroi.core import status_codes
 from beffroi.core.errors import MissingCredentials
-from beffroi.core.model import Quality, Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
-from beffroi.core.register import Register
+from beffroi.core.model import (
+    Asset,
+    Quality,
+    Sample,
+    TagSpec,
+    Value,
+    WriteResult,
+    WriteStatus,
+    utcnow,
+)
+from beffroi.core.register import Register, tags_for
 from beffroi.core.seams import Sink
-from beffroi.core.site import Site
+from beffroi.core.site import AssetClassConfig, Site
 from beffroi.sparkplug import codec
 from beffroi.sparkplug.codec import Kind, Malformed, Topic
 from beffroi.sparkplug.config import SparkplugConfig
@@ -83,6 +92,11 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
         # The births seen, kept on disk: after a crash, what edges sent before they heard of
         # it waits in this host's session, and is read with the aliases of those births.
         self.state_path: Path | None = None
+        # Discovery: metrics of assets nobody listed (an edge's own discovery, another
+        # vendor's node) join the inventory "to be placed" when their names say what they are.
+        self._register: Register | None = None
+        self._classes: dict[str, tuple[str, AssetClassConfig]] = {}
+        self._communes: set[str] = set()
         self._save_due: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -90,7 +104,11 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
         cls, config: SparkplugConfig, site: Site, register: Register, sink: Sink
     ) -> Self:
         """Take every tag of the register: the edges publish them."""
-        return cls(config, [t for a in register.assets.values() for t in a.tags], sink)
+        host = cls(config, [t for a in register.assets.values() for t in a.tags], sink)
+        host._register = register
+        host._classes = {c.prefix: (cid, c) for cid, c in site.asset_classes.items()}
+        host._communes = set(site.commune_ids())
+        return host
 
     @property
     def malformed_tag(self) -> str:
@@ -311,6 +329,7 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
         tags = node.devices.setdefault(device, set())
         samples: list[Sample] = []
         now = utcnow()
+        self._discover([m.name for m in payload.metrics if m.name and m.name not in self.tags])
         for m in payload.metrics:
             tag = m.name
             if not tag or m.datatype == 0:
@@ -331,6 +350,37 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
         if samples:
             self.samples_received += len(samples)
             self.sink(samples)
+
+    def _discover(self, names: Sequence[str]) -> None:
+        """Take the assets that unknown metric names (`commune/asset/signal`) describe."""
+        register = self._register
+        if not names or register is None or not self._classes:
+            return
+        found: dict[str, Asset] = {}
+        for name in names:
+            parts = name.split("/")
+            if len(parts) != 3 or parts[0] not in self._communes:
+                continue
+            commune, asset_id, signal = parts
+            known = self._classes.get(asset_id.split("-", 1)[0])
+            if known is None or asset_id in register.assets or asset_id in register.retired:
+                continue
+            class_id, cls = known
+            if signal not in {s.name for s in cls.signals} or asset_id in found:
+                continue
+            specs = tags_for(asset_id, commune, cls)
+            found[asset_id] = Asset(asset_id, class_id, commune, 0.0, 0.0, cls.domain, specs)
+        if found:
+            self.tags = {**self.tags, **{t.name: t for a in found.values() for t in a.tags}}
+            log.info("%s: %d assets found in births: %s", self.name, len(found),
+                     ", ".join(sorted(found)[:20]))  # fmt: skip
+            if self.on_discovered is not None:
+                # At once, on the loop (births are rare): the alarms of the assets found are
+                # bound before the birth's values, so a fault already on is an alarm.
+                try:
+                    self.on_discovered(list(found.values()))
+                except Exception:
+                    log.exception("%s: the inventory could not take the assets found", self.name)
 
     def _data(self, node: Node, payload: Any) -> None:
         now = utcnow()
