@@ -45,7 +45,7 @@ class Site:
     broker: Mosquitto
     register: Register
     cfg: Config
-    communes: tuple[str, str]
+    communes: tuple[str, str, str]
     folder: Path
 
     def role_config(self, role: str) -> Config:
@@ -74,8 +74,8 @@ class Site:
 async def site(demo_config, tmp_path):
     register = build_register(demo_config, assets=80)
     communes = tuple(sorted({a.commune for a in register.assets.values()
-                             if a.asset_class == CABINET}))[:2]  # fmt: skip
-    assert len(communes) == 2
+                             if a.asset_class == CABINET}))[:3]  # fmt: skip
+    assert len(communes) == 3
     served = [t for a in register.assets.values() if a.commune in communes for t in a.tags]
     plant = OpcUaPlant(free_port(), served)
     broker = Mosquitto(tmp_path / "broker", free_port())
@@ -89,7 +89,8 @@ async def site(demo_config, tmp_path):
                  "keepalive_s": 2, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0,
                  "write_timeout_s": 10,
                  "edges": [{"name": "edge-a", "communes": [communes[0]]},
-                           {"name": "edge-b", "communes": [communes[1]]}]}  # fmt: skip
+                           {"name": "edge-b", "communes": [communes[1]]},
+                           {"name": "edge-c", "communes": [communes[2]]}]}  # fmt: skip
     historian = cfg.historian.model_copy(update={"flush_interval_s": 0.2})
     out = cfg.model_copy(update={
         "sparkplug": type(cfg.sparkplug).model_validate(sparkplug),
@@ -129,24 +130,29 @@ def _value(runtime: Runtime, tag: str):  # type: ignore[no-untyped-def]
     return None if sample is None else sample.value
 
 
-async def test_two_edges_feed_the_central_site_once_with_commands_down(site) -> None:
+async def test_three_edges_feed_the_central_site_once_with_commands_down(site) -> None:
     """Each edge publishes only its commune; every value toggled at the plant arrives at the
     central's live values and historian once, in order; a setpoint from central control goes
     down to the plant, confirmed by the edge's answer and audited at central."""
-    a, b = site.communes
+    a, b, c = site.communes
     lamp_a, lamp_b = site.cabinets(a)[0], site.cabinets(b)[0]
     fault_a = lamp_a.tag("fault")
     async with contextlib.AsyncExitStack() as stack:
         central = site.runtime("central")
         await central.start(stack)
-        edges = [site.runtime("edge", "edge-a"), site.runtime("edge", "edge-b")]
+        edges = [site.runtime("edge", f"edge-{x}") for x in "abc"]
         for edge in edges:
             await edge.start(stack)
         for edge in edges:
             await _born(edge)
-        assert edges[0].edge is not None and edges[1].edge is not None
-        assert {s.commune for s in edges[0].edge.specs.values()} == {a}
-        assert {s.commune for s in edges[1].edge.specs.values()} == {b}
+        for edge, commune in zip(edges, (a, b, c), strict=True):
+            assert edge.edge is not None
+            assert {s.commune for s in edge.edge.specs.values()} == {commune}
+        # Every tag of the three communes, each published by one edge only.
+        published = [t for e in edges if e.edge for t in e.edge.specs]
+        assert sorted(published) == sorted(
+            t for t, spec in site.register.tags.items() if spec.commune in (a, b, c)
+        )
         host = _host(central)
         for value in (True, False, True, False, True):
             await site.plant.set(fault_a, value)
@@ -185,7 +191,7 @@ async def test_two_edges_feed_the_central_site_once_with_commands_down(site) -> 
 async def test_central_stopped_then_back_edges_spool_and_send_history_in_order(site) -> None:
     """While the central site is stopped, the edges spool; when it is back they are born
     again and send what they kept, in order, flagged historical: nothing lost."""
-    a, _ = site.communes
+    a = site.communes[0]
     fault = site.cabinets(a)[0].tag("fault")
     async with contextlib.AsyncExitStack() as stack:
         edge = site.runtime("edge", "edge-a")
@@ -219,7 +225,7 @@ async def test_central_stopped_then_back_edges_spool_and_send_history_in_order(s
 async def test_a_killed_edge_turns_its_tags_commloss_with_an_alarm(site, tmp_path) -> None:
     """`beffroi run --role edge` killed with SIGKILL: the broker sends its death, and the
     central site marks every tag of that edge CommLoss within the keep-alive."""
-    a, _ = site.communes
+    a = site.communes[0]
     lamp = site.cabinets(a)[0]
     config = _config_file(site, tmp_path / "edge.toml")
     async with contextlib.AsyncExitStack() as stack:
@@ -264,7 +270,7 @@ async def test_a_killed_edge_turns_its_tags_commloss_with_an_alarm(site, tmp_pat
 async def test_a_seq_gap_asks_for_a_rebirth_and_garbage_is_counted(site) -> None:
     """A node whose messages skip a seq number is asked to be born again (NCMD Rebirth); a
     payload that is not Sparkplug B is counted and skipped, and data goes on."""
-    a, _ = site.communes
+    a = site.communes[0]
     lamp = site.cabinets(a)[0]
     tag = lamp.tag("power_kw")
     spec = site.register.tags[tag]
@@ -384,7 +390,7 @@ async def test_a_pysparkplug_edge_node_feeds_the_central_site_and_takes_its_comm
     """Another implementation's edge node (names, no aliases, no answer property) is ingested
     by Beffroi's primary host; a setpoint from Beffroi is applied by it and confirmed by the
     value it reports."""
-    a, _ = site.communes
+    a = site.communes[0]
     lamp = site.cabinets(a)[0]
     power, dim = lamp.tag("power_kw"), lamp.tag("dimming_pct")
     async with contextlib.AsyncExitStack() as stack:
@@ -414,7 +420,7 @@ async def test_a_pysparkplug_edge_node_feeds_the_central_site_and_takes_its_comm
 async def test_a_pysparkplug_host_reads_a_beffroi_edge(site) -> None:
     """Another implementation's primary host: a Beffroi edge waits for its STATE, is born to
     it, and its data (by alias) decode there to the tag names and values the plant has."""
-    a, _ = site.communes
+    a = site.communes[0]
     lamp = site.cabinets(a)[0]
     power = lamp.tag("power_kw")
     await site.plant.set(power, 4.5)
@@ -478,7 +484,7 @@ async def test_the_central_site_killed_under_load_loses_nothing(site, tmp_path) 
     """`beffroi run --role central` killed with SIGKILL while an edge publishes a new text
     every 0.1 s, then started again: every text is stored once, in order (what waited in its
     MQTT session is read with the births it recorded; the rest comes from the edge's spool)."""
-    a, _ = site.communes
+    a = site.communes[0]
     [panel] = [x for x in site.register.assets.values()
                if x.commune == a and x.asset_class == "info_panel"]  # fmt: skip
     tag = panel.tag("message")
@@ -516,7 +522,7 @@ async def test_the_central_site_killed_under_load_loses_nothing(site, tmp_path) 
 async def test_a_broker_restart_under_load_loses_nothing(site) -> None:
     """Mosquitto stopped for two seconds while an edge publishes a new text every 0.1 s:
     edges and central reconnect, the edge is born again, and every text is stored once."""
-    a, _ = site.communes
+    a = site.communes[0]
     [panel] = [x for x in site.register.assets.values()
                if x.commune == a and x.asset_class == "info_panel"]  # fmt: skip
     tag = panel.tag("message")
@@ -546,7 +552,7 @@ async def test_a_broker_restart_under_load_loses_nothing(site) -> None:
 async def test_the_central_site_stores_on_victoria_metrics(site, victoria_metrics) -> None:
     """The storage central sites share: an edge's values reach VictoriaMetrics through the
     central's InfluxDB back end (line protocol, v2 API)."""
-    a, _ = site.communes
+    a = site.communes[0]
     lamp = site.cabinets(a)[0]
     power = lamp.tag("power_kw")
     cfg = site.role_config("central")
@@ -579,7 +585,7 @@ async def test_assets_only_an_edge_knows_join_the_central_inventory_with_their_a
     """A birth naming an asset the central's register does not have (found by the edge's own
     discovery, or another vendor's node) adds it "to be placed" at central, its alarms bound
     before the birth's values: a fault already on is an alarm."""
-    a, _ = site.communes
+    a = site.communes[0]
     cls = site.cfg.asset_classes[CABINET]
     specs = tags_for("LC-7777", a, cls)
     fault = next(t for t in specs if t.signal == "fault")

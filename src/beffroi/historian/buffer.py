@@ -55,6 +55,7 @@ class WriteBuffer:
         self.max_pending = max_pending
         self._pending: deque[Sample] = deque()
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task | None = None
         self._retry_at = 0.0
         self._backoff = 1.0
@@ -99,10 +100,12 @@ class WriteBuffer:
         stack.push_async_callback(self._stop)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
             self._wake.clear()
+            if self._stopping:
+                break
             await self.flush()
             if self.live_first and self.spool and self.backend_ok:
                 self._wake.set()  # more spool to send: the next slice after what came live
@@ -154,6 +157,8 @@ class WriteBuffer:
         stored = 0
         until = None if budget_s is None else time.monotonic() + budget_s
         while self.spool:
+            if self._stopping and self._task is not None and not self._task.done():
+                return stored  # stopping: the final flush takes it from here
             if until is not None and stored and time.monotonic() > until:
                 self.backend_ok = True  # it answers: live batches go first meanwhile
                 return stored
@@ -187,7 +192,10 @@ class WriteBuffer:
 
     async def _stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            # Not cancelled mid-write: a batch in a worker thread would be neither stored
+            # nor spooled. The loop ends after the flush under way.
+            self._stopping = True
+            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._retry_at = 0.0
