@@ -3,9 +3,10 @@
 The edge's write buffer sends its batches here instead of to a historian (`write`, from the
 buffer's worker thread). While the primary host is offline (its STATE message), or the broker
 unreachable, `write` refuses, so the buffer keeps the batches in its durable spool, in order;
-when the host is back, the node is born again (NBIRTH, a DBIRTH per commune), then the spool
-is drained through `write_historical`, every metric flagged historical, before live data
-resumes. Commands (DCMD) are written to the equipment through the collector that serves the
+when the host is back, the node is born again (NBIRTH, a DBIRTH per commune), live values go
+first and the spool is drained between them through `write_historical`, every metric flagged
+historical. A batch cut by a failure is spooled whole; what of it went is remembered and not
+sent again. A birth waits for the data messages under way. Commands (DCMD) are written to the equipment through the collector that serves the
 tag, with its checks and read-back, and answered by a DDATA of the tag carrying the result.
 
 Devices are the communes: `spBv1.0/<group>/DDATA/<edge>/<commune>`. Metric names are tag
@@ -73,7 +74,9 @@ class SparkplugEdge:
         self.bd_seq = -1
         self.host_online = False
         self.born = False
-        self._sent_prefix: tuple[Sample, Sample, int] | None = None
+        # What of a batch went before a publish failed (first, last, length, indices).
+        self._sent: tuple[Sample, Sample, int, frozenset[int]] | None = None
+        self._inflight = 0  # data publishes under way (a birth waits for them)
         self.published = 0
         self.historical = 0
         self.births = 0
@@ -142,47 +145,61 @@ class SparkplugEdge:
 
     def _publish_batch(self, batch: Sequence[Sample], *, historical: bool) -> int:
         loop, client = self._loop, self._client
-        if loop is None or client is None or not self.host_online or not self.born:
-            raise HostOffline("the primary host is offline" if client else "no broker")
-        start = self._resume(batch)
-        by_device: dict[str, list[tuple[int, int, Sample]]] = {}
-        order: list[Sample] = []
-        for s in batch[start:]:
+        if loop is None or client is None:
+            raise HostOffline("no broker")
+        done = self._resume(batch)
+        by_device: dict[str, list[tuple[int, int, int, Sample]]] = {}
+        for k, s in enumerate(batch):
             spec = self.specs.get(s.tag)
+            if k in done:
+                continue
             if spec is None:
                 self.skipped += 1
                 continue
             by_device.setdefault(spec.commune, []).append(
-                (self.aliases[s.tag], codec.datatype(spec), s)
+                (k, self.aliases[s.tag], codec.datatype(spec), s)
             )
-            order.append(s)
-        sent = start
         now = utcnow()
         size = self.cfg.batch_metrics
+        sent = 0
         for device, metrics in by_device.items():
             topic = str(Topic(self.cfg.group, Kind.DDATA, self.edge.name, device))
             for i in range(0, len(metrics), size):
                 part = metrics[i : i + size]
-                payload = codec.data(part, self._next_seq(), now, historical=historical)
-                self._publish(loop, client, topic, payload, self.cfg.data_qos)
+                with self._seq_lock:  # not while a birth is under way (aliases, seq reset)
+                    if not self.host_online or not self.born:
+                        self._remember(batch, done)
+                        raise HostOffline("the primary host is offline")
+                    self._inflight += 1
+                    seq = self._seq
+                    self._seq = (seq + 1) % 256
+                try:
+                    payload = codec.data([m[1:] for m in part], seq, now, historical=historical)
+                    self._publish(loop, client, topic, payload, self.cfg.data_qos)
+                except HostOffline:
+                    self._remember(batch, done)
+                    raise
+                finally:
+                    with self._seq_lock:
+                        self._inflight -= 1
+                done.update(m[0] for m in part)
                 sent += len(part)
                 self.published += len(part)
-                # What went is remembered: a batch spooled after a failure mid-way is not
-                # sent twice when it comes back (the buffer spools whole batches).
-                self._sent_prefix = (batch[0], batch[sent - 1], sent) if sent else None
-        self._sent_prefix = None
-        return len(order)
+        return sent
 
-    def _resume(self, batch: Sequence[Sample]) -> int:
-        """Return how many samples of this batch were published before a failure."""
-        prefix = self._sent_prefix
-        self._sent_prefix = None
-        if prefix is None or not batch:
-            return 0
-        first, last, n = prefix
-        if n <= len(batch) and batch[0] == first and batch[n - 1] == last:
-            return n
-        return 0
+    def _remember(self, batch: Sequence[Sample], done: set[int]) -> None:
+        """Keep what of this batch went: spooled whole, it is not sent twice when it comes back."""
+        self._sent = (batch[0], batch[-1], len(batch), frozenset(done)) if done else None
+
+    def _resume(self, batch: Sequence[Sample]) -> set[int]:
+        """Return the indices of this batch published before a failure."""
+        sent, self._sent = self._sent, None
+        if sent is None or not batch:
+            return set()
+        first, last, n, done = sent
+        if n == len(batch) and batch[0] == first and batch[-1] == last:
+            return set(done)
+        return set()
 
     def _publish(
         self,
@@ -312,7 +329,12 @@ class SparkplugEdge:
 
     async def _birth(self, client: aiomqtt.Client) -> None:
         """Publish NBIRTH then a DBIRTH per device, each metric with its last value."""
-        self.born = False
+        with self._seq_lock:
+            self.born = False
+        # Data already sent off must reach the broker before the births: a host reads data
+        # arriving between NBIRTH and DBIRTH with no aliases (and would drop it).
+        while self._inflight:  # noqa: ASYNC110  (set by the buffer's thread)
+            await asyncio.sleep(0.01)
         self.serve(self.tags_of())
         now = utcnow()
         latest = {t: s for t in self.specs if (s := self.live.get(t)) is not None}
