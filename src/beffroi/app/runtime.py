@@ -301,7 +301,7 @@ class Runtime:
             "edge %s: %d collectors, %d tags, publishing to %s:%d",
             edge_cfg.name,
             len(self.collectors),
-            len(edge.specs),
+            len(edge.tags_of()),
             cfg.sparkplug.host,
             cfg.sparkplug.port,
         )

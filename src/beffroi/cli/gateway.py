@@ -74,7 +74,7 @@ def _serve(
         if rt.edge is not None:
             sp = cfg.sparkplug
             typer.echo(
-                f"Edge {rt.edge.edge.name}: {len(rt.edge.specs)} tags to "
+                f"Edge {rt.edge.edge.name}: {len(rt.edge.tags_of())} tags to "
                 f"{sp.host}:{sp.port}, group {sp.group}, host {sp.name}"
             )
         else:

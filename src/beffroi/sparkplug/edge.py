@@ -6,8 +6,9 @@ unreachable, `write` refuses, so the buffer keeps the batches in its durable spo
 when the host is back, the node is born again (NBIRTH, a DBIRTH per commune), live values go
 first and the spool is drained between them through `write_historical`, every metric flagged
 historical. A batch cut by a failure is spooled whole; what of it went is remembered and not
-sent again. A birth waits for the data messages under way. Commands (DCMD) are written to the equipment through the collector that serves the
-tag, with its checks and read-back, and answered by a DDATA of the tag carrying the result.
+sent again. A birth waits for the data messages under way. Commands (DCMD) are written to
+the equipment through the collector that serves the tag, with its checks and read-back, and
+answered by a DDATA of the tag carrying the result.
 
 Devices are the communes: `spBv1.0/<group>/DDATA/<edge>/<commune>`. Metric names are tag
 names; births give each an alias (stable for the process), which data messages use.
