@@ -38,6 +38,14 @@ UINT8, UINT16, UINT32, UINT64 = 5, 6, 7, 8
 FLOAT, DOUBLE, BOOLEAN, STRING, DATETIME, TEXT, UUID = 9, 10, 11, 12, 13, 14, 15
 _KIND_TYPE = {"float": DOUBLE, "bool": BOOLEAN, "str": STRING}
 _SIGNED_BITS = {INT8: 8, INT16: 16, INT32: 32, INT64: 64}
+# The value fields a datatype may use (numbers: any numeric field, as some peers widen).
+_NUMBER_FIELDS = frozenset({"int_value", "long_value", "float_value", "double_value"})
+_FIELDS_OF = {
+    BOOLEAN: frozenset({"boolean_value"}),
+    STRING: frozenset({"string_value"}),
+    TEXT: frozenset({"string_value"}),
+    UUID: frozenset({"string_value"}),
+}
 
 
 class Malformed(ValueError):
@@ -255,7 +263,10 @@ def value_of(metric: pb.Payload.Metric, dtype: int) -> Value | None:
     if which in ("dataset_value", "template_value", "extension_value", "bytes_value"):
         raise Malformed(f"metric {metric.name or metric.alias}: {which} is not a tag value")
     raw = getattr(metric, which)
-    if which == "boolean_value" or dtype == BOOLEAN:
+    wanted = _FIELDS_OF.get(dtype, _NUMBER_FIELDS)
+    if which not in wanted:
+        raise Malformed(f"metric {metric.name or metric.alias}: {which} for datatype {dtype}")
+    if which == "boolean_value":
         return bool(raw)
     if which == "string_value":
         return str(raw)

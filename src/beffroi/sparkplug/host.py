@@ -297,11 +297,11 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
         return True
 
     def _rebirth(self, node: Node, why: str) -> None:
+        node.rebirths += 1  # needed; asked when connected (a reconnection births them anyway)
+        self._complain(f"node {node.name}", f"{why}: rebirth requested")
         client = self._client
         if client is None:
             return
-        node.rebirths += 1
-        self._complain(f"node {node.name}", f"{why}: rebirth requested")
         payload = codec.command([(codec.REBIRTH, None, codec.BOOLEAN, True)], utcnow())
         topic = str(Topic(self.config.group, Kind.NCMD, node.name))
         task = asyncio.get_running_loop().create_task(client.publish(topic, payload, qos=0))
@@ -414,6 +414,9 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
 
     def _sample(self, m: Any, tag: str, dtype: int, fallback: Any) -> Sample | None:
         value = codec.value_of(m, dtype)
+        spec = self.tags.get(tag)
+        if value is not None and spec is not None and not _fits(spec, value):
+            raise Malformed(f"{tag}: a {type(value).__name__} for a {spec.kind} tag")
         quality, status = codec.quality_of(m)
         ts = codec.from_ms(m.timestamp) if m.HasField("timestamp") else fallback
         if value is None:
@@ -514,6 +517,15 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
 def _node_status(n: Node) -> dict[str, Any]:
     return {"online": n.online, "bd_seq": n.bd_seq, "gaps": n.gaps, "rebirths": n.rebirths,
             "metrics": len(n.names)}  # fmt: skip
+
+
+def _fits(spec: TagSpec, value: Value) -> bool:
+    """Tell whether a value is of the kind its tag holds."""
+    if spec.kind == "bool":
+        return isinstance(value, bool)
+    if spec.kind == "str":
+        return isinstance(value, str)
+    return isinstance(value, float | int) and not isinstance(value, bool)
 
 
 def _same(a: Value, b: Value) -> bool:
