@@ -32,13 +32,11 @@ from beffroi.core.errors import MissingCredentials
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample, TagSpec, Value, WriteResult, WriteStatus, utcnow
 from beffroi.core.seams import Collector
-from beffroi.sparkplug import codec
+from beffroi.sparkplug import codec, session
 from beffroi.sparkplug.codec import Kind, Malformed, Topic
 from beffroi.sparkplug.config import SparkplugConfig, SparkplugEdgeConfig
 
 log = logging.getLogger(__name__)
-
-PENDING_CALLS_WARN = 5000
 
 PUBLISH_TIMEOUT_S = 30.0  # a publish the broker has not acknowledged by then failed
 
@@ -254,23 +252,14 @@ class SparkplugEdge:
                 qos=1,
             )
             try:
-                creds = cfg.login()
-                async with aiomqtt.Client(
-                    cfg.host,
-                    cfg.port,
-                    identifier=f"beffroi-edge-{self.edge.name}",
+                async with session.client(
+                    cfg,
+                    f"beffroi-edge-{self.edge.name}",
                     clean_session=True,  # Sparkplug 3.0: an edge node's session is new
-                    keepalive=cfg.keepalive_s,
                     will=will,
-                    username=creds[0] if creds else None,
-                    password=creds[1] if creds else None,
-                    timeout=10,
                     logger=log,
                 ) as client:
                     self._client = client
-                    # Commands and answers go many at a time (the lighting schedule at dusk):
-                    # aiomqtt would warn from 10 in flight.
-                    client.pending_calls_threshold = PENDING_CALLS_WARN
                     await client.subscribe(
                         [
                             (str(node), 1),

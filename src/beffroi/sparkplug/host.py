@@ -44,13 +44,11 @@ from beffroi.core.model import (
 from beffroi.core.register import Register, tags_for
 from beffroi.core.seams import Sink
 from beffroi.core.site import AssetClassConfig, Site
-from beffroi.sparkplug import codec
+from beffroi.sparkplug import codec, session
 from beffroi.sparkplug.codec import Kind, Malformed, Topic
 from beffroi.sparkplug.config import SparkplugConfig
 
 log = logging.getLogger(__name__)
-
-PENDING_CALLS_WARN = 5000
 
 LOG_EVERY_S = 60.0
 STOP_GRACE_S = 1.0  # a misbehaving node is logged at most once a minute
@@ -175,25 +173,16 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
         while True:
             error = "disconnected"
             try:
-                creds = cfg.login()
                 will = aiomqtt.Will(state_topic, self._state(False), qos=1, retain=True)
-                async with aiomqtt.Client(
-                    cfg.host,
-                    cfg.port,
-                    identifier=f"beffroi-host-{cfg.name}",
+                async with session.client(
+                    cfg,
+                    f"beffroi-host-{cfg.name}",
                     # Persistent: what edges publish while the host restarts waits for it.
                     clean_session=False,
-                    keepalive=cfg.keepalive_s,
                     will=will,
-                    username=creds[0] if creds else None,
-                    password=creds[1] if creds else None,
-                    timeout=10,
                     logger=log,
                 ) as client:
                     self._client = client
-                    # Commands and answers go many at a time (the lighting schedule at dusk):
-                    # aiomqtt would warn from 10 in flight.
-                    client.pending_calls_threshold = PENDING_CALLS_WARN
                     await client.subscribe([(f"{codec.NAMESPACE}/{cfg.group}/#", 1)])
                     # Online last: edges are born to a host that already listens.
                     await client.publish(state_topic, self._state(True), qos=1, retain=True)

@@ -1,9 +1,9 @@
-"""The communes drawn under a map's markers: a pale disc sized by population, and the name."""
+"""The communes in the pages: discs under a map's markers, a map's centre, filter options."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import dash_leaflet as dl
 
@@ -32,6 +32,13 @@ def commune_layer(communes: Iterable[Commune], layer_id: str) -> dl.LayerGroup:
             )
         )
     return dl.LayerGroup(shapes, id=layer_id)
+
+
+def commune_options(
+    communes: Iterable[Commune], visible: Callable[[str], bool]
+) -> list[dict[str, str]]:
+    """Return a dropdown's options: the communes the user sees, by name."""
+    return [{"label": c.name, "value": c.id} for c in communes if visible(c.id)]
 
 
 def centre_of(communes: Iterable[Commune]) -> list[float]:

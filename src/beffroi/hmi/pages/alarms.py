@@ -18,6 +18,7 @@ from beffroi.control.audit import record_command
 from beffroi.core.limits import COMMENT_MAX, check_text
 from beffroi.core.model import utcnow
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
+from beffroi.hmi.components.communes import commune_options
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import DISPLAY_TZ
 
@@ -99,9 +100,7 @@ def layout(**_query: str) -> html.Div:
         return html.Div(
             html.P("Alarms are disabled in this gateway's configuration."), className="alarms-page"
         )
-    communes = [
-        {"label": c.name, "value": c.id} for c in hmi.register.communes.values() if sees(c.id)
-    ]
+    communes = commune_options(hmi.register.communes.values(), sees)
     return html.Div(
         className="alarms-page",
         children=[

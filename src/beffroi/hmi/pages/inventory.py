@@ -22,7 +22,7 @@ from dash.exceptions import PreventUpdate
 from beffroi.core.limits import COMMENT_MAX, check_text
 from beffroi.core.model import Asset
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
-from beffroi.hmi.components.communes import centre_of, commune_layer
+from beffroi.hmi.components.communes import centre_of, commune_layer, commune_options
 from beffroi.hmi.context import get_context
 from beffroi.hmi.inventory_views import (
     STATE_LABELS,
@@ -111,11 +111,7 @@ def _toolbar() -> html.Div:
             ),
             dcc.Dropdown(
                 id="inventory-commune",
-                options=[
-                    {"label": c.name, "value": c.id}
-                    for c in hmi.register.communes.values()
-                    if sees(c.id)
-                ],
+                options=commune_options(hmi.register.communes.values(), sees),
                 multi=True,
                 placeholder="All communes",
                 className="inventory-filter",

@@ -21,6 +21,7 @@ from dash.exceptions import PreventUpdate
 
 from beffroi.core.model import Quality, utcnow
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
+from beffroi.hmi.components.communes import commune_options
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import empty_figure
 from beffroi.kpi.definitions import BY_NAME, COVERAGE, METROPOLIS, series_tag
@@ -235,9 +236,7 @@ def _suffix(scope: str) -> str:
 def layout(**_query: str) -> html.Div:
     """Render the KPIs page."""
     ctx = get_context()
-    communes = [
-        {"label": c.name, "value": c.id} for c in ctx.register.communes.values() if sees(c.id)
-    ]
+    communes = commune_options(ctx.register.communes.values(), sees)
     return html.Div(
         className="system-page",
         children=[

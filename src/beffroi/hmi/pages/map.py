@@ -35,7 +35,7 @@ from beffroi.hmi.components.asset_panel import (
     primary_tag,
     sparkline,
 )
-from beffroi.hmi.components.communes import centre_of, commune_layer
+from beffroi.hmi.components.communes import centre_of, commune_layer, commune_options
 from beffroi.hmi.context import get_context
 from beffroi.hmi.state import (
     STATE_COLOURS,
@@ -93,11 +93,7 @@ def layout(**_query: str) -> html.Div:
                 children=[
                     dcc.Dropdown(
                         id="map-commune",
-                        options=[
-                            {"label": c.name, "value": c.id}
-                            for c in hmi.register.communes.values()
-                            if sees(c.id)
-                        ],
+                        options=commune_options(hmi.register.communes.values(), sees),
                         multi=True,
                         placeholder="All communes",
                         className="map-filter",
