@@ -41,7 +41,8 @@ demo: $(VENV)/.installed
 demo-distributed: $(VENV)/.installed system-deps
 	bash scripts/demo-distributed.sh
 
-## system-deps: Debian packages the tests start for real (chromium)
+## system-deps: Debian packages the tests start for real (chromium, mosquitto, influxdb,
+## victoria-metrics, postgresql)
 system-deps:
 	bash scripts/system-deps.sh
 

@@ -14,6 +14,8 @@ need=()
 for pkg in "${!binary[@]}"; do
   [ -x "${binary[$pkg]}" ] || need+=("$pkg")
 done
+# PostgreSQL's server lives under its major version (15 on Debian 12).
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need+=(postgresql)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

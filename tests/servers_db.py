@@ -1,4 +1,5 @@
-"""Real database servers for tests: Debian's InfluxDB 1.x (`influxd`) and VictoriaMetrics.
+"""Real database servers for tests: Debian's InfluxDB 1.x (`influxd`), VictoriaMetrics and
+PostgreSQL (a temporary cluster made by initdb).
 
 Each server runs on a free loopback port with its data in a temp folder; `stop()` and `start()`
 keep the port and the data, so fault tests can take a server away and bring it back.
@@ -11,10 +12,12 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -23,11 +26,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 INFLUXD = Path("/usr/bin/influxd")
 VICTORIA_METRICS = Path("/usr/bin/victoria-metrics")
-PACKAGES = {INFLUXD: "influxdb", VICTORIA_METRICS: "victoria-metrics"}
+# Debian installs PostgreSQL's server programs under its major version.
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), Path("/"))
+POSTGRES = PG_BIN / "postgres"
+PACKAGES = {INFLUXD: "influxdb", VICTORIA_METRICS: "victoria-metrics", POSTGRES: "postgresql"}
 
 
 def require_binary(path: Path) -> None:
@@ -385,3 +392,134 @@ def db_server_factory(tmp_path) -> Iterator[Callable[..., ServerProcess]]:
     yield make
     for server in reversed(started):
         server.stop()
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of its own: initdb'd in a temp folder, on a free loopback port.
+
+    PostgreSQL refuses to run as root: as root the cluster belongs to Debian's `postgres` user
+    and its programs run through runuser. `kill()` is a crash (SIGKILL to the postmaster).
+    """
+
+    def __init__(self, root: Path):
+        require_binary(POSTGRES)
+        self.root = root
+        self.port = _free_port()
+        self.data = root / "data"
+        self.log_path = root / "postgres.log"
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        root.mkdir(parents=True, exist_ok=True)
+        if self._as:
+            shutil.chown(root, "postgres", "postgres")
+        self._run(
+            PG_BIN / "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "beffroi",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        )
+        self._proc: subprocess.Popen | None = None
+        _ALIVE_PG.add(self)
+
+    def _run(self, *args: object) -> None:
+        subprocess.run([*self._as, *map(str, args)], check=True, capture_output=True)
+
+    def url(self, database: str = "postgres") -> str:
+        """Return the libpq URL of a database of this cluster."""
+        return f"postgresql://beffroi@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def running(self) -> bool:
+        """Return True while the postmaster is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start the server (same port, same data) and wait until it accepts connections."""
+        if self.running:
+            return
+        log = self.log_path.open("ab")
+        # Tests do not check PostgreSQL's own durability: no fsync, to spare the disk.
+        self._proc = subprocess.Popen(
+            [*self._as, str(POSTGRES), "-D", str(self.data), "-p", str(self.port),
+             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}",
+             "-c", "fsync=off", "-c", "max_connections=200"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"postgres exited at start:\n{self.log_tail()}")
+            try:
+                with psycopg.connect(self.url(), connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                time.sleep(0.1)
+        raise RuntimeError(f"postgres not ready after {timeout_s}s:\n{self.log_tail()}")
+
+    def _postmaster(self) -> int | None:
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stop(self) -> None:
+        """Stop the server with a fast shutdown (SIGINT to the postmaster)."""
+        self._signal(signal.SIGINT)
+
+    def kill(self) -> None:
+        """Kill the server with SIGKILL, as a crash would."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        pid = self._postmaster()
+        if pid is not None and self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        if self._proc is not None:
+            self._proc.wait(30)
+        self._proc = None
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database; return its URL."""
+        with psycopg.connect(self.url(), autocommit=True) as con:
+            con.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """Return the end of the server's log, for failure messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+_ALIVE_PG: set[PostgresServer] = set()
+
+
+@atexit.register
+def _stop_postgres() -> None:
+    for server in list(_ALIVE_PG):
+        with contextlib.suppress(Exception):
+            server.kill()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the session (each test gets a database of its own)."""
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="beffroi-pg-")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """The URL of a new empty database for this test."""
+    postgres.start()  # a test may have stopped or killed it
+    return postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")

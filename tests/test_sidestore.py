@@ -34,7 +34,7 @@ T0 = datetime(2026, 3, 1, 9, 0)  # naive UTC, as stored
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SideStore]:
     """A side store with four rows an hour apart from 09:00 UTC: ana, bob, ana, bob."""
-    s = SideStore(tmp_path / "side" / "log.duckdb", SCHEMA, what="test log")
+    s = SideStore(tmp_path / "side" / "log.duckdb", (SCHEMA,), what="test log")
     rows = pd.DataFrame(
         {
             "seq": [1, 2, 3, 4],
@@ -129,7 +129,7 @@ def held(tmp_path: Path) -> Iterator[Path]:
 def test_a_file_held_by_another_process_is_named_in_the_error(held: Path, read_only: bool) -> None:
     """The error names the file and says "locked", which the CLI looks for to ask the gateway."""
     with pytest.raises(StoreLocked) as err:
-        SideStore(held, SCHEMA, read_only=read_only, what="test log")
+        SideStore(held, (SCHEMA,), read_only=read_only, what="test log")
     message = str(err.value)
     assert message.startswith(f"{held}: the test log is locked by another process (PID ")
     # Still what DuckDB raised before, and a message (not a traceback) for `beffroi run`.

@@ -9,8 +9,8 @@ from typing import Annotated, Literal, Protocol
 from pydantic import AfterValidator, Field, model_validator
 
 from beffroi.core.config import DAYS, HHMM, Day, Emails, Slug, Strict, check_http_url
-from beffroi.core.site import Site
 from beffroi.mail.config import SmtpConfig
+from beffroi.state.config import Place, StateSite
 
 Severity = Annotated[int, Field(ge=1, le=4)]
 RuleType = Literal["limit", "discrete", "rate", "deviation", "stale", "commloss"]
@@ -171,7 +171,7 @@ class AlarmsConfig(Strict):
     email: EmailConfig = EmailConfig()
 
 
-class AlarmsSite(Site, Protocol):
+class AlarmsSite(StateSite, Protocol):
     """What the alarm service reads of the config."""
 
     @property
@@ -183,6 +183,11 @@ def journal_path(site: AlarmsSite) -> Path:
     if site.alarms.journal:
         return site.resolve(site.alarms.journal)
     return site.data_dir() / "journal.duckdb"
+
+
+def journal_place(site: AlarmsSite) -> Place:
+    """Return where the journal lives: its file, or the `journal` schema in PostgreSQL."""
+    return site.state.place(journal_path(site), "journal")
 
 
 def _signal_problems(

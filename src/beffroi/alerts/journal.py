@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -15,7 +15,8 @@ from beffroi.alerts.state import AlarmEvent
 from beffroi.core.csv_safe import CRLF, safe_cell
 from beffroi.core.model import aware_utc, naive_utc
 from beffroi.core.seams import SmallStore
-from beffroi.state.duckdb import SideStore
+from beffroi.state import open_store
+from beffroi.state.config import Place
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS alarm_events (
     seq BIGINT PRIMARY KEY, ts TIMESTAMP NOT NULL, alarm_id VARCHAR NOT NULL, rule VARCHAR,
     kind VARCHAR, event VARCHAR NOT NULL, state VARCHAR NOT NULL, tag VARCHAR, asset VARCHAR,
-    commune VARCHAR, domain VARCHAR, severity TINYINT, level VARCHAR, value DOUBLE,
-    limit_value DOUBLE, user_name VARCHAR, comment VARCHAR, active BOOLEAN, acked BOOLEAN,
+    commune VARCHAR, domain VARCHAR, severity SMALLINT, level VARCHAR, value DOUBLE PRECISION,
+    limit_value DOUBLE PRECISION, user_name VARCHAR, comment VARCHAR, active BOOLEAN, acked BOOLEAN,
     shelved_until TIMESTAMP, oneshot BOOLEAN, since TIMESTAMP, message VARCHAR,
     annunciated BOOLEAN
 );
@@ -40,6 +41,7 @@ CREATE TABLE IF NOT EXISTS rule_changes (
     user_name VARCHAR NOT NULL, comment VARCHAR
 );
 """
+MIGRATIONS = (SCHEMA,)
 COLUMNS = [
     "seq", "ts", "alarm_id", "rule", "kind", "event", "state", "tag", "asset", "commune",
     "domain", "severity", "level", "value", "limit_value", "user_name", "comment", "active",
@@ -55,6 +57,7 @@ EXPORT_ORDER = [
     "time", "alarm_id", "tag", "asset", "commune", "domain", "severity", "event", "state",
     "level", "value", "limit", "user", "comment", "message", "since",
 ]  # fmt: skip
+_LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM alarm_events"
 # The names users see (CSV, API) for the columns whose SQL names are reserved words.
 PUBLIC = {"limit_value": "limit", "user_name": "user"}
 
@@ -62,14 +65,20 @@ PUBLIC = {"limit_value": "limit", "user_name": "user"}
 class Journal:
     """Append-only alarm events and the e-mail outbox in one DuckDB file, safe across threads."""
 
-    def __init__(self, path: str | Path, read_only: bool = False):
-        self._db: SmallStore = SideStore(path, SCHEMA, read_only=read_only, what="alarm journal")
+    def __init__(self, where: Place | str, read_only: bool = False):
+        self._db: SmallStore = open_store(
+            where, MIGRATIONS, read_only=read_only, what="alarm journal"
+        )
         self.path = self._db.path
-        self._next_seq = int(self._db.one("SELECT coalesce(max(seq), 0) FROM alarm_events")) + 1
+        self._next_seq = int(self._db.one(_LAST_SEQ)) + 1
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Execute one statement (for the outbox)."""
         self._db.run(sql, params)
+
+    def exclusive(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """A transaction every other writer of `name` waits for (see SmallStore.exclusive)."""
+        return self._db.exclusive(name)
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Return the rows of a query as dicts."""
@@ -85,7 +94,9 @@ class Journal:
             return 0
         rows = [e.as_row() for e in events]
         cols: dict[str, list] = {c: [] for c in COLUMNS}
-        with self._db.locked():
+        with self._db.exclusive("alarm journal"):
+            if self._db.shared:  # the other gateway of a pair may have written since
+                self._next_seq = int(self._db.one(_LAST_SEQ)) + 1
             seq = self._next_seq
             for i, r in enumerate(rows):
                 cols["seq"].append(seq + i)
@@ -121,11 +132,11 @@ class Journal:
     def current(self, include_normal: bool = False) -> list[dict[str, Any]]:
         """Return the last event of each alarm (its state now), as restore() wants it."""
         sql = (
-            "SELECT * FROM alarm_events QUALIFY row_number() OVER "
-            "(PARTITION BY alarm_id ORDER BY seq DESC) = 1"
+            "SELECT * FROM alarm_events "
+            "WHERE seq IN (SELECT max(seq) FROM alarm_events GROUP BY alarm_id)"
         )
         if not include_normal:
-            sql = f"SELECT * FROM ({sql}) WHERE state <> 'normal' OR active"
+            sql += " AND (state <> 'normal' OR active)"
         rows = self.fetch(sql + " ORDER BY seq")
         for r in rows:
             for c in _TIMES:

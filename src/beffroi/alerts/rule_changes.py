@@ -67,8 +67,9 @@ def record(
 def latest(journal: Journal) -> dict[str, dict[str, Any]]:
     """Return each changed rule's newest limits, with who changed them, when and why."""
     rows = journal.fetch(
-        "SELECT rule, params, user_name, comment, ts FROM rule_changes "
-        "QUALIFY row_number() OVER (PARTITION BY rule ORDER BY ts DESC) = 1"
+        "SELECT r.rule, r.params, r.user_name, r.comment, r.ts FROM rule_changes r JOIN "
+        "(SELECT rule, max(ts) AS ts FROM rule_changes GROUP BY rule) newest "
+        "ON r.rule = newest.rule AND r.ts = newest.ts"
     )
     return {
         r["rule"]: {

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from beffroi.alerts import rule_changes
-from beffroi.alerts.config import AlarmRuleConfig, AlarmsSite, journal_path
+from beffroi.alerts.config import AlarmRuleConfig, AlarmsSite, journal_place
 from beffroi.alerts.engine import AlarmEngine
 from beffroi.alerts.journal import Journal
 from beffroi.alerts.notifiers.email import EmailNotifier
@@ -64,8 +64,7 @@ class AlarmService:
         self, stack: contextlib.AsyncExitStack, scheduler: Scheduler | None = None
     ) -> None:
         """Open the journal, restore active alarms, start flushing; stop with the stack."""
-        path = journal_path(self.cfg)
-        self.journal = journal = await asyncio.to_thread(Journal, path)
+        self.journal = journal = await asyncio.to_thread(Journal, journal_place(self.cfg))
         stack.callback(journal.close)
         rows = await asyncio.to_thread(journal.current)
         self.engine.restore(rows)
@@ -106,7 +105,7 @@ class AlarmService:
         stack.push_async_callback(self._stop, task)
         if scheduler is not None:
             scheduler.every(self.cfg.alarms.tick_s, self.tick, name="alarms-tick")
-        log.info("alarms: %d configured, journal %s", len(self.engine.alarms), path)
+        log.info("alarms: %d configured, journal %s", len(self.engine.alarms), journal.path)
 
     def process(self, batch: Sequence[Sample]) -> None:
         """Evaluate a batch from the runtime's sink; a rule bug never stops collection."""

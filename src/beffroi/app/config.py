@@ -39,6 +39,7 @@ from beffroi.inventory.config import InventoryConfig
 from beffroi.kpi.config import KpiConfig, kpi_problems, kpi_register_problems
 from beffroi.simulator.config import SimulatorConfig
 from beffroi.sparkplug.config import SparkplugConfig, sparkplug_problems
+from beffroi.state.config import StateConfig
 
 
 class CollectorsConfig(Strict):
@@ -74,6 +75,7 @@ class Config(SiteConfig):
     control: ControlConfig = ControlConfig()
     inventory: InventoryConfig = InventoryConfig()
     sparkplug: SparkplugConfig = SparkplugConfig()
+    state: StateConfig = StateConfig()
 
     def data_dir(self) -> Path:
         """Return the historian's folder, where the gateway's other files go by default."""

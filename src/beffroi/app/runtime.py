@@ -43,7 +43,7 @@ from beffroi.historian.spool import Spool
 from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.users import UserStore, reset_demo_users
-from beffroi.inventory.config import store_path
+from beffroi.inventory.config import store_place
 from beffroi.inventory.formats import read_inventory
 from beffroi.inventory.service import Inventory
 from beffroi.inventory.store import InventoryStore
@@ -346,7 +346,7 @@ class Runtime:
     def _open_inventory(self, stack: contextlib.AsyncExitStack) -> Inventory:
         """Open the inventory store, lay it over the register, import the configured files."""
         cfg = self.cfg
-        store = InventoryStore(store_path(cfg))
+        store = InventoryStore(store_place(cfg))
         stack.callback(store.close)
         inventory = Inventory(cfg, self.register, store)
         inventory.load()
@@ -368,7 +368,9 @@ class Runtime:
         """Serve the HMI and the token API; record where in gateway.json for the CLI."""
         cfg = self.cfg
         token = new_token()
-        self.users = users = UserStore(cfg.resolve(cfg.hmi.users_db), set(self.register.communes))
+        self.users = users = UserStore(
+            cfg.state.place(cfg.resolve(cfg.hmi.users_db), "users"), set(self.register.communes)
+        )
         stack.callback(users.close)
         audit = self.control.audit if self.control is not None else None
         if self.demo:

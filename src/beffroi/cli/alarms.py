@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import typer
 
-from beffroi.alerts.config import AlarmsSite, journal_path
+from beffroi.alerts.config import AlarmsSite, journal_place
 from beffroi.alerts.journal import Journal, to_csv
 from beffroi.alerts.performance import alarm_performance
 from beffroi.alerts.state import Alarm, AlarmCommandError
@@ -91,10 +91,10 @@ def _print_table(rows: list[dict[str, Any]], tz: ZoneInfo) -> None:
 
 def _journal(cfg: AlarmsSite, write: bool) -> Journal:
     """Open the journal file, or exit saying why not."""
-    path = journal_path(cfg)
+    place = journal_place(cfg)
     return open_file(
-        path,
-        lambda: Journal(path, read_only=not write),
+        place,
+        lambda: Journal(place, read_only=not write),
         missing=f"no alarm journal yet ({RUN_FIRST})",
     )
 

@@ -21,7 +21,7 @@ from beffroi.api.client import GatewayClient
 from beffroi.cli.common import RUN_FIRST, ConfigOpt, fail, gateway_or_files, load, open_file
 from beffroi.control.audit import AuditLog, record_command, to_csv
 from beffroi.control.audit_anchor import AnchorBook
-from beffroi.control.config import ControlSite, audit_path
+from beffroi.control.config import ControlSite, audit_place
 from beffroi.core.timeparse import parse_time
 
 commands = typer.Typer(
@@ -34,10 +34,10 @@ Audit = Callable[..., None]  # audit(action, target, **detail): record a change 
 
 def _open(cfg: ControlSite) -> AuditLog:
     """Open the audit file read-only, or exit saying why not."""
-    path, anchors = audit_path(cfg), AnchorBook.from_config(cfg)
+    place, anchors = audit_place(cfg), AnchorBook.from_config(cfg)
     return open_file(
-        path,
-        lambda: AuditLog(path, read_only=True, anchors=anchors),
+        place,
+        lambda: AuditLog(place, read_only=True, anchors=anchors),
         missing=f"no audit log yet ({RUN_FIRST})",
     )
 
@@ -46,7 +46,7 @@ def _open(cfg: ControlSite) -> AuditLog:
 def verify(config: ConfigOpt = Path("config.toml")) -> None:
     """Check the chain and the anchors: exit 0 if intact, 1 naming what is broken or missing."""
     cfg = load(config)
-    path = audit_path(cfg)
+    path = audit_place(cfg)
 
     def offline() -> dict[str, Any]:
         log = _open(cfg)
@@ -120,7 +120,7 @@ def offline_audit(cfg: ControlSite) -> Iterator[AuditLog | None]:
     if not cfg.control.enabled:
         yield None
         return
-    path = audit_path(cfg)
+    path = audit_place(cfg)
     try:
         # Anchored at close when the gateway's key is at hand; never a key made here.
         log = AuditLog(path, anchors=AnchorBook.from_config(cfg))

@@ -13,6 +13,7 @@ from beffroi.api.client import GatewayClient, GatewayError, NoGateway
 from beffroi.app.config import Config, load_config
 from beffroi.core.errors import ConfigError
 from beffroi.core.site import Site
+from beffroi.state.config import Place, exists
 
 T = TypeVar("T")
 
@@ -70,12 +71,12 @@ def gateway_or_files(
     return result
 
 
-def open_file(path: Path, opener: Callable[[], T], *, missing: str | None = None) -> T:
+def open_file(path: Place, opener: Callable[[], T], *, missing: str | None = None) -> T:
     """Open one of the gateway's files, or exit 1 saying why not (absent, held, unreadable).
 
     `missing` says what an absent file means; without it, the opener may create the file.
     """
-    if missing is not None and not path.exists():
+    if missing is not None and not exists(path):
         raise fail([f"{path}: {missing}"], 1)
     try:
         return opener()

@@ -28,7 +28,7 @@ from beffroi.cli.audit import offline_audit
 from beffroi.cli.common import ConfigOpt, fail, gateway_or_files, load, open_file
 from beffroi.core.errors import ConfigError
 from beffroi.core.register import build_register
-from beffroi.inventory.config import store_path
+from beffroi.inventory.config import store_place
 from beffroi.inventory.diff import changed_fields, diff
 from beffroi.inventory.formats import (
     Format,
@@ -42,6 +42,7 @@ from beffroi.inventory.formats import (
 from beffroi.inventory.records import AssetRecord, RowError
 from beffroi.inventory.service import Inventory
 from beffroi.inventory.store import InventoryStore
+from beffroi.state.config import exists
 
 commands = typer.Typer(
     help="The asset inventory: import a city's CSV or GeoJSON file, export, compare files.",
@@ -83,9 +84,9 @@ def _inventory(cfg: Config, *, write: bool) -> Iterator[Inventory]:
         register = build_register(cfg)
     except ConfigError as exc:
         raise fail(exc.lines) from None
-    path = store_path(cfg)
+    path = store_place(cfg)
     store = None
-    if write or path.exists():  # without a store yet, the inventory is the generated register
+    if write or exists(path):  # without a store yet, the inventory is the generated register
         store = open_file(path, lambda: InventoryStore(path, read_only=not write))
     try:
         inventory = Inventory(cfg, register, store)

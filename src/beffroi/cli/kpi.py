@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from beffroi.alerts.config import journal_path
+from beffroi.alerts.config import journal_place
 from beffroi.alerts.journal import Journal
 from beffroi.api import routes
 from beffroi.api.client import GatewayClient
@@ -23,11 +23,12 @@ from beffroi.app.config import Config
 from beffroi.cli.common import ConfigOpt, fail, gateway_or_files, load, open_file
 from beffroi.cli.query import open_historian
 from beffroi.core.register import build_register
-from beffroi.kpi.config import kpi_store_path
+from beffroi.kpi.config import kpi_store_place
 from beffroi.kpi.engine import Events, KpiEngine
 from beffroi.kpi.export import Exporter, ExportQuery, ExportResult
 from beffroi.kpi.periods import resolution_of
 from beffroi.kpi.store import KpiStore
+from beffroi.state.config import exists
 
 commands = typer.Typer(
     help="Energy and service KPIs: compute, export, changes.", no_args_is_help=True
@@ -82,8 +83,8 @@ def _progress() -> Progress:
 
 def _alarm_events(cfg: Config) -> tuple[Events | None, Journal | None]:
     """Return a reader of the alarm journal's events (None without a journal), and the file."""
-    path = journal_path(cfg)
-    if not path.exists():
+    path = journal_place(cfg)
+    if not exists(path):
         return None, None
     journal = open_file(path, lambda: Journal(path, read_only=True))
     return (lambda a, b: journal.events(start=a, end=b)), journal
@@ -96,8 +97,8 @@ def _compute_here(cfg: Config, t0: datetime, t1: datetime) -> dict[str, Any]:
     historian = open_historian(cfg, read_only=False)
     journal: Journal | None = None
     try:
-        path = kpi_store_path(cfg)
-        store = open_file(path, lambda: KpiStore(path))
+        place = kpi_store_place(cfg)
+        store = open_file(place, lambda: KpiStore(place))
         events, journal = _alarm_events(cfg)
         engine = KpiEngine(cfg, build_register(cfg), historian, events=events, store=store)
         try:
@@ -193,7 +194,7 @@ def changes(
 ) -> None:
     """List the recorded changes of KPI values of closed periods (late data, recomputes)."""
     cfg, t0, t1 = _config_and_range(config, start, end)
-    path = kpi_store_path(cfg)
+    path = kpi_store_place(cfg)
 
     def offline() -> list[dict[str, Any]]:
         store = open_file(path, lambda: KpiStore(path, read_only=True), missing="no KPI store yet")

@@ -53,7 +53,9 @@ def _store(config: Path) -> Iterator[UserStore]:
     """Open the users file for one command, and close it (checkpointed) after."""
     cfg = load(config)
     communes = {c.id for c in cfg.communes}
-    users = _guarded(lambda: UserStore(cfg.resolve(cfg.hmi.users_db), communes))
+    users = _guarded(
+        lambda: UserStore(cfg.state.place(cfg.resolve(cfg.hmi.users_db), "users"), communes)
+    )
     try:
         yield users
     finally:

@@ -9,6 +9,7 @@ records the log must still hold. The head hash is also logged at open and close.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -17,18 +18,17 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import duckdb
 import pandas as pd
 
 from beffroi.control.audit_anchor import Anchor, AnchorBook, AnchorError, AnchorScan
 from beffroi.core.csv_safe import safe_cell
 from beffroi.core.model import utcnow
 from beffroi.core.seams import SmallStore
-from beffroi.state.duckdb import SideStore
+from beffroi.state import open_store
+from beffroi.state.config import Place
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS audit (
     hash VARCHAR NOT NULL
 );
 """
+MIGRATIONS = (SCHEMA,)
+_HEAD = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
 EXPORT_COLUMNS = [
     "seq",
     "time",
@@ -137,17 +139,21 @@ class AuditLog:
 
     def __init__(
         self,
-        path: str | Path,
+        where: Place | str,
         read_only: bool = False,
         clock: Callable[[], datetime] = utcnow,
         anchors: AnchorBook | None = None,
     ):
-        self._db: SmallStore = SideStore(path, SCHEMA, read_only=read_only, what="audit log")
+        self._db: SmallStore = open_store(where, MIGRATIONS, read_only=read_only, what="audit log")
         self.path = self._db.path
         self.clock, self.read_only, self.anchors = clock, read_only, anchors
-        last = self._db.rows("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-        self._next, self._head = (int(last[0][0]) + 1, str(last[0][1])) if last else (1, GENESIS)
+        self._next, self._head = self._read_head()
         log.info("audit log %s: %d records, head %s", self.path, self._next - 1, self._head)
+
+    def _read_head(self) -> tuple[int, str]:
+        """Return the next seq and the head hash as stored."""
+        last = self._db.rows(_HEAD)
+        return (int(last[0][0]) + 1, str(last[0][1])) if last else (1, GENESIS)
 
     @property
     def head(self) -> str:
@@ -176,29 +182,36 @@ class AuditLog:
             return []
         texts = [canonical_detail(dict(e[5])) for e in entries]
         now = self.clock().astimezone(UTC).replace(tzinfo=None)
-        with self._db.locked():
-            rows, seq, head = [], self._next, self._head
-            for (user, action, target, commune, outcome, _), text in zip(
-                entries, texts, strict=True
-            ):
-                row = (seq, now, user or "?", action, target, commune, outcome, text)
-                digest = record_hash(row, head)
-                rows.append((*row, head, digest))
-                seq, head = seq + 1, digest
-            try:
-                self._append(rows)
-            except duckdb.Error as exc:
-                # One statement is one transaction: DuckDB rolled all of it back, so the chain
-                # in the file still ends at self._head and the next append carries on from it.
-                log.error("audit log %s cannot append %d: %s", self.path, len(rows), exc)
-                actions = ", ".join(sorted({e[1] for e in entries}))
-                raise AuditError(f"the audit log cannot record {actions}: {exc}") from exc
-            self._next, self._head = seq, head
+        try:
+            with self._db.exclusive("audit chain"):
+                rows, seq, head = self._chain(entries, texts, now)
+        except self._db.errors as exc:
+            # One transaction: the store rolled all of it back, so the chain it holds still
+            # ends at its head, and the next append carries on from there.
+            log.error("audit log %s cannot append %d: %s", self.path, len(entries), exc)
+            actions = ", ".join(sorted({e[1] for e in entries}))
+            raise AuditError(f"the audit log cannot record {actions}: {exc}") from exc
+        self._next, self._head = seq, head  # committed: the chain goes on from here
         stamp = now.replace(tzinfo=UTC)
         return [
             AuditRecord(r[0], stamp, r[2], e[1], e[2], e[3], e[4], dict(e[5]), r[9])
             for r, e in zip(rows, entries, strict=True)
         ]
+
+    def _chain(
+        self, entries: Sequence[Entry], texts: list[str], now: datetime
+    ) -> tuple[list[tuple], int, str]:
+        """Chain and append records to the head (inside `exclusive`): rows, next seq, head."""
+        seq, head = self._read_head() if self._db.shared else (self._next, self._head)
+        # Shared: one chain for every writer; the other gateway of a pair may have appended.
+        rows = []
+        for (user, action, target, commune, outcome, _), text in zip(entries, texts, strict=True):
+            row = (seq, now, user or "?", action, target, commune, outcome, text)
+            digest = record_hash(row, head)
+            rows.append((*row, head, digest))
+            seq, head = seq + 1, digest
+        self._append(rows)
+        return rows, seq, head
 
     def _append(self, rows: list[tuple]) -> None:
         """Insert rows in one statement (DuckDB commits it on its own, with one WAL sync)."""
@@ -214,6 +227,10 @@ class AuditLog:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run a statement on the file's other tables (outbox, playbook runs)."""
         self._db.run(sql, params)
+
+    def exclusive(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """A transaction every other writer of `name` waits for (see SmallStore.exclusive)."""
+        return self._db.exclusive(name)
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Return the rows of a query as dicts."""
@@ -343,7 +360,8 @@ class AuditLog:
         if self.anchors is None:
             return None
         with self._db.locked():
-            seq, head = self._next - 1, self._head
+            following, head = self._read_head() if self._db.shared else (self._next, self._head)
+        seq = following - 1
         last = self.anchors.last
         if seq == 0 or (last is not None and last.seq >= seq):
             return None

@@ -9,8 +9,9 @@ from typing import Literal, Protocol
 from pydantic import Field, field_validator, model_validator
 
 from beffroi.core.config import DAYS, HHMM, Day, Emails, EnvName, Slug, Strict
-from beffroi.core.site import SignalConfig, Site
+from beffroi.core.site import SignalConfig
 from beffroi.mail.config import SmtpConfig
+from beffroi.state.config import Place, StateSite
 
 SetValue = bool | float | str
 
@@ -196,7 +197,7 @@ class MailRelay(Protocol):
     def email(self) -> SmtpConfig: ...
 
 
-class ControlSite(Site, Protocol):
+class ControlSite(StateSite, Protocol):
     """What control reads of the config: its section, and the SMTP relay for playbook e-mails."""
 
     @property
@@ -211,6 +212,11 @@ def audit_path(site: ControlSite) -> Path:
     if site.control.audit:
         return site.resolve(site.control.audit)
     return site.data_dir() / "audit.duckdb"
+
+
+def audit_place(site: ControlSite) -> Place:
+    """Return where the audit log lives: its file, or the `audit` schema in PostgreSQL."""
+    return site.state.place(audit_path(site), "audit")
 
 
 def audit_anchor_paths(site: ControlSite) -> list[Path]:

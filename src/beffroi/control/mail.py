@@ -41,30 +41,28 @@ class ControlOutbox:
     def __init__(self, audit: AuditLog, clock: Callable[[], datetime] = utcnow):
         self.audit, self.clock = audit, clock
         audit.execute(SCHEMA)
-        rows = audit.fetch("SELECT coalesce(max(id), 0) AS n FROM control_outbox")
-        self._next = int(rows[0]["n"]) + 1
-        self._lock = threading.Lock()
 
     def _now(self) -> datetime:
         return _naive(self.clock())
 
     def put(self, msg: EmailMessage, recipients: Sequence[str], run_id: str) -> int:
         """Store an e-mail to send; return its id."""
-        with self._lock:
-            oid, self._next = self._next, self._next + 1
-        self.audit.execute(
-            "INSERT INTO control_outbox VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, '', NULL)",
-            [
-                oid,
-                msg["Message-ID"],
-                self._now(),
-                run_id,
-                ",".join(recipients),
-                msg["Subject"],
-                msg.as_string(policy=SMTP_POLICY),
-            ],
-        )
-        return oid
+        # Numbered by the store, not a counter in memory: the other gateway of a pair adds too.
+        with self.audit.exclusive("control outbox"):
+            rows = self.audit.fetch(
+                "INSERT INTO control_outbox VALUES "
+                "((SELECT coalesce(max(id), 0) + 1 FROM control_outbox), "
+                "?, ?, ?, ?, ?, ?, 'pending', 0, '', NULL) RETURNING id",
+                [
+                    msg["Message-ID"],
+                    self._now(),
+                    run_id,
+                    ",".join(recipients),
+                    msg["Subject"],
+                    msg.as_string(policy=SMTP_POLICY),
+                ],
+            )
+        return int(rows[0]["id"])
 
     def due(self, limit: int = 200) -> list[dict]:
         """Return pending e-mails, oldest first."""

@@ -138,7 +138,8 @@ class RunStore:
             return
         try:
             self.audit.execute(
-                "INSERT OR REPLACE INTO playbook_runs VALUES (?, ?, ?, ?)",
+                "INSERT INTO playbook_runs VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "updated = excluded.updated, state = excluded.state, body = excluded.body",
                 [
                     run.id,
                     datetime.now(UTC).replace(tzinfo=None),

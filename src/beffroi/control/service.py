@@ -17,7 +17,7 @@ from typing import Any
 
 from beffroi.control.audit import AuditLog
 from beffroi.control.audit_anchor import AnchorBook, AnchorError, AnchorMail
-from beffroi.control.config import ControlSite, audit_path
+from beffroi.control.config import ControlSite, audit_place
 from beffroi.control.lighting import LightingScheduler
 from beffroi.control.mail import Mailer
 from beffroi.control.model import Actor, CommandResult, Selection
@@ -66,11 +66,11 @@ class ControlService:
         self, stack: contextlib.AsyncExitStack, scheduler: Scheduler | None = None
     ) -> None:
         """Open the audit log, build the parts, schedule lighting and mail; stop with the stack."""
-        cfg, path = self.cfg, audit_path(self.cfg)
+        cfg, place = self.cfg, audit_place(self.cfg)
         anchors = AnchorBook.from_config(cfg, self.clock)
         await asyncio.to_thread(anchors.key, True)  # a key named but not set stops the start
         self.audit = audit = await asyncio.to_thread(
-            AuditLog, path, False, self.clock, anchors=anchors
+            AuditLog, place, False, self.clock, anchors=anchors
         )
         stack.callback(audit.close)  # which anchors the head at stop
         self.setpoints = SetpointService(
@@ -102,7 +102,7 @@ class ControlService:
             playbooks=sorted(self.playbooks.playbooks),
             lighting_cabinets=len(self.lighting.cabinets) if self.lighting else 0,
         )
-        log.info("control: audit log %s, %d playbooks", path, len(self.playbooks.playbooks))
+        log.info("control: audit log %s, %d playbooks", place, len(self.playbooks.playbooks))
 
     async def _job(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a scheduled job's work so that a stop lets it finish instead of cutting it."""

@@ -106,7 +106,19 @@ class SmallStore(Protocol):
     """A small transactional SQL store of the gateway's state: journal, audit, users, KPIs."""
 
     @property
-    def path(self) -> Path: ...
+    def path(self) -> Path:
+        """The store's file (for PostgreSQL, a name of its schema, never its URL)."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """True when other processes write the same tables (PostgreSQL, a pair of gateways)."""
+        ...
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """The exceptions a failed statement raises (the driver's)."""
+        ...
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
         """Keep other threads out for a block: its statements and the state kept beside them."""
@@ -114,6 +126,10 @@ class SmallStore(Protocol):
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Run a block's statements as one transaction, rolled back if the block fails."""
+        ...
+
+    def exclusive(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """A transaction that every other writer of `name`, in any process, waits for."""
         ...
 
     def run(

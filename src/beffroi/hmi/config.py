@@ -10,9 +10,9 @@ from pydantic import Field, field_validator, model_validator
 from beffroi.alerts.config import AlarmsConfig
 from beffroi.control.config import ControlConfig
 from beffroi.core.config import EnvName, Strict
-from beffroi.core.site import Site
 from beffroi.historian.config import CompressionConfig, HistorianConfig
 from beffroi.kpi.config import KpiConfig
+from beffroi.state.config import StateSite
 
 
 class PublicFeedConfig(Strict):
@@ -84,7 +84,7 @@ class HmiConfig(Strict):
         return self
 
 
-class HmiSite(Site, Protocol):
+class HmiSite(StateSite, Protocol):
     """What the HMI reads of the config: its section and those of the features it shows."""
 
     @property

@@ -9,7 +9,6 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -17,7 +16,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from beffroi.core.limits import PASSWORD_MAX, check_user_name
 from beffroi.core.model import naive_utc, utcnow
 from beffroi.core.seams import SmallStore
-from beffroi.state.duckdb import SideStore
+from beffroi.state import open_store
+from beffroi.state.config import Place
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     browser VARCHAR
 );
 """
+MIGRATIONS = (SCHEMA,)
 # sessions: one row per login. `id` is the SHA-256 of the token the browser's session cookie
 # carries, `browser` that of the browser's id (see open_session), so the file holds no usable
 # cookie; times are naive UTC; `ended` is set once, with why (logout, password, changed,
@@ -117,13 +118,13 @@ class UserStore:
 
     def __init__(
         self,
-        path: str | Path,
+        where: Place | str,
         known_communes: set[str] | None = None,
         *,
         clock: Callable[[], datetime] = utcnow,
     ):
         # A file a running gateway holds raises StoreLocked, naming it.
-        self._db: SmallStore = SideStore(path, SCHEMA, what="users file")
+        self._db: SmallStore = open_store(where, MIGRATIONS, what="users file")
         self.path = self._db.path
         self.clock = clock
         self._hasher = PasswordHasher()
@@ -196,7 +197,9 @@ class UserStore:
         digest = self._hasher.hash(password)
         with self._db.transaction():
             self._db.run(
-                "INSERT OR REPLACE INTO users (name, hash, role, communes) VALUES (?, ?, ?, ?)",
+                "INSERT INTO users (name, hash, role, communes) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, role = excluded.role, "
+                "communes = excluded.communes",
                 [name, digest, role, communes],
             )
             self._end_sessions(name, "password")

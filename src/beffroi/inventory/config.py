@@ -8,7 +8,7 @@ from typing import Protocol
 from pydantic import Field
 
 from beffroi.core.config import Strict
-from beffroi.core.site import Site
+from beffroi.state.config import Place, StateSite
 
 
 class InventoryConfig(Strict):
@@ -23,7 +23,7 @@ class InventoryConfig(Strict):
     removed_after_s: float = Field(default=3600.0, ge=0)
 
 
-class InventorySite(Site, Protocol):
+class InventorySite(StateSite, Protocol):
     """What the inventory reads of the config."""
 
     @property
@@ -35,3 +35,8 @@ def store_path(site: InventorySite) -> Path:
     if site.inventory.store:
         return site.resolve(site.inventory.store)
     return site.data_dir() / "inventory.duckdb"
+
+
+def store_place(site: InventorySite) -> Place:
+    """Return where the inventory lives: its file, or the `inventory` schema in PostgreSQL."""
+    return site.state.place(store_path(site), "inventory")

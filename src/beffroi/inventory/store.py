@@ -10,19 +10,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from beffroi.core.model import Asset, naive_utc, utcnow
 from beffroi.core.seams import SmallStore
-from beffroi.state.duckdb import SideStore
+from beffroi.state import open_store
+from beffroi.state.config import Place
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (
     id VARCHAR PRIMARY KEY, class VARCHAR NOT NULL, commune VARCHAR NOT NULL,
-    lat DOUBLE NOT NULL, lon DOUBLE NOT NULL, name VARCHAR, address VARCHAR, model VARCHAR,
+    lat DOUBLE PRECISION NOT NULL, lon DOUBLE PRECISION NOT NULL, name VARCHAR,
+    address VARCHAR, model VARCHAR,
     installed DATE, attributes VARCHAR, source VARCHAR NOT NULL, origin VARCHAR,
     state VARCHAR NOT NULL, updated TIMESTAMP NOT NULL
 );
@@ -31,6 +32,7 @@ CREATE TABLE IF NOT EXISTS changes (
     asset VARCHAR NOT NULL, commune VARCHAR, detail VARCHAR
 );
 """
+MIGRATIONS = (SCHEMA,)
 COLUMNS = [
     "id", "class", "commune", "lat", "lon", "name", "address", "model", "installed",
     "attributes", "source", "origin", "state", "updated",
@@ -40,8 +42,8 @@ COLUMNS = [
 class InventoryStore:
     """Asset records beyond the generated register, and the log of every change."""
 
-    def __init__(self, path: str | Path, read_only: bool = False):
-        self._db: SmallStore = SideStore(path, SCHEMA, read_only=read_only, what="inventory")
+    def __init__(self, where: Place | str, read_only: bool = False):
+        self._db: SmallStore = open_store(where, MIGRATIONS, read_only=read_only, what="inventory")
         self.path = self._db.path
 
     def records(self) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ from beffroi.alerts.config import AlarmsConfig
 from beffroi.core.config import Slug, Strict
 from beffroi.core.model import Asset
 from beffroi.core.register import Register
-from beffroi.core.site import Site
 from beffroi.historian.config import CompressionConfig
+from beffroi.state.config import Place, StateSite
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class KpiConfig(Strict):
         return self.enabled and (bool(self.energy) or any(s is not None for s in sections))
 
 
-class KpiSite(Site, Protocol):
+class KpiSite(StateSite, Protocol):
     """What the KPI engine reads of the config: its section, the alarm journal's place (MTTR,
     MTBF), and compression settings (how long a value holds)."""
 
@@ -151,6 +151,11 @@ def kpi_store_path(cfg: KpiSite) -> Path:
     if cfg.kpi.store:
         return cfg.resolve(cfg.kpi.store)
     return cfg.data_dir() / "kpi.duckdb"
+
+
+def kpi_store_place(cfg: KpiSite) -> Place:
+    """Return where the KPI store lives: its file, or the `kpi` schema in PostgreSQL."""
+    return cfg.state.place(kpi_store_path(cfg), "kpi")
 
 
 def down_signals(cfg: KpiSite, cls_id: str) -> list[str]:

@@ -31,7 +31,7 @@ from beffroi.core.scheduler import Scheduler
 from beffroi.core.seams import Historian
 from beffroi.kpi import availability, energy, mobility, waste, water
 from beffroi.kpi.cells import CellContext, CellSink
-from beffroi.kpi.config import KpiSite, kpi_register_problems, kpi_store_path
+from beffroi.kpi.config import KpiSite, kpi_register_problems, kpi_store_place
 from beffroi.kpi.derive import differences, period_values, stored_values, to_samples
 from beffroi.kpi.fingerprints import Fingerprints, input_tags, read_margin
 from beffroi.kpi.in_service import InService
@@ -95,7 +95,7 @@ class KpiEngine:
     def store(self) -> KpiStore:
         """Return the KPI store, opening it on first use."""
         if self._store is None:
-            self._store = KpiStore(kpi_store_path(self.cfg))
+            self._store = KpiStore(kpi_store_place(self.cfg))
         return self._store
 
     # -- life cycle ---------------------------------------------------------------------------

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 
 import pandas as pd
 
 from beffroi.core.model import aware_utc, naive_utc
 from beffroi.core.seams import SmallStore
-from beffroi.state.duckdb import SideStore
+from beffroi.state import open_store
+from beffroi.state.config import Place
 
 log = logging.getLogger(__name__)
 
@@ -19,23 +19,26 @@ SCHEMA = """
 -- Additive components per scope and UTC hour; days and months are sums of them.
 CREATE TABLE IF NOT EXISTS cells (
     component VARCHAR NOT NULL, scope VARCHAR NOT NULL, hour TIMESTAMP NOT NULL,
-    value DOUBLE, covered DOUBLE, expected DOUBLE, filled BOOLEAN
+    value DOUBLE PRECISION, covered DOUBLE PRECISION, expected DOUBLE PRECISION,
+    filled BOOLEAN
 );
 -- When each hour was computed, whether it was closed then, and a fingerprint of its inputs
 -- (sample count, sum of values, tag-hours holding a NaN, alarm events) to notice late data.
 CREATE TABLE IF NOT EXISTS hours (
     hour TIMESTAMP PRIMARY KEY, computed_at TIMESTAMP NOT NULL, final BOOLEAN NOT NULL,
-    fp_n DOUBLE, fp_sum DOUBLE, fp_nan BIGINT, fp_events BIGINT
+    fp_n DOUBLE PRECISION, fp_sum DOUBLE PRECISION, fp_nan BIGINT, fp_events BIGINT
 );
 -- Every change of a KPI value of a closed period, with the reason.
 CREATE SEQUENCE IF NOT EXISTS change_ids START 1;
 CREATE TABLE IF NOT EXISTS kpi_changes (
     id BIGINT PRIMARY KEY DEFAULT nextval('change_ids'), detected_at TIMESTAMP NOT NULL,
     kpi VARCHAR NOT NULL, resolution VARCHAR NOT NULL, scope VARCHAR NOT NULL,
-    period_start TIMESTAMP NOT NULL, old_value DOUBLE, new_value DOUBLE,
-    old_coverage DOUBLE, new_coverage DOUBLE, reason VARCHAR NOT NULL
+    period_start TIMESTAMP NOT NULL, old_value DOUBLE PRECISION,
+    new_value DOUBLE PRECISION, old_coverage DOUBLE PRECISION, new_coverage DOUBLE PRECISION,
+    reason VARCHAR NOT NULL
 );
 """
+MIGRATIONS = (SCHEMA,)
 CHANGE_COLUMNS = [
     "detected_at", "kpi", "resolution", "scope", "period_start", "old_value", "new_value",
     "old_coverage", "new_coverage", "reason",
@@ -49,8 +52,8 @@ aware = aware_utc
 class KpiStore:
     """Cells, hour states and the change journal in one DuckDB file, safe across threads."""
 
-    def __init__(self, path: str | Path, read_only: bool = False):
-        self._db: SmallStore = SideStore(path, SCHEMA, read_only=read_only, what="KPI store")
+    def __init__(self, where: Place | str, read_only: bool = False):
+        self._db: SmallStore = open_store(where, MIGRATIONS, read_only=read_only, what="KPI store")
         self.path = self._db.path
 
     def replace_cells(self, start: datetime, end: datetime, cells: pd.DataFrame) -> None:
@@ -77,10 +80,11 @@ class KpiStore:
 
     def hourly(self, start: datetime, end: datetime, components: Sequence[str]) -> pd.DataFrame:
         """Return cells of some components per hour over [start, end)."""
+        among = ", ".join("?" * len(components)) or "NULL"  # none asked: no row
         return self._db.frame(
             "SELECT component, scope, hour, value, covered, expected, filled FROM cells "
-            "WHERE hour >= ? AND hour < ? AND component IN (SELECT unnest(?)) ORDER BY hour",
-            [naive(start), naive(end), list(components)],
+            f"WHERE hour >= ? AND hour < ? AND component IN ({among}) ORDER BY hour",
+            [naive(start), naive(end), *components],
         )
 
     def hour_states(self, start: datetime, end: datetime) -> pd.DataFrame:
@@ -99,8 +103,10 @@ class KpiStore:
         if rows.empty:
             return
         self._db.run(
-            "INSERT OR REPLACE INTO hours SELECT hour, computed_at, final, fp_n, fp_sum, fp_nan, "
-            "fp_events FROM _hours",
+            "INSERT INTO hours SELECT hour, computed_at, final, fp_n, fp_sum, fp_nan, fp_events "
+            "FROM _hours ON CONFLICT (hour) DO UPDATE SET computed_at = excluded.computed_at, "
+            "final = excluded.final, fp_n = excluded.fp_n, fp_sum = excluded.fp_sum, "
+            "fp_nan = excluded.fp_nan, fp_events = excluded.fp_events",
             views={"_hours": rows},
         )
 

@@ -14,36 +14,13 @@ import duckdb
 import pandas as pd
 
 from beffroi.core.errors import BeffroiError
-from beffroi.core.model import naive_utc
+from beffroi.state.sql import MIGRATIONS_TABLE, Migrations, events_query
 
 
 # Still a duckdb.IOException, what DuckDB raised before, so `except duckdb.Error` keeps working;
 # a BeffroiError, so `beffroi run` shows it as a message rather than a traceback.
 class StoreLocked(duckdb.IOException, BeffroiError):
     """Another process holds the file: DuckDB lets one process at a time open it for writing."""
-
-
-def _event_filter(
-    time: str,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    matching: Mapping[str, Sequence[Any]] | None = None,
-) -> tuple[str, list[Any]]:
-    """Return a WHERE clause and its parameters: `time` in [start, end), columns IN their lists."""
-    where: list[str] = []
-    params: list[Any] = []
-    if start is not None:
-        where.append(f"{time} >= ?")
-        params.append(naive_utc(start))
-    if end is not None:
-        where.append(f"{time} < ?")
-        params.append(naive_utc(end))
-    for column, values in (matching or {}).items():
-        # An empty list is no filter at all: it is how callers ask for every commune, user…
-        if values:
-            where.append(f"{column} IN ({', '.join('?' * len(values))})")
-            params.extend(values)
-    return " AND ".join(where) or "TRUE", params
 
 
 def _connect(path: Path, read_only: bool, what: str) -> duckdb.DuckDBPyConnection:
@@ -61,7 +38,14 @@ def _connect(path: Path, read_only: bool, what: str) -> duckdb.DuckDBPyConnectio
 class SideStore:
     """One DuckDB file of a service's own, its schema made at open, safe across threads."""
 
-    def __init__(self, path: str | Path, schema: str, *, read_only: bool = False, what: str):
+    # One process writes the file (DuckDB locks it): what a caller keeps in memory beside it
+    # (a counter, a chain's head) stays true, and `exclusive` needs no lock of its own.
+    shared = False
+    errors: tuple[type[BaseException], ...] = (duckdb.Error,)
+
+    def __init__(
+        self, path: str | Path, migrations: Migrations, *, read_only: bool = False, what: str
+    ):
         self.path = Path(path)
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +54,21 @@ class SideStore:
         # be used by several threads at once. Re-entrant, so locked() can group statements.
         self._lock = threading.RLock()
         if not read_only:
-            self._con.execute(schema).fetchall()
+            self._migrate(migrations)
+
+    def _migrate(self, migrations: Migrations) -> None:
+        """Bring the file to its schema's newest version, each step once, in a transaction."""
+        with self.transaction():
+            self._con.execute(MIGRATIONS_TABLE)
+            versions = self._con.execute("SELECT version FROM schema_migrations").fetchall()
+            done = {r[0] for r in versions}
+            for version, script in enumerate(migrations, start=1):
+                if version not in done:
+                    self._con.execute(script).fetchall()
+                    self._con.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?)",
+                        [version, datetime.now(UTC).replace(tzinfo=None)],
+                    )
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -89,6 +87,12 @@ class SideStore:
             except BaseException:
                 self._con.execute("ROLLBACK")
                 raise
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """A transaction no other writer of `name` runs beside (this process is the only one)."""
+        with self.transaction():
+            yield
 
     def run(
         self, sql: str, params: Sequence[Any] = (), views: Mapping[str, Any] | None = None
@@ -139,10 +143,7 @@ class SideStore:
         aware: Sequence[str] = (),
     ) -> pd.DataFrame:
         """Return a log's rows in [start, end) matching the lists, by `key` (the newest `limit`)."""
-        where, params = _event_filter(time, start, end, matching)
-        sql = f"SELECT * FROM {table} WHERE {where} ORDER BY {key}"
-        if limit is not None:
-            sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY {key}"
+        sql, params = events_query(table, key, time, start, end, matching, limit)
         df = self.frame(sql, params)
         # Stored naive UTC (DuckDB's TIMESTAMP); inside the program times are aware UTC.
         for column in aware:

@@ -21,8 +21,6 @@ class Outbox:
 
     def __init__(self, journal: Journal, clock: Callable[[], datetime] = utcnow):
         self.journal, self.clock = journal, clock
-        last = journal.fetch("SELECT coalesce(max(id), 0) AS n FROM outbox")
-        self._next_id = int(last[0]["n"]) + 1
 
     def put(
         self,
@@ -33,23 +31,24 @@ class Outbox:
         alarm_ids: Sequence[str],
     ) -> int:
         """Store an e-mail to send; return its id."""
-        oid, self._next_id = self._next_id, self._next_id + 1
-        self.journal.run(
-            "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, '', NULL)",
-            [
-                oid,
-                msg["Message-ID"],
-                naive_utc(self.clock()),
-                kind,
-                team,
-                ",".join(recipients),
-                msg["Subject"],
-                msg.as_string(policy=SMTP_POLICY),
-                "|" + "|".join(alarm_ids) + "|",
-                naive_utc(self.clock()),
-            ],
-        )
-        return oid
+        # Numbered by the store, not a counter in memory: the other gateway of a pair adds too.
+        with self.journal.exclusive("outbox"):
+            rows = self.journal.fetch(
+                "INSERT INTO outbox VALUES ((SELECT coalesce(max(id), 0) + 1 FROM outbox), "
+                "?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, '', NULL) RETURNING id",
+                [
+                    msg["Message-ID"],
+                    naive_utc(self.clock()),
+                    kind,
+                    team,
+                    ",".join(recipients),
+                    msg["Subject"],
+                    msg.as_string(policy=SMTP_POLICY),
+                    "|" + "|".join(alarm_ids) + "|",
+                    naive_utc(self.clock()),
+                ],
+            )
+        return int(rows[0]["id"])
 
     def due(self, limit: int = 200) -> list[dict]:
         """Return pending e-mails, oldest first."""
@@ -81,7 +80,7 @@ class Outbox:
         """Tell whether an escalation e-mail for this alarm was composed after `since`."""
         rows = self.journal.fetch(
             "SELECT count(*) AS n FROM outbox WHERE kind = 'escalation' AND created >= ? "
-            "AND contains(alarm_ids, ?)",
+            "AND strpos(alarm_ids, ?) > 0",
             [naive_utc(since), f"|{alarm_id}|"],
         )
         return int(rows[0]["n"]) > 0
