@@ -137,13 +137,29 @@ class Journal:
         )
         if not include_normal:
             sql += " AND (state <> 'normal' OR active)"
-        rows = self.fetch(sql + " ORDER BY seq")
-        for r in rows:
-            for c in _TIMES:
-                r[c] = aware_utc(r[c])
-            for c, public in PUBLIC.items():
-                r[public] = r.pop(c)
-        return rows
+        return _restorable(self.fetch(sql + " ORDER BY seq"))
+
+    def after(self, seq: int, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Return the events journaled after `seq`, oldest first, as restore() wants them."""
+        return _restorable(
+            self.fetch(
+                f"SELECT * FROM alarm_events WHERE seq > ? ORDER BY seq LIMIT {int(limit)}", [seq]
+            )
+        )
+
+    def told(self, since: datetime) -> list[dict[str, Any]]:
+        """Return the transitions since a time that e-mails tell (annunciations, returns)."""
+        return _restorable(
+            self.fetch(
+                "SELECT * FROM alarm_events WHERE ts >= ? AND (annunciated OR event = 'clear') "
+                "ORDER BY seq",
+                [naive_utc(since)],
+            )
+        )
+
+    def last_seq(self) -> int:
+        """Return the number of the newest event (0 for an empty journal)."""
+        return int(self._db.one(_LAST_SEQ))
 
     def count(self) -> int:
         """Return the number of journaled events."""
@@ -152,6 +168,16 @@ class Journal:
     def close(self) -> None:
         """Checkpoint and close the file."""
         self._db.close()
+
+
+def _restorable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return journal rows with aware times and public names, as the engine restores them."""
+    for r in rows:
+        for c in _TIMES:
+            r[c] = aware_utc(r[c])
+        for c, public in PUBLIC.items():
+            r[public] = r.pop(c)
+    return rows
 
 
 def to_csv(df: pd.DataFrame, timezone: str = "Europe/Paris") -> str:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -19,7 +19,7 @@ from beffroi.alerts.journal import Journal
 from beffroi.alerts.notifiers.email import EmailNotifier
 from beffroi.alerts.notifiers.outbox import Outbox
 from beffroi.alerts.performance import alarm_performance
-from beffroi.alerts.state import AlarmEvent
+from beffroi.alerts.state import AlarmCommandError, AlarmEvent
 from beffroi.core.model import Sample, utcnow
 from beffroi.core.register import Register, RegisterChange
 from beffroi.core.scheduler import Scheduler
@@ -28,6 +28,8 @@ from beffroi.mail.smtp import SmtpSender
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 0.25  # journal writes and e-mail collection, at least this often
+# At a take-over, transitions this long before the digest window are checked against the outbox.
+UNMAILED_LOOKBACK = timedelta(minutes=5)
 
 
 class AlarmService:
@@ -54,6 +56,11 @@ class AlarmService:
         self._loop_thread: int | None = None
         self._closed = False
         self._flush_lock = asyncio.Lock()
+        # Whether this gateway acts (the active node of a pair; always, alone). A standby
+        # evaluates nothing: it follows the journal the active one writes, so its alarm states
+        # stay warm and its HMI shows them, and takes over from there (take_over).
+        self.acting: Callable[[], bool] = lambda: True
+        self._followed = 0  # the newest journal event this node's states include
         if ac.email.enabled:
             hmi_url = cfg.hmi_url()
             self.notifier = EmailNotifier(
@@ -66,6 +73,7 @@ class AlarmService:
         """Open the journal, restore active alarms, start flushing; stop with the stack."""
         self.journal = journal = await asyncio.to_thread(Journal, journal_place(self.cfg))
         stack.callback(journal.close)
+        self._followed = await asyncio.to_thread(journal.last_seq)
         rows = await asyncio.to_thread(journal.current)
         self.engine.restore(rows)
         # Limits supervisors changed at runtime hold over the config file's.
@@ -104,11 +112,13 @@ class AlarmService:
         task = asyncio.create_task(self._run(), name="beffroi-alarms")
         stack.push_async_callback(self._stop, task)
         if scheduler is not None:
-            scheduler.every(self.cfg.alarms.tick_s, self.tick, name="alarms-tick")
+            scheduler.every(self.cfg.alarms.tick_s, self.tick, name="alarms-tick", duty=True)
         log.info("alarms: %d configured, journal %s", len(self.engine.alarms), journal.path)
 
     def process(self, batch: Sequence[Sample]) -> None:
         """Evaluate a batch from the runtime's sink; a rule bug never stops collection."""
+        if not self.acting():  # the active node evaluates; this one follows its journal
+            return
         try:
             self.engine.process(batch)
         except Exception:
@@ -155,6 +165,9 @@ class AlarmService:
     async def flush(self, final: bool = False) -> None:
         """Journal new transitions, turn due notifications into e-mails, send the outbox."""
         async with self._flush_lock:
+            if not self.acting():
+                await self._follow()
+                return
             events = self._unwritten + self.engine.take_events()
             self._unwritten = []
             if events and self.journal is not None:
@@ -174,6 +187,61 @@ class AlarmService:
             if not final:
                 await asyncio.to_thread(self.sender.deliver, outbox)
 
+    async def _follow(self) -> None:
+        """Standby: apply what the active node journaled since, dropping anything of its own."""
+        self._unwritten = []
+        self.engine.take_events()  # operator actions are refused here; nothing else is made
+        if self.journal is None:
+            return
+        rows = await asyncio.to_thread(self.journal.after, self._followed)
+        if rows:
+            self.engine.restore(rows)
+            self._followed = max(int(r["seq"]) for r in rows)
+
+    def _unmailed(self) -> list[AlarmEvent]:
+        """Return the recent transitions to tell that no e-mail composed since names.
+
+        What the old active node journaled but held in a digest not yet in the outbox when it
+        died: the journal and the outbox say it, not this node's memory.
+        """
+        assert self.journal is not None and self.outbox is not None
+        window = timedelta(seconds=self.cfg.alarms.email.digest_window_s) + UNMAILED_LOOKBACK
+        rows = self.journal.told(self.clock() - window)
+        return [
+            AlarmEvent.from_row(r) for r in rows if not self.outbox.names(r["alarm_id"], r["ts"])
+        ]
+
+    async def take_over(self, live: Mapping[str, Sample]) -> None:
+        """Become the node that evaluates: catch up with the journal, then judge the live values.
+
+        Transitions the old active node journaled are not made again (restored from the
+        journal); those it had no time to journal show now, the values having moved since.
+        """
+        async with self._flush_lock:
+            while True:  # the whole journal, however far behind this node is
+                before = self._followed
+                await self._follow()
+                if self._followed == before:
+                    break
+            if self.notifier is not None and self.outbox is not None:
+                outbox = self.outbox
+                self.notifier.restore(self.engine.alarms.values(), outbox.escalated)
+                for event in await asyncio.to_thread(self._unmailed):
+                    self.notifier.on_event(event)
+            try:
+                self.engine.process(list(live.values()))
+            except Exception:
+                log.exception("alarm evaluation of the live values failed at take-over")
+        if self._wake is not None:
+            self._wake.set()
+
+    def _standby_refusal(self) -> None:
+        if not self.acting():
+            raise AlarmCommandError(
+                "this gateway is the standby of its pair: alarms are acknowledged, shelved and "
+                "changed on the active node"
+            )
+
     async def _stop(self, task: asyncio.Task) -> None:
         self._closed = True
         task.cancel()
@@ -186,22 +254,26 @@ class AlarmService:
 
     def ack(self, alarm_ids: Sequence[str], user: str, comment: str = "") -> list[AlarmEvent]:
         """Acknowledge alarms."""
+        self._standby_refusal()
         return self.engine.ack(alarm_ids, user, comment)
 
     def shelve(
         self, alarm_id: str, user: str, comment: str = "", minutes: float | None = None
     ) -> AlarmEvent:
         """Shelve an alarm for some minutes, or one-shot."""
+        self._standby_refusal()
         return self.engine.shelve(alarm_id, user, comment, minutes)
 
     def unshelve(self, alarm_id: str, user: str, comment: str = "") -> AlarmEvent:
         """Unshelve an alarm."""
+        self._standby_refusal()
         return self.engine.unshelve(alarm_id, user, comment)
 
     def set_out_of_service(
         self, alarm_id: str, out: bool, user: str, comment: str = ""
     ) -> AlarmEvent:
         """Take an alarm out of service or back."""
+        self._standby_refusal()
         return self.engine.set_out_of_service(alarm_id, out, user, comment)
 
     def limit_rules(self) -> list[tuple[AlarmRuleConfig, dict[str, Any] | None]]:
@@ -219,6 +291,7 @@ class AlarmService:
         """Change a limit rule's limits now and for later starts; return old, new, alarms."""
         if self.journal is None:
             raise RuntimeError("alarm service not started")
+        self._standby_refusal()
         old = self._rules.get(name)
         if old is None:
             raise rule_changes.RuleChangeError(f"no alarm rule named {name}")

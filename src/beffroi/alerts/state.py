@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -93,6 +94,20 @@ class AlarmEvent:
             "message": self.message,
             "annunciated": self.annunciate,
         }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> AlarmEvent:
+        """Return the event a journal row holds (as `Journal.after` gives it)."""
+        fields = {k: row[k] for k in _ROW_FIELDS}
+        return cls(**fields, state=AlarmState(row["state"]), annunciate=bool(row["annunciated"]))
+
+
+# The journal row's columns that are the event's fields under the same name.
+_ROW_FIELDS = (
+    "ts", "alarm_id", "rule", "kind", "event", "tag", "asset", "commune", "domain", "severity",
+    "level", "value", "limit", "user", "comment", "active", "acked", "shelved_until", "oneshot",
+    "since", "message",
+)  # fmt: skip
 
 
 def numeric(value: Value | None) -> float | None:

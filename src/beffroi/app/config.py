@@ -37,6 +37,7 @@ from beffroi.historian.config import (
 from beffroi.hmi.config import HmiConfig, public_problems
 from beffroi.inventory.config import InventoryConfig
 from beffroi.kpi.config import KpiConfig, kpi_problems, kpi_register_problems
+from beffroi.pair.config import PairConfig, pair_problems
 from beffroi.simulator.config import SimulatorConfig
 from beffroi.sparkplug.config import SparkplugConfig, sparkplug_problems
 from beffroi.state.config import StateConfig
@@ -76,6 +77,7 @@ class Config(SiteConfig):
     inventory: InventoryConfig = InventoryConfig()
     sparkplug: SparkplugConfig = SparkplugConfig()
     state: StateConfig = StateConfig()
+    pair: PairConfig = PairConfig()
 
     def data_dir(self) -> Path:
         """Return the historian's folder, where the gateway's other files go by default."""
@@ -124,6 +126,7 @@ def config_problems(cfg: Config) -> list[str]:
         + alarm_problems(cfg)
         + kpi_problems(cfg)
         + control_problems(cfg)
+        + pair_problems(cfg)
         + public_problems(cfg)
         + sparkplug_problems(cfg, cfg.sparkplug)
     )

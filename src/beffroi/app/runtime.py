@@ -22,6 +22,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 from beffroi.alerts.service import AlarmService
@@ -48,6 +49,8 @@ from beffroi.inventory.formats import read_inventory
 from beffroi.inventory.service import Inventory
 from beffroi.inventory.store import InventoryStore
 from beffroi.kpi.engine import KpiEngine
+from beffroi.pair.lease import Lease
+from beffroi.pair.node import PairNode
 from beffroi.simulator.server import MetropolisSimulator
 from beffroi.sparkplug.edge import SparkplugEdge
 from beffroi.sparkplug.host import SparkplugHost
@@ -75,6 +78,7 @@ class Runtime:
         demo: bool = False,
         role: Role = "all",
         edge: str | None = None,
+        node: str | None = None,
     ):
         self.cfg = cfg
         self.register = register
@@ -84,6 +88,10 @@ class Runtime:
         self.role: Role = role
         self.edge_name = edge
         self.edge: SparkplugEdge | None = None
+        # A redundant pair ([pair]): this node's name, and its place once started.
+        self.node_name = node or cfg.pair.node
+        self.pair: PairNode | None = None
+        self.newest_sample: datetime | None = None
         self.with_simulator = simulator and cfg.simulator.enabled
         self.with_hmi = hmi
         self.demo = demo
@@ -116,6 +124,8 @@ class Runtime:
         """Receive a batch from a collector: live values, alarms, then compression and storage."""
         assert self.buffer is not None, "the write buffer starts before the collectors"
         self.samples_in += len(batch)
+        if batch:
+            self.newest_sample = batch[-1].ts
         # First values after a restart, older than the downtime's mark, stored again now:
         # past the compressor, which could hold an unchanged value back.
         again = self.downtime.restamp(batch)
@@ -154,6 +164,7 @@ class Runtime:
             "kpi": self.kpi.status() if self.kpi is not None else None,
             "control": self.control.status() if self.control is not None else None,
             "http": dataclasses.asdict(self.hmi_server.stats()) if self.hmi_server else None,
+            "pair": self.pair.status() if self.pair is not None else None,
         }
 
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
@@ -168,11 +179,14 @@ class Runtime:
             return
         self.scheduler = scheduler = Scheduler(cfg.metropolis.timezone)
         await scheduler.start(stack)
+        if cfg.pair.enabled:  # the role first: every part below asks it before acting
+            self.pair = await self._start_pair(stack)
+            scheduler.acting = self.pair.acting
         # The inventory first: every part below is built from the register as it holds.
         self.inventory = inventory = await asyncio.to_thread(self._open_inventory, stack)
         grace = cfg.inventory.removed_after_s
         check_s = min(INVENTORY_CHECK_S, max(INVENTORY_CHECK_MIN_S, grace / 4))
-        scheduler.every(check_s, inventory.check_removed, "inventory-removed")
+        scheduler.every(check_s, inventory.check_removed, "inventory-removed", duty=True)
         self.historian = historian = HISTORIANS[cfg.historian.backend].from_config(cfg, register)
         stack.callback(historian.close)
         historian.schedule(scheduler, cfg)
@@ -195,6 +209,7 @@ class Runtime:
         register.subscribe(self._follow_register)
         if cfg.alarms.enabled:  # started before the collectors, so it stops after them
             self.alarms = AlarmService(cfg, register)
+            self.alarms.acting = scheduler.acting
             await self.alarms.start(stack, scheduler)
             register.subscribe(self.alarms.follow)
         if cfg.kpi.active:  # after the alarms: MTTR and MTBF read their journal
@@ -214,11 +229,52 @@ class Runtime:
         scheduler.every(HEARTBEAT_S, self.downtime.heartbeat.beat, "gateway-heartbeat")
         if cfg.control.enabled:  # after the collectors (it writes through them), stops before
             self.control = ControlService(cfg, register, self.live, self.collector_for)
+            self.control.acting = scheduler.acting
             await self.control.start(stack, scheduler)
             if self.control.audit is not None:
                 await asyncio.to_thread(self.inventory.attach_audit, self.control.audit)
         if self.with_hmi:
             self._start_hmi(stack, historian)
+        if self.pair is not None:
+            self.pair.on_active.append(self._take_over)
+            if self.pair.acting():
+                await asyncio.to_thread(self._audit_active)
+
+    async def _start_pair(self, stack: contextlib.AsyncExitStack) -> PairNode:
+        """Join the pair: claim the lease once, so that this node starts knowing its role."""
+        cfg = self.cfg
+        if not self.node_name:
+            raise ConfigError(
+                str(cfg.source or "config"),
+                ["pair.node: name this gateway in its pair (or start it with --node NAME)"],
+            )
+        lease = await asyncio.to_thread(Lease, cfg.state.url(), self.node_name, cfg.pair.lease_s)
+        pair = PairNode(
+            cfg.pair,
+            self.node_name,
+            cfg.pair.url or cfg.hmi_url(),
+            lease,
+            live=lambda: (len(self.live), self.newest_sample),
+        )
+        await pair.start(stack)
+        log.info("pair: node %s starts %s (lease held by %s)", pair.node, pair.role, pair.holder)
+        return pair
+
+    async def _take_over(self) -> None:
+        """This node became the active one: its parts take over from the journal and the runs."""
+        if self.alarms is not None:
+            await self.alarms.take_over(self.live.snapshot())
+        if self.control is not None:
+            await self.control.take_over()
+        await asyncio.to_thread(self._audit_active)
+
+    def _audit_active(self) -> None:
+        """Record in the audit log which node acts from now on (the log names both nodes)."""
+        if self.pair is None or self.control is None or self.control.audit is None:
+            return
+        self.control.audit.record(
+            "system", "pair.active", target=self.pair.node, epoch=self.pair.epoch
+        )
 
     async def _start_collectors(
         self,

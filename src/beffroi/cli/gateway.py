@@ -58,6 +58,7 @@ def _serve(
     assets: int | None,
     demo: bool = False,
     role: Role | None = None,
+    node: str | None = None,
     edge: str | None = None,
 ) -> None:
     from beffroi.app.runtime import Runtime  # see TYPE_CHECKING above
@@ -105,6 +106,7 @@ def _serve(
         hmi=the_role != "edge",
         role=the_role,  # type: ignore[arg-type]  # the enum's values are the runtime's roles
         edge=edge,
+        node=node,
     )
     try:
         asyncio.run(runtime.run(duration=duration, ready=ready))
@@ -170,16 +172,24 @@ def run(
     data: Annotated[
         Path | None, typer.Option(help="folder for every file this process writes")
     ] = None,
+    port: Annotated[int | None, typer.Option(help="the HMI's port (default: [hmi] port)")] = None,
+    node: Annotated[
+        str | None, typer.Option(help="this gateway's name in its redundant pair ([pair])")
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the gateway as configured (the simulator only if [simulator] enabled)."""
     setup_logging(verbose)
     cfg = load(config)
-    if data is not None:  # several processes of one site on one machine: a folder each
-        cfg = demo_config(cfg, data=data, port=None, opcua_port=None)
+    if data is not None or port is not None:  # several processes on one machine: a folder each
+        cfg = demo_config(cfg, data=data, port=port, opcua_port=None)
     _check_role(role, edge)
+    if node is not None and not cfg.pair.enabled:
+        raise fail([f"{config}: pair.enabled: --node names this gateway in a [pair]: enable it"])
     simulator = cfg.simulator.enabled and role is not Role.edge
-    _serve(cfg, simulator=simulator, duration=duration, assets=None, role=role, edge=edge)
+    _serve(
+        cfg, simulator=simulator, duration=duration, assets=None, role=role, edge=edge, node=node
+    )
 
 
 @commands.command("check-config")

@@ -58,6 +58,8 @@ class ControlService:
         self._loop_thread: int | None = None
         self._tasks: set[Future] = set()
         self._jobs: set[asyncio.Future] = set()
+        # Whether this gateway may command equipment (the active node of a pair; always, alone).
+        self.acting: Callable[[], bool] = lambda: True
         ctl = cfg.control
         self._anchor_mail = AnchorMail(ctl.audit_anchor_email, ctl.audit_anchor_email_every_h)
         self.closed = False
@@ -76,6 +78,7 @@ class ControlService:
         self.setpoints = SetpointService(
             cfg, self.register, self.live, self.collector_for, audit, clock=self.clock
         )
+        self.setpoints.acting = self.acting
         self.mailer = Mailer(cfg, audit, self.clock)
         self.playbooks = PlaybookEngine(
             cfg, self.register, self.live, self.setpoints, audit, self.mailer, clock=self.clock
@@ -90,11 +93,17 @@ class ControlService:
         if scheduler is not None:
             if self.lighting is not None:
                 scheduler.every(
-                    cfg.control.lighting.tick_s, self._lighting_tick, name="control-lighting"
+                    cfg.control.lighting.tick_s,
+                    self._lighting_tick,
+                    name="control-lighting",
+                    duty=True,
                 )
-            scheduler.every(MAIL_RETRY_S, self._mail_retry, name="control-mail")
+            scheduler.every(MAIL_RETRY_S, self._mail_retry, name="control-mail", duty=True)
             scheduler.every(
-                cfg.control.audit_anchor_every_s, self._anchor, name="control-audit-anchor"
+                cfg.control.audit_anchor_every_s,
+                self._anchor,
+                name="control-audit-anchor",
+                duty=True,
             )
         audit.record(
             "system",
@@ -103,6 +112,11 @@ class ControlService:
             lighting_cabinets=len(self.lighting.cabinets) if self.lighting else 0,
         )
         log.info("control: audit log %s, %d playbooks", place, len(self.playbooks.playbooks))
+
+    async def take_over(self) -> None:
+        """Become the node that commands: reload the runs the old active node left open."""
+        if self.playbooks is not None:
+            await asyncio.to_thread(self.playbooks.restore)
 
     async def _job(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a scheduled job's work so that a stop lets it finish instead of cutting it."""

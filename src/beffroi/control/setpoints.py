@@ -65,6 +65,9 @@ class SetpointService:
         self.queue = AuditQueue(audit)
         self.collector_for = collector_for
         self.clock = clock
+        # Whether this gateway may command (the active node of a pair): checked before the
+        # audit record and again right before the write (fencing).
+        self.acting: Callable[[], bool] = lambda: True
         calendar = MaintenanceCalendar(self.ctl.maintenance, cfg.metropolis.timezone)
         self.interlocks = Interlocks(self.ctl.interlocks, calendar, live)
         self.rates = RateLimiter(self.ctl.classes, clock)
@@ -235,6 +238,7 @@ class SetpointService:
                 check_text(reason, "reason", COMMENT_MAX)
             except ValueError as exc:
                 raise ControlError(str(exc)) from None
+            self._fence()
             spec, asset = self.target(tag)
             commune = asset.commune
             self._authorise(actor, asset)
@@ -292,6 +296,15 @@ class SetpointService:
                     **context,
                 )
             return CommandResult(tag, raw, WriteStatus.REFUSED, why, previous, rule=rule)
+        try:  # the audit append took time: the lease may have gone meanwhile
+            self._fence()
+        except ControlError as exc:
+            self.refused += 1
+            await self.queue.record_quietly(
+                actor.name, "result", target=tag, commune=commune, outcome="refused",
+                value=value, refusal=exc.reason, rule=exc.rule, source=source, **context,
+            )  # fmt: skip
+            return CommandResult(tag, raw, WriteStatus.REFUSED, exc.reason, previous, rule=exc.rule)
         if hold is not None or source == "operator":  # before the write: schedules keep off
             self.hold(tag, hold or f"manual:{actor.name}")
         result = await self._execute(collector, asset, tag, value, previous)
@@ -311,6 +324,14 @@ class SetpointService:
         ):
             result.detail += " (not audited: the audit log failed)"
         return result
+
+    def _fence(self) -> None:
+        """Refuse unless this gateway may command (the standby of a pair may not)."""
+        if not self.acting():
+            raise ControlError(
+                "this gateway is the standby of its pair: commands are sent by the active node",
+                rule="standby",
+            )
 
     async def _execute(
         self, collector: Any, asset: Asset, tag: str, value: Value, previous: Value | None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +21,9 @@ class Scheduler:
 
     def __init__(self, timezone: str = "Europe/Paris"):
         self.timezone = timezone
+        # Whether this gateway may act (the active node of a pair; always, alone): a duty job
+        # (alarms, KPIs, lighting, e-mails…) runs only then, so a standby never acts twice.
+        self.acting: Callable[[], bool] = lambda: True
         self._sched = AsyncIOScheduler(
             timezone=timezone,
             # A job that overran or missed its time runs once, not once per missed slot.
@@ -34,10 +39,38 @@ class Scheduler:
         if self._sched.running:
             self._sched.shutdown(wait=False)
 
-    def every(self, seconds: float, func: Callable[..., Any], name: str, **kwargs: Any) -> None:
-        """Run func every `seconds`."""
+    def _gated(self, func: Callable[..., Any], duty: bool) -> Callable[..., Any]:
+        """Return func, or (a duty) func skipped whenever this gateway may not act."""
+        if not duty:
+            return func
+        if inspect.iscoroutinefunction(func):
+
+            async def duty_async(*args: Any, **kwargs: Any) -> Any:
+                if self.acting():
+                    return await func(*args, **kwargs)
+                return None
+
+            return functools.update_wrapper(duty_async, func)
+
+        def duty_sync(*args: Any, **kwargs: Any) -> Any:  # still run in a worker thread
+            if self.acting():
+                return func(*args, **kwargs)
+            return None
+
+        return functools.update_wrapper(duty_sync, func)
+
+    def every(
+        self,
+        seconds: float,
+        func: Callable[..., Any],
+        name: str,
+        *,
+        duty: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """Run func every `seconds` (a duty: only while this gateway may act)."""
         self._sched.add_job(
-            func,
+            self._gated(func, duty),
             IntervalTrigger(seconds=seconds),
             id=name,
             name=name,
@@ -45,10 +78,12 @@ class Scheduler:
             replace_existing=True,
         )
 
-    def cron(self, func: Callable[..., Any], name: str, **fields: Any) -> None:
-        """Run func on a cron rule in the scheduler's time zone (e.g. hour=1, minute=0)."""
+    def cron(
+        self, func: Callable[..., Any], name: str, *, duty: bool = False, **fields: Any
+    ) -> None:
+        """Run func on a cron rule in the scheduler's time zone (a duty: only while acting)."""
         self._sched.add_job(
-            func,
+            self._gated(func, duty),
             CronTrigger(timezone=self.timezone, **fields),
             id=name,
             name=name,

@@ -105,9 +105,9 @@ class KpiEngine:
         await asyncio.to_thread(lambda: self.store)
         stack.callback(self.close)
         every = self.kc.every_min
-        scheduler.cron(self.run_current, "kpi-current", minute=f"*/{every}")
-        scheduler.cron(self.close_day, "kpi-close-day", hour=1, minute=0)
-        scheduler.cron(self.close_month, "kpi-close-month", day=1, hour=1, minute=30)
+        scheduler.cron(self.run_current, "kpi-current", duty=True, minute=f"*/{every}")
+        scheduler.cron(self.close_day, "kpi-close-day", duty=True, hour=1, minute=0)
+        scheduler.cron(self.close_month, "kpi-close-month", duty=True, day=1, hour=1, minute=30)
         first = asyncio.create_task(self._first_run(), name="kpi-first-run")
         stack.push_async_callback(self._stop_runs, first)
         log.info(

@@ -76,6 +76,14 @@ class Outbox:
         rows = self.journal.fetch("SELECT count(*) AS n FROM outbox WHERE status = 'pending'")
         return int(rows[0]["n"])
 
+    def names(self, alarm_id: str, since: datetime) -> bool:
+        """Tell whether an e-mail composed at or after `since` names this alarm."""
+        rows = self.journal.fetch(
+            "SELECT count(*) AS n FROM outbox WHERE created >= ? AND strpos(alarm_ids, ?) > 0",
+            [naive_utc(since), f"|{alarm_id}|"],
+        )
+        return int(rows[0]["n"]) > 0
+
     def escalated(self, alarm_id: str, since: datetime) -> bool:
         """Tell whether an escalation e-mail for this alarm was composed after `since`."""
         rows = self.journal.fetch(
