@@ -244,3 +244,27 @@ async def test_commands_outside_the_users_communes_are_refused(demo_config, tmp_
         )
         assert result.status is WriteStatus.REFUSED
         assert [r["outcome"] for r in _records(scene, "select")] == ["refused", "ok"]
+
+
+async def test_the_standby_of_a_pair_sends_no_command_and_one_fenced_midway_neither(
+    demo_config, tmp_path
+) -> None:
+    """A standby refuses (audited, rule "standby"); a node whose lease goes while the command's
+    audit record is written refuses it before the write: the equipment never sees it."""
+    async with running_scene(scene_config(demo_config, tmp_path), Clock(MONDAY_10H)) as scene:
+        setpoints = scene.control.setpoints
+        tag, before = scene.tag("TC-T2", "plan"), scene.value("TC-T2", "plan")
+        setpoints.acting = lambda: False
+        result = await setpoints.command(OPERATOR, tag, 3, "test standby")
+        assert result.status is WriteStatus.REFUSED and result.rule == "standby"
+        assert "active node" in result.detail
+        # Acting at the first check, no longer at the second (the lease ran out meanwhile).
+        answers = iter([True, False])
+        setpoints.acting = lambda: next(answers)
+        fenced = await setpoints.command(OPERATOR, tag, 3, "test fenced")
+        assert fenced.status is WriteStatus.REFUSED and fenced.rule == "standby"
+        assert scene.value("TC-T2", "plan") == before
+        outcomes = [(r["action"], r["outcome"], r["detail"].get("rule")) for r in _records(scene)
+                    if r["action"] in ("operate", "result")]  # fmt: skip
+        assert outcomes == [("operate", "refused", "standby"), ("operate", "sent", None),
+                            ("result", "refused", "standby")]  # fmt: skip

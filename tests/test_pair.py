@@ -5,6 +5,7 @@ active one is killed with SIGKILL during an alarm flood; the standby takes over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -15,6 +16,9 @@ from pathlib import Path
 import psycopg
 
 from beffroi.core.register import build_register
+from beffroi.pair.config import PairConfig
+from beffroi.pair.lease import Lease
+from beffroi.pair.node import PairNode
 from tests.conftest import ROOT, eventually, free_port
 from tests.servers import NS, OpcUaPlant
 from tests.test_alarm_email import SmtpServer
@@ -195,3 +199,80 @@ async def test_the_active_node_killed_during_an_alarm_flood(demo_config, tmp_pat
     said = (await asyncio.wait_for(check.communicate(), 120))[0].decode()
     assert check.returncode == 0, said
     assert "OK" in said
+
+
+class CuttableLink:
+    """A TCP relay between a node and PostgreSQL whose cut drops every connection at once and
+    refuses new ones, as a network partition between them does."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in self._writers:
+            w.transport.abort()
+        self._writers.clear()
+
+    async def heal(self) -> None:
+        await self.start()
+
+
+async def test_a_node_cut_from_postgres_stops_acting_before_the_other_acts(pg_url) -> None:
+    """The active node's connection to PostgreSQL cut: it stops acting on its own clock, before
+    the lease runs out; the standby acts only after; never both at once. Healed, the cut node
+    stays standby."""
+    port = int(pg_url.rsplit(":", 1)[1].split("/")[0])
+    link = CuttableLink(port)
+    await link.start()
+    cfg = PairConfig(enabled=True, lease_s=2.0, renew_s=0.4)
+    a_url = pg_url.replace(f":{port}/", f":{link.port}/")
+    both: list[float] = []
+    async with contextlib.AsyncExitStack() as stack:
+        a = PairNode(cfg, "a", "http://a", await asyncio.to_thread(Lease, a_url, "a", 2.0))
+        await a.start(stack)
+        b = PairNode(cfg, "b", "http://b", await asyncio.to_thread(Lease, pg_url, "b", 2.0))
+        await b.start(stack)
+        assert a.acting() and not b.acting()
+        await eventually(lambda: b.standby() is None and a.standby() == "b", within=5)
+
+        async def watch() -> None:
+            while True:
+                if a.acting() and b.acting():
+                    both.append(time.monotonic())
+                await asyncio.sleep(0.005)
+
+        watcher = asyncio.create_task(watch())
+        await link.cut()
+        cut = time.monotonic()
+        await eventually(lambda: not a.acting(), within=cfg.lease_s)
+        stopped = time.monotonic() - cut
+        await eventually(b.acting, within=10)
+        took_over = time.monotonic() - cut
+        watcher.cancel()
+        assert both == [], "both nodes acted at once"
+        assert stopped < took_over
+        assert a.status()["role"] == "standby" and "unreachable" in a.last_error
+        await link.heal()
+        await eventually(lambda: a.holder == "b" and not a.last_error, within=10)
+        assert not a.acting() and b.acting() and b.epoch == 2

@@ -53,6 +53,8 @@ class PairNode:
         self._valid_until = 0.0
         self._state: LeaseState | None = None
         self._task: asyncio.Task[None] | None = None
+        self._claiming: asyncio.Future[LeaseState] | None = None
+        self._claim_sent = 0.0
 
     # -- what every acting part asks ----------------------------------------------------------
 
@@ -96,11 +98,17 @@ class PairNode:
     async def _round(self) -> None:
         """One claim: act on what it says, then record this node's heartbeat."""
         sent = time.monotonic()
+        if self._claiming is None or self._claiming.done():
+            self._claiming = asyncio.ensure_future(asyncio.to_thread(self.lease.claim))
+        else:  # a claim still hangs on a silent network: no second one behind it
+            sent = self._claim_sent
+        self._claim_sent = sent
         try:
-            state = await asyncio.to_thread(self.lease.claim)
+            # Shielded: a claim cut short here goes on in its thread, and is awaited again.
+            state = await asyncio.wait_for(asyncio.shield(self._claiming), self.cfg.lease_s)
         except Exception as exc:  # PostgreSQL unreachable: the lease is not ours to count on
-            self.last_error = str(exc)
-            log.warning("pair: node %s cannot claim the lease: %s", self.node, exc)
+            self.last_error = str(exc) or type(exc).__name__
+            log.warning("pair: node %s cannot claim the lease: %s", self.node, self.last_error)
             if self._active and not self.acting():
                 await self._become_standby("the lease could not be renewed in time")
             return
