@@ -14,19 +14,29 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 import pytest
+from typer.testing import CliRunner
 
+from beffroi.alerts.config import journal_path
 from beffroi.alerts.journal import Journal
 from beffroi.alerts.notifiers.outbox import Outbox
 from beffroi.alerts.state import AlarmEvent, AlarmState
+from beffroi.app.config import load_config
+from beffroi.cli import app
 from beffroi.control.audit import AuditLog
+from beffroi.control.config import audit_path
+from beffroi.control.mail import ControlOutbox
+from beffroi.control.runs import RunStore
 from beffroi.core.errors import MissingCredentials
 from beffroi.core.model import Asset
 from beffroi.hmi.users import UserStore
+from beffroi.inventory.config import store_path
 from beffroi.inventory.store import InventoryStore
+from beffroi.kpi.config import kpi_store_path
 from beffroi.kpi.store import KpiStore
 from beffroi.state import open_store
 from beffroi.state.config import PgPlace, Place, StateConfig
 from beffroi.state.postgres import StoreUnavailable
+from tests.conftest import ROOT
 from tests.servers_db import PostgresServer
 
 T0 = datetime(2026, 3, 1, 9, 0)  # naive UTC, as stored
@@ -227,3 +237,75 @@ def test_a_lost_server_fails_clearly_and_the_store_reconnects(
     journal.write([_event(3, "A2")])
     assert list(journal.events().seq) == [1, 2]
     journal.close()
+
+
+def test_an_embedded_site_moves_to_postgres_without_loss(tmp_path: Path, pg_url: str) -> None:
+    """`beffroi state migrate`: every row of every file, the audit chain verified at the same
+    head, a user's password and session still good, ids numbered on after; a second run refuses
+    to merge."""
+    text = (ROOT / "config.toml").read_text()
+    text = text.replace('path = "var/beffroi.duckdb"', f'path = "{tmp_path / "h.duckdb"}"')
+    text = text.replace("port = 8050", f'port = 8050\nusers_db = "{tmp_path / "users.duckdb"}"')
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    cfg = load_config(config)
+    journal = Journal(journal_path(cfg))
+    journal.write([_event(i, f"A{i % 7}") for i in range(300)])
+    audit = AuditLog(audit_path(cfg))
+    for i in range(50):
+        audit.record_many(
+            [("ana", "operate", f"t{i}-{k}", "dijon", "sent", {"v": k}) for k in range(20)]
+        )
+    head = audit.head
+    ControlOutbox(audit)
+    RunStore(audit)
+    audit.execute(
+        "INSERT INTO control_outbox VALUES (1, '<1@b>', ?, 'run-1', 'a@b.c', 's', 'm', 'sent', 1, "
+        "'', NULL)",
+        [T0],
+    )
+    users = UserStore(cfg.resolve(cfg.hmi.users_db), {"dijon"})
+    users.add("sylvie", "un mot de passe long", "supervisor", ["dijon"])
+    token = users.open_session("sylvie")
+    kpi = KpiStore(kpi_store_path(cfg))
+    change = {"detected_at": T0, "kpi": "energy", "resolution": "day", "scope": "dijon",
+              "period_start": T0, "old_value": 1.0, "new_value": 2.0, "old_coverage": 1.0,
+              "new_coverage": 1.0, "reason": "late data"}  # fmt: skip
+    kpi.record_changes(pd.DataFrame([change, change]))
+    inventory = InventoryStore(store_path(cfg))
+    inventory.save([Asset("EP-1", "streetlight_cabinet", "dijon", 47.3, 5.0, "lighting")])
+    for store in (journal, audit, users, kpi, inventory):
+        store.close()
+
+    env = {"BEFFROI_STATE_URL": pg_url}
+    result = CliRunner().invoke(app, ["state", "migrate", "-c", str(config)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "alarm_events 300" in result.output and "audit 1000" in result.output
+    assert "audit chain verified: 1000 records" in result.output
+
+    moved = AuditLog(PgPlace(pg_url, "audit"))
+    assert moved.verify(anchor=False).ok and moved.head == head
+    assert moved.fetch("SELECT count(*) AS n FROM control_outbox")[0]["n"] == 1
+    moved.close()
+    pg_journal = Journal(PgPlace(pg_url, "journal"))
+    assert pg_journal.count() == 300 and pg_journal.last_seq() == 300
+    pg_journal.write([_event(1, "B1")])
+    assert pg_journal.last_seq() == 301
+    pg_journal.close()
+    pg_users = UserStore(PgPlace(pg_url, "users"), {"dijon"})
+    assert pg_users.verify("sylvie", "un mot de passe long") is not None
+    session = pg_users.session(token)
+    assert session is not None and session.user.communes == ("dijon",)
+    pg_users.close()
+    pg_kpi = KpiStore(PgPlace(pg_url, "kpi"))
+    pg_kpi.record_changes(pd.DataFrame([change]))
+    assert list(pg_kpi.changes().id) == [1, 2, 3]
+    pg_kpi.close()
+    pg_inventory = InventoryStore(PgPlace(pg_url, "inventory"))
+    assert [r["id"] for r in pg_inventory.records()] == ["EP-1"]
+    pg_inventory.close()
+
+    again = CliRunner().invoke(app, ["state", "migrate", "-c", str(config)], env=env)
+    assert (
+        again.exit_code == 1 and "already holds" in again.output and "never merges" in again.output
+    )

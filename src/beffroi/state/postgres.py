@@ -130,7 +130,8 @@ class PgStore:
                 autocommit=True,
                 connect_timeout=max(1, round(self._timeout)),
                 application_name=f"beffroi {self.place.schema}",
-                options=f"-c search_path={self.place.schema}",
+                # UTC: naive times are UTC everywhere in Beffroi, TIMESTAMPTZ columns too.
+                options=f"-c search_path={self.place.schema} -c TimeZone=UTC",
                 # A cut network shows within seconds, not after the kernel's two hours.
                 keepalives=1,
                 keepalives_idle=5,
