@@ -6,24 +6,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import psycopg
 
+from beffroi.core.model import WriteStatus
 from beffroi.core.register import build_register
+from beffroi.hmi.users import UserStore
 from beffroi.pair.config import PairConfig
 from beffroi.pair.lease import Lease
 from beffroi.pair.node import PairNode
+from beffroi.state.config import PgPlace
 from tests.conftest import ROOT, eventually, free_port
 from tests.servers import NS, OpcUaPlant
 from tests.test_alarm_email import SmtpServer
+from tests.test_hmi import logged_in_opener
 
 CABINET = "streetlight_cabinet"
+TOKEN = "t" * 40
+PASSWORD = "un mot de passe long"
 RULE = "cabinet-fault"
 
 
@@ -96,9 +104,23 @@ class Pg:
         return rows[0][0] if rows else None
 
 
-async def _node(config: Path, node: str, folder: Path, env: dict[str, str]):
+def _json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _command(hmi: str, body: dict) -> dict:
+    req = urllib.request.Request(
+        hmi + "api/v1/control/command", data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+async def _node(config: Path, node: str, folder: Path, env: dict[str, str], port: int):
     args = [sys.executable, "-m", "beffroi", "run", "-c", str(config), "--node", node,
-            "--data", str(folder / node), "--port", str(free_port())]  # fmt: skip
+            "--data", str(folder / node), "--port", str(port)]  # fmt: skip
     log = (folder / f"{node}.log").open("wb")
     proc = await asyncio.create_subprocess_exec(*args, env=env, stdout=log, stderr=log)
     log.close()
@@ -117,20 +139,38 @@ async def test_the_active_node_killed_during_an_alarm_flood(demo_config, tmp_pat
     smtp.start()
     await plant.start()
     config = _config(tmp_path / "pair.toml", plant, smtp.port)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BEFFROI_STATE_URL": pg_url}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BEFFROI_STATE_URL": pg_url,
+           "BEFFROI_PAIR_TOKEN": TOKEN, "BEFFROI_SESSION_SECRET": "s" * 32}  # fmt: skip
+    users = UserStore(PgPlace(pg_url, "users"))
+    users.add("sylvie", PASSWORD, "supervisor", ["*"])
+    users.close()
+    port_a, port_b = free_port(), free_port()
+    hmi_a, hmi_b = f"http://127.0.0.1:{port_a}/", f"http://127.0.0.1:{port_b}/"
     pg = Pg(pg_url)
     procs: list[asyncio.subprocess.Process] = []
     try:
-        a = await _node(config, "a", tmp_path, env)
+        a = await _node(config, "a", tmp_path, env, port_a)
         procs.append(a)
         await eventually(lambda: pg.holder() == "a", within=60)
-        b = await _node(config, "b", tmp_path, env)
+        b = await _node(config, "b", tmp_path, env, port_b)
         procs.append(b)
         await eventually(lambda: pg.role("b") == "standby", within=60)
         await eventually(
             lambda: all((r[0] or 0) > 0 for r in pg.rows("SELECT live_tags FROM pair.nodes")),
             within=30,
         )  # both nodes read the plant: the standby's live values are warm
+        health = await asyncio.to_thread(_json, hmi_b + "healthz")
+        assert health["pair"]["role"] == "standby" and health["pair"]["holder"] == "a"
+        # A supervisor on the standby's HMI: the command goes through the active node, which
+        # checks, sends and audits it; the equipment takes it.
+        dimming = cabinets[0].tag("dimming_pct")
+        sent = await asyncio.to_thread(
+            _command, hmi_b, {"user": "sylvie", "tag": dimming, "value": 37, "reason": "essai"}
+        )
+        assert sent["status"] == WriteStatus.CONFIRMED and "active node" in sent["detail"]
+        assert await plant.read(dimming) == 37
+        # Logged in on the active node; the same browser session holds on the other one.
+        session = await asyncio.to_thread(logged_in_opener, hmi_a, "sylvie", PASSWORD)
         # The flood: a cabinet in fault every 0.2 s; the active node is killed half-way.
         half = len(cabinets) // 2
         for i, cab in enumerate(cabinets):
@@ -144,6 +184,8 @@ async def test_the_active_node_killed_during_an_alarm_flood(demo_config, tmp_pat
         failover = time.monotonic() - killed
         assert failover < 10, f"the standby took {failover:.1f} s to take over"
         await eventually(lambda: pg.role("b") == "active", within=5)
+        page = await asyncio.to_thread(session.open, hmi_b + "alarms", None, 10)
+        assert not page.geturl().endswith("/login"), "the session did not hold on node b"
         ids = {f"{c.tag('fault')}#{RULE}" for c in cabinets}
 
         def journaled(event: str) -> set[str]:
@@ -190,6 +232,11 @@ async def test_the_active_node_killed_during_an_alarm_flood(demo_config, tmp_pat
     named = {i for r in outbox for i in r[2].strip("|").split("|") if i}
     assert ids <= named
     # One audit chain, written by both nodes, which verifies.
+    operated = pg.rows(
+        "SELECT user_name, detail FROM audit.audit WHERE action = 'operate' AND target = %s",
+        (dimming,),
+    )
+    assert len(operated) == 1 and operated[0][0] == "sylvie" and '"via":"b"' in operated[0][1]
     actives = pg.rows("SELECT target FROM audit.audit WHERE action = 'pair.active' ORDER BY seq")
     assert [r[0] for r in actives][:2] == ["a", "b"]
     check = await asyncio.create_subprocess_exec(

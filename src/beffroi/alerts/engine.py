@@ -154,6 +154,34 @@ class AlarmEngine:
             self._daylight_alarms.append((alarm, asset.lat, asset.lon))
         return alarm
 
+    def declare_system(self, key: str, message: str, severity: int) -> str:
+        """Make a system alarm of the gateway itself (before restore, which gives its state).
+
+        It sits in the metropolis's first commune (its seat, where the command post is), under
+        the technical management of public buildings; admins and that commune's users see it.
+        """
+        alarm_id = f"system#{key}"
+        with self._lock:
+            if alarm_id in self.alarms:
+                return alarm_id
+            seat = next(iter(self.register.communes), "")
+            alarm = Alarm(
+                alarm_id, key, "system", "system", "gateway", seat, "buildings", severity,
+                message=message, suppress_on_commloss=False,
+            )  # fmt: skip
+            alarm.level = alarm.raw_level = "SYSTEM"
+            self.alarms[alarm_id] = alarm
+            self._evaluators[alarm_id] = Evaluator(alarm, self.condition)
+            self._watched[alarm_id] = []
+        return alarm_id
+
+    def set_system(self, alarm_id: str, on: bool) -> None:
+        """Raise or clear a declared system alarm."""
+        with self._lock:
+            alarm = self.alarms[alarm_id]
+            if alarm.raw != on:
+                self.condition(alarm, on, self.clock(), None, "SYSTEM", None)
+
     def _removed_alarm(self, asset: Asset) -> Alarm:
         """Return the system alarm of an asset removed at source, created on first need."""
         alarm_id = f"{asset.commune}/{asset.id}#{REMOVED_RULE}"

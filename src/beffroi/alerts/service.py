@@ -20,6 +20,7 @@ from beffroi.alerts.notifiers.email import EmailNotifier
 from beffroi.alerts.notifiers.outbox import Outbox
 from beffroi.alerts.performance import alarm_performance
 from beffroi.alerts.state import AlarmCommandError, AlarmEvent
+from beffroi.core.errors import BeffroiError
 from beffroi.core.model import Sample, utcnow
 from beffroi.core.register import Register, RegisterChange
 from beffroi.core.scheduler import Scheduler
@@ -61,6 +62,10 @@ class AlarmService:
         # stay warm and its HMI shows them, and takes over from there (take_over).
         self.acting: Callable[[], bool] = lambda: True
         self._followed = 0  # the newest journal event this node's states include
+        self._system: dict[str, tuple[str, int]] = {}  # key → message, severity
+        # A standby sends operator actions (ack, shelve, unshelve, service) to the active node
+        # (pair/forward.py), if set.
+        self.forward: Callable[[str, dict[str, Any]], Any] | None = None
         if ac.email.enabled:
             hmi_url = cfg.hmi_url()
             self.notifier = EmailNotifier(
@@ -74,6 +79,8 @@ class AlarmService:
         self.journal = journal = await asyncio.to_thread(Journal, journal_place(self.cfg))
         stack.callback(journal.close)
         self._followed = await asyncio.to_thread(journal.last_seq)
+        for key, (message, severity) in self._system.items():  # before restore: it holds them
+            self.engine.declare_system(key, message, severity)
         rows = await asyncio.to_thread(journal.current)
         self.engine.restore(rows)
         # Limits supervisors changed at runtime hold over the config file's.
@@ -123,6 +130,15 @@ class AlarmService:
             self.engine.process(batch)
         except Exception:
             log.exception("alarm evaluation failed on a batch of %d samples", len(batch))
+
+    def declare_system(self, key: str, message: str, severity: int) -> None:
+        """Declare a system alarm of the gateway (before start): `set_system` drives it."""
+        self._system[key] = (message, severity)
+
+    def set_system(self, key: str, on: bool) -> None:
+        """Raise or clear a declared system alarm (the active node only: the standby follows)."""
+        if self.acting():
+            self.engine.set_system(f"system#{key}", on)
 
     def follow(self, change: RegisterChange) -> None:
         """Follow a change of the register (a register listener, from any thread)."""
@@ -235,11 +251,38 @@ class AlarmService:
         if self._wake is not None:
             self._wake.set()
 
-    def _standby_refusal(self) -> None:
-        if not self.acting():
+    def forwards(self) -> bool:
+        """Tell whether operator actions go to the active node (this one is its standby)."""
+        return self.forward is not None and not self.acting()
+
+    def _elsewhere(self, action: str, body: dict[str, Any]) -> bool:
+        """Send an operator action to the active node when this one is its standby (True);
+        False: act here. The active node acts, audits and journals; this one follows."""
+        if self.acting():
+            return False
+        if self.forward is None:
             raise AlarmCommandError(
                 "this gateway is the standby of its pair: alarms are acknowledged, shelved and "
                 "changed on the active node"
+            )
+        try:
+            self.forward(action, body)
+        except BeffroiError as exc:  # refused there, or the active node unreachable: said
+            raise AlarmCommandError(str(exc)) from None
+        return True
+
+    def _echo(self, alarm_id: str, event: str) -> AlarmEvent:
+        """Return the event an action sent to the active node stands for (not journaled here:
+        the active node journals it, and this one follows)."""
+        alarm = self.engine.alarms.get(alarm_id)
+        if alarm is None:
+            raise AlarmCommandError(f"{alarm_id}: no such alarm")
+        return alarm.event(event, self.clock())
+
+    def _standby_refusal(self) -> None:
+        if not self.acting():
+            raise AlarmCommandError(
+                "this gateway is the standby of its pair: limits are changed on the active node"
             )
 
     async def _stop(self, task: asyncio.Task) -> None:
@@ -254,26 +297,34 @@ class AlarmService:
 
     def ack(self, alarm_ids: Sequence[str], user: str, comment: str = "") -> list[AlarmEvent]:
         """Acknowledge alarms."""
-        self._standby_refusal()
+        body = {"ids": list(alarm_ids), "user": user, "comment": comment}
+        if self._elsewhere("ack", body):
+            return []
         return self.engine.ack(alarm_ids, user, comment)
 
     def shelve(
         self, alarm_id: str, user: str, comment: str = "", minutes: float | None = None
     ) -> AlarmEvent:
         """Shelve an alarm for some minutes, or one-shot."""
-        self._standby_refusal()
+        body = {"id": alarm_id, "user": user, "comment": comment, "minutes": minutes}
+        if self._elsewhere("shelve", body):
+            return self._echo(alarm_id, "shelve")
         return self.engine.shelve(alarm_id, user, comment, minutes)
 
     def unshelve(self, alarm_id: str, user: str, comment: str = "") -> AlarmEvent:
         """Unshelve an alarm."""
-        self._standby_refusal()
+        body = {"id": alarm_id, "user": user, "comment": comment}
+        if self._elsewhere("unshelve", body):
+            return self._echo(alarm_id, "unshelve")
         return self.engine.unshelve(alarm_id, user, comment)
 
     def set_out_of_service(
         self, alarm_id: str, out: bool, user: str, comment: str = ""
     ) -> AlarmEvent:
         """Take an alarm out of service or back."""
-        self._standby_refusal()
+        body = {"id": alarm_id, "out": out, "user": user, "comment": comment}
+        if self._elsewhere("service", body):
+            return self._echo(alarm_id, "out_of_service" if out else "in_service")
         return self.engine.set_out_of_service(alarm_id, out, user, comment)
 
     def limit_rules(self) -> list[tuple[AlarmRuleConfig, dict[str, Any] | None]]:

@@ -15,13 +15,16 @@ from beffroi.alerts.service import AlarmService
 from beffroi.api import routes
 from beffroi.api.alarms import register_alarm_api
 from beffroi.api.audit import register_audit_api
+from beffroi.api.control import register_control_api
 from beffroi.api.http import add_route, error
 from beffroi.api.inventory import register_inventory_api
 from beffroi.api.kpi import register_kpi_api
 from beffroi.api.query import register_query_api
 from beffroi.api.routes import Route
 from beffroi.control.audit import AuditLog
+from beffroi.control.service import ControlService
 from beffroi.core.seams import Historian
+from beffroi.hmi.users import UserStore
 from beffroi.inventory.service import Inventory
 from beffroi.kpi.engine import KpiEngine
 
@@ -36,6 +39,8 @@ def mount_api(
     kpi: KpiEngine | None = None,
     audit: AuditLog | None = None,
     inventory: Inventory | None = None,
+    control: ControlService | None = None,
+    users: UserStore | None = None,
 ) -> None:
     """Add every route, answering only requests bearing the token."""
     register_query_api(server, historian, token)
@@ -54,6 +59,11 @@ def mount_api(
     else:
         why = "the inventory is not open in this gateway"
         _not_running(server, token, routes.INVENTORY_ROUTES, why)
+    if control is not None and users is not None:
+        register_control_api(server, control, users, token)
+    else:
+        why = "control is not running in this gateway ([control] is disabled)"
+        _not_running(server, token, (routes.CONTROL_COMMAND,), why)
     server.add_url_rule(
         f"{routes.PREFIX}/<path:rest>", "api unknown", _unknown, methods=["GET", "POST"]
     )

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import faulthandler
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from beffroi.app.downtime import HEARTBEAT_S, Downtime
 from beffroi.app.registry import COLLECTORS, HISTORIANS
 from beffroi.collectors.base import CollectorBase
 from beffroi.control.service import ControlService
-from beffroi.core.errors import ConfigError
+from beffroi.core.errors import ConfigError, MissingCredentials
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample
 from beffroi.core.register import Register, RegisterChange
@@ -49,6 +50,7 @@ from beffroi.inventory.formats import read_inventory
 from beffroi.inventory.service import Inventory
 from beffroi.inventory.store import InventoryStore
 from beffroi.kpi.engine import KpiEngine
+from beffroi.pair.forward import ActiveNode
 from beffroi.pair.lease import Lease
 from beffroi.pair.node import PairNode
 from beffroi.simulator.server import MetropolisSimulator
@@ -62,7 +64,12 @@ Role = Literal["all", "edge", "central"]
 SHUTDOWN_DUMP_S = 45.0
 INVENTORY_CHECK_S = 60.0  # how often assets gone from their server are checked against grace
 INVENTORY_CHECK_MIN_S = 1.0  # … or a quarter of a shorter grace, but not more often than this
-INVENTORY_ERRORS_SHOWN = 20  # bad rows of an inventory file named in the log (then counted)
+INVENTORY_ERRORS_SHOWN = 20
+PAIR_TOKEN_MIN = 32  # characters of the token the two nodes of a pair share
+# The system alarm of an active node whose standby is gone (or never came).
+NO_STANDBY = "pair_no_standby"
+NO_STANDBY_MESSAGE = "the redundant pair runs without a standby: this gateway is alone"
+NO_STANDBY_SEVERITY = 2  # bad rows of an inventory file named in the log (then counted)
 
 
 class Runtime:
@@ -91,6 +98,7 @@ class Runtime:
         # A redundant pair ([pair]): this node's name, and its place once started.
         self.node_name = node or cfg.pair.node
         self.pair: PairNode | None = None
+        self.pair_token: str | None = None
         self.newest_sample: datetime | None = None
         self.with_simulator = simulator and cfg.simulator.enabled
         self.with_hmi = hmi
@@ -210,6 +218,8 @@ class Runtime:
         if cfg.alarms.enabled:  # started before the collectors, so it stops after them
             self.alarms = AlarmService(cfg, register)
             self.alarms.acting = scheduler.acting
+            if self.pair is not None:
+                self.alarms.declare_system(NO_STANDBY, NO_STANDBY_MESSAGE, NO_STANDBY_SEVERITY)
             await self.alarms.start(stack, scheduler)
             register.subscribe(self.alarms.follow)
         if cfg.kpi.active:  # after the alarms: MTTR and MTBF read their journal
@@ -237,12 +247,21 @@ class Runtime:
             self._start_hmi(stack, historian)
         if self.pair is not None:
             self.pair.on_active.append(self._take_over)
+            check = self.cfg.pair.renew_s * 2
+            scheduler.every(check, self._watch_standby, "pair-standby", duty=True)
             if self.pair.acting():
                 await asyncio.to_thread(self._audit_active)
 
     async def _start_pair(self, stack: contextlib.AsyncExitStack) -> PairNode:
         """Join the pair: claim the lease once, so that this node starts knowing its role."""
         cfg = self.cfg
+        self.pair_token = self._pair_token()  # before anything: a pair cannot run without it
+        secret = cfg.hmi.session_secret_env
+        if not os.environ.get(secret):  # a session opened on one node must hold on the other
+            raise MissingCredentials(
+                f"hmi.session_secret_env: the environment variable {secret} must hold the HMI "
+                "session secret both nodes of the pair share"
+            )
         if not self.node_name:
             raise ConfigError(
                 str(cfg.source or "config"),
@@ -260,6 +279,27 @@ class Runtime:
         log.info("pair: node %s starts %s (lease held by %s)", pair.node, pair.role, pair.holder)
         return pair
 
+    def _pair_token(self) -> str:
+        """Return the token the two nodes of the pair share, from its environment variable."""
+        name = self.cfg.pair.token_env
+        token = os.environ.get(name, "").strip()
+        if len(token) < PAIR_TOKEN_MIN:
+            raise MissingCredentials(
+                f"pair.token_env: the environment variable {name} must hold the token both "
+                f"nodes share, at least {PAIR_TOKEN_MIN} characters (e.g. `openssl rand -hex 32`)"
+            )
+        return token
+
+    def _forward_to_active(self, token: str) -> None:
+        """Let a standby's users act through the active node (commands, alarm actions)."""
+        pair = self.pair
+        assert pair is not None
+        active = ActiveNode(pair.node, pair.active_url, token)
+        if self.alarms is not None:
+            self.alarms.forward = active.alarm
+        if self.control is not None and self.control.setpoints is not None:
+            self.control.setpoints.forward = active.command
+
     async def _take_over(self) -> None:
         """This node became the active one: its parts take over from the journal and the runs."""
         if self.alarms is not None:
@@ -267,6 +307,11 @@ class Runtime:
         if self.control is not None:
             await self.control.take_over()
         await asyncio.to_thread(self._audit_active)
+
+    def _watch_standby(self) -> None:
+        """Raise the system alarm while the pair runs without a standby; clear it when back."""
+        if self.pair is not None and self.alarms is not None:
+            self.alarms.set_system(NO_STANDBY, self.pair.standby() is None)
 
     def _audit_active(self) -> None:
         """Record in the audit log which node acts from now on (the log names both nodes)."""
@@ -423,7 +468,8 @@ class Runtime:
     def _start_hmi(self, stack: contextlib.AsyncExitStack, historian: Historian) -> None:
         """Serve the HMI and the token API; record where in gateway.json for the CLI."""
         cfg = self.cfg
-        token = new_token()
+        # A pair shares one token: the standby sends its users' commands to the active's API.
+        token = self.pair_token or new_token()
         self.users = users = UserStore(
             cfg.state.place(cfg.resolve(cfg.hmi.users_db), "users"), set(self.register.communes)
         )
@@ -446,12 +492,15 @@ class Runtime:
             audit=audit,
             control=self.control,
             inventory=self.inventory,
+            pair=self.pair.status if self.pair is not None else None,
         )
         self.hmi_server = server = HmiServer(
             app, cfg.hmi.host, cfg.hmi.port, threads=cfg.hmi.threads, http=cfg.hmi.http
         )
         server.start()
         stack.callback(server.stop)
+        if self.pair is not None:
+            self._forward_to_active(token)
         # Every `beffroi` command that works on the gateway's files asks it first, found here.
         gateway_file = gateway_file_path(cfg)
         write_gateway_file(gateway_file, server.url, token)

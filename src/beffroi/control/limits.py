@@ -232,13 +232,16 @@ class Holds:
     def __len__(self) -> int:
         return len(self._holds)
 
-    def hold(self, tag: str, owner: str) -> None:
-        """Hold a tag: `manual:<user>` for manual_hold_min, any other owner until released."""
+    def hold(self, tag: str, owner: str, since: datetime | None = None) -> None:
+        """Hold a tag: `manual:<user>` for manual_hold_min (from `since`, default now), any
+        other owner until released."""
         until = None
         if owner.startswith("manual:"):
             if self.manual_hold_min <= 0:
                 return
-            until = self.clock() + timedelta(minutes=self.manual_hold_min)
+            until = (since or self.clock()) + timedelta(minutes=self.manual_hold_min)
+            if until <= self.clock():
+                return
         with self._lock:
             self._holds[tag] = Hold(owner, until)
 

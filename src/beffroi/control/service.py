@@ -84,6 +84,7 @@ class ControlService:
             cfg, self.register, self.live, self.setpoints, audit, self.mailer, clock=self.clock
         )
         await asyncio.to_thread(self.playbooks.restore)
+        await asyncio.to_thread(self.setpoints.restore_manual_holds)
         if cfg.control.lighting.enabled:
             self.lighting = LightingScheduler(
                 cfg, self.register, self.live, self.setpoints, clock=self.clock
@@ -114,9 +115,12 @@ class ControlService:
         log.info("control: audit log %s, %d playbooks", place, len(self.playbooks.playbooks))
 
     async def take_over(self) -> None:
-        """Become the node that commands: reload the runs the old active node left open."""
+        """Become the node that commands: reload the runs the old active node left open, and
+        the holds its operators' commands put on schedules."""
         if self.playbooks is not None:
             await asyncio.to_thread(self.playbooks.restore)
+        if self.setpoints is not None:
+            await asyncio.to_thread(self.setpoints.restore_manual_holds)
 
     async def _job(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a scheduled job's work so that a stop lets it finish instead of cutting it."""
@@ -194,6 +198,17 @@ class ControlService:
         return self._submit(self.setpoints.operate(actor, selection_id, value, reason)).result(
             timeout
         )
+
+    def command(
+        self, actor: Actor, tag: str, value: Any, reason: str, *, via: str = ""
+    ) -> CommandResult:
+        """Check, send and audit an operator's command, waiting for its result (blocking; API
+        threads). `via`: the node of the pair that sent it here (it goes no further)."""
+        assert self.setpoints is not None
+        timeout = self.cfg.control.write_timeout_s + self.cfg.control.settle_s + 60
+        context = {"via": via} if via else None
+        sent = self.setpoints.command(actor, tag, value, reason, context=context)
+        return self._submit(sent).result(timeout)
 
     def start_run(self, actor: Actor, run_id: str) -> PlaybookRun:
         """Start running a previewed playbook in the background; return its live state."""

@@ -10,10 +10,11 @@ out). Everything is audited: no audit record, no command.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,7 +34,16 @@ from beffroi.control.limits import (
 from beffroi.control.model import Actor, CommandResult, ControlError, Selection
 from beffroi.core.limits import COMMENT_MAX, check_text
 from beffroi.core.live import LiveValues
-from beffroi.core.model import Asset, Quality, TagSpec, Value, WriteStatus, utcnow
+from beffroi.core.model import (
+    Asset,
+    Quality,
+    TagSpec,
+    Value,
+    WriteStatus,
+    aware_utc,
+    naive_utc,
+    utcnow,
+)
 from beffroi.core.register import Register
 from beffroi.core.seams import Collector
 
@@ -68,6 +78,8 @@ class SetpointService:
         # Whether this gateway may command (the active node of a pair): checked before the
         # audit record and again right before the write (fencing).
         self.acting: Callable[[], bool] = lambda: True
+        # A standby sends its users' commands to the active node (pair/forward.py), if set.
+        self.forward: Callable[[Actor, str, Any, str], Awaitable[CommandResult]] | None = None
         calendar = MaintenanceCalendar(self.ctl.maintenance, cfg.metropolis.timezone)
         self.interlocks = Interlocks(self.ctl.interlocks, calendar, live)
         self.rates = RateLimiter(self.ctl.classes, clock)
@@ -229,6 +241,10 @@ class SetpointService:
         context: dict[str, Any] | None = None,
     ) -> CommandResult:
         """Check, send, confirm and audit one command; `hold` keeps schedules off the tag."""
+        forwarded = context is not None and "via" in context  # by the other node: no further
+        if self.forward is not None and source == "operator" and not forwarded:
+            if not self.acting():
+                return await self.forward(actor, tag, raw, reason)  # checked and audited there
         context = context or {}
         commune, previous = "", None
         try:
@@ -396,6 +412,22 @@ class SetpointService:
         )
 
     # --- holds ---------------------------------------------------------------------------
+
+    def restore_manual_holds(self) -> int:
+        """Hold again what operators commanded within manual_hold_min, from the audit log: a
+        restart, or the other node of a pair taking over, keeps schedules off those tags."""
+        since = self.clock() - timedelta(minutes=self.ctl.manual_hold_min)
+        rows = self.audit.fetch(
+            "SELECT ts, user_name, target, detail FROM audit WHERE action = 'operate' "
+            "AND outcome = 'sent' AND ts >= ? ORDER BY seq",
+            [naive_utc(since)],
+        )
+        n = 0
+        for r in rows:
+            if json.loads(r["detail"]).get("source") == "operator":
+                self.holds.hold(r["target"], f"manual:{r['user_name']}", aware_utc(r["ts"]))
+                n += 1
+        return n
 
     def hold(self, tag: str, owner: str) -> None:
         """Hold a tag for an owner (see Holds.hold)."""

@@ -73,6 +73,7 @@ def _shell(cfg: HmiSite) -> html.Div:
                         id="shell-alarms", className="shell-alarms", href="/alarms", children=""
                     ),
                     html.Div(id="shell-strip", className="shell-strip", children="…"),
+                    html.Div(id="shell-pair", className="shell-pair", children=""),
                     _user_badge(),
                 ],
             ),
@@ -115,6 +116,21 @@ def alarm_banner(rows: list[dict[str, Any]]) -> tuple[str, str]:
     return text, f"shell-alarms {level}"
 
 
+def pair_badge(pair: dict[str, Any] | None) -> tuple[Any, str]:
+    """Say which node of the pair this is and which one acts (nothing for a lone gateway)."""
+    if pair is None:
+        return "", "shell-pair"
+    if pair["role"] == "active":
+        if pair.get("standby"):
+            return f"Node {pair['node']} · active · standby {pair['standby']}", "shell-pair"
+        return f"Node {pair['node']} · active · NO STANDBY", "shell-pair shell-pair-alone"
+    holder = pair.get("holder") or "?"
+    url = next((p["url"] for p in pair.get("peers", []) if p["node"] == holder), "")
+    link: Any = html.A(f"node {holder}", href=url) if url else f"node {holder}"
+    text = [f"Node {pair['node']} · standby · active: ", link, " (commands go through it)"]
+    return text, "shell-pair shell-pair-standby"
+
+
 def live_strip_text(n_tags: int, last_update: str | None) -> str:
     """Format the header strip: live tag count and time of the newest value."""
     when = last_update or "never"
@@ -130,6 +146,15 @@ def _register_shell_callbacks() -> None:
         newest = max((s.ts for s in snapshot.values()), default=None)
         when = newest.astimezone(zone).strftime("%H:%M:%S") if newest else None
         return live_strip_text(len(snapshot), when)
+
+    @callback(
+        Output("shell-pair", "children"),
+        Output("shell-pair", "className"),
+        Input("shell-interval", "n_intervals"),
+    )
+    def refresh_pair(_n: int | None) -> tuple[Any, str]:
+        pair = get_context().pair
+        return pair_badge(pair() if pair is not None else None)
 
     @callback(
         Output("shell-alarms", "children"),
@@ -179,6 +204,7 @@ def create_app(
     audit: AuditLog | None = None,
     control: ControlService | None = None,
     inventory: Inventory | None = None,
+    pair: Callable[[], dict[str, Any]] | None = None,
 ) -> dash.Dash:
     """Build the HMI Dash app; every page and callback requires a logged-in user."""
     set_context(
@@ -193,6 +219,7 @@ def create_app(
             audit=audit,
             control=control,
             inventory=inventory,
+            pair=pair,
         )
     )
     app = dash.Dash(
@@ -212,7 +239,12 @@ def create_app(
     install_auth(
         server,
         users,
-        session_secret(hmi_cfg.session_secret_env, users.path.parent / "session.secret"),
+        # Kept beside the users file; with the users in PostgreSQL, in the data folder (a pair
+        # shares it through the environment instead: the runtime requires that).
+        session_secret(
+            hmi_cfg.session_secret_env,
+            (cfg.data_dir() if users.shared else users.path.parent) / "session.secret",
+        ),
         title=cfg.metropolis.name,
         session_hours=hmi_cfg.session_hours,
         session_idle_min=hmi_cfg.session_idle_min,
@@ -250,6 +282,8 @@ def create_app(
             kpi=kpi,
             audit=audit,
             inventory=inventory,
+            control=control,
+            users=users,
         )
     register_public(server, cfg, register, live)
     if status is not None:

@@ -31,6 +31,7 @@ class HmiContext:
     audit: AuditLog | None = None  # None when control (and so its audit log) is not running
     control: ControlService | None = None  # None when control is not running
     inventory: Inventory | None = None  # the living inventory (imports, discovery, changes)
+    pair: Callable[[], dict[str, Any]] | None = None  # the redundant pair, as this node sees it
 
 
 _current: HmiContext | None = None

@@ -79,12 +79,44 @@ class StatusCollector:
                            "refused_per_address", "closed_for_room"):  # fmt: skip
                 cut.add_metric([reason], http.get(reason, 0))
             yield cut
+        pair = st.get("pair")
+        if isinstance(pair, dict):
+            yield from _pair_metrics(pair)
         alarms = st.get("alarms")
         if isinstance(alarms, dict):
             active = GaugeMetricFamily("beffroi_alarms", "Alarms by state.", labels=["state"])
             for state, n in alarms.get("states", {}).items():
                 active.add_metric([str(state)], n)
             yield active
+
+
+def _pair_metrics(pair: dict[str, Any]) -> Iterator[Metric]:
+    """The redundant pair: this node's role, the lease, the standby, the live values' lag."""
+    node = [str(pair.get("node"))]
+    active = GaugeMetricFamily(
+        "beffroi_pair_active", "1 on the node holding the lease.", labels=["node"]
+    )
+    active.add_metric(node, 1 if pair.get("role") == "active" else 0)
+    yield active
+    yield GaugeMetricFamily("beffroi_pair_epoch", "The lease's epoch.", value=pair.get("epoch", 0))
+    if pair.get("role") == "active":
+        yield GaugeMetricFamily(
+            "beffroi_pair_standby",
+            "1 when the active node sees a live standby (0: the pair is alone).",
+            value=1 if pair.get("standby") else 0,
+        )
+    yield CounterMetricFamily(
+        "beffroi_pair_promotions",
+        "Times this node became the active one.",
+        value=pair.get("promotions", 0),
+    )
+    lag = pair.get("live_lag_s")
+    if lag is not None:
+        yield GaugeMetricFamily(
+            "beffroi_pair_live_lag_seconds",
+            "How far this node's newest live value is behind the pair's newest.",
+            value=lag,
+        )
 
 
 def register_metrics(server: Flask, status: Callable[[], dict[str, Any]]) -> None:

@@ -241,6 +241,11 @@ class UserStore:
             self._end_sessions(name, "removed")
             self._changed()
 
+    @property
+    def shared(self) -> bool:
+        """True when the users live in PostgreSQL, shared by the gateways of a pair."""
+        return self._db.shared
+
     def get(self, name: str) -> User | None:
         """Return an enabled user by name."""
         rows = self._db.rows(

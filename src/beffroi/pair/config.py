@@ -20,8 +20,12 @@ class PairConfig(Strict):
     # (`lease_s` after the last renewal). A node that cannot renew stops acting before that.
     lease_s: float = Field(default=5.0, ge=1.0, le=120.0)
     renew_s: float = Field(default=1.0, gt=0.0, le=30.0)
-    # Where this node's HMI answers for users of the other node (its banner links here).
+    # Where this node's HMI answers for users of the other node (its banner links here, and the
+    # standby sends its users' commands here through the token API).
     url: str = ""
+    # The environment variable holding the token both nodes' APIs share (the standby's commands
+    # go through the active node's API with it).
+    token_env: str = Field(default="BEFFROI_PAIR_TOKEN", min_length=1)
 
 
 class PairSite(StateSite, Protocol):

@@ -159,9 +159,19 @@ class PairNode:
                 await asyncio.to_thread(self.lease.release)
         await asyncio.to_thread(self.lease.close)
 
+    def live_lag_s(self) -> float | None:
+        """Return how far this node's newest live value is behind the pair's newest (None:
+        nothing to compare yet): the replication lag of live values, over both collections."""
+        mine = self.live()[1]
+        theirs = [p["newest_sample"] for p in self.peers if p["newest_sample"] is not None]
+        if mine is None or not theirs:
+            return None
+        return max(0.0, (max(theirs) - mine).total_seconds())
+
     def status(self) -> dict[str, Any]:
         """Return the pair as this node sees it, for /healthz, /metrics and the HMI."""
         left = self._valid_until - time.monotonic() if self.acting() else 0.0
+        lag = self.live_lag_s()
         return {
             "node": self.node,
             "role": self.role,
@@ -170,6 +180,7 @@ class PairNode:
             "lease_left_s": round(max(left, 0.0), 2),
             "standby": self.standby() if self.acting() else None,
             "promotions": self.promotions,
+            "live_lag_s": round(lag, 3) if lag is not None else None,
             "peers": [
                 {
                     "node": p["node"],

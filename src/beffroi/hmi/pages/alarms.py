@@ -213,7 +213,8 @@ def act(
     }
     action, audit = f"alarm.{right}", get_context().audit
     done = {i: known[i]["commune"] for i in ids if i not in refused}
-    recorded = record_command(audit, user, action, done, **detail)
+    # Sent to the active node of the pair, which audited it as it acted.
+    recorded = service.forwards() or record_command(audit, user, action, done, **detail)
     for alarm_id, why in refused.items():
         target = {alarm_id: known[alarm_id]["commune"]}
         record_command(audit, user, action, target, "refused", reason=why, **detail)
