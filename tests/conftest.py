@@ -19,7 +19,7 @@ from tests.browser import chromium
 ROOT = Path(__file__).resolve().parents[1]
 
 # Real database servers (influxd, VictoriaMetrics) and their fixtures.
-pytest_plugins = ["tests.servers_db"]
+pytest_plugins = ["tests.servers_db", "tests.sparkplug_site"]
 
 
 async def eventually(predicate, within: float = 10.0, every: float = 0.05) -> None:

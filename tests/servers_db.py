@@ -401,9 +401,9 @@ class PostgresServer:
     and its programs run through runuser. `kill()` is a crash (SIGKILL to the postmaster).
     """
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, durable: bool = False):
         require_binary(POSTGRES)
-        self.root = root
+        self.root, self.durable = root, durable
         self.port = _free_port()
         self.data = root / "data"
         self.log_path = root / "postgres.log"
@@ -442,11 +442,13 @@ class PostgresServer:
         if self.running:
             return
         log = self.log_path.open("ab")
-        # Tests do not check PostgreSQL's own durability: no fsync, to spare the disk.
+        # Tests do not check PostgreSQL's own durability: no fsync, to spare the disk (the
+        # benchmarks keep it: `durable`).
+        fsync = "on" if self.durable else "off"
         self._proc = subprocess.Popen(
             [*self._as, str(POSTGRES), "-D", str(self.data), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}",
-             "-c", "fsync=off", "-c", "max_connections=200"],
+             "-c", f"fsync={fsync}", "-c", "max_connections=200"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         log.close()

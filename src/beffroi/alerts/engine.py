@@ -467,8 +467,11 @@ class AlarmEngine:
 
     # --- state ---
 
-    def restore(self, rows: Iterable[dict[str, Any]]) -> int:
-        """Take back alarm states from the journal's last row per alarm; return how many."""
+    def restore(self, rows: Iterable[dict[str, Any]], *, following: bool = False) -> int:
+        """Take back alarm states from the journal's last row per alarm; return how many.
+
+        `following`: the standby of a pair applying what the active node journaled since (the
+        register's removed assets are the active node's to judge; said quietly)."""
         n = 0
         with self._lock:
             for row in rows:
@@ -487,9 +490,13 @@ class AlarmEngine:
                             other.supp_comm = True
             # Assets removed at source while the gateway was stopped, or back since.
             now = self.clock()
-            for asset in self.register.assets.values():
+            for asset in () if following else self.register.assets.values():
                 self._set_removed(asset, asset.state == "removed", now)
-        log.info("alarm engine: %d alarm states restored from the journal", n)
+        log.log(
+            logging.DEBUG if following else logging.INFO,
+            "alarm engine: %d alarm states restored from the journal",
+            n,
+        )
         return n
 
     def snapshot(

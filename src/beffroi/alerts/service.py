@@ -211,7 +211,7 @@ class AlarmService:
             return
         rows = await asyncio.to_thread(self.journal.after, self._followed)
         if rows:
-            self.engine.restore(rows)
+            self.engine.restore(rows, following=True)
             self._followed = max(int(r["seq"]) for r in rows)
 
     def _unmailed(self) -> list[AlarmEvent]:

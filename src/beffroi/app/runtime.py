@@ -99,6 +99,7 @@ class Runtime:
         self.node_name = node or cfg.pair.node
         self.pair: PairNode | None = None
         self.pair_token: str | None = None
+        self.host: SparkplugHost | None = None  # the central's Sparkplug host, in a pair
         self.newest_sample: datetime | None = None
         self.with_simulator = simulator and cfg.simulator.enabled
         self.with_hmi = hmi
@@ -247,6 +248,7 @@ class Runtime:
             self._start_hmi(stack, historian)
         if self.pair is not None:
             self.pair.on_active.append(self._take_over)
+            self.pair.on_standby.append(self._stand_by)
             check = self.cfg.pair.renew_s * 2
             scheduler.every(check, self._watch_standby, "pair-standby", duty=True)
             if self.pair.acting():
@@ -300,8 +302,15 @@ class Runtime:
         if self.control is not None and self.control.setpoints is not None:
             self.control.setpoints.forward = active.command
 
+    async def _stand_by(self) -> None:
+        """This node is no longer the active one: its Sparkplug host stops being the primary."""
+        if self.host is not None:
+            self.host.renew_session()
+
     async def _take_over(self) -> None:
         """This node became the active one: its parts take over from the journal and the runs."""
+        if self.host is not None:  # the primary host now: STATE online, with its will
+            self.host.renew_session()
         if self.alarms is not None:
             await self.alarms.take_over(self.live.snapshot())
         if self.control is not None:
@@ -351,6 +360,10 @@ class Runtime:
         host = SparkplugHost.from_config(self.cfg.sparkplug, self.cfg, self.register, self.sink)
         host.store_historical = self._store  # an edge's spool: stored, not live
         host.state_path = self.cfg.data_dir() / "sparkplug-host.json"
+        if self.pair is not None:  # both nodes listen; the active one is the primary host
+            host.acting = self.pair.acting
+            host.session_name = f"beffroi-host-{self.cfg.sparkplug.name}-{self.pair.node}"
+            self.host = host
         await asyncio.to_thread(host.load_births)
         self._wire(host, inventory, f"sparkplug:{host.name}")
         await host.start(stack)

@@ -18,7 +18,7 @@ def client(
     identifier: str,
     *,
     clean_session: bool,
-    will: aiomqtt.Will,
+    will: aiomqtt.Will | None,
     logger: logging.Logger,
 ) -> aiomqtt.Client:
     """Return a client for the broker of `[sparkplug]` (credentials from the environment)."""
