@@ -20,6 +20,7 @@ import psycopg
 
 from beffroi.core.model import WriteStatus
 from beffroi.core.register import build_register
+from beffroi.core.scheduler import Scheduler
 from beffroi.hmi.users import UserStore
 from beffroi.pair.config import PairConfig
 from beffroi.pair.lease import Lease
@@ -414,3 +415,31 @@ async def _retained_state(site) -> dict:  # type: ignore[no-untyped-def]
             async for message in client.messages:
                 return json.loads(bytes(message.payload))
     raise AssertionError("no retained STATE")
+
+
+async def test_duty_jobs_run_only_on_the_acting_node() -> None:
+    """The KPI jobs, lighting, e-mail retries… are duties: a standby's scheduler skips them, and
+    runs them again once it acts; other jobs (the heartbeat) run on both."""
+    acting = False
+    scheduler = Scheduler()
+    scheduler.acting = lambda: acting
+    ran: dict[str, int] = {"duty": 0, "async duty": 0, "heartbeat": 0}
+
+    def duty() -> None:
+        ran["duty"] += 1
+
+    async def async_duty() -> None:
+        ran["async duty"] += 1
+
+    def heartbeat() -> None:
+        ran["heartbeat"] += 1
+
+    async with contextlib.AsyncExitStack() as stack:
+        await scheduler.start(stack)
+        scheduler.every(0.1, duty, "kpi-like", duty=True)
+        scheduler.every(0.1, async_duty, "lighting-like", duty=True)
+        scheduler.every(0.1, heartbeat, "heartbeat-like")
+        await eventually(lambda: ran["heartbeat"] >= 5, within=5)
+        assert ran["duty"] == 0 and ran["async duty"] == 0
+        acting = True
+        await eventually(lambda: ran["duty"] >= 3 and ran["async duty"] >= 3, within=5)
