@@ -249,6 +249,19 @@ async def test_the_active_node_killed_during_an_alarm_flood(demo_config, tmp_pat
         (dimming,),
     )
     assert len(operated) == 1 and operated[0][0] == "sylvie" and '"via":"b"' in operated[0][1]
+    # Each record names its node; no setpoint (the lighting schedule's) was sent by both.
+    records = [
+        (target, json.loads(detail))
+        for target, detail in pg.rows(
+            "SELECT target, detail FROM audit.audit WHERE action = 'operate' AND outcome = 'sent'"
+        )
+    ]
+    senders: dict[tuple, set[str]] = {}
+    for target, detail in records:
+        senders.setdefault((target, detail["value"]), set()).add(detail["node"])
+    assert senders and all(len(nodes) == 1 for nodes in senders.values()), senders
+    nodes = {json.loads(r[0]).get("node") for r in pg.rows("SELECT detail FROM audit.audit")}
+    assert {"a", "b"} <= nodes
     actives = pg.rows("SELECT target FROM audit.audit WHERE action = 'pair.active' ORDER BY seq")
     assert [r[0] for r in actives][:2] == ["a", "b"]
     check = await asyncio.create_subprocess_exec(

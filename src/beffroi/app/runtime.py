@@ -241,7 +241,7 @@ class Runtime:
         if cfg.control.enabled:  # after the collectors (it writes through them), stops before
             self.control = ControlService(cfg, register, self.live, self.collector_for)
             self.control.acting = scheduler.acting
-            await self.control.start(stack, scheduler)
+            await self.control.start(stack, scheduler, node=self.pair.node if self.pair else None)
             if self.control.audit is not None:
                 await asyncio.to_thread(self.inventory.attach_audit, self.control.audit)
         if self.with_hmi:

@@ -147,6 +147,8 @@ class AuditLog:
         self._db: SmallStore = open_store(where, MIGRATIONS, read_only=read_only, what="audit log")
         self.path = self._db.path
         self.clock, self.read_only, self.anchors = clock, read_only, anchors
+        # The node of a redundant pair writing here: every record it appends names it.
+        self.node: str | None = None
         self._next, self._head = self._read_head()
         log.info("audit log %s: %d records, head %s", self.path, self._next - 1, self._head)
 
@@ -180,7 +182,8 @@ class AuditLog:
         """Append records in order as one transaction: all chained and durable, or none."""
         if not entries:
             return []
-        texts = [canonical_detail(dict(e[5])) for e in entries]
+        node = {"node": self.node} if self.node else {}
+        texts = [canonical_detail({**e[5], **node}) for e in entries]
         now = self.clock().astimezone(UTC).replace(tzinfo=None)
         try:
             with self._db.exclusive("audit chain"):

@@ -65,15 +65,22 @@ class ControlService:
         self.closed = False
 
     async def start(
-        self, stack: contextlib.AsyncExitStack, scheduler: Scheduler | None = None
+        self,
+        stack: contextlib.AsyncExitStack,
+        scheduler: Scheduler | None = None,
+        *,
+        node: str | None = None,
     ) -> None:
-        """Open the audit log, build the parts, schedule lighting and mail; stop with the stack."""
+        """Open the audit log, build the parts, schedule lighting and mail; stop with the stack.
+
+        `node`: this gateway's name in a redundant pair, named by every record it audits."""
         cfg, place = self.cfg, audit_place(self.cfg)
         anchors = AnchorBook.from_config(cfg, self.clock)
         await asyncio.to_thread(anchors.key, True)  # a key named but not set stops the start
         self.audit = audit = await asyncio.to_thread(
             AuditLog, place, False, self.clock, anchors=anchors
         )
+        audit.node = node
         stack.callback(audit.close)  # which anchors the head at stop
         self.setpoints = SetpointService(
             cfg, self.register, self.live, self.collector_for, audit, clock=self.clock
