@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -71,10 +71,20 @@ class Journal:
         )
         self.path = self._db.path
         self._next_seq = int(self._db.one(_LAST_SEQ)) + 1
+        self.last_written = 0  # the seq of the newest event this process wrote
+        # Set by a node of a redundant pair (pair/node.py PairNode.fence).
+        self.fence: Callable[[SmallStore], None] | None = None
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Execute one statement (for the outbox)."""
         self._db.run(sql, params)
+
+    def check_fence(self) -> None:
+        """Raise unless this node may write as the acting one (inside `exclusive`): in a pair,
+        the lease it acts under must still be its own by PostgreSQL's clock, so that a node
+        that stalled past its lease writes nothing the other one does not see."""
+        if self.fence is not None:
+            self.fence(self._db)
 
     def exclusive(self, name: str) -> contextlib.AbstractContextManager[None]:
         """A transaction every other writer of `name` waits for (see SmallStore.exclusive)."""
@@ -95,6 +105,7 @@ class Journal:
         rows = [e.as_row() for e in events]
         cols: dict[str, list] = {c: [] for c in COLUMNS}
         with self._db.exclusive("alarm journal"):
+            self.check_fence()
             if self._db.shared:  # the other gateway of a pair may have written since
                 self._next_seq = int(self._db.one(_LAST_SEQ)) + 1
             seq = self._next_seq
@@ -110,6 +121,7 @@ class Journal:
                 "INSERT INTO alarm_events SELECT * FROM _new_events", views={"_new_events": table}
             )
             self._next_seq = seq + len(rows)
+            self.last_written = self._next_seq - 1
         return len(rows)
 
     def events(

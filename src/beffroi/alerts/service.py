@@ -62,6 +62,7 @@ class AlarmService:
         # stay warm and its HMI shows them, and takes over from there (take_over).
         self.acting: Callable[[], bool] = lambda: True
         self._followed = 0  # the newest journal event this node's states include
+        self._catching_up = False  # taking over: the journal first, then the live values
         self._system: dict[str, tuple[str, int]] = {}  # key → message, severity
         # A standby sends operator actions (ack, shelve, unshelve, service) to the active node
         # (pair/forward.py), if set.
@@ -83,21 +84,7 @@ class AlarmService:
             self.engine.declare_system(key, message, severity)
         rows = await asyncio.to_thread(journal.current)
         self.engine.restore(rows)
-        # Limits supervisors changed at runtime hold over the config file's.
-        self.changes = await asyncio.to_thread(rule_changes.latest, journal)
-        for name, change in self.changes.items():
-            rule = self._rules.get(name)
-            try:
-                if rule is None:
-                    raise rule_changes.RuleChangeError("no such limit rule in the config")
-                if change.get("base") != rule_changes.limits_of(rule):
-                    raise rule_changes.RuleChangeError("the config file's limits changed since")
-                self._rules[name] = changed = rule_changes.changed_rule(rule, change["limits"])
-            except rule_changes.RuleChangeError as exc:
-                who = change["user"]
-                log.warning("alarm rule %s: the change by %s is not applied: %s", name, who, exc)
-                continue
-            self.engine.set_rule(changed, {})
+        await asyncio.to_thread(self._apply_rule_changes)
         if self.notifier is not None:
             self.outbox = Outbox(journal, self.clock)
             email = self.cfg.alarms.email
@@ -122,9 +109,32 @@ class AlarmService:
             scheduler.every(self.cfg.alarms.tick_s, self.tick, name="alarms-tick", duty=True)
         log.info("alarms: %d configured, journal %s", len(self.engine.alarms), journal.path)
 
+    def _apply_rule_changes(self) -> None:
+        """Apply the limits supervisors changed at runtime (the journal's), over the config's:
+        at start, and at a take-over (the other node of a pair may have changed some)."""
+        assert self.journal is not None
+        self.changes = rule_changes.latest(self.journal)
+        for name, change in self.changes.items():
+            rule = self._configured.get(name)
+            try:
+                if rule is None:
+                    raise rule_changes.RuleChangeError("no such limit rule in the config")
+                if change.get("base") != rule_changes.limits_of(rule):
+                    raise rule_changes.RuleChangeError("the config file's limits changed since")
+                changed = rule_changes.changed_rule(rule, change["limits"])
+            except rule_changes.RuleChangeError as exc:
+                who = change["user"]
+                log.warning("alarm rule %s: the change by %s is not applied: %s", name, who, exc)
+                continue
+            if rule_changes.limits_of(self._rules[name]) != rule_changes.limits_of(changed):
+                self._rules[name] = changed
+                self.engine.set_rule(changed, {})
+
     def process(self, batch: Sequence[Sample]) -> None:
         """Evaluate a batch from the runtime's sink; a rule bug never stops collection."""
-        if not self.acting():  # the active node evaluates; this one follows its journal
+        # The active node evaluates; a standby follows its journal, and one taking over
+        # judges the live values once it has caught up.
+        if not self.acting() or self._catching_up:
             return
         try:
             self.engine.process(batch)
@@ -149,7 +159,7 @@ class AlarmService:
 
     async def tick(self) -> None:
         """Run the engine's time-based evaluation (the scheduler's job)."""
-        if self._closed:
+        if self._closed or self._catching_up:
             return
         self.engine.tick()
         if self._wake is not None:
@@ -182,13 +192,15 @@ class AlarmService:
         """Journal new transitions, turn due notifications into e-mails, send the outbox."""
         async with self._flush_lock:
             if not self.acting():
-                await self._follow()
+                await self._follow(drop=True)
                 return
             events = self._unwritten + self.engine.take_events()
             self._unwritten = []
             if events and self.journal is not None:
                 try:
                     self.journaled += await asyncio.to_thread(self.journal.write, events)
+                    # Its own rows: a standby again later follows from after them.
+                    self._followed = max(self._followed, self.journal.last_written)
                 except Exception:
                     self._unwritten = events  # kept, in order, for the next flush
                     raise
@@ -203,10 +215,14 @@ class AlarmService:
             if not final:
                 await asyncio.to_thread(self.sender.deliver, outbox)
 
-    async def _follow(self) -> None:
-        """Standby: apply what the active node journaled since, dropping anything of its own."""
-        self._unwritten = []
-        self.engine.take_events()  # operator actions are refused here; nothing else is made
+    async def _follow(self, *, drop: bool = False) -> None:
+        """Apply what the active node journaled since; `drop` (a standby): and forget anything
+        of this node's own (it journals nothing, and the active node sends the e-mails)."""
+        if drop:
+            self._unwritten = []
+            self.engine.take_events()
+            if self.notifier is not None:
+                self.notifier.reset()
         if self.journal is None:
             return
         rows = await asyncio.to_thread(self.journal.after, self._followed)
@@ -222,32 +238,44 @@ class AlarmService:
         """
         assert self.journal is not None and self.outbox is not None
         window = timedelta(seconds=self.cfg.alarms.email.digest_window_s) + UNMAILED_LOOKBACK
-        rows = self.journal.told(self.clock() - window)
+        since = self.clock() - window
+        rows = self.journal.told(since)
+        named = self.outbox.named_since(since)  # alarm id → the newest e-mail naming it
         return [
-            AlarmEvent.from_row(r) for r in rows if not self.outbox.names(r["alarm_id"], r["ts"])
+            AlarmEvent.from_row(r)
+            for r in rows
+            if (last := named.get(r["alarm_id"])) is None or last < r["ts"]
         ]
 
-    async def take_over(self, live: Mapping[str, Sample]) -> None:
+    async def take_over(self, live: Callable[[], Mapping[str, Sample]]) -> None:
         """Become the node that evaluates: catch up with the journal, then judge the live values.
 
         Transitions the old active node journaled are not made again (restored from the
         journal); those it had no time to journal show now, the values having moved since.
+        Samples arriving meanwhile only update the live values, judged at the end.
         """
-        async with self._flush_lock:
-            while True:  # the whole journal, however far behind this node is
-                before = self._followed
-                await self._follow()
-                if self._followed == before:
-                    break
-            if self.notifier is not None and self.outbox is not None:
-                outbox = self.outbox
-                self.notifier.restore(self.engine.alarms.values(), outbox.escalated)
-                for event in await asyncio.to_thread(self._unmailed):
-                    self.notifier.on_event(event)
-            try:
-                self.engine.process(list(live.values()))
-            except Exception:
-                log.exception("alarm evaluation of the live values failed at take-over")
+        self._catching_up = True
+        try:
+            async with self._flush_lock:
+                while True:  # the whole journal, however far behind this node is
+                    before = self._followed
+                    await self._follow()
+                    if self._followed == before:
+                        break
+                await asyncio.to_thread(self._apply_rule_changes)
+                if self.notifier is not None and self.outbox is not None:
+                    outbox = self.outbox
+                    self.notifier.reset()
+                    self.notifier.restore(self.engine.alarms.values(), outbox.escalated)
+                    for event in await asyncio.to_thread(self._unmailed):
+                        self.notifier.on_event(event)
+                self._catching_up = False
+                try:
+                    self.engine.process(list(live().values()))
+                except Exception:
+                    log.exception("alarm evaluation of the live values failed at take-over")
+        finally:
+            self._catching_up = False
         if self._wake is not None:
             self._wake.set()
 

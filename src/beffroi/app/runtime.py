@@ -100,6 +100,7 @@ class Runtime:
         self.pair: PairNode | None = None
         self.pair_token: str | None = None
         self.host: SparkplugHost | None = None  # the central's Sparkplug host, in a pair
+        self._started_active = False
         self.newest_sample: datetime | None = None
         self.with_simulator = simulator and cfg.simulator.enabled
         self.with_hmi = hmi
@@ -222,6 +223,8 @@ class Runtime:
             if self.pair is not None:
                 self.alarms.declare_system(NO_STANDBY, NO_STANDBY_MESSAGE, NO_STANDBY_SEVERITY)
             await self.alarms.start(stack, scheduler)
+            if self.pair is not None:
+                self._fence_alarms(self.pair)
             register.subscribe(self.alarms.follow)
         if cfg.kpi.active:  # after the alarms: MTTR and MTBF read their journal
             self.kpi = KpiEngine(cfg, register, historian, alarms=self.alarms)
@@ -242,6 +245,8 @@ class Runtime:
             self.control = ControlService(cfg, register, self.live, self.collector_for)
             self.control.acting = scheduler.acting
             await self.control.start(stack, scheduler, node=self.pair.node if self.pair else None)
+            if self.pair is not None and self.control.mailer is not None:
+                self.control.mailer.sender.acting = self.pair.acting
             if self.control.audit is not None:
                 await asyncio.to_thread(self.inventory.attach_audit, self.control.audit)
         if self.with_hmi:
@@ -251,6 +256,11 @@ class Runtime:
             self.pair.on_standby.append(self._stand_by)
             check = self.cfg.pair.renew_s * 2
             scheduler.every(check, self._watch_standby, "pair-standby", duty=True)
+            # The role may have changed while the parts started, before their hooks were set.
+            if self.pair.acting() and not self._started_active:
+                await self._take_over()
+            elif not self.pair.acting() and self._started_active:
+                await self._stand_by()
             if self.pair.acting():
                 await asyncio.to_thread(self._audit_active)
 
@@ -278,8 +288,18 @@ class Runtime:
             live=lambda: (len(self.live), self.newest_sample),
         )
         await pair.start(stack)
+        self._started_active = pair.acting()
         log.info("pair: node %s starts %s (lease held by %s)", pair.node, pair.role, pair.holder)
         return pair
+
+    def _fence_alarms(self, pair: PairNode) -> None:
+        """Journal and outbox writes check the lease in their transaction; e-mails are sent
+        only while acting, checked before each."""
+        assert self.alarms is not None
+        if self.alarms.journal is not None:
+            self.alarms.journal.fence = pair.fence
+        if self.alarms.sender is not None:
+            self.alarms.sender.acting = pair.acting
 
     def _pair_token(self) -> str:
         """Return the token the two nodes of the pair share, from its environment variable."""
@@ -312,7 +332,7 @@ class Runtime:
         if self.host is not None:  # the primary host now: STATE online, with its will
             self.host.renew_session()
         if self.alarms is not None:
-            await self.alarms.take_over(self.live.snapshot())
+            await self.alarms.take_over(self.live.snapshot)
         if self.control is not None:
             await self.control.take_over()
         await asyncio.to_thread(self._audit_active)

@@ -10,7 +10,7 @@ from beffroi.alerts import journal
 from beffroi.alerts.config import journal_path
 from beffroi.app.config import Config
 from beffroi.cli.common import ConfigOpt, fail, load
-from beffroi.control import audit, mail, runs
+from beffroi.control import audit
 from beffroi.control.audit import AuditLog
 from beffroi.control.audit_anchor import AnchorBook
 from beffroi.control.config import audit_path
@@ -30,13 +30,7 @@ def store_files(cfg: Config) -> list[StoreFile]:
     """Return every state file of a site as the config places it, with its schema's name."""
     return [
         StoreFile("alarm journal", journal_path(cfg), "journal", journal.MIGRATIONS),
-        StoreFile(
-            "audit log",
-            audit_path(cfg),
-            "audit",
-            audit.MIGRATIONS,
-            extra=(mail.SCHEMA, runs.SCHEMA),
-        ),
+        StoreFile("audit log", audit_path(cfg), "audit", audit.MIGRATIONS),
         StoreFile("users", cfg.resolve(cfg.hmi.users_db), "users", users.MIGRATIONS),
         StoreFile(
             "KPI store",
@@ -81,7 +75,14 @@ def migrate_command(config: ConfigOpt = Path("config.toml")) -> None:
     except BeffroiError as exc:
         raise fail([str(exc)], 1) from None
     except Exception as exc:  # a file in use, PostgreSQL refusing: said, never a traceback
-        raise fail([f"migration stopped, nothing of the store at fault kept: {exc}"], 1) from None
+        raise fail(
+            [
+                f"migration stopped, nothing of the store at fault kept: {exc}",
+                "stores copied before it stay in PostgreSQL: drop their schemas "
+                "(DROP SCHEMA <name> CASCADE) to run the migration again",
+            ],
+            1,
+        ) from None
     for m in moved:
         if m.skipped:
             typer.echo(f"{m.what}: skipped ({m.skipped})")

@@ -46,7 +46,19 @@ CREATE TABLE IF NOT EXISTS audit (
     hash VARCHAR NOT NULL
 );
 """
-MIGRATIONS = (SCHEMA,)
+# Version 2: the tables control keeps beside the log (control/mail.py, control/runs.py).
+CONTROL_TABLES = """
+CREATE TABLE IF NOT EXISTS control_outbox (
+    id BIGINT PRIMARY KEY, message_id VARCHAR NOT NULL, created TIMESTAMP NOT NULL,
+    run_id VARCHAR, recipients VARCHAR NOT NULL, subject VARCHAR, message VARCHAR NOT NULL,
+    status VARCHAR NOT NULL, attempts INTEGER NOT NULL, last_error VARCHAR, sent_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS playbook_runs (
+    id VARCHAR PRIMARY KEY, updated TIMESTAMP NOT NULL, state VARCHAR NOT NULL,
+    body VARCHAR NOT NULL
+);
+"""
+MIGRATIONS = (SCHEMA, CONTROL_TABLES)
 _HEAD = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
 EXPORT_COLUMNS = [
     "seq",

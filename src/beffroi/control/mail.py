@@ -23,14 +23,6 @@ from beffroi.mail.smtp import SmtpSender
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS control_outbox (
-    id BIGINT PRIMARY KEY, message_id VARCHAR NOT NULL, created TIMESTAMP NOT NULL,
-    run_id VARCHAR, recipients VARCHAR NOT NULL, subject VARCHAR, message VARCHAR NOT NULL,
-    status VARCHAR NOT NULL, attempts INTEGER NOT NULL, last_error VARCHAR, sent_at TIMESTAMP
-);
-"""
-
 
 _naive = naive_utc
 
@@ -40,7 +32,6 @@ class ControlOutbox:
 
     def __init__(self, audit: AuditLog, clock: Callable[[], datetime] = utcnow):
         self.audit, self.clock = audit, clock
-        audit.execute(SCHEMA)
 
     def _now(self) -> datetime:
         return _naive(self.clock())

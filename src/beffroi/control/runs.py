@@ -13,12 +13,6 @@ from beffroi.core.model import Value
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS playbook_runs (
-    id VARCHAR PRIMARY KEY, updated TIMESTAMP NOT NULL, state VARCHAR NOT NULL,
-    body VARCHAR NOT NULL
-);
-"""
 # States of a run, in order; a run is open (may be rolled back) from running to stopped.
 OPEN = ("running", "done", "stopped", "rollback_failed")
 FINAL = ("rolled_back", "discarded")
@@ -130,7 +124,6 @@ class RunStore:
 
     def __init__(self, audit: AuditLog):
         self.audit = audit
-        audit.execute(SCHEMA)
 
     def save(self, run: PlaybookRun) -> None:
         """Store a run's current state (previews are not stored)."""

@@ -418,16 +418,20 @@ class SetpointService:
         restart, or the other node of a pair taking over, keeps schedules off those tags."""
         since = self.clock() - timedelta(minutes=self.ctl.manual_hold_min)
         rows = self.audit.fetch(
-            "SELECT ts, user_name, target, detail FROM audit WHERE action = 'operate' "
-            "AND outcome = 'sent' AND ts >= ? ORDER BY seq",
+            "SELECT ts, user_name, action, outcome, target, detail FROM audit "
+            "WHERE action IN ('operate', 'result') AND ts >= ? ORDER BY seq",
             [naive_utc(since)],
         )
-        n = 0
+        held: dict[str, tuple[str, datetime]] = {}
         for r in rows:
-            if json.loads(r["detail"]).get("source") == "operator":
-                self.holds.hold(r["target"], f"manual:{r['user_name']}", aware_utc(r["ts"]))
-                n += 1
-        return n
+            if r["action"] == "result" and r["outcome"] == "refused":
+                held.pop(r["target"], None)  # fenced before the write: never sent
+            elif r["action"] == "operate" and r["outcome"] == "sent":
+                if json.loads(r["detail"]).get("source") == "operator":
+                    held[r["target"]] = (r["user_name"], aware_utc(r["ts"]))
+        for tag, (user, at) in held.items():
+            self.holds.hold(tag, f"manual:{user}", at)
+        return len(held)
 
     def hold(self, tag: str, owner: str) -> None:
         """Hold a tag for an owner (see Holds.hold)."""

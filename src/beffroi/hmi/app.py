@@ -282,7 +282,8 @@ def create_app(
             kpi=kpi,
             audit=audit,
             inventory=inventory,
-            control=control,
+            # Commands on behalf of a user: what the standby of a pair sends the active node.
+            control=control if pair is not None else None,
             users=users,
         )
     register_public(server, cfg, register, live)

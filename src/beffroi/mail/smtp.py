@@ -49,6 +49,9 @@ class SmtpSender:
         self.last_error = ""
         self._retry_at: datetime | None = None
         self._warned = False
+        # Whether this gateway may send (the active node of a pair): asked before each e-mail,
+        # so a node that loses its lease in the middle of a long round stops there.
+        self.acting: Callable[[], bool] = lambda: True
 
     def _credentials(self) -> tuple[str, str] | None:
         try:
@@ -88,6 +91,8 @@ class SmtpSender:
             return 0
         try:
             for row in rows:
+                if not self.acting():
+                    break
                 recipients = [r for r in row["recipients"].split(",") if r]
                 msg = Parser(policy=SMTP_POLICY).parsestr(row["message"])
                 try:

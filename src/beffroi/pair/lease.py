@@ -28,16 +28,24 @@ MIGRATIONS = (SCHEMA,)
 LEASE = "central"
 
 # Renew what is ours, or take what has run out; the epoch moves only when the holder changes.
+# One statement, so one round trip holds the row: a node cut off between two statements of a
+# transaction would leave the row locked for the other until the server noticed.
 CLAIM = """
-INSERT INTO lease AS l (name, holder, epoch, acquired_at, expires_at)
-VALUES (?, ?, 1, now(), now() + ? * interval '1 second')
-ON CONFLICT (name) DO UPDATE SET
-    holder = excluded.holder,
-    epoch = CASE WHEN l.holder = excluded.holder THEN l.epoch ELSE l.epoch + 1 END,
-    acquired_at = CASE WHEN l.holder = excluded.holder THEN l.acquired_at ELSE now() END,
-    expires_at = excluded.expires_at
-WHERE l.holder = excluded.holder OR l.expires_at < now()
-RETURNING holder, epoch
+WITH claimed AS (
+    INSERT INTO lease AS l (name, holder, epoch, acquired_at, expires_at)
+    VALUES (?, ?, 1, now(), now() + ? * interval '1 second')
+    ON CONFLICT (name) DO UPDATE SET
+        holder = excluded.holder,
+        epoch = CASE WHEN l.holder = excluded.holder THEN l.epoch ELSE l.epoch + 1 END,
+        acquired_at = CASE WHEN l.holder = excluded.holder THEN l.acquired_at ELSE now() END,
+        expires_at = excluded.expires_at
+    WHERE l.holder = excluded.holder OR l.expires_at < now()
+    RETURNING holder, epoch, expires_at
+)
+SELECT holder, epoch, extract(epoch FROM expires_at - now()), true FROM claimed
+UNION ALL
+SELECT holder, epoch, extract(epoch FROM expires_at - now()), false FROM lease
+WHERE name = ? AND NOT EXISTS (SELECT 1 FROM claimed)
 """
 
 
@@ -60,14 +68,7 @@ class Lease:
 
     def claim(self) -> LeaseState:
         """Renew the lease if ours, take it if it ran out; return it as it stands after."""
-        with self._db.transaction():
-            won = self._db.rows(CLAIM, [LEASE, self.node, self.lease_s])
-            row = self._db.rows(
-                "SELECT holder, epoch, extract(epoch FROM expires_at - now()) FROM lease "
-                "WHERE name = ?",
-                [LEASE],
-            )
-        holder, epoch, left = row[0]
+        [(holder, epoch, left, won)] = self._db.rows(CLAIM, [LEASE, self.node, self.lease_s, LEASE])
         return LeaseState(str(holder), int(epoch), float(left), bool(won) and holder == self.node)
 
     def release(self) -> None:

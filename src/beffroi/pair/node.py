@@ -16,8 +16,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from beffroi.core.errors import BeffroiError
+from beffroi.core.seams import SmallStore
 from beffroi.pair.config import PairConfig
-from beffroi.pair.lease import Lease, LeaseState
+from beffroi.pair.lease import LEASE, Lease, LeaseState
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,10 @@ MARGIN_S = 0.5
 SEEN_RENEWALS = 5
 
 Hook = Callable[[], Awaitable[None]]
+
+
+class LeaseLost(BeffroiError):
+    """This node wrote as the active one of its pair, and the lease is no longer its own."""
 
 
 class PairNode:
@@ -55,6 +61,7 @@ class PairNode:
         self._task: asyncio.Task[None] | None = None
         self._claiming: asyncio.Future[LeaseState] | None = None
         self._claim_sent = 0.0
+        self._hooks: asyncio.Future[None] | None = None
 
     # -- what every acting part asks ----------------------------------------------------------
 
@@ -110,17 +117,19 @@ class PairNode:
             self.last_error = str(exc) or type(exc).__name__
             log.warning("pair: node %s cannot claim the lease: %s", self.node, self.last_error)
             if self._active and not self.acting():
-                await self._become_standby("the lease could not be renewed in time")
+                self._become_standby("the lease could not be renewed in time")
             return
         self.last_error = ""
         self._state, self.holder = state, state.holder
-        if state.mine:
+        # A claim granted so late that its time has passed already grants nothing.
+        if state.mine and time.monotonic() < sent + self.cfg.lease_s - MARGIN_S:
             self._valid_until = sent + self.cfg.lease_s - MARGIN_S
             if not self._active or state.epoch != self.epoch:
                 self.epoch = state.epoch
-                await self._become_active()
+                self._become_active()
         elif self._active:
-            await self._become_standby(f"node {state.holder} holds the lease")
+            why = "its claim came back too late" if state.mine else f"{state.holder} holds it"
+            self._become_standby(f"the lease is lost: {why}")
         try:
             tags, newest = self.live()
             await asyncio.to_thread(self.lease.beat, self.role, self.url, tags, newest)
@@ -128,36 +137,66 @@ class PairNode:
         except Exception as exc:
             self.last_error = str(exc)
 
-    async def _become_active(self) -> None:
+    def _become_active(self) -> None:
         log.warning("pair: node %s is now ACTIVE (epoch %d)", self.node, self.epoch)
         self._active = True
         self.promotions += 1
-        for hook in self.on_active:
-            try:
-                await hook()
-            except Exception:  # a part that failed to take over must not stop the others
-                log.exception("pair: a part failed to take over on node %s", self.node)
+        self._transition(self.on_active, "take over")
 
-    async def _become_standby(self, why: str) -> None:
+    def _become_standby(self, why: str) -> None:
         log.warning("pair: node %s is now STANDBY: %s", self.node, why)
         self._active = False
-        for hook in self.on_standby:
-            try:
-                await hook()
-            except Exception:
-                log.exception("pair: a part failed to stand by on node %s", self.node)
+        self._transition(self.on_standby, "stand by")
+
+    def _transition(self, hooks: list[Hook], what: str) -> None:
+        """Run the parts' hooks of a change of role after those of the previous change, in a
+        task of their own: the lease goes on being renewed meanwhile (a long take-over must
+        not lose it)."""
+        before = self._hooks
+
+        async def run() -> None:
+            if before is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await before
+            for hook in hooks:
+                try:
+                    await hook()
+                except Exception:  # a part that failed must not stop the others
+                    log.exception("pair: a part failed to %s on node %s", what, self.node)
+
+        self._hooks = asyncio.ensure_future(run())
+
+    async def settled(self) -> None:
+        """Wait until the hooks of the last change of role have run."""
+        while self._hooks is not None and not self._hooks.done():
+            await asyncio.wait({self._hooks})
 
     async def _stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._hooks is not None and not self._hooks.done():
+            self._hooks.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._hooks
         was_active = self._active
         self._active = False
         if was_active:  # the standby takes over at its next claim, not when the lease runs out
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.lease.release)
         await asyncio.to_thread(self.lease.close)
+
+    def fence(self, store: SmallStore) -> None:
+        """Raise LeaseLost unless this node holds the lease of its epoch now, by PostgreSQL's
+        clock: called inside the transaction of a write only the active node makes."""
+        held = store.one(
+            "SELECT count(*) FROM pair.lease WHERE name = ? AND holder = ? AND epoch = ? "
+            "AND expires_at > now()",
+            [LEASE, self.node, self.epoch],
+        )
+        if not held:
+            raise LeaseLost(f"node {self.node} no longer holds the lease of epoch {self.epoch}")
 
     def live_lag_s(self) -> float | None:
         """Return how far this node's newest live value is behind the pair's newest (None:

@@ -16,5 +16,7 @@ def open_store(
 ) -> SmallStore:
     """Open a store where it lives, its schema migrated to the newest version (unless read-only)."""
     if isinstance(where, PgPlace):
-        return PgStore(where, migrations, read_only=read_only, what=what)
+        return PgStore(
+            where, migrations, read_only=read_only, what=what, connect_timeout_s=where.timeout_s
+        )
     return SideStore(Path(where), migrations, read_only=read_only, what=what)

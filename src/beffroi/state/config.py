@@ -20,6 +20,7 @@ class PgPlace:
 
     url: str
     schema: str
+    timeout_s: float = 5.0  # to connect, and to notice a connection that went silent
 
     def __str__(self) -> str:
         # Never the URL: it may carry a password, and this text goes to logs and messages.
@@ -56,7 +57,7 @@ class StateConfig(Strict):
         """Return where a store lives: its file `path`, or `schema` in PostgreSQL."""
         if self.backend == "duckdb":
             return path
-        return PgPlace(self.url(), schema)
+        return PgPlace(self.url(), schema, self.connect_timeout_s)
 
 
 class StateSite(Site, Protocol):

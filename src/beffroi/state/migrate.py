@@ -38,8 +38,6 @@ class StoreFile:
     path: Path
     schema: str
     migrations: Migrations
-    # Tables other modules add to the same file at run time (the control outbox, playbook runs).
-    extra: tuple[str, ...] = ()
     # Sequences that number a table's ids: (sequence, table, column).
     sequences: tuple[tuple[str, str, str], ...] = ()
 
@@ -89,8 +87,6 @@ def migrate(
             continue
         place = PgPlace(url, store.schema)
         target = PgStore(place, store.migrations, what=store.what)
-        for ddl in store.extra:
-            target.run(ddl)
         targets.append((store, place, target))
     try:
         for store, _, target in targets:  # all checked before anything is written

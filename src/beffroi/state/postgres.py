@@ -37,6 +37,10 @@ _TIMESTAMPS = {1114, 1184}  # timestamp, timestamptz
 _INTEGERS = {20, 21, 23}  # bigint, smallint, integer
 _FLOATS = {700, 701, 1700}  # real, double precision, numeric (sums of bigint are numeric)
 _BOOLEAN = 16
+# A transaction left idle this long is ended by the server (a client gone mid-transaction);
+# a lock waited for this long fails the statement (its transaction rolls back, said).
+IDLE_IN_TRANSACTION_MS = 10_000
+LOCK_TIMEOUT_MS = 15_000
 _INSERT_INTO = re.compile(r"\s*INSERT\s+INTO\s+(\w+)", re.IGNORECASE)
 
 
@@ -130,8 +134,16 @@ class PgStore:
                 autocommit=True,
                 connect_timeout=max(1, round(self._timeout)),
                 application_name=f"beffroi {self.place.schema}",
-                # UTC: naive times are UTC everywhere in Beffroi, TIMESTAMPTZ columns too.
-                options=f"-c search_path={self.place.schema} -c TimeZone=UTC",
+                # UTC: naive times are UTC everywhere in Beffroi, TIMESTAMPTZ columns too. The
+                # server gives up on a client that vanished mid-transaction (its locks, the
+                # audit chain's and the journal's, would block the other gateway of a pair)
+                # and on a lock held too long, instead of waiting for TCP's two hours.
+                options=(
+                    f"-c search_path={self.place.schema} -c TimeZone=UTC "
+                    f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS} "
+                    f"-c lock_timeout={LOCK_TIMEOUT_MS} -c tcp_keepalives_idle=5 "
+                    "-c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
+                ),
                 # A cut network shows within seconds, not after the kernel's two hours.
                 keepalives=1,
                 keepalives_idle=5,

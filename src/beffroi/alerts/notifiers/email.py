@@ -225,6 +225,13 @@ class EmailNotifier:
                 del self._quiet_until[alarm_id]
                 self._repeats.pop(alarm_id, None)
 
+    def reset(self) -> None:
+        """Forget pending digests and watched escalations (the node stands by, or takes over
+        and re-tells from the journal what no e-mail named)."""
+        with self._lock:
+            self._digests.clear()
+            self._unacked.clear()
+
     def restore(self, alarms: Iterable[Alarm], escalated: Callable[[str, datetime], bool]) -> int:
         """Watch again the unacknowledged urgent alarms restored at start, for escalation."""
         n = 0

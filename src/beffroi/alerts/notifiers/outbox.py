@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 
 from beffroi.alerts.journal import Journal
-from beffroi.core.model import naive_utc, utcnow
+from beffroi.core.model import aware_utc, naive_utc, utcnow
 
 
 class Outbox:
@@ -33,6 +33,7 @@ class Outbox:
         """Store an e-mail to send; return its id."""
         # Numbered by the store, not a counter in memory: the other gateway of a pair adds too.
         with self.journal.exclusive("outbox"):
+            self.journal.check_fence()
             rows = self.journal.fetch(
                 "INSERT INTO outbox VALUES ((SELECT coalesce(max(id), 0) + 1 FROM outbox), "
                 "?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, '', NULL) RETURNING id",
@@ -76,13 +77,19 @@ class Outbox:
         rows = self.journal.fetch("SELECT count(*) AS n FROM outbox WHERE status = 'pending'")
         return int(rows[0]["n"])
 
-    def names(self, alarm_id: str, since: datetime) -> bool:
-        """Tell whether an e-mail composed at or after `since` names this alarm."""
+    def named_since(self, since: datetime) -> dict[str, datetime]:
+        """Return every alarm an e-mail composed since a time names, with the newest such
+        e-mail's time (aware UTC)."""
         rows = self.journal.fetch(
-            "SELECT count(*) AS n FROM outbox WHERE created >= ? AND strpos(alarm_ids, ?) > 0",
-            [naive_utc(since), f"|{alarm_id}|"],
+            "SELECT alarm_ids, created FROM outbox WHERE created >= ? ORDER BY created",
+            [naive_utc(since)],
         )
-        return int(rows[0]["n"]) > 0
+        named: dict[str, datetime] = {}
+        for r in rows:
+            for alarm_id in (r["alarm_ids"] or "").strip("|").split("|"):
+                if alarm_id:
+                    named[alarm_id] = aware_utc(r["created"])
+        return named
 
     def escalated(self, alarm_id: str, since: datetime) -> bool:
         """Tell whether an escalation e-mail for this alarm was composed after `since`."""
