@@ -17,14 +17,16 @@ from pathlib import Path
 
 import aiomqtt
 import psycopg
+import pytest
 
+from beffroi.alerts.journal import Journal
 from beffroi.core.model import WriteStatus
 from beffroi.core.register import build_register
 from beffroi.core.scheduler import Scheduler
 from beffroi.hmi.users import UserStore
 from beffroi.pair.config import PairConfig
 from beffroi.pair.lease import Lease
-from beffroi.pair.node import PairNode
+from beffroi.pair.node import LeaseLost, PairNode
 from beffroi.state.config import PgPlace
 from tests.conftest import ROOT, eventually, free_port
 from tests.servers import NS, OpcUaPlant
@@ -32,6 +34,7 @@ from tests.sparkplug_site import HOST_ID
 from tests.test_alarm_email import SmtpServer
 from tests.test_hmi import logged_in_opener
 from tests.test_sparkplug import Messages, _born, _config_file, _texts
+from tests.test_state_postgres import _event
 
 CABINET = "streetlight_cabinet"
 TOKEN = "t" * 40
@@ -456,3 +459,20 @@ async def test_duty_jobs_run_only_on_the_acting_node() -> None:
         assert ran["duty"] == 0 and ran["async duty"] == 0
         acting = True
         await eventually(lambda: ran["duty"] >= 3 and ran["async duty"] >= 3, within=5)
+
+
+async def test_a_node_without_the_lease_journals_nothing(pg_url) -> None:
+    """Journal writes check the lease in their own transaction (a fencing token): once the
+    node's lease is gone (here, given up), its write fails and nothing is stored."""
+    cfg = PairConfig(enabled=True, lease_s=2.0, renew_s=0.4)
+    journal = Journal(PgPlace(pg_url, "journal"))
+    node = PairNode(cfg, "a", "", await asyncio.to_thread(Lease, pg_url, "a", 2.0))
+    async with contextlib.AsyncExitStack() as stack:
+        await node.start(stack)
+        assert node.acting()
+        journal.fence = node.fence
+        journal.write([_event(1, "A1")])
+    with pytest.raises(LeaseLost, match="no longer holds the lease"):
+        journal.write([_event(2, "A1")])
+    assert journal.count() == 1
+    journal.close()
