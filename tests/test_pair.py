@@ -23,6 +23,7 @@ from beffroi.alerts.journal import Journal
 from beffroi.core.model import WriteStatus
 from beffroi.core.register import build_register
 from beffroi.core.scheduler import Scheduler
+from beffroi.hmi.app import pair_badge
 from beffroi.hmi.users import UserStore
 from beffroi.pair.config import PairConfig
 from beffroi.pair.lease import Lease
@@ -40,6 +41,7 @@ CABINET = "streetlight_cabinet"
 TOKEN = "t" * 40
 PASSWORD = "un mot de passe long"
 RULE = "cabinet-fault"
+NO_STANDBY = "system#pair_no_standby"
 
 
 def _config(
@@ -124,6 +126,11 @@ def _json(url: str) -> dict:
         return json.loads(resp.read())
 
 
+def _text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.read().decode()
+
+
 def _command(hmi: str, body: dict) -> dict:
     req = urllib.request.Request(
         hmi + "api/v1/control/command", data=json.dumps(body).encode(), method="POST",
@@ -163,6 +170,11 @@ async def test_the_active_node_killed_during_an_alarm_flood(demo_config, tmp_pat
     hmi_a, hmi_b = f"http://127.0.0.1:{port_a}/", f"http://127.0.0.1:{port_b}/"
     pg = Pg(pg_url)
     procs: list[asyncio.subprocess.Process] = []
+
+    def journaled(event: str) -> set[str]:
+        rows = pg.rows("SELECT alarm_id FROM journal.alarm_events WHERE event = %s", (event,))
+        return {r[0] for r in rows}
+
     try:
         a = await _node(config, "a", tmp_path, env, port_a)
         procs.append(a)
@@ -192,6 +204,7 @@ async def test_the_active_node_killed_during_an_alarm_flood(demo_config, tmp_pat
             await plant.set(cab.tag("fault"), True)
             await asyncio.sleep(0.2)
             if i == half:
+                at_kill = pg.rows("SELECT coalesce(max(seq), 0) FROM journal.alarm_events")[0][0]
                 a.send_signal(signal.SIGKILL)
                 killed = time.monotonic()
                 await a.wait()
@@ -199,16 +212,14 @@ async def test_the_active_node_killed_during_an_alarm_flood(demo_config, tmp_pat
         failover = time.monotonic() - killed
         assert failover < 10, f"the standby took {failover:.1f} s to take over"
         await eventually(lambda: pg.role("b") == "active", within=5)
+        metrics = await asyncio.to_thread(_text, hmi_b + "metrics")
+        assert 'beffroi_pair_active{node="b"} 1.0' in metrics
+        # Alone now: the system alarm says the pair has no standby.
+        alone = "SELECT count(*) FROM journal.alarm_events WHERE alarm_id = %s AND seq > %s"
+        await eventually(lambda: pg.rows(alone, (NO_STANDBY, at_kill))[0][0] > 0, within=15)
         page = await asyncio.to_thread(session.open, hmi_b + "alarms", None, 10)
         assert not page.geturl().endswith("/login"), "the session did not hold on node b"
         ids = {f"{c.tag('fault')}#{RULE}" for c in cabinets}
-
-        def journaled(event: str) -> set[str]:
-            rows = pg.rows(
-                "SELECT alarm_id FROM journal.alarm_events WHERE rule = %s AND event = %s",
-                (RULE, event),
-            )
-            return {r[0] for r in rows}
 
         await eventually(lambda: journaled("activate") >= ids, within=20)
         for cab in cabinets:
@@ -476,3 +487,17 @@ async def test_a_node_without_the_lease_journals_nothing(pg_url) -> None:
         journal.write([_event(2, "A1")])
     assert journal.count() == 1
     journal.close()
+
+
+def test_every_page_says_which_node_acts() -> None:
+    """The HMI's banner: a lone gateway shows nothing; a node of a pair shows its name and
+    role, the active one's standby or NO STANDBY, a standby the active node with its link."""
+    assert pair_badge(None) == ("", "shell-pair")
+    peers = [{"node": "a", "url": "http://a:8050/"}, {"node": "b", "url": "http://b:8050/"}]
+    active = {"node": "a", "role": "active", "holder": "a", "standby": "b", "peers": peers}
+    assert pair_badge(active) == ("Node a · active · standby b", "shell-pair")
+    alone, css = pair_badge({**active, "standby": None})
+    assert "NO STANDBY" in alone and "shell-pair-alone" in css
+    text, css = pair_badge({"node": "b", "role": "standby", "holder": "a", "peers": peers})
+    assert "shell-pair-standby" in css and text[0] == "Node b · standby · active: "
+    assert text[1].href == "http://a:8050/" and text[1].children == "node a"

@@ -309,3 +309,42 @@ def test_an_embedded_site_moves_to_postgres_without_loss(tmp_path: Path, pg_url:
     assert (
         again.exit_code == 1 and "already holds" in again.output and "never merges" in again.output
     )
+
+
+def test_two_senders_never_take_the_same_email(pg_url: str) -> None:
+    """The outbox on PostgreSQL is claimed row by row (FOR UPDATE SKIP LOCKED): two senders
+    reading at once get disjoint e-mails; what one claimed and did not try goes back."""
+    a, b = (Journal(PgPlace(pg_url, "journal")) for _ in range(2))
+    outbox_a, outbox_b = Outbox(a), Outbox(b)
+    for i in range(40):
+        msg = EmailMessage()
+        msg["Subject"], msg["Message-ID"] = "fault", f"<{i}@beffroi>"
+        msg.set_content("x")
+        outbox_a.put(msg, ["a@b.c"], "alarm", "team", [f"A{i}"])
+    got: list[list[int]] = [[], []]
+
+    def take(outbox: Outbox, into: list[int]) -> None:
+        while rows := outbox.due(limit=3):
+            into.extend(int(r["id"]) for r in rows)
+            for r in rows:
+                outbox.mark_sent(int(r["id"]))
+
+    threads = [
+        threading.Thread(target=take, args=(o, g))
+        for o, g in zip((outbox_a, outbox_b), got, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not set(got[0]) & set(got[1]) and sorted(got[0] + got[1]) == list(range(1, 41))
+    msg = EmailMessage()
+    msg["Subject"], msg["Message-ID"] = "fault", "<late@beffroi>"
+    msg.set_content("x")
+    late = outbox_a.put(msg, ["a@b.c"], "alarm", "team", ["A0"])
+    assert [r["id"] for r in outbox_b.due()] == [late]
+    assert outbox_a.due() == []  # claimed by b: not given twice
+    outbox_a.release()  # b died with it: the node taking over gives it back
+    assert [r["id"] for r in outbox_a.due()] == [late]
+    a.close()
+    b.close()

@@ -86,6 +86,11 @@ class Journal:
         if self.fence is not None:
             self.fence(self._db)
 
+    @property
+    def shared(self) -> bool:
+        """True when another process writes the same tables (PostgreSQL, a pair)."""
+        return self._db.shared
+
     def exclusive(self, name: str) -> contextlib.AbstractContextManager[None]:
         """A transaction every other writer of `name` waits for (see SmallStore.exclusive)."""
         return self._db.exclusive(name)

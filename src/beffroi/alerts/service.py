@@ -87,6 +87,8 @@ class AlarmService:
         await asyncio.to_thread(self._apply_rule_changes)
         if self.notifier is not None:
             self.outbox = Outbox(journal, self.clock)
+            if self.acting():  # what a sender that died had claimed goes back to pending
+                await asyncio.to_thread(self.outbox.release)
             email = self.cfg.alarms.email
             if email.ca_file:
                 email = email.model_copy(update={"ca_file": str(self.cfg.resolve(email.ca_file))})
@@ -265,6 +267,7 @@ class AlarmService:
                 await asyncio.to_thread(self._apply_rule_changes)
                 if self.notifier is not None and self.outbox is not None:
                     outbox = self.outbox
+                    await asyncio.to_thread(outbox.release)  # what the dead node had claimed
                     self.notifier.reset()
                     self.notifier.restore(self.engine.alarms.values(), outbox.escalated)
                     for event in await asyncio.to_thread(self._unmailed):

@@ -243,6 +243,11 @@ class AuditLog:
         """Run a statement on the file's other tables (outbox, playbook runs)."""
         self._db.run(sql, params)
 
+    @property
+    def shared(self) -> bool:
+        """True when another process writes the same tables (PostgreSQL, a pair)."""
+        return self._db.shared
+
     def exclusive(self, name: str) -> contextlib.AbstractContextManager[None]:
         """A transaction every other writer of `name` waits for (see SmallStore.exclusive)."""
         return self._db.exclusive(name)

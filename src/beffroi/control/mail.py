@@ -20,6 +20,7 @@ from beffroi.control.audit import AuditLog
 from beffroi.control.config import ControlSite
 from beffroi.core.model import naive_utc, utcnow
 from beffroi.mail.smtp import SmtpSender
+from beffroi.state.sql import due_query, release_query
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,13 @@ class ControlOutbox:
 
     def due(self, limit: int = 200) -> list[dict]:
         """Return pending e-mails, oldest first."""
-        return self.audit.fetch(
-            "SELECT id, message_id, recipients, message, attempts FROM control_outbox "
-            f"WHERE status = 'pending' ORDER BY id LIMIT {int(limit)}"
-        )
+        rows = self.audit.fetch(due_query("control_outbox", limit, self.audit.shared))
+        return sorted(rows, key=lambda r: int(r["id"]))
+
+    def release(self, ids: Sequence[int] | None = None) -> None:
+        """Give back what a sender claimed and never settled (these, or all: at a take-over,
+        what a dead node had claimed)."""
+        self.audit.execute(release_query("control_outbox", ids))
 
     def mark_sent(self, oid: int) -> None:
         """Record that the server accepted an e-mail."""
@@ -85,7 +89,9 @@ class ControlOutbox:
 
     def pending(self) -> int:
         """Return how many e-mails wait."""
-        rows = self.audit.fetch("SELECT count(*) AS n FROM control_outbox WHERE status = 'pending'")
+        rows = self.audit.fetch(
+            "SELECT count(*) AS n FROM control_outbox WHERE status IN ('pending', 'sending')"
+        )
         return int(rows[0]["n"])
 
 

@@ -87,6 +87,8 @@ class ControlService:
         )
         self.setpoints.acting = self.acting
         self.mailer = Mailer(cfg, audit, self.clock)
+        if self.acting():  # what a sender that died had claimed goes back to pending
+            await asyncio.to_thread(self.mailer.outbox.release)
         self.playbooks = PlaybookEngine(
             cfg, self.register, self.live, self.setpoints, audit, self.mailer, clock=self.clock
         )
@@ -128,6 +130,8 @@ class ControlService:
             await asyncio.to_thread(self.playbooks.restore)
         if self.setpoints is not None:
             await asyncio.to_thread(self.setpoints.restore_manual_holds)
+        if self.mailer is not None:  # what the dead node had claimed goes back to pending
+            await asyncio.to_thread(self.mailer.outbox.release)
 
     async def _job(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a scheduled job's work so that a stop lets it finish instead of cutting it."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from email.parser import Parser
 from email.policy import SMTP as SMTP_POLICY
@@ -36,6 +36,10 @@ class MailQueue(Protocol):
 
     def mark_attempt(self, oid: int, error: str, failed: bool = False) -> None:
         """Record a failed attempt; a permanent refusal stops retries of that e-mail."""
+        ...
+
+    def release(self, ids: Sequence[int] | None = None) -> None:
+        """Give back to pending what `due` claimed and was not tried (all claimed: None)."""
         ...
 
 
@@ -83,10 +87,22 @@ class SmtpSender:
         rows = outbox.due()
         if not rows:
             return 0
+        settled: set[int] = set()
+        try:
+            return self._send(outbox, rows, settled)
+        finally:
+            # Claimed (a pair's outbox) but not tried: back to pending for the next round.
+            rest = [r["id"] for r in rows if r["id"] not in settled]
+            if rest:
+                outbox.release(rest)
+
+    def _send(self, outbox: MailQueue, rows: list[dict[str, Any]], settled: set[int]) -> int:
+        """Send rows over one SMTP connection; record each outcome; return how many went."""
         sent = 0
         try:
             smtp = self._connect()
         except (OSError, smtplib.SMTPException) as exc:
+            settled.add(rows[0]["id"])
             self._down(outbox, rows[0]["id"], exc)
             return 0
         try:
@@ -99,14 +115,17 @@ class SmtpSender:
                     refused = smtp.send_message(msg, self.cfg.sender, recipients)
                 except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as exc:
                     log.error("SMTP refused e-mail %s for good: %s", row["message_id"], exc)
+                    settled.add(row["id"])
                     outbox.mark_attempt(row["id"], str(exc), failed=True)
                     continue
                 except smtplib.SMTPResponseException as exc:
                     if exc.smtp_code >= 500:
                         log.error("SMTP refused e-mail %s for good: %s", row["message_id"], exc)
+                        settled.add(row["id"])
                         outbox.mark_attempt(row["id"], str(exc), failed=True)
                         continue
                     raise
+                settled.add(row["id"])
                 outbox.mark_sent(row["id"])
                 sent += 1
                 if refused:
@@ -115,6 +134,7 @@ class SmtpSender:
                     )
             with_quit(smtp)
         except (OSError, smtplib.SMTPException) as exc:
+            settled.add(row["id"])
             self._down(outbox, row["id"], exc)
         if sent:
             if self.failures:

@@ -58,3 +58,32 @@ def events_query(
     if limit is not None:
         sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) AS newest ORDER BY {key}"
     return sql, params
+
+
+DUE_COLUMNS = "id, message_id, recipients, message, attempts"
+
+
+def due_query(table: str, limit: int, shared: bool) -> str:
+    """Return the query of an outbox's e-mails due, oldest first.
+
+    Shared (PostgreSQL, a pair): the rows are claimed as they are read (`sending`), each by one
+    reader only (FOR UPDATE SKIP LOCKED): a second sender, should one run, takes other rows or
+    none, never the same e-mail. `release_query` gives back what a dead sender had claimed.
+    """
+    if not shared:
+        return (
+            f"SELECT {DUE_COLUMNS} FROM {table} WHERE status = 'pending' "
+            f"ORDER BY id LIMIT {int(limit)}"
+        )
+    return (
+        f"UPDATE {table} SET status = 'sending' WHERE id IN (SELECT id FROM {table} "
+        f"WHERE status = 'pending' ORDER BY id LIMIT {int(limit)} FOR UPDATE SKIP LOCKED) "
+        f"RETURNING {DUE_COLUMNS}"
+    )
+
+
+def release_query(table: str, ids: Sequence[int] | None = None) -> str:
+    """Return the statement giving back to `pending` what a sender claimed and never settled
+    (these rows, or all of them)."""
+    among = f" AND id IN ({', '.join(str(int(i)) for i in ids)})" if ids else ""
+    return f"UPDATE {table} SET status = 'pending' WHERE status = 'sending'{among}"

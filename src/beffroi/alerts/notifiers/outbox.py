@@ -14,6 +14,7 @@ from email.policy import SMTP as SMTP_POLICY
 
 from beffroi.alerts.journal import Journal
 from beffroi.core.model import aware_utc, naive_utc, utcnow
+from beffroi.state.sql import due_query, release_query
 
 
 class Outbox:
@@ -52,11 +53,14 @@ class Outbox:
         return int(rows[0]["id"])
 
     def due(self, limit: int = 200) -> list[dict]:
-        """Return pending e-mails, oldest first."""
-        return self.journal.fetch(
-            "SELECT id, message_id, recipients, message, attempts FROM outbox "
-            f"WHERE status = 'pending' ORDER BY id LIMIT {int(limit)}"
-        )
+        """Return pending e-mails, oldest first (claimed for this sender in a pair)."""
+        rows = self.journal.fetch(due_query("outbox", limit, self.journal.shared))
+        return sorted(rows, key=lambda r: int(r["id"]))
+
+    def release(self, ids: Sequence[int] | None = None) -> None:
+        """Give back what a sender claimed and never settled (these, or all: at a take-over,
+        what a dead node had claimed)."""
+        self.journal.run(release_query("outbox", ids))
 
     def mark_sent(self, oid: int) -> None:
         """Record that the server accepted an e-mail."""
@@ -74,7 +78,9 @@ class Outbox:
 
     def pending(self) -> int:
         """Return how many e-mails wait."""
-        rows = self.journal.fetch("SELECT count(*) AS n FROM outbox WHERE status = 'pending'")
+        rows = self.journal.fetch(
+            "SELECT count(*) AS n FROM outbox WHERE status IN ('pending', 'sending')"
+        )
         return int(rows[0]["n"])
 
     def named_since(self, since: datetime) -> dict[str, datetime]:
