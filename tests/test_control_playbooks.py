@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 
 import pytest
 
 from beffroi.control.lighting import LightingScheduler
 from beffroi.control.model import ControlError
+from beffroi.control.service import ControlService
 from beffroi.hmi.users import User
 from tests.conftest import eventually
 from tests.test_alarm_email import SmtpServer
@@ -136,3 +139,59 @@ async def test_email_step_waits_in_the_outbox_while_smtp_is_down(demo_config, tm
             assert len(smtp.received) == 1 and scene.control.mailer.outbox.pending() == 0
         finally:
             smtp.stop()
+
+
+async def test_a_run_cut_by_a_failover_is_taken_over_and_rolled_back(
+    demo_config, tmp_path, pg_url, monkeypatch
+) -> None:
+    """The active node of a pair dies in the middle of a playbook run (on PostgreSQL): the node
+    that takes over finds the run stopped with what it sent, keeps schedules off those
+    setpoints, and rolls it back on the equipment; one audit chain holds both nodes' records."""
+    monkeypatch.setenv("BEFFROI_STATE_URL", pg_url)
+    base = scene_config(demo_config, tmp_path, classes={})
+    cfg = base.model_copy(update={"state": base.state.model_copy(update={"backend": "postgres"})})
+    cfg._source = base.source
+    async with running_scene(cfg) as scene:
+        before = {"IP-T1": "Marché couvert ouvert", "IP-T2": ""}
+        for asset, text in before.items():
+            tag = scene.tag(asset, "message")
+            assert (await scene.collector.write(tag, text)).ok
+            await eventually(lambda t=tag, v=text: scene.live.get(t).value == v)
+        a = scene.control
+        assert a.audit is not None
+        a.audit.node = "a"
+        run = a.playbooks.preview(SUPERVISOR, "accident", *P, place="rue de la Liberté")
+        doing = asyncio.ensure_future(
+            a.playbooks.execute(SUPERVISOR, a.playbooks.begin(SUPERVISOR, run.id))
+        )
+        await eventually(lambda: run.steps[0].status == "confirmed", within=30)
+        doing.cancel()  # the node dies here; its lease goes with it
+        with contextlib.suppress(asyncio.CancelledError):
+            await doing
+        assert a.setpoints is not None
+        a.setpoints.acting = lambda: False
+        panel = scene.tag("IP-T1", "message")
+        assert scene.value("IP-T1", "message").startswith("Accident")
+        async with contextlib.AsyncExitStack() as stack:
+            b = ControlService(
+                cfg, scene.register, scene.live,
+                lambda tag: scene.collector if tag in scene.collector.tags else None,
+            )  # fmt: skip
+            await b.start(stack, node="b")
+            await b.take_over()
+            assert b.playbooks is not None and b.setpoints is not None
+            taken = b.playbooks.get(run.id)
+            assert taken is not None and taken.state == "stopped"
+            assert "interrupted" in taken.log[-1]
+            assert b.setpoints.held(panel) is not None  # the schedules keep off it
+            await b.playbooks.rollback(SUPERVISOR, b.playbooks.begin_rollback(SUPERVISOR, run.id))
+            assert taken.state == "rolled_back"
+            for asset, text in before.items():
+                assert scene.value(asset, "message") == text
+            assert b.audit is not None
+            assert b.audit.verify(anchor=False).ok
+            df = b.audit.frame()
+            nodes = {json.loads(d).get("node") for d in df.detail}
+            assert {"a", "b"} <= nodes
+            sent = df[(df.action == "operate") & (df.outcome == "sent") & (df.target == panel)]
+            assert [json.loads(d)["node"] for d in sent.detail] == ["a", "b"]  # run, rollback
