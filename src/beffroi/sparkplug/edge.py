@@ -72,7 +72,6 @@ class SparkplugEdge:
         self._seq_lock = threading.Lock()  # data from the buffer's thread, births on the loop
         self.bd_seq = -1
         self.host_online = False
-        self._host_stamp = 0  # the timestamp of the newest STATE followed
         self.born = False
         # What of a batch went before a publish failed (first, last, length, indices).
         self._sent: tuple[Sample, Sample, int, frozenset[int]] | None = None
@@ -309,15 +308,8 @@ class SparkplugEdge:
         try:
             state = json.loads(data)
             online = bool(state["online"])
-            stamp = int(state.get("timestamp") or 0)
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError):
             raise Malformed(f"STATE payload is not {{'online': …}}: {data[:80]!r}") from None
-        # Sparkplug 3.0: a STATE older than the newest seen is a host of the past (the will of
-        # the node of a pair that died after the other took over): not followed.
-        if stamp < self._host_stamp:
-            log.info("edge %s: an older host's STATE (%s) ignored", self.edge.name, state)
-            return
-        self._host_stamp = stamp
         if online and not self.host_online:
             self.host_online = True
             await self._birth(client)
