@@ -240,7 +240,10 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
             ) as client:
                 self._client = client
                 self._announced = acting
-                await client.subscribe([(f"{codec.NAMESPACE}/{cfg.group}/#", 1), (state_topic, 1)])
+                topics = [(f"{codec.NAMESPACE}/{cfg.group}/#", 1)]
+                if self.session_name:  # a node of a pair hears the other node's will
+                    topics.append((state_topic, 1))
+                await client.subscribe(topics)
                 if acting:  # online last: edges are born to a host that already listens
                     await client.publish(state_topic, self._state(True), qos=1, retain=True)
                 backoff.reset()
