@@ -468,6 +468,7 @@ async def test_a_broker_restart_under_load_loses_nothing(site) -> None:
     [panel] = [x for x in site.register.assets.values()
                if x.commune == a and x.asset_class == "info_panel"]  # fmt: skip
     tag = panel.tag("message")
+    quiet = site.cabinets(a)[0].tag("power_kw")  # a value that does not change meanwhile
     messages = Messages(site, tag)
     async with contextlib.AsyncExitStack() as stack:
         central = site.runtime("central")
@@ -475,6 +476,8 @@ async def test_a_broker_restart_under_load_loses_nothing(site) -> None:
         edge = site.runtime("edge", "edge-a")
         await edge.start(stack)
         await _born(edge)
+        await site.plant.set(quiet, 3.5)
+        await eventually(lambda: _value(central, quiet) == 3.5)
         messages.start()
         await asyncio.sleep(2)
         await asyncio.to_thread(site.broker.stop)
@@ -486,6 +489,9 @@ async def test_a_broker_restart_under_load_loses_nothing(site) -> None:
         assert edge.buffer is not None
         await eventually(lambda: edge.buffer is not None and not edge.buffer.spool, within=30)
         await eventually(lambda: _value(central, tag) == messages.sent[-1], within=15)
+        # The edge's death made it CommLoss; its birth says it again with its old source time.
+        back = central.live.get(quiet)
+        assert back is not None and (back.value, back.quality) == (3.5, Quality.GOOD)
     stored = _texts(site.folder / "central" / "beffroi.duckdb", tag)
     assert len(messages.sent) > 40
     assert stored == messages.sent

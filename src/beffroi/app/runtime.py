@@ -412,6 +412,7 @@ class Runtime:
             replay=edge.write_historical,
             live_first=True,
         )
+        edge.on_born = buffer.target_back
         # No compression here: the central site's live values and alarms need every value
         # the equipment reports (by exception, within its deadbands); it compresses what it
         # stores, as a single gateway does.

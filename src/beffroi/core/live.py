@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 
-from beffroi.core.model import Sample
+from beffroi.core.model import Quality, Sample
 
 
 class LiveValues:
@@ -16,12 +16,13 @@ class LiveValues:
         self._lock = threading.Lock()
 
     def update(self, batch: Sequence[Sample]) -> None:
-        """Keep the newest sample of each tag in the batch (older arrivals do not win)."""
+        """Keep the newest sample of each tag in the batch (older arrivals do not win), except
+        that the first value after a loss of communication ends it whatever its source time."""
         with self._lock:
             values = self._values
             for s in batch:
                 prev = values.get(s.tag)
-                if prev is None or s.ts >= prev.ts:
+                if prev is None or s.ts >= prev.ts or _ends_outage(prev, s):
                     values[s.tag] = s
 
     def get(self, tag: str) -> Sample | None:
@@ -38,3 +39,12 @@ class LiveValues:
 
     def __len__(self) -> int:
         return len(self._values)
+
+
+def _ends_outage(prev: Sample, new: Sample) -> bool:
+    """Tell whether a sample is the device's word after a CommLoss the gateway stamped now.
+
+    A value unchanged for hours comes back (a reconnection's first read, an edge's birth) with
+    its old source time, older than the CommLoss marker: it still is what the device says.
+    """
+    return prev.quality is Quality.COMM_LOSS and new.quality is not Quality.COMM_LOSS

@@ -77,6 +77,13 @@ class WriteBuffer:
         if len(self._pending) >= self.max_batch:
             self._wake.set()
 
+    def target_back(self) -> None:
+        """Try the target at once (it said it is back): new batches first when live_first,
+        not spooled behind a back-off that no longer holds."""
+        self.backend_ok = True
+        self._retry_at = 0.0
+        self._wake.set()
+
     @property
     def depth(self) -> int:
         """Return the samples waiting in memory and in the spool."""

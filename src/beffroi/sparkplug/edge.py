@@ -61,6 +61,9 @@ class SparkplugEdge:
         self.specs: dict[str, TagSpec] = {}
         # What the edge's collectors read now, asked at each birth (the register changes).
         self.tags_of: Callable[[], Sequence[TagSpec]] = lambda: []
+        # Called on the loop once born: the write buffer sends live at once, not spooling
+        # behind its back-off what the host would then get flagged historical.
+        self.on_born: Callable[[], None] = lambda: None
         self._rebirth_due: asyncio.TimerHandle | None = None
         self.aliases: dict[str, int] = {}
         self._by_alias: dict[int, str] = {}
@@ -340,6 +343,7 @@ class SparkplugEdge:
             await client.publish(str(topic), payload, qos=0)
         self.births += 1
         self.born = True
+        self.on_born()
         log.info(
             "edge %s: born (bdSeq %d): %d devices, %d metrics",
             self.edge.name,
