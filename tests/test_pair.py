@@ -15,6 +15,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import aiomqtt
 import psycopg
 import pytest
 
@@ -30,8 +31,10 @@ from beffroi.pair.node import LeaseLost, PairNode
 from beffroi.state.config import PgPlace
 from tests.conftest import ROOT, eventually, free_port
 from tests.servers import NS, OpcUaPlant
+from tests.sparkplug_site import HOST_ID
 from tests.test_alarm_email import SmtpServer
 from tests.test_hmi import logged_in_opener
+from tests.test_sparkplug import Messages, _born, _config_file, _texts
 from tests.test_state_postgres import _event
 
 CABINET = "streetlight_cabinet"
@@ -359,6 +362,86 @@ async def test_a_node_cut_from_postgres_stops_acting_before_the_other_acts(pg_ur
         await link.heal()
         await eventually(lambda: a.holder == "b" and not a.last_error, within=10)
         assert not a.acting() and b.acting() and b.epoch == 2
+
+
+async def test_edges_follow_the_pair_through_a_failover(site, tmp_path, pg_url) -> None:
+    """Two `--role central` nodes of a pair and an edge over Mosquitto: the active node killed
+    with SIGKILL while the edge publishes a new text every 0.1 s; the standby becomes the
+    primary host (STATE online, over the dead node's will), the edge is born to it, and the
+    standby has stored every text, in order, once."""
+    a_ = site.communes[0]
+    [panel] = [x for x in site.register.assets.values()
+               if x.commune == a_ and x.asset_class == "info_panel"]  # fmt: skip
+    tag = panel.tag("message")
+    config = _config_file(site, tmp_path / "central.toml")
+    text = config.read_text().replace(
+        '[state]\nbackend = "duckdb"', '[state]\nbackend = "postgres"'
+    )
+    # Two nodes, one plant (the test's): no simulator of their own, each on the same port.
+    text = text.replace("[simulator]\nenabled = true", "[simulator]\nenabled = false")
+    config.write_text(text + "\n[pair]\nenabled = true\nlease_s = 3.0\nrenew_s = 0.5\n")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BEFFROI_STATE_URL": pg_url,
+           "BEFFROI_PAIR_TOKEN": TOKEN, "BEFFROI_SESSION_SECRET": "s" * 32}  # fmt: skip
+    pg = Pg(pg_url)
+    messages = Messages(site, tag)
+    procs: list[asyncio.subprocess.Process] = []
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            a = await _central(config, "a", tmp_path, env)
+            procs.append(a)
+            await eventually(lambda: pg.holder() == "a", within=60)
+            b = await _central(config, "b", tmp_path, env)
+            procs.append(b)
+            await eventually(lambda: pg.role("b") == "standby", within=60)
+            edge = site.runtime("edge", "edge-a")
+            await edge.start(stack)
+            await _born(edge)
+            assert edge.edge is not None
+            messages.start()
+            await asyncio.sleep(3)
+            first = len(messages.sent)  # b listened to every text from here on
+            a.send_signal(signal.SIGKILL)
+            await a.wait()
+            killed = time.monotonic()
+            await eventually(lambda: pg.holder() == "b", within=15)
+            assert time.monotonic() - killed < 10
+            await eventually(lambda: edge.edge is not None and edge.edge.host_online, within=20)
+            await asyncio.sleep(3)  # the dead node's will has come (1.5 keep-alives of 2 s)
+            await messages.stop()
+            await eventually(lambda: edge.buffer is not None and not edge.buffer.spool, within=30)
+            assert edge.edge.host_online and edge.edge.born
+            retained = await _retained_state(site)
+            assert retained["online"] is True, retained
+            await asyncio.sleep(2)
+            b.send_signal(signal.SIGINT)
+            assert await asyncio.wait_for(b.wait(), 60) == 0
+        finally:
+            for p in procs:
+                if p.returncode is None:
+                    p.kill()
+                    await p.wait()
+    stored = _texts(tmp_path / "b" / "beffroi.duckdb", tag)
+    expected = messages.sent[first:]
+    assert [m for m in stored if m in expected] == expected
+
+
+async def _central(config: Path, node: str, folder: Path, env: dict[str, str]):
+    args = [sys.executable, "-m", "beffroi", "run", "-c", str(config), "--role", "central",
+            "--node", node, "--data", str(folder / node), "--port", str(free_port())]  # fmt: skip
+    log = (folder / f"{node}.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(*args, env=env, stdout=log, stderr=log)
+    log.close()
+    return proc
+
+
+async def _retained_state(site) -> dict:  # type: ignore[no-untyped-def]
+    """Read the retained STATE of the primary host, as an edge connecting now would."""
+    async with aiomqtt.Client("127.0.0.1", site.broker.port) as client:
+        await client.subscribe(f"spBv1.0/STATE/{HOST_ID}")
+        async with asyncio.timeout(5):
+            async for message in client.messages:
+                return json.loads(bytes(message.payload))
+    raise AssertionError("no retained STATE")
 
 
 async def test_duty_jobs_run_only_on_the_acting_node() -> None:

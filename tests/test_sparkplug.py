@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import os
 import signal
 import sys
@@ -245,6 +246,46 @@ async def test_a_seq_gap_asks_for_a_rebirth_and_garbage_is_counted(site) -> None
             await eventually(lambda: _value(central, tag) == 2.5)
         assert host.malformed == 1
         assert host.status()["nodes"]["rogue"]["gaps"] == 1
+
+
+async def test_a_command_to_a_node_being_born_waits_for_its_device_birth(site) -> None:
+    """A setpoint sent between a node's NBIRTH and its DBIRTH (a rebirth under way) is not
+    refused: it waits for the birth, goes down as a DCMD, and the node's answer confirms it."""
+    a = site.communes[0]
+    lamp = site.cabinets(a)[0]
+    tag = lamp.tag("dimming_pct")
+    spec = site.register.tags[tag]
+    async with contextlib.AsyncExitStack() as stack:
+        central = site.runtime("central")
+        await central.start(stack)
+        host = _host(central)
+        await asyncio.wait_for(host.wait_connected(), 10)
+        async with aiomqtt.Client("127.0.0.1", site.broker.port, identifier="slow") as node:
+            await node.subscribe(f"spBv1.0/{GROUP}/DCMD/slow/+", qos=1)
+            now = utcnow()
+            nbirth = codec.birth([], {}, 0, now, bd_seq=0)
+            await node.publish(str(Topic(GROUP, Kind.NBIRTH, "slow")), nbirth, qos=1)
+            await eventually(lambda: "slow" in host.nodes and host.nodes["slow"].online)
+            command = asyncio.ensure_future(host.write(tag, 40.0))
+            await asyncio.sleep(0.5)
+            assert not command.done()  # waiting for the birth, not refused
+            dbirth = codec.birth([(1, spec)], {}, 1, now)
+            await node.publish(str(Topic(GROUP, Kind.DBIRTH, "slow", a)), dbirth, qos=1)
+            async with asyncio.timeout(10):
+                async for message in node.messages:
+                    [m] = codec.decode(bytes(message.payload)).metrics
+                    assert (m.alias, m.double_value) == (1, 40.0)
+                    break
+            done = Sample(tag, utcnow(), 40.0)
+            answer = codec.data([(1, codec.datatype(spec), done)], 2, utcnow(), historical=False)
+            await node.publish(str(Topic(GROUP, Kind.DDATA, "slow", a)), answer, qos=1)
+            result = await asyncio.wait_for(command, 10)
+            assert result.ok, result
+        # A tag no node serves, no birth under way: refused at once.
+        host.nodes["slow"].born_at = -math.inf
+        other = site.cabinets(site.communes[1])[0].tag("dimming_pct")
+        refused = await asyncio.wait_for(host.write(other, 10.0), 2)
+        assert refused.detail == "no edge online serves it"
 
 
 def _sample(tag: str) -> Sample:

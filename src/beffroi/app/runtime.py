@@ -99,6 +99,7 @@ class Runtime:
         self.node_name = node or cfg.pair.node
         self.pair: PairNode | None = None
         self.pair_token: str | None = None
+        self.host: SparkplugHost | None = None  # the central's Sparkplug host, in a pair
         self._started_active = False
         self.newest_sample: datetime | None = None
         self.with_simulator = simulator and cfg.simulator.enabled
@@ -266,11 +267,6 @@ class Runtime:
     async def _start_pair(self, stack: contextlib.AsyncExitStack) -> PairNode:
         """Join the pair: claim the lease once, so that this node starts knowing its role."""
         cfg = self.cfg
-        if self.role == "central":  # two primary hosts would share one MQTT client id
-            raise ConfigError(
-                str(cfg.source or "config"),
-                ["pair.enabled: a pair with edges (--role central) is not supported yet"],
-            )
         self.pair_token = self._pair_token()  # before anything: a pair cannot run without it
         secret = cfg.hmi.session_secret_env
         if not os.environ.get(secret):  # a session opened on one node must hold on the other
@@ -327,10 +323,14 @@ class Runtime:
             self.control.setpoints.forward = active.command
 
     async def _stand_by(self) -> None:
-        """This node is no longer the active one (its parts ask `acting` themselves)."""
+        """This node is no longer the active one: its Sparkplug host stops being the primary."""
+        if self.host is not None:
+            self.host.renew_session()
 
     async def _take_over(self) -> None:
         """This node became the active one: its parts take over from the journal and the runs."""
+        if self.host is not None:  # the primary host now: STATE online, with its will
+            self.host.renew_session()
         if self.alarms is not None:
             await self.alarms.take_over(self.live.snapshot)
         if self.control is not None:
@@ -380,6 +380,10 @@ class Runtime:
         host = SparkplugHost.from_config(self.cfg.sparkplug, self.cfg, self.register, self.sink)
         host.store_historical = self._store  # an edge's spool: stored, not live
         host.state_path = self.cfg.data_dir() / "sparkplug-host.json"
+        if self.pair is not None:  # both nodes listen; the active one is the primary host
+            host.acting = self.pair.acting
+            host.session_name = f"beffroi-host-{self.cfg.sparkplug.name}-{self.pair.node}"
+            self.host = host
         await asyncio.to_thread(host.load_births)
         self._wire(host, inventory, f"sparkplug:{host.name}")
         await host.start(stack)

@@ -16,12 +16,13 @@ payload that cannot be read is counted in `_system/collector/<name>/malformed` a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -51,6 +52,7 @@ from beffroi.sparkplug.config import SparkplugConfig
 log = logging.getLogger(__name__)
 
 LOG_EVERY_S = 60.0
+BIRTH_WAIT_S = 5.0  # a command waits this long for the DBIRTHs of a node just born
 STOP_GRACE_S = 1.0  # a misbehaving node is logged at most once a minute
 
 
@@ -69,6 +71,15 @@ class Node:
     devices: dict[str, set[str]] = field(default_factory=dict)  # device → tags
     gaps: int = 0
     rebirths: int = 0
+    born_at: float = -math.inf  # monotonic time of its last NBIRTH
+
+
+def _says_offline(data: bytes) -> bool:
+    """Tell whether a STATE payload says offline (anything unreadable says nothing)."""
+    try:
+        return json.loads(data).get("online") is False
+    except (ValueError, AttributeError):
+        return False
 
 
 class SparkplugHost(CollectorBase[SparkplugConfig]):
@@ -85,8 +96,21 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
         self.historical = 0
         self.reconnects = 0
         self._client: aiomqtt.Client | None = None
+        # A redundant pair: both nodes listen (their own MQTT sessions, `session_name`), only
+        # the acting one is the primary host (STATE online, its will); renew_session() at a
+        # change of role.
+        self.acting: Callable[[], bool] = lambda: True
+        self.session_name = ""
+        self._announced = False
+        self._stamp = 0
+        self._renew = False
+        self._session: asyncio.Future[str] | None = None
+        self._chores: set[asyncio.Future[None]] = set()
         self._logged: dict[str, float] = {}
         self._waiters: dict[str, list[tuple[Value, asyncio.Future[WriteResult]]]] = {}
+        # Set at each device birth: a command to a node being born (NBIRTH seen, DBIRTH not
+        # yet) waits for it rather than being refused.
+        self._births = asyncio.Event()
         # The births seen, kept on disk: after a crash, what edges sent before they heard of
         # it waits in this host's session, and is read with the aliases of those births.
         self.state_path: Path | None = None
@@ -164,57 +188,104 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
             log.warning("%s: births not recorded in %s: %s", self.name, path, exc)
 
     def _state(self, online: bool) -> bytes:
-        return json.dumps({"online": online, "timestamp": codec.ms(utcnow())}).encode()
+        # Sparkplug 3.0: the will carries the timestamp of the online message of its session,
+        # so that an edge can tell an old host's will from the new host's birth.
+        return json.dumps({"online": online, "timestamp": self._stamp}).encode()
+
+    def renew_session(self) -> None:
+        """Connect again at once (the pair's role changed): as the active node, with the STATE
+        will and online; as the standby, listening only, so its death says nothing."""
+        if self._session is not None and not self._session.done():
+            self._renew = True
+            self._session.cancel()
 
     async def _run(self) -> None:
         cfg = self.config
         backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
-        state_topic = codec.host_topic(cfg.name)
         while True:
-            error = "disconnected"
+            self._renew = False
+            self._session = asyncio.ensure_future(self._connected(backoff))
             try:
-                will = aiomqtt.Will(state_topic, self._state(False), qos=1, retain=True)
-                async with session.client(
-                    cfg,
-                    f"beffroi-host-{cfg.name}",
-                    # Persistent: what edges publish while the host restarts waits for it.
-                    clean_session=False,
-                    will=will,
-                    logger=log,
-                ) as client:
-                    self._client = client
-                    await client.subscribe([(f"{codec.NAMESPACE}/{cfg.group}/#", 1)])
-                    # Online last: edges are born to a host that already listens.
-                    await client.publish(state_topic, self._state(True), qos=1, retain=True)
-                    backoff.reset()
-                    self._went_up()
-                    self._ready.set()
-                    log.info(
-                        "%s: primary host of group %s on %s:%d", self.name, cfg.group,
-                        cfg.host, cfg.port,
-                    )  # fmt: skip
-                    async for message in client.messages:
-                        self._on_message(str(message.topic), message.payload)
+                await asyncio.wait({self._session})
             except asyncio.CancelledError:
+                self._session.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._session
                 raise
-            except (aiomqtt.MqttError, MissingCredentials, OSError) as exc:
-                error = str(exc) if isinstance(exc, MissingCredentials) else (
-                    f"{type(exc).__name__}: {exc}"
-                )  # fmt: skip
-                if self.connected or not self._outage_marked:
-                    log.warning("%s: broker %s:%d: %s", self.name, cfg.host, cfg.port, error)
-            except Exception as exc:  # never dies on a bug: says so and reconnects
-                error = f"{type(exc).__name__}: {exc}"
-                log.exception("%s: unexpected error", self.name)
+            renewed = self._session.cancelled() and self._renew
+            error = "a new session" if renewed else self._session.result()
             self._client = None
             self._ready.clear()
             # The nodes' sessions go on at the broker: their births still hold, and what
             # they published meanwhile waits in this host's session, seq unknown till then.
             for node in self.nodes.values():
                 node.next_seq = None
+            if renewed:
+                continue
             self._went_down(error)
             await asyncio.sleep(backoff.delay())
             self.reconnects += 1
+
+    async def _connected(self, backoff: Backoff) -> str:
+        """One session with the broker, until it fails; return why it ended."""
+        cfg = self.config
+        state_topic = codec.host_topic(cfg.name)
+        # The standby of a pair listens (its data warm) but is not the host edges wait for.
+        acting = self.acting()
+        self._stamp = codec.ms(utcnow())
+        try:
+            will = aiomqtt.Will(state_topic, self._state(False), qos=1, retain=True)
+            async with session.client(
+                cfg,
+                self.session_name or f"beffroi-host-{cfg.name}",
+                # Persistent: what edges publish while the host restarts waits for it.
+                clean_session=False,
+                will=will if acting else None,
+                logger=log,
+            ) as client:
+                self._client = client
+                self._announced = acting
+                topics = [(f"{codec.NAMESPACE}/{cfg.group}/#", 1)]
+                if self.session_name:  # a node of a pair hears the other node's will
+                    topics.append((state_topic, 1))
+                await client.subscribe(topics)
+                if acting:  # online last: edges are born to a host that already listens
+                    await client.publish(state_topic, self._state(True), qos=1, retain=True)
+                backoff.reset()
+                self._went_up()
+                self._ready.set()
+                log.info(
+                    "%s: %s of group %s on %s:%d", self.name,
+                    "primary host" if acting else "standby host", cfg.group, cfg.host, cfg.port,
+                )  # fmt: skip
+                async for message in client.messages:
+                    self._on_message(str(message.topic), message.payload)
+        except (aiomqtt.MqttError, MissingCredentials, OSError) as exc:
+            error = str(exc) if isinstance(exc, MissingCredentials) else (
+                f"{type(exc).__name__}: {exc}"
+            )  # fmt: skip
+            if self.connected or not self._outage_marked:
+                log.warning("%s: broker %s:%d: %s", self.name, cfg.host, cfg.port, error)
+            return error
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never dies on a bug: says so and reconnects
+            log.exception("%s: unexpected error", self.name)
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            self._announced = False
+        return "disconnected"
+
+    async def _say_online(self) -> None:
+        """Say online again: the will of a host that died (the other node of the pair) came
+        after this one's birth and is now the retained STATE new edges would read."""
+        client = self._client
+        if client is None or not self._announced:
+            return
+        with contextlib.suppress(aiomqtt.MqttError, OSError):
+            topic = codec.host_topic(self.config.name)
+            await client.publish(topic, self._state(True), qos=1, retain=True)
+            log.info("%s: STATE online again, over another host's will", self.name)
 
     async def _disconnect(self) -> None:
         """Say offline before leaving (the will says it only after a crash)."""
@@ -224,7 +295,9 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
             self._save_due.cancel()
             self._save_births()
         client = self._client
-        if client is not None:
+        # Not heard back as another host's will while it listens its last moment.
+        announced, self._announced = self._announced, False
+        if client is not None and announced:  # a standby never said it was the host
             try:
                 async with asyncio.timeout(5):
                     await client.publish(
@@ -245,8 +318,14 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
             if len(data) > self.config.max_payload_bytes:
                 raise Malformed(f"payload of {len(data)} bytes over max_payload_bytes")
             parsed = Topic.parse(topic)
-            if parsed.kind in (Kind.STATE, Kind.NCMD, Kind.DCMD):
-                return  # ours, or commands to edges
+            if parsed.kind is Kind.STATE:
+                if self._announced and _says_offline(data):
+                    task = asyncio.ensure_future(self._say_online())
+                    self._chores.add(task)
+                    task.add_done_callback(self._chores.discard)
+                return
+            if parsed.kind in (Kind.NCMD, Kind.DCMD):
+                return  # commands to edges
             if parsed.group != self.config.group:
                 return
             payload = codec.decode(data)
@@ -307,6 +386,7 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
         if not payload.HasField("seq"):
             raise Malformed(f"node {node.name}: NBIRTH without seq")
         node.bd_seq, node.online = bd_seq, True
+        node.born_at = time.monotonic()
         node.next_seq = (payload.seq + 1) % 256
         node.aliases.clear()
         node.names.clear()
@@ -336,6 +416,8 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
             if sample is not None:
                 samples.append(sample)
         self._save_births_soon()
+        self._births.set()
+        self._births = asyncio.Event()
         if samples:
             self.samples_received += len(samples)
             self.sink(samples)
@@ -466,14 +548,11 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
         refused = self.check_write(tag, value)
         if refused is not None:
             return refused
-        node, entry = next(
-            ((n, n.names[tag]) for n in self.nodes.values() if tag in n.names and n.online),
-            (None, None),
-        )
+        found = await self._server_of(tag)
         client = self._client
-        if node is None or entry is None or client is None:
+        if found is None or client is None:
             return WriteResult(tag, WriteStatus.UNCONFIRMED, value, "no edge online serves it")
-        alias, dtype, device = entry
+        node, (alias, dtype, device) = found
         fut: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(tag, []).append((value, fut))
         try:
@@ -491,6 +570,23 @@ class SparkplugHost(CollectorBase[SparkplugConfig]):
             self._waiters[tag] = [(v, f) for v, f in waiting if f is not fut]
             if not self._waiters[tag]:
                 del self._waiters[tag]
+
+    async def _server_of(self, tag: str) -> tuple[Node, tuple[int | None, int, str]] | None:
+        """Return the online node serving a tag, waiting for the births under way."""
+        deadline = time.monotonic() + BIRTH_WAIT_S
+        while True:
+            for n in self.nodes.values():
+                if n.online and tag in n.names:
+                    return n, n.names[tag]
+            now = time.monotonic()
+            left = deadline - now
+            if left <= 0 or not any(
+                n.online and now - n.born_at < BIRTH_WAIT_S for n in self.nodes.values()
+            ):
+                return None  # no node is being born: none will serve it soon
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._births.wait()
 
     def status(self) -> dict[str, Any]:
         """Return the host's state: nodes online, gaps, rebirths, malformed messages."""
