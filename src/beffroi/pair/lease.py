@@ -88,10 +88,6 @@ class Lease:
             [self.node, url, role, live_tags, newest_sample],
         )
 
-    def started(self) -> None:
-        """Record this node's start time (its heartbeat row keeps it until the next start)."""
-        self._db.run("UPDATE nodes SET started_at = now() WHERE node = ?", [self.node])
-
     def nodes(self) -> list[dict[str, Any]]:
         """Return every node's heartbeat, with its age in seconds by PostgreSQL's clock."""
         return self._db.fetch(

@@ -14,7 +14,7 @@ import duckdb
 import pandas as pd
 
 from beffroi.core.errors import BeffroiError
-from beffroi.state.sql import MIGRATIONS_TABLE, Migrations, events_query
+from beffroi.state.sql import MIGRATIONS_TABLE, EventReader, Migrations
 
 
 # Still a duckdb.IOException, what DuckDB raised before, so `except duckdb.Error` keeps working;
@@ -35,7 +35,7 @@ def _connect(path: Path, read_only: bool, what: str) -> duckdb.DuckDBPyConnectio
         raise StoreLocked(f"{path}: the {what} is locked by another process{holder}") from exc
 
 
-class SideStore:
+class SideStore(EventReader):
     """One DuckDB file of a service's own, its schema made at open, safe across threads."""
 
     # One process writes the file (DuckDB locks it): what a caller keeps in memory beside it
@@ -129,26 +129,6 @@ class SideStore:
         """Return the result of a query as a DataFrame."""
         with self._lock:
             return self._con.execute(sql, list(params)).df()
-
-    def events(
-        self,
-        table: str,
-        key: str,
-        time: str,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        matching: Mapping[str, Sequence[Any]] | None = None,
-        *,
-        limit: int | None = None,
-        aware: Sequence[str] = (),
-    ) -> pd.DataFrame:
-        """Return a log's rows in [start, end) matching the lists, by `key` (the newest `limit`)."""
-        sql, params = events_query(table, key, time, start, end, matching, limit)
-        df = self.frame(sql, params)
-        # Stored naive UTC (DuckDB's TIMESTAMP); inside the program times are aware UTC.
-        for column in aware:
-            df[column] = pd.to_datetime(df[column]).dt.tz_localize(UTC)
-        return df
 
     def close(self) -> None:
         """Checkpoint and close the file."""

@@ -28,7 +28,7 @@ from psycopg import sql as pgsql
 
 from beffroi.core.errors import BeffroiError
 from beffroi.state.config import PgPlace
-from beffroi.state.sql import MIGRATIONS_TABLE, Migrations, events_query
+from beffroi.state.sql import MIGRATIONS_TABLE, EventReader, Migrations
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _column(values: list[Any], oid: int) -> Any:
     return pd.Series(values, dtype=object)
 
 
-class PgStore:
+class PgStore(EventReader):
     """One store's schema in PostgreSQL, its own connection, safe across threads."""
 
     # Several processes write the same tables: callers that keep a counter or a chain head in
@@ -280,25 +280,6 @@ class PgStore:
             d.name: _column([r[i] for r in rows], d.type_code) for i, d in enumerate(described)
         }
         return pd.DataFrame(columns)
-
-    def events(
-        self,
-        table: str,
-        key: str,
-        time: str,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        matching: Mapping[str, Sequence[Any]] | None = None,
-        *,
-        limit: int | None = None,
-        aware: Sequence[str] = (),
-    ) -> pd.DataFrame:
-        """Return a log's rows in [start, end) matching the lists, by `key` (the newest `limit`)."""
-        sql, params = events_query(table, key, time, start, end, matching, limit)
-        df = self.frame(sql, params)
-        for column in aware:  # stored naive UTC; inside the program times are aware UTC
-            df[column] = pd.to_datetime(df[column]).dt.tz_localize(UTC)
-        return df
 
     def close(self) -> None:
         """Close the connection (every statement is already committed)."""

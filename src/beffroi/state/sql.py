@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+import pandas as pd
 
 from beffroi.core.model import naive_utc
 
@@ -87,3 +89,30 @@ def release_query(table: str, ids: Sequence[int] | None = None) -> str:
     (these rows, or all of them)."""
     among = f" AND id IN ({', '.join(str(int(i)) for i in ids)})" if ids else ""
     return f"UPDATE {table} SET status = 'pending' WHERE status = 'sending'{among}"
+
+
+class EventReader:
+    """The reading of a log by time that both back ends share (each has its own `frame`)."""
+
+    def frame(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        """Return the result of a query as a DataFrame."""
+        raise NotImplementedError
+
+    def events(
+        self,
+        table: str,
+        key: str,
+        time: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        matching: Mapping[str, Sequence[Any]] | None = None,
+        *,
+        limit: int | None = None,
+        aware: Sequence[str] = (),
+    ) -> pd.DataFrame:
+        """Return a log's rows in [start, end) matching the lists, by `key` (the newest `limit`)."""
+        sql, params = events_query(table, key, time, start, end, matching, limit)
+        df = self.frame(sql, params)
+        for column in aware:  # stored naive UTC; inside the program times are aware UTC
+            df[column] = pd.to_datetime(df[column]).dt.tz_localize(UTC)
+        return df
