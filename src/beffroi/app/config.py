@@ -35,6 +35,8 @@ from beffroi.historian.config import (
     compression_problems,
 )
 from beffroi.hmi.config import HmiConfig, public_problems
+from beffroi.hmi.users import ROLES
+from beffroi.interventions.config import InterventionsConfig, interventions_problems
 from beffroi.inventory.config import InventoryConfig
 from beffroi.kpi.config import KpiConfig, kpi_problems, kpi_register_problems
 from beffroi.pair.config import PairConfig, pair_problems
@@ -78,6 +80,7 @@ class Config(SiteConfig):
     sparkplug: SparkplugConfig = SparkplugConfig()
     state: StateConfig = StateConfig()
     pair: PairConfig = PairConfig()
+    interventions: InterventionsConfig = InterventionsConfig()
 
     def data_dir(self) -> Path:
         """Return the historian's folder, where the gateway's other files go by default."""
@@ -128,6 +131,7 @@ def config_problems(cfg: Config) -> list[str]:
         + control_problems(cfg)
         + pair_problems(cfg)
         + public_problems(cfg)
+        + interventions_problems(cfg, ROLES)
         + sparkplug_problems(cfg, cfg.sparkplug)
     )
 

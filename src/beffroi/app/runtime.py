@@ -34,6 +34,7 @@ from beffroi.app.registry import COLLECTORS, HISTORIANS
 from beffroi.collectors.base import CollectorBase
 from beffroi.control.service import ControlService
 from beffroi.core.errors import ConfigError, MissingCredentials
+from beffroi.core.keys import kept_secret
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Sample
 from beffroi.core.register import Register, RegisterChange
@@ -45,6 +46,9 @@ from beffroi.historian.spool import Spool
 from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.users import UserStore, reset_demo_users
+from beffroi.interventions.config import interventions_place
+from beffroi.interventions.service import InterventionService
+from beffroi.interventions.store import InterventionStore
 from beffroi.inventory.config import store_place
 from beffroi.inventory.formats import read_inventory
 from beffroi.inventory.service import Inventory
@@ -120,6 +124,7 @@ class Runtime:
         self.alarms: AlarmService | None = None
         self.kpi: KpiEngine | None = None
         self.control: ControlService | None = None
+        self.interventions: InterventionService | None = None
         self.tag_collectors: dict[str, Collector] = {}  # tag → the collector that writes it
         self.started_at = time.monotonic()
         self.samples_in = 0
@@ -249,6 +254,9 @@ class Runtime:
                 self.control.mailer.sender.acting = self.pair.acting
             if self.control.audit is not None:
                 await asyncio.to_thread(self.inventory.attach_audit, self.control.audit)
+        if cfg.interventions.enabled:  # after control: it audits in control's log
+            self.interventions = await asyncio.to_thread(self._open_interventions, stack)
+            self._schedule_interventions(scheduler, self.interventions)
         if self.with_hmi:
             self._start_hmi(stack, historian)
         if self.pair is not None:
@@ -263,6 +271,37 @@ class Runtime:
                 await self._stand_by()
             if self.pair.acting():
                 await asyncio.to_thread(self._audit_active)
+
+    def _open_interventions(self, stack: contextlib.AsyncExitStack) -> InterventionService:
+        """Open the interventions store and service (its field-link key from the environment,
+        or generated once in the data folder)."""
+        cfg = self.cfg
+        store = InterventionStore(interventions_place(cfg))
+        stack.callback(store.close)
+        secret = kept_secret(
+            cfg.interventions.link_secret_env, cfg.data_dir() / "field-link.secret"
+        )
+        service = InterventionService(
+            cfg,
+            self.register,
+            store,
+            secret,
+            audit=self.control.audit if self.control is not None else None,
+            alarms=self.alarms.alarms if self.alarms is not None else None,
+        )
+        service.acting = self.scheduler.acting if self.scheduler is not None else service.acting
+        return service
+
+    def _schedule_interventions(self, scheduler: Scheduler, service: InterventionService) -> None:
+        """Alarms into interventions, e-mails sent and retried, contacts forgotten in time."""
+
+        def route_and_send() -> None:
+            service.route_alarms()
+            if service.store.pending_mail():
+                service.deliver()
+
+        scheduler.every(5.0, route_and_send, "interventions-route", duty=True)
+        scheduler.every(3600, service.forget_contacts, "interventions-retention", duty=True)
 
     async def _start_pair(self, stack: contextlib.AsyncExitStack) -> PairNode:
         """Join the pair: claim the lease once, so that this node starts knowing its role."""
@@ -527,6 +566,7 @@ class Runtime:
             control=self.control,
             inventory=self.inventory,
             pair=self.pair.status if self.pair is not None else None,
+            interventions=self.interventions,
         )
         self.hmi_server = server = HmiServer(
             app, cfg.hmi.host, cfg.hmi.port, threads=cfg.hmi.threads, http=cfg.hmi.http

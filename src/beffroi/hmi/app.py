@@ -29,6 +29,8 @@ from beffroi.hmi.figures import DISPLAY_TZ
 from beffroi.hmi.metrics import register_metrics
 from beffroi.hmi.public import register_public
 from beffroi.hmi.users import UserStore
+from beffroi.interventions.service import InterventionService
+from beffroi.interventions.web import register_intervention_pages
 from beffroi.inventory.service import Inventory
 from beffroi.kpi.engine import KpiEngine
 
@@ -205,6 +207,7 @@ def create_app(
     control: ControlService | None = None,
     inventory: Inventory | None = None,
     pair: Callable[[], dict[str, Any]] | None = None,
+    interventions: InterventionService | None = None,
 ) -> dash.Dash:
     """Build the HMI Dash app; every page and callback requires a logged-in user."""
     set_context(
@@ -220,6 +223,7 @@ def create_app(
             control=control,
             inventory=inventory,
             pair=pair,
+            interventions=interventions,
         )
     )
     app = dash.Dash(
@@ -287,6 +291,8 @@ def create_app(
             users=users,
         )
     register_public(server, cfg, register, live)
+    if interventions is not None:
+        register_intervention_pages(server, interventions, live)
     if status is not None:
         register_metrics(server, status)
     _refuse_malformed_callbacks(server, app.config.requests_pathname_prefix)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import logging
 import math
-import os
 import secrets
 import threading
 import time
@@ -21,6 +20,7 @@ from flask_login import LoginManager, UserMixin, current_user, login_user, logou
 from werkzeug.wrappers import Response as BaseResponse  # what flask.redirect returns
 
 from beffroi.api import routes
+from beffroi.core.keys import kept_secret
 from beffroi.core.limits import PASSWORD_MAX, USER_NAME_MAX
 from beffroi.hmi.server import address_key
 from beffroi.hmi.users import User, UserStore
@@ -28,8 +28,9 @@ from beffroi.hmi.users import User, UserStore
 log = logging.getLogger(__name__)
 
 # Paths that answer without a session: the login form itself, health and metrics for the
-# city's IT monitoring, the public open-data feed, and the token-authenticated API.
-PUBLIC = ("/login", "/healthz", "/metrics", "/public/", f"{routes.PREFIX}/")
+# city's IT monitoring, the public open-data feed and report page, the crews' field links
+# (their own signed token), and the token-authenticated API.
+PUBLIC = ("/login", "/healthz", "/metrics", "/public/", "/field/", f"{routes.PREFIX}/")
 # A session's last use is written to the users file at most this often (and at most a tenth
 # of the idle lifetime): the idle check reads the time kept in memory; the file's copy only
 # matters after a restart, when it makes a session look at most this much idler.
@@ -309,17 +310,7 @@ def _browser_id(cookie: str | None) -> str | None:
 
 def session_secret(env_name: str, fallback: Path) -> bytes:
     """Return the session secret from the environment, or one generated and kept at first run."""
-    value = os.environ.get(env_name) if env_name else None
-    if value:
-        return value.encode()
-    if fallback.exists():
-        return fallback.read_bytes()
-    fallback.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_bytes(32)
-    fd = os.open(fallback, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(secret)
-    return secret
+    return kept_secret(env_name, fallback)
 
 
 def _public(path: str) -> bool:

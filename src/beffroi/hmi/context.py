@@ -14,6 +14,7 @@ from beffroi.core.register import Register
 from beffroi.core.seams import Historian
 from beffroi.hmi.config import HmiSite
 from beffroi.hmi.users import UserStore
+from beffroi.interventions.service import InterventionService
 from beffroi.inventory.service import Inventory
 
 
@@ -32,6 +33,7 @@ class HmiContext:
     control: ControlService | None = None  # None when control is not running
     inventory: Inventory | None = None  # the living inventory (imports, discovery, changes)
     pair: Callable[[], dict[str, Any]] | None = None  # the redundant pair, as this node sees it
+    interventions: InterventionService | None = None  # work orders and residents' reports
 
 
 _current: HmiContext | None = None

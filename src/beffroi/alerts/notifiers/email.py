@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from fnmatch import fnmatchcase
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from beffroi.alerts.config import AlarmsConfig, OnCallConfig, RouteConfig, TeamConfig
@@ -52,7 +53,20 @@ def in_window(w: OnCallConfig, local: datetime) -> bool:
     return (day in w.days and hhmm >= w.start) or (yesterday in w.days and hhmm < w.end)
 
 
-def route_matches(route: RouteConfig, ev: AlarmEvent, asset: Asset | None = None) -> bool:
+class Routed(Protocol):
+    """What a route looks at of an alarm."""
+
+    @property
+    def severity(self) -> int: ...
+
+    @property
+    def domain(self) -> str: ...
+
+    @property
+    def commune(self) -> str: ...
+
+
+def route_matches(route: RouteConfig, ev: Routed, asset: Asset | None = None) -> bool:
     """Tell whether a route takes an alarm: domain, commune, severity, its asset's class and
     attributes (a route that names classes or attributes takes no alarm without an asset)."""
     if not (

@@ -1,0 +1,308 @@
+"""Interventions on both state back ends: alarms routed into work orders, residents' reports
+matched and merged, states followed to the end, e-mails (aiosmtpd), and a resident's address
+deleted from every store once its retention is over."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from beffroi.alerts.config import RouteConfig, TeamConfig
+from beffroi.app.config import Config
+from beffroi.control.audit import AuditLog
+from beffroi.core.register import Register, build_register
+from beffroi.interventions.model import State, Via
+from beffroi.interventions.service import InterventionError, InterventionService
+from beffroi.interventions.store import InterventionStore
+from beffroi.state.config import PgPlace, Place
+from tests.test_alarm_email import SmtpServer
+
+T0 = datetime(2026, 3, 2, 21, 0, tzinfo=UTC)
+RESIDENT = "habitante.quartier@example.org"
+
+
+class Clock:
+    """The time the service sees, moved by the test (retention is counted in days)."""
+
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> datetime:
+        return self.t
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def places(request, tmp_path: Path) -> tuple[Place, Place]:
+    """The interventions store and the audit log, in files or in a fresh PostgreSQL database."""
+    if request.param == "duckdb":
+        return tmp_path / "interventions.duckdb", tmp_path / "audit.duckdb"
+    url = request.getfixturevalue("pg_url")
+    return PgPlace(url, "interventions"), PgPlace(url, "audit")
+
+
+@pytest.fixture
+def smtp():
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def _config(demo_config: Config, smtp_port: int) -> Config:
+    alarms = demo_config.alarms.model_copy(
+        update={
+            "teams": [
+                TeamConfig(name="eclairage", addresses=["eclairage@example.org"]),
+                TeamConfig(name="voirie", addresses=["voirie@example.org"]),
+            ],
+            "routes": [
+                RouteConfig(team="eclairage", domains=["lighting"]),
+                RouteConfig(team="voirie", domains=["traffic", "security"]),
+            ],
+            "email": demo_config.alarms.email.model_copy(
+                update={
+                    "enabled": True,
+                    "port": smtp_port,
+                    "security": "none",
+                    "hmi_url": "https://beffroi.example.org",
+                }
+            ),
+        }
+    )
+    cfg = demo_config.model_copy(update={"alarms": alarms})
+    cfg._source = demo_config.source
+    return cfg
+
+
+class Site:
+    """A service on real stores, with the alarms needing attention the test says."""
+
+    def __init__(self, cfg: Config, register: Register, places: tuple[Place, Place]):
+        self.clock = Clock()
+        self.store = InterventionStore(places[0], clock=self.clock)
+        self.audit = AuditLog(places[1])
+        self.active: list[dict[str, Any]] = []
+        self.service = InterventionService(
+            cfg,
+            register,
+            self.store,
+            b"k" * 32,
+            audit=self.audit,
+            alarms=lambda: list(self.active),
+            clock=self.clock,
+        )
+        self.register = register
+
+    def alarm(self, asset_id: str, n: int = 1, severity: int = 1) -> str:
+        asset = self.register.assets[asset_id]
+        alarm_id = f"{asset.tags[0].name}#fault{n}"
+        self.active.append(
+            {
+                "alarm_id": alarm_id,
+                "state": "unack_active",
+                "severity": severity,
+                "rule": "fault",
+                "asset": asset.id,
+                "commune": asset.commune,
+                "domain": asset.domain,
+                "message": "Défaut armoire",
+                "since": self.clock().isoformat(),
+            }
+        )
+        return alarm_id
+
+    def close(self) -> None:
+        self.store.close()
+        self.audit.close()
+
+
+@pytest.fixture
+def site(demo_config: Config, places, smtp):
+    cfg = _config(demo_config, smtp.port)
+    register = build_register(cfg, assets=120)
+    s = Site(cfg, register, places)
+    yield s
+    s.close()
+
+
+def _cabinets(site: Site) -> list:
+    return [a for a in site.register.assets.values() if a.asset_class == "streetlight_cabinet"]
+
+
+def test_an_alarm_routed_to_a_team_opens_one_intervention_and_tells_the_team(site, smtp):
+    cab = _cabinets(site)[0]
+    first = site.alarm(cab.id, 1)
+    [iid] = site.service.route_alarms()
+    assert site.service.route_alarms() == []  # already linked: not opened twice
+    second = site.alarm(cab.id, 2)  # another alarm of the same cabinet joins it
+    assert site.service.route_alarms() == []
+    item = site.service.get(iid)
+    assert (item.team, item.state, item.origin) == ("eclairage", State.ASSIGNED, "alarm")
+    assert item.alarms == [first, second] and item.assets == [cab.id]
+    assert (item.lat, item.lon) == (cab.lat, cab.lon)
+    # A severity-3 alarm waits for an operator; a bus alarm has no route.
+    other = _cabinets(site)[1]
+    site.alarm(other.id, 1, severity=3)
+    assert site.service.route_alarms() == []
+    assert site.service.deliver() == 1
+    [mail] = smtp.to("eclairage@example.org")
+    text = mail.message.get_content()
+    assert f"Intervention n° {iid}" in text and cab.id in text
+    url = next(w for w in text.split() if w.startswith("https://beffroi.example.org/field/"))
+    assert site.service.links.check(url.rsplit("/", 1)[1]) == iid
+    audit = site.audit.frame(actions=["intervention.create"])
+    assert list(audit.target) == [f"intervention:{iid}"] and list(audit.user) == ["system"]
+
+
+def test_reports_and_alarms_about_one_cabinet_merge_into_one_intervention(site):
+    cab = _cabinets(site)[0]
+    site.alarm(cab.id, 1)
+    site.alarm(cab.id, 2)
+    svc = site.service
+    # Two alarm interventions made apart (an operator opened the second by hand).
+    [a] = svc.route_alarms()
+    b = svc.create(
+        "op",
+        Via.HMI,
+        title="Rue sombre",
+        commune=cab.commune,
+        domain="lighting",
+        assets=[cab.id],
+        team="eclairage",
+    )
+    reports = [
+        svc.report("dark_street", cab.lat + 0.0003 * i, cab.lon, f"Plus de lumière ({i})")
+        for i in range(3)
+    ]
+    assert reports[0]["known_problem"]  # the cabinet's alarms are open
+    assert [r["duplicate_of"] for r in reports] == [None, reports[0]["id"], reports[0]["id"]]
+    first = svc.store.report(reports[0]["id"])
+    assert first is not None and json.loads(first["matches"])["assets"][0] == cab.id
+    assert first["commune"] == cab.commune
+    for r in reports:
+        svc.report_to(r["id"], b, "op")
+    kept = svc.merge([b, a], "op")
+    assert kept == a
+    item = svc.get(a)
+    assert sorted(item.reports) == sorted(r["id"] for r in reports)
+    assert len(item.alarms) == 2 and item.open
+    gone = svc.get(b)
+    assert gone.state is State.CANCELLED and gone.merged_into == a and gone.reports == []
+    assert list(svc.table().id) == [a]
+    assert svc.reports().empty  # none waits for triage any more
+    with pytest.raises(InterventionError):
+        svc.merge([a], "op")
+
+
+def test_states_move_forward_only_closing_tells_the_resident_and_revokes_links(site, smtp):
+    cab = _cabinets(site)[0]
+    svc = site.service
+    rep = svc.report(
+        "dark_street",
+        cab.lat,
+        cab.lon,
+        "Rue éteinte depuis hier soir",
+        email=RESIDENT,
+        consent=True,
+    )
+    iid = svc.report_to(rep["id"], None, "op")
+    assert svc.get(iid).state is State.NEW
+    with pytest.raises(InterventionError, match="assign it first"):
+        svc.move(iid, State.EN_ROUTE, "op", Via.HMI)
+    svc.assign(iid, "eclairage", "op")
+    link = svc.field_link(iid, "op")
+    for state, minutes in ((State.EN_ROUTE, 10), (State.ON_SITE, 35)):
+        site.clock.t += timedelta(minutes=minutes)
+        svc.move(iid, state, "field:eclairage", Via.FIELD)
+    with pytest.raises(InterventionError):
+        svc.move(iid, State.ASSIGNED, "op", Via.HMI)
+    svc.note(iid, "Fusible remplacé", "field:eclairage", Via.FIELD)
+    site.clock.t += timedelta(minutes=20)
+    item = svc.move(iid, State.DONE, "field:eclairage", Via.FIELD)
+    assert [str(s) for s in item.times] == ["assigned", "en_route", "on_site", "done", "new"]
+    assert item.times["done"] - item.times["on_site"] == timedelta(minutes=20)
+    with pytest.raises(ValueError, match="révoqué"):
+        svc.links.check(link.token)
+    svc.deliver()
+    [told] = smtp.to(RESIDENT)
+    assert f"signalement n° {rep['id']} a été traité" in told.message.get_content()
+    kinds = [e["kind"] for e in item.events]
+    assert kinds == ["created", "assign", "state", "state", "note", "state"]
+    moves = site.audit.frame(actions=["intervention.state"])
+    assert set(moves.user) == {"field:eclairage"}
+    assert svc.store.report(rep["id"])["state"] == "closed"  # type: ignore[index]
+
+
+def test_the_residents_address_is_gone_from_every_store_after_its_retention(site, smtp):
+    cab = _cabinets(site)[0]
+    svc = site.service
+    rep = svc.report(
+        "dark_street", cab.lat, cab.lon, "Lampadaire éteint", email=RESIDENT, consent=True
+    )
+    iid = svc.report_to(rep["id"], None, "op")
+    svc.assign(iid, "eclairage", "op")
+    svc.move(iid, State.DONE, "op", Via.HMI)
+    svc.deliver()
+    assert smtp.to(RESIDENT)
+    assert svc.contact(rep["id"], "supervisor", "sup") == RESIDENT
+    with pytest.raises(InterventionError):
+        svc.contact(rep["id"], "operator", "op")
+    assert _holding(site, RESIDENT) == ["report_contacts", "mail_outbox"]
+    site.clock.t += timedelta(days=29)
+    assert svc.forget_contacts() == 0  # not yet: 30 days after closure
+    site.clock.t += timedelta(days=2)
+    assert svc.forget_contacts() == 1
+    assert _holding(site, RESIDENT) == []
+    assert svc.store.report(rep["id"]) is not None  # the report itself stays, anonymous
+    [forgot] = site.audit.frame(actions=["report.forget_contacts"]).to_dict("records")
+    assert forgot["user"] == "system"
+    assert site.audit.verify().ok
+
+
+def _holding(site: Site, needle: str) -> list[str]:
+    """Return the tables of the interventions store and the audit log holding a text."""
+    tables = [
+        "interventions",
+        "intervention_events",
+        "intervention_links",
+        "field_links",
+        "reports",
+        "report_contacts",
+        "mail_outbox",
+    ]
+    found = []
+    for t in tables:
+        if any(needle in str(v) for row in site.store.db.rows(f"SELECT * FROM {t}") for v in row):
+            found.append(t)
+    audit = site.audit.frame()
+    if any(needle in str(v) for v in audit.astype(str).to_numpy().ravel()):
+        found.append("audit")
+    return found
+
+
+def test_a_report_is_refused_with_the_reason_and_without_consent_no_address_is_kept(site):
+    cab = _cabinets(site)[0]
+    svc = site.service
+    bad = [
+        (("nope", cab.lat, cab.lon, "x"), {}, "catégorie"),
+        (("dark_street", cab.lat, cab.lon, "  "), {}, "description"),
+        (("dark_street", cab.lat, cab.lon, "x" * 5000), {}, "description"),
+        (("dark_street", 48.85, 2.35, "Paris"), {}, "métropole"),
+        (("dark_street", 95.0, cab.lon, "x"), {}, "position"),
+        (("dark_street", cab.lat, cab.lon, "x"), {"email": RESIDENT}, "accord"),
+        (
+            ("dark_street", cab.lat, cab.lon, "x"),
+            {"email": "pas une adresse", "consent": True},
+            "e-mail",
+        ),
+    ]
+    for args, kwargs, why in bad:
+        with pytest.raises(InterventionError, match=why):
+            svc.report(*args, **kwargs)
+    assert svc.reports().empty
+    ok = svc.report("dark_street", cab.lat, cab.lon, "Éteint", email="")
+    assert svc.store.contact(ok["id"]) is None
