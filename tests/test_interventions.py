@@ -4,6 +4,7 @@ deleted from every store once its retention is over."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from beffroi.alerts.config import RouteConfig, TeamConfig
 from beffroi.app.config import Config
 from beffroi.control.audit import AuditLog
 from beffroi.core.register import Register, build_register
+from beffroi.interventions import kpis
 from beffroi.interventions.model import State, Via
 from beffroi.interventions.service import InterventionError, InterventionService
 from beffroi.interventions.store import InterventionStore
@@ -306,3 +308,41 @@ def test_a_report_is_refused_with_the_reason_and_without_consent_no_address_is_k
     assert svc.reports().empty
     ok = svc.report("dark_street", cab.lat, cab.lon, "Éteint", email="")
     assert svc.store.contact(ok["id"]) is None
+
+
+def test_kpis_time_each_step_count_the_backlog_and_who_saw_the_fault_first(site, tmp_path):
+    cabs = _cabinets(site)
+    svc = site.service
+    # 1: the cabinet's alarm at 21:00, a resident's report at 21:30: telemetry first.
+    site.alarm(cabs[0].id, 1)
+    [a] = svc.route_alarms()
+    site.clock.t += timedelta(minutes=30)
+    rep = svc.report("dark_street", cabs[0].lat, cabs[0].lon, "Noir")
+    svc.report_to(rep["id"], a, "op")
+    for state in (State.EN_ROUTE, State.ON_SITE):
+        site.clock.t += timedelta(minutes=15)
+        svc.move(a, state, "crew", Via.FIELD)
+    site.clock.t += timedelta(minutes=30)
+    svc.move(a, State.DONE, "crew", Via.FIELD)  # on site at 60 min, done at 90
+    # 2: a resident first, the alarm linked later (began after the report): left open.
+    rep2 = svc.report("dark_street", cabs[1].lat, cabs[1].lon, "Éteint aussi")
+    b = svc.report_to(rep2["id"], None, "op")
+    site.clock.t += timedelta(minutes=5)
+    site.alarm(cabs[1].id, 1)
+    svc.route_alarms()  # the cabinet already has an open intervention: linked there
+    assert len(svc.get(b).alarms) == 1
+    df = kpis.intervention_kpis(site.store, T0 - timedelta(hours=1), site.clock.t)
+    every = df[df.scope_kind == "all"].iloc[0]
+    assert (every.opened, every.done, every.backlog) == (2, 1, 1)
+    assert every.time_to_assign_min == 0.0  # a routed alarm is assigned at once
+    assert every.time_to_arrive_min == 60.0 and every.time_to_repair_min == 90.0
+    assert every.telemetry_first_pct == 50.0
+    lighting = df[(df.scope_kind == "domain") & (df.scope == "lighting")].iloc[0]
+    assert lighting.opened == 2
+    out = tmp_path / "interventions.csv"
+    text = kpis.to_csv(df)
+    manifest = kpis.write_export(text, T0 - timedelta(hours=1), site.clock.t, out, "Dijon")
+    text = out.read_text(encoding="utf-8")
+    assert manifest["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert manifest["rows"] == len(df) and text.startswith(",".join(kpis.COLUMNS))
+    assert "@" not in text  # no address

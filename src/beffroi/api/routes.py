@@ -39,6 +39,8 @@ KPI_CHANGES = Route("GET", f"{PREFIX}/kpi/changes")
 # in one go: the answer comes when the register, the store and the audit log hold it.
 # A command sent on behalf of a user: the standby of a pair sends its users' commands here.
 CONTROL_COMMAND = Route("POST", f"{PREFIX}/control/command", timeout_s=120.0)
+# Intervention KPIs of a period, as the auditor's CSV.
+INTERVENTIONS_KPIS = Route("GET", f"{PREFIX}/interventions/kpis", timeout_s=120.0)
 INVENTORY_UPLOAD = Route("POST", f"{PREFIX}/inventory/upload")
 INVENTORY_IMPORT = Route("POST", f"{PREFIX}/inventory/import", timeout_s=600.0)
 INVENTORY_EXPORT = Route("GET", f"{PREFIX}/inventory/export", timeout_s=120.0)
@@ -50,4 +52,4 @@ ALARM_ROUTES = (
 AUDIT_ROUTES = (AUDIT_VERIFY, AUDIT_EXPORT)
 INVENTORY_ROUTES = (INVENTORY_UPLOAD, INVENTORY_IMPORT, INVENTORY_EXPORT, INVENTORY_TO_PLACE)
 ALL = (QUERY, LATEST, *ALARM_ROUTES, *AUDIT_ROUTES, KPI_EXPORT, KPI_COMPUTE, KPI_CHANGES,
-       *INVENTORY_ROUTES, CONTROL_COMMAND)  # fmt: skip
+       *INVENTORY_ROUTES, CONTROL_COMMAND, INTERVENTIONS_KPIS)  # fmt: skip

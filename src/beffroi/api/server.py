@@ -17,6 +17,7 @@ from beffroi.api.alarms import register_alarm_api
 from beffroi.api.audit import register_audit_api
 from beffroi.api.control import register_control_api
 from beffroi.api.http import add_route, error
+from beffroi.api.interventions import register_interventions_api
 from beffroi.api.inventory import register_inventory_api
 from beffroi.api.kpi import register_kpi_api
 from beffroi.api.query import register_query_api
@@ -25,6 +26,7 @@ from beffroi.control.audit import AuditLog
 from beffroi.control.service import ControlService
 from beffroi.core.seams import Historian
 from beffroi.hmi.users import UserStore
+from beffroi.interventions.service import InterventionService
 from beffroi.inventory.service import Inventory
 from beffroi.kpi.engine import KpiEngine
 
@@ -41,6 +43,7 @@ def mount_api(
     inventory: Inventory | None = None,
     control: ControlService | None = None,
     users: UserStore | None = None,
+    interventions: InterventionService | None = None,
 ) -> None:
     """Add every route, answering only requests bearing the token."""
     register_query_api(server, historian, token)
@@ -64,6 +67,11 @@ def mount_api(
     else:
         why = "control is not running in this gateway ([control] is disabled)"
         _not_running(server, token, (routes.CONTROL_COMMAND,), why)
+    if interventions is not None:
+        register_interventions_api(server, interventions, token)
+    else:
+        why = "interventions are not enabled in this gateway ([interventions])"
+        _not_running(server, token, (routes.INTERVENTIONS_KPIS,), why)
     server.add_url_rule(
         f"{routes.PREFIX}/<path:rest>", "api unknown", _unknown, methods=["GET", "POST"]
     )

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from beffroi.cli import alarms, audit, gateway, inventory, kpi, query, state, users
+from beffroi.cli import alarms, audit, gateway, interventions, inventory, kpi, query, state, users
 from beffroi.core.errors import BeffroiError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.add_typer(alarms.commands, name="alarms")
 app.add_typer(audit.commands, name="audit")
 app.add_typer(kpi.commands, name="kpi")
 app.add_typer(inventory.commands, name="inventory")
+app.add_typer(interventions.commands, name="interventions")
 app.add_typer(users.commands, name="user")
 app.add_typer(state.commands, name="state")
 

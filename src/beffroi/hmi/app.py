@@ -289,6 +289,7 @@ def create_app(
             # Commands on behalf of a user: what the standby of a pair sends the active node.
             control=control if pair is not None else None,
             users=users,
+            interventions=interventions,
         )
     register_public(server, cfg, register, live)
     if interventions is not None:

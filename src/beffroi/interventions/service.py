@@ -425,7 +425,8 @@ class InterventionService:
         if iid is None:
             cat = CATEGORIES[rep["category"]]
             matches = json.loads(rep["matches"])
-            alarms = [(a, self.clock()) for a in matches["alarms"]]
+            began = {v["alarm_id"]: _parse(v["since"]) for v in (self.alarms or list)()}
+            alarms = [(a, began.get(a) or self.clock()) for a in matches["alarms"]]
             asset = matches["assets"][:1]
             return self.create(
                 actor,
