@@ -146,9 +146,9 @@ def test_an_alarm_routed_to_a_team_opens_one_intervention_and_tells_the_team(sit
     assert (item.team, item.state, item.origin) == ("eclairage", State.ASSIGNED, "alarm")
     assert item.alarms == [first, second] and item.assets == [cab.id]
     assert (item.lat, item.lon) == (cab.lat, cab.lon)
-    # A severity-3 alarm waits for an operator; a bus alarm has no route.
+    # A P4 alarm (auto_severity 3) waits for an operator.
     other = _cabinets(site)[1]
-    site.alarm(other.id, 1, severity=3)
+    site.alarm(other.id, 1, severity=4)
     assert site.service.route_alarms() == []
     assert site.service.deliver() == 1
     [mail] = smtp.to("eclairage@example.org")

@@ -29,6 +29,9 @@ from beffroi.control.runs import RunStore
 from beffroi.core.errors import MissingCredentials
 from beffroi.core.model import Asset
 from beffroi.hmi.users import UserStore
+from beffroi.interventions.config import interventions_path
+from beffroi.interventions.model import State
+from beffroi.interventions.store import InterventionStore
 from beffroi.inventory.config import store_path
 from beffroi.inventory.store import InventoryStore
 from beffroi.kpi.config import kpi_store_path
@@ -274,7 +277,15 @@ def test_an_embedded_site_moves_to_postgres_without_loss(tmp_path: Path, pg_url:
     kpi.record_changes(pd.DataFrame([change, change]))
     inventory = InventoryStore(store_path(cfg))
     inventory.save([Asset("EP-1", "streetlight_cabinet", "dijon", 47.3, 5.0, "lighting")])
-    for store in (journal, audit, users, kpi, inventory):
+    works = InterventionStore(interventions_path(cfg))
+    row = {"title": "Rue sombre", "commune": "dijon", "domain": "lighting", "lat": 47.3,
+           "lon": 5.0, "assets": ["EP-1"], "priority": 2, "team": "eclairage",
+           "state": State.ASSIGNED, "origin": "alarm"}  # fmt: skip
+    works.insert(row)
+    works.add_report({"category": "dark_street", "commune": "dijon", "lat": 47.3, "lon": 5.0,
+                      "address": "", "text": "Noir", "duplicate_of": None,
+                      "matches": "{}"}, "a@example.org")  # fmt: skip
+    for store in (journal, audit, users, kpi, inventory, works):
         store.close()
 
     env = {"BEFFROI_STATE_URL": pg_url}
@@ -304,6 +315,9 @@ def test_an_embedded_site_moves_to_postgres_without_loss(tmp_path: Path, pg_url:
     pg_inventory = InventoryStore(PgPlace(pg_url, "inventory"))
     assert [r["id"] for r in pg_inventory.records()] == ["EP-1"]
     pg_inventory.close()
+    pg_works = InterventionStore(PgPlace(pg_url, "interventions"))
+    assert pg_works.insert(row) == 2 and pg_works.contact(1) == "a@example.org"
+    pg_works.close()
 
     again = CliRunner().invoke(app, ["state", "migrate", "-c", str(config)], env=env)
     assert (

@@ -47,6 +47,7 @@ from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.users import UserStore, reset_demo_users
 from beffroi.interventions.config import interventions_place
+from beffroi.interventions.demo import seed_reports
 from beffroi.interventions.service import InterventionService
 from beffroi.interventions.store import InterventionStore
 from beffroi.inventory.config import store_place
@@ -290,6 +291,8 @@ class Runtime:
             alarms=self.alarms.alarms if self.alarms is not None else None,
         )
         service.acting = self.scheduler.acting if self.scheduler is not None else service.acting
+        if self.demo:
+            seed_reports(service)
         return service
 
     def _schedule_interventions(self, scheduler: Scheduler, service: InterventionService) -> None:

@@ -16,6 +16,8 @@ from beffroi.control.audit_anchor import AnchorBook
 from beffroi.control.config import audit_path
 from beffroi.core.errors import BeffroiError
 from beffroi.hmi import users
+from beffroi.interventions import store as intervention_store
+from beffroi.interventions.config import interventions_path
 from beffroi.inventory import store as inventory_store
 from beffroi.inventory.config import store_path
 from beffroi.kpi import store as kpi_store
@@ -40,6 +42,9 @@ def store_files(cfg: Config) -> list[StoreFile]:
             sequences=(("change_ids", "kpi_changes", "id"),),
         ),
         StoreFile("inventory", store_path(cfg), "inventory", inventory_store.MIGRATIONS),
+        StoreFile(
+            "interventions", interventions_path(cfg), "interventions", intervention_store.MIGRATIONS
+        ),
     ]
 
 

@@ -33,7 +33,7 @@ class InterventionsConfig(Strict):
     from_alarms: bool = True
     # Alarms of severity 1..auto_severity routed to a team open its intervention themselves;
     # the others wait for an operator.
-    auto_severity: Severity = 2
+    auto_severity: Severity = 3
     field_link_hours: float = Field(default=72.0, gt=0, le=24 * 31)
     link_secret_env: str = "BEFFROI_FIELD_LINK_SECRET"
     contact_retention_days: float = Field(default=30.0, ge=0, le=3650)
