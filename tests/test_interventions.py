@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,7 @@ def test_states_move_forward_only_closing_tells_the_resident_and_revokes_links(s
     )
     iid = svc.report_to(rep["id"], None, "op")
     assert svc.get(iid).state is State.NEW
-    with pytest.raises(InterventionError, match="assign it first"):
+    with pytest.raises(InterventionError, match="affectez-la"):
         svc.move(iid, State.EN_ROUTE, "op", Via.HMI)
     svc.assign(iid, "eclairage", "op")
     link = svc.field_link(iid, "op")
@@ -346,3 +347,34 @@ def test_kpis_time_each_step_count_the_backlog_and_who_saw_the_fault_first(site,
     assert manifest["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert manifest["rows"] == len(df) and text.startswith(",".join(kpis.COLUMNS))
     assert "@" not in text  # no address
+
+
+def test_two_crews_closing_at_once_close_it_once(site, smtp):
+    """Two taps (or two phones) on « Terminée » together: one closes, the other is refused;
+    one history line, one audit record, one e-mail to the resident."""
+    cab = _cabinets(site)[0]
+    svc = site.service
+    rep = svc.report("dark_street", cab.lat, cab.lon, "Noir", email=RESIDENT, consent=True)
+    iid = svc.report_to(rep["id"], None, "op")
+    svc.assign(iid, "eclairage", "op")
+    outcomes: list[str] = []
+    gate = threading.Barrier(4)
+
+    def close() -> None:
+        gate.wait()
+        try:
+            svc.move(iid, State.DONE, "crew", Via.FIELD)
+            outcomes.append("closed")
+        except InterventionError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=close) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["closed", "refused", "refused", "refused"]
+    assert [e["state"] for e in svc.get(iid).events if e["kind"] == "state"] == ["done"]
+    assert len(site.audit.frame(actions=["intervention.state"])) == 1
+    svc.deliver()
+    assert len(smtp.to(RESIDENT)) == 1

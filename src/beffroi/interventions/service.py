@@ -101,15 +101,15 @@ class InterventionService:
         reports: Sequence[int] = (),
     ) -> int:
         """Open an intervention (assigned at once when a team is named); return its id."""
-        title = title.strip()[:200]
+        title = _clean(title)[:200]
         if not title:
-            raise InterventionError("an intervention needs a title")
+            raise InterventionError("une intervention a besoin d'un titre")
         if commune not in self.cfg.commune_ids():
-            raise InterventionError(f"unknown commune {commune!r}")
+            raise InterventionError(f"commune inconnue : {commune!r}")
         if team and team not in self.teams:
-            raise InterventionError(f"unknown team {team!r}")
+            raise InterventionError(f"équipe inconnue : {team!r}")
         if not 1 <= priority <= 4:
-            raise InterventionError("priority is 1 (most urgent) to 4")
+            raise InterventionError("la priorité va de 1 (la plus urgente) à 4")
         if (lat is None or lon is None) and assets:
             first = self.register.assets.get(assets[0])
             if first is not None:
@@ -209,45 +209,40 @@ class InterventionService:
         """Return an intervention, or raise InterventionError."""
         item = self.store.get(iid)
         if item is None:
-            raise InterventionError(f"no intervention {iid}")
+            raise InterventionError(f"pas d'intervention n° {iid}")
         return item
 
     def move(self, iid: int, state: State, actor: str, via: Via, note: str = "") -> Intervention:
         """Move an intervention to a later state (or cancel it), with an optional note."""
-        item = self.get(iid)
-        if not can_move(item.state, state):
-            raise InterventionError(
-                f"intervention {iid} is {STATE_LABELS[item.state].lower()}: "
-                f"it cannot become {STATE_LABELS[state].lower()}"
-            )
-        if state is not State.CANCELLED and state is not State.NEW and not item.team:
-            raise InterventionError(f"intervention {iid} has no team yet: assign it first")
-        note = note.strip()[:NOTE_MAX]
-        with self.store.tx():
+        note = _clean(note)[:NOTE_MAX]
+        with self.store.tx():  # read and checked under the lock: two taps never close twice
+            item = self.get(iid)
+            if not can_move(item.state, state):
+                raise InterventionError(
+                    f"l'intervention n° {iid} est {STATE_LABELS[item.state].lower()} : "
+                    f"elle ne peut pas passer à « {STATE_LABELS[state].lower()} »"
+                )
+            if state is not State.CANCELLED and not item.team:
+                raise InterventionError(
+                    f"l'intervention n° {iid} n'a pas encore d'équipe : affectez-la d'abord"
+                )
             self.store.set_state(iid, state)
             self.store.event(iid, actor, via, "state", str(state), note)
             if state in CLOSED:
                 self.store.revoke_links(iid)
                 self._close_reports(iid, state)
-        self._audit(
-            actor,
-            via,
-            "intervention.state",
-            iid,
-            state=str(state),
-            was=str(item.state),
-            note=bool(note),
-        )
+        self._audit(actor, via, "intervention.state", iid, state=str(state), was=str(item.state),
+                    note=bool(note))  # fmt: skip
         return self.get(iid)
 
     def assign(self, iid: int, team: str, actor: str, via: Via = Via.HMI) -> Intervention:
         """Give an intervention to a team (it becomes assigned; its team is told)."""
         if team not in self.teams:
-            raise InterventionError(f"unknown team {team!r}")
-        item = self.get(iid)
-        if not item.open:
-            raise InterventionError(f"intervention {iid} is closed")
+            raise InterventionError(f"équipe inconnue : {team!r}")
         with self.store.tx():
+            item = self.get(iid)
+            if not item.open:
+                raise InterventionError(f"l'intervention n° {iid} est close")
             self.store.update(iid, team=team)
             self.store.event(iid, actor, via, "assign", None, team)
             if item.state is State.NEW:
@@ -258,23 +253,23 @@ class InterventionService:
 
     def note(self, iid: int, text: str, actor: str, via: Via) -> None:
         """Add a note to an intervention's history."""
-        text = text.strip()[:NOTE_MAX]
+        text = _clean(text)[:NOTE_MAX]
         if not text:
-            raise InterventionError("an empty note")
+            raise InterventionError("la note est vide")
         self.get(iid)
         self.store.event(iid, actor, via, "note", None, text)
         self._audit(actor, via, "intervention.note", iid, chars=len(text))
 
     def merge(self, ids: Sequence[int], actor: str, via: Via = Via.HMI) -> int:
         """Fold duplicates into the oldest open one (links, reports, assets); return its id."""
-        items = sorted({i: self.get(i) for i in ids}.values(), key=lambda x: x.id)
-        items = [x for x in items if x.open]
-        if len(items) < 2:
-            raise InterventionError("merging needs two open interventions or more")
-        keep, others = items[0], items[1:]
-        assets = list(dict.fromkeys([*keep.assets, *(a for o in others for a in o.assets)]))
-        priority = min(x.priority for x in items)
         with self.store.tx():
+            items = sorted({i: self.get(i) for i in ids}.values(), key=lambda x: x.id)
+            items = [x for x in items if x.open]
+            if len(items) < 2:
+                raise InterventionError("fusionner demande au moins deux interventions ouvertes")
+            keep, others = items[0], items[1:]
+            assets = list(dict.fromkeys([*keep.assets, *(a for o in others for a in o.assets)]))
+            priority = min(x.priority for x in items)
             for other in others:
                 self.store.move_links(other.id, keep.id)
                 self.store.update(other.id, merged_into=keep.id)
@@ -294,7 +289,7 @@ class InterventionService:
         """Issue a field link to an intervention (audited)."""
         item = self.get(iid)
         if not item.open:
-            raise InterventionError(f"intervention {iid} is closed")
+            raise InterventionError(f"l'intervention n° {iid} est close")
         link = self.links.issue(iid, actor)
         self._audit(actor, Via.HMI, "intervention.link", iid, expires=link.expires.isoformat())
         return link
@@ -329,13 +324,13 @@ class InterventionService:
             raise InterventionError("catégorie inconnue")
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
             raise InterventionError("position invalide")
-        text = text.strip()
+        text = _clean(text)
         if not text or len(text) > self.ic.reports.max_text_chars:
             raise InterventionError(
                 f"une description de 1 à {self.ic.reports.max_text_chars} caractères est requise"
             )
-        address = address.strip()[:200]
-        email = email.strip()
+        address = _clean(address)[:200]
+        email = _clean(email)
         if email and not consent:
             raise InterventionError("une adresse e-mail n'est gardée qu'avec votre accord")
         if email and not EMAIL.match(email):
@@ -419,9 +414,9 @@ class InterventionService:
         """Triage a report: into an existing intervention, or a new one (None); return its id."""
         rep = self.store.report(rid)
         if rep is None:
-            raise InterventionError(f"no report {rid}")
+            raise InterventionError(f"pas de signalement n° {rid}")
         if rep["state"] != "new":
-            raise InterventionError(f"report {rid} is already {rep['state']}")
+            raise InterventionError(f"le signalement n° {rid} est déjà traité ({rep['state']})")
         if iid is None:
             cat = CATEGORIES[rep["category"]]
             matches = json.loads(rep["matches"])
@@ -433,7 +428,7 @@ class InterventionService:
                 via,
                 title=f"{cat.label} — {rep['address'] or rep['commune']}",
                 commune=rep["commune"],
-                domain=cat.domain or "buildings",
+                domain=cat.domain or "other",
                 lat=rep["lat"],
                 lon=rep["lon"],
                 assets=asset,
@@ -444,7 +439,7 @@ class InterventionService:
             )
         item = self.get(iid)
         if not item.open:
-            raise InterventionError(f"intervention {iid} is closed")
+            raise InterventionError(f"l'intervention n° {iid} est close")
         with self.store.tx():
             self._take_report(iid, rid)
             self.store.event(iid, actor, via, "link", None, f"signalement {rid}")
@@ -455,14 +450,14 @@ class InterventionService:
         """Refuse a report (not a problem for the city, spam); its address is kept no longer."""
         rep = self.store.report(rid)
         if rep is None or rep["state"] != "new":
-            raise InterventionError(f"report {rid} is not waiting for triage")
+            raise InterventionError(f"le signalement n° {rid} n'attend pas de tri")
         self.store.set_report(rid, state="rejected", closed_at=self.store.now())
         self._audit(actor, Via.HMI, "report.reject", None, report=rid, why=why[:200])
 
     def _take_report(self, iid: int, rid: int) -> None:
         rep = self.store.report(rid)
         if rep is None:
-            raise InterventionError(f"no report {rid}")
+            raise InterventionError(f"pas de signalement n° {rid}")
         self.store.link(iid, "report", str(rid), rep["created"])
         self.store.set_report(rid, state="linked", intervention=iid)
 
@@ -472,14 +467,14 @@ class InterventionService:
         for rid in self.store.reports_of(iid):
             self.store.set_report(rid, state="closed", closed_at=now)
             email = self.store.contact(rid)
-            if email is not None:
+            if email is not None and self.email.enabled:  # no promise made without sending
                 self._tell_resident(rid, email, state)
 
     def contact(self, rid: int, role: str, actor: str) -> str | None:
         """Return a report author's address to a role that needs it (audited, never shown to
         others); raise InterventionError for the others."""
         if role not in self.ic.contact_roles:
-            raise InterventionError("this role does not see residents' contacts")
+            raise InterventionError("ce rôle ne voit pas les coordonnées des habitants")
         email = self.store.contact(rid)
         self._audit(actor, Via.HMI, "report.contact", None, report=rid, found=email is not None)
         return email
@@ -553,7 +548,7 @@ class InterventionService:
 
     def deliver(self) -> int:
         """Send what waits in the outbox (after each change, and by the retry job)."""
-        if not self.acting():
+        if not self.acting() or not self.email.enabled:
             return 0
         with self._deliver_lock:  # the change and the retry job never send one twice
             return self.sender.deliver(self.store)
@@ -586,6 +581,11 @@ class _Routed:
 
     def __init__(self, severity: int, domain: str, commune: str):
         self.severity, self.domain, self.commune = severity, domain, commune
+
+
+def _clean(text: str) -> str:
+    """Return text without NUL characters (PostgreSQL refuses them) and outer spaces."""
+    return text.replace("\x00", "").strip()
 
 
 def _parse(text: str | None) -> datetime | None:
