@@ -40,6 +40,11 @@ PAGES = [
     ("/control", "control", "document.getElementById('control-asset') !== null"),
     ("/audit", "audit", "document.querySelector('.audit-page .ag-row') !== null"),
     ("/system", "system", "document.getElementById('system-collectors')?.innerText.length > 0"),
+    (
+        "/interventions",
+        "interventions",
+        "document.querySelector('#iv-summary')?.innerText.length > 0",
+    ),
 ]
 
 

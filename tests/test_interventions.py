@@ -378,3 +378,29 @@ def test_two_crews_closing_at_once_close_it_once(site, smtp):
     assert len(site.audit.frame(actions=["intervention.state"])) == 1
     svc.deliver()
     assert len(smtp.to(RESIDENT)) == 1
+
+
+def test_two_operators_triaging_one_report_at_once_make_one_intervention(site):
+    cab = _cabinets(site)[0]
+    svc = site.service
+    rep = svc.report("dark_street", cab.lat, cab.lon, "Noir")
+    made: list[int] = []
+    refused: list[str] = []
+    gate = threading.Barrier(3)
+
+    def triage() -> None:
+        gate.wait()
+        try:
+            made.append(svc.report_to(rep["id"], None, "op"))
+        except InterventionError as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=triage) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and len(refused) == 2 and "déjà traité" in refused[0]
+    assert list(svc.table().id) == made
+    [seen] = site.audit.frame(actions=["report.create"]).to_dict("records")
+    assert seen["commune"] == cab.commune  # an auditor of another commune does not see it

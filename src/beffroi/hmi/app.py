@@ -62,6 +62,9 @@ def _shell(cfg: HmiSite) -> html.Div:
                             dcc.Link("Synoptics", href="/synoptic", id="shell-nav-synoptic"),
                             dcc.Link("Trends", href="/trends", id="shell-nav-trends"),
                             dcc.Link("Alarms", href="/alarms", id="shell-nav-alarms"),
+                            dcc.Link(
+                                "Interventions", href="/interventions", id="shell-nav-interventions"
+                            ),
                             dcc.Link("Rules", href="/rules", id="shell-nav-rules"),
                             dcc.Link("KPIs", href="/kpis", id="shell-nav-kpis"),
                             dcc.Link("Control", href="/control", id="shell-nav-control"),

@@ -26,11 +26,24 @@ ROLES = ("viewer", "operator", "supervisor", "auditor", "admin")
 # What each role may do beyond looking; a role does not inherit another's rights by name.
 RIGHTS: dict[str, frozenset[str]] = {
     "viewer": frozenset(),
-    "operator": frozenset({"ack", "shelve", "setpoint"}),
-    "supervisor": frozenset({"ack", "shelve", "setpoint", "playbook", "rules", "inventory"}),
+    "operator": frozenset({"ack", "shelve", "setpoint", "interventions"}),
+    "supervisor": frozenset(
+        {"ack", "shelve", "setpoint", "playbook", "rules", "inventory", "interventions"}
+    ),
     "auditor": frozenset({"export", "audit"}),
     "admin": frozenset(
-        {"ack", "shelve", "setpoint", "playbook", "rules", "inventory", "export", "audit", "users"}
+        {
+            "ack",
+            "shelve",
+            "setpoint",
+            "playbook",
+            "rules",
+            "inventory",
+            "export",
+            "audit",
+            "users",
+            "interventions",
+        }
     ),
 }
 MIN_PASSWORD = 10

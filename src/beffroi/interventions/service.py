@@ -231,8 +231,15 @@ class InterventionService:
             if state in CLOSED:
                 self.store.revoke_links(iid)
                 self._close_reports(iid, state)
-        self._audit(actor, via, "intervention.state", iid, state=str(state), was=str(item.state),
-                    note=bool(note))  # fmt: skip
+        self._audit(
+            actor,
+            via,
+            "intervention.state",
+            iid,
+            state=str(state),
+            was=str(item.state),
+            note=bool(note),
+        )
         return self.get(iid)
 
     def assign(self, iid: int, team: str, actor: str, via: Via = Via.HMI) -> Intervention:
@@ -381,7 +388,7 @@ class InterventionService:
 
     def _grid(self) -> GridIndex:
         # Rebuilt when the register changes (assets imported or discovered while running).
-        version = len(self.register.assets)
+        version = self.register.revision
         if self._index is None or version != self._indexed:
             self._index, self._indexed = GridIndex(self.register.assets.values()), version
         return self._index
@@ -412,35 +419,30 @@ class InterventionService:
 
     def report_to(self, rid: int, iid: int | None, actor: str, via: Via = Via.HMI) -> int:
         """Triage a report: into an existing intervention, or a new one (None); return its id."""
-        rep = self.store.report(rid)
-        if rep is None:
-            raise InterventionError(f"pas de signalement n° {rid}")
-        if rep["state"] != "new":
-            raise InterventionError(f"le signalement n° {rid} est déjà traité ({rep['state']})")
-        if iid is None:
-            cat = CATEGORIES[rep["category"]]
-            matches = json.loads(rep["matches"])
-            began = {v["alarm_id"]: _parse(v["since"]) for v in (self.alarms or list)()}
-            alarms = [(a, began.get(a) or self.clock()) for a in matches["alarms"]]
-            asset = matches["assets"][:1]
-            return self.create(
-                actor,
-                via,
-                title=f"{cat.label} — {rep['address'] or rep['commune']}",
-                commune=rep["commune"],
-                domain=cat.domain or "other",
-                lat=rep["lat"],
-                lon=rep["lon"],
-                assets=asset,
-                origin="report",
-                priority=1 if rep["category"] == "accident" else 3,
-                alarms=alarms,
-                reports=[rid],
-            )
-        item = self.get(iid)
-        if not item.open:
-            raise InterventionError(f"l'intervention n° {iid} est close")
-        with self.store.tx():
+        began = {v["alarm_id"]: _parse(v["since"]) for v in (self.alarms or list)()}
+        with self.store.tx():  # checked under the lock: two operators never triage it twice
+            rep = self._waiting(rid)
+            if iid is None:
+                cat = CATEGORIES[rep["category"]]
+                matches = json.loads(rep["matches"])
+                alarms = [(a, began.get(a) or self.clock()) for a in matches["alarms"]]
+                return self.create(
+                    actor,
+                    via,
+                    title=f"{cat.label} — {rep['address'] or rep['commune']}",
+                    commune=rep["commune"],
+                    domain=cat.domain or "other",
+                    lat=rep["lat"],
+                    lon=rep["lon"],
+                    assets=matches["assets"][:1],
+                    origin="report",
+                    priority=1 if rep["category"] == "accident" else 3,
+                    alarms=alarms,
+                    reports=[rid],
+                )
+            item = self.get(iid)
+            if not item.open:
+                raise InterventionError(f"l'intervention n° {iid} est close")
             self._take_report(iid, rid)
             self.store.event(iid, actor, via, "link", None, f"signalement {rid}")
         self._audit(actor, via, "report.link", iid, report=rid)
@@ -448,16 +450,30 @@ class InterventionService:
 
     def reject_report(self, rid: int, actor: str, why: str = "") -> None:
         """Refuse a report (not a problem for the city, spam); its address is kept no longer."""
-        rep = self.store.report(rid)
-        if rep is None or rep["state"] != "new":
-            raise InterventionError(f"le signalement n° {rid} n'attend pas de tri")
-        self.store.set_report(rid, state="rejected", closed_at=self.store.now())
-        self._audit(actor, Via.HMI, "report.reject", None, report=rid, why=why[:200])
+        with self.store.tx():
+            rep = self._waiting(rid)
+            self.store.set_report(rid, state="rejected", closed_at=self.store.now())
+        self._audit(
+            actor,
+            Via.HMI,
+            "report.reject",
+            None,
+            report=rid,
+            why=_clean(why)[:200],
+            commune=rep["commune"],
+        )
 
-    def _take_report(self, iid: int, rid: int) -> None:
+    def _waiting(self, rid: int) -> dict[str, Any]:
+        """Return a report waiting for triage, or raise saying what became of it."""
         rep = self.store.report(rid)
         if rep is None:
             raise InterventionError(f"pas de signalement n° {rid}")
+        if rep["state"] != "new":
+            raise InterventionError(f"le signalement n° {rid} est déjà traité ({rep['state']})")
+        return rep
+
+    def _take_report(self, iid: int, rid: int) -> None:
+        rep = self._waiting(rid)
         self.store.link(iid, "report", str(rid), rep["created"])
         self.store.set_report(rid, state="linked", intervention=iid)
 
@@ -476,7 +492,17 @@ class InterventionService:
         if role not in self.ic.contact_roles:
             raise InterventionError("ce rôle ne voit pas les coordonnées des habitants")
         email = self.store.contact(rid)
-        self._audit(actor, Via.HMI, "report.contact", None, report=rid, found=email is not None)
+        rep = self.store.report(rid)
+        commune = rep["commune"] if rep is not None else ""
+        self._audit(
+            actor,
+            Via.HMI,
+            "report.contact",
+            None,
+            report=rid,
+            found=email is not None,
+            commune=commune,
+        )
         return email
 
     # --- personal data ---
@@ -561,9 +587,11 @@ class InterventionService:
         """Return interventions for a list (newest first within priority)."""
         return self.store.table(open_only=open_only, communes=communes, team=team)
 
-    def reports(self, states: Sequence[str] = ("new",)) -> pd.DataFrame:
+    def reports(
+        self, states: Sequence[str] = ("new",), communes: Sequence[str] | None = None
+    ) -> pd.DataFrame:
         """Return reports for triage (never their authors' addresses)."""
-        return self.store.reports(states)
+        return self.store.reports(states, communes=communes)
 
     def _audit(self, actor: str, via: Via, action: str, iid: int | None, **detail: Any) -> None:
         if self.audit is None:

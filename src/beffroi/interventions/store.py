@@ -249,7 +249,8 @@ class InterventionStore:
         team: str | None = None,
         limit: int = 10_000,
     ) -> pd.DataFrame:
-        """Return interventions (newest first) with the counts of their links."""
+        """Return interventions, most urgent first and newest first within a priority (at most
+        `limit`), with the counts of their links."""
         where: list[str] = ["TRUE"]
         params: list[Any] = []
         if open_only:
@@ -311,12 +312,21 @@ class InterventionStore:
         rows = self.db.fetch("SELECT * FROM reports WHERE id = ?", [rid])
         return rows[0] if rows else None
 
-    def reports(self, states: Sequence[str] = ("new",), limit: int = 5000) -> pd.DataFrame:
-        """Return reports in some states, newest first (never their authors' addresses)."""
-        marks = ", ".join("?" * len(states))
+    def reports(
+        self,
+        states: Sequence[str] = ("new",),
+        limit: int = 5000,
+        communes: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Return reports in some states (of some communes), newest first, never their
+        authors' addresses."""
+        where = f"state IN ({', '.join('?' * len(states))})"
+        params: list[Any] = list(states)
+        if communes is not None:
+            where += f" AND commune IN ({', '.join('?' * len(communes)) or 'NULL'})"
+            params.extend(communes)
         return self.db.frame(
-            f"SELECT * FROM reports WHERE state IN ({marks}) ORDER BY id DESC LIMIT {int(limit)}",
-            list(states),
+            f"SELECT * FROM reports WHERE {where} ORDER BY id DESC LIMIT {int(limit)}", params
         )
 
     def open_reports_near(self, category: str, since: datetime) -> list[dict[str, Any]]:

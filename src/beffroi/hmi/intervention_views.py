@@ -1,0 +1,391 @@
+"""The Interventions page's rows, details and messages, built by pure functions.
+
+The store keeps times as naive UTC; everything shown here is in local time. Labels are French,
+as the supervisors read them, and so are the service's refusals (report states in words here).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+from dash import html
+
+from beffroi.hmi.figures import DISPLAY_TZ
+from beffroi.hmi.users import RIGHTS
+from beffroi.interventions.model import CATEGORIES, STATE_LABELS, Intervention, State
+from beffroi.interventions.service import InterventionService
+
+# Roles that triage reports and move interventions; viewers and auditors only look.
+# The playbook an "accident" report offers to start at its place (config.toml's name).
+ACCIDENT_PLAYBOOK = "accident"
+SELECTION_MAX = 500  # rows one action may take: more is a hand-built request, not a click
+TIME_FORMAT = "%d/%m/%Y %H:%M"
+
+DOMAIN_LABELS = {
+    "lighting": "Éclairage",
+    "traffic": "Circulation",
+    "mobility": "Mobilité",
+    "security": "Sécurité",
+    "water": "Eau",
+    "waste": "Déchets",
+    "buildings": "Bâtiments",
+    "parking": "Stationnement",
+    "other": "Autre",
+}
+ORIGIN_LABELS = {"alarm": "alarme", "operator": "opérateur", "report": "signalement"}
+VIA_LABELS = {"hmi": "poste", "field": "terrain", "auto": "automatique", "public": "public"}
+EVENT_LABELS = {
+    "created": "Création",
+    "state": "Changement d'état",
+    "assign": "Affectation",
+    "note": "Note",
+    "merge": "Fusion",
+    "link": "Rattachement",
+}
+REPORT_STATE_LABELS = {
+    "new": "à trier",
+    "linked": "rattaché",
+    "rejected": "rejeté",
+    "closed": "clos",
+}
+# States an intervention may be moved to from the page (it is created "new").
+MOVE_TARGETS = [s for s in State if s is not State.NEW]
+_STATE_TEXT = {str(s): label for s, label in STATE_LABELS.items()}  # by the stored value
+_ZONE = ZoneInfo(DISPLAY_TZ)
+
+
+def may_act(role: str) -> bool:
+    """Tell whether a role triages reports and changes interventions (its `interventions` right)."""
+    return "interventions" in RIGHTS.get(role, frozenset())
+
+
+# --- times -----------------------------------------------------------------------------------
+
+
+def _aware(ts: datetime) -> datetime:
+    """Return a time as aware UTC (the store's naive times are UTC)."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def local_time(ts: object, fmt: str = TIME_FORMAT) -> str:
+    """Show a stored time (naive UTC, aware, or missing) in local time."""
+    if ts is None or ts is pd.NaT or not isinstance(ts, datetime):
+        return ""
+    return _aware(ts).astimezone(_ZONE).strftime(fmt)
+
+
+def local_times(column: pd.Series, fmt: str = TIME_FORMAT) -> pd.Series:
+    """Show a column of stored times in local time, at once ("" where missing)."""
+    if column.empty:
+        return column.astype(object)
+    times = pd.to_datetime(column)
+    if times.dt.tz is None:
+        times = times.dt.tz_localize("UTC")
+    return times.dt.tz_convert(DISPLAY_TZ).dt.strftime(fmt).fillna("").astype(object)
+
+
+def duration_text(seconds: float) -> str:
+    """Say a duration the way a supervisor reads it: 2 j 3 h, 1 h 05 min, 12 min, 40 s."""
+    s = max(0, int(seconds))
+    days, rest = divmod(s, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} j {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min"
+    return f"{secs} s"
+
+
+# --- grid and triage rows --------------------------------------------------------------------
+
+
+def _records(columns: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Return rows as dicts from equal columns (DataFrame.to_dict is several times slower)."""
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def intervention_rows(df: pd.DataFrame, commune_names: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Return the interventions grid's rows (the store's table, names and labels for ids)."""
+    if df.empty:
+        return []
+    return _records(
+        {
+            "id": df["id"].astype("int64").tolist(),
+            "priority": df["priority"].astype("int64").tolist(),
+            "state": df["state"].map(_STATE_TEXT).fillna(df["state"]).tolist(),
+            "title": df["title"].tolist(),
+            "commune": df["commune"].map(commune_names).fillna(df["commune"]).tolist(),
+            "domain": df["domain"].map(DOMAIN_LABELS).fillna(df["domain"]).tolist(),
+            "team": df["team"].tolist(),
+            "created": local_times(df["created"]).tolist(),
+            "alarms": df["n_alarms"].astype("int64").tolist(),
+            "reports": df["n_reports"].astype("int64").tolist(),
+        }
+    )
+
+
+def matches_of(text: object) -> dict[str, list[str]]:
+    """Return a report's matches (nearby assets, open alarms) from their stored JSON."""
+    try:
+        found = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        found = {}
+    if not isinstance(found, dict):
+        found = {}
+    return {k: [str(v) for v in found.get(k) or []] for k in ("assets", "alarms")}
+
+
+def category_label(category: str) -> str:
+    """Return a report category's French label (its id when unknown)."""
+    cat = CATEGORIES.get(category)
+    return cat.label if cat is not None else category
+
+
+def report_rows(
+    df: pd.DataFrame, commune_names: Mapping[str, str], visible: Callable[[str], bool]
+) -> list[dict[str, Any]]:
+    """Return the triage queue's rows: the reports of the communes the user sees, newest first."""
+    # Never the author's address: the store's report rows do not hold it.
+    if df.empty:
+        return []
+    df = df[[visible(c) for c in df["commune"]]]
+    if df.empty:
+        return []
+    found = [matches_of(m) for m in df["matches"]]
+    return _records(
+        {
+            "id": df["id"].astype("int64").tolist(),
+            "created": local_times(df["created"]).tolist(),
+            "category": [category_label(c) for c in df["category"]],
+            "category_id": df["category"].tolist(),
+            "commune": [commune_names.get(c, c) for c in df["commune"]],
+            "address": df["address"].fillna("").tolist(),
+            "text": df["text"].tolist(),
+            "assets": [", ".join(f["assets"]) for f in found],
+            "alarms": [len(f["alarms"]) for f in found],
+            "duplicate": ["" if pd.isna(d) else f"n° {int(d)}" for d in df["duplicate_of"]],
+        }
+    )
+
+
+def triage_data(
+    service: InterventionService,
+    scope: Sequence[str] | None,
+    commune_names: Mapping[str, str],
+    *,
+    open_only: bool = True,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Return the triage rows and the grid rows of the communes in scope (None: everywhere)."""
+    allowed = None if scope is None else set(scope)
+    reports = report_rows(
+        service.reports(communes=scope), commune_names, lambda c: allowed is None or c in allowed
+    )
+    grid = intervention_rows(service.table(communes=scope, open_only=open_only), commune_names)
+    return reports, grid
+
+
+def summary(reports: int, rows: Sequence[Mapping[str, Any]]) -> str:
+    """Say how many reports wait and how many interventions are shown, by state."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    by_state = " · ".join(f"{n} {label.lower()}" for label, n in counts.items() if n)
+    return f"{reports} signalement(s) à trier · {len(rows)} intervention(s)" + (
+        f" ({by_state})" if by_state else ""
+    )
+
+
+def selected_ids(rows: object, limit: int = SELECTION_MAX) -> list[int]:
+    """Return the ids of a grid's selected rows (those of another shape are left out)."""
+    if not isinstance(rows, list):
+        return []
+    out: list[int] = []
+    for row in rows[:limit]:
+        value = row.get("id") if isinstance(row, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            out.append(value)
+    return list(dict.fromkeys(out))
+
+
+# --- details ---------------------------------------------------------------------------------
+
+
+def state_times(item: Intervention, now: datetime) -> list[dict[str, str]]:
+    """Return each state reached, when, and how long it lasted (the current one: so far)."""
+    reached = sorted(
+        ((State(s), _aware(t)) for s, t in item.times.items() if t is not None),
+        key=lambda st: (st[1], list(State).index(st[0])),
+    )
+    out = []
+    for i, (state, at) in enumerate(reached):
+        if i + 1 < len(reached):
+            lasted = duration_text((reached[i + 1][1] - at).total_seconds())
+        elif item.open:
+            lasted = duration_text((_aware(now) - at).total_seconds()) + " (en cours)"
+        else:
+            lasted = ""
+        out.append({"state": STATE_LABELS[state], "at": local_time(at), "lasted": lasted})
+    return out
+
+
+def history_rows(events: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Return an intervention's history as lines: when, who, from where, what, text."""
+    out = []
+    for e in events:
+        state = e.get("state")
+        what = EVENT_LABELS.get(e["kind"], e["kind"])
+        if state:
+            what += f" → {_STATE_TEXT.get(state, state)}"
+        out.append(
+            {
+                "ts": local_time(e["ts"], "%d/%m/%Y %H:%M:%S"),
+                "actor": str(e["actor"]),
+                "via": VIA_LABELS.get(e["via"], e["via"]),
+                "what": what,
+                "text": e.get("text") or "",
+            }
+        )
+    return out
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str) -> html.Table:
+    """Return a small HTML table."""
+    return html.Table(
+        [
+            html.Thead(html.Tr([html.Th(h) for h in header])),
+            html.Tbody([html.Tr([html.Td(c) for c in row]) for row in rows]),
+        ],
+        className=cls,
+    )
+
+
+def intervention_detail(
+    item: Intervention,
+    now: datetime,
+    commune_names: Mapping[str, str],
+    alarm_states: Mapping[str, str],
+    reports: Sequence[Mapping[str, Any]],
+) -> html.Div:
+    """Show one intervention: its state and team, times per state, links and history."""
+    commune = commune_names.get(item.commune, item.commune)
+    head = (
+        f"{STATE_LABELS[item.state]} · P{item.priority} · {commune} · "
+        f"{DOMAIN_LABELS.get(item.domain, item.domain)} · équipe {item.team or '—'} · "
+        f"origine {ORIGIN_LABELS.get(item.origin, item.origin)}"
+    )
+    parts: list[Any] = [
+        html.H4(f"Intervention n° {item.id} — {item.title}", id="iv-detail-title"),
+        html.Div(head, id="iv-detail-head"),
+    ]
+    if item.merged_into is not None:
+        parts.append(
+            html.Div(f"Fusionnée dans l'intervention n° {item.merged_into}.", className="iv-note")
+        )
+    if item.lat is not None and item.lon is not None:
+        parts.append(html.Div(f"Lieu : {item.lat:.5f}, {item.lon:.5f}"))
+    parts.append(html.Div(f"Équipements : {', '.join(item.assets) or '—'}"))
+    times = state_times(item, now)
+    parts += [
+        html.H5("Temps par état"),
+        _table(
+            ["état", "atteint le", "durée"],
+            [[t["state"], t["at"], t["lasted"]] for t in times],
+            "iv-table",
+        ),
+        html.H5(f"Alarmes liées ({len(item.alarms)})"),
+        html.Ul(
+            [html.Li(f"{a} · {alarm_states.get(a, '—')}") for a in item.alarms]
+            or [html.Li("aucune")],
+            id="iv-detail-alarms",
+        ),
+        html.H5(f"Signalements liés ({len(reports)})"),
+        html.Ul(
+            [
+                html.Li(
+                    f"n° {r['id']} · {category_label(r['category'])} · "
+                    f"{REPORT_STATE_LABELS.get(r['state'], r['state'])} · {r['text'][:140]}"
+                )
+                for r in reports
+            ]
+            or [html.Li("aucun")],
+            id="iv-detail-reports",
+        ),
+        html.H5("Historique"),
+        _table(
+            ["quand", "qui", "depuis", "quoi", "texte"],
+            [
+                [h["ts"], h["actor"], h["via"], h["what"], h["text"]]
+                for h in history_rows(item.events)
+            ],
+            "iv-table iv-history",
+        ),
+    ]
+    return html.Div(parts, className="iv-detail", id=f"iv-detail-{item.id}")
+
+
+def report_detail(
+    report: Mapping[str, Any],
+    commune_names: Mapping[str, str],
+    duplicate_intervention: int | None,
+    *,
+    contacts: bool = False,
+) -> html.Div:
+    """Show a report waiting for triage: what was written, where, what it matches."""
+    # For the roles that may see it, a button shows the author's address (never built here).
+    found = matches_of(report["matches"])
+    commune = commune_names.get(report["commune"], report["commune"])
+    place = report["address"] or f"{report['lat']:.5f}, {report['lon']:.5f}"
+    parts: list[Any] = [
+        html.H4(f"Signalement n° {report['id']} — {category_label(report['category'])}"),
+        html.Div(f"Reçu le {local_time(report['created'])} · {commune} · {place}"),
+        html.Blockquote(report["text"], className="iv-report-text"),
+        html.Div(
+            f"Équipements proches : {', '.join(found['assets']) or 'aucun'}",
+            id="iv-report-assets",
+        ),
+        html.Div(
+            f"Alarmes en cours à proximité : {', '.join(found['alarms']) or 'aucune'}",
+            id="iv-report-alarms",
+        ),
+    ]
+    dup = report.get("duplicate_of")
+    if dup is not None and not pd.isna(dup):
+        hint = f"Doublon probable du signalement n° {int(dup)}"
+        if duplicate_intervention is not None:
+            hint += f", déjà joint à l'intervention n° {duplicate_intervention}"
+        parts.append(html.Div(hint + ".", className="iv-note", id="iv-report-duplicate"))
+    if contacts and report.get("wants_news"):
+        parts.append(
+            html.Div(
+                className="iv-row",
+                children=[
+                    html.Button("Voir le contact", id="iv-contact-show", n_clicks=0),
+                    html.Span(id="iv-contact", className="iv-contact"),
+                ],
+            )
+        )
+    elif contacts:
+        parts.append(html.Div("Le signalant n'a pas laissé d'adresse.", className="iv-hint"))
+    return html.Div(parts, className="iv-report", id=f"iv-report-{report['id']}")
+
+
+# --- messages --------------------------------------------------------------------------------
+
+# The service says its refusals in French but names a report's state by its code.
+_REPORT_STATE = re.compile(r"\((new|linked|rejected|closed)\)")
+
+
+def french_error(message: str) -> str:
+    """Return a refusal of the interventions service as the page says it."""
+    text = _REPORT_STATE.sub(lambda m: f"({REPORT_STATE_LABELS[m.group(1)]})", message)
+    return f"Refusé : {text}"

@@ -1,0 +1,799 @@
+"""Interventions: residents' reports to triage, the work orders of the user's communes, and
+what supervisors do with them (create, join, reject, merge, assign, move, note, field links).
+
+Every change goes through `InterventionService`, which stores and audits it; this page checks
+the user's role and communes first, against the store's records (never the browser's), and
+sends the e-mails a change queued right after it (the duty job retries what fails).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import dash
+import dash_ag_grid as dag
+from dash import Input, NoUpdate, Output, State, callback, ctx, dcc, html, no_update
+from dash.development.base_component import Component
+from flask import abort
+
+from beffroi.control.model import ControlError
+from beffroi.core.limits import COMMENT_MAX, check_text
+from beffroi.core.model import utcnow
+from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
+from beffroi.hmi.context import get_context
+from beffroi.hmi.control_views import run_view
+from beffroi.hmi.intervention_views import (
+    ACCIDENT_PLAYBOOK,
+    MOVE_TARGETS,
+    REPORT_STATE_LABELS,
+    french_error,
+    intervention_detail,
+    local_time,
+    may_act,
+    report_detail,
+    selected_ids,
+    summary,
+    triage_data,
+)
+from beffroi.hmi.users import User
+from beffroi.interventions.model import STATE_LABELS, Intervention, Via
+from beffroi.interventions.service import NOTE_MAX, InterventionError, InterventionService
+
+dash.register_page(
+    __name__,
+    path="/interventions",
+    name="Interventions",
+    title="Beffroi — Interventions",
+    order=4,
+)
+
+log = logging.getLogger(__name__)
+
+REFRESH_MS = 5000
+PLACE_MAX = 120  # what a playbook run keeps of its place (it goes on information panels)
+PRIORITY_STYLE = {
+    "styleConditions": [
+        {
+            "condition": "params.value == 1",
+            "style": {"backgroundColor": "#d7263d", "color": "#fff"},
+        },
+        {
+            "condition": "params.value == 2",
+            "style": {"backgroundColor": "#f08a24", "color": "#fff"},
+        },
+        {"condition": "params.value == 3", "style": {"backgroundColor": "#f6c945"}},
+    ]
+}
+GRID_COLUMNS: list[dict[str, Any]] = [
+    {
+        "field": "id",
+        "headerName": "n°",
+        "width": 95,
+        "checkboxSelection": True,
+        "headerCheckboxSelection": True,
+    },
+    {"field": "priority", "headerName": "P", "width": 65, "cellStyle": PRIORITY_STYLE},
+    {"field": "state", "headerName": "état", "width": 120},
+    {"field": "title", "headerName": "titre", "flex": 1, "minWidth": 260},
+    {"field": "commune", "headerName": "commune", "width": 140},
+    {"field": "domain", "headerName": "domaine", "width": 120},
+    {"field": "team", "headerName": "équipe", "width": 120},
+    {"field": "created", "headerName": "créée le", "width": 150},
+    {"field": "alarms", "headerName": "alarmes", "width": 95},
+    {"field": "reports", "headerName": "signalements", "width": 120},
+]
+REPORT_COLUMNS: list[dict[str, Any]] = [
+    {"field": "id", "headerName": "n°", "width": 80},
+    {"field": "created", "headerName": "reçu le", "width": 150},
+    {"field": "category", "headerName": "catégorie", "width": 230},
+    {"field": "commune", "headerName": "commune", "width": 130},
+    {"field": "address", "headerName": "adresse", "width": 200},
+    {"field": "text", "headerName": "description", "flex": 1, "minWidth": 220},
+    {"field": "assets", "headerName": "équipements proches", "width": 170},
+    {"field": "alarms", "headerName": "alarmes", "width": 90},
+    {"field": "duplicate", "headerName": "doublon de", "width": 110},
+]
+DEFAULT_COL = {"sortable": True, "resizable": True, "filter": True}
+_Out = str | NoUpdate
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _service() -> InterventionService:
+    """Return the interventions service (the page shows no forms when it is not running)."""
+    service = get_context().interventions
+    if service is None:
+        raise dash.exceptions.PreventUpdate
+    return service
+
+
+def _acting() -> User:
+    """Return the user if their role acts on interventions; refuse the request with 403 else."""
+    user = current()
+    if not may_act(user.role):
+        log.warning("user %s (%s) refused a change of interventions", user.name, user.role)
+        abort(403)
+    return user
+
+
+def _scope(user: User) -> list[str] | None:
+    """Return the communes the store's queries keep (None: the whole metropolis)."""
+    return None if user.everywhere else list(user.communes)
+
+
+def _commune_names() -> dict[str, str]:
+    """Return the communes' names by id."""
+    return {c.id: c.name for c in get_context().register.communes.values()}
+
+
+def _report(service: InterventionService, rows: object) -> dict[str, Any] | None:
+    """Return the selected report as stored, after checking it is in the user's communes."""
+    ids = selected_ids(rows, 1)
+    report = service.store.report(ids[0]) if ids else None
+    if report is not None:
+        ensure_sees(report["commune"])  # the store's commune, not the browser's claim
+    return report
+
+
+def _items(service: InterventionService, ids: list[int]) -> tuple[list[Intervention], list[str]]:
+    """Return the interventions named, each within the user's communes, and the refusals."""
+    found, refused = [], []
+    for iid in ids:
+        try:
+            item = service.get(iid)
+        except InterventionError as exc:
+            refused.append(french_error(str(exc)))
+            continue
+        ensure_sees(item.commune)
+        found.append(item)
+    return found, refused
+
+
+def _deliver(service: InterventionService) -> None:
+    """Send the e-mails a change queued (a team told of its work); the duty job retries."""
+    try:
+        service.deliver()
+    except Exception:
+        log.exception("interventions: e-mails not sent now; the duty job retries them")
+
+
+def _stamp() -> str:
+    """Return a fresh value for the stores that tell the grids a change was made here."""
+    return utcnow().isoformat()
+
+
+def _text(value: object, what: str, limit: int) -> str:
+    """Return a form's text, stripped; raise ValueError in French when out of bounds."""
+    if value is None:
+        return ""
+    try:
+        return check_text(value, what, limit).strip()
+    except ValueError as exc:
+        raise ValueError(f"Refusé : {exc}.") from None
+
+
+def _accident_playbook() -> bool:
+    """Tell whether the accident playbook is configured and control runs."""
+    hmi = get_context()
+    return hmi.control is not None and any(
+        p.name == ACCIDENT_PLAYBOOK for p in hmi.cfg.control.playbooks
+    )
+
+
+# --- layout ----------------------------------------------------------------------------------
+
+
+def _triage_section(acts: bool, playbook: bool) -> html.Section:
+    """Return the triage queue, the selected report and its actions."""
+    actions = html.Div(
+        className="iv-row",
+        hidden=not acts,
+        children=[
+            html.Button("Créer une intervention", id="iv-create", n_clicks=0),
+            dcc.Input(
+                id="iv-join-id",
+                type="number",
+                min=1,
+                step=1,
+                placeholder="n° d'intervention",
+                className="iv-number",
+            ),
+            html.Button("Joindre à", id="iv-join", n_clicks=0),
+            dcc.Input(id="iv-reject-why", placeholder="Motif du rejet", className="iv-wide"),
+            html.Button("Rejeter", id="iv-reject", n_clicks=0),
+        ],
+    )
+    accident = html.Div(
+        id="iv-accident",
+        hidden=True,
+        className="iv-accident",
+        children=[
+            html.Div(
+                className="iv-row",
+                children=[
+                    dcc.Input(
+                        id="iv-accident-place",
+                        placeholder="Lieu (affiché sur les panneaux)",
+                        className="iv-wide",
+                    ),
+                    html.Button("Plan accident ici…", id="iv-accident-preview", n_clicks=0),
+                    html.Button(
+                        "Lancer le plan accident", id="iv-accident-go", n_clicks=0, disabled=True
+                    ),
+                    dcc.Link("Page Contrôle", href="/control", className="iv-link"),
+                ],
+            ),
+            html.Div(id="iv-accident-feedback", className="iv-feedback"),
+            html.Div(id="iv-accident-run-feedback", className="iv-feedback"),
+            html.Div(id="iv-accident-view"),
+        ],
+    )
+    return html.Section(
+        className="iv-triage",
+        children=[
+            html.H3("Signalements à trier"),
+            dag.AgGrid(
+                id="iv-reports",
+                rowData=[],
+                columnDefs=REPORT_COLUMNS,
+                getRowId="params.data.id + ''",
+                dashGridOptions={"rowSelection": "single", "animateRows": False},
+                defaultColDef=DEFAULT_COL,
+                style={"height": "28vh"},
+            ),
+            html.Div(
+                "Sélectionnez un signalement.", id="iv-report-detail", className="iv-detail-box"
+            ),
+            actions,
+            html.Div(id="iv-report-feedback", className="iv-feedback"),
+            # Shown for accident reports to those who may run playbooks.
+            html.Div(accident, hidden=not playbook),
+        ],
+    )
+
+
+def _grid_section(acts: bool, service: InterventionService) -> html.Section:
+    """Return the interventions grid, the actions on its selection and the detail panel."""
+    teams = [{"label": t, "value": t} for t in service.teams]
+    states = [{"label": STATE_LABELS[s], "value": str(s)} for s in MOVE_TARGETS]
+    actions = html.Div(
+        hidden=not acts,
+        children=[
+            html.Div(
+                className="iv-row",
+                children=[
+                    html.Button("Fusionner", id="iv-merge", n_clicks=0),
+                    dcc.Dropdown(
+                        id="iv-team", options=teams, placeholder="Équipe", className="iv-pick"
+                    ),
+                    html.Button("Affecter à", id="iv-assign", n_clicks=0),
+                    dcc.Dropdown(
+                        id="iv-state", options=states, placeholder="État", className="iv-pick"
+                    ),
+                    html.Button("Changer d'état", id="iv-move", n_clicks=0),
+                ],
+            ),
+            html.Div(
+                className="iv-row",
+                children=[
+                    dcc.Textarea(
+                        id="iv-note",
+                        placeholder="Note (jointe aussi à un changement d'état)",
+                        className="iv-note-input",
+                    ),
+                    html.Button("Ajouter la note", id="iv-add-note", n_clicks=0),
+                ],
+            ),
+            html.Div(
+                className="iv-row",
+                children=[
+                    html.Button("Lien terrain", id="iv-field-link", n_clicks=0),
+                    html.Button("Révoquer les liens", id="iv-revoke", n_clicks=0),
+                    dcc.Input(
+                        id="iv-link",
+                        readOnly=True,
+                        placeholder="Le lien à transmettre à l'équipe",
+                        className="iv-link-url",
+                    ),
+                    dcc.Clipboard(target_id="iv-link", title="Copier le lien"),
+                ],
+            ),
+        ],
+    )
+    return html.Section(
+        className="iv-grid-section",
+        children=[
+            html.Div(
+                className="iv-row",
+                children=[
+                    html.H3("Interventions"),
+                    dcc.RadioItems(
+                        id="iv-open-only",
+                        options=[
+                            {"label": "En cours", "value": "open"},
+                            {"label": "Toutes", "value": "all"},
+                        ],
+                        value="open",
+                        inline=True,
+                    ),
+                ],
+            ),
+            dag.AgGrid(
+                id="iv-grid",
+                rowData=[],
+                columnDefs=GRID_COLUMNS,
+                getRowId="params.data.id + ''",
+                dashGridOptions={"rowSelection": "multiple", "animateRows": False},
+                defaultColDef=DEFAULT_COL,
+                style={"height": "38vh"},
+            ),
+            actions,
+            html.Div(id="iv-grid-feedback", className="iv-feedback"),
+            html.Div(
+                "Sélectionnez une intervention pour voir son détail.",
+                id="iv-detail",
+                className="iv-detail-box",
+            ),
+        ],
+    )
+
+
+def layout(**_query: str) -> html.Div:
+    """Render the triage queue, the interventions grid and their actions."""
+    hmi = get_context()
+    service = hmi.interventions
+    if service is None:
+        return html.Div(
+            html.P(
+                "Les interventions ne sont pas activées dans la configuration de cette passerelle."
+            ),
+            className="iv-page",
+        )
+    user = current()
+    acts = may_act(user.role)
+    parts: list[Component] = [
+        html.Div(
+            className="iv-row",
+            children=[
+                html.H2("Interventions"),
+                html.Span(id="iv-summary", className="iv-summary"),
+            ],
+        ),
+    ]
+    if not acts:
+        parts.append(
+            html.P(
+                "Lecture seule : trier et modifier les interventions est réservé aux opérateurs,"
+                " superviseurs et administrateurs.",
+                id="iv-read-only",
+                className="iv-hint",
+            )
+        )
+    parts += [
+        _triage_section(acts, user.may("playbook") and _accident_playbook()),
+        _grid_section(acts, service),
+        dcc.Store(id="iv-seen"),
+        # Changes made from this page: the lists follow at once, not at the next tick.
+        dcc.Store(id="iv-done-report"),
+        dcc.Store(id="iv-done-grid"),
+        dcc.Store(id="iv-accident-run"),
+        dcc.Interval(id="iv-interval", interval=REFRESH_MS),
+    ]
+    return html.Div(parts, className="iv-page")
+
+
+# --- lists -----------------------------------------------------------------------------------
+
+
+def _digest(rows: list[dict[str, Any]]) -> str:
+    """Return a short fingerprint of a list's rows (sent again only when it moves)."""
+    return hashlib.blake2b(json.dumps(rows).encode(), digest_size=12).hexdigest()
+
+
+@callback(
+    Output("iv-reports", "rowData"),
+    Output("iv-grid", "rowData"),
+    Output("iv-summary", "children"),
+    Output("iv-seen", "data"),
+    Input("iv-interval", "n_intervals"),
+    Input("iv-open-only", "value"),
+    Input("iv-done-report", "data"),
+    Input("iv-done-grid", "data"),
+    State("iv-seen", "data"),
+)
+def refresh(
+    _n: int | None,
+    which: str | None,
+    _done_report: str | None,
+    _done_grid: str | None,
+    seen: dict[str, str] | None,
+) -> tuple[Any, ...]:
+    """List the reports to triage and the interventions of the user's communes."""
+    # Each list is sent again only when it changed: a refresh is then a few bytes.
+    service = _service()
+    reports, grid = triage_data(
+        service, _scope(current()), _commune_names(), open_only=which != "all"
+    )
+    keys = {"reports": _digest(reports), "grid": _digest(grid)}
+    before = seen if isinstance(seen, dict) else {}
+    return (
+        reports if keys["reports"] != before.get("reports") else no_update,
+        grid if keys["grid"] != before.get("grid") else no_update,
+        summary(len(reports), grid),
+        keys,
+    )
+
+
+# --- triage ----------------------------------------------------------------------------------
+
+
+@callback(
+    Output("iv-report-detail", "children"),
+    Output("iv-join-id", "value"),
+    Output("iv-accident", "hidden"),
+    Output("iv-accident-place", "value"),
+    Input("iv-reports", "selectedRows"),
+    Input("iv-done-report", "data"),
+)
+def show_report(selected: list[dict[str, Any]] | None, _done: str | None) -> tuple[Any, ...]:
+    """Show the selected report, with a join suggested when it repeats a report already taken."""
+    service = _service()
+    report = _report(service, selected)
+    if report is None:
+        return "Sélectionnez un signalement.", None, True, ""
+    accident = report["category"] == ACCIDENT_PLAYBOOK
+    if report["state"] != "new":  # triaged here or elsewhere: its text and contact go away
+        said = f"Signalement n° {report['id']} {REPORT_STATE_LABELS[report['state']]}"
+        if report["intervention"] is not None:
+            said += f" (intervention n° {int(report['intervention'])})"
+        return said + ".", None, not accident, no_update
+    dup_iv = None
+    if report["duplicate_of"] is not None:
+        first = service.store.report(int(report["duplicate_of"]))
+        if first is not None and first["intervention"] is not None and sees(first["commune"]):
+            dup_iv = int(first["intervention"])
+    names = _commune_names()
+    place = report["address"] or names.get(report["commune"], report["commune"])
+    # The contact button comes with each report, so an address shown goes with its report.
+    contacts = current().role in service.ic.contact_roles
+    return (
+        report_detail(report, names, dup_iv, contacts=contacts),
+        dup_iv,
+        not accident,
+        place[:PLACE_MAX],
+    )
+
+
+@callback(
+    Output("iv-report-feedback", "children"),
+    Output("iv-done-report", "data"),
+    Input("iv-create", "n_clicks"),
+    Input("iv-join", "n_clicks"),
+    Input("iv-reject", "n_clicks"),
+    State("iv-reports", "selectedRows"),
+    State("iv-join-id", "value"),
+    State("iv-reject-why", "value"),
+    prevent_initial_call=True,
+)
+def triage(
+    _create: int | None,
+    _join: int | None,
+    _reject: int | None,
+    selected: list[dict[str, Any]] | None,
+    join_id: object,
+    why: object,
+) -> tuple[str, _Out]:
+    """Make the selected report an intervention, join it to one, or reject it."""
+    user = _acting()
+    service = _service()
+    report = _report(service, selected)
+    if report is None:
+        return "Sélectionnez d'abord un signalement.", no_update
+    rid, action = int(report["id"]), ctx.triggered_id
+    try:
+        if action == "iv-create":
+            iid = service.report_to(rid, None, user.name)
+            said = f"Intervention n° {iid} créée depuis le signalement n° {rid}."
+        elif action == "iv-join":
+            if isinstance(join_id, bool) or not isinstance(join_id, int) or join_id < 1:
+                return "Donnez le n° de l'intervention où joindre le signalement.", no_update
+            items, refused = _items(service, [join_id])
+            if not items:
+                return refused[0], no_update
+            iid = service.report_to(rid, items[0].id, user.name)
+            said = f"Signalement n° {rid} joint à l'intervention n° {iid}."
+        elif action == "iv-reject":
+            reason = _text(why, "motif", COMMENT_MAX)
+            service.reject_report(rid, user.name, reason)
+            said = f"Signalement n° {rid} rejeté."
+        else:  # a request naming no button of this callback
+            raise dash.exceptions.PreventUpdate
+    except InterventionError as exc:
+        return french_error(str(exc)), no_update
+    except ValueError as exc:  # a form's text out of bounds, already said in French
+        return str(exc), no_update
+    log.info("%s: %s", user.name, said)
+    _deliver(service)
+    return said, _stamp()
+
+
+@callback(
+    Output("iv-contact", "children"),
+    Input("iv-contact-show", "n_clicks"),
+    State("iv-reports", "selectedRows"),
+    prevent_initial_call=True,
+)
+def show_contact(_n: int | None, selected: list[dict[str, Any]] | None) -> str:
+    """Show the selected report's author address to the roles that need it (audited)."""
+    user = current()
+    service = _service()
+    if user.role not in service.ic.contact_roles:
+        log.warning("user %s (%s) refused a resident's contact", user.name, user.role)
+        abort(403)
+    report = _report(service, selected)
+    if report is None:
+        return "Sélectionnez d'abord un signalement."
+    try:
+        email = service.contact(int(report["id"]), user.role, user.name)
+    except InterventionError as exc:
+        return french_error(str(exc))
+    return f"Contact : {email}" if email else "Le signalant n'a pas laissé d'adresse."
+
+
+@callback(
+    Output("iv-accident-run", "data"),
+    Output("iv-accident-feedback", "children"),
+    Output("iv-accident-go", "disabled"),
+    Input("iv-accident-preview", "n_clicks"),
+    State("iv-reports", "selectedRows"),
+    State("iv-accident-place", "value"),
+    prevent_initial_call=True,
+)
+def accident_preview(
+    _n: int | None, selected: list[dict[str, Any]] | None, place: object
+) -> tuple[dict[str, Any] | NoUpdate, Any, bool]:
+    """Preview the accident playbook at the report's place, as the Control page does."""
+    # The control service audits the preview; the supervisor checks it, then launches it.
+    ensure_may("playbook")
+    hmi = get_context()
+    report = _report(_service(), selected)
+    if report is None or report["category"] != ACCIDENT_PLAYBOOK:
+        return no_update, "Sélectionnez d'abord un signalement d'accident.", True
+    if hmi.control is None or hmi.control.playbooks is None or not _accident_playbook():
+        return no_update, "Le plan accident n'est pas disponible sur cette passerelle.", True
+    try:
+        where = _text(place, "lieu", PLACE_MAX)
+        run = hmi.control.playbooks.preview(
+            current(), ACCIDENT_PLAYBOOK, float(report["lat"]), float(report["lon"]), None, where
+        )
+    except ControlError as exc:
+        return no_update, f"Refusé : {exc.reason}", True
+    except ValueError as exc:
+        return no_update, str(exc), True
+    n = sum(len(s.commands) for s in run.steps)
+    mails = sum(1 for s in run.steps if s.action == "email")
+    said = (
+        f"Aperçu pour le signalement n° {report['id']} : {n} commande(s) et {mails} e-mail(s)."
+        " Vérifiez-les ci-dessous, puis lancez le plan."
+    )
+    return {"run": run.id, "report": int(report["id"])}, said, False
+
+
+@callback(
+    Output("iv-accident-run-feedback", "children"),
+    Input("iv-accident-go", "n_clicks"),
+    State("iv-accident-run", "data"),
+    State("iv-reports", "selectedRows"),
+    prevent_initial_call=True,
+)
+def accident_run(
+    _n: int | None, chosen: dict[str, Any] | None, selected: list[dict[str, Any]] | None
+) -> Any:
+    """Start the previewed accident playbook through the control service (audited there)."""
+    ensure_may("playbook")
+    hmi = get_context()
+    report = _report(_service(), selected)
+    chosen = chosen if isinstance(chosen, dict) else {}
+    run_id = chosen.get("run")
+    if report is None or not isinstance(run_id, str) or chosen.get("report") != report["id"]:
+        return "Prévisualisez d'abord le plan pour ce signalement."
+    if hmi.control is None or hmi.control.playbooks is None:
+        return "Le contrôle n'est pas actif sur cette passerelle."
+    run = hmi.control.playbooks.get(run_id)
+    if run is None:
+        return "Cet aperçu n'existe plus : prévisualisez à nouveau."
+    for commune in run.communes():
+        ensure_sees(commune)
+    try:
+        hmi.control.start_run(current(), run.id)
+    except ControlError as exc:
+        return f"Refusé : {exc.reason}"
+    log.info("%s started the accident playbook, run %s, report %s", run.user, run.id, report["id"])
+    return [
+        f"Plan accident lancé (exécution {run.id}) : suivez-le ci-dessous ; le retour arrière"
+        " se fait depuis la ",
+        dcc.Link("page Contrôle", href="/control"),
+        ".",
+    ]
+
+
+@callback(
+    Output("iv-accident-view", "children"),
+    Input("iv-interval", "n_intervals"),
+    Input("iv-accident-run", "data"),
+    Input("iv-accident-run-feedback", "children"),
+    prevent_initial_call=True,
+)
+def accident_progress(_n: int | None, chosen: dict[str, Any] | None, _started: Any) -> Any:
+    """Show the accident playbook's preview, then follow its run (steps and results)."""
+    run_id = chosen.get("run") if isinstance(chosen, dict) else None
+    hmi = get_context()
+    if not isinstance(run_id, str) or hmi.control is None or hmi.control.playbooks is None:
+        return no_update
+    ensure_may("playbook")
+    run = hmi.control.playbooks.get(run_id)
+    if run is None:
+        return no_update
+    for commune in run.communes():
+        ensure_sees(commune)
+    return run_view(run.as_dict())
+
+
+# --- interventions ---------------------------------------------------------------------------
+
+
+@callback(
+    Output("iv-grid-feedback", "children"),
+    Output("iv-done-grid", "data"),
+    Output("iv-link", "value"),
+    Output("iv-note", "value"),
+    Input("iv-merge", "n_clicks"),
+    Input("iv-assign", "n_clicks"),
+    Input("iv-move", "n_clicks"),
+    Input("iv-add-note", "n_clicks"),
+    Input("iv-field-link", "n_clicks"),
+    Input("iv-revoke", "n_clicks"),
+    State("iv-grid", "selectedRows"),
+    State("iv-team", "value"),
+    State("iv-state", "value"),
+    State("iv-note", "value"),
+    prevent_initial_call=True,
+)
+def act(
+    _merge: int | None,
+    _assign: int | None,
+    _move: int | None,
+    _note: int | None,
+    _link: int | None,
+    _revoke: int | None,
+    selected: list[dict[str, Any]] | None,
+    team: object,
+    state: object,
+    note: object,
+) -> tuple[Any, _Out, _Out, _Out]:
+    """Apply an action to the selected interventions as the logged-in user; say what was done."""
+    user = _acting()
+    service = _service()
+    action = ctx.triggered_id
+    items, refused = _items(service, selected_ids(selected))
+    if not items and not refused:
+        return (
+            "Sélectionnez d'abord une ou plusieurs interventions.",
+            no_update,
+            no_update,
+            no_update,
+        )
+    try:
+        text = _text(note, "note", NOTE_MAX)
+    except ValueError as exc:
+        return str(exc), no_update, no_update, no_update
+    link: _Out = no_update
+    cleared: _Out = no_update
+    done: list[int] = []
+
+    def each(apply: Callable[[Intervention], object]) -> None:
+        """Apply a change to every item, keeping the refusals of those it does not fit."""
+        for item in items:
+            try:
+                apply(item)
+            except InterventionError as exc:
+                refused.append(french_error(str(exc)))
+            else:
+                done.append(item.id)
+
+    if action == "iv-merge":
+        try:
+            keep = service.merge([i.id for i in items], user.name, Via.HMI)
+        except InterventionError as exc:
+            refused.append(french_error(str(exc)))
+            said = ""
+        else:
+            done = [i.id for i in items]
+            others = ", ".join(str(i.id) for i in items if i.id != keep)
+            said = f"Interventions {others} fusionnées dans l'intervention n° {keep}."
+    elif action == "iv-assign":
+        if not isinstance(team, str) or team not in service.teams:
+            return "Choisissez une équipe.", no_update, no_update, no_update
+        each(lambda i: service.assign(i.id, team, user.name, Via.HMI))
+        said = f"{len(done)} intervention(s) affectée(s) à l'équipe {team}." if done else ""
+    elif action == "iv-move":
+        target = next((s for s in MOVE_TARGETS if str(s) == state), None)
+        if target is None:
+            return "Choisissez un état.", no_update, no_update, no_update
+        each(lambda i: service.move(i.id, target, user.name, Via.HMI, text))
+        said = f"{len(done)} intervention(s) : {STATE_LABELS[target].lower()}." if done else ""
+        cleared = "" if done and text else no_update
+    elif action == "iv-add-note":
+        if not text:
+            return "Écrivez d'abord la note.", no_update, no_update, no_update
+        each(lambda i: service.note(i.id, text, user.name, Via.HMI))
+        said = f"Note ajoutée à {len(done)} intervention(s)." if done else ""
+        cleared = "" if done else no_update
+    elif action == "iv-field-link":
+        if len(items) != 1 or refused:
+            return "Un lien terrain s'émet pour une seule intervention.", no_update, "", no_update
+        try:
+            issued = service.field_link(items[0].id, user.name)
+        except InterventionError as exc:
+            return french_error(str(exc)), no_update, "", no_update
+        done = [items[0].id]
+        link = service.field_url(issued)
+        until = local_time(issued.expires)
+        said = (
+            f"Lien terrain de l'intervention n° {items[0].id}, valable jusqu'au {until} : "
+            "copiez-le et transmettez-le à l'équipe."
+        )
+    elif action == "iv-revoke":
+        revoked = 0
+
+        def revoke(i: Intervention) -> None:
+            """Revoke an intervention's field links, counting them."""
+            nonlocal revoked
+            revoked += service.revoke(i.id, user.name)
+
+        each(revoke)
+        said = f"{revoked} lien(s) terrain révoqué(s)."
+        link = ""
+    else:  # a request naming no button of this callback
+        raise dash.exceptions.PreventUpdate
+    log.info("%s: %s on %s (refused: %d)", user.name, action, done, len(refused))
+    if done:
+        _deliver(service)
+    message = " ".join([said, *dict.fromkeys(refused)]).strip()
+    return message, _stamp() if done else no_update, link, cleared
+
+
+@callback(
+    Output("iv-detail", "children"),
+    Input("iv-grid", "selectedRows"),
+    Input("iv-done-grid", "data"),
+    Input("iv-interval", "n_intervals"),
+)
+def detail(selected: list[dict[str, Any]] | None, _done: str | None, _n: int | None) -> Any:
+    """Show one intervention: history, linked alarms and reports, times per state."""
+    ids = selected_ids(selected)
+    if len(ids) != 1:
+        if ids:
+            return f"{len(ids)} interventions sélectionnées."
+        return "Sélectionnez une intervention pour voir son détail."
+    service = _service()
+    items, refused = _items(service, ids)
+    if not items:
+        return refused[0] if refused else ""
+    item = items[0]
+    hmi = get_context()
+    states: dict[str, str] = {}
+    if hmi.alarms is not None and item.alarms:
+        wanted = set(item.alarms)
+        states = {
+            a["alarm_id"]: a["state"]
+            for a in hmi.alarms.alarms(include_normal=True)
+            if a["alarm_id"] in wanted
+        }
+    reports = [r for r in (service.store.report(rid) for rid in item.reports) if r is not None]
+    return intervention_detail(item, service.store.now(), _commune_names(), states, reports)
