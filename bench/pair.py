@@ -127,7 +127,8 @@ async def failover(pg: PostgresServer, folder: Path, kills: int, flood_s: float)
     await plant.start()
     config = _config(folder / "pair.toml", plant, None, assets=1000, lease_s=5.0, renew_s=1.0)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "BEFFROI_STATE_URL": url,
-           "BEFFROI_PAIR_TOKEN": TOKEN, "BEFFROI_SESSION_SECRET": "s" * 32}  # fmt: skip
+           "BEFFROI_PAIR_TOKEN": TOKEN, "BEFFROI_SESSION_SECRET": "s" * 32,
+           "BEFFROI_FIELD_LINK_SECRET": "f" * 32}  # fmt: skip
     db = Pg(url)
     procs: dict[str, asyncio.subprocess.Process] = {}
 

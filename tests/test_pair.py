@@ -162,7 +162,8 @@ async def test_the_active_node_killed_during_an_alarm_flood(demo_config, tmp_pat
     await plant.start()
     config = _config(tmp_path / "pair.toml", plant, smtp.port)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "BEFFROI_STATE_URL": pg_url,
-           "BEFFROI_PAIR_TOKEN": TOKEN, "BEFFROI_SESSION_SECRET": "s" * 32}  # fmt: skip
+           "BEFFROI_PAIR_TOKEN": TOKEN, "BEFFROI_SESSION_SECRET": "s" * 32,
+           "BEFFROI_FIELD_LINK_SECRET": "f" * 32}  # fmt: skip
     users = UserStore(PgPlace(pg_url, "users"))
     users.add("sylvie", PASSWORD, "supervisor", ["*"])
     users.close()
@@ -381,7 +382,8 @@ async def test_edges_follow_the_pair_through_a_failover(site, tmp_path, pg_url) 
     text = text.replace("[simulator]\nenabled = true", "[simulator]\nenabled = false")
     config.write_text(text + "\n[pair]\nenabled = true\nlease_s = 3.0\nrenew_s = 0.5\n")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "BEFFROI_STATE_URL": pg_url,
-           "BEFFROI_PAIR_TOKEN": TOKEN, "BEFFROI_SESSION_SECRET": "s" * 32}  # fmt: skip
+           "BEFFROI_PAIR_TOKEN": TOKEN, "BEFFROI_SESSION_SECRET": "s" * 32,
+           "BEFFROI_FIELD_LINK_SECRET": "f" * 32}  # fmt: skip
     pg = Pg(pg_url)
     messages = Messages(site, tag)
     procs: list[asyncio.subprocess.Process] = []

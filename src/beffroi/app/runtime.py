@@ -316,6 +316,12 @@ class Runtime:
                 f"hmi.session_secret_env: the environment variable {secret} must hold the HMI "
                 "session secret both nodes of the pair share"
             )
+        links = cfg.interventions.link_secret_env
+        if cfg.interventions.enabled and not os.environ.get(links):  # a crew's link, either node
+            raise MissingCredentials(
+                f"interventions.link_secret_env: the environment variable {links} must hold the "
+                "field-link key both nodes of the pair share"
+            )
         if not self.node_name:
             raise ConfigError(
                 str(cfg.source or "config"),
