@@ -159,3 +159,23 @@ def test_beffroi_demo_runs_for_a_duration_and_leaves_points(tmp_path: Path) -> N
     assert q.returncode == 0, q.stderr
     rows = pd.read_csv(io.StringIO(q.stdout))
     assert set(rows.tag) == set(one_per_class.values())
+    # The demo's residents' reports wait for triage; the auditor's intervention KPIs are
+    # written from the files once the gateway has stopped.
+    today = datetime.now(UTC).date()
+    k = subprocess.run(
+        [sys.executable, "-m", "beffroi", "interventions", "kpis", "-c", str(cfg_path),
+         "--from", str(today - timedelta(days=1)), "--to", str(today),
+         "--out", str(tmp_path / "interventions.csv")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert k.returncode == 0, k.stderr
+    kpis = pd.read_csv(tmp_path / "interventions.csv")
+    assert kpis.iloc[0]["scope_kind"] == "all"
+    assert (tmp_path / "interventions.csv.manifest.json").exists()
+    from beffroi.interventions.store import InterventionStore
+
+    store = InterventionStore(tmp_path / "interventions.duckdb")
+    try:
+        assert len(store.reports()) == 5
+    finally:
+        store.close()
