@@ -5,7 +5,9 @@ Residents' reports are triaged within the user's communes (created, joined, reje
 interventions are merged, assigned (the team's e-mail goes out at once), moved, noted, given a
 field link and its links revoked; viewers and auditors are refused every change, users past
 their communes too; a resident's address is shown to supervisors only, on request, audited; an
-accident report starts the accident playbook through the control service.
+accident report starts the accident playbook through the control service. Operators open
+interventions from an alarm, an asset, a place or by hand (the form prefilled from the page's
+address), and a team's members list their team's queue ("Mon équipe").
 """
 
 from __future__ import annotations
@@ -106,8 +108,10 @@ def _config(demo_config: Config, smtp_port: int, data: Path) -> Config:
     alarms = base.alarms.model_copy(
         update={
             "teams": [
-                TeamConfig(name="eclairage", addresses=["eclairage@example.org"]),
-                TeamConfig(name="voirie", addresses=["voirie@example.org"]),
+                TeamConfig(name="eclairage", addresses=["eclairage@example.org"], members=["op"]),
+                TeamConfig(
+                    name="voirie", addresses=["voirie@example.org"], members=["op", "sup-talant"]
+                ),
             ],
             "email": base.alarms.email.model_copy(
                 update={
@@ -184,21 +188,25 @@ def site(tmp_path: Path, demo_config: Config, smtp: SmtpServer) -> Iterator[Site
 # --- hand-built requests ---------------------------------------------------------------------
 
 
-def _refresh(which: str = "open") -> dict:
+def _refresh(which: str = "open", mine: bool = False) -> dict:
     return dash_request(
         ["iv-reports.rowData", "iv-grid.rowData", "iv-summary.children", "iv-seen.data"],
         {
             "iv-interval.n_intervals": 1,
             "iv-open-only.value": which,
+            "iv-my-team.value": ["mine"] if mine else [],
             "iv-done-report.data": None,
             "iv-done-grid.data": None,
+            "iv-done-new.data": None,
         },
         {"iv-seen.data": None},
     )
 
 
-def _lists(site: Site, user: str, which: str = "open") -> tuple[list[dict], list[dict], str]:
-    status, body = site.call(user, _refresh(which))
+def _lists(
+    site: Site, user: str, which: str = "open", mine: bool = False
+) -> tuple[list[dict], list[dict], str]:
+    status, body = site.call(user, _refresh(which, mine))
     assert status == 200, body
     out = body["response"]
     return out["iv-reports"]["rowData"], out["iv-grid"]["rowData"], out["iv-summary"]["children"]
@@ -264,6 +272,55 @@ def _detail(ids: list[int]) -> dict:
             "iv-interval.n_intervals": 1,
         },
     )
+
+
+NEW_FIELDS = ("title", "commune", "priority", "team", "domain", "alarm", "asset", "lat", "lon")
+
+
+def _new(**form: object) -> dict:
+    """Return the new intervention form's request: its fields (priority 3 unless given)."""
+    return dash_request(
+        [
+            "iv-new-feedback.children",
+            "iv-done-new.data",
+            "iv-new-title.value",
+            "iv-new-alarm.value",
+            "iv-new-asset.value",
+            "iv-new-lat.value",
+            "iv-new-lon.value",
+        ],
+        {"iv-new-create.n_clicks": 1},
+        {f"iv-new-{k}.value": form.get(k, 3 if k == "priority" else None) for k in NEW_FIELDS},
+    )
+
+
+def _page(site: Site, user: str, search: str = "") -> dict:
+    """Return the page as Dash's router renders it: its layout called with the query's kwargs."""
+    payload = dash_request(
+        ["_pages_content.children", "_pages_store.data"],
+        {"_pages_location.pathname": "/interventions", "_pages_location.search": search},
+    )
+    status, body = site.call(user, payload)
+    assert status == 200, body
+    return body["response"]["_pages_content"]["children"]
+
+
+def _props(tree: object, cid: str) -> dict | None:
+    """Return the props of the component with an id in a rendered layout (None if absent)."""
+    if isinstance(tree, dict):
+        props = tree.get("props")
+        if isinstance(props, dict) and props.get("id") == cid:
+            return props
+        values: list = list(tree.values())
+    elif isinstance(tree, list):
+        values = tree
+    else:
+        return None
+    for value in values:
+        found = _props(value, cid)
+        if found is not None:
+            return found
+    return None
 
 
 def _said(site: Site, user: str, payload: dict, output: str) -> tuple[str, Any]:
@@ -572,6 +629,233 @@ async def test_an_accident_report_starts_the_accident_playbook(
             assert "rue Monge" in mail.message["Subject"]
 
 
+def _alarm_view(asset: Asset, severity: int = 2) -> dict[str, Any]:
+    """Return an alarm needing attention on an asset, as the alarm service lists it."""
+    return {
+        "alarm_id": f"{asset.id}/fault#cabinet-fault",
+        "state": "unack_active",
+        "severity": severity,
+        "rule": "cabinet-fault",
+        "kind": "discrete",
+        "tag": f"{asset.id}/fault",
+        "asset": asset.id,
+        "commune": asset.commune,
+        "domain": asset.domain,
+        "level": None,
+        "value": True,
+        "limit": None,
+        "message": "Armoire en défaut",
+        "since": "2026-03-02T08:00:00+00:00",
+        "shelved_until": None,
+    }
+
+
+def test_operators_open_interventions_from_an_alarm_an_asset_a_place_or_by_hand(
+    site: Site,
+) -> None:
+    """The form: an alarm linked (its asset, commune, domain taken), an asset, a place, by hand;
+    refusals in French; past the user's communes and for viewers, 403."""
+    service = site.service
+    dijon, talant = site.cabinet("dijon"), site.cabinet("talant")
+    view = _alarm_view(dijon)
+    alarm = view["alarm_id"]
+    service.alarms = lambda: [view]
+
+    form = _new(alarm=alarm, team="eclairage", priority=2, commune="talant", domain="water")
+    said, out = _said(site, "op", form, "iv-new-feedback")
+    [iid] = service.table()["id"].tolist()
+    assert said == (
+        f"Intervention n° {iid} créée et affectée à l'équipe eclairage, liée à l'alarme {alarm}."
+    )
+    assert "iv-done-new" in out  # the grid follows at once
+    assert [out[f"iv-new-{k}"]["value"] for k in ("title", "alarm", "asset", "lat", "lon")] == [
+        "", None, "", None, None,
+    ]  # fmt: skip
+    item = service.get(iid)
+    assert (item.title, item.commune, item.domain, item.assets, item.alarms) == (
+        f"Armoire en défaut — {dijon.id}", "dijon", dijon.domain, [dijon.id], [alarm],
+    )  # fmt: skip  # the alarm's, not the form's commune and domain
+    assert (item.lat, item.lon, item.priority, item.team, item.state, item.origin) == (
+        dijon.lat, dijon.lon, 2, "eclairage", State.ASSIGNED, "operator",
+    )  # fmt: skip
+    linked = service.store.db.rows("SELECT linked FROM intervention_links WHERE ref = ?", [alarm])
+    assert linked == [(datetime(2026, 3, 2, 8, 0),)]  # since the alarm began
+    [mail] = site.smtp.to("eclairage@example.org")  # the team told at once
+    assert f"Intervention {iid}" in mail.message["Subject"]
+    [made] = site.actions("intervention.create").to_dict("records")
+    assert (made["user"], made["commune"]) == ("op", "dijon")
+    assert json.loads(made["detail"])["via"] == "hmi"
+    said, _ = _said(site, "op", _new(alarm=alarm, title="Encore"), "iv-new-feedback")
+    assert said == f"Refusé : l'alarme {alarm} est déjà liée à l'intervention n° {iid}."
+    said, _ = _said(site, "op", _new(alarm="gone#rule", title="x"), "iv-new-feedback")
+    assert said == "Refusé : l'alarme gone#rule ne demande plus d'attention."
+
+    form = _new(asset=talant.id, title="Porte forcée", priority=4, commune="dijon")
+    said, _ = _said(site, "sup-talant", form, "iv-new-feedback")
+    by_asset = max(service.table()["id"].tolist())
+    assert said == f"Intervention n° {by_asset} créée."
+    item = service.get(by_asset)
+    assert (item.title, item.commune, item.domain, item.assets, item.lat, item.lon) == (
+        "Porte forcée", "talant", talant.domain, [talant.id], talant.lat, talant.lon,
+    )  # fmt: skip
+    assert (item.priority, item.team, item.state, item.alarms) == (4, "", State.NEW, [])
+    said, _ = _said(site, "op", _new(asset=talant.id, title="Encore"), "iv-new-feedback")
+    assert said.endswith(f" L'équipement a aussi l'intervention n° {by_asset} en cours.")
+
+    form = _new(title="Fuite rue Monge", commune="dijon", domain="water", lat=47.3164, lon="5,04")
+    said, _ = _said(site, "op", form, "iv-new-feedback")
+    item = service.get(max(service.table()["id"].tolist()))
+    assert said == f"Intervention n° {item.id} créée."
+    assert (item.commune, item.domain, item.lat, item.lon, item.assets) == (
+        "dijon", "water", 47.3164, 5.04, [],
+    )  # fmt: skip
+
+    form = _new(title="Tag sur la mairie", commune="talant", team="voirie")
+    said, _ = _said(site, "sup-talant", form, "iv-new-feedback")
+    item = service.get(max(service.table()["id"].tolist()))
+    assert said == f"Intervention n° {item.id} créée et affectée à l'équipe voirie."
+    assert (item.commune, item.domain, item.lat, item.assets, item.team) == (
+        "talant", "other", None, [], "voirie",
+    )  # fmt: skip
+    count = len(service.table())
+
+    refusals = {
+        "Donnez une alarme, un équipement ou un lieu : un seul à la fois.": _new(
+            title="x", asset=dijon.id, lat=47.3, lon=5.0
+        ),
+        "Donnez la latitude et la longitude du lieu.": _new(title="x", commune="dijon", lat=47.3),
+        "Refusé : la latitude doit être un nombre entre -90 et 90.": _new(
+            title="x", commune="dijon", lat=200, lon=5.0
+        ),
+        "Refusé : la longitude doit être un nombre entre -180 et 180.": _new(
+            title="x", commune="dijon", lat=47.3, lon="est"
+        ),
+        "Refusé : la priorité va de 1 (la plus urgente) à 4.": _new(
+            title="x", commune="dijon", priority=9
+        ),
+        "Refusé : domaine inconnu.": _new(title="x", commune="dijon", domain="bogus"),
+        f"Refusé : équipement inconnu : {dijon.id}-nope": _new(title="x", asset=dijon.id + "-nope"),
+        "Choisissez une commune.": _new(title="x"),
+        "Refusé : une intervention a besoin d'un titre": _new(title="  ", commune="dijon"),
+        "Refusé : équipe inconnue : 'nobody'": _new(title="x", commune="dijon", team="nobody"),
+        "Refusé : commune inconnue : 'nowhere'": _new(title="x", commune="nowhere"),
+    }
+    for expected, form in refusals.items():
+        said, out = _said(site, "op", form, "iv-new-feedback")
+        assert said == expected
+        assert "iv-done-new" not in out and "iv-new-title" not in out  # the form kept
+    said, _ = _said(site, "op", _new(title="x" * 300, commune="dijon"), "iv-new-feedback")
+    assert said.startswith("Refusé : titre: at most 200")
+
+    # Past the user's communes (an asset, an alarm, a commune) and for viewers: refused.
+    assert site.call("sup-talant", _new(title="x", asset=dijon.id))[0] == 403
+    assert site.call("sup-talant", _new(title="x", commune="dijon"))[0] == 403
+    service.store.db.run("DELETE FROM intervention_links")  # the alarm free again
+    assert site.call("sup-talant", _new(alarm=alarm))[0] == 403
+    for user in ("viewer", "auditor"):
+        assert site.call(user, _new(title="x", commune="dijon"))[0] == 403
+    assert len(service.table()) == count
+
+
+def test_the_form_is_prefilled_from_the_pages_address(site: Site) -> None:
+    """`?asset=`, `?alarm=`, `?lat=&lon=` fill the form, within the user's communes only."""
+    service = site.service
+    dijon = site.cabinet("dijon")
+    view = _alarm_view(dijon, severity=1)
+    service.alarms = lambda: [view]
+
+    page = _page(site, "op", f"?asset={dijon.id}")
+    assert _props(page, "iv-new")["open"] is True
+    values = {k: (_props(page, f"iv-new-{k}") or {}).get("value") for k in NEW_FIELDS}
+    assert values == {
+        "title": "", "commune": "dijon", "priority": 3, "team": None, "domain": dijon.domain,
+        "alarm": None, "asset": dijon.id, "lat": None, "lon": None,
+    }  # fmt: skip
+    assert _props(page, "iv-new-feedback")["children"] == ""
+    communes = [o["value"] for o in _props(page, "iv-new-commune")["options"]]
+    assert "dijon" in communes and "talant" in communes
+    [choice] = _props(page, "iv-new-alarm")["options"]
+    assert choice == {
+        "label": f"P1 · Armoire en défaut — {dijon.id} · Dijon",
+        "value": view["alarm_id"],
+    }
+
+    page = _page(site, "op", "?alarm=" + view["alarm_id"].replace("#", "%23"))
+    assert _props(page, "iv-new-alarm")["value"] == view["alarm_id"]
+    assert _props(page, "iv-new-title")["value"] == f"Armoire en défaut — {dijon.id}"
+    assert _props(page, "iv-new-priority")["value"] == 1
+    page = _page(site, "op", "?lat=47.32&lon=5.04")
+    assert (_props(page, "iv-new-lat")["value"], _props(page, "iv-new-lon")["value"]) == (
+        47.32, 5.04,
+    )  # fmt: skip
+    page = _page(site, "op", "?lat=nord&lon=5.04")
+    assert _props(page, "iv-new-lat")["value"] is None
+    assert _props(page, "iv-new-feedback")["children"].startswith("Refusé : la latitude")
+    page = _page(site, "op")
+    assert _props(page, "iv-new")["open"] is False
+    assert _props(page, "iv-new-asset")["value"] == ""
+
+    # Another commune's asset and alarm: not shown, not even in the list of alarms.
+    page = _page(site, "sup-talant", f"?asset={dijon.id}")
+    assert _props(page, "iv-new-asset")["value"] == ""
+    assert _props(page, "iv-new-commune")["value"] == "talant"  # the user's only commune
+    assert [o["value"] for o in _props(page, "iv-new-commune")["options"]] == ["talant"]
+    assert _props(page, "iv-new-feedback")["children"] == (
+        f"Équipement inconnu ou hors de vos communes : {dijon.id}."
+    )
+    page = _page(site, "sup-talant", "?alarm=" + view["alarm_id"].replace("#", "%23"))
+    assert _props(page, "iv-new-alarm")["value"] is None
+    assert _props(page, "iv-new-alarm")["options"] == []
+    page = _page(site, "viewer", f"?asset={dijon.id}")  # no form for those who only look
+    assert _props(page, "iv-new") is None and _props(page, "iv-read-only") is not None
+
+
+def test_my_team_lists_the_interventions_of_the_users_teams(site: Site) -> None:
+    """Members see the switch; on, the grid keeps their teams' interventions (one or several)."""
+    service = site.service
+    made = {
+        team: service.create(
+            "system", Via.AUTO, title=f"Travaux {team or 'sans équipe'}", commune=commune,
+            domain="other", team=team,
+        )
+        for team, commune in (("eclairage", "dijon"), ("voirie", "talant"), ("", "dijon"))
+    }  # fmt: skip
+    everything = set(made.values())
+    _, grid, _ = _lists(site, "op")
+    assert {r["id"] for r in grid} == everything
+    _, grid, said = _lists(site, "op", mine=True)  # eclairage and voirie
+    assert {r["id"] for r in grid} == {made["eclairage"], made["voirie"]}
+    assert said == "0 signalement(s) à trier · 2 intervention(s) (2 affectée)"
+    _, grid, _ = _lists(site, "sup-talant", mine=True)  # voirie, in Talant
+    assert [r["id"] for r in grid] == [made["voirie"]]
+    _, grid, _ = _lists(site, "sup", mine=True)  # in no team: none
+    assert grid == []
+
+    for user, shown in (("op", True), ("sup-talant", True), ("sup", False), ("viewer", False)):
+        box = _props(_page(site, user), "iv-my-team-box")
+        assert box is not None and box["hidden"] is (not shown), user
+    box = _props(_page(site, "op"), "iv-my-team-box")
+    assert box["title"] == "Seulement les interventions de : eclairage, voirie"
+
+
+def test_the_map_panel_links_to_a_new_intervention(site: Site) -> None:
+    """The asset panel offers "Ouvrir une intervention" to those who may open one."""
+    cab = site.cabinet("dijon")
+    payload = dash_request(
+        ["map-panel.children"], {"map-selected.data": cab.id, "map-interval.n_intervals": 1}
+    )
+    status, body = site.call("op", payload)
+    assert status == 200, body
+    link = _props(body["response"]["map-panel"]["children"], "map-panel-intervention")
+    assert link is not None
+    assert link["children"]["props"] == {
+        "children": "Ouvrir une intervention",
+        "href": f"/interventions?asset={cab.id}",
+    }
+    status, body = site.call("viewer", payload)
+    assert status == 200 and "map-panel-intervention" not in json.dumps(body)
+
+
 def _click_row(page: Any, grid: str, row_id: int) -> None:
     row = page.locator(f"#{grid} .ag-center-cols-container .ag-row[row-id='{row_id}']")
     row.wait_for(timeout=20_000)
@@ -638,6 +922,56 @@ def test_a_supervisor_triages_a_report_in_the_browser(site: Site) -> None:
     assert RESIDENT not in seen["after"]
     assert seen["errors"] == []
     assert len(site.actions("report.contact")) == 1
+
+
+def _browser_new(url: str, asset: str) -> dict[str, Any]:
+    """As the operator in Chromium: open the page for an asset, create, list "Mon équipe"."""
+    seen: dict[str, Any] = {}
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1500, "height": 1200})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        log_in(page, url, "op", PW)
+        errors.clear()  # the login form's 401 before the session
+        page.goto(url + f"interventions?asset={asset}")
+        page.wait_for_selector("#iv-new[open]")
+        seen["asset"] = page.input_value("#iv-new-asset")
+        seen["commune"] = page.inner_text("#iv-new-commune")
+        page.fill("#iv-new-title", "Armoire ouverte")
+        page.click("#iv-new-create")
+        page.wait_for_function(
+            "document.querySelector('#iv-new-feedback')?.innerText.startsWith('Intervention')"
+        )
+        seen["said"] = page.inner_text("#iv-new-feedback")
+        seen["cleared"] = page.input_value("#iv-new-asset")
+        page.locator("#iv-grid .ag-row[row-id='1']").first.wait_for(timeout=20_000)
+        seen["mine_shown"] = page.is_visible("#iv-my-team-box")
+        page.click("#iv-my-team-box input")
+        page.wait_for_function("dash_ag_grid.getApi('iv-grid').getDisplayedRowCount() === 1")
+        seen["mine"] = page.evaluate(
+            "dash_ag_grid.getApi('iv-grid').getDisplayedRowAtIndex(0).data.id"
+        )
+        page.screenshot(path=artifact("hmi-interventions-new.png"), full_page=True)
+        seen["errors"] = errors
+    return seen
+
+
+def test_an_operator_opens_an_intervention_in_the_browser(site: Site) -> None:
+    """The page in Chromium: the form prefilled from `?asset=`, created, then "Mon équipe"."""
+    require_chromium()
+    cab = site.cabinet("dijon")
+    site.service.create("system", Via.AUTO, title="Autre", commune="dijon", domain="other")
+    mine = site.service.create(
+        "system", Via.AUTO, title="Lampadaire", commune="dijon", domain="lighting", team="eclairage"
+    )
+    seen = _browser_new(site.url, cab.id)
+    assert seen["asset"] == cab.id and seen["commune"] == "Dijon"
+    assert seen["said"] == "Intervention n° 3 créée."
+    assert seen["cleared"] == ""
+    assert site.service.get(3).assets == [cab.id]
+    assert seen["mine_shown"] is True and seen["mine"] == mine
+    assert seen["errors"] == []
 
 
 # --- the pure views --------------------------------------------------------------------------

@@ -108,10 +108,13 @@ class OnCallConfig(Strict):
 
 
 class TeamConfig(Strict):
-    """A maintenance team: who gets its e-mails, who is on call, and who gets escalations."""
+    """A maintenance team: its e-mails, on-call windows, escalations and members (HMI users)."""
 
     name: Slug
     addresses: Emails = []
+    members: list[str] = Field(
+        default=[], description="HMI user names: their 'Mon équipe' queue of interventions"
+    )
     on_call: list[OnCallConfig] = []
     escalation: Emails = []
     escalate_after_min: float = Field(default=30.0, gt=0)

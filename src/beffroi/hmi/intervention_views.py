@@ -7,6 +7,7 @@ as the supervisors read them, and so are the service's refusals (report states i
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 from dash import html
 
+from beffroi.alerts.config import TeamConfig
 from beffroi.hmi.figures import DISPLAY_TZ
 from beffroi.hmi.users import RIGHTS
 from beffroi.interventions.model import CATEGORIES, STATE_LABELS, Intervention, State
@@ -54,6 +56,7 @@ REPORT_STATE_LABELS = {
     "rejected": "rejeté",
     "closed": "clos",
 }
+PRIORITY_LABELS = {1: "P1 — la plus urgente", 2: "P2", 3: "P3", 4: "P4 — la moins urgente"}
 # States an intervention may be moved to from the page (it is created "new").
 MOVE_TARGETS = [s for s in State if s is not State.NEW]
 _STATE_TEXT = {str(s): label for s, label in STATE_LABELS.items()}  # by the stored value
@@ -184,14 +187,76 @@ def triage_data(
     commune_names: Mapping[str, str],
     *,
     open_only: bool = True,
+    teams: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Return the triage rows and the grid rows of the communes in scope (None: everywhere)."""
+    """Return the triage and grid rows of the communes in scope (None: all), teams' if given."""
     allowed = None if scope is None else set(scope)
     reports = report_rows(
         service.reports(communes=scope), commune_names, lambda c: allowed is None or c in allowed
     )
-    grid = intervention_rows(service.table(communes=scope, open_only=open_only), commune_names)
-    return reports, grid
+    if teams is not None and len(teams) == 1:
+        table = service.table(communes=scope, team=teams[0], open_only=open_only)
+    else:
+        table = service.table(communes=scope, open_only=open_only)
+        if teams is not None:  # several teams (or none): the store takes one, the rest here
+            table = table[table["team"].isin(list(teams))]
+    return reports, intervention_rows(table, commune_names)
+
+
+def teams_of(teams: Mapping[str, TeamConfig], user: str) -> list[str]:
+    """Return the names of the teams a user is a member of (`members` in config.toml)."""
+    return [name for name, team in teams.items() if user in team.members]
+
+
+# --- the new intervention form ---------------------------------------------------------------
+
+
+def alarm_title(view: Mapping[str, Any]) -> str:
+    """Return an intervention's title for an alarm: its message (or rule), then its asset."""
+    what = str(view.get("message") or view.get("rule") or view["alarm_id"])
+    return f"{what} — {view['asset']}" if view.get("asset") else what
+
+
+def alarm_option(view: Mapping[str, Any], commune_names: Mapping[str, str]) -> dict[str, str]:
+    """Return an alarm as the form's list offers it: priority, title, commune."""
+    commune = commune_names.get(view["commune"], view["commune"])
+    label = f"P{view['severity']} · {alarm_title(view)} · {commune}"
+    return {"label": label, "value": str(view["alarm_id"])}
+
+
+def coordinate(value: object, what: str, bound: float) -> float | None:
+    """Return a typed latitude or longitude (None when empty); raise ValueError in French."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip().replace(",", "."))
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number) or abs(number) > bound:
+        raise ValueError(f"Refusé : {what} doit être un nombre entre -{bound:g} et {bound:g}.")
+    return number
+
+
+def priority_of(value: object) -> int:
+    """Return a chosen priority (1 to 4); raise ValueError in French for anything else."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4:
+        raise ValueError("Refusé : la priorité va de 1 (la plus urgente) à 4.")
+    return value
+
+
+def domain_of(value: object) -> str:
+    """Return a chosen domain ("other" when none); raise ValueError in French if unknown."""
+    if value is None or value == "":
+        return "other"
+    if not isinstance(value, str) or value not in DOMAIN_LABELS:
+        raise ValueError("Refusé : domaine inconnu.")
+    return value
 
 
 def summary(reports: int, rows: Sequence[Mapping[str, Any]]) -> str:

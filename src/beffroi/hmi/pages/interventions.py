@@ -1,5 +1,7 @@
 """Interventions: residents' reports to triage, the work orders of the user's communes, and
-what supervisors do with them (create, join, reject, merge, assign, move, note, field links).
+what supervisors do with them (create, join, reject, merge, assign, move, note, field links);
+a form opens one from an alarm, an asset, a place or by hand (prefilled from `?alarm=`,
+`?asset=`, `?lat=&lon=`), and "Mon équipe" lists only the interventions of the user's teams.
 
 Every change goes through `InterventionService`, which stores and audits it; this page checks
 the user's role and communes first, against the store's records (never the browser's), and
@@ -12,6 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import dash
@@ -28,15 +31,23 @@ from beffroi.hmi.context import get_context
 from beffroi.hmi.control_views import run_view
 from beffroi.hmi.intervention_views import (
     ACCIDENT_PLAYBOOK,
+    DOMAIN_LABELS,
     MOVE_TARGETS,
+    PRIORITY_LABELS,
     REPORT_STATE_LABELS,
+    alarm_option,
+    alarm_title,
+    coordinate,
+    domain_of,
     french_error,
     intervention_detail,
     local_time,
     may_act,
+    priority_of,
     report_detail,
     selected_ids,
     summary,
+    teams_of,
     triage_data,
 )
 from beffroi.hmi.users import User
@@ -55,6 +66,8 @@ log = logging.getLogger(__name__)
 
 REFRESH_MS = 5000
 PLACE_MAX = 120  # what a playbook run keeps of its place (it goes on information panels)
+TITLE_MAX = 200  # what the service keeps of a title
+ASSET_ID_MAX = 200
 PRIORITY_STYLE = {
     "styleConditions": [
         {
@@ -177,6 +190,40 @@ def _text(value: object, what: str, limit: int) -> str:
         raise ValueError(f"Refusé : {exc}.") from None
 
 
+def _alarm_views(service: InterventionService) -> list[dict[str, Any]]:
+    """Return the alarms needing attention (the service's source, else the alarm service's)."""
+    if service.alarms is not None:
+        return service.alarms()
+    hmi = get_context()
+    return hmi.alarms.alarms() if hmi.alarms is not None else []
+
+
+def _since(text: object) -> datetime:
+    """Return when an alarm began, from its view (now when it does not say)."""
+    if isinstance(text, str) and text:
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    return utcnow()
+
+
+def _my_communes(user: User) -> list[dict[str, str]]:
+    """Return the communes a user may open interventions in, as a dropdown's options."""
+    names = _commune_names()
+    return [
+        {"label": name, "value": cid}
+        for cid, name in sorted(names.items(), key=lambda c: c[1])
+        if user.sees(cid)
+    ]
+
+
+def _alarm_choices(service: InterventionService, user: User) -> list[dict[str, str]]:
+    """Return the alarms needing attention in the user's communes, as the form offers them."""
+    names = _commune_names()
+    return [alarm_option(v, names) for v in _alarm_views(service) if user.sees(v["commune"])]
+
+
 def _accident_playbook() -> bool:
     """Tell whether the accident playbook is configured and control runs."""
     hmi = get_context()
@@ -257,7 +304,162 @@ def _triage_section(acts: bool, playbook: bool) -> html.Section:
     )
 
 
-def _grid_section(acts: bool, service: InterventionService) -> html.Section:
+def _prefill(
+    service: InterventionService, user: User, alarm: object, asset: object, lat: object, lon: object
+) -> tuple[dict[str, Any], str]:
+    """Return the form's first values from the page's address, and what it says of them."""
+    communes = _my_communes(user)
+    values: dict[str, Any] = {
+        "title": "",
+        "commune": communes[0]["value"] if len(communes) == 1 else None,
+        "priority": 3,
+        "domain": None,
+        "alarm": None,
+        "asset": "",
+        "lat": None,
+        "lon": None,
+    }
+    said = ""
+    if isinstance(alarm, str) and alarm:
+        views = _alarm_views(service)
+        view = next((v for v in views if v["alarm_id"] == alarm and user.sees(v["commune"])), None)
+        if view is None:
+            return values, f"L'alarme {alarm[:ASSET_ID_MAX]} ne demande plus d'attention ici."
+        values.update(
+            alarm=alarm,
+            title=alarm_title(view)[:TITLE_MAX],
+            commune=view["commune"],
+            domain=view["domain"] or None,
+            priority=min(4, max(1, int(view["severity"]))),
+        )
+        linked = service.store.open_for(alarm=alarm)
+        if linked is not None:
+            said = f"Cette alarme est déjà liée à l'intervention n° {linked}."
+    elif isinstance(asset, str) and asset:
+        found = get_context().register.assets.get(asset)
+        if found is None or not user.sees(found.commune):
+            return values, f"Équipement inconnu ou hors de vos communes : {asset[:ASSET_ID_MAX]}."
+        values.update(asset=found.id, commune=found.commune, domain=found.domain)
+        linked = service.store.open_for(asset=found.id)
+        if linked is not None:
+            said = f"Cet équipement a déjà l'intervention n° {linked} en cours."
+    elif lat is not None or lon is not None:
+        try:
+            values.update(lat=coordinate(lat, "la latitude", 90))
+            values.update(lon=coordinate(lon, "la longitude", 180))
+        except ValueError as exc:
+            said = str(exc)
+    return values, said
+
+
+def _new_section(
+    service: InterventionService, user: User, values: dict[str, Any], said: str, opened: bool
+) -> html.Details:
+    """Return the form that opens an intervention from an alarm, an asset, a place or by hand."""
+    choices = _alarm_choices(service, user)
+    priorities = [{"label": label, "value": p} for p, label in PRIORITY_LABELS.items()]
+    domains = [{"label": label, "value": d} for d, label in DOMAIN_LABELS.items()]
+    teams = [{"label": t, "value": t} for t in service.teams]
+    return html.Details(
+        id="iv-new",
+        open=opened,
+        className="iv-new",
+        children=[
+            html.Summary("Nouvelle intervention"),
+            html.Div(
+                className="iv-row",
+                children=[
+                    dcc.Input(
+                        id="iv-new-title",
+                        value=values["title"],
+                        placeholder="Titre (vide : celui de l'alarme)",
+                        maxLength=TITLE_MAX,
+                        className="iv-wide",
+                    ),
+                    dcc.Dropdown(
+                        id="iv-new-commune",
+                        options=_my_communes(user),
+                        value=values["commune"],
+                        placeholder="Commune",
+                        className="iv-pick",
+                    ),
+                    dcc.Dropdown(
+                        id="iv-new-priority",
+                        options=priorities,
+                        value=values["priority"],
+                        clearable=False,
+                        className="iv-pick",
+                    ),
+                    dcc.Dropdown(
+                        id="iv-new-team",
+                        options=teams,
+                        placeholder="Équipe (facultatif)",
+                        className="iv-pick",
+                    ),
+                    dcc.Dropdown(
+                        id="iv-new-domain",
+                        options=domains,
+                        value=values["domain"],
+                        placeholder="Domaine",
+                        className="iv-pick",
+                    ),
+                ],
+            ),
+            html.Div(
+                className="iv-row",
+                children=[
+                    dcc.Dropdown(
+                        id="iv-new-alarm",
+                        options=choices,
+                        value=values["alarm"],
+                        placeholder="Depuis une alarme à traiter",
+                        className="iv-pick-wide",
+                    ),
+                    html.Span("ou", className="iv-or"),
+                    dcc.Input(
+                        id="iv-new-asset",
+                        value=values["asset"],
+                        placeholder="un équipement (identifiant)",
+                        maxLength=ASSET_ID_MAX,
+                        className="iv-asset",
+                    ),
+                    html.Span("ou un lieu", className="iv-or"),
+                    dcc.Input(
+                        id="iv-new-lat",
+                        type="number",
+                        min=-90,
+                        max=90,
+                        step="any",
+                        value=values["lat"],
+                        placeholder="latitude",
+                        className="iv-coord",
+                    ),
+                    dcc.Input(
+                        id="iv-new-lon",
+                        type="number",
+                        min=-180,
+                        max=180,
+                        step="any",
+                        value=values["lon"],
+                        placeholder="longitude",
+                        className="iv-coord",
+                    ),
+                    html.Button("Créer l'intervention", id="iv-new-create", n_clicks=0),
+                ],
+            ),
+            html.P(
+                "Une alarme ou un équipement donne la commune, le domaine et le lieu ; sinon,"
+                " choisissez la commune et le domaine. Avec une équipe, l'intervention lui est"
+                " affectée et l'équipe prévenue.",
+                className="iv-hint",
+            ),
+            html.Div(said, id="iv-new-feedback", className="iv-feedback"),
+            dcc.Store(id="iv-new-alarms-seen", data=_digest(choices)),
+        ],
+    )
+
+
+def _grid_section(acts: bool, service: InterventionService, mine: list[str]) -> html.Section:
     """Return the interventions grid, the actions on its selection and the detail panel."""
     teams = [{"label": t, "value": t} for t in service.teams]
     states = [{"label": STATE_LABELS[s], "value": str(s)} for s in MOVE_TARGETS]
@@ -321,6 +523,19 @@ def _grid_section(acts: bool, service: InterventionService) -> html.Section:
                         value="open",
                         inline=True,
                     ),
+                    # Always there (the list's callback reads it), shown to teams' members.
+                    html.Span(
+                        dcc.Checklist(
+                            id="iv-my-team",
+                            options=[{"label": "Mon équipe", "value": "mine"}],
+                            value=[],
+                            inline=True,
+                        ),
+                        id="iv-my-team-box",
+                        hidden=not mine,
+                        title="Seulement les interventions de : " + ", ".join(mine),
+                        className="iv-switch",
+                    ),
                 ],
             ),
             dag.AgGrid(
@@ -343,8 +558,14 @@ def _grid_section(acts: bool, service: InterventionService) -> html.Section:
     )
 
 
-def layout(**_query: str) -> html.Div:
-    """Render the triage queue, the interventions grid and their actions."""
+def layout(
+    alarm: object = None,
+    asset: object = None,
+    lat: object = None,
+    lon: object = None,
+    **_query: object,
+) -> html.Div:
+    """Render the new intervention form (prefilled from the address), triage queue and grid."""
     hmi = get_context()
     service = hmi.interventions
     if service is None:
@@ -374,13 +595,18 @@ def layout(**_query: str) -> html.Div:
                 className="iv-hint",
             )
         )
+    else:
+        values, said = _prefill(service, user, alarm, asset, lat, lon)
+        given = any(isinstance(v, str) and v for v in (alarm, asset, lat, lon))
+        parts.append(_new_section(service, user, values, said, given))
     parts += [
         _triage_section(acts, user.may("playbook") and _accident_playbook()),
-        _grid_section(acts, service),
+        _grid_section(acts, service, teams_of(service.teams, user.name)),
         dcc.Store(id="iv-seen"),
         # Changes made from this page: the lists follow at once, not at the next tick.
         dcc.Store(id="iv-done-report"),
         dcc.Store(id="iv-done-grid"),
+        dcc.Store(id="iv-done-new"),
         dcc.Store(id="iv-accident-run"),
         dcc.Interval(id="iv-interval", interval=REFRESH_MS),
     ]
@@ -402,22 +628,32 @@ def _digest(rows: list[dict[str, Any]]) -> str:
     Output("iv-seen", "data"),
     Input("iv-interval", "n_intervals"),
     Input("iv-open-only", "value"),
+    Input("iv-my-team", "value"),
     Input("iv-done-report", "data"),
     Input("iv-done-grid", "data"),
+    Input("iv-done-new", "data"),
     State("iv-seen", "data"),
 )
 def refresh(
     _n: int | None,
     which: str | None,
+    my_team: list[str] | None,
     _done_report: str | None,
     _done_grid: str | None,
+    _done_new: str | None,
     seen: dict[str, str] | None,
 ) -> tuple[Any, ...]:
-    """List the reports to triage and the interventions of the user's communes."""
+    """List the reports to triage and the interventions of the user's communes (or teams)."""
     # Each list is sent again only when it changed: a refresh is then a few bytes.
     service = _service()
+    user = current()
+    mine = isinstance(my_team, list) and "mine" in my_team
     reports, grid = triage_data(
-        service, _scope(current()), _commune_names(), open_only=which != "all"
+        service,
+        _scope(user),
+        _commune_names(),
+        open_only=which != "all",
+        teams=teams_of(service.teams, user.name) if mine else None,
     )
     keys = {"reports": _digest(reports), "grid": _digest(grid)}
     before = seen if isinstance(seen, dict) else {}
@@ -427,6 +663,146 @@ def refresh(
         summary(len(reports), grid),
         keys,
     )
+
+
+# --- new intervention ------------------------------------------------------------------------
+
+
+@callback(
+    Output("iv-new-alarm", "options"),
+    Output("iv-new-alarms-seen", "data"),
+    Input("iv-interval", "n_intervals"),
+    State("iv-new-alarms-seen", "data"),
+    prevent_initial_call=True,
+)
+def alarm_choices(_n: int | None, seen: str | None) -> tuple[Any, Any]:
+    """Follow the alarms needing attention in the form's list (sent only when they change)."""
+    user = current()
+    if not may_act(user.role):
+        raise dash.exceptions.PreventUpdate
+    choices = _alarm_choices(_service(), user)
+    key = _digest(choices)
+    return (no_update, no_update) if key == seen else (choices, key)
+
+
+def _new_args(
+    service: InterventionService,
+    title: object,
+    commune: object,
+    priority: object,
+    team: object,
+    domain: object,
+    alarm: object,
+    asset: object,
+    lat: object,
+    lon: object,
+) -> dict[str, Any]:
+    """Return `create`'s arguments from the form (403 past the user's communes; else ValueError)."""
+    y, x = coordinate(lat, "la latitude", 90), coordinate(lon, "la longitude", 180)
+    alarm_id = _text(alarm, "alarme", ASSET_ID_MAX)
+    asset_id = _text(asset, "équipement", ASSET_ID_MAX)
+    place = y is not None or x is not None
+    if sum((bool(alarm_id), bool(asset_id), place)) > 1:
+        raise ValueError("Donnez une alarme, un équipement ou un lieu : un seul à la fois.")
+    if place and (y is None or x is None):
+        raise ValueError("Donnez la latitude et la longitude du lieu.")
+    args: dict[str, Any] = {
+        "title": _text(title, "titre", TITLE_MAX),
+        "priority": priority_of(priority),
+        "team": team if isinstance(team, str) else "",
+    }
+    if alarm_id:
+        view = next((v for v in _alarm_views(service) if v["alarm_id"] == alarm_id), None)
+        if view is None:
+            raise ValueError(f"Refusé : l'alarme {alarm_id} ne demande plus d'attention.")
+        ensure_sees(view["commune"])  # the alarm's commune, not the form's
+        linked = service.store.open_for(alarm=alarm_id)
+        if linked is not None:
+            raise ValueError(
+                f"Refusé : l'alarme {alarm_id} est déjà liée à l'intervention n° {linked}."
+            )
+        args.update(
+            title=args["title"] or alarm_title(view)[:TITLE_MAX],
+            commune=view["commune"],
+            domain=view["domain"] or "other",
+            assets=[view["asset"]] if view["asset"] else [],
+            alarms=[(alarm_id, _since(view["since"]))],
+        )
+    elif asset_id:
+        found = get_context().register.assets.get(asset_id)
+        if found is None:
+            raise ValueError(f"Refusé : équipement inconnu : {asset_id}")
+        ensure_sees(found.commune)
+        args.update(
+            commune=found.commune,
+            domain=found.domain,
+            assets=[found.id],
+            lat=found.lat,
+            lon=found.lon,
+        )
+    else:
+        if not isinstance(commune, str) or not commune:
+            raise ValueError("Choisissez une commune.")
+        ensure_sees(commune)
+        args.update(commune=commune, domain=domain_of(domain), lat=y, lon=x)
+    return args
+
+
+@callback(
+    Output("iv-new-feedback", "children"),
+    Output("iv-done-new", "data"),
+    Output("iv-new-title", "value"),
+    Output("iv-new-alarm", "value"),
+    Output("iv-new-asset", "value"),
+    Output("iv-new-lat", "value"),
+    Output("iv-new-lon", "value"),
+    Input("iv-new-create", "n_clicks"),
+    State("iv-new-title", "value"),
+    State("iv-new-commune", "value"),
+    State("iv-new-priority", "value"),
+    State("iv-new-team", "value"),
+    State("iv-new-domain", "value"),
+    State("iv-new-alarm", "value"),
+    State("iv-new-asset", "value"),
+    State("iv-new-lat", "value"),
+    State("iv-new-lon", "value"),
+    prevent_initial_call=True,
+)
+def open_new(
+    _n: int | None,
+    title: object,
+    commune: object,
+    priority: object,
+    team: object,
+    domain: object,
+    alarm: object,
+    asset: object,
+    lat: object,
+    lon: object,
+) -> tuple[Any, ...]:
+    """Open an intervention from the form as the logged-in user; say what was done."""
+    user = _acting()
+    service = _service()
+    kept = (no_update,) * 6
+    try:
+        args = _new_args(service, title, commune, priority, team, domain, alarm, asset, lat, lon)
+        already = service.store.open_for(asset=args["assets"][0]) if args.get("assets") else None
+        iid = service.create(actor=user.name, via=Via.HMI, origin="operator", **args)
+    except InterventionError as exc:
+        return french_error(str(exc)), *kept
+    except ValueError as exc:  # a form's value out of bounds, already said in French
+        return str(exc), *kept
+    said = f"Intervention n° {iid} créée"
+    if args["team"]:
+        said += f" et affectée à l'équipe {args['team']}"
+    if args.get("alarms"):
+        said += f", liée à l'alarme {args['alarms'][0][0]}"
+    said += "."
+    if already is not None:
+        said += f" L'équipement a aussi l'intervention n° {already} en cours."
+    log.info("%s: intervention %d opened from the page (%s)", user.name, iid, args["commune"])
+    _deliver(service)
+    return said, _stamp(), "", None, "", None, None
 
 
 # --- triage ----------------------------------------------------------------------------------

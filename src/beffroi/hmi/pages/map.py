@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import dash
 import dash_leaflet as dl
@@ -27,7 +28,7 @@ from dash import (
 from dash.development.base_component import Component
 
 from beffroi.core.model import utcnow
-from beffroi.hmi.auth import ensure_sees, sees
+from beffroi.hmi.auth import current, ensure_sees, sees
 from beffroi.hmi.components.asset_panel import (
     SPARK_WINDOW,
     alarm_list,
@@ -285,6 +286,10 @@ def render_panel(asset_id: str | None, _n: int | None) -> list[Component] | html
     if hmi.control is not None and any(t.writable for t in asset.tags):
         link = dcc.Link("Commands, playbooks →", href=f"/control?asset={asset.id}")
         children.append(html.Div(link, id="map-panel-control"))
+    if hmi.interventions is not None and current().may("interventions"):
+        href = "/interventions?" + urlencode({"asset": asset.id})
+        link = dcc.Link("Ouvrir une intervention", href=href)
+        children.append(html.Div(link, id="map-panel-intervention"))
     if hmi.alarms is not None:
         children.append(alarm_list(alarms))
     tag = primary_tag(asset)
