@@ -383,6 +383,8 @@ class Runtime:
             await self.alarms.take_over(self.live.snapshot)
         if self.control is not None:
             await self.control.take_over()
+        if self.interventions is not None:  # what the dead node claimed and never sent
+            await asyncio.to_thread(self.interventions.store.release)
         await asyncio.to_thread(self._audit_active)
 
     def _watch_standby(self) -> None:

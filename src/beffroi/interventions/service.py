@@ -534,7 +534,7 @@ class InterventionService:
         msg["To"] = ", ".join(to)
         msg["Subject"] = subject
         msg["Date"] = format_datetime(self.clock())
-        msg["Message-ID"] = make_msgid("beffroi-intervention", self.email.sender.split("@")[-1])
+        msg["Message-ID"] = make_msgid("beffroi-iv", self.email.sender.split("@")[-1])
         msg.set_content(body)
         return msg
 
