@@ -404,3 +404,37 @@ def test_two_operators_triaging_one_report_at_once_make_one_intervention(site):
     assert list(svc.table().id) == made
     [seen] = site.audit.frame(actions=["report.create"]).to_dict("records")
     assert seen["commune"] == cab.commune  # an auditor of another commune does not see it
+
+
+def test_two_operators_opening_from_one_alarm_at_once_open_one(site):
+    cab = _cabinets(site)[0]
+    alarm_id = site.alarm(cab.id, 1, severity=4)  # not routed: operators open it
+    svc = site.service
+    made: list[int] = []
+    refused: list[str] = []
+    gate = threading.Barrier(3)
+
+    def open_it() -> None:
+        gate.wait()
+        try:
+            made.append(
+                svc.create(
+                    "op",
+                    Via.HMI,
+                    title="Défaut",
+                    commune=cab.commune,
+                    domain="lighting",
+                    assets=[cab.id],
+                    alarms=[(alarm_id, T0)],
+                    alarms_free=True,
+                )
+            )
+        except InterventionError as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=open_it) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and len(refused) == 2 and "déjà liée" in refused[0]

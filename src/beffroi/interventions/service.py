@@ -99,8 +99,10 @@ class InterventionService:
         origin: str = "operator",
         alarms: Sequence[tuple[str, datetime]] = (),
         reports: Sequence[int] = (),
+        alarms_free: bool = False,
     ) -> int:
-        """Open an intervention (assigned at once when a team is named); return its id."""
+        """Open an intervention (assigned at once when a team is named); return its id.
+        With `alarms_free`, refuse an alarm already linked to an open intervention."""
         title = _clean(title)[:200]
         if not title:
             raise InterventionError("une intervention a besoin d'un titre")
@@ -127,7 +129,13 @@ class InterventionService:
             "state": state,
             "origin": origin,
         }
-        with self.store.tx():
+        with self.store.tx():  # checked under the lock: two operators never both take it
+            for alarm_id, _ in alarms if alarms_free else ():
+                linked = self.store.open_for(alarm=alarm_id)
+                if linked is not None:
+                    raise InterventionError(
+                        f"l'alarme {alarm_id} est déjà liée à l'intervention n° {linked}"
+                    )
             iid = self.store.insert(row)
             self.store.event(iid, actor, via, "created", str(state), title)
             for alarm_id, since in alarms:

@@ -787,7 +787,9 @@ def open_new(
     try:
         args = _new_args(service, title, commune, priority, team, domain, alarm, asset, lat, lon)
         already = service.store.open_for(asset=args["assets"][0]) if args.get("assets") else None
-        iid = service.create(actor=user.name, via=Via.HMI, origin="operator", **args)
+        iid = service.create(
+            actor=user.name, via=Via.HMI, origin="operator", alarms_free=True, **args
+        )
     except InterventionError as exc:
         return french_error(str(exc)), *kept
     except ValueError as exc:  # a form's value out of bounds, already said in French
