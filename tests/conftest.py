@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from pathlib import Path
 
@@ -31,11 +32,39 @@ async def eventually(predicate, within: float = 10.0, every: float = 0.05) -> No
             await asyncio.sleep(every)
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """Return a TCP port free on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Return a TCP port free on the loopback interface, below the kernel's ephemeral range.
+
+    A port the kernel hands out for `bind(0)` comes from the range it also gives outgoing
+    connections: between the choice and the server's bind, one of the gateway's own client
+    connections (OPC UA, PostgreSQL, SMTP) could take it. Ports below that range it never
+    picks by itself.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(20_000, low)
+        if port in _GIVEN:  # two picks of one test must differ before either is bound
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _GIVEN.add(port)
+            return port
+    raise RuntimeError(f"no free TCP port found in 20000..{low}")
+
+
+def _ephemeral_low() -> int:
+    """Return the first port of the kernel's ephemeral range (32768 when unknown)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+    return max(low, 20_100)
 
 
 @pytest.fixture(scope="session")
