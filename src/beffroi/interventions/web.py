@@ -697,7 +697,8 @@ def _register_field(server: Flask, service: InterventionService, live: LiveValue
     """Add the field page a crew opens from its link."""
     tz = ZoneInfo(service.cfg.metropolis.timezone)
     # A double tap on "Terminée" sends two posts: one change at a time in this process, so the
-    # second sees the first's state (the service reads, checks, then writes).
+    # second sees the first's state and gets the closed page, not a refusal (the service's
+    # own lock keeps the store right across processes; this lock is for the crew's screen).
     changing = threading.Lock()
 
     def refused(reason: str) -> Response:
