@@ -1,4 +1,8 @@
-"""The historian's routes: stored values and latest values, for `beffroi query` and exports."""
+"""The historian's routes: stored values and latest values, for `beffroi query` and exports.
+
+Staff positions (`core/privacy.py`) leave through here as the token API's role may see them:
+snapped to the coarse grid unless `[privacy] api_role` is one whose work needs them exact.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from flask import Flask, Response, request
 from beffroi.api import routes
 from beffroi.api.http import add_route, json_response
 from beffroi.core.limits import POINTS_MAX, TAG_MAX, TAGS_PER_QUERY, check_count, check_text
+from beffroi.core.privacy import PositionViewer
 from beffroi.core.seams import Historian
 from beffroi.core.timeparse import parse_every, parse_time
 
@@ -31,8 +36,49 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def register_query_api(server: Flask, historian: Historian, token: str) -> None:
-    """Add the query and latest routes, answering only requests bearing the token."""
+# Aggregates that tell nothing of where a vehicle was; sums and integrals divided by the count
+# or the duration would give back the exact mean position, so a coarse reader cannot have them.
+PLACELESS_AGGREGATES = frozenset({"count"})
+EXACT_ONLY_AGGREGATES = frozenset({"sum", "integral"})
+
+
+def coarse_positions(
+    df: pd.DataFrame, viewer: PositionViewer | None, agg: str | None = None
+) -> pd.DataFrame:
+    """Return the rows with the staff positions this reader sees coarsely snapped to the grid.
+
+    Raises ValueError for a sum or integral of such positions (they would give the exact mean).
+    """
+    if viewer is None or df.empty or agg in PLACELESS_AGGREGATES:
+        return df
+    hidden = viewer.hidden(df["tag"].unique().tolist())
+    if not hidden:
+        return df
+    if agg in EXACT_ONLY_AGGREGATES:
+        raise ValueError(
+            f"agg={agg}: not available for staff positions to this role ({sorted(hidden)[0]})"
+        )
+    out = df.copy()
+    policy = viewer.policy
+    for tag in hidden:
+        rows = out["tag"] == tag
+        signal = tag.rsplit("/", 1)[1]
+        out.loc[rows, "value"] = [
+            policy.coarsen(signal, v)
+            if isinstance(v, float | int) and not isinstance(v, bool)
+            else v
+            for v in out.loc[rows, "value"].tolist()
+        ]
+    return out
+
+
+def register_query_api(
+    server: Flask, historian: Historian, token: str, positions: PositionViewer | None = None
+) -> None:
+    """Add the query and latest routes, answering only requests bearing the token.
+
+    `positions` is the token API's reader of staff positions (None: every value as stored).
+    """
 
     def tag_list(required: bool) -> list[str]:
         tags = request.args.getlist("tag")
@@ -54,11 +100,13 @@ def register_query_api(server: Flask, historian: Historian, token: str) -> None:
             max_points = check_count(int(given), "max_points", 3, POINTS_MAX)
         agg: Any = request.args.get("agg")  # checked by the historian against AGGREGATES
         df = historian.query(tags, start, end, every=width, agg=agg, max_points=max_points)
+        df = coarse_positions(df, positions, agg)
         return json_response({"backend": historian.name, "rows": records(df)})
 
     def latest() -> Response:
         tags = tag_list(required=False) or None
-        return json_response({"backend": historian.name, "rows": records(historian.latest(tags))})
+        df = coarse_positions(historian.latest(tags), positions)
+        return json_response({"backend": historian.name, "rows": records(df)})
 
     add_route(server, routes.QUERY, token, query)
     add_route(server, routes.LATEST, token, latest)

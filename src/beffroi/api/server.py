@@ -24,6 +24,7 @@ from beffroi.api.query import register_query_api
 from beffroi.api.routes import Route
 from beffroi.control.audit import AuditLog
 from beffroi.control.service import ControlService
+from beffroi.core.privacy import PositionViewer
 from beffroi.core.seams import Historian
 from beffroi.hmi.users import UserStore
 from beffroi.interventions.service import InterventionService
@@ -44,9 +45,10 @@ def mount_api(
     control: ControlService | None = None,
     users: UserStore | None = None,
     interventions: InterventionService | None = None,
+    positions: PositionViewer | None = None,
 ) -> None:
     """Add every route, answering only requests bearing the token."""
-    register_query_api(server, historian, token)
+    register_query_api(server, historian, token, positions)
     if alarms is not None:
         register_alarm_api(server, alarms, token, audit=audit)
     else:

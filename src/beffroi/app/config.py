@@ -27,6 +27,7 @@ from beffroi.collectors.opcua.config import OpcUaCollectorConfig, opcua_problems
 from beffroi.control.config import ControlConfig, control_problems
 from beffroi.core.config import Strict
 from beffroi.core.errors import ConfigError
+from beffroi.core.privacy import privacy_problems
 from beffroi.core.register import Register
 from beffroi.core.site import SiteConfig, site_problems
 from beffroi.historian.config import (
@@ -132,6 +133,7 @@ def config_problems(cfg: Config) -> list[str]:
         + pair_problems(cfg)
         + public_problems(cfg)
         + interventions_problems(cfg, ROLES)
+        + privacy_problems(cfg, ROLES)
         + sparkplug_problems(cfg, cfg.sparkplug)
     )
 

@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from beffroi.core.config import AssetId, Slug, Strict
+from beffroi.core.privacy import PrivacyConfig
 
 
 class MetropolisConfig(Strict):
@@ -66,6 +67,11 @@ class AssetClassConfig(Strict):
     share: float = Field(ge=0, description="share of the generated register")
     spread_km: float = Field(default=1.5, gt=0)
     signals: list[SignalConfig] = Field(min_length=1)
+    # A family groups classes shown together (the map's "fleet": every municipal vehicle).
+    family: Slug | None = None
+    # Its positions are where staff are (a municipal vehicle): shown exactly only to the roles
+    # of `[privacy] precise_position_roles`.
+    personal_positions: bool = False
 
     @field_validator("signals")
     @classmethod
@@ -116,6 +122,9 @@ class Site(Protocol):
     def register(self) -> RegisterConfig: ...
 
     @property
+    def privacy(self) -> PrivacyConfig: ...
+
+    @property
     def source(self) -> Path | None: ...
 
     def commune_ids(self) -> list[str]:
@@ -148,6 +157,7 @@ with warnings.catch_warnings():
         communes: list[CommuneConfig] = Field(min_length=1)
         asset_classes: dict[Slug, AssetClassConfig] = Field(min_length=1)
         register: RegisterConfig = RegisterConfig()
+        privacy: PrivacyConfig = PrivacyConfig()
         _source: Path | None = PrivateAttr(default=None)
 
         @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Protocol
 
 from pydantic import Field, field_validator, model_validator
@@ -24,6 +25,14 @@ class PublicFeedConfig(Strict):
     requests_per_min: int = Field(default=60, ge=1)
     max_clients: int = Field(default=10_000, ge=1)
     names: dict[str, str] = {}
+    # A count older than this is shown as unavailable: a resident must not drive on stale news.
+    stale_s: float = Field(default=900.0, gt=0)
+    # The trend compares free spaces now with their mean between trend_min and trend_min/2 ago.
+    trend_min: float = Field(default=30.0, ge=2, le=240)
+    # Fewer free spaces than this share of capacity: "almost full".
+    almost_full_pct: float = Field(default=5.0, ge=0, le=50)
+    # How often the residents' page fetches the counts again (it never reloads whole).
+    page_refresh_s: float = Field(default=30.0, ge=1, le=600)
 
 
 class HttpConfig(Strict):
@@ -51,6 +60,69 @@ class HttpConfig(Strict):
         return v
 
 
+_TILE_URL = re.compile(r"^https?://[^/\s]+\S*$")
+
+
+class TileLayerConfig(Strict):
+    """One raster tile layer of the maps: a URL template {z}/{x}/{y}, its credit, its zooms."""
+
+    name: str = Field(min_length=1, max_length=80)
+    url: str
+    # The provider's credit, shown on the map: every tile service's terms require it.
+    attribution: str = Field(default="", validate_default=True)
+    subdomains: str = ""  # letters that {s} takes in turn, e.g. "abc"
+    min_zoom: int = Field(default=0, ge=0, le=24)
+    max_zoom: int = Field(default=19, ge=0, le=24)
+
+    @field_validator("url")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        if not _TILE_URL.match(v):
+            raise ValueError(f"expected an http(s) URL template, got {v!r}")
+        missing = [p for p in ("{z}", "{x}", "{y}") if p not in v]
+        if missing:
+            raise ValueError(f"the URL template lacks {', '.join(missing)}: {v!r}")
+        return v
+
+    @field_validator("attribution")
+    @classmethod
+    def _credited(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("required: the tile provider's credit, shown on the map")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TileLayerConfig:
+        if "{s}" in self.url and not self.subdomains:
+            raise ValueError('the URL uses {s}: set subdomains (e.g. "abc")')
+        if self.min_zoom > self.max_zoom:
+            raise ValueError(f"min_zoom ({self.min_zoom}) exceeds max_zoom ({self.max_zoom})")
+        return self
+
+
+class MapConfig(Strict):
+    """The maps' background: tile layers (the first is the default) and the offline schematic."""
+
+    layers: list[TileLayerConfig] = []
+    # The schematic drawn from the communes (works offline); by default only without layers.
+    schematic: bool | None = None
+    zoom: int = Field(default=12, ge=3, le=19)
+
+    @field_validator("layers")
+    @classmethod
+    def _unique_names(cls, v: list[TileLayerConfig]) -> list[TileLayerConfig]:
+        names = [layer.name for layer in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"layer names must be unique, repeated: {', '.join(twice)}")
+        return v
+
+    @property
+    def draws_schematic(self) -> bool:
+        """Tell whether the offline schematic is drawn (always when there is no tile layer)."""
+        return not self.layers or bool(self.schematic)
+
+
 class HmiConfig(Strict):
     """The web HMI: bind address, threads, users file, sessions and login throttling."""
 
@@ -72,6 +144,7 @@ class HmiConfig(Strict):
     login_window_s: float = Field(default=900, gt=0)
     public: PublicFeedConfig = PublicFeedConfig()
     http: HttpConfig = HttpConfig()
+    map: MapConfig = MapConfig()
 
     @model_validator(mode="after")
     def _window_outlasts_waits(self) -> HmiConfig:

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple, TypedDict
 
+import pandas as pd
+
 from beffroi.core.model import Asset, Quality, Sample, utcnow
+from beffroi.core.privacy import PositionPolicy
 from beffroi.core.register import Register
+from beffroi.core.seams import Historian
 from beffroi.hmi.config import HmiSite
+from beffroi.hmi.trend_data import prior_samples
+from beffroi.i18n import N_, _
 
 State = Literal[
     "fault", "p1", "p2", "p3", "p4", "commloss", "removed", "toplace", "stale", "oos", "normal"
@@ -32,18 +38,19 @@ STATE_COLOURS: dict[str, str] = {
     "oos": "#7c4dab",
     "normal": "#2e9d48",
 }
+# Message ids: translate with _() where shown (state_label).
 STATE_LABELS: dict[str, str] = {
-    "fault": "Fault",
-    "p1": "P1 alarm",
-    "p2": "P2 alarm",
-    "p3": "P3 alarm",
-    "p4": "P4 alarm",
-    "commloss": "Comm. loss",
-    "removed": "Removed at source",
-    "toplace": "To be placed",
-    "stale": "Stale",
-    "oos": "Out of service",
-    "normal": "Normal",
+    "fault": N_("Fault"),
+    "p1": N_("P1 alarm"),
+    "p2": N_("P2 alarm"),
+    "p3": N_("P3 alarm"),
+    "p4": N_("P4 alarm"),
+    "commloss": N_("Comm. loss"),
+    "removed": N_("Removed at source"),
+    "toplace": N_("To be placed"),
+    "stale": N_("Stale"),
+    "oos": N_("Out of service"),
+    "normal": N_("Normal"),
 }
 # One character per state, so the map can ship every asset's state as one short string.
 STATE_CODES: dict[str, str] = {
@@ -62,9 +69,20 @@ STATE_CODES: dict[str, str] = {
 _PALETTE = {
     "colours": {STATE_CODES[s]: STATE_COLOURS[s] for s in STATES},
     "names": {STATE_CODES[s]: s for s in STATES},
-    "labels": {STATE_CODES[s]: STATE_LABELS[s] for s in STATES},
     "rank": "".join(STATE_CODES[s] for s in STATES),
 }
+
+
+def state_label(state: str) -> str:
+    """Return a display state's name in the user's language."""
+    return _(STATE_LABELS[state])
+
+
+def _palette() -> dict[str, Any]:
+    """Return what the browser colours and names states with, names in the user's language."""
+    return {**_PALETTE, "labels": {STATE_CODES[s]: state_label(s) for s in STATES}}
+
+
 # Alarm states whose condition is on and not masked: they colour the asset.
 _SOUNDING = frozenset({"unack_active", "ack_active"})
 
@@ -262,21 +280,35 @@ def filter_assets(
     )
 
 
-def layer_geojson(rows: Iterable[AssetRow]) -> dict[str, Any]:
+def layer_geojson(
+    rows: Iterable[AssetRow], vehicles: Mapping[str, tuple[str, bool]] | None = None
+) -> dict[str, Any]:
     """Return assets as GeoJSON points numbered in order (feature i ↔ character i of a code).
 
     The layer is drawn again whenever the register changes, so what is fixed between changes
     (place, id, whether it waits to be placed) travels here, and states in the frames.
+    `vehicles` maps a moving class to its label and whether it is of the municipal fleet.
     """
-    features = [
-        {
-            "type": "Feature",
-            "geometry": {"type": "Point", "coordinates": [round(r["lon"], 6), round(r["lat"], 6)]},
-            # `p`: drawn as an asset to be placed (a dashed ring) whatever its state's colour.
-            "properties": {"i": i, "id": r["id"], **({"p": 1} if r["to_place"] else {})},
-        }
-        for i, r in enumerate(rows)
-    ]
+    vehicles = vehicles or {}
+    features = []
+    for i, r in enumerate(rows):
+        # `p`: drawn as an asset to be placed (a dashed ring) whatever its state's colour.
+        props: dict[str, Any] = {"i": i, "id": r["id"], **({"p": 1} if r["to_place"] else {})}
+        kind = vehicles.get(r["class"])
+        if kind is not None:
+            props["label"] = kind[0]
+            if kind[1]:
+                props["f"] = 1
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {
+                    "type": "Point",
+                    "coordinates": [round(r["lon"], 6), round(r["lat"], 6)],
+                },
+                "properties": props,
+            }
+        )
     return {"type": "FeatureCollection", "features": features}
 
 
@@ -291,7 +323,7 @@ def layer_hideout(layer: str, rows: Iterable[AssetRow], key: str = "") -> dict[s
     `key` names the set of assets drawn (the filters); frames with the same key index the
     same features, so a layer redrawn later can take its states from the newest frame.
     """
-    return {"layer": layer, "key": key, "states": states_code(rows), **_PALETTE}
+    return {"layer": layer, "key": key, "states": states_code(rows), **_palette()}
 
 
 def map_frame(
@@ -303,5 +335,80 @@ def map_frame(
         "fixed": states_code(fixed_rows),
         "moving": states_code(moving_rows),
         "pos": [[round(r["lat"], 6), round(r["lon"], 6)] for r in moving_rows],
-        **_PALETTE,
+        **_palette(),
     }
+
+
+# --- vehicles: positions each role may see, and their recent trail --------------------------
+
+TRAIL_WINDOW = timedelta(minutes=15)
+TRAIL_MAX_POINTS = 150  # per vehicle: a line, not a replay
+
+
+def shown_positions(rows: list[AssetRow], policy: PositionPolicy, role: str | None) -> None:
+    """Replace each row's position by the one the role may see (coarse for staff vehicles)."""
+    for r in rows:
+        if policy.personal(r["class"]):
+            r["lat"], r["lon"] = policy.show(role, r["class"], r["lat"], r["lon"])
+
+
+def trail_allowed(policy: PositionPolicy, role: str | None, asset_class: str) -> bool:
+    """Tell whether a role may see a class's trail: a coarse trail still follows a person."""
+    return policy.exact_for(role, asset_class)
+
+
+def vehicle_trails(
+    historian: Historian,
+    assets: Sequence[Asset],
+    end: datetime,
+    window: timedelta = TRAIL_WINDOW,
+    max_points: int = TRAIL_MAX_POINTS,
+) -> dict[str, list[list[float]]]:
+    """Return each vehicle's positions over the window, oldest first, as [lat, lon] pairs.
+
+    Latitude and longitude are stored apart (each with its own deadband), so a position is
+    taken at every stored sample of either, with the other's latest value; the window starts
+    from the values held at its start. CommLoss samples carry no position and are skipped.
+    """
+    tags = [t for a in assets for t in (a.tag("lat"), a.tag("lon"))]
+    if not tags:
+        return {}
+    start = end - window
+    frames = [prior_samples(historian, tags, start), historian.query(tags, start, end)]
+    frames = [f[["ts", "tag", "value", "quality"]] for f in frames if not f.empty]
+    out: dict[str, list[list[float]]] = {}
+    if not frames:
+        return out
+    df = pd.concat(frames, ignore_index=True)
+    df = df[df["quality"] != Quality.COMM_LOSS.value]
+    by_tag = {tag: part for tag, part in df.groupby("tag", sort=False)}
+    for a in assets:
+        lat_df, lon_df = by_tag.get(a.tag("lat")), by_tag.get(a.tag("lon"))
+        if lat_df is None or lon_df is None:
+            continue
+        both = pd.concat(
+            [lat_df.assign(axis="lat"), lon_df.assign(axis="lon")], ignore_index=True
+        ).sort_values("ts", kind="stable")
+        lat = lon = None
+        points: list[list[float]] = []
+        for axis, value in zip(both["axis"], both["value"], strict=True):
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                continue
+            if v != v:  # NaN: no position
+                continue
+            if axis == "lat":
+                lat = v
+            else:
+                lon = v
+            if lat is not None and lon is not None:
+                point = [round(lat, 6), round(lon, 6)]
+                if not points or points[-1] != point:
+                    points.append(point)
+        if len(points) > max_points:
+            step = len(points) / max_points
+            points = [points[int(k * step)] for k in range(max_points - 1)] + [points[-1]]
+        if len(points) >= 2:
+            out[a.id] = points
+    return out

@@ -4,6 +4,7 @@ Collectors report by exception: a value is sent when it changes, so the samples 
 window do not tell what the value was at its start, nor that it still holds now. A trend
 therefore starts from the last sample before the window, and in live view holds the newest
 value up to now while the collector still vouches for it (its live sample is not CommLoss).
+Staff positions (`core/privacy.py`) are drawn as the user's role may see them.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 import pandas as pd
+from flask import has_request_context
+from flask_login import current_user
 
+from beffroi.api.query import coarse_positions
 from beffroi.core.model import Quality, Sample
+from beffroi.core.privacy import PositionPolicy, PositionViewer
 from beffroi.core.seams import Historian
+from beffroi.hmi.context import get_context
 
 # Looked back in steps, so that the usual case (a sample a minute ago) costs a small query.
 PRIOR_LOOKBACK = (timedelta(hours=1), timedelta(days=1), timedelta(days=7))
@@ -72,6 +78,16 @@ def live_tail(
     return pd.concat([df, rows], ignore_index=True), held
 
 
+def request_viewer() -> PositionViewer | None:
+    """Return this request's user as a reader of staff positions; None outside a request."""
+    if not has_request_context():
+        return None
+    hmi = get_context()
+    # Every HMI page requires a login; a request without one sees positions coarsely anyway.
+    role = current_user.user.role if current_user.is_authenticated else None
+    return PositionViewer(PositionPolicy.from_config(hmi.cfg), role, hmi.register)
+
+
 def trend_frame(
     historian: Historian,
     live: Mapping[str, Sample],
@@ -79,11 +95,13 @@ def trend_frame(
     window: tuple[datetime, datetime],
     max_points: int,
     live_view: bool,
+    viewer: PositionViewer | None = None,
 ) -> tuple[pd.DataFrame, int, dict[str, datetime]]:
     """Return what a trend draws, the number of stored samples in its window, what holds.
 
     The samples of the window (downsampled), the last one before it, and in live view the
-    live samples not stored yet with each tag's value held up to the window's end.
+    live samples not stored yet with each tag's value held up to the window's end. Staff
+    positions are as `viewer` may see them; by default, as the current request's user may.
     """
     start, end = window
     df = historian.query(tags, start, end, max_points=max_points)
@@ -94,4 +112,5 @@ def trend_frame(
     held: dict[str, datetime] = {}
     if live_view:
         df, held = live_tail(df, tags, live, end)
+    df = coarse_positions(df, viewer or request_viewer())
     return df, stored, held

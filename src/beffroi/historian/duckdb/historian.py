@@ -158,12 +158,23 @@ class DuckDBHistorian(Reads, HistorianBackend):
                 if txt:
                     self._text_ids.update(ids[s.tag] for s in txt)
                     last = {(ids[s.tag], _naive_utc(s.ts)): s for s in txt}
-                    rows = [(*k, s.value, int(s.quality), s.status) for k, s in last.items()]
-                    cur.executemany(
-                        "INSERT OR REPLACE INTO text_samples (tag_id, ts, value, quality, status) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        rows,
+                    # One Arrow table, not executemany: about 10 ms per row that way.
+                    table = pa.table(
+                        {
+                            "tag_id": pa.array([k[0] for k in last], pa.int32()),
+                            "ts": pa.array([k[1] for k in last], pa.timestamp("us")),
+                            "value": pa.array([s.value for s in last.values()], pa.string()),
+                            "quality": pa.array(
+                                [int(s.quality) for s in last.values()], pa.uint8()
+                            ),
+                            "status": pa.array([s.status for s in last.values()], pa.uint32()),
+                        }
                     )
+                    with blocks.registered(cur, "_incoming_text", table):
+                        cur.execute(
+                            "INSERT OR REPLACE INTO text_samples (tag_id, ts, value, quality, status)"
+                            " SELECT tag_id, ts, value, quality, status FROM _incoming_text"
+                        )
 
             self._transaction(cur, work)
         return len(batch)

@@ -1,37 +1,65 @@
-"""The communes in the pages: discs under a map's markers, a map's centre, filter options."""
+"""The communes in the pages: a map's background and labels, a map's centre, filter options."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import dash_leaflet as dl
 
 from beffroi.core.model import Commune
+from beffroi.hmi import basemap
+from beffroi.hmi.context import get_context
 
-DEFAULT_CENTRE = (47.32, 5.04)
+LABEL_PANE = "beffroi-labels"
+# Below Leaflet's overlay pane (400, the markers' SVG) and marker pane (600, the groups): a
+# marker is always drawn over a label, and the label lets clicks through to the map. map.js
+# also moves each label off the markers, or hides it when there is no free place nearby.
+LABEL_Z = 380
+LABEL_MARKER = {"variable": "dashExtensions.beffroiMap.communeLabel"}
 
 
-def commune_layer(communes: Iterable[Commune], layer_id: str) -> dl.LayerGroup:
-    """Return one labelled disc per commune, not clickable (clicks go to the map below)."""
-    shapes = []
-    for c in communes:
-        radius = 300 + 4 * math.sqrt(max(c.population, 0))
-        shapes.append(
-            dl.Circle(
-                center=[c.lat, c.lon],
-                radius=radius,
-                color="#9aa5b1",
-                weight=1,
-                fillColor="#ffffff",
-                fillOpacity=0.55,
-                interactive=False,
-                children=dl.Tooltip(
-                    c.name, permanent=True, direction="center", className="map-commune-label"
-                ),
-            )
-        )
-    return dl.LayerGroup(shapes, id=layer_id)
+def label_geojson(communes: Iterable[Commune]) -> dict[str, Any]:
+    """Return one point per commune at its centre, ranked by population (placed first)."""
+    ranked = sorted(communes, key=lambda c: (-c.population, c.name))
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [c.lon, c.lat]},
+                "properties": {"id": c.id, "name": c.name, "rank": i},
+            }
+            for i, c in enumerate(ranked)
+        ],
+    }
+
+
+def commune_labels(communes: Iterable[Commune], layer_id: str) -> dl.Pane:
+    """Return the communes' names on a pane below the markers, placed off them by map.js."""
+    return dl.Pane(
+        name=LABEL_PANE,
+        style={"zIndex": LABEL_Z, "pointerEvents": "none"},
+        children=dl.GeoJSON(
+            id=layer_id,
+            data=label_geojson(communes),
+            pointToLayer=LABEL_MARKER,
+            hideout={"pane": LABEL_PANE},
+            interactive=False,
+        ),
+    )
+
+
+def commune_layer(communes: Sequence[Commune], layer_id: str) -> dl.LayerGroup:
+    """Return a map's background (tiles, schematic) and the communes' labels, not clickable."""
+    cfg = get_context().cfg
+    return dl.LayerGroup(
+        [
+            *basemap.base_layers(cfg, layer_id, communes),
+            commune_labels(communes, f"{layer_id}-labels"),
+        ],
+        id=layer_id,
+    )
 
 
 def commune_options(
@@ -43,6 +71,4 @@ def commune_options(
 
 def centre_of(communes: Iterable[Commune]) -> list[float]:
     """Return the middle of the communes' extent, where a map opens."""
-    places = [(c.lat, c.lon) for c in communes] or [DEFAULT_CENTRE]
-    lats, lons = zip(*places, strict=True)
-    return [(min(lats) + max(lats)) / 2, (min(lons) + max(lons)) / 2]
+    return basemap.centre_of(communes)

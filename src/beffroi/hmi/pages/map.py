@@ -1,7 +1,16 @@
-"""Home page: every asset on a map of the metropolis, coloured by state, with a detail panel."""
+"""Home page: every asset on a map of the metropolis, coloured by state, with a detail panel.
+
+The background is the configured tile layers and/or the offline schematic (hmi/basemap.py);
+commune labels sit on a pane below the markers and move off them (assets/map.js). Vehicles
+(every class reporting lat and lon: buses, the municipal fleet) move in place; the selected
+one, or all of them on demand, draws its trail of the last 15 minutes from the historian.
+Staff vehicles are shown through the privacy policy: coarse positions and no trail for roles
+without the need to know.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -27,7 +36,8 @@ from dash import (
 )
 from dash.development.base_component import Component
 
-from beffroi.core.model import utcnow
+from beffroi.core.model import Quality, Sample, utcnow
+from beffroi.core.privacy import PositionPolicy
 from beffroi.hmi.auth import current, ensure_sees, sees
 from beffroi.hmi.components.asset_panel import (
     SPARK_WINDOW,
@@ -37,10 +47,10 @@ from beffroi.hmi.components.asset_panel import (
     sparkline,
 )
 from beffroi.hmi.components.communes import centre_of, commune_layer, commune_options
+from beffroi.hmi.config import HmiSite
 from beffroi.hmi.context import get_context
 from beffroi.hmi.state import (
     STATE_COLOURS,
-    STATE_LABELS,
     STATES,
     alarm_marks,
     asset_rows,
@@ -50,16 +60,39 @@ from beffroi.hmi.state import (
     layer_hideout,
     map_frame,
     mobile_classes,
+    shown_positions,
+    state_label,
+    trail_allowed,
+    vehicle_trails,
 )
 from beffroi.hmi.trend_data import trend_frame
+from beffroi.i18n import N_, _
 
 dash.register_page(__name__, path="/", name="Map", title="Beffroi — Map", order=0)
 
 log = logging.getLogger(__name__)
 
 REFRESH_MS = 2000
-ZOOM = 12
+TRAIL_REFRESH_MS = 10_000  # a trail grows by a few metres a refresh: no need to redraw it faster
 ASSET_MARKER = {"variable": "dashExtensions.beffroi.assetMarker"}
+VEHICLE_MARKER = {"variable": "dashExtensions.beffroiMap.vehicleMarker"}
+# Trails on a pane below the markers' (overlay pane, 400) and above the labels: a trail never
+# covers a marker.
+TRAIL_PANE = "beffroi-trails"
+TRAIL_Z = 390
+TRAIL_COLOUR = "#3559a8"
+MAX_TRAILS = 60  # "all trails" draws at most this many vehicles (those in the filters)
+POSITION_SIGNALS = ("lat", "lon")
+DOMAIN_LABELS = {
+    "lighting": N_("Lighting"),
+    "traffic": N_("Traffic"),
+    "mobility": N_("Mobility"),
+    "security": N_("Security"),
+    "water": N_("Water"),
+    "waste": N_("Waste"),
+    "buildings": N_("Buildings"),
+    "parking": N_("Parking"),
+}
 CLUSTER_MARKER = {"variable": "dashExtensions.beffroi.clusterMarker"}
 # Fixed assets group into clusters up to this zoom; closer in, every asset is its own marker.
 CLUSTER = {"radius": 60, "maxZoom": 15}
@@ -74,7 +107,7 @@ def legend(counts: Mapping[str, int]) -> list[html.Span]:
             id=f"map-legend-{s}",
             children=[
                 html.Span(className="map-legend-dot", style={"background": STATE_COLOURS[s]}),
-                html.Span(STATE_LABELS[s]),
+                html.Span(state_label(s)),
                 html.Span(str(counts.get(s, 0)), className="map-legend-count", id=f"map-count-{s}"),
             ],
         )
@@ -82,10 +115,27 @@ def legend(counts: Mapping[str, int]) -> list[html.Span]:
     ]
 
 
+def _role() -> str | None:
+    """Return the logged-in user's role (None outside a logged-in request)."""
+    try:
+        return current().role
+    except Exception:
+        return None
+
+
+def _vehicle_kinds(cfg: HmiSite) -> dict[str, tuple[str, bool]]:
+    """Return each moving class's label and whether it is of the municipal fleet."""
+    return {
+        k: (cfg.asset_classes[k].label, cfg.asset_classes[k].family == "fleet")
+        for k in mobile_classes(cfg)
+    }
+
+
 def layout(**_query: str) -> html.Div:
     """Render the map page."""
     hmi = get_context()
     domains = sorted({c.domain for c in hmi.cfg.asset_classes.values()})
+    communes = list(hmi.register.communes.values())
     return html.Div(
         className="map-page",
         children=[
@@ -94,22 +144,31 @@ def layout(**_query: str) -> html.Div:
                 children=[
                     dcc.Dropdown(
                         id="map-commune",
-                        options=commune_options(hmi.register.communes.values(), sees),
+                        options=commune_options(communes, sees),
                         multi=True,
-                        placeholder="All communes",
+                        placeholder=_("All communes"),
                         className="map-filter",
                     ),
                     dcc.Dropdown(
                         id="map-domain",
-                        options=[{"label": d.capitalize(), "value": d} for d in domains],
+                        options=[
+                            {"label": _(DOMAIN_LABELS.get(d, d)), "value": d} for d in domains
+                        ],
                         multi=True,
-                        placeholder="All domains",
+                        placeholder=_("All domains"),
                         className="map-filter",
                     ),
                     dcc.Checklist(
                         id="map-cluster",
-                        options=[{"label": "Group markers", "value": "on"}],
+                        options=[{"label": _("Group markers"), "value": "on"}],
                         value=["on"],
+                        persistence=True,
+                        className="map-cluster-toggle",
+                    ),
+                    dcc.Checklist(
+                        id="map-trails-all",
+                        options=[{"label": _("All vehicle trails"), "value": "on"}],
+                        value=[],
                         persistence=True,
                         className="map-cluster-toggle",
                     ),
@@ -121,13 +180,18 @@ def layout(**_query: str) -> html.Div:
                 children=[
                     dl.MapContainer(
                         id="map-leaflet",
-                        center=centre_of(hmi.register.communes.values()),
-                        zoom=ZOOM,
+                        center=centre_of(communes),
+                        zoom=hmi.cfg.hmi.map.zoom,
                         minZoom=9,
                         maxZoom=19,
                         className="map-leaflet",
                         children=[
-                            commune_layer(hmi.register.communes.values(), "map-communes"),
+                            commune_layer(communes, "map-communes"),
+                            dl.Pane(
+                                name=TRAIL_PANE,
+                                style={"zIndex": TRAIL_Z, "pointerEvents": "none"},
+                                children=dl.LayerGroup(id="map-trails"),
+                            ),
                             dl.GeoJSON(
                                 id="map-fixed",
                                 data=EMPTY,
@@ -138,7 +202,7 @@ def layout(**_query: str) -> html.Div:
                                 zoomToBoundsOnClick=True,
                                 spiderfyOnMaxZoom=True,
                             ),
-                            dl.GeoJSON(id="map-moving", data=EMPTY, pointToLayer=ASSET_MARKER),
+                            dl.GeoJSON(id="map-moving", data=EMPTY, pointToLayer=VEHICLE_MARKER),
                             dl.ScaleControl(position="bottomleft", imperial=False),
                         ],
                     ),
@@ -146,7 +210,8 @@ def layout(**_query: str) -> html.Div:
                         id="map-panel",
                         className="map-panel",
                         children=html.P(
-                            "Click an asset to see its live values.", className="map-panel-hint"
+                            _("Click an asset to see its live values."),
+                            className="map-panel-hint",
                         ),
                     ),
                 ],
@@ -156,6 +221,7 @@ def layout(**_query: str) -> html.Div:
             dcc.Store(id="map-frame"),
             dcc.Store(id="map-painted"),
             dcc.Interval(id="map-interval", interval=REFRESH_MS),
+            dcc.Interval(id="map-trail-interval", interval=TRAIL_REFRESH_MS),
         ],
     )
 
@@ -195,6 +261,8 @@ def refresh_markers(
     assets = filter_assets(hmi.register, communes, domains)
     marks = alarm_marks(hmi.alarms.alarms(communes=communes)) if hmi.alarms is not None else {}
     rows = asset_rows(assets, hmi.live.snapshot(), marks=marks)
+    # Every position leaves the server as the user's role may see it (staff vehicles coarse).
+    shown_positions(rows, PositionPolicy.from_config(hmi.cfg), _role())
     moving = mobile_classes(hmi.cfg)
     fixed_rows = [r for r in rows if r["class"] not in moving]
     moving_rows = [r for r in rows if r["class"] in moving]
@@ -212,7 +280,7 @@ def refresh_markers(
         layers: tuple[dict[str, Any] | NoUpdate, ...] = (
             layer_geojson(fixed_rows),
             {**layer_hideout("fixed", fixed_rows, key), "t": stamp},
-            layer_geojson(moving_rows),
+            layer_geojson(moving_rows, _vehicle_kinds(hmi.cfg)),
             {**layer_hideout("moving", moving_rows, key), "t": stamp},
         )
     else:
@@ -272,30 +340,45 @@ def render_panel(asset_id: str | None, _n: int | None) -> list[Component] | html
         if gone is not None:  # retired while its panel was open
             ensure_sees(gone.commune)
             return html.P(
-                f"{asset_id} is retired: out of the inventory, its history kept in the trends.",
+                _("%(asset)s is retired: out of the inventory, its history kept in the trends.")
+                % {"asset": asset_id},
                 className="map-panel-hint",
             )
-        return html.P(f"Unknown asset {asset_id}", className="map-panel-hint")
+        return html.P(
+            _("Unknown asset %(asset)s") % {"asset": asset_id}, className="map-panel-hint"
+        )
     ensure_sees(asset.commune)
     now = utcnow()
-    snapshot = hmi.live.snapshot([t.name for t in asset.tags])
+    snapshot = _shown_snapshot(
+        hmi.live.snapshot([t.name for t in asset.tags]),
+        asset.asset_class,
+        PositionPolicy.from_config(hmi.cfg),
+        _role(),
+    )
     alarms: list[dict[str, Any]] = []
     if hmi.alarms is not None:
         alarms = [a for a in hmi.alarms.alarms(communes=[asset.commune]) if a["asset"] == asset.id]
     children = asset_panel(asset, snapshot, hmi.cfg, hmi.register, now, alarms)
     if hmi.control is not None and any(t.writable for t in asset.tags):
-        link = dcc.Link("Commands, playbooks →", href=f"/control?asset={asset.id}")
+        link = dcc.Link(_("Commands, playbooks →"), href=f"/control?asset={asset.id}")
         children.append(html.Div(link, id="map-panel-control"))
     if hmi.interventions is not None and current().may("interventions"):
         href = "/interventions?" + urlencode({"asset": asset.id})
-        link = dcc.Link("Ouvrir une intervention", href=href)
+        link = dcc.Link(_("Open an intervention"), href=href)
         children.append(html.Div(link, id="map-panel-intervention"))
     if hmi.alarms is not None:
         children.append(alarm_list(alarms))
     tag = primary_tag(asset)
+    if tag.rsplit("/", 1)[-1] in POSITION_SIGNALS:
+        # A latitude curve tells nothing an operator needs, and a staff vehicle's would tell
+        # where a person went: show its speed (or nothing) instead.
+        speed = next((t.name for t in asset.tags if t.signal == "speed_kmh"), None)
+        if speed is None:
+            return children
+        tag = speed
     try:
         window = (now - SPARK_WINDOW, now)
-        df, _, held = trend_frame(hmi.historian, snapshot, [tag], window, 300, live_view=True)
+        df, _shown, held = trend_frame(hmi.historian, snapshot, [tag], window, 300, live_view=True)
     except Exception:
         log.exception("map: sparkline query failed for %s", tag)
     else:
@@ -307,3 +390,76 @@ def render_panel(asset_id: str | None, _n: int | None) -> list[Component] | html
             )
         )
     return children
+
+
+def _shown_snapshot(
+    snapshot: dict[str, Sample], asset_class: str, policy: PositionPolicy, role: str | None
+) -> dict[str, Sample]:
+    """Return live values with a staff vehicle's position as coarse as the role must see it."""
+    if policy.exact_for(role, asset_class):
+        return snapshot
+    out = dict(snapshot)
+    for tag, s in snapshot.items():
+        signal = tag.rsplit("/", 1)[-1]
+        if signal in POSITION_SIGNALS and s.quality != Quality.COMM_LOSS:
+            try:
+                value = policy.coarsen(signal, float(s.value))
+            except (TypeError, ValueError):
+                continue
+            out[tag] = dataclasses.replace(s, value=value)
+    return out
+
+
+@callback(
+    Output("map-trails", "children"),
+    Input("map-selected", "data"),
+    Input("map-trails-all", "value"),
+    Input("map-trail-interval", "n_intervals"),
+    State("map-commune", "value"),
+    State("map-domain", "value"),
+)
+def draw_trails(
+    selected: str | None,
+    all_trails: list[str] | None,
+    _n: int | None,
+    communes: list[str] | None,
+    domains: list[str] | None,
+) -> list[Component]:
+    """Draw the last 15 minutes of the selected vehicle, or of every vehicle shown."""
+    hmi = get_context()
+    moving = mobile_classes(hmi.cfg)
+    policy, role = PositionPolicy.from_config(hmi.cfg), _role()
+    if "on" in (all_trails or []):
+        for commune in communes or []:
+            ensure_sees(commune)
+        chosen = communes or [c for c in hmi.register.communes if sees(c)]
+        vehicles = [
+            a for a in filter_assets(hmi.register, chosen, domains) if a.asset_class in moving
+        ]
+    else:
+        asset = hmi.register.assets.get(selected or "")
+        vehicles = [asset] if asset is not None and asset.asset_class in moving else []
+    # A coarse trail still follows a person: none at all for a role without the need to know.
+    vehicles = [
+        a for a in vehicles if sees(a.commune) and trail_allowed(policy, role, a.asset_class)
+    ][:MAX_TRAILS]
+    if not vehicles:
+        return []
+    try:
+        trails = vehicle_trails(hmi.historian, vehicles, utcnow())
+    except Exception:
+        log.exception("map: trail query failed")
+        return []
+    return [
+        dl.Polyline(
+            positions=points,
+            color=TRAIL_COLOUR,
+            weight=4 if asset_id == selected else 2,
+            opacity=0.75,
+            interactive=False,
+            className=f"map-trail map-trail-{asset_id}",
+            pane=TRAIL_PANE,
+            id=f"map-trail-{asset_id}",
+        )
+        for asset_id, points in trails.items()
+    ]
