@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -170,18 +171,19 @@ async def test_digest_groups_activations_per_team_with_links(demo_config, reg, t
     assert len(light) == 1 and len(water) == 1 and not smtp.to("direction@example.org")
     mail = light[0]
     assert mail.rcpt_tos == ["eclairage@example.org"] and mail.mail_from == "beffroi@dijon.example"
-    assert mail.message["Subject"].startswith("[Beffroi][P3] 3 alarms: ")
+    assert mail.message["Subject"].startswith("[Beffroi][P3] 3 alarmes : ")
     assert mail.message["Message-ID"]
     commune = reg.communes[cabinets[0].commune].name
     for lc in cabinets:
         assert f"http://127.0.0.1:8050/?asset={lc.id}" in mail.text
         assert f"http://127.0.0.1:8050/trends?tag={lc.tag('fault')}" in mail.text
         assert f"{lc.tag('fault')}#fault" in mail.html
-    assert f"Where:  {commune} ({cabinets[0].commune}), asset {cabinets[0].id}, lighting" in (
-        mail.text
-    )
-    assert "Since:  2025-03-03 10:00:00 CET" in mail.text  # local time, at the edge
-    assert "value 1 vs limit" not in mail.text and "Cabinet fault" in mail.text
+    # In French, the labels aligned; local time in French format, at the edge.
+    where = f"{commune} ({cabinets[0].commune}), équipement {cabinets[0].id}, lighting"
+    assert re.search(rf"\n  Où : +{re.escape(where)}\n", mail.text)
+    assert re.search(r"\n  Depuis : +03/03/2025 10:00:00 CET\n", mail.text)
+    assert "Acquitter : beffroi alarms ack" in mail.text and "<th>Quoi</th>" in mail.html
+    assert "valeur 1 pour un seuil" not in mail.text and "Cabinet fault" in mail.text
     subject = water[0].message["Subject"]
     assert (
         subject
@@ -235,9 +237,11 @@ async def test_escalation_when_left_unacknowledged(demo_config, reg, tmp_path, s
         await svc.flush()
     [esc] = smtp.to("chef-eau@example.org")
     assert esc.rcpt_tos == ["chef-eau@example.org"]
-    assert esc.message["Subject"].startswith("[Beffroi][P2] ESCALATION, unacknowledged 5 min: ")
+    assert esc.message["Subject"].startswith(
+        "[Beffroi][P2] ESCALADE, non acquittée depuis 5 min : "
+    )
     assert rs1.id in esc.text and rs2.id not in esc.text
-    assert "UNACKNOWLEDGED" in esc.text
+    assert "NON ACQUITTÉE" in esc.text
 
 
 async def test_return_to_normal_is_sent_when_configured(demo_config, reg, tmp_path, smtp):
@@ -256,8 +260,8 @@ async def test_return_to_normal_is_sent_when_configured(demo_config, reg, tmp_pa
         fault(svc, clock, lc, False)
         await eventually(lambda: len(smtp.received) == 2)
     subject = smtp.received[1].message["Subject"]
-    assert subject.startswith("[Beffroi][P3] Return to normal: ") and lc.id in subject
-    assert "NORMAL" in smtp.received[1].text
+    assert subject.startswith("[Beffroi][P3] Retour à la normale : ") and lc.id in subject
+    assert "RETOUR À LA NORMALE" in smtp.received[1].text
 
 
 async def test_smtp_down_then_up_delivers_queued_mail_exactly_once(demo_config, reg, tmp_path):

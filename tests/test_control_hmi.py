@@ -68,7 +68,7 @@ def _browser_run(url: str, values) -> dict:  # type: ignore[no-untyped-def]
         page.fill("#control-place", "rue de la Liberté")
         page.click("#control-preview")
         page.wait_for_function(
-            "document.querySelector('#control-preview-feedback')?.innerText.startsWith('Preview')"
+            "document.querySelector('#control-preview-feedback')?.innerText.startsWith('Prévisualisation')"
         )
         seen["preview"] = page.inner_text("#control-preview-feedback")
         page.wait_for_selector(".control-command")
@@ -76,14 +76,14 @@ def _browser_run(url: str, values) -> dict:  # type: ignore[no-untyped-def]
         page.wait_for_selector("#control-run:not([disabled])")
         page.click("#control-run")
         page.wait_for_function(
-            "document.querySelector('#control-run-state')?.innerText === 'done'", timeout=60_000
+            "document.querySelector('#control-run-state')?.innerText === 'terminé'", timeout=60_000
         )
         seen["steps"] = [page.inner_text(f"#control-step-{i}") for i in range(1, 5)]
         seen["after_run"] = values()
         page.wait_for_selector("#control-rollback:not([disabled])")
         page.click("#control-rollback")
         page.wait_for_function(
-            "document.querySelector('#control-run-state')?.innerText === 'rolled back'",
+            "document.querySelector('#control-run-state')?.innerText === 'annulé'",
             timeout=60_000,
         )
         seen["after_rollback"] = values()
@@ -124,7 +124,7 @@ async def test_playbook_from_the_browser_and_refusals_by_hand(demo_config, tmp_p
             assert status == 200
             selection_id = body["response"]["control-selection-id"]["data"]
             status, body = await call(op, _operate(selection_id, "3"))
-            assert status == 200 and "CONFIRMED" in str(body["response"]["control-result"])
+            assert status == 200 and "CONFIRMÉ" in str(body["response"]["control-result"])
             assert scene.value("TC-T5", "plan") == 3.0
             assert not scene.control.playbooks.runs()
 
@@ -153,10 +153,10 @@ async def test_playbook_from_the_browser_and_refusals_by_hand(demo_config, tmp_p
         finally:
             server.stop()
         assert 47.0 < seen["clicked"] < 47.7
-        assert seen["preview"].startswith("Preview: 7 command(s) and 1 e-mail(s)")
+        assert seen["preview"].startswith("Prévisualisation : 7 commandes et 1 courriel.")
         assert seen["planned"] == 7
-        assert "confirmed" in seen["steps"][0] and "IP-T1" in seen["steps"][0]
-        assert "E-mail to police-municipale@dijon-metropole.fr" in seen["steps"][3]
+        assert "confirmé" in seen["steps"][0] and "IP-T1" in seen["steps"][0]
+        assert "Courriel à police-municipale@dijon-metropole.fr" in seen["steps"][3]
         assert seen["after_run"] == {"IP-T1": MESSAGE, "TC-T2": 5.0, "LC-T1": 100.0}
         assert seen["after_rollback"] == before
         run = scene.control.playbooks.runs()[0]

@@ -166,7 +166,7 @@ def test_kpi_export_cli_and_manifest(files: tuple[Path, Config]) -> None:
     assert {r["kpi"] for r in rows} == {"energy_kwh"}
     manifest = json.loads(manifest_path(out).read_text())
     assert manifest["sha256"] == hashlib.sha256(data).hexdigest()
-    assert manifest["rows"] == len(rows) and "leading '" in manifest["text_cells"]
+    assert manifest["rows"] == len(rows) and "apostrophe (')" in manifest["text_cells"]
 
 
 def test_alarm_list_and_export_of_hostile_comments(files: tuple[Path, Config]) -> None:
@@ -277,7 +277,7 @@ def _download(server: HmiServer, output: str, button: str, state: list[dict]) ->
 
 
 def test_trends_download_of_panel_messages(served) -> None:
-    """The trends CSV: panel messages prefixed, the unit and quality as they are, -5.2 a number."""
+    """The trends CSV, headed in French: panel messages prefixed, -5.2 a number."""
     server, message, power, texts = served
     text = _download(
         server,
@@ -290,10 +290,10 @@ def test_trends_download_of_panel_messages(served) -> None:
         ],
     )
     rows = safe_rows(text)
-    assert_shown(rows, "value", texts)
+    assert_shown(rows, "valeur", texts)
     assert len(rows) == len(texts) + 1
-    assert_number(rows, "value", NEGATIVE)
-    assert {r["quality"] for r in rows} == {"Good"}
+    assert_number(rows, "valeur", NEGATIVE)
+    assert {r["qualité"] for r in rows} == {"Bonne"}
 
 
 def test_kpis_page_download(served) -> None:

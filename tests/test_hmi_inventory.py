@@ -190,19 +190,19 @@ def test_hand_built_requests_need_the_right_and_stay_within_the_communes(site: S
     # The right and the scope, but not the shape: refused with why, nothing changed.
     sup = logged_in_opener(site.url, "sup", PW)
     for lat, lon, name, said in (
-        (None, None, "", "Give the place"),
-        ("47.3", 5.0, "", "Give the place"),
-        (123.0, 5.0, "", "Give the place"),
-        (47.3, 5.0, "x" * 1000, "Refused: name: at most 200"),
-        (47.3, 5.0, "a\x00b", "Refused: name: control characters"),
-        (47.3, 5.0, {"a": 1}, "Refused: name: expected text"),
+        (None, None, "", "Indiquez l'emplacement"),
+        ("47.3", 5.0, "", "Indiquez l'emplacement"),
+        (123.0, 5.0, "", "Indiquez l'emplacement"),
+        (47.3, 5.0, "x" * 1000, "Refusé : name: at most 200"),
+        (47.3, 5.0, "a\x00b", "Refusé : name: control characters"),
+        (47.3, 5.0, {"a": 1}, "Refusé : name : texte attendu"),
     ):
         status, body = post_callback(sup, site.url, _confirm(found.id, lat, lon, name))
         assert status == 200 and _feedback(body, "confirm").startswith(said), (lat, name)
     status, body = post_callback(sup, site.url, _retire("LC-9001", ""))
-    assert _feedback(body, "retire") == "A reason is required."
+    assert _feedback(body, "retire") == "Un motif est obligatoire."
     status, body = post_callback(sup, site.url, _retire("LC-9001", "r" * 10_000))
-    assert _feedback(body, "retire").startswith("Refused: reason: at most")
+    assert _feedback(body, "retire").startswith("Refusé : reason: at most")
     assert site.register.assets[found.id].state == "to_place"
     assert "LC-9001" in site.register.assets
     actions = list(site.audit.frame().action)
@@ -220,12 +220,12 @@ def test_the_grid_filters_by_text_class_commune_and_state(site: Site) -> None:
         "id": "LC-9001",
         "name": "Armoire Place du Marché",
         "address": "2 place du Marché, 21240 Talant",
-        "class": "Street-lighting cabinet",
+        "class": "Armoire d'éclairage public",
         "commune": "Talant",
-        "state": "In service",
+        "state": "En service",
         "model": "Hélios 4",
         "installed": "2019-05-14",
-        "source": "inventory",
+        "source": "inventaire",
         "origin": "eclairage.csv",
         "attributes": "contrat=EP-2024-17",
         "lat": 47.336,
@@ -233,16 +233,16 @@ def test_the_grid_filters_by_text_class_commune_and_state(site: Site) -> None:
     }
     _, body = post_callback(sup, site.url, _list([], states=["to_place", "retired"]))
     rows = {r["id"]: r["state"] for r in body["response"]["inventory-grid"]["rowData"]}
-    assert rows == {"LC-7702": "To be placed", "LC-9002": "Retired"}
+    assert rows == {"LC-7702": "À placer", "LC-9002": "Réformé"}
     summary = body["response"]["inventory-summary"]["children"]
     active = len(site.register.assets) - 1
-    assert summary == f"2 shown · {active} in service · 1 to be placed · 0 removed at source" + (
-        " · 1 retired"
+    assert summary == (
+        f"2 affichés · {active} en service · 1 à placer · 0 retiré à la source · 1 réformé"
     )
     [to_place] = body["response"]["inventory-toplace"]["rowData"]
     assert to_place == {
         "id": "LC-7702",
-        "class": "Street-lighting cabinet",
+        "class": "Armoire d'éclairage public",
         "commune": "Dijon",
         "origin": "opcua:plant",
         "signals": len(site.register.assets["LC-7702"].tags),
@@ -296,14 +296,15 @@ def test_a_supervisor_places_a_discovered_asset_and_retires_another(site: Site, 
         row = _data(page, "LC-9001")
         assert (row["name"], row["address"]) == (MARCHE.name, MARCHE.address)
         summary = page.inner_text("#inventory-summary")
-        assert summary.startswith(f"{n} shown · {n - 1} in service · 1 to be placed")
+        assert summary.startswith(f"{n} affichés · {n - 1} en service · 1 à placer")
         _search(page, "pasteur", "ids.length === 1 && ids[0] === 'LC-9002'")
         assert "14 rue Pasteur" in page.inner_text("#inventory-grid .ag-center-cols-container")
         _search(page, "", f"ids.length === {n}")
 
         _click_row(page, "inventory-toplace", found.id)
         page.wait_for_function(
-            "document.getElementById('inventory-placing').innerText.startsWith('Placing LC-7703')"
+            "document.getElementById('inventory-placing').innerText"
+            ".startsWith('Placement de LC-7703')"
         )
         page.locator("#inventory-map").scroll_into_view_if_needed()
         page.click("#inventory-map", position={"x": 300, "y": 130})  # a place picked on the map
@@ -317,15 +318,15 @@ def test_a_supervisor_places_a_discovered_asset_and_retires_another(site: Site, 
         page.screenshot(path=artifact("hmi-inventory-place.png"))
         page.click("#inventory-confirm")
         page.wait_for_function(
-            "document.getElementById('inventory-confirm-feedback').innerText.includes('placed')"
+            "document.getElementById('inventory-confirm-feedback').innerText.includes('placé')"
         )
         said = page.inner_text("#inventory-confirm-feedback")
         page.wait_for_function(  # the form is cleared for the next one
-            "document.getElementById('inventory-placing').innerText.startsWith('Pick')"
+            "document.getElementById('inventory-placing').innerText.startsWith('Choisissez')"
             " && document.querySelector('#inventory-lat').value === ''"
         )
         _wait_grid(page, "ids.length === 0", grid="inventory-toplace")
-        assert _data(page, found.id)["state"] == "In service"
+        assert _data(page, found.id)["state"] == "En service"
         assert _data(page, found.id)["name"] == "Armoire du Belvédère"
 
         _search(page, "9001", "ids.length === 1")
@@ -336,13 +337,13 @@ def test_a_supervisor_places_a_discovered_asset_and_retires_another(site: Site, 
         page.fill("#inventory-reason", "armoire déposée, quartier rénové")
         page.click("#inventory-retire")
         page.wait_for_function(
-            "document.getElementById('inventory-retire-feedback').innerText.includes('retired')"
+            "document.getElementById('inventory-retire-feedback').innerText.includes('réformé')"
         )
         retired_said = page.inner_text("#inventory-retire-feedback")
         page.wait_for_function(
-            "document.getElementById('inventory-summary').innerText.endsWith('1 retired')"
+            "document.getElementById('inventory-summary').innerText.endsWith('1 réformé')"
         )
-        assert _data(page, "LC-9001")["state"] == "Retired"
+        assert _data(page, "LC-9001")["state"] == "Réformé"
         _search(page, "", f"ids.length === {n}")
         page.evaluate("document.querySelector('.inventory-page').scrollTo(0, 0)")
         page.screenshot(path=artifact("hmi-inventory.png"))
@@ -350,9 +351,8 @@ def test_a_supervisor_places_a_discovered_asset_and_retires_another(site: Site, 
         page.close()
 
     assert 47.0 < clicked < 47.7
-    assert said == (
-        f"LC-7703 placed at {PLACE[0]:.6f}, {PLACE[1]:.6f} by sup: it is in the inventory now."
-    )
+    lat, lon = (f"{v:.6f}".replace(".", ",") for v in PLACE)  # French decimals
+    assert said == (f"LC-7703 placé en {lat} ; {lon} par sup : il figure désormais à l'inventaire.")
     placed = site.register.assets[found.id]
     assert (placed.state, placed.source, placed.origin) == (
         "active",
@@ -361,7 +361,7 @@ def test_a_supervisor_places_a_discovered_asset_and_retires_another(site: Site, 
     )
     assert (placed.lat, placed.lon, placed.name) == (*PLACE, "Armoire du Belvédère")
     assert placed.address == "1 rue du Belvédère, 21240 Talant"
-    assert retired_said == "LC-9001 retired by sup."
+    assert retired_said == "LC-9001 réformé par sup."
     assert "LC-9001" in site.register.retired and "LC-9001" not in site.register.assets
     df = site.audit.frame()
     by_action = {r.action: r for r in df.itertuples() if r.user == "sup" and r.action != "login"}
@@ -413,22 +413,22 @@ def test_the_map_shows_assets_to_place_and_removed_at_source_in_their_own_states
             for s in ("toplace", "removed", "commloss", "normal")
         }
         assert counts == {"toplace": "1", "removed": "1", "commloss": "1", "normal": str(n - 3)}
-        assert page.inner_text("#map-legend-toplace").startswith("To be placed")
-        assert page.inner_text("#map-legend-removed").startswith("Removed at source")
+        assert page.inner_text("#map-legend-toplace").startswith("À placer")
+        assert page.inner_text("#map-legend-removed").startswith("Retiré à la source")
 
         to_place.dispatch_event("click")  # whatever marker lies over the commune's centre
         page.wait_for_function(
             f"document.getElementById('map-panel-id')?.innerText === '{found.id}'"
         )
-        assert "not in the inventory" in page.inner_text("#map-panel-toplace")
+        assert "absent de l'inventaire" in page.inner_text("#map-panel-toplace")
         href = page.locator("#map-panel-toplace a").get_attribute("href")
         assert href == f"/inventory?asset={found.id}"
-        assert "found by discovery · opcua:plant" in page.inner_text("#map-panel-record")
+        assert "trouvé par découverte · opcua:plant" in page.inner_text("#map-panel-record")
         page.screenshot(path=artifact("hmi-map-inventory-states.png"))
         page.click("#map-panel-toplace a")  # the inventory, ready to place it
         page.wait_for_function(
             "document.getElementById('inventory-placing')?.innerText"
-            f" === 'Placing {found.id} (Talant)'",
+            f" === 'Placement de {found.id} (Talant)'",
             timeout=20_000,
         )
         page.goto(site.url)
@@ -445,7 +445,7 @@ def test_the_map_shows_assets_to_place_and_removed_at_source_in_their_own_states
         assert page.inner_text("#map-panel-name") == "Armoire rue Pasteur"
         assert page.inner_text("#map-panel-address") == "14 rue Pasteur, 21000 Dijon"
         record = page.inner_text("#map-panel-record")
-        for text in ("Hélios 3", "2016-03-02", "inventory · eclairage.csv", "EP-2021-03"):
+        for text in ("Hélios 3", "02/03/2016", "inventaire · eclairage.csv", "EP-2021-03"):
             assert text in record
     finally:
         page.close()

@@ -162,7 +162,7 @@ def test_values_reported_by_exception_hold_until_they_change(served, small_regis
     # The line starts from the last change before the window: nothing was stored inside it.
     assert line["x"] == [_axis(now - timedelta(minutes=90)).replace(" ", "T") + ".000"]
     assert list(line["y"]) == [3.0]
-    assert hold["name"] == f"{held} · held" and hold["line"]["dash"] == "dot"
+    assert hold["name"] == f"{held} · maintenue" and hold["line"]["dash"] == "dot"
     assert line["line"]["shape"] == "hv"  # a setpoint holds until changed: a step
     assert list(hold["y"]) == [3.0, 3.0] and hold["x"][1] > _axis(now).replace(" ", "T")
     # Its controller's link is lost: the value is not vouched for now, so it is not held.
@@ -171,7 +171,7 @@ def test_values_reported_by_exception_hold_until_they_change(served, small_regis
 
 
 def test_csv_download_is_what_the_chart_shows(served) -> None:
-    """The CSV has local times with their offset, the unit and the quality of each value."""
+    """The CSV has French headers, local times with their offset, the unit and the quality."""
     server, tag, _ = served
     op = logged_in_opener(server.url, "sup", PW)
     r = _call(
@@ -190,9 +190,10 @@ def test_csv_download_is_what_the_chart_shows(served) -> None:
     content = data["content"]
     text = base64.b64decode(content).decode() if data.get("base64") else content
     df = pd.read_csv(io.StringIO(text))
-    assert list(df.columns) == ["time", "tag", "value", "unit", "quality"]
-    assert len(df) in (59, 60, 61) and set(df.unit) == {"kW"} and set(df.quality) == {"Good"}
-    assert df.time.str.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0[12]:00$").all()
+    assert list(df.columns) == ["horodatage", "variable", "valeur", "unité", "qualité"]
+    assert len(df) in (59, 60, 61) and set(df["unité"]) == {"kW"}
+    assert set(df["qualité"]) == {"Bonne"} and df["valeur"].dtype == float
+    assert df.horodatage.str.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0[12]:00$").all()
 
 
 TRACE_POINTS = (

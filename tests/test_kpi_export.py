@@ -101,7 +101,12 @@ def test_export_round_trip(computed, tmp_path: Path) -> None:
     assert manifest["software"] == {"name": "beffroi", "version": beffroi.__version__}
     assert manifest["query"]["from"] == "2026-03-28T00:00:00+01:00"
     assert manifest["query"]["to"] == "2026-03-31T00:00:00+02:00"
+    # The header keeps its stable keys; the manifest names the columns in French.
+    assert manifest["columns"] == list(rows[0])
+    assert manifest["column_labels"]["kpi"] == "indicateur"
+    assert "ISO 8601" in manifest["csv_dialect"] and "point décimal" in manifest["csv_dialect"]
     defs = {d["kpi"]: d for d in manifest["definitions"]}
+    assert "bonne qualité" in defs["energy_kwh"]["coverage"]
     energy = defs["energy_kwh"]
     assert "counter" in energy["formula"] and "integral" in energy["formula"]
     building = next(i for i in energy["inputs"] if i["class"] == "building")

@@ -19,6 +19,7 @@ from email.utils import format_datetime, make_msgid
 from beffroi.control.audit import AuditLog
 from beffroi.control.config import ControlSite
 from beffroi.core.model import naive_utc, utcnow
+from beffroi.i18n import _
 from beffroi.mail.smtp import SmtpSender
 from beffroi.state.sql import due_query, release_query
 
@@ -132,11 +133,18 @@ class Mailer:
         oid = await asyncio.to_thread(self.outbox.put, msg, to, run_id)
         await asyncio.to_thread(self._deliver)
         status, error = await asyncio.to_thread(self.outbox.state, oid)
+        # The detail is kept with the run and shown on the Control page: written in the
+        # locale of this moment (French in the playbook's job, as the e-mail itself).
         if status == "sent":
-            return "sent", f"accepted by {self.cfg.host}:{self.cfg.port} for {', '.join(to)}"
+            return "sent", _("accepted by %(server)s for %(to)s") % {
+                "server": f"{self.cfg.host}:{self.cfg.port}",
+                "to": ", ".join(to),
+            }
         if status == "failed":
             return "failed", error
-        return "queued", f"waiting in the outbox, retried: {error or self.sender.last_error}"
+        return "queued", _("waiting in the outbox, retried: %(error)s") % {
+            "error": error or self.sender.last_error
+        }
 
     async def retry(self) -> None:
         """Send what waits (the scheduler's job)."""

@@ -12,9 +12,22 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from beffroi.core.model import Quality
+from beffroi.i18n import N_, _
 
 DISPLAY_TZ = "Europe/Paris"
-_QUALITY_LABELS = {int(q): q.label for q in Quality}
+# Quality names as operators read them, translated where a figure is drawn.
+QUALITY_NAMES: dict[int, str] = {
+    int(Quality.GOOD): N_("Good"),
+    int(Quality.UNCERTAIN): N_("Uncertain"),
+    int(Quality.BAD): N_("Bad"),
+    int(Quality.COMM_LOSS): N_("Communication lost"),
+}
+
+
+def quality_name(quality: int) -> str:
+    """Return a quality's name in the current locale."""
+    name = QUALITY_NAMES.get(int(quality))
+    return _(name) if name is not None else str(quality)
 
 
 def empty_figure(message: str) -> go.Figure:
@@ -47,9 +60,11 @@ def to_display_time(ts: pd.Series, tz: str = DISPLAY_TZ) -> pd.Series:
 
 
 def trend_series(df: pd.DataFrame, tag: str, tz: str = DISPLAY_TZ) -> pd.DataFrame:
-    """Return x (display time), y (NaN where CommLoss) and quality label for one tag."""
+    """Return x (display time), y (NaN where CommLoss) and quality code for one tag."""
     if df.empty:
-        return pd.DataFrame({"x": pd.Series(dtype="datetime64[ns]"), "y": [], "quality": []})
+        return pd.DataFrame(
+            {"x": pd.Series(dtype="datetime64[ns]"), "y": [], "quality": pd.Series(dtype=int)}
+        )
     part = df[df["tag"] == tag].sort_values("ts")
     y = pd.to_numeric(part["value"], errors="coerce").astype(float).to_numpy(copy=True)
     quality = part["quality"].astype(int).to_numpy()
@@ -59,7 +74,7 @@ def trend_series(df: pd.DataFrame, tag: str, tz: str = DISPLAY_TZ) -> pd.DataFra
         {
             "x": to_display_time(part["ts"], tz).to_numpy(),
             "y": y,
-            "quality": [_QUALITY_LABELS.get(int(q), str(q)) for q in quality],
+            "quality": quality,
         }
     )
 
@@ -97,7 +112,7 @@ def trend_figure(
     if tags is None:
         tags = [] if df.empty else list(dict.fromkeys(df["tag"]))
     if not tags:
-        return empty_figure("Pick a tag to plot").to_plotly_json()
+        return empty_figure(_("Pick a tag to plot")).to_plotly_json()
     units = units or {}
     data: list[dict[str, Any]] = []
     # One y axis per unit (kW, %, °C…), up to four: left, right, then offset left and right.
@@ -125,21 +140,23 @@ def trend_figure(
             "marker": {"size": 4, "color": colour},
             "connectgaps": False,
         }
-        labels = s["quality"]
-        if len(labels) and (labels == "Good").all():
+        codes = s["quality"]
+        if len(codes) and (codes == int(Quality.GOOD)).all():
             # All Good (the usual case): the label once in the template, not once per point.
-            trace["hovertemplate"] = _HOVER.format(quality="Good", tag=tag)
+            trace["hovertemplate"] = _HOVER.format(quality=quality_name(Quality.GOOD), tag=tag)
         else:
-            trace["text"] = labels.to_numpy()
+            names = {int(q): quality_name(q) for q in codes.unique()}
+            trace["text"] = codes.map(names).to_numpy()
             trace["hovertemplate"] = _HOVER.format(quality="%{text}", tag=tag)
         data.append(trace)
         if held and tag in held and len(s) and not np.isnan(s["y"].iloc[-1]):
             data.append(_held_trace(s, tag, yaxis, colour, held[tag], tz))
         # Values of doubtful quality stay visible, marked: red crosses for Bad, amber for
         # Uncertain (CommLoss has no value: it is the gap in the line).
-        for label, colour in (("Bad", "#d7263d"), ("Uncertain", "#f08a24")):
-            marked = s[labels == label]
+        for code, colour in ((Quality.BAD, "#d7263d"), (Quality.UNCERTAIN, "#f08a24")):
+            marked = s[codes == int(code)]
             if not marked.empty:
+                label = quality_name(code)
                 data.append(
                     {
                         "type": "scatter",
@@ -160,9 +177,12 @@ def trend_figure(
         "showlegend": True,
         "legend": {"orientation": "h", "y": -0.2},
         "hovermode": "x unified",
-        "xaxis": {"title": {"text": f"time ({tz})"}, "domain": _domain(len(axis_of))},
+        "xaxis": {
+            "title": {"text": _("time (%(tz)s)") % {"tz": tz}},
+            "domain": _domain(len(axis_of)),
+        },
         **{
-            _AXES[i - 1][0]: {**_AXES[i - 1][1], "title": {"text": unit or "value"}}
+            _AXES[i - 1][0]: {**_AXES[i - 1][1], "title": {"text": unit or _("value")}}
             for unit, i in axis_of.items()
         },
     }
@@ -172,7 +192,7 @@ def trend_figure(
     if df.empty:
         layout["annotations"] = [
             {
-                "text": "No stored values in this range",
+                "text": _("No stored values in this range"),
                 "xref": "paper",
                 "yref": "paper",
                 "x": 0.5,
@@ -197,11 +217,11 @@ def _held_trace(
         "y": [y, y],
         "mode": "lines",
         "yaxis": yaxis,
-        "name": f"{tag} · held",
+        "name": f"{tag} · {_('held')}",
         "legendgroup": tag,
         "showlegend": False,
         "line": {"color": colour, "width": 1.6, "dash": "dot"},
-        "hovertemplate": _HOVER.format(quality="held since its last report", tag=tag),
+        "hovertemplate": _HOVER.format(quality=_("held since its last report"), tag=tag),
     }
 
 

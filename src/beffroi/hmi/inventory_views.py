@@ -10,13 +10,15 @@ from typing import Any
 
 from beffroi.core.model import Asset, AssetState, Commune
 from beffroi.hmi.components.asset_panel import SOURCE_LABELS
+from beffroi.i18n import N_, _, fmt_number, ngettext
 
-# The inventory states, as the page names them (the map's display states use the same words).
+# The inventory states, as the page names them (the map's display states use the same words);
+# translated where shown.
 STATE_LABELS: dict[AssetState, str] = {
-    "active": "In service",
-    "to_place": "To be placed",
-    "removed": "Removed at source",
-    "retired": "Retired",
+    "active": N_("In service"),
+    "to_place": N_("To be placed"),
+    "removed": N_("Removed at source"),
+    "retired": N_("Retired"),
 }
 SEARCH_MAX = 200  # what the search box may hold; longer text is cut, not refused
 
@@ -84,10 +86,10 @@ def asset_row(
         "address": asset.address,
         "class": classes.get(asset.asset_class, asset.asset_class),
         "commune": commune.name if commune else asset.commune,
-        "state": STATE_LABELS.get(asset.state, asset.state),
+        "state": _(STATE_LABELS.get(asset.state, asset.state)),
         "model": asset.model,
         "installed": asset.installed.isoformat() if asset.installed else "",
-        "source": SOURCE_LABELS.get(asset.source, asset.source),
+        "source": _(SOURCE_LABELS.get(asset.source, asset.source)),
         "origin": asset.origin,
         "attributes": attributes_text(asset.attributes),
         "lat": round(asset.lat, 6),
@@ -112,8 +114,19 @@ def to_place_row(
 def summary(assets: Iterable[Asset], shown: int) -> str:
     """Say how many assets are shown, and how many of the user's are in each state."""
     counts = Counter(a.state for a in assets)
-    parts = [f"{counts.get(s, 0)} {label.lower()}" for s, label in STATE_LABELS.items()]
-    return f"{shown} shown · " + " · ".join(parts)
+
+    def said(singular: str, plural: str, n: int) -> str:
+        return ngettext(singular, plural, n) % {"n": fmt_number(n)}
+
+    return " · ".join(
+        [
+            said("%(n)s shown", "%(n)s shown", shown),
+            said("%(n)s in service", "%(n)s in service", counts.get("active", 0)),
+            said("%(n)s to be placed", "%(n)s to be placed", counts.get("to_place", 0)),
+            said("%(n)s removed at source", "%(n)s removed at source", counts.get("removed", 0)),
+            said("%(n)s retired", "%(n)s retired", counts.get("retired", 0)),
+        ]
+    )
 
 
 def coordinate(value: object, low: float, high: float) -> float | None:

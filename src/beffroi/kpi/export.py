@@ -26,6 +26,7 @@ import beffroi
 from beffroi.core.csv_safe import safe_text
 from beffroi.core.model import Quality, utcnow
 from beffroi.core.seams import Historian
+from beffroi.i18n import N_, _, in_locale
 from beffroi.kpi.config import KpiSite
 from beffroi.kpi.definitions import BY_NAME, COVERAGE, KpiDef, parse_series_tag, scope_commune
 from beffroi.kpi.inputs_doc import inputs_of
@@ -37,6 +38,19 @@ HEADER = (
     "period_start", "period_end", "resolution", "kpi", "scope", "value", "unit",
     "coverage_pct", "gap_filled",
 )  # fmt: skip
+# The header row keeps these stable keys (tools, the API stream and the hash read them); the
+# manifest names each column for people, in French.
+COLUMN_LABELS = {
+    "period_start": N_("start of the period (local time, with its offset)"),
+    "period_end": N_("end of the period (local time, with its offset)"),
+    "resolution": N_("resolution (hour, day, month)"),
+    "kpi": N_("indicator"),
+    "scope": N_("scope (metropolis, commune, commune/asset class)"),
+    "value": N_("value (decimal point)"),
+    "unit": N_("unit"),
+    "coverage_pct": N_("coverage, in percent of the period"),
+    "gap_filled": N_("gap-filled inputs (true/false)"),
+}
 # Periods read from the historian at once: bounds memory whatever the range.
 CHUNK = {"hour": timedelta(days=2), "day": timedelta(days=31), "month": timedelta(days=366)}
 
@@ -212,8 +226,10 @@ def definitions(cfg: KpiSite, kpis: set[str]) -> list[dict[str, Any]]:
                 "unit": k.unit,
                 "formula": k.formula,
                 "components": list(k.components),
-                "coverage": "share of the period's time backed by Good-quality samples of "
-                + ", ".join(k.coverage_from),
+                "coverage": _(
+                    "share of the period's time backed by Good-quality samples of %(tags)s"
+                )
+                % {"tags": ", ".join(k.coverage_from)},
                 **inputs_of(cfg, k.family),
             }
         )
@@ -223,7 +239,14 @@ def definitions(cfg: KpiSite, kpis: set[str]) -> list[dict[str, Any]]:
 def manifest(
     cfg: KpiSite, query: ExportQuery, csv_path: Path, result: ExportResult
 ) -> dict[str, Any]:
-    """Return the sidecar manifest of a written export."""
+    """Return the sidecar manifest of a written export, its text for people in French."""
+    with in_locale("fr"):  # a file, the same whoever asks for it
+        return _manifest(cfg, query, csv_path, result)
+
+
+def _manifest(
+    cfg: KpiSite, query: ExportQuery, csv_path: Path, result: ExportResult
+) -> dict[str, Any]:
     tz = ZoneInfo(cfg.metropolis.timezone)
     return {
         "file": csv_path.name,
@@ -231,14 +254,23 @@ def manifest(
         "bytes": result.bytes,
         "rows": result.rows,
         "columns": list(HEADER),
+        "column_labels": {c: _(COLUMN_LABELS[c]) for c in HEADER},
+        "csv_dialect": _(
+            "comma-separated, UTF-8, CRLF line ends; numbers with a decimal point, "
+            "times in ISO 8601"
+        ),
         "generated_at": local_iso(utcnow(), tz),
         "software": {"name": "beffroi", "version": beffroi.__version__},
         "metropolis": cfg.metropolis.name,
         "query": query.as_json(tz),
-        "quality": "gap_filled = true when gap-filled (interpolated) inputs went into the value; "
-        "an empty value is undefined (no Good data, or a ratio over zero)",
-        "text_cells": "a text cell starting with =, +, -, @, a tab or a carriage return is "
-        "written with a leading ' so that spreadsheets show it as text (CSV injection)",
+        "quality": _(
+            "gap_filled = true when gap-filled (interpolated) inputs went into the value; "
+            "an empty value is undefined (no Good data, or a ratio over zero)"
+        ),
+        "text_cells": _(
+            "a text cell starting with =, +, -, @, a tab or a carriage return is "
+            "written with a leading ' so that spreadsheets show it as text (CSV injection)"
+        ),
         "definitions": definitions(cfg, result.kpis or set(query.kpis)),
     }
 

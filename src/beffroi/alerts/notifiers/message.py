@@ -1,4 +1,8 @@
-"""Compose alarm e-mails: subject sortable by severity, plain text and HTML, links into the HMI."""
+"""Compose alarm e-mails: subject sortable by severity, plain text and HTML, links into the HMI.
+
+E-mails are written in French (the teams of a French metropolis), with French dates and
+numbers in the gateway's time zone; a composer for another locale writes in that one.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,15 @@ from email.utils import format_datetime, make_msgid
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from babel.numbers import format_decimal
+
 from beffroi.alerts.state import AlarmEvent
 from beffroi.core.register import Register
+from beffroi.i18n import N_, _, current_locale, fmt_datetime, in_locale, ngettext
 
 SUBJECT_MAX = 160
-LEVEL_LABELS = {"HIHI": "HiHi", "HI": "Hi", "LO": "Lo", "LOLO": "LoLo", "ROC": "rate"}
+# ISA-18.2 level names are the same in French; only the rate of change is translated.
+LEVEL_LABELS = {"HIHI": "HiHi", "HI": "Hi", "LO": "Lo", "LOLO": "LoLo", "ROC": N_("rate")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +37,28 @@ class Line:
 class Composer:
     """Build the e-mails of one gateway: its HMI address, register and local time zone."""
 
-    def __init__(self, register: Register, hmi_url: str, sender: str, timezone: str):
+    def __init__(
+        self, register: Register, hmi_url: str, sender: str, timezone: str, locale: str = "fr"
+    ):
         self.register, self.hmi_url, self.sender = register, hmi_url.rstrip("/"), sender
         self.tz = ZoneInfo(timezone)
         self.domain = sender.rsplit("@", 1)[-1]
+        self.locale = locale
 
     def _local(self, ts: datetime | None) -> str:
         if ts is None:
             return "—"
-        return ts.astimezone(self.tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+        # The zone's abbreviation (CET, CEST) says which side of a clock change it was.
+        return f"{fmt_datetime(ts, self.tz, seconds=True)} {ts.astimezone(self.tz):%Z}"
+
+    @staticmethod
+    def _num(x: float) -> str:
+        return format_decimal(x, format="#,##0.######", locale=current_locale())
+
+    @staticmethod
+    def _level(level: str) -> str:
+        label = LEVEL_LABELS.get(level)
+        return _(label) if label is not None else level.lower() or _("limit")
 
     def _commune(self, cid: str) -> str:
         c = self.register.communes.get(cid)
@@ -58,33 +79,53 @@ class Composer:
         """Return `value vs limit` in the signal's unit."""
         unit = self._unit(ev.tag)
         if ev.kind == "stale":
-            return f"no value for {ev.value or '?'} s (limit {ev.limit or '?'} s)"
+            return _("no value for %(age)s s (limit %(limit)s s)") % {
+                "age": ev.value or "?",
+                "limit": ev.limit or "?",
+            }
         if ev.kind == "commloss":
-            return "CommLoss quality from the equipment's link"
-        value = "—" if ev.value is None else f"{ev.value:g}{unit}"
+            return _("communication lost on the equipment's link")
+        value = "—" if ev.value is None else f"{self._num(ev.value)}{unit}"
         if ev.limit is None:
-            return f"value {value}"
-        level = LEVEL_LABELS.get(ev.level, ev.level.lower() or "limit")
-        return f"value {value} vs {level} limit {ev.limit:g}{unit}"
+            return _("value %(value)s") % {"value": value}
+        return _("value %(value)s vs %(level)s limit %(limit)s") % {
+            "value": value,
+            "level": self._level(ev.level),
+            "limit": f"{self._num(ev.limit)}{unit}",
+        }
 
     def _title(self, ev: AlarmEvent) -> str:
-        level = f" ({LEVEL_LABELS.get(ev.level, ev.level)})" if ev.level not in ("", "ON") else ""
+        level = f" ({self._level(ev.level)})" if ev.level not in ("", "ON") else ""
         return f"{self._commune(ev.commune)} · {ev.asset} · {ev.message}{level}"
 
     def _text_block(self, line: Line, heading: str) -> list[str]:
         ev = line.event
         map_url, trend_url = self.links(ev)
-        times = f" — {line.count} activations" if line.count > 1 else ""
-        out = [
-            f"[P{ev.severity}] {heading}: {self._title(ev)}{times}",
-            f"  What:   {ev.message} — {self.value_text(ev)}",
-            f"  Where:  {self._commune(ev.commune)} ({ev.commune}), asset {ev.asset}, {ev.domain}",
-            f"  Since:  {self._local(ev.since or ev.ts)}",
-            f"  Map:    {map_url}",
+        times = ""
+        if line.count > 1:
+            times = " — " + ngettext("%(n)d activation", "%(n)d activations", line.count) % {
+                "n": line.count
+            }
+        where = _("%(commune)s (%(id)s), asset %(asset)s, %(domain)s") % {
+            "commune": self._commune(ev.commune),
+            "id": ev.commune,
+            "asset": ev.asset,
+            "domain": ev.domain,
+        }
+        rows = [
+            (_("What:"), f"{ev.message} — {self.value_text(ev)}"),
+            (_("Where:"), where),
+            (_("Since:"), self._local(ev.since or ev.ts)),
+            (_("Map:"), map_url),
         ]
         if trend_url:
-            out.append(f"  Trend:  {trend_url}")
-        out += [f"  Alarm:  {ev.alarm_id}", ""]
+            rows.append((_("Trend:"), trend_url))
+        rows.append((_("Alarm:"), ev.alarm_id))
+        width = max(len(k) for k, _v in rows) + 1  # the values aligned, whatever the language
+        said = _("%(state)s: %(title)s") % {"state": heading, "title": self._title(ev)}
+        out = [f"[P{ev.severity}] {said}{times}"]
+        out += [f"  {k.ljust(width)} {v}" for k, v in rows]
+        out.append("")
         return out
 
     def _html_rows(self, lines: Sequence[Line], heading: str) -> str:
@@ -92,7 +133,11 @@ class Composer:
         for line in lines:
             ev = line.event
             map_url, trend_url = self.links(ev)
-            trend = f' · <a href="{html.escape(trend_url)}">trend</a>' if trend_url else ""
+            trend = (
+                f' · <a href="{html.escape(trend_url)}">{html.escape(_("trend"))}</a>'
+                if trend_url
+                else ""
+            )
             times = f" ({line.count}×)" if line.count > 1 else ""
             rows.append(
                 "<tr>"
@@ -116,27 +161,43 @@ class Composer:
         escalation_min: float | None = None,
     ) -> EmailMessage:
         """Build one e-mail: new alarms, returns to normal, or an escalation."""
+        with in_locale(self.locale):  # sent by a job, outside any user's request
+            return self._compose(recipients, new, returned, escalation_min)
+
+    def _compose(
+        self,
+        recipients: Sequence[str],
+        new: Sequence[Line],
+        returned: Sequence[Line],
+        escalation_min: float | None,
+    ) -> EmailMessage:
         new = sorted(new, key=lambda ln: (ln.event.severity, ln.event.ts))
         returned = sorted(returned, key=lambda ln: (ln.event.severity, ln.event.ts))
         first = (new or returned)[0].event
         worst = min(ln.event.severity for ln in (*new, *returned))
+        normal = _("NORMAL")
         if escalation_min is not None:
-            lead, heading = f"ESCALATION, unacknowledged {escalation_min:g} min: ", "UNACKNOWLEDGED"
+            lead = _("ESCALATION, unacknowledged %(minutes)s min: ") % {
+                "minutes": self._num(escalation_min)
+            }
+            heading = _("UNACKNOWLEDGED")
         elif new:
-            lead, heading = "", "ACTIVE"
+            lead, heading = "", _("ACTIVE")
         else:
-            lead, heading = "Return to normal: ", "NORMAL"
+            lead, heading = _("Return to normal: "), normal
         items = new or returned
         what = (
             self._title(first)
             if len(items) == 1
             else (
-                f"{len(items)} alarms: "
+                _("%(n)d alarms: ") % {"n": len(items)}
                 + ", ".join(f"{ln.event.asset} {ln.event.message}" for ln in items)
             )
         )
         if new and returned and escalation_min is None:
-            what += f" (+{len(returned)} back to normal)"
+            what += " " + ngettext(
+                "(+%(n)d back to normal)", "(+%(n)d back to normal)", len(returned)
+            ) % {"n": len(returned)}
         subject = f"[Beffroi][P{worst}] {lead}{what}"
         if len(subject) > SUBJECT_MAX:
             subject = subject[: SUBJECT_MAX - 1] + "…"
@@ -144,12 +205,14 @@ class Composer:
         for line in new:
             text += self._text_block(line, heading)
         for line in returned:
-            text += self._text_block(line, "NORMAL")
-        text.append("Acknowledge: beffroi alarms ack ALARM_ID --user NAME --comment TEXT")
+            text += self._text_block(line, normal)
+        ack = _("Acknowledge:")
+        text.append(f"{ack} beffroi alarms ack ALARM_ID --user NAME --comment TEXT")
+        heads = ("P", _("State"), _("What"), _("Where"), _("Since"), _("Alarm"))
         table = (
-            '<table border="1" cellpadding="4" cellspacing="0">'
-            "<tr><th>P</th><th>State</th><th>What</th><th>Where</th><th>Since</th><th>Alarm</th></tr>"
-            f"{self._html_rows(new, heading)}{self._html_rows(returned, 'NORMAL')}</table>"
+            '<table border="1" cellpadding="4" cellspacing="0"><tr>'
+            + "".join(f"<th>{html.escape(h)}</th>" for h in heads)
+            + f"</tr>{self._html_rows(new, heading)}{self._html_rows(returned, normal)}</table>"
         )
         msg = EmailMessage()
         msg["Subject"] = subject
@@ -162,7 +225,7 @@ class Composer:
         msg.set_content("\n".join(text))
         msg.add_alternative(
             f"<html><body><h3>{html.escape(subject)}</h3>{table}"
-            "<p>Acknowledge: <code>beffroi alarms ack ALARM_ID --user NAME</code></p>"
+            f"<p>{html.escape(ack)} <code>beffroi alarms ack ALARM_ID --user NAME</code></p>"
             "</body></html>",
             subtype="html",
         )

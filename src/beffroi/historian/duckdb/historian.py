@@ -172,7 +172,8 @@ class DuckDBHistorian(Reads, HistorianBackend):
                     )
                     with blocks.registered(cur, "_incoming_text", table):
                         cur.execute(
-                            "INSERT OR REPLACE INTO text_samples (tag_id, ts, value, quality, status)"
+                            "INSERT OR REPLACE INTO text_samples"
+                            " (tag_id, ts, value, quality, status)"
                             " SELECT tag_id, ts, value, quality, status FROM _incoming_text"
                         )
 

@@ -15,11 +15,19 @@ from flask_login import current_user
 from beffroi.control.playbooks import PlaybookEngine
 from beffroi.control.service import ControlService
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
+from beffroi.hmi.components.communes import centre_of, commune_layer
 from beffroi.hmi.context import get_context
-from beffroi.hmi.control_views import result_view, run_view, selection_view
+from beffroi.hmi.control_views import result_view, run_state_text, run_view, selection_view
 from beffroi.hmi.users import User
+from beffroi.i18n import N_, _, ngettext
 
-dash.register_page(__name__, path="/control", name="Control", title="Beffroi — Control", order=4)
+dash.register_page(
+    __name__,
+    path="/control",
+    name=N_("Control"),
+    title=lambda: _("Beffroi — Control"),  # called per request, in the user's language
+    order=4,
+)
 
 log = logging.getLogger(__name__)
 CENTRE = (47.32, 5.04)
@@ -51,7 +59,7 @@ def _asset_options(writable_only: bool) -> list[dict[str, str]]:
     for a in sorted(hmi.register.assets.values(), key=lambda a: (a.commune, a.id)):
         if not sees(a.commune) or (writable_only and not any(t.writable for t in a.tags)):
             continue
-        label = hmi.cfg.asset_classes[a.asset_class].label
+        label = _(hmi.cfg.asset_classes[a.asset_class].label)  # config text, catalogued
         out.append({"label": f"{a.id} · {label} · {a.commune}", "value": a.id})
     return out
 
@@ -60,7 +68,7 @@ def _setpoint_section(asset: str | None) -> html.Section:
     return html.Section(
         className="control-setpoint",
         children=[
-            html.H3("Setpoint (select, then operate)"),
+            html.H3(_("Setpoint (select, then operate)")),
             html.Div(
                 className="control-row",
                 children=[
@@ -68,27 +76,29 @@ def _setpoint_section(asset: str | None) -> html.Section:
                         id="control-asset",
                         options=_asset_options(True),
                         value=asset,
-                        placeholder="Asset",
+                        placeholder=_("Asset"),
                         className="control-wide",
                     ),
                     dcc.Dropdown(
-                        id="control-signal", placeholder="Setpoint", className="control-narrow"
+                        id="control-signal",
+                        placeholder=_("Setpoint"),
+                        className="control-narrow",
                     ),
-                    html.Button("Select", id="control-select", n_clicks=0),
+                    html.Button(_("Select"), id="control-select", n_clicks=0),
                 ],
             ),
             html.Div(id="control-selection"),
             html.Div(
                 className="control-row",
                 children=[
-                    dcc.Input(id="control-value", placeholder="New value", debounce=False),
+                    dcc.Input(id="control-value", placeholder=_("New value"), debounce=False),
                     dcc.Input(
                         id="control-reason",
-                        placeholder="Reason (required)",
+                        placeholder=_("Reason (required)"),
                         className="control-wide",
                         debounce=False,
                     ),
-                    html.Button("Operate", id="control-operate", n_clicks=0),
+                    html.Button(_("Operate"), id="control-operate", n_clicks=0),
                 ],
             ),
             html.Div(id="control-result"),
@@ -106,7 +116,8 @@ def _place_options() -> list[dict[str, str]]:
                 msg = a["message"] or a["rule"]
                 out.append(
                     {
-                        "label": f"Alarm P{a['severity']} · {msg} · {a['asset']}",
+                        "label": _("Alarm P%(severity)s · %(message)s · %(asset)s")
+                        % {"severity": a["severity"], "message": msg, "asset": a["asset"]},
                         "value": f"asset:{a['asset']}",
                     }
                 )
@@ -117,16 +128,16 @@ def _playbook_section(asset_id: str | None, control: ControlService) -> html.Sec
     hmi = get_context()
     asset = hmi.register.assets.get(asset_id or "")
     at = (asset.lat, asset.lon) if asset is not None and sees(asset.commune) else (None, None)
-    playbooks = [{"label": p.label, "value": p.name} for p in hmi.cfg.control.playbooks]
+    playbooks = [{"label": _(p.label), "value": p.name} for p in hmi.cfg.control.playbooks]
     runs = [
-        {"label": f"{r.label} · {r.place or r.id} · {r.state}", "value": r.id}
+        {"label": f"{_(r.label)} · {r.place or r.id} · {run_state_text(r.state)}", "value": r.id}
         for r in _playbooks(control).runs()
         if all(sees(c) for c in r.communes())
     ]
     return html.Section(
         className="control-playbooks",
         children=[
-            html.H3("Incident playbooks"),
+            html.H3(_("Incident playbooks")),
             html.Div(
                 className="control-row",
                 children=[
@@ -140,7 +151,7 @@ def _playbook_section(asset_id: str | None, control: ControlService) -> html.Sec
                     dcc.Dropdown(
                         id="control-place-from",
                         options=_place_options(),
-                        placeholder="Place: click the map, or pick an alarm or asset",
+                        placeholder=_("Place: click the map, or pick an alarm or asset"),
                         className="control-wide",
                     ),
                 ],
@@ -148,37 +159,45 @@ def _playbook_section(asset_id: str | None, control: ControlService) -> html.Sec
             html.Div(
                 className="control-row",
                 children=[
-                    dcc.Input(id="control-lat", type="number", placeholder="latitude", value=at[0]),
                     dcc.Input(
-                        id="control-lon", type="number", placeholder="longitude", value=at[1]
+                        id="control-lat", type="number", placeholder=_("latitude"), value=at[0]
                     ),
-                    dcc.Input(id="control-radius", type="number", placeholder="radius (m)"),
+                    dcc.Input(
+                        id="control-lon", type="number", placeholder=_("longitude"), value=at[1]
+                    ),
+                    dcc.Input(id="control-radius", type="number", placeholder=_("radius (m)")),
                     dcc.Input(
                         id="control-place",
-                        placeholder="Place (e.g. avenue du Drapeau)",
+                        placeholder=_("Place (e.g. avenue du Drapeau)"),
                         className="control-wide",
                     ),
-                    html.Button("Preview", id="control-preview", n_clicks=0),
+                    html.Button(_("Preview"), id="control-preview", n_clicks=0),
                 ],
             ),
             dl.MapContainer(
                 id="control-map",
-                center=list(CENTRE),
+                center=centre_of(get_context().register.communes.values()),
                 zoom=12,
                 className="control-map",
                 style={"height": "260px"},
-                children=[dl.LayerGroup(id="control-map-marker")],
+                children=[
+                    # The background (tiles, schematic, commune labels) under the playbook.
+                    commune_layer(
+                        list(get_context().register.communes.values()), "control-map-communes"
+                    ),
+                    dl.LayerGroup(id="control-map-marker"),
+                ],
             ),
             html.Div(id="control-preview-feedback", className="control-feedback"),
             html.Div(
                 className="control-row",
                 children=[
-                    html.Button("Run", id="control-run", n_clicks=0, disabled=True),
-                    html.Button("Roll back", id="control-rollback", n_clicks=0, disabled=True),
+                    html.Button(_("Run"), id="control-run", n_clicks=0, disabled=True),
+                    html.Button(_("Roll back"), id="control-rollback", n_clicks=0, disabled=True),
                     dcc.Dropdown(
                         id="control-runs",
                         options=runs,
-                        placeholder="Earlier runs",
+                        placeholder=_("Earlier runs"),
                         className="control-wide",
                     ),
                     html.Span(id="control-run-feedback", className="control-feedback"),
@@ -195,14 +214,14 @@ def layout(asset: str | None = None, **_query: str) -> html.Div:
     """Render the setpoint form and, for supervisors, the playbooks."""
     hmi, user = get_context(), _user()
     if hmi.control is None:
-        return html.Div(html.P("Control is disabled in this gateway's configuration."))
+        return html.Div(html.P(_("Control is disabled in this gateway's configuration.")))
     parts: list[Component] = []
     if user is not None and user.may("setpoint"):
         parts.append(_setpoint_section(asset))
     if user is not None and user.may("playbook"):
         parts.append(_playbook_section(asset, hmi.control))
     if not parts:
-        parts.append(html.P("Your role may not send commands.", id="control-denied"))
+        parts.append(html.P(_("Your role may not send commands."), id="control-denied"))
     return html.Div(parts, className="control-page")
 
 
@@ -233,14 +252,15 @@ def select(_n: int | None, tag: str | None) -> tuple[html.Div, str | None]:
     ensure_may("setpoint")
     spec = get_context().register.tags.get(tag or "")
     if spec is None:
-        return html.Div("Choose an asset and a setpoint first."), None
+        return html.Div(_("Choose an asset and a setpoint first.")), None
     ensure_sees(spec.commune)  # the register's commune, not the browser's claim
     from beffroi.control.model import ControlError
 
     try:
         sel = _service().select(current(), spec.name)
     except ControlError as exc:
-        return html.Div(f"Refused: {exc.reason}", className="control-result-refused"), None
+        said = _("Refused: %(reason)s") % {"reason": exc.reason}
+        return html.Div(said, className="control-result-refused"), None
     return selection_view(sel.as_dict()), sel.id
 
 
@@ -263,7 +283,7 @@ def operate(
     if sel is not None:
         ensure_sees(sel.commune)
     if value is None or str(value).strip() == "":
-        return html.Div("Give a value.", className="control-result-refused")
+        return html.Div(_("Give a value."), className="control-result-refused")
     result = service.operate(current(), selection_id or "", value, reason or "")
     return result_view(result.as_dict())
 
@@ -300,20 +320,52 @@ def place(
     Input("control-lat", "value"),
     Input("control-lon", "value"),
     Input("control-radius", "value"),
+    Input("control-run-id", "data"),
     State("control-playbook", "value"),
 )
 def marker(
-    lat: float | None, lon: float | None, radius: float | None, name: str | None
+    lat: float | None,
+    lon: float | None,
+    radius: float | None,
+    run_id: str | None,
+    name: str | None,
 ) -> list[Component]:
-    """Draw the chosen place and the playbook's radius on the small map."""
-    if lat is None or lon is None:
-        return []
-    pb = next((p for p in get_context().cfg.control.playbooks if p.name == name), None)
-    r = float(radius or (pb.radius_m if pb else 1000))
-    return [
-        dl.Circle(center=[lat, lon], radius=r, color="#d7263d", weight=1, fillOpacity=0.08),
-        dl.CircleMarker(center=[lat, lon], radius=6, color="#d7263d", fillOpacity=1),
-    ]
+    """Draw the chosen place, the playbook's radius and the assets its preview acts on."""
+    hmi = get_context()
+    out: list[Component] = []
+    if lat is not None and lon is not None:
+        pb = next((p for p in hmi.cfg.control.playbooks if p.name == name), None)
+        r = float(radius or (pb.radius_m if pb else 1000))
+        out += [
+            dl.Circle(center=[lat, lon], radius=r, color="#d7263d", weight=1, fillOpacity=0.08),
+            dl.CircleMarker(center=[lat, lon], radius=6, color="#d7263d", fillOpacity=1),
+        ]
+    engine = hmi.control.playbooks if hmi.control is not None else None
+    run = engine.get(run_id or "") if engine is not None and run_id else None
+    if run is None:
+        return out
+    for commune in run.communes():
+        ensure_sees(commune)
+    seen: set[str] = set()
+    for step in run.steps:
+        for c in step.commands:
+            asset = hmi.register.assets.get(c.asset)
+            if asset is None or asset.id in seen:
+                continue
+            seen.add(asset.id)
+            out.append(
+                dl.CircleMarker(
+                    center=[asset.lat, asset.lon],
+                    radius=5,
+                    color="#1f2933",
+                    weight=1,
+                    fillColor="#f46d25",
+                    fillOpacity=0.95,
+                    className="control-map-target",
+                    children=dl.Tooltip(asset.id),
+                )
+            )
+    return out
 
 
 @callback(
@@ -340,7 +392,7 @@ def preview(
     from beffroi.control.model import ControlError
 
     if lat is None or lon is None:
-        return no_update, "Choose a place first: click the map or pick an alarm or asset."
+        return no_update, _("Choose a place first: click the map or pick an alarm or asset.")
     try:
         run = _playbooks(_service()).preview(
             current(),
@@ -351,10 +403,13 @@ def preview(
             place_text or "",
         )
     except ControlError as exc:
-        return no_update, f"Refused: {exc.reason}"
+        return no_update, _("Refused: %(reason)s") % {"reason": exc.reason}
     n = sum(len(s.commands) for s in run.steps)
     mails = sum(1 for s in run.steps if s.action == "email")
-    return run.id, f"Preview: {n} command(s) and {mails} e-mail(s). Check them, then Run."
+    commands = ngettext("%(n)d command", "%(n)d commands", n) % {"n": n}
+    emails = ngettext("%(n)d e-mail", "%(n)d e-mails", mails) % {"n": mails}
+    said = _("Preview: %(commands)s and %(emails)s. Check them, then Run.")
+    return run.id, said % {"commands": commands, "emails": emails}
 
 
 @callback(
@@ -383,17 +438,17 @@ def act(_run: int | None, _rollback: int | None, run_id: str | None) -> str:
     service = _service()
     run = _playbooks(service).get(run_id or "")
     if run is None:
-        return "Preview a playbook first."
+        return _("Preview a playbook first.")
     for commune in run.communes():
         ensure_sees(commune)
     try:
         if ctx.triggered_id == "control-run":
             service.start_run(current(), run.id)
-            return f"Running {run.label}…"
+            return _("Running %(playbook)s…") % {"playbook": _(run.label)}
         service.start_rollback(current(), run.id)
-        return f"Rolling {run.label} back…"
+        return _("Rolling %(playbook)s back…") % {"playbook": _(run.label)}
     except ControlError as exc:
-        return f"Refused: {exc.reason}"
+        return _("Refused: %(reason)s") % {"reason": exc.reason}
 
 
 @callback(

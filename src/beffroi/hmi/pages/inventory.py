@@ -33,10 +33,15 @@ from beffroi.hmi.inventory_views import (
     summary,
     to_place_row,
 )
+from beffroi.i18n import N_, _, fmt_number
 from beffroi.inventory.service import Inventory
 
 dash.register_page(
-    __name__, path="/inventory", name="Inventory", title="Beffroi — Inventory", order=8
+    __name__,
+    path="/inventory",
+    name=N_("Inventory"),
+    title=lambda: _("Beffroi — Inventory"),  # called per request, in the user's language
+    order=8,
 )
 
 log = logging.getLogger(__name__)
@@ -65,6 +70,23 @@ TO_PLACE_COLUMNS = [
     {"field": "origin", "flex": 1},
     {"field": "signals", "width": 90},
 ]
+# The grids' column titles, by field, translated when a page is built.
+HEADERS = {
+    "id": N_("Id"),
+    "name": N_("Name"),
+    "address": N_("Address"),
+    "class": N_("Class"),
+    "commune": N_("Commune"),
+    "state": N_("State"),
+    "model": N_("Model"),
+    "installed": N_("Installed"),
+    "source": N_("Source"),
+    "origin": N_("Origin"),
+    "attributes": N_("Attributes"),
+    "lat": N_("Latitude"),
+    "lon": N_("Longitude"),
+    "signals": N_("Signals"),
+}
 GRID_OPTIONS = {"rowSelection": "single", "animateRows": False}
 DEFAULT_COL = {"sortable": True, "resizable": True, "filter": True}
 _Text = str | NoUpdate
@@ -86,8 +108,14 @@ def _visible() -> list[Asset]:
     return sorted((a for a in everything.values() if sees(a.commune)), key=lambda a: a.id)
 
 
+def _headed(columns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return column definitions with their titles in the user's language."""
+    return [{**c, "headerName": _(HEADERS[c["field"]])} for c in columns]
+
+
 def _class_labels() -> dict[str, str]:
-    return {k: c.label for k, c in get_context().cfg.asset_classes.items()}
+    # Class labels come from config.toml in English; the catalogue translates them.
+    return {k: _(c.label) for k, c in get_context().cfg.asset_classes.items()}
 
 
 def _toolbar() -> html.Div:
@@ -98,7 +126,7 @@ def _toolbar() -> html.Div:
             dcc.Input(
                 id="inventory-search",
                 type="search",
-                placeholder="Search id, name or address",
+                placeholder=_("Search id, name or address"),
                 debounce=True,
                 className="inventory-search",
             ),
@@ -106,21 +134,21 @@ def _toolbar() -> html.Div:
                 id="inventory-class",
                 options=[{"label": lbl, "value": k} for k, lbl in _class_labels().items()],
                 multi=True,
-                placeholder="All classes",
+                placeholder=_("All classes"),
                 className="inventory-filter",
             ),
             dcc.Dropdown(
                 id="inventory-commune",
                 options=commune_options(hmi.register.communes.values(), sees),
                 multi=True,
-                placeholder="All communes",
+                placeholder=_("All communes"),
                 className="inventory-filter",
             ),
             dcc.Dropdown(
                 id="inventory-state",
-                options=[{"label": lbl, "value": s} for s, lbl in STATE_LABELS.items()],
+                options=[{"label": _(lbl), "value": s} for s, lbl in STATE_LABELS.items()],
                 multi=True,
-                placeholder="All states",
+                placeholder=_("All states"),
                 className="inventory-filter",
             ),
             html.Span(id="inventory-summary", className="inventory-summary"),
@@ -133,21 +161,21 @@ def _retire_section(may: bool) -> html.Section:
         className="inventory-retire",
         hidden=not may,
         children=[
-            html.H3("Retire"),
+            html.H3(_("Retire")),
             html.Div(
                 className="inventory-row",
                 children=[
                     html.Span(
-                        "Select an asset in the grid.",
+                        _("Select an asset in the grid."),
                         id="inventory-selected",
                         className="inventory-selected",
                     ),
                     dcc.Input(
                         id="inventory-reason",
-                        placeholder="Reason (required)",
+                        placeholder=_("Reason (required)"),
                         className="inventory-wide",
                     ),
-                    html.Button("Retire", id="inventory-retire", n_clicks=0),
+                    html.Button(_("Retire"), id="inventory-retire", n_clicks=0),
                 ],
             ),
             html.Div(id="inventory-retire-feedback", className="inventory-feedback"),
@@ -165,19 +193,19 @@ def _place_section(may: bool, chosen: Asset | None) -> html.Section:
                 className="inventory-row",
                 children=[
                     html.Span(
-                        _placing_text(chosen) if chosen else "Pick an asset in the list.",
+                        _placing_text(chosen) if chosen else _("Pick an asset in the list."),
                         id="inventory-placing",
                         className="inventory-selected",
                     ),
-                    dcc.Input(id="inventory-lat", type="number", placeholder="latitude"),
-                    dcc.Input(id="inventory-lon", type="number", placeholder="longitude"),
-                    dcc.Input(id="inventory-name", placeholder="Name (optional)"),
+                    dcc.Input(id="inventory-lat", type="number", placeholder=_("latitude")),
+                    dcc.Input(id="inventory-lon", type="number", placeholder=_("longitude")),
+                    dcc.Input(id="inventory-name", placeholder=_("Name (optional)")),
                     dcc.Input(
                         id="inventory-address",
-                        placeholder="Address (optional)",
+                        placeholder=_("Address (optional)"),
                         className="inventory-wide",
                     ),
-                    html.Button("Confirm", id="inventory-confirm", n_clicks=0),
+                    html.Button(_("Confirm"), id="inventory-confirm", n_clicks=0),
                 ],
             ),
             dl.MapContainer(
@@ -197,17 +225,19 @@ def _place_section(may: bool, chosen: Asset | None) -> html.Section:
     return html.Section(
         className="inventory-place",
         children=[
-            html.H3("To be placed"),
+            html.H3(_("To be placed")),
             html.P(
-                "Equipment a collector found on its server that no inventory lists: it is shown"
-                " at its commune's centre until someone places it (click the map or give the"
-                " latitude and longitude), then it joins the inventory.",
+                _(
+                    "Equipment a collector found on its server that no inventory lists: it is"
+                    " shown at its commune's centre until someone places it (click the map or"
+                    " give the latitude and longitude), then it joins the inventory."
+                ),
                 className="inventory-hint",
             ),
             dag.AgGrid(
                 id="inventory-toplace",
                 rowData=[],
-                columnDefs=TO_PLACE_COLUMNS,
+                columnDefs=_headed(TO_PLACE_COLUMNS),
                 getRowId="params.data.id",
                 dashGridOptions=GRID_OPTIONS,
                 style={"height": "180px"},
@@ -219,7 +249,10 @@ def _place_section(may: bool, chosen: Asset | None) -> html.Section:
 
 def _placing_text(asset: Asset) -> str:
     commune = get_context().register.communes.get(asset.commune)
-    return f"Placing {asset.id} ({commune.name if commune else asset.commune})"
+    return _("Placing %(asset)s (%(commune)s)") % {
+        "asset": asset.id,
+        "commune": commune.name if commune else asset.commune,
+    }
 
 
 def layout(asset: str | None = None, **_query: str) -> html.Div:
@@ -231,12 +264,12 @@ def layout(asset: str | None = None, **_query: str) -> html.Div:
     if chosen is not None and (chosen.state != "to_place" or not sees(chosen.commune)):
         chosen = None
     parts: list[Component] = [
-        html.H2("Inventory"),
+        html.H2(_("Inventory")),
         _toolbar(),
         dag.AgGrid(
             id="inventory-grid",
             rowData=[],
-            columnDefs=COLUMNS,
+            columnDefs=_headed(COLUMNS),
             getRowId="params.data.id",
             dashGridOptions=GRID_OPTIONS,
             defaultColDef=DEFAULT_COL,
@@ -244,11 +277,14 @@ def layout(asset: str | None = None, **_query: str) -> html.Div:
         ),
     ]
     if hmi.inventory is None:
-        parts.append(html.P("The inventory is not running in this gateway: read only."))
+        parts.append(html.P(_("The inventory is not running in this gateway: read only.")))
     elif not may:
         parts.append(
             html.P(
-                "Placing and retiring equipment needs the inventory right (supervisors, admins).",
+                _(
+                    "Placing and retiring equipment needs the inventory right"
+                    " (supervisors, admins)."
+                ),
                 id="inventory-denied",
                 className="inventory-hint",
             )
@@ -330,7 +366,7 @@ def show_selected(selected: list[dict[str, Any]] | None) -> str:
     """Name the asset the retire form applies to."""
     asset = get_context().register.assets.get(_selected_id(selected))
     if asset is None:
-        return "Select an asset in service in the grid."
+        return _("Select an asset in service in the grid.")
     ensure_sees(asset.commune)
     return f"{asset.id}" + (f" · {asset.name}" if asset.name else "")
 
@@ -355,22 +391,23 @@ def retire(
         gone = inventory.register.retired.get(asset_id)
         if gone is not None:
             ensure_sees(gone.commune)
-            return f"{asset_id} is already retired.", no_update
-        return "Select an asset in service in the grid first.", no_update
+            return _("%(asset)s is already retired.") % {"asset": asset_id}, no_update
+        return _("Select an asset in service in the grid first."), no_update
     ensure_sees(asset.commune)  # the register's commune, not the browser's claim
     if not isinstance(reason, str) or not reason.strip():
-        return "A reason is required.", no_update
+        return _("A reason is required."), no_update
     try:
         check_text(reason, "reason", COMMENT_MAX)
     except ValueError as exc:
-        return f"Refused: {exc}.", no_update
+        return _("Refused: %(error)s.") % {"error": exc}, no_update
     user = current().name
     try:
         inventory.retire(asset.id, user, reason.strip())
     except ValueError as exc:
-        return f"Refused: {exc}", no_update
+        return _("Refused: %(error)s") % {"error": exc}, no_update
     log.info("%s retired %s: %s", user, asset.id, reason.strip())
-    return f"{asset.id} retired by {user}.", inventory.register.revision
+    said = _("%(asset)s retired by %(user)s.") % {"asset": asset.id, "user": user}
+    return said, inventory.register.revision
 
 
 @callback(
@@ -388,7 +425,7 @@ def pick(
 ) -> tuple[_Text | None, _Text, _Text, _Text, dict[str, Any] | NoUpdate]:
     """Take the asset to place from the list and show its commune; clear the form once placed."""
     if ctx.triggered_id == "inventory-placed":
-        return None, "Pick an asset in the list.", "", "", no_update
+        return None, _("Pick an asset in the list."), "", "", no_update
     asset = get_context().register.assets.get(_selected_id(selected))
     if asset is None or asset.state != "to_place":
         return (no_update,) * 5
@@ -453,15 +490,15 @@ def confirm(
     inventory = _inventory()
     asset = inventory.register.assets.get(asset_id if isinstance(asset_id, str) else "")
     if asset is None or asset.state != "to_place":
-        return "Pick an asset to be placed in the list first.", no_update
+        return _("Pick an asset to be placed in the list first."), no_update
     ensure_sees(asset.commune)
     la, lo = coordinate(lat, -90, 90), coordinate(lon, -180, 180)
     if la is None or lo is None:
-        return "Give the place: click the map, or a latitude and a longitude.", no_update
+        return _("Give the place: click the map, or a latitude and a longitude."), no_update
     texts = {"name": name, "address": address}
     for what, value in texts.items():
         if value is not None and not isinstance(value, str):
-            return f"Refused: {what}: expected text.", no_update
+            return _("Refused: %(field)s: expected text.") % {"field": what}, no_update
     user = current().name
     try:
         placed = inventory.confirm(
@@ -473,7 +510,12 @@ def confirm(
             address=(address or "").strip(),
         )
     except ValueError as exc:  # the record the inventory checks: text bounds, place
-        return f"Refused: {exc}", no_update
+        return _("Refused: %(error)s") % {"error": exc}, no_update
     log.info("%s placed %s at %.6f, %.6f", user, placed.id, la, lo)
-    said = f"{placed.id} placed at {la:.6f}, {lo:.6f} by {user}: it is in the inventory now."
+    said = _("%(asset)s placed at %(lat)s, %(lon)s by %(user)s: it is in the inventory now.") % {
+        "asset": placed.id,
+        "lat": fmt_number(la, 6),
+        "lon": fmt_number(lo, 6),
+        "user": user,
+    }
     return said, inventory.register.revision

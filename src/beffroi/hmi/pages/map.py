@@ -131,11 +131,17 @@ def _vehicle_kinds(cfg: HmiSite) -> dict[str, tuple[str, bool]]:
     }
 
 
-def layout(**_query: str) -> html.Div:
-    """Render the map page."""
+def layout(asset: str | None = None, **_query: str) -> html.Div:
+    """Render the map page; `?asset=ID` opens centred on that asset with its panel."""
     hmi = get_context()
     domains = sorted({c.domain for c in hmi.cfg.asset_classes.values()})
     communes = list(hmi.register.communes.values())
+    chosen = hmi.register.assets.get(asset or "")
+    if chosen is not None and not sees(chosen.commune):
+        chosen = None  # another commune's asset: the map opens as if nothing was asked
+    centre, zoom = centre_of(communes), hmi.cfg.hmi.map.zoom
+    if chosen is not None:
+        centre, zoom = [chosen.lat, chosen.lon], 16
     return html.Div(
         className="map-page",
         children=[
@@ -180,8 +186,8 @@ def layout(**_query: str) -> html.Div:
                 children=[
                     dl.MapContainer(
                         id="map-leaflet",
-                        center=centre_of(communes),
-                        zoom=hmi.cfg.hmi.map.zoom,
+                        center=centre,
+                        zoom=zoom,
                         minZoom=9,
                         maxZoom=19,
                         className="map-leaflet",
@@ -216,7 +222,7 @@ def layout(**_query: str) -> html.Div:
                     ),
                 ],
             ),
-            dcc.Store(id="map-selected"),
+            dcc.Store(id="map-selected", data=chosen.id if chosen else None),
             dcc.Store(id="map-digest"),
             dcc.Store(id="map-frame"),
             dcc.Store(id="map-painted"),

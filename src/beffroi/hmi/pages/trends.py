@@ -30,10 +30,17 @@ from beffroi.core.model import Quality, utcnow
 from beffroi.core.register import Register
 from beffroi.hmi.auth import ensure_sees, sees
 from beffroi.hmi.context import get_context
-from beffroi.hmi.figures import DISPLAY_TZ, empty_figure, trend_figure
+from beffroi.hmi.figures import DISPLAY_TZ, empty_figure, quality_name, trend_figure
 from beffroi.hmi.trend_data import trend_frame
+from beffroi.i18n import N_, _, fmt_datetime, fmt_number, ngettext
 
-dash.register_page(__name__, path="/trends", name="Trends", title="Beffroi — Trends", order=1)
+dash.register_page(
+    __name__,
+    path="/trends",
+    name=N_("Trends"),
+    title=lambda: _("Beffroi — Trends"),  # called per request, in the user's language
+    order=1,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +56,15 @@ RANGES: dict[str, timedelta] = {
     "30d": timedelta(days=30),
 }
 RANGE_LABELS = {
-    "15m": "15 min",
-    "1h": "1 h",
-    "6h": "6 h",
-    "24h": "24 h",
-    "7d": "7 d",
-    "30d": "30 d",
+    "15m": N_("15 min"),
+    "1h": N_("1 h"),
+    "6h": N_("6 h"),
+    "24h": N_("24 h"),
+    "7d": N_("7 d"),
+    "30d": N_("30 d"),
 }
+# Column headers of the CSV download (its first row), in the user's language.
+CSV_COLUMNS = (N_("time"), N_("tag"), N_("value"), N_("unit"), N_("quality"))
 DEFAULT_RANGE = "1h"
 
 
@@ -113,24 +122,24 @@ def layout(tag: str | list[str] | None = None, range: str | None = None, **_quer
                         value=tags,
                         multi=True,
                         searchable=True,
-                        placeholder="Search tags, e.g. dijon power_kw",
+                        placeholder=_("Search tags, e.g. dijon power_kw"),
                         className="trends-tags",
                     ),
                     dcc.RadioItems(
                         id="trends-range",
-                        options=[{"label": RANGE_LABELS[k], "value": k} for k in RANGES],
+                        options=[{"label": _(RANGE_LABELS[k]), "value": k} for k in RANGES],
                         value=chosen,
                         inline=True,
                         className="trends-range",
                     ),
                     dcc.Checklist(
                         id="trends-follow",
-                        options=[{"label": "Live follow", "value": "follow"}],
+                        options=[{"label": _("Live follow"), "value": "follow"}],
                         value=["follow"],
                         inline=True,
                         className="trends-follow",
                     ),
-                    html.Button("Download CSV", id="trends-download-button", n_clicks=0),
+                    html.Button(_("Download CSV"), id="trends-download-button", n_clicks=0),
                     dcc.Download(id="trends-download"),
                     dcc.Store(id="trends-zoom"),
                 ],
@@ -138,7 +147,7 @@ def layout(tag: str | list[str] | None = None, range: str | None = None, **_quer
             dcc.Graph(
                 id="trends-graph",
                 className="trends-graph",
-                figure=empty_figure("Loading…") if tags else empty_figure("Pick a tag to plot"),
+                figure=empty_figure(_("Loading…") if tags else _("Pick a tag to plot")),
                 config={"displaylogo": False},
             ),
             html.Div(id="trends-status", className="trends-status"),
@@ -186,11 +195,10 @@ clientside_callback(
 def status_text(n_points: int, start: datetime, end: datetime) -> str:
     """Describe what the figure shows, in display time."""
     zone = ZoneInfo(DISPLAY_TZ)
-    fmt = "%d/%m %H:%M:%S"
-    points = "1 point" if n_points == 1 else f"{n_points} points"
+    points = ngettext("%(n)s point", "%(n)s points", n_points) % {"n": fmt_number(n_points)}
     return (
-        f"{points} · {start.astimezone(zone).strftime(fmt)} → "
-        f"{end.astimezone(zone).strftime(fmt)} ({DISPLAY_TZ})"
+        f"{points} · {fmt_datetime(start, zone, seconds=True)} → "
+        f"{fmt_datetime(end, zone, seconds=True)} ({DISPLAY_TZ})"
     )
 
 
@@ -249,21 +257,26 @@ def download(
     range_key: str | None,
     zoom: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Send what the chart shows as CSV: local time with offset, tag, value, unit, quality."""
+    """Send what the chart shows as CSV: local time with offset, tag, value, unit, quality.
+
+    Headers and quality names follow the user's language; times stay ISO 8601 and numbers
+    keep a decimal point, so that any spreadsheet or script reads them back unchanged.
+    """
     tags = _scoped_tags(tags)
     if not tags:
         raise PreventUpdate
     start, end = _window(range_key, zoom)
     hmi = get_context()
     df = hmi.historian.query(tags, start, end, max_points=MAX_POINTS)
+    columns = [
+        df["ts"].dt.tz_convert(DISPLAY_TZ).map(lambda t: t.isoformat()),
+        df["tag"],
+        df["value"],
+        df["tag"].map(lambda t: hmi.register.tags[t].unit),
+        df["quality"].map(lambda q: quality_name(Quality(int(q)))),
+    ]
     out = pd.DataFrame(
-        {
-            "time": df["ts"].dt.tz_convert(DISPLAY_TZ).map(lambda t: t.isoformat()),
-            "tag": df["tag"],
-            "value": df["value"],
-            "unit": df["tag"].map(lambda t: hmi.register.tags[t].unit),
-            "quality": df["quality"].map(lambda q: Quality(int(q)).label),
-        }
+        {_(name): col.to_numpy() for name, col in zip(CSV_COLUMNS, columns, strict=True)}
     )
     # String tags carry text from equipment (panel messages): no live formulas in a spreadsheet.
     # A numeric value is not a text cell, so a negative one stays a number.
@@ -298,7 +311,7 @@ def update_graph(
         raise PreventUpdate  # a zoomed window is history: nothing new to follow
     tags = _scoped_tags(tags)
     if not tags:
-        return empty_figure("Pick a tag to plot"), ""
+        return empty_figure(_("Pick a tag to plot")), ""
     start, end = _window(range_key, zoom)
     try:
         live = hmi.live.snapshot(tags)
@@ -307,7 +320,7 @@ def update_graph(
         )
     except Exception as exc:
         log.exception("trends: historian query failed for %s", tags)
-        return empty_figure(f"Historian query failed: {exc}"), no_update
+        return empty_figure(_("Historian query failed: %(error)s") % {"error": exc}), no_update
     specs = hmi.register.tags
     fig = trend_figure(
         df,
@@ -321,5 +334,5 @@ def update_graph(
     fig["layout"]["uirevision"] = "|".join(tags) + "|" + (range_key or DEFAULT_RANGE)
     text = status_text(stored, start, end)
     if zoom:
-        text += " · zoomed: live follow paused (double-click the chart to return)"
+        text += " · " + _("zoomed: live follow paused (double-click the chart to return)")
     return fig, text
