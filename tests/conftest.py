@@ -76,7 +76,13 @@ def demo_config() -> Config:
     the repository's config imports it.
     """
     cfg = load_config(ROOT / "config.toml")
-    out = cfg.model_copy(update={"inventory": cfg.inventory.model_copy(update={"files": []})})
+    out = cfg.model_copy(
+        update={
+            "inventory": cfg.inventory.model_copy(update={"files": []}),
+            # No month of simulated past: tests that want one ask for it (test_demo_history.py).
+            "simulator": cfg.simulator.model_copy(update={"history_days": 0}),
+        }
+    )
     out._source = cfg.source
     return out
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from beffroi.alerts.config import AlarmsConfig, journal_path
 from beffroi.alerts.engine import AlarmEngine
 from beffroi.alerts.journal import Journal, to_csv
+from beffroi.i18n import in_locale
 from beffroi.alerts.performance import alarm_performance
 from beffroi.alerts.service import AlarmService
 from beffroi.alerts.state import AlarmState
@@ -111,17 +112,24 @@ def test_journal_queries_and_csv_export(reg, tmp_path: Path) -> None:
         late = j.events(start=T0 + timedelta(seconds=100), end=T0 + timedelta(seconds=200))
         assert list(late.event) == ["ack"] and late.iloc[0].comment == "sent a crew"
         assert len(j.events(limit=3)) == 3 and j.events(limit=3).iloc[-1].seq == 16
-        csv = to_csv(j.events(alarm_ids=[ids["b"]]))
+        events_b = j.events(alarm_ids=[ids["b"]])
+        csv = to_csv(events_b)
     finally:
         j.close()
     rows = pd.read_csv(io.StringIO(csv))
+    # Headers in French (the default language); event codes stay codes.
     assert list(rows.columns[:14]) == [
-        "time", "alarm_id", "tag", "asset", "commune", "domain", "severity", "event", "state",
-        "level", "value", "limit", "user", "comment",
+        "horodatage", "identifiant d'alarme", "variable", "équipement", "commune", "domaine",
+        "gravité", "événement", "état", "niveau", "valeur", "seuil", "utilisateur", "commentaire",
     ]  # fmt: skip
-    assert list(rows.event) == ["activate", "ack", "clear"]
-    assert rows.time[0] == "2025-06-02T10:01:00+02:00"  # Paris summer time in exports
-    assert rows.user[1] == "marie"
+    assert list(rows["événement"]) == ["activate", "ack", "clear"]
+    assert rows.horodatage[0] == "2025-06-02T10:01:00+02:00"  # Paris summer time in exports
+    assert rows.utilisateur[1] == "marie"
+    with in_locale("en"):
+        english = pd.read_csv(io.StringIO(to_csv(events_b)))
+    keys = pd.read_csv(io.StringIO(to_csv(events_b, labels=False)))
+    assert list(english.columns[:3]) == ["time", "alarm id", "tag"]
+    assert list(keys.columns[:3]) == ["time", "alarm_id", "tag"]
 
 
 def test_performance_figures_from_the_journal(reg, tmp_path: Path) -> None:
@@ -202,7 +210,11 @@ async def test_cli_reads_and_writes_the_journal_when_no_gateway_runs(tmp_path: P
     listed = runner.invoke(app, ["alarms", "list", *c, "--format", "json"])
     assert listed.exit_code == 0, listed.output
     [row] = json.loads(listed.stdout)
-    assert (row["alarm_id"], row["state"], row["message"]) == (aid, "unack_active", "Cabinet fault")
+    assert (row["alarm_id"], row["state"], row["message"]) == (
+        aid,
+        "unack_active",
+        "Défaut armoire",
+    )
     acked = runner.invoke(app, ["alarms", "ack", aid, *c, "--user", "marie", "--comment", "seen"])
     assert acked.exit_code == 0, acked.output
     assert f"{aid}: ack → ack_active" in acked.stdout
@@ -216,8 +228,9 @@ async def test_cli_reads_and_writes_the_journal_when_no_gateway_runs(tmp_path: P
     exported = runner.invoke(app, ["alarms", "export", *c, "--start", "-1h", "--out", str(out)])
     assert exported.exit_code == 0, exported.output
     rows = pd.read_csv(out)
-    assert list(rows.event) == ["activate", "ack", "shelve"]
-    assert list(rows.user.fillna("")) == ["", "marie", "x"] and rows.comment[1] == "seen"
+    assert list(rows["événement"]) == ["activate", "ack", "shelve"]
+    assert list(rows.utilisateur.fillna("")) == ["", "marie", "x"]
+    assert rows.commentaire[1] == "seen"
     stats = runner.invoke(app, ["alarms", "stats", *c, "--json"])
     assert stats.exit_code == 0, stats.output
     figures = json.loads(stats.stdout)

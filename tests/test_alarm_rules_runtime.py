@@ -120,13 +120,13 @@ async def test_rule_changes_in_the_hmi_are_scoped_and_audited(
         status, body = post_callback(sup, url, _apply({"lolo": 10.0, "lo": 30.0}))
         assert status == 200
         said = body["response"]["rules-feedback"]["children"]
-        assert said.startswith(f"Limits of {RULE} changed by sup")
+        assert said.startswith(f"Seuils de {RULE} modifiés par sup")
         row = next(r for r in body["response"]["rules-grid"]["rowData"] if r["rule"] == RULE)
-        assert row["lo"] == 30.0 and "by sup: été sec" in row["changed"]
+        assert row["lo"] == 30.0 and "par sup : été sec" in row["changed"]
         status, body = post_callback(sup, url, _apply({"lolo": 30.0, "lo": 10.0}))
-        assert "Refused: limits must increase" in body["response"]["rules-feedback"]["children"]
+        assert "Refusé : limits must increase" in body["response"]["rules-feedback"]["children"]
         status, body = post_callback(sup, url, _apply({"lo": 5.0}, comment=" "))
-        assert body["response"]["rules-feedback"]["children"] == "A reason is required."
+        assert body["response"]["rules-feedback"]["children"] == "Un motif est obligatoire."
     df = audit.frame()
     audit.close()
     users.close()

@@ -229,7 +229,7 @@ async def test_logins_alarm_commands_and_the_audit_page(
         assert post_callback(sup, server.url, _ack(alarm_id, cabinet.commune, True))[0] == 200
         status, body = post_callback(sup, server.url, _ack(alarm_id, cabinet.commune))
         said = body["response"]["alarms-feedback"]["children"]
-        assert status == 200 and said.startswith("0 alarm(s) acknowledged by sup. Refused: ")
+        assert status == 200 and said.startswith("0 alarme acquittée par sup. Refusé : ")
         assert "nothing to acknowledge" in said  # shelving acknowledged it
         sup.open(server.url + "logout", timeout=10).read()
 
@@ -257,11 +257,14 @@ async def test_logins_alarm_commands_and_the_audit_page(
         shown = body["response"]["audit-grid"]["rowData"]
         assert [r["action"] for r in shown][:3] == ["login", "login", "logout"]  # newest first
         sources = [(r["action"], r["outcome"], r["source"]) for r in shown[3:6]]
-        assert sources == [("alarm.ack", "refused", "hmi"), ("alarm.shelve", "ok", "hmi"),
-                           ("alarm.ack", "ok", "hmi")]  # fmt: skip
+        # Outcomes read in the auditor's language; the action codes stay as recorded.
+        assert sources == [("alarm.ack", "refusé", "hmi"), ("alarm.shelve", "fait", "hmi"),
+                           ("alarm.ack", "fait", "hmi")]  # fmt: skip
         verify = dash_request(["audit-feedback.children"], {"audit-verify.n_clicks": 1})
         status, body = post_callback(aud, server.url, verify)
-        assert body["response"]["audit-feedback"]["children"].startswith("Chain intact: 8 records")
+        assert body["response"]["audit-feedback"]["children"].startswith(
+            "Chaîne intacte : 8 enregistrements"
+        )
         export = dash_request(
             ["audit-download.data"],
             {"audit-export.n_clicks": 1},

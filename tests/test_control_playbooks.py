@@ -53,7 +53,9 @@ async def test_accident_playbook_runs_and_rolls_back_on_the_equipment(
         await eventually(lambda: scene.live.get(scene.tag("LC-T3", "dimming_pct")).value == 40)
         engine = scene.control.playbooks
 
-        with pytest.raises(ControlError, match="may not run playbooks"):
+        with pytest.raises(
+            ControlError, match="n'a pas le droit de lancer des plans d'intervention"
+        ):
             engine.preview(OPERATOR, "accident", *P)
         run = engine.preview(SUPERVISOR, "accident", *P, place="rue de la Liberté")
         planned = [[(c.asset, c.value) for c in s.commands] for s in run.steps]
@@ -68,7 +70,7 @@ async def test_accident_playbook_runs_and_rolls_back_on_the_equipment(
             run.steps[3].subject
         )
         assert scene.value("IP-T1", "message") == before["IP-T1"]  # a preview sends nothing
-        with pytest.raises(ControlError, match="outside your communes"):
+        with pytest.raises(ControlError, match="hors de vos communes"):
             engine.begin(TALANT_SUPERVISOR, run.id)
 
         started = engine.begin(SUPERVISOR, run.id)
@@ -88,7 +90,7 @@ async def test_accident_playbook_runs_and_rolls_back_on_the_equipment(
         await eventually(lambda: len(smtp.received) == 1)
         mail = smtp.received[0]
         assert sorted(mail.rcpt_tos) == sorted([POLICE, MAINTENANCE])
-        assert mail.message["Subject"] == "Beffroi — Accident on an axis : rue de la Liberté"
+        assert mail.message["Subject"] == "Beffroi — Accident sur un axe : rue de la Liberté"
         assert "claire" in mail.text and f"{P[0]:.5f}" in mail.text
         # The lighting schedule leaves the cabinets the playbook holds alone.
         held = {tag for _, tag, _, _ in lighting.due(scene.control.clock())}

@@ -50,16 +50,16 @@ async def test_selection_shows_value_range_interlocks_others_and_expires(
 
         clock.advance(31)
         result = await scene.control.setpoints.operate(OPERATOR, sel.id, 3, "test expiry")
-        assert result.status is WriteStatus.REFUSED and "expired" in result.detail
+        assert result.status is WriteStatus.REFUSED and "expirée" in result.detail
         assert scene.control.setpoints.selection(sel.id) is None
         refused = _records(scene, "operate")[-1]
         assert refused["user"] == "marc" and refused["outcome"] == "refused"
-        assert "expired" in refused["detail"]["refusal"]
+        assert "expirée" in refused["detail"]["refusal"]
         assert [r["user"] for r in _records(scene, "select")] == ["marc", "lea"]
 
         with_no_reason = scene.control.select(OPERATOR, tag)
         result = await scene.control.setpoints.operate(OPERATOR, with_no_reason.id, 3, " ")
-        assert result.status is WriteStatus.REFUSED and "reason" in result.detail
+        assert result.status is WriteStatus.REFUSED and "motif" in result.detail
 
 
 async def test_out_of_range_and_off_step_commands_are_refused_and_audited(
@@ -68,7 +68,7 @@ async def test_out_of_range_and_off_step_commands_are_refused_and_audited(
     """Nothing outside a tag's range or step reaches the equipment; each refusal is audited."""
     async with running_scene(scene_config(demo_config, tmp_path), Clock(MONDAY_10H)) as scene:
         tag, before = scene.tag("TC-T2", "plan"), scene.value("TC-T2", "plan")
-        for value, why in ((12, "above the maximum 9"), (2.5, "not on the step of 1")):
+        for value, why in ((12, "supérieur au maximum 9"), (2.5, "ne respecte pas le pas de 1")):
             sel = scene.control.select(OPERATOR, tag)
             result = await scene.control.setpoints.operate(OPERATOR, sel.id, value, "test")
             assert result.status is WriteStatus.REFUSED and why in result.detail
@@ -171,7 +171,8 @@ async def test_results_confirmed_rejected_and_unconfirmed(demo_config, tmp_path)
         sel = scene.control.select(OPERATOR, raised_tag)
         stuck = await scene.control.setpoints.operate(OPERATOR, sel.id, not raised, "test")
         assert stuck.status is WriteStatus.UNCONFIRMED and stuck.reported is raised
-        assert f"equipment reports {raised!r}" in stuck.detail and "fault" in stuck.detail
+        said = "vrai" if raised else "faux"
+        assert f"l'équipement signale {said} " in stuck.detail and "en défaut" in stuck.detail
         assert scene.value("BO-T1", "raised") is raised
 
         outcomes = [(r["target"], r["outcome"]) for r in _records(scene, "result")]

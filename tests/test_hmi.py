@@ -262,9 +262,10 @@ def test_trend_has_one_trace_per_tag_and_a_gap_at_commloss() -> None:
     assert y[:2] == [10.0, 11.0] and y[3:] == [13.0, 14.0]
     assert power["connectgaps"] is False
     assert pd.Timestamp(power["x"][0]) == pd.Timestamp("2025-07-01 12:00:00")
-    assert list(power["text"])[2] == "CommLoss"  # mixed qualities: one label per point
-    assert lit["line"]["shape"] == "hv" and "text" not in lit  # all Good: said once
-    assert "Good" in lit["hovertemplate"]
+    # French by default: mixed qualities get one label per point, all Good is said once.
+    assert list(power["text"])[2] == "Perte de communication"
+    assert lit["line"]["shape"] == "hv" and "text" not in lit
+    assert "Bonne" in lit["hovertemplate"]
     window = trend_figure(df, ["a/X-1/power_kw"], x_range=(t0, t0 + timedelta(hours=1)))
     lo, hi = (pd.Timestamp(v) for v in window["layout"]["xaxis"]["range"])
     assert (lo, hi) == (pd.Timestamp("2025-07-01 12:00"), pd.Timestamp("2025-07-01 13:00"))
@@ -442,7 +443,7 @@ def test_map_in_browser_shows_states_legend_and_panel(
         }
         assert counts == {"normal": str(n - 3), "fault": "1", "commloss": "1", "stale": "1"}
         page.wait_for_function(
-            "document.getElementById('shell-strip').innerText.includes('live tags')"
+            "document.getElementById('shell-strip').innerText.includes('en direct')"
         )
         assert page.locator("img.leaflet-tile").count() == 0  # no tile server
         page.screenshot(path=artifact("hmi-map.png"))
@@ -596,7 +597,7 @@ def test_trends_in_browser_plots_the_tag_from_the_url(
             "._fullData.map(t => ({name: t.name, n: t.x.length, y: Array.from(t.y)}))"
         )
         # The stored line, and its newest value held (dotted) up to now: the link is up.
-        assert [t["name"] for t in traces] == [f"{tag} (kW)", f"{tag} · held"]
+        assert [t["name"] for t in traces] == [f"{tag} (kW)", f"{tag} · maintenue"]
         assert traces[0]["n"] == 30 + 1  # the live value, newer than the stored ones
         y = traces[0]["y"]
         gap = y[15]  # the CommLoss sample is a gap: null or NaN, never a value
@@ -617,7 +618,7 @@ def test_trends_in_browser_plots_the_tag_from_the_url(
         # Its controller's link is lost: its plan is drawn as stored, not held to now.
         lines = (
             "document.querySelector('#trends-graph .js-plotly-plot')._fullData"
-            ".filter(t => !t.name.endsWith(' · held'))"
+            ".filter(t => !t.name.endsWith(' · maintenue'))"
         )
         page.wait_for_function(f"{lines}.length === 2", timeout=10_000)
         page.locator("label", has=page.locator("input[name=trends-range][value='15m']")).click()
@@ -628,7 +629,7 @@ def test_trends_in_browser_plots_the_tag_from_the_url(
         )
         held = page.evaluate(
             "document.querySelector('#trends-graph .js-plotly-plot')._fullData"
-            ".filter(t => t.name.endsWith(' · held')).map(t => t.name)"
+            ".filter(t => t.name.endsWith(' · maintenue')).map(t => t.name)"
         )
-        assert held == [f"{tag} · held"]
+        assert held == [f"{tag} · maintenue"]
         page.screenshot(path=artifact("hmi-trends-search.png"))

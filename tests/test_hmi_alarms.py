@@ -92,7 +92,7 @@ def _browser_ack(url: str, alarm_id: str) -> str:
         log_in(page, url, "sup", PW)
         page.goto(url + "alarms")
         page.wait_for_function(
-            "document.querySelector('#shell-alarms')?.innerText.startsWith('2 to acknowledge')",
+            "document.querySelector('#shell-alarms')?.innerText.startsWith('2 à acquitter')",
             timeout=20_000,
         )
         row = page.locator(f"#alarms-active .ag-row[row-id='{alarm_id}']")
@@ -101,12 +101,12 @@ def _browser_ack(url: str, alarm_id: str) -> str:
         page.fill("#alarms-comment", "lampe remplacée demain")
         page.click("#alarms-ack")
         page.wait_for_function(
-            "document.querySelector('#alarms-feedback')?.innerText.includes('acknowledged')",
+            "document.querySelector('#alarms-feedback')?.innerText.includes('acquittée')",
             timeout=20_000,
         )
         feedback = page.inner_text("#alarms-feedback")
         page.wait_for_function(
-            "document.querySelector('#shell-alarms')?.innerText.startsWith('1 to acknowledge')",
+            "document.querySelector('#shell-alarms')?.innerText.startsWith('1 à acquitter')",
             timeout=20_000,
         )
         page.screenshot(path=artifact("hmi-alarms.png"))
@@ -155,11 +155,14 @@ async def test_console_acknowledges_with_comment_within_scope(
 
         sup = logged_in_opener(server.url, "sup", PW)
         panel = _panel(sup, server.url, dijon.id)
-        assert "map-panel-alarms" in panel and "P1 · Traffic lights fault · unack_active" in panel
+        assert (
+            "map-panel-alarms" in panel
+            and "P1 · Traffic lights fault · active, non acquittée" in panel
+        )
         assert "map-panel-spark" in panel
 
         feedback = await asyncio.to_thread(_browser_ack, server.url, dijon_id)
-        assert feedback == "1 alarm(s) acknowledged by sup."
+        assert feedback == "1 alarme acquittée par sup."
         states = {a["alarm_id"]: a["state"] for a in service.alarms()}
         assert states == {dijon_id: "ack_active", talant_id: "unack_active"}
         await eventually(

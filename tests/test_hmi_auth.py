@@ -214,7 +214,7 @@ def test_operator_sees_only_their_communes_markers_in_a_browser(gateway, small_r
         page.goto(gateway.url)
         assert "/login" in page.url
         log_in(page, gateway.url, OP, PW)
-        assert "op-talant · operator · talant" in page.inner_text("#shell-user-name")
+        assert "op-talant · opérateur · talant" in page.inner_text("#shell-user-name")
         ungroup_markers(page)
         page.wait_for_function(
             f"document.querySelectorAll('path.beffroi-asset').length === {expected}",
@@ -247,9 +247,9 @@ def test_user_cli_validates_and_creates(tmp_path: Path) -> None:
         )
 
     bad = run("add", "x", "--role", "operator", "--commune", "gotham", "--password-env", "PW")
-    assert bad.returncode == 2 and "unknown commune(s): gotham" in bad.stderr
+    assert bad.returncode == 2 and "commune(s) inconnue(s) : gotham" in bad.stderr
     weak = run("add", "x", "--role", "operator", "--commune", "talant", "--password-env", "SHORT")
-    assert weak.returncode == 2 and "password too short" in weak.stderr
+    assert weak.returncode == 2 and "mot de passe trop court" in weak.stderr
     ok = run(
         "add",
         "marie",
@@ -264,8 +264,14 @@ def test_user_cli_validates_and_creates(tmp_path: Path) -> None:
     )
     assert ok.returncode == 0, ok.stderr
     listed = run("list")
-    assert "marie\toperator\ttalant,daix" in listed.stdout
+    assert "marie\toperator\ttalant,daix\tfr" in listed.stdout  # French unless told otherwise
+    english = run("set", "marie", "--language", "en")
+    assert english.returncode == 0, english.stderr
+    german = run("set", "marie", "--language", "de")
+    assert german.returncode == 2 and "langue inconnue 'de'" in german.stderr
+    assert "marie\toperator\ttalant,daix\ten" in run("list").stdout
     store = UserStore(tmp_path / "u.duckdb")
     assert store.verify("marie", "a-long-enough-password") is not None
+    assert store.get("marie").language == "en"  # type: ignore[union-attr]
     assert store.verify("marie", "wrong-password!") is None
     store.close()

@@ -193,8 +193,8 @@ def test_hand_built_requests_need_the_right_and_stay_within_the_communes(site: S
         (None, None, "", "Indiquez l'emplacement"),
         ("47.3", 5.0, "", "Indiquez l'emplacement"),
         (123.0, 5.0, "", "Indiquez l'emplacement"),
-        (47.3, 5.0, "x" * 1000, "Refusé : name: at most 200"),
-        (47.3, 5.0, "a\x00b", "Refusé : name: control characters"),
+        (47.3, 5.0, "x" * 1000, "Refusé : nom : 200 caractères au maximum"),
+        (47.3, 5.0, "a\x00b", "Refusé : nom : caractères de contrôle"),
         (47.3, 5.0, {"a": 1}, "Refusé : name : texte attendu"),
     ):
         status, body = post_callback(sup, site.url, _confirm(found.id, lat, lon, name))
@@ -202,7 +202,7 @@ def test_hand_built_requests_need_the_right_and_stay_within_the_communes(site: S
     status, body = post_callback(sup, site.url, _retire("LC-9001", ""))
     assert _feedback(body, "retire") == "Un motif est obligatoire."
     status, body = post_callback(sup, site.url, _retire("LC-9001", "r" * 10_000))
-    assert _feedback(body, "retire").startswith("Refusé : reason: at most")
+    assert _feedback(body, "retire").startswith("Refusé : motif : 500 caractères au maximum")
     assert site.register.assets[found.id].state == "to_place"
     assert "LC-9001" in site.register.assets
     actions = list(site.audit.frame().action)

@@ -78,7 +78,7 @@ def _walk(url: str, password: str, n_assets: int, tag: str) -> dict[str, list[st
                 page.screenshot(path=artifact(f"hmi-page-{name}.png"))
             # The banner and status strip are on every page, filled by their own callbacks.
             page.wait_for_function(
-                "document.getElementById('shell-strip')?.innerText.includes('live tags')",
+                "document.getElementById('shell-strip')?.innerText.includes('en direct')",
                 timeout=30_000,
             )
             page.screenshot(path=artifact(f"hmi-page-{name}.png"))  # with the banner filled

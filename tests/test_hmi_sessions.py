@@ -142,6 +142,7 @@ def _act(
             "users-role.value": role,
             "users-communes.value": communes,
             "users-password.value": password,
+            "users-language.value": "fr",
         },
     )
     body["changedPropIds"] = [f"{button}.n_clicks"]
@@ -211,7 +212,7 @@ def test_a_password_change_ends_every_session_of_the_user(gw: Gateway) -> None:
     assert status == 200
     assert at_desk.status() == 401 and elsewhere.status() == 401
     assert admin.status() == 200
-    assert _feedback(answer) == "passwd marie: done by admin. Logged out."
+    assert _feedback(answer) == "Mot de passe de marie défini par admin. Déconnecté."
     assert at_desk.login("marie", NEW_PW)[0] == 302 and at_desk.status() == 200
 
     op = Browser(gw)
@@ -226,7 +227,7 @@ def test_an_admin_changing_their_own_password_is_told_to_log_in_again(gw: Gatewa
     assert admin.login("admin")[0] == 302
     status, answer = admin.callback(_act("users-passwd", "admin", password=NEW_PW))
     assert status == 200 and admin.status() == 401
-    assert _feedback(answer).endswith("You are logged out: log in again.")
+    assert _feedback(answer).endswith("Vous êtes déconnecté : reconnectez-vous.")
 
 
 def test_a_password_set_while_the_gateway_is_stopped_ends_the_sessions(
@@ -260,11 +261,11 @@ def test_a_role_change_or_a_removal_ends_the_sessions(gw: Gateway) -> None:
     assert admin.login("admin")[0] == 302 and marie.login("marie")[0] == 302
     status, answer = admin.callback(_act("users-update", "marie", "supervisor", ["talant"]))
     assert status == 200 and marie.status() == 401
-    assert _feedback(answer).endswith("Logged out.")
+    assert _feedback(answer).endswith("Déconnecté.")
 
     assert marie.login("marie")[0] == 302 and marie.status() == 200
     _, answer = admin.callback(_act("users-update", "marie", "supervisor", ["talant"]))
-    assert _feedback(answer) == "update marie: done by admin."
+    assert _feedback(answer) == "Utilisateur marie modifié par admin."
     assert marie.status() == 200
 
     admin.callback(_act("users-update", "marie", "supervisor", ["dijon"]))
@@ -274,9 +275,9 @@ def test_a_role_change_or_a_removal_ends_the_sessions(gw: Gateway) -> None:
     stale = Browser(gw, "127.0.0.2", cookies=marie.cookies)
     _, answer = admin.callback(_act("users-remove", "marie"))
     assert marie.status() == 401
-    assert _feedback(answer) == "remove marie: done by admin. Logged out."
+    assert _feedback(answer) == "Utilisateur marie supprimé par admin. Déconnecté."
     _, answer = admin.callback(_act("users-add", "marie", "operator", ["talant"], NEW_PW))
-    assert _feedback(answer) == "add marie: done by admin."
+    assert _feedback(answer) == "Utilisateur marie ajouté par admin."
     assert stale.status() == 401 and marie.status() == 401
     assert admin.status() == 200
 

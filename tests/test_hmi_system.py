@@ -90,12 +90,12 @@ def test_metrics_follow_the_runtime_status(tmp_path, demo_config, small_register
         with opener.open(req, timeout=20) as resp:
             page = json.dumps(json.loads(resp.read()), ensure_ascii=False)
         assert "system-collector-plc" in page and "system-collector-simulator" in page
-        assert "no — spooling" in page and "34" in page
+        assert "non — mise en tampon sur disque" in page and "34" in page
         # The previous run was killed: the operator sees when it was last alive (Paris time,
         # the night clocks went forward) and that its downtime is marked.
         assert "1:02:05" in page
-        assert "ended without a clean stop" in page
-        assert "last alive at 29/03/2026 01:59:50" in page
+        assert "terminée sans arrêt propre" in page
+        assert "dernier signe de vie le 29/03/2026 01:59:50" in page
     finally:
         server.stop()
         users.close()

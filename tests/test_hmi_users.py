@@ -21,7 +21,7 @@ PW = "correct horse battery"
 BUTTONS = ("users-add", "users-update", "users-passwd", "users-remove")
 
 
-def _act(button: str, name: str, role=None, communes=None, password=None) -> dict:  # type: ignore[no-untyped-def]
+def _act(button: str, name: str, role=None, communes=None, password=None, language="fr") -> dict:  # type: ignore[no-untyped-def]
     body = dash_request(
         ["users-feedback.children", "users-grid.rowData", "users-password.value"],
         {f"{b}.n_clicks": int(b == button) for b in BUTTONS},
@@ -30,6 +30,7 @@ def _act(button: str, name: str, role=None, communes=None, password=None) -> dic
             "users-role.value": role,
             "users-communes.value": communes,
             "users-password.value": password,
+            "users-language.value": language,
         },
     )
     body["changedPropIds"] = [f"{button}.n_clicks"]
@@ -63,22 +64,33 @@ def test_an_admin_manages_users_while_the_gateway_runs(served) -> None:
     )
     assert (
         status == 200
-        and body["response"]["users-feedback"]["children"] == "add marie: done by admin."
+        and body["response"]["users-feedback"]["children"] == "Utilisateur marie ajouté par admin."
     )
     marie = logged_in_opener(url, "marie", "a-long-password")  # she can log in at once
     row = next(r for r in body["response"]["users-grid"]["rowData"] if r["name"] == "marie")
-    assert row == {"name": "marie", "role": "operator", "communes": "talant"}
+    assert row == {
+        "name": "marie",
+        "role": "operator",
+        "role_label": "opérateur",
+        "communes": "talant",
+        "language": "fr",
+        "language_label": "Français",
+    }
 
     _, body = post_callback(admin, url, _act("users-passwd", "marie", password="short"))
-    assert body["response"]["users-feedback"]["children"].startswith("Refused: password too short")
-    _, body = post_callback(
-        admin, url, _act("users-update", "marie", "supervisor", ["talant", "dijon"])
+    assert body["response"]["users-feedback"]["children"].startswith(
+        "Refusé : mot de passe trop court"
     )
-    assert "update marie: done" in body["response"]["users-feedback"]["children"]
+    _, body = post_callback(
+        admin, url, _act("users-update", "marie", "supervisor", ["talant", "dijon"], language="en")
+    )
+    assert "Utilisateur marie modifié par admin" in body["response"]["users-feedback"]["children"]
+    row = next(r for r in body["response"]["users-grid"]["rowData"] if r["name"] == "marie")
+    assert (row["role_label"], row["language_label"]) == ("superviseur", "English")
     _, body = post_callback(admin, url, _act("users-remove", "admin"))
-    assert "changed by another administrator" in body["response"]["users-feedback"]["children"]
+    assert "modifiés par un autre administrateur" in body["response"]["users-feedback"]["children"]
     _, body = post_callback(admin, url, _act("users-remove", "marie"))
-    assert "remove marie: done" in body["response"]["users-feedback"]["children"]
+    assert "Utilisateur marie supprimé par admin" in body["response"]["users-feedback"]["children"]
     with pytest.raises(urllib.error.HTTPError) as gone:  # her session ends with her account
         marie.open(url + "_dash-layout", timeout=10)
     assert gone.value.code == 401

@@ -503,9 +503,9 @@ def test_every_page_says_which_node_acts() -> None:
     assert pair_badge(None) == ("", "shell-pair")
     peers = [{"node": "a", "url": "http://a:8050/"}, {"node": "b", "url": "http://b:8050/"}]
     active = {"node": "a", "role": "active", "holder": "a", "standby": "b", "peers": peers}
-    assert pair_badge(active) == ("Node a · active · standby b", "shell-pair")
+    assert pair_badge(active) == ("Nœud a · actif · secours b", "shell-pair")
     alone, css = pair_badge({**active, "standby": None})
-    assert "NO STANDBY" in alone and "shell-pair-alone" in css
+    assert "SANS SECOURS" in alone and "shell-pair-alone" in css
     text, css = pair_badge({"node": "b", "role": "standby", "holder": "a", "peers": peers})
-    assert "shell-pair-standby" in css and text[0] == "Node b · standby · active: "
-    assert text[1].href == "http://a:8050/" and text[1].children == "node a"
+    assert "shell-pair-standby" in css and text[0] == "Nœud b · secours · actif : "
+    assert text[1].href == "http://a:8050/" and text[1].children == "nœud a"

@@ -82,7 +82,7 @@ def test_feed_shows_exactly_the_published_fields_without_login(scene) -> None:  
     assert [r["id"] for r in records] == [a.id for a in parks]
     assert all(set(r) == set(FIELDS) for r in records)
     first, broken = records[0], records[1]
-    assert first["name"] == "Parking Darcy" and records[2]["name"].startswith("Car park CP-")
+    assert first["name"] == "Parking Darcy" and records[2]["name"].startswith("Parking CP-")
     assert (first["lat"], first["lon"]) == (round(parks[0].lat, 6), round(parks[0].lon, 6))
     assert (first["capacity"], first["free_spaces"]) == (400, 100)
     assert first["updated"].endswith(("+01:00", "+02:00"))  # local time at the edge

@@ -15,6 +15,7 @@ from beffroi.alerts.state import AlarmEvent
 from beffroi.core.csv_safe import CRLF, safe_cell
 from beffroi.core.model import aware_utc, naive_utc
 from beffroi.core.seams import SmallStore
+from beffroi.i18n import N_, _
 from beffroi.state import open_store
 from beffroi.state.config import Place
 
@@ -57,6 +58,33 @@ EXPORT_ORDER = [
     "time", "alarm_id", "tag", "asset", "commune", "domain", "severity", "event", "state",
     "level", "value", "limit", "user", "comment", "message", "since",
 ]  # fmt: skip
+# The export's column headers as people read them, in the exporter's language (event and
+# state codes stay codes, like the JSON's; `to_csv(..., labels=False)` keeps the keys).
+EXPORT_LABELS = {
+    "time": N_("time"),
+    "alarm_id": N_("alarm id"),
+    "tag": N_("tag"),
+    "asset": N_("asset"),
+    "commune": N_("commune"),
+    "domain": N_("domain"),
+    "severity": N_("severity"),
+    "event": N_("event"),
+    "state": N_("state"),
+    "level": N_("level"),
+    "value": N_("value"),
+    "limit": N_("limit"),
+    "user": N_("user"),
+    "comment": N_("comment"),
+    "message": N_("message"),
+    "since": N_("since"),
+    "rule": N_("rule"),
+    "kind": N_("kind"),
+    "active": N_("active"),
+    "acked": N_("acknowledged"),
+    "shelved_until": N_("shelved until"),
+    "oneshot": N_("one-shot"),
+    "annunciated": N_("annunciated"),
+}
 _LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM alarm_events"
 # The names users see (CSV, API) for the columns whose SQL names are reserved words.
 PUBLIC = {"limit_value": "limit", "user_name": "user"}
@@ -197,8 +225,9 @@ def _restorable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def to_csv(df: pd.DataFrame, timezone: str = "Europe/Paris") -> str:
-    """Return events as CSV, times in local time with their offset (an export is an edge)."""
+def to_csv(df: pd.DataFrame, timezone: str = "Europe/Paris", labels: bool = True) -> str:
+    """Return events as CSV, times in local time with their offset (an export is an edge);
+    headers in the current language, or the keys with `labels=False`."""
     out = df.drop(columns=["seq"], errors="ignore").copy()
     for c in _TIMES:
         if c in out:
@@ -211,4 +240,7 @@ def to_csv(df: pd.DataFrame, timezone: str = "Europe/Paris") -> str:
         out[c] = out[c].map(safe_cell)
     first = [c for c in EXPORT_ORDER if c in out]
     # CRLF lines, so that a text's own CR is quoted too, not a row break before a formula.
-    return out[first + [c for c in out if c not in first]].to_csv(index=False, lineterminator=CRLF)
+    out = out[first + [c for c in out if c not in first]]
+    if labels:
+        out = out.rename(columns={c: _(EXPORT_LABELS[c]) for c in out if c in EXPORT_LABELS})
+    return out.to_csv(index=False, lineterminator=CRLF)

@@ -58,6 +58,7 @@ from beffroi.kpi.engine import KpiEngine
 from beffroi.pair.forward import ActiveNode
 from beffroi.pair.lease import Lease
 from beffroi.pair.node import PairNode
+from beffroi.simulator.history import ColumnHistorian, HistoryReport, complete_history, demo_history
 from beffroi.simulator.server import MetropolisSimulator
 from beffroi.sparkplug.edge import SparkplugEdge
 from beffroi.sparkplug.host import SparkplugHost
@@ -121,6 +122,7 @@ class Runtime:
         self.buffer: WriteBuffer | None = None
         self.compressor: Compressor | None = None
         self.simulator: MetropolisSimulator | None = None
+        self.history_done: asyncio.Task[None] | None = None  # the demo history's KPIs computed
         self.hmi_server: HmiServer | None = None
         self.alarms: AlarmService | None = None
         self.kpi: KpiEngine | None = None
@@ -206,6 +208,11 @@ class Runtime:
         self.historian = historian = HISTORIANS[cfg.historian.backend].from_config(cfg, register)
         stack.callback(historian.close)
         historian.schedule(scheduler, cfg)
+        # The demo's past, at its first start: before the alarms start, so that they restore the
+        # state the history's journal ends in, and before the simulator, which goes on from it.
+        history = None
+        if self.demo and self.with_simulator:
+            history = await asyncio.to_thread(demo_history, cfg, register, historian)
         spool_bytes = int(cfg.historian.spool_max_mb * 1024 * 1024)
         spool = Spool(cfg.resolve(cfg.historian.spool_dir), spool_bytes)
         self.buffer = buffer = WriteBuffer(
@@ -237,8 +244,12 @@ class Runtime:
             await self.kpi.start(stack, scheduler)
             register.subscribe(self.kpi.follow)
         if self.with_simulator:
-            self.simulator = MetropolisSimulator(cfg, register)
+            self.simulator = MetropolisSimulator(
+                cfg, register, physics=history.physics if history is not None else None
+            )
             await self.simulator.start(stack)
+        if history is not None and isinstance(historian, ColumnHistorian):
+            self._complete_history(stack, historian, history)
         # Each protocol table ([[collectors.opcua]], …) names its class in the registry; each
         # collector picks its own tags from the register (filters, device lists, discovery).
         if self.role == "central":
@@ -305,6 +316,22 @@ class Runtime:
 
         scheduler.every(5.0, route_and_send, "interventions-route", duty=True)
         scheduler.every(3600, service.forget_contacts, "interventions-retention", duty=True)
+
+    def _complete_history(
+        self, stack: contextlib.AsyncExitStack, historian: ColumnHistorian, history: HistoryReport
+    ) -> None:
+        """Seal the history and compute its KPIs in the background; shutdown waits for it."""
+        task = asyncio.create_task(
+            asyncio.to_thread(complete_history, self.cfg, historian, self.kpi, history),
+            name="demo-history-kpis",
+        )
+        self.history_done = task
+
+        async def wait() -> None:
+            with contextlib.suppress(Exception):
+                await task
+
+        stack.push_async_callback(wait)
 
     async def _start_pair(self, stack: contextlib.AsyncExitStack) -> PairNode:
         """Join the pair: claim the lease once, so that this node starts knowing its role."""

@@ -152,12 +152,28 @@ def demo(
     opcua_port: Annotated[int | None, typer.Option(help="simulator's OPC UA port")] = None,
     role: RoleOpt = Role.all,
     edge: EdgeOpt = None,
+    history_days: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=400,
+            help="days of simulated history written at the first start (default: "
+            "[simulator] history_days; 0 with --duration)",
+        ),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Start the simulated metropolis, the gateway and the HMI on the embedded store."""
     setup_logging(verbose)
     _check_role(role, edge)
     cfg = demo_config(load(config), data=data, port=port, opcua_port=opcua_port)
+    if history_days is None and duration is not None:
+        history_days = 0  # a timed run (scripts, tests) starts at once, without a past
+    if history_days is not None:
+        source = cfg.source
+        sim = cfg.simulator.model_copy(update={"history_days": history_days})
+        cfg = cfg.model_copy(update={"simulator": sim})
+        cfg._source = source
     simulator = role is not Role.edge  # the equipment is simulated once, beside the central
     _serve(cfg, simulator=simulator, duration=duration, assets=assets, demo=True, role=role,
            edge=edge)  # fmt: skip

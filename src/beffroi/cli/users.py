@@ -1,4 +1,4 @@
-"""`beffroi user add|passwd|remove|list`: the HMI's users, their roles and communes.
+"""`beffroi user add|set|passwd|remove|list`: the HMI's users, roles, communes and language.
 
 The users file is the gateway's while it runs (admins change users on the HMI's Users page);
 these commands need it stopped, and are audited as the system user running them.
@@ -18,12 +18,14 @@ from beffroi.cli.audit import audited_offline
 from beffroi.cli.common import ConfigOpt, fail, load
 from beffroi.core.errors import BeffroiError
 from beffroi.hmi.users import UserError, UserStore
+from beffroi.i18n import DEFAULT_LOCALE, LOCALES
 
 T = TypeVar("T")
 
 commands = typer.Typer(help="Manage HMI users: roles and commune scopes.", no_args_is_help=True)
 
 PasswordEnvOpt = Annotated[str | None, typer.Option(help="read the password from it")]
+LANGUAGE_HELP = "interface language: " + "|".join(LOCALES)
 
 
 def _password(password_env: str | None) -> str:
@@ -69,14 +71,28 @@ def add(
     commune: Annotated[list[str], typer.Option(help="a commune id, or '*' for all")],
     config: ConfigOpt = Path("config.toml"),
     password_env: PasswordEnvOpt = None,
+    language: Annotated[str, typer.Option(help=LANGUAGE_HELP)] = DEFAULT_LOCALE,
 ) -> None:
     """Create a user."""
     # Both files opened first: one held fails before any prompt, and before any change.
     with audited_offline(config) as audit, _store(config) as s:
         password = _password(password_env)
-        user = _guarded(lambda: s.add(name, password, role, commune))
-        audit("user.add", user.name, role=user.role, communes=user.communes)
-    typer.echo(f"user {user.name} added: {user.role}, {', '.join(user.communes)}")
+        user = _guarded(lambda: s.add(name, password, role, commune, language))
+        audit("user.add", user.name, role=user.role, communes=user.communes, language=user.language)
+    typer.echo(f"user {user.name} added: {user.role}, {', '.join(user.communes)}, {user.language}")
+
+
+@commands.command("set")
+def set_user(
+    name: str,
+    language: Annotated[str, typer.Option(help=LANGUAGE_HELP)],
+    config: ConfigOpt = Path("config.toml"),
+) -> None:
+    """Change a user's interface language."""
+    with audited_offline(config) as audit, _store(config) as s:
+        user = _guarded(lambda: s.set_language(name, language))
+        audit("user.language", user.name, language=user.language)
+    typer.echo(f"language of {user.name}: {user.language}")
 
 
 @commands.command("passwd")
@@ -106,4 +122,4 @@ def list_users(config: ConfigOpt = Path("config.toml")) -> None:
     with _store(config) as s:
         users = s.all()
     for u in users:
-        typer.echo(f"{u.name}\t{u.role}\t{','.join(u.communes)}")
+        typer.echo(f"{u.name}\t{u.role}\t{','.join(u.communes)}\t{u.language}")

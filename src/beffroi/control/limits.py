@@ -15,10 +15,18 @@ from beffroi.control.model import Actor, ControlError
 from beffroi.core.limits import MESSAGE_MAX, check_text
 from beffroi.core.live import LiveValues
 from beffroi.core.model import Asset, Quality, TagSpec, Value
+from beffroi.i18n import N_, _, fmt_number
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TRUE = {"true", "1", "on", "yes", "oui"}
 _FALSE = {"false", "0", "off", "no", "non"}
+# A quality in the words of a sentence ("the equipment reports bad quality").
+QUALITY_WORDS = {
+    Quality.GOOD: N_("good"),
+    Quality.UNCERTAIN: N_("uncertain"),
+    Quality.BAD: N_("bad"),
+    Quality.COMM_LOSS: N_("communication lost"),
+}
 
 
 def coerce(spec: TagSpec, raw: Any) -> Value:
@@ -29,24 +37,32 @@ def coerce(spec: TagSpec, raw: Any) -> Value:
         text = str(raw).strip().lower()
         if text in _TRUE or text in _FALSE:
             return text in _TRUE
-        raise ControlError(f"{spec.signal} takes true or false, not {raw!r}")
+        raise ControlError(
+            _("%(signal)s takes true or false, not %(value)s")
+            % {"signal": spec.signal, "value": repr(raw)}
+        )
     if spec.kind == "str":
         if not isinstance(raw, str):
-            raise ControlError(f"{spec.signal} takes text")
+            raise ControlError(_("%(signal)s takes text") % {"signal": spec.signal})
         if len(raw) > MESSAGE_MAX:
-            raise ControlError(f"text longer than {MESSAGE_MAX} characters")
+            raise ControlError(
+                _("text longer than %(limit)s characters") % {"limit": fmt_number(MESSAGE_MAX)}
+            )
         try:
             return check_text(raw, spec.signal, MESSAGE_MAX)
         except ValueError as exc:  # control characters
             raise ControlError(str(exc)) from None
     if isinstance(raw, bool):
-        raise ControlError(f"{spec.signal} takes a number")
+        raise ControlError(_("%(signal)s takes a number") % {"signal": spec.signal})
     try:
         number = float(str(raw).strip().replace(",", ".")) if isinstance(raw, str) else float(raw)
     except (TypeError, ValueError):
-        raise ControlError(f"{spec.signal} takes a number, not {raw!r}") from None
+        raise ControlError(
+            _("%(signal)s takes a number, not %(value)s")
+            % {"signal": spec.signal, "value": repr(raw)}
+        ) from None
     if not math.isfinite(number):
-        raise ControlError("not a finite number")
+        raise ControlError(_("not a finite number"))
     return number
 
 
@@ -56,11 +72,40 @@ def check_range(spec: TagSpec, value: Value, step: float | None) -> None:
         return
     assert isinstance(value, float)
     if spec.low is not None and value < spec.low:
-        raise ControlError(f"{value:g} is below the minimum {spec.low:g}", rule="range")
+        raise ControlError(
+            _("%(value)s is below the minimum %(low)s") % {"value": _g(value), "low": _g(spec.low)},
+            rule="range",
+        )
     if spec.high is not None and value > spec.high:
-        raise ControlError(f"{value:g} is above the maximum {spec.high:g}", rule="range")
+        raise ControlError(
+            _("%(value)s is above the maximum %(high)s")
+            % {"value": _g(value), "high": _g(spec.high)},
+            rule="range",
+        )
     if step and not on_step(value, spec.low or 0.0, step):
-        raise ControlError(f"{value:g} is not on the step of {step:g}", rule="step")
+        raise ControlError(
+            _("%(value)s is not on the step of %(step)s") % {"value": _g(value), "step": _g(step)},
+            rule="step",
+        )
+
+
+def _g(x: float) -> str:
+    """Format a setpoint value the locale's way, with the decimals it has ("2,5", "9")."""
+    return fmt_number(x, _decimals(x))
+
+
+def _decimals(x: float) -> int:
+    text = f"{x:g}"
+    return 0 if "e" in text or "." not in text else len(text.split(".")[1])
+
+
+def shown_value(value: Value | None) -> str:
+    """Show a reported value in words: true/false in the locale's language, numbers its way."""
+    if isinstance(value, bool):
+        return _("true") if value else _("false")
+    if isinstance(value, float | int):
+        return _g(float(value))
+    return repr(value)
 
 
 def same_value(a: Value | None, b: Value | None) -> bool:
@@ -141,19 +186,25 @@ class Interlocks:
             s = self.live.get(asset.tag(rule.block_when.signal))
             # Fail safe: an unknown input (no value, bad quality) counts as blocking.
             if s is None or s.quality is not Quality.GOOD:
-                why.append(f"{rule.block_when.signal} has no good value")
+                why.append(_("%(signal)s has no good value") % {"signal": rule.block_when.signal})
             elif same_value(s.value, rule.block_when.equals):
-                why.append(f"{rule.block_when.signal} is {s.value!r}")
+                why.append(
+                    _("%(signal)s is %(value)s")
+                    % {"signal": rule.block_when.signal, "value": shown_value(s.value)}
+                )
             else:
                 return None
         if rule.outside_maintenance:
             if self.calendar.window(asset.commune, asset.asset_class, now) is not None:
                 return None
-            why.append("outside a maintenance window")
+            why.append(_("outside a maintenance window"))
         if rule.unless_roles:
             if actor.role in rule.unless_roles:
                 return None
-            why.append(f"role {actor.role} is not {' or '.join(rule.unless_roles)}")
+            why.append(
+                _("role %(role)s is not %(roles)s")
+                % {"role": actor.role, "roles": _(" or ").join(rule.unless_roles)}
+            )
         return ", ".join(why)
 
     def state(self, asset: Asset, spec: TagSpec, actor: Actor, now: datetime) -> list[dict]:
@@ -164,7 +215,7 @@ class Interlocks:
             out.append(
                 {
                     "rule": rule.name,
-                    "message": rule.message or rule.name,
+                    "message": _(rule.message) if rule.message else rule.name,
                     "values": list(rule.values),
                     "blocking": why is not None,
                     "why": why or "",
@@ -180,7 +231,13 @@ class Interlocks:
             why = self._blocks(rule, asset, actor, now)
             if why is not None:
                 raise ControlError(
-                    f"interlock {rule.name}: {rule.message or why} ({why})", rule=rule.name
+                    _("interlock %(rule)s: %(message)s (%(why)s)")
+                    % {
+                        "rule": rule.name,
+                        "message": _(rule.message) if rule.message else why,
+                        "why": why,
+                    },
+                    rule=rule.name,
                 )
 
 

@@ -26,9 +26,21 @@ from beffroi.control.setpoints import SetpointService
 from beffroi.core.live import LiveValues
 from beffroi.core.model import utcnow
 from beffroi.core.register import Register
+from beffroi.i18n import N_, _, fmt_number, ngettext
 
 log = logging.getLogger(__name__)
 
+# Why a run cannot be claimed, by its state (a preview is claimable).
+RUN_IS = {
+    "running": N_("this run is running"),
+    "done": N_("this run is done"),
+    "stopped": N_("this run is stopped"),
+    "discarded": N_("this run is discarded"),
+    "rolling_back": N_("this run is rolling back"),
+    "rolled_back": N_("this run is rolled back"),
+    "rollback_failed": N_("this run's rollback failed"),
+}
+RUN_CLOSED = N_("this run is closed")
 PREVIEW_TTL_S = 600  # a preview older than this is stale: equipment may have changed since
 
 
@@ -67,7 +79,7 @@ class PlaybookEngine:
         for run in runs:
             if run.state == "running":  # interrupted by a stop: what ran is what the steps say
                 run.state = "stopped"
-                run.log.append("interrupted by a gateway restart")
+                run.log.append(_("interrupted by a gateway restart"))
             self._runs[run.id] = run
             for step in run.steps:
                 for c in step.commands:
@@ -81,7 +93,7 @@ class PlaybookEngine:
 
     def _fields(self, run: PlaybookRun, pb: PlaybookConfig) -> _Fields:
         return _Fields(
-            playbook=pb.label,
+            playbook=_(pb.label),  # config texts are English, catalogued (fr/control.po)
             place=run.place or f"{run.lat:.5f}, {run.lon:.5f}",
             lat=f"{run.lat:.5f}",
             lon=f"{run.lon:.5f}",
@@ -96,7 +108,7 @@ class PlaybookEngine:
     ) -> StepRun:
         out = StepRun(
             index=i,
-            title=step.title.format_map(f),
+            title=_(step.title).format_map(f),  # catalogued in fr/config.po
             action=step.action,
             on_rollback=step.on_rollback,
             stop_on_failure=step.stop_on_failure,
@@ -110,7 +122,7 @@ class PlaybookEngine:
         candidates = [a for a in self.register.assets.values() if a.asset_class == step.asset_class]
         within = step.within_m or run.radius_m
         found = near(candidates, run.lat, run.lon, within)
-        hidden = sum(1 for a, _ in found if not actor.sees(a.commune))
+        hidden = sum(1 for a, _d in found if not actor.sees(a.commune))
         found = [(a, d) for a, d in found if actor.sees(a.commune)]
         if step.nearest:
             found = found[: step.nearest]
@@ -122,9 +134,21 @@ class PlaybookEngine:
             out.commands.append(
                 PlannedCommand(tag, a.id, a.commune, round(d), value, s.value if s else None)
             )
-        notes = [] if found else [f"no {step.asset_class} within {within:.0f} m"]
+        notes = []
+        if not found:
+            notes.append(
+                _("no %(kind)s within %(m)s m")
+                % {"kind": step.asset_class, "m": fmt_number(within)}
+            )
         if hidden:
-            notes.append(f"{hidden} outside your communes left out")
+            notes.append(
+                ngettext(
+                    "%(n)s outside your communes left out",
+                    "%(n)s outside your communes left out",
+                    hidden,
+                )
+                % {"n": fmt_number(hidden)}
+            )
         out.note = "; ".join(notes)
         return out
 
@@ -139,12 +163,15 @@ class PlaybookEngine:
     ) -> PlaybookRun:
         """List every command and e-mail the playbook would send here; audited."""
         if not actor.may("playbook"):
-            raise ControlError(f"{actor.name} ({actor.role}) may not run playbooks")
+            raise ControlError(
+                _("%(user)s (%(role)s) may not run playbooks")
+                % {"user": actor.name, "role": actor.role}
+            )
         pb = self.playbooks.get(name)
         if pb is None:
-            raise ControlError(f"unknown playbook {name!r}")
+            raise ControlError(_("unknown playbook %(name)s") % {"name": repr(name)})
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise ControlError("not a place on Earth")
+            raise ControlError(_("not a place on Earth"))
         run = PlaybookRun(
             id=secrets.token_hex(6),
             playbook=pb.name,
@@ -191,22 +218,28 @@ class PlaybookEngine:
 
     def _check_actor(self, actor: Actor, run: PlaybookRun) -> None:
         if not actor.may("playbook"):
-            raise ControlError(f"{actor.name} ({actor.role}) may not run playbooks")
+            raise ControlError(
+                _("%(user)s (%(role)s) may not run playbooks")
+                % {"user": actor.name, "role": actor.role}
+            )
         outside = sorted(c for c in run.communes() if not actor.sees(c))
         if outside:
-            raise ControlError(f"this run acts in {', '.join(outside)}, outside your communes")
+            raise ControlError(
+                _("this run acts in %(communes)s, outside your communes")
+                % {"communes": ", ".join(outside)}
+            )
 
     def begin(self, actor: Actor, run_id: str) -> PlaybookRun:
         """Claim a fresh preview for running (at most once); the caller then awaits execute."""
         with self._lock:
             run = self._runs.get(run_id)
             if run is None:
-                raise ControlError("no such preview: preview again")
+                raise ControlError(_("no such preview: preview again"))
             self._check_actor(actor, run)
             if run.state != "preview":
-                raise ControlError(f"this run is {run.state.replace('_', ' ')}")
+                raise ControlError(_(RUN_IS.get(run.state, RUN_CLOSED)))
             if self.clock() - run.created > timedelta(seconds=PREVIEW_TTL_S):
-                raise ControlError("the preview is too old: preview again")
+                raise ControlError(_("the preview is too old: preview again"))
             run.state, run.started = "running", self.clock()
         self.audit.record(
             actor.name,
@@ -223,11 +256,14 @@ class PlaybookEngine:
 
     async def execute(self, actor: Actor, run: PlaybookRun) -> PlaybookRun:
         """Run the steps in order, each confirmed and audited; stop where a step says so."""
-        reason = f"playbook {run.label}: {run.place or f'{run.lat:.5f}, {run.lon:.5f}'}"
+        reason = _("playbook %(label)s: %(place)s") % {
+            "label": _(run.label),
+            "place": run.place or f"{run.lat:.5f}, {run.lon:.5f}",
+        }
         stopped = False
         for step in run.steps:
             if stopped:
-                step.status, step.detail = "skipped", "not run: an earlier step failed"
+                step.status, step.detail = "skipped", _("not run: an earlier step failed")
                 continue
             step.status = "running"
             if step.action == "email":
@@ -314,13 +350,13 @@ class PlaybookEngine:
         with self._lock:
             run = self._runs.get(run_id)
             if run is None:
-                raise ControlError("no such run")
+                raise ControlError(_("no such run"))
             self._check_actor(actor, run)
             if run.state == "preview":
                 run.state = "discarded"
                 return run
             if run.state in FINAL or run.state in ("running", "rolling_back"):
-                raise ControlError(f"this run is {run.state.replace('_', ' ')}")
+                raise ControlError(_(RUN_IS.get(run.state, RUN_CLOSED)))
             run.state = "rolling_back"
         self.audit.record(
             actor.name, "playbook.rollback", target=run.playbook, outcome="started", run=run.id
@@ -332,7 +368,10 @@ class PlaybookEngine:
         """Undo the steps in reverse order: restore previous values, send closing e-mails."""
         if run.state == "discarded":
             return run
-        reason = f"end of playbook {run.label}: {run.place or run.id}"
+        reason = _("end of playbook %(label)s: %(place)s") % {
+            "label": _(run.label),
+            "place": run.place or run.id,
+        }
         for step in reversed(run.steps):
             if step.action == "email":
                 if step.rollback_subject and step.status in ("sent", "queued"):
@@ -365,15 +404,20 @@ class PlaybookEngine:
         if c.rollback_status in ("restored", "kept"):
             return  # a retried rollback does not undo twice
         if c.status in ("pending", "refused", "skipped"):
-            c.rollback_status, c.rollback_detail = "kept", "nothing was sent"
+            c.rollback_status, c.rollback_detail = "kept", _("nothing was sent")
             return
         holder = self.setpoints.held(c.tag)
         if holder is not None and holder.owner != run.hold_owner:
-            c.rollback_status, c.rollback_detail = "kept", f"taken over by {holder.owner}"
+            c.rollback_status, c.rollback_detail = (
+                "kept",
+                _("taken over by %(owner)s") % {"owner": holder.owner},
+            )
             return
         if step.on_rollback == "keep" or c.previous is None:
             self.setpoints.release(c.tag, run.hold_owner)
-            why = "kept by the playbook" if step.on_rollback == "keep" else "no previous value"
+            why = (
+                _("kept by the playbook") if step.on_rollback == "keep" else _("no previous value")
+            )
             c.rollback_status, c.rollback_detail = "kept", why
             return
         result = await self.setpoints.command(

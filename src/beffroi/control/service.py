@@ -29,6 +29,7 @@ from beffroi.core.model import utcnow
 from beffroi.core.register import Register
 from beffroi.core.scheduler import Scheduler
 from beffroi.core.seams import Collector
+from beffroi.i18n import current_locale, in_locale
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,9 @@ class ControlService:
         if threading.get_ident() == self._loop_thread:
             coro.close()
             raise RuntimeError("call the async methods from the event loop, not these helpers")
-        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        # The loop's thread has no request: the refusals and results it writes take the
+        # language of the user who asked (the HMI request's, or French for the API).
+        fut = asyncio.run_coroutine_threadsafe(_speaking(current_locale(), coro), self._loop)
         self._tasks.add(fut)
         fut.add_done_callback(self._tasks.discard)
         return fut
@@ -251,3 +254,9 @@ class ControlService:
             "lighting": self.lighting.status() if self.lighting else None,
             "emails_waiting": self.mailer.outbox.pending() if self.mailer else 0,
         }
+
+
+async def _speaking(locale: str, coro: Coroutine[Any, Any, Any]) -> Any:
+    """Await a coroutine with its messages in one locale (set in the loop's own task)."""
+    with in_locale(locale):
+        return await coro

@@ -22,6 +22,7 @@ from beffroi.control.audit import AuditError, AuditLog
 from beffroi.control.audit_queue import AuditQueue
 from beffroi.control.config import ControlSite
 from beffroi.control.limits import (
+    QUALITY_WORDS,
     Hold,
     Holds,
     Interlocks,
@@ -30,6 +31,7 @@ from beffroi.control.limits import (
     check_range,
     coerce,
     same_value,
+    shown_value,
 )
 from beffroi.control.model import Actor, CommandResult, ControlError, Selection
 from beffroi.core.limits import COMMENT_MAX, check_text
@@ -46,6 +48,7 @@ from beffroi.core.model import (
 )
 from beffroi.core.register import Register
 from beffroi.core.seams import Collector
+from beffroi.i18n import _, fmt_number
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ log = logging.getLogger(__name__)
 def _bounded(value: object) -> object:
     """Return a refused command's value or reason as the audit keeps it: text cut to a bound."""
     if isinstance(value, str) and len(value) > COMMENT_MAX:
-        return value[:COMMENT_MAX] + f"… ({len(value)} characters)"
+        return value[:COMMENT_MAX] + _("… (%(n)s characters)") % {"n": fmt_number(len(value))}
     return value if isinstance(value, bool | int | float | str | None) else repr(value)[:200]
 
 
@@ -97,9 +100,9 @@ class SetpointService:
         spec = self.register.tags.get(tag)
         asset = self.register.assets.get(spec.asset) if spec else None
         if spec is None or asset is None:
-            raise ControlError(f"unknown tag {tag}")
+            raise ControlError(_("unknown tag %(tag)s") % {"tag": tag})
         if not spec.writable:
-            raise ControlError(f"{tag} is not a setpoint")
+            raise ControlError(_("%(tag)s is not a setpoint") % {"tag": tag})
         return spec, asset
 
     def step(self, asset: Asset, spec: TagSpec) -> float | None:
@@ -114,9 +117,15 @@ class SetpointService:
 
     def _authorise(self, actor: Actor, asset: Asset) -> None:
         if not actor.may("setpoint"):
-            raise ControlError(f"{actor.name} ({actor.role}) may not send setpoints")
+            raise ControlError(
+                _("%(user)s (%(role)s) may not send setpoints")
+                % {"user": actor.name, "role": actor.role}
+            )
         if not actor.sees(asset.commune):
-            raise ControlError(f"{asset.commune} is outside {actor.name}'s communes")
+            raise ControlError(
+                _("%(commune)s is outside %(user)s's communes")
+                % {"commune": asset.commune, "user": actor.name}
+            )
 
     # --- select-before-operate -----------------------------------------------------------
 
@@ -127,7 +136,7 @@ class SetpointService:
             spec, asset = self.target(tag)
             self._authorise(actor, asset)
             if self.collector_for(tag) is None:
-                raise ControlError(f"no collector serves {tag}")
+                raise ControlError(_("no collector serves %(tag)s") % {"tag": tag})
         except ControlError as exc:
             self._audit(actor.name, "select", tag, "", "refused", refusal=exc.reason)
             raise
@@ -210,7 +219,7 @@ class SetpointService:
             if sel is not None and sel.user == actor.name:
                 del self._selections[selection_id]
         if sel is None or sel.user != actor.name or expired:
-            why = "selection expired: select again" if expired else "no such selection"
+            why = _("selection expired: select again") if expired else _("no such selection")
             tag = sel.tag if sel is not None else ""
             self.refused += 1
             await self.queue.record(
@@ -249,7 +258,7 @@ class SetpointService:
         commune, previous = "", None
         try:
             if not isinstance(reason, str) or len(reason.strip()) < self.ctl.min_reason_chars:
-                raise ControlError("a reason is required")
+                raise ControlError(_("a reason is required"))
             try:
                 check_text(reason, "reason", COMMENT_MAX)
             except ValueError as exc:
@@ -263,16 +272,19 @@ class SetpointService:
             self.interlocks.check(asset, spec, value, actor, self.clock())
             collector = self.collector_for(tag)
             if collector is None:
-                raise ControlError(f"no collector serves {tag}")
+                raise ControlError(_("no collector serves %(tag)s") % {"tag": tag})
             wait = self.rates.take(asset)
             while wait > 0 and wait_rate:
                 await asyncio.sleep(wait)
                 wait = self.rates.take(asset)
             if wait > 0:
                 raise ControlError(
-                    f"{asset.id} was commanded less than "
-                    f"{self.ctl.classes[asset.asset_class].min_interval_s:g} s ago: "
-                    f"wait {wait:.0f} s",
+                    _("%(asset)s was commanded less than %(interval)s s ago: wait %(wait)s s")
+                    % {
+                        "asset": asset.id,
+                        "interval": fmt_number(self.ctl.classes[asset.asset_class].min_interval_s),
+                        "wait": fmt_number(wait),
+                    },
                     rule="rate",
                 )
             sample = self.live.get(tag)
@@ -338,14 +350,14 @@ class SetpointService:
             source=source,
             **context,
         ):
-            result.detail += " (not audited: the audit log failed)"
+            result.detail += _(" (not audited: the audit log failed)")
         return result
 
     def _fence(self) -> None:
         """Refuse unless this gateway may command (the standby of a pair may not)."""
         if not self.acting():
             raise ControlError(
-                "this gateway is the standby of its pair: commands are sent by the active node",
+                _("this gateway is the standby of its pair: commands are sent by the active node"),
                 rule="standby",
             )
 
@@ -365,13 +377,13 @@ class SetpointService:
                 tag,
                 value,
                 WriteStatus.UNCONFIRMED,
-                f"no answer within {self.ctl.write_timeout_s:g} s",
+                _("no answer within %(s)s s") % {"s": fmt_number(self.ctl.write_timeout_s, 1)},
                 previous,
             )
         except Exception as exc:  # a collector bug must not lose the result nor the audit
             log.exception("write of %s failed", tag)
             return CommandResult(
-                tag, value, WriteStatus.UNCONFIRMED, f"write failed: {exc}", previous
+                tag, value, WriteStatus.UNCONFIRMED, _("write failed: %(e)s") % {"e": exc}, previous
             )
         if written.status is not WriteStatus.CONFIRMED:
             return CommandResult(
@@ -380,35 +392,42 @@ class SetpointService:
         settle = self.settle_s(asset)
         if settle <= 0:
             return CommandResult(
-                tag, value, WriteStatus.CONFIRMED, "read back", previous, written.value
+                tag, value, WriteStatus.CONFIRMED, _("read back"), previous, written.value
             )
         await asyncio.sleep(settle)
         s = self.live.get(tag)
         if s is None:
             return CommandResult(
-                tag, value, WriteStatus.CONFIRMED, "read back", previous, written.value
+                tag, value, WriteStatus.CONFIRMED, _("read back"), previous, written.value
             )
         if s.quality is not Quality.GOOD:
             return CommandResult(
                 tag,
                 value,
                 WriteStatus.UNCONFIRMED,
-                f"equipment reports {s.quality.label} quality",
+                _("equipment reports %(quality)s quality")
+                % {"quality": _(QUALITY_WORDS[s.quality])},
                 previous,
             )
         if not same_value(s.value, value):
             fault = self.live.get(asset.tag("fault"))
-            why = " (equipment in fault)" if fault is not None and fault.value is True else ""
+            why = _(" (equipment in fault)") if fault is not None and fault.value is True else ""
             return CommandResult(
                 tag,
                 value,
                 WriteStatus.UNCONFIRMED,
-                f"equipment reports {s.value!r} {settle:g} s after the write{why}",
+                _("equipment reports %(value)s %(settle)s s after the write%(why)s")
+                % {"value": shown_value(s.value), "settle": fmt_number(settle, 1), "why": why},
                 previous,
                 s.value,
             )
         return CommandResult(
-            tag, value, WriteStatus.CONFIRMED, f"read back, held {settle:g} s", previous, s.value
+            tag,
+            value,
+            WriteStatus.CONFIRMED,
+            _("read back, held %(settle)s s") % {"settle": fmt_number(settle, 1)},
+            previous,
+            s.value,
         )
 
     # --- holds ---------------------------------------------------------------------------

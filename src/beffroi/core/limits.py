@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from beffroi.i18n import N_, _, fmt_number
+
 USER_NAME_MAX = 64  # HMI accounts
 PASSWORD_MAX = 1024  # hashing a longer one would cost the server, not protect anyone
 COMMENT_MAX = 500  # alarm comments, setpoint and rule-change reasons
@@ -23,15 +25,36 @@ POINTS_MAX = 100_000  # `max_points` of a downsampled query
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _USER_NAME = re.compile(r"^[\w.@-]+$")
 
+# The names of what is checked, as messages say them (translated when a refusal is written);
+# a name not listed here (an API parameter such as `max_points`) is shown as it is.
+FIELD_NAMES = (
+    N_("name"),
+    N_("reason"),
+    N_("comment"),
+    N_("user"),
+    N_("user name"),
+    N_("note"),
+    N_("title"),
+    N_("alarm id"),
+    N_("attribute name"),
+    N_("origin"),
+)
+
 
 def check_text(value: object, what: str, limit: int) -> str:
     """Return `value` if it is text within `limit` characters without control characters."""
     if not isinstance(value, str):
-        raise ValueError(f"{what}: expected text, got {type(value).__name__}")
+        raise ValueError(
+            _("%(what)s: expected text, got %(type)s")
+            % {"what": _(what), "type": type(value).__name__}
+        )
     if len(value) > limit:
-        raise ValueError(f"{what}: at most {limit} characters (got {len(value)})")
+        raise ValueError(
+            _("%(what)s: at most %(limit)s characters (got %(n)s)")
+            % {"what": _(what), "limit": fmt_number(limit), "n": fmt_number(len(value))}
+        )
     if _CONTROL.search(value):
-        raise ValueError(f"{what}: control characters are not allowed")
+        raise ValueError(_("%(what)s: control characters are not allowed") % {"what": _(what)})
     return value
 
 
@@ -39,14 +62,20 @@ def check_user_name(value: object) -> str:
     """Return an account name: letters, digits, `.`, `_`, `@`, `-`; at most USER_NAME_MAX."""
     name = check_text(value, "user name", USER_NAME_MAX)
     if not _USER_NAME.match(name):
-        raise ValueError("user name: letters, digits, '.', '_', '@' and '-' only")
+        raise ValueError(_("user name: letters, digits, '.', '_', '@' and '-' only"))
     return name
 
 
 def check_count(value: object, what: str, low: int, high: int) -> int:
     """Return an integer within [low, high], or raise saying what was expected."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what}: expected a whole number, got {value!r}")
+        raise ValueError(
+            _("%(what)s: expected a whole number, got %(value)s")
+            % {"what": _(what), "value": repr(value)}
+        )
     if not low <= value <= high:
-        raise ValueError(f"{what}: expected {low} to {high}, got {value}")
+        raise ValueError(
+            _("%(what)s: expected %(low)s to %(high)s, got %(value)s")
+            % {"what": _(what), "low": low, "high": high, "value": value}
+        )
     return value

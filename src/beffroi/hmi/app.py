@@ -20,15 +20,18 @@ from beffroi.api.server import mount_api
 from beffroi.control.audit import AuditLog
 from beffroi.control.service import ControlService
 from beffroi.core.live import LiveValues
+from beffroi.core.privacy import PositionPolicy, PositionViewer
 from beffroi.core.register import Register
 from beffroi.core.seams import Historian
 from beffroi.hmi.auth import LoginThrottle, install_auth, sees, session_secret
+from beffroi.hmi.basemap import register_basemap
 from beffroi.hmi.config import HmiSite
 from beffroi.hmi.context import HmiContext, get_context, set_context
 from beffroi.hmi.figures import DISPLAY_TZ
 from beffroi.hmi.metrics import register_metrics
 from beffroi.hmi.public import register_public
-from beffroi.hmi.users import UserStore
+from beffroi.hmi.users import ROLE_LABELS, UserStore
+from beffroi.i18n import LOCALES, N_, _, current_locale, fmt_number, fmt_time, ngettext
 from beffroi.interventions.service import InterventionService
 from beffroi.interventions.web import register_intervention_pages
 from beffroi.inventory.service import Inventory
@@ -39,6 +42,40 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 PAGES_FOLDER = HERE / "pages"
 ASSETS_FOLDER = HERE / "assets"
+# The navigation: (label, path, id suffix), labels translated when the shell is drawn.
+NAV = (
+    (N_("Map"), "/", "map"),
+    (N_("Synoptics"), "/synoptic", "synoptic"),
+    (N_("Trends"), "/trends", "trends"),
+    (N_("Alarms"), "/alarms", "alarms"),
+    (N_("Interventions"), "/interventions", "interventions"),
+    (N_("Rules"), "/rules", "rules"),
+    (N_("KPIs"), "/kpis", "kpis"),
+    (N_("Control"), "/control", "control"),
+    (N_("Inventory"), "/inventory", "inventory"),
+    (N_("Audit"), "/audit", "audit"),
+    (N_("Users"), "/users", "users"),
+    (N_("System"), "/system", "system"),
+)
+
+
+class BeffroiDash(dash.Dash):
+    """The Dash app, whose pages declare the language they speak (`<html lang>`)."""
+
+    def interpolate_index(self, *args: Any, **kwargs: Any) -> Any:
+        """Render the index page with the request's language on its root element."""
+        page = str(super().interpolate_index(*args, **kwargs))
+        return page.replace("<html>", f'<html lang="{current_locale()}">', 1)
+
+
+def _words() -> html.Div:
+    """Carry the words the map's script draws itself, in the user's language."""
+    words: dict[str, Any] = {
+        "data-to-place": _("to be placed"),
+        # The script puts the count in place of %(n)s.
+        "data-assets": _("%(n)s assets:"),
+    }
+    return html.Div(id="shell-words", hidden=True, **words)
 
 
 def _shell(cfg: HmiSite) -> html.Div:
@@ -58,20 +95,8 @@ def _shell(cfg: HmiSite) -> html.Div:
                     html.Nav(
                         className="shell-nav",
                         children=[
-                            dcc.Link("Map", href="/", id="shell-nav-map"),
-                            dcc.Link("Synoptics", href="/synoptic", id="shell-nav-synoptic"),
-                            dcc.Link("Trends", href="/trends", id="shell-nav-trends"),
-                            dcc.Link("Alarms", href="/alarms", id="shell-nav-alarms"),
-                            dcc.Link(
-                                "Interventions", href="/interventions", id="shell-nav-interventions"
-                            ),
-                            dcc.Link("Rules", href="/rules", id="shell-nav-rules"),
-                            dcc.Link("KPIs", href="/kpis", id="shell-nav-kpis"),
-                            dcc.Link("Control", href="/control", id="shell-nav-control"),
-                            dcc.Link("Inventory", href="/inventory", id="shell-nav-inventory"),
-                            dcc.Link("Audit", href="/audit", id="shell-nav-audit"),
-                            dcc.Link("Users", href="/users", id="shell-nav-users"),
-                            dcc.Link("System", href="/system", id="shell-nav-system"),
+                            dcc.Link(_(label), href=href, id=f"shell-nav-{key}")
+                            for label, href, key in NAV
                         ],
                     ),
                     dcc.Link(
@@ -83,23 +108,50 @@ def _shell(cfg: HmiSite) -> html.Div:
                 ],
             ),
             dcc.Interval(id="shell-interval", interval=2000),
+            _words(),
             html.Main(dash.page_container, className="shell-main"),
         ],
     )
 
 
 def _user_badge() -> html.Div:
-    """Show who is logged in, with their role and scope, and a logout link."""
+    """Show who is logged in, with their role and scope, their language and a logout link."""
     user = current_user.user if has_request_context() and current_user.is_authenticated else None
     if user is None:
         return html.Div(id="shell-user")
-    scope = "métropole" if user.everywhere else ", ".join(user.communes)
+    scope = _("metropolis") if user.everywhere else ", ".join(user.communes)
+    role = _(ROLE_LABELS.get(user.role, user.role))
     return html.Div(
         id="shell-user",
         className="shell-user",
         children=[
-            html.Span(f"{user.name} · {user.role} · {scope}", id="shell-user-name"),
-            html.A("Déconnexion", href="/logout", id="shell-logout"),
+            html.Span(f"{user.name} · {role} · {scope}", id="shell-user-name"),
+            _language_form(user.language),
+            html.A(_("Log out"), href="/logout", id="shell-logout"),
+        ],
+    )
+
+
+def _language_form(language: str) -> html.Form:
+    """Offer the user the other interface languages (a plain form: the page reloads in it)."""
+    return html.Form(
+        id="shell-language",
+        className="shell-language",
+        method="post",
+        action="/language",
+        title=_("Interface language"),
+        children=[
+            html.Button(
+                code.upper(),
+                name="language",
+                value=code,
+                type="submit",
+                id=f"shell-language-{code}",
+                title=name,  # each language's own name, as every interface writes it
+                disabled=code == language,
+                className="shell-language-current" if code == language else "",
+            )
+            for code, name in LOCALES.items()
         ],
     )
 
@@ -109,14 +161,18 @@ def alarm_banner(rows: list[dict[str, Any]]) -> tuple[str, str]:
     unack = [r for r in rows if r["state"] in ("unack_active", "unack_rtn")]
     active = [r for r in rows if r["state"] in ("unack_active", "ack_active")]
     if not rows:
-        return "No alarm", "shell-alarms shell-alarms-none"
+        return _("No alarm"), "shell-alarms shell-alarms-none"
     worst = min((r["severity"] for r in unack), default=None)
     per = " ".join(
         f"P{p}:{sum(1 for r in unack if r['severity'] == p)}"
         for p in (1, 2, 3, 4)
         if any(r["severity"] == p for r in unack)
     )
-    text = f"{len(unack)} to acknowledge ({per or '—'}) · {len(active)} active"
+    to_ack = _("%(n)s to acknowledge (%(per)s)") % {"n": fmt_number(len(unack)), "per": per or "—"}
+    n_active = ngettext("%(n)s active", "%(n)s active", len(active)) % {
+        "n": fmt_number(len(active))
+    }
+    text = f"{to_ack} · {n_active}"
     level = f"shell-alarms-p{worst}" if worst is not None else "shell-alarms-acked"
     return text, f"shell-alarms {level}"
 
@@ -125,21 +181,30 @@ def pair_badge(pair: dict[str, Any] | None) -> tuple[Any, str]:
     """Say which node of the pair this is and which one acts (nothing for a lone gateway)."""
     if pair is None:
         return "", "shell-pair"
+    node = {"node": pair["node"]}
     if pair["role"] == "active":
         if pair.get("standby"):
-            return f"Node {pair['node']} · active · standby {pair['standby']}", "shell-pair"
-        return f"Node {pair['node']} · active · NO STANDBY", "shell-pair shell-pair-alone"
+            said = _("Node %(node)s · active · standby %(standby)s")
+            return said % {**node, "standby": pair["standby"]}, "shell-pair"
+        return _("Node %(node)s · active · NO STANDBY") % node, "shell-pair shell-pair-alone"
     holder = pair.get("holder") or "?"
     url = next((p["url"] for p in pair.get("peers", []) if p["node"] == holder), "")
-    link: Any = html.A(f"node {holder}", href=url) if url else f"node {holder}"
-    text = [f"Node {pair['node']} · standby · active: ", link, " (commands go through it)"]
+    name = _("node %(node)s") % {"node": holder}
+    link: Any = html.A(name, href=url) if url else name
+    text = [
+        _("Node %(node)s · standby · active: ") % node,
+        link,
+        _(" (commands go through it)"),
+    ]
     return text, "shell-pair shell-pair-standby"
 
 
 def live_strip_text(n_tags: int, last_update: str | None) -> str:
     """Format the header strip: live tag count and time of the newest value."""
-    when = last_update or "never"
-    return f"{n_tags:,} live tags · last update {when}".replace(",", "\u202f")
+    said = ngettext(
+        "%(n)s live tag · last update %(when)s", "%(n)s live tags · last update %(when)s", n_tags
+    )
+    return said % {"n": fmt_number(n_tags), "when": last_update or _("never")}
 
 
 def _register_shell_callbacks() -> None:
@@ -149,7 +214,7 @@ def _register_shell_callbacks() -> None:
     def refresh_strip(_n: int | None) -> str:
         snapshot = get_context().live.snapshot()
         newest = max((s.ts for s in snapshot.values()), default=None)
-        when = newest.astimezone(zone).strftime("%H:%M:%S") if newest else None
+        when = fmt_time(newest, zone, seconds=True) if newest else None
         return live_strip_text(len(snapshot), when)
 
     @callback(
@@ -229,7 +294,7 @@ def create_app(
             interventions=interventions,
         )
     )
-    app = dash.Dash(
+    app = BeffroiDash(
         "beffroi.hmi",
         use_pages=True,
         pages_folder=str(PAGES_FOLDER),
@@ -292,9 +357,13 @@ def create_app(
             # Commands on behalf of a user: what the standby of a pair sends the active node.
             control=control if pair is not None else None,
             users=users,
+            positions=PositionViewer(
+                PositionPolicy.from_config(cfg), cfg.privacy.api_role, register
+            ),
             interventions=interventions,
         )
-    register_public(server, cfg, register, live)
+    register_basemap(server, cfg)  # before register_public: its catch-all 404s /public/*
+    register_public(server, cfg, register, live, historian=historian)
     if interventions is not None:
         register_intervention_pages(server, interventions, live)
     if status is not None:

@@ -23,7 +23,8 @@ from beffroi.api import routes
 from beffroi.core.keys import kept_secret
 from beffroi.core.limits import PASSWORD_MAX, USER_NAME_MAX
 from beffroi.hmi.server import address_key
-from beffroi.hmi.users import User, UserStore
+from beffroi.hmi.users import User, UserError, UserStore
+from beffroi.i18n import DEFAULT_LOCALE, LOCALES, N_, _, current_locale, set_request_locale
 
 log = logging.getLogger(__name__)
 
@@ -327,25 +328,56 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+_STYLE = """<style>body{font-family:system-ui,sans-serif;background:#1d2733;color:#eef;
+display:flex;justify-content:center;align-items:center;height:100vh;margin:0}form,main{
+background:#263445;padding:2em 2.5em;border-radius:8px;min-width:280px}h1{margin:0 0 .2em}
+p.m{margin:0 0 1.5em;color:#9ab}label{display:block;margin:.8em 0 .3em}input{width:100%;
+padding:.5em;box-sizing:border-box}button{margin-top:1.5em;width:100%;padding:.6em;
+background:#2f7de1;color:#fff;border:0;border-radius:4px;font-size:1em}.e{color:#ff8f8f;
+margin-top:1em}a{color:#8cc4ff}</style>"""
+
+
+def _page(head_title: str, body: str, status: int) -> Response:
+    """Wrap a small standalone page (login, refusals) in the HMI's look and language."""
+    page = f"""<!doctype html><html lang="{current_locale()}"><head><meta charset="utf-8">
+<title>{html.escape(head_title)}</title><meta name="viewport" content="width=device-width">
+{_STYLE}</head><body>{body}</body></html>"""
+    return Response(page, status, mimetype="text/html")
+
+
 def _login_page(title: str, error: str = "", next_url: str = "/", status: int = 200) -> Response:
-    body = f"""<!doctype html><html lang="fr"><head><meta charset="utf-8">
-<title>Beffroi — connexion</title><meta name="viewport" content="width=device-width">
-<style>body{{font-family:system-ui,sans-serif;background:#1d2733;color:#eef;display:flex;
-justify-content:center;align-items:center;height:100vh;margin:0}}form{{background:#263445;
-padding:2em 2.5em;border-radius:8px;min-width:280px}}h1{{margin:0 0 .2em}}p.m{{margin:0 0 1.5em;
-color:#9ab}}label{{display:block;margin:.8em 0 .3em}}input{{width:100%;padding:.5em;
-box-sizing:border-box}}button{{margin-top:1.5em;width:100%;padding:.6em;background:#2f7de1;
-color:#fff;border:0;border-radius:4px;font-size:1em}}.e{{color:#ff8f8f;margin-top:1em}}</style>
-</head><body><form method="post" action="/login" id="login-form">
-<h1>Beffroi</h1><p class="m">{html.escape(title)}</p>
-<input type="hidden" name="next" value="{html.escape(next_url)}">
-<label for="username">Utilisateur</label><input id="username" name="username" required autofocus>
-<label for="password">Mot de passe</label>
+    e = html.escape
+    said = f'<p class="e" id="login-error">{e(error)}</p>' if error else ""
+    body = f"""<form method="post" action="/login" id="login-form">
+<h1>Beffroi</h1><p class="m">{e(title)}</p>
+<input type="hidden" name="next" value="{e(next_url)}">
+<label for="username">{e(_("User"))}</label>
+<input id="username" name="username" required autofocus>
+<label for="password">{e(_("Password"))}</label>
 <input id="password" name="password" type="password" required>
-<button type="submit" id="login-submit">Se connecter</button>
-{f'<p class="e" id="login-error">{html.escape(error)}</p>' if error else ""}
-</form></body></html>"""
-    return Response(body, status, mimetype="text/html")
+<button type="submit" id="login-submit">{e(_("Log in"))}</button>
+{said}
+</form>"""
+    return _page(_("Beffroi — log in"), body, status)
+
+
+def _refusal_page(status: int, heading: str, said: str) -> Response:
+    """Render an HTTP refusal as a short page in the user's language, with a way back."""
+    e = html.escape
+    body = f"""<main id="error-page"><h1>{e(heading)}</h1><p class="m" id="error-text">{e(said)}</p>
+<p><a href="/" id="error-home">{e(_("Back to the command post"))}</a></p></main>"""
+    return _page(f"Beffroi — {heading}", body, status)
+
+
+def _browser_locale() -> str:
+    """Return the language a browser prefers among ours; French when it names none of them."""
+    best = request.accept_languages.best_match(list(LOCALES))
+    return best if best in LOCALES else DEFAULT_LOCALE
+
+
+def _wants_page() -> bool:
+    """Tell whether the request is a browser's page load (which deserves a page, not JSON)."""
+    return request.method == "GET" and "text/html" in request.headers.get("Accept", "")
 
 
 def install_auth(
@@ -393,12 +425,51 @@ def install_auth(
 
     @server.before_request
     def guard() -> BaseResponse | None:
-        if _public(request.path) or current_user.is_authenticated:
+        # Every request speaks its user's language; before login, what the browser prefers.
+        if current_user.is_authenticated:
+            set_request_locale(current_user.user.language)
             return None
-        wants_page = request.method == "GET" and "text/html" in request.headers.get("Accept", "")
-        if wants_page:
+        set_request_locale(_browser_locale())
+        if _public(request.path):
+            return None
+        if _wants_page():
             return redirect(f"/login?next={request.full_path.rstrip('?')}")
         return Response('{"error": "login required"}', 401, mimetype="application/json")
+
+    def refused(status: int, heading: str, said: str) -> Callable[[Exception], Any]:
+        def handle(exc: Exception) -> Any:
+            # Scripts and callbacks get the status as before; a browser gets a page it can read.
+            if not _wants_page():
+                return exc
+            return _refusal_page(status, _(heading), _(said))
+
+        return handle
+
+    server.register_error_handler(
+        403,
+        refused(
+            403,
+            N_("Access refused"),
+            N_("Your role or your communes do not give access to this."),
+        ),
+    )
+    server.register_error_handler(
+        404, refused(404, N_("Page not found"), N_("There is no page at this address."))
+    )
+
+    @server.post("/language")
+    def choose_language() -> BaseResponse:
+        user = current()
+        language = request.form.get("language", "")
+        try:
+            users.set_language(user.name, language)
+        except UserError:
+            abort(400)
+        log.info("%s chose the %s interface", user.name, language)
+        record(user.name, "user.language", target=user.name, language=language, source="hmi")
+        # Back to the page the form was on, now in the chosen language.
+        back = urlparse(request.referrer or "/")
+        return redirect(_safe_next(back.path + (f"?{back.query}" if back.query else "")))
 
     @server.get("/login")
     def login_form() -> Response:
@@ -422,7 +493,7 @@ def install_auth(
         next_url = _safe_next(request.form.get("next"))
         if len(name) > USER_NAME_MAX or len(password) > PASSWORD_MAX or "\x00" in name:
             # No account has such a name or password: refused before any hashing or lookup.
-            msg = "Identifiant ou mot de passe invalide."
+            msg = _("Invalid user name or password.")
             return _login_page(title, msg, next_url, status=400)
         # The socket's address (or what a configured trusted proxy reports), never a header
         # the client writes itself.
@@ -434,7 +505,7 @@ def install_auth(
         if wait > 0:
             log.warning("login throttled for %s from %s", name, address)
             record(name, "login.throttled", "refused", address=address)
-            msg = f"Trop de tentatives : réessayez dans {math.ceil(wait)} s."
+            msg = _("Too many attempts: try again in %(s)d s.") % {"s": math.ceil(wait)}
             page = _login_page(title, msg, next_url, status=429)
             page.headers["Retry-After"] = str(math.ceil(wait))
             return page
@@ -443,7 +514,7 @@ def install_auth(
             throttle.failed(attempt)
             log.warning("failed login for %r from %s", name, address)
             record(name, "login.failed", "refused", address=address)
-            return _login_page(title, "Utilisateur ou mot de passe incorrect.", next_url, 401)
+            return _login_page(title, _("Wrong user name or password."), next_url, 401)
         throttle.succeeded(attempt)
         previous = session.get("_user_id")
         if isinstance(previous, str):  # logging in again in the same browser

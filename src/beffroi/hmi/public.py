@@ -30,6 +30,7 @@ from beffroi.hmi import parking_ngsi, parking_page
 from beffroi.hmi.config import HmiSite
 from beffroi.hmi.parking_trend import Trend, TrendReader, trend_of
 from beffroi.hmi.server import address_key
+from beffroi.i18n import _, in_locale
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,9 @@ class ParkingFeed:
         self.tz = ZoneInfo(cfg.metropolis.timezone)
         self.asset_class = pub.asset_class
         cls = cfg.asset_classes.get(pub.asset_class)
-        self.label = cls.label if cls is not None else ""
+        # The feed is cached for everyone: its made-up names are in French, the public's language.
+        with in_locale("fr"):
+            self.label = _(cls.label) if cls is not None else ""
         self.register = register
         # The earlier window is read at most once a minute, or once per cache period if longer.
         self.trends = TrendReader(historian, pub.trend_min, refresh_s=max(60.0, pub.cache_s))

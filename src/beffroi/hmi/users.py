@@ -16,6 +16,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from beffroi.core.limits import PASSWORD_MAX, check_user_name
 from beffroi.core.model import naive_utc, utcnow
 from beffroi.core.seams import SmallStore
+from beffroi.i18n import DEFAULT_LOCALE, LOCALES, N_, _
 from beffroi.state import open_store
 from beffroi.state.config import Place
 
@@ -46,6 +47,14 @@ RIGHTS: dict[str, frozenset[str]] = {
         }
     ),
 }
+# Roles as users read them (the stored codes stay English).
+ROLE_LABELS = {
+    "viewer": N_("viewer"),
+    "operator": N_("operator"),
+    "supervisor": N_("supervisor"),
+    "auditor": N_("auditor"),
+    "admin": N_("administrator"),
+}
 MIN_PASSWORD = 10
 # Ended sessions (and sessions nobody came back to) are kept this long for whoever looks at the
 # file after an incident, then dropped at a login.
@@ -70,7 +79,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     browser VARCHAR
 );
 """
-MIGRATIONS = (SCHEMA,)
+# Each user's interface language; users made before it speak the default, French.
+LANGUAGE = f"ALTER TABLE users ADD COLUMN language VARCHAR DEFAULT '{DEFAULT_LOCALE}'"
+MIGRATIONS = (SCHEMA, LANGUAGE)
 # sessions: one row per login. `id` is the SHA-256 of the token the browser's session cookie
 # carries, `browser` that of the browser's id (see open_session), so the file holds no usable
 # cookie; times are naive UTC; `ended` is set once, with why (logout, password, changed,
@@ -79,11 +90,12 @@ MIGRATIONS = (SCHEMA,)
 
 @dataclass(frozen=True, slots=True)
 class User:
-    """A user as the HMI sees it: name, role and commune scope (`*` for the metropolis)."""
+    """A user as the HMI sees it: name, role, commune scope (`*` for the metropolis), language."""
 
     name: str
     role: str
     communes: tuple[str, ...]
+    language: str = DEFAULT_LOCALE
 
     @property
     def everywhere(self) -> bool:
@@ -119,6 +131,21 @@ def _key(token: str) -> str:
 
 def _aware(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC)
+
+
+def check_language(language: str) -> str:
+    """Return a known interface language, or refuse it naming the known ones."""
+    if language not in LOCALES:
+        raise UserError(
+            _("unknown language %(language)s; expected one of %(known)s")
+            % {"language": repr(language), "known": ", ".join(LOCALES)}
+        )
+    return language
+
+
+def _user(name: str, role: str, communes: list[str], language: str | None) -> User:
+    """Build a user from a row (a language missing or no longer offered reads as the default)."""
+    return User(name, role, tuple(communes), language if language in LOCALES else DEFAULT_LOCALE)
 
 
 class UserStore:
@@ -172,37 +199,55 @@ class UserStore:
 
     def _check(self, role: str, communes: list[str], password: str | None) -> None:
         if role not in ROLES:
-            raise UserError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+            raise UserError(
+                _("unknown role %(role)s; expected one of %(roles)s")
+                % {"role": repr(role), "roles": ", ".join(ROLES)}
+            )
         if not communes:
-            raise UserError(f"give at least one commune, or {ALL!r} for the whole metropolis")
+            raise UserError(
+                _("give at least one commune, or %(all)s for the whole metropolis")
+                % {"all": repr(ALL)}
+            )
         if self.known_communes is not None:
             unknown = [c for c in communes if c != ALL and c not in self.known_communes]
             if unknown:
-                raise UserError(f"unknown commune(s): {', '.join(unknown)}")
+                raise UserError(
+                    _("unknown commune(s): %(communes)s") % {"communes": ", ".join(unknown)}
+                )
         if password is not None and len(password) < MIN_PASSWORD:
-            raise UserError(f"password too short: at least {MIN_PASSWORD} characters")
+            raise UserError(
+                _("password too short: at least %(n)d characters") % {"n": MIN_PASSWORD}
+            )
         if password is not None and len(password) > PASSWORD_MAX:
-            raise UserError(f"password too long: at most {PASSWORD_MAX} characters")
+            raise UserError(_("password too long: at most %(n)d characters") % {"n": PASSWORD_MAX})
 
-    def add(self, name: str, password: str, role: str, communes: list[str]) -> User:
+    def add(
+        self,
+        name: str,
+        password: str,
+        role: str,
+        communes: list[str],
+        language: str = DEFAULT_LOCALE,
+    ) -> User:
         """Create a user; refuses an existing name."""
         try:
             check_user_name(name)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         self._check(role, communes, password)
+        check_language(language)
         digest = self._hasher.hash(password)
         with self._db.transaction():
             if self._db.one("SELECT 1 FROM users WHERE name = ?", [name]):
-                raise UserError(f"user {name!r} exists already")
+                raise UserError(_("user %(name)s exists already") % {"name": repr(name)})
             self._db.run(
-                "INSERT INTO users (name, hash, role, communes) VALUES (?, ?, ?, ?)",
-                [name, digest, role, communes],
+                "INSERT INTO users (name, hash, role, communes, language) VALUES (?, ?, ?, ?, ?)",
+                [name, digest, role, communes, language],
             )
             # A name given again is a new account: nothing of an earlier one's may log it in.
             self._end_sessions(name, "removed")
             self._changed()
-        return User(name, role, tuple(communes))
+        return User(name, role, tuple(communes), language)
 
     def upsert(self, name: str, password: str, role: str, communes: list[str]) -> User:
         """Create or reset a user (used for the demo's users); ends the user's sessions."""
@@ -217,7 +262,8 @@ class UserStore:
             )
             self._end_sessions(name, "password")
             self._changed()
-        return User(name, role, tuple(communes))
+        got = self.get(name)
+        return got if got is not None else User(name, role, tuple(communes))
 
     def set_password(self, name: str, password: str) -> None:
         """Replace a user's password and end the user's sessions."""
@@ -225,7 +271,7 @@ class UserStore:
         digest = self._hasher.hash(password)
         with self._db.transaction():
             if self.get(name) is None:
-                raise UserError(f"no user {name!r}")
+                raise UserError(_("no user %(name)s") % {"name": repr(name)})
             self._db.run("UPDATE users SET hash = ? WHERE name = ?", [digest, name])
             self._end_sessions(name, "password")
             self._changed()
@@ -236,20 +282,32 @@ class UserStore:
         with self._db.transaction():
             before = self.get(name)
             if before is None:
-                raise UserError(f"no user {name!r}")
+                raise UserError(_("no user %(name)s") % {"name": repr(name)})
             self._db.run(
                 "UPDATE users SET role = ?, communes = ? WHERE name = ?", [role, communes, name]
             )
             if (before.role, before.communes) != (role, tuple(communes)):
                 self._end_sessions(name, "changed")
             self._changed()
-        return User(name, role, tuple(communes))
+        return User(name, role, tuple(communes), before.language)
+
+    def set_language(self, name: str, language: str) -> User:
+        """Change a user's interface language (the sessions stay: it changes no right)."""
+        check_language(language)
+        with self._db.transaction():
+            before = self.get(name)
+            if before is None:
+                raise UserError(_("no user %(name)s") % {"name": repr(name)})
+            self._db.run("UPDATE users SET language = ? WHERE name = ?", [language, name])
+            # The sessions read the user again at their next request, in the new language.
+            self._changed()
+        return User(before.name, before.role, before.communes, language)
 
     def remove(self, name: str) -> None:
         """Delete a user and end the user's sessions."""
         with self._db.transaction():
             if self.get(name) is None:
-                raise UserError(f"no user {name!r}")
+                raise UserError(_("no user %(name)s") % {"name": repr(name)})
             self._db.run("DELETE FROM users WHERE name = ?", [name])
             self._end_sessions(name, "removed")
             self._changed()
@@ -262,9 +320,10 @@ class UserStore:
     def get(self, name: str) -> User | None:
         """Return an enabled user by name."""
         rows = self._db.rows(
-            "SELECT name, role, communes FROM users WHERE name = ? AND NOT disabled", [name]
+            "SELECT name, role, communes, language FROM users WHERE name = ? AND NOT disabled",
+            [name],
         )
-        return User(rows[0][0], rows[0][1], tuple(rows[0][2])) if rows else None
+        return _user(*rows[0]) if rows else None
 
     def verify(self, name: str, password: str) -> User | None:
         """Return the user when the password matches, else None (same work either way)."""
@@ -279,8 +338,8 @@ class UserStore:
 
     def all(self) -> list[User]:
         """Return every user, sorted by name."""
-        rows = self._db.rows("SELECT name, role, communes FROM users ORDER BY name")
-        return [User(r[0], r[1], tuple(r[2])) for r in rows]
+        rows = self._db.rows("SELECT name, role, communes, language FROM users ORDER BY name")
+        return [_user(*r) for r in rows]
 
     def open_session(self, name: str, browser: str | None = None) -> str:
         """Open a session for a user from a browser; return its token (the file keeps a hash).
@@ -313,15 +372,16 @@ class UserStore:
     def session(self, token: str) -> Session | None:
         """Return a token's session with its user as stored now; None if ended or unknown."""
         rows = self._db.rows(
-            "SELECT u.name, u.role, u.communes, s.created, s.last_seen FROM sessions s "
+            "SELECT u.name, u.role, u.communes, u.language, s.created, s.last_seen FROM sessions s "
             "JOIN users u ON u.name = s.name "
             "WHERE s.id = ? AND s.ended IS NULL AND NOT u.disabled",
             [_key(token)],
         )
         if not rows:
             return None
-        name, role, communes, created, last_seen = rows[0]
-        return Session(User(name, role, tuple(communes)), _aware(created), _aware(last_seen))
+        name, role, communes, language, created, last_seen = rows[0]
+        user = _user(name, role, communes, language)
+        return Session(user, _aware(created), _aware(last_seen))
 
     def touch_session(self, token: str, at: datetime) -> None:
         """Record that a session was used at a time (kept for its idle lifetime)."""

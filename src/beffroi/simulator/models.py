@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 from datetime import date, datetime
 from typing import ClassVar
 from zoneinfo import ZoneInfo
@@ -378,6 +379,213 @@ class Building(Model):
         return {"temperature_c": self.temp, "power_kw": power}
 
 
+# The municipal fleet's modes: parked, on its shift's loop, back to the depot after the shift.
+DEPOT, ON_SHIFT, RETURNING = 0, 1, 2
+METRES_PER_DEG = 111_320.0
+
+
+class Fleet(Model):
+    """Municipal vehicle: parked at its depot out of hours; on shift, laps of its commune's streets.
+
+    Each vehicle's round is a closed loop from its depot (its place in the register) through
+    waypoints on a street grid of its commune (one orientation per commune, blocks of GRID_M,
+    every fourth street a main road), turning at the grid's corners. Speed follows the road type
+    and the hour; the service says when it works (`shifts`), what it does while moving (its
+    state and, for work done at walking pace, its speed) and how it stops. At the end of a shift
+    it finishes its lap back to the depot. Correct for steps from a second to a quarter of an
+    hour: moving time is what is left of a step after a stop, a lap back ends at the depot.
+    """
+
+    FORMAT: ClassVar = {"lat": (6, math.inf), "lon": (6, math.inf), "speed_kmh": (1, 5.0)}
+    GRID_M = 300.0
+    K = 6  # waypoints of a round, besides the depot
+    RADIUS_KM = (0.7, 1.8)
+    MOVING = "driving"  # state while moving on shift
+    WORK_KMH: float | None = None  # speed while working along the round (sweeping, collecting)
+    PATROL = 1.0  # share of the road's speed while moving on shift
+    PAUSE_PER_H = 0.5  # stops per hour on shift
+    PAUSE_MIN = (5.0, 15.0)  # their length
+    PAUSE_STATE = "stopped"
+
+    def shifts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return each vehicle's shift windows: local start and end hours (n, 2), days (n, 7).
+
+        An end past 24 runs into the next day; a window with start == end is unused.
+        """
+        n = self.n
+        return np.full((n, 2), 8.0), np.tile([17.0, 8.0], (n, 1)), np.ones((n, 7), bool)
+
+    def setup(self, clk: Clock) -> None:
+        r, n, k, g = self.rng, self.n, self.K, self.GRID_M
+        self.start_h, self.end_h, self.days = self.shifts()
+        # The street grid's orientation is its commune's: every vehicle there follows the same.
+        theta = np.array(
+            [zlib.crc32(a.commune.encode()) % 9000 / 9000 * math.pi / 2 for a in self.assets]
+        )[:, None]
+        ang = np.arange(1, k + 1) * 2 * np.pi / (k + 1) + r.uniform(-0.25, 0.25, (n, k))
+        ang += r.uniform(0, 2 * np.pi, (n, 1))
+        rad = r.uniform(*self.RADIUS_KM, (n, 1)) * r.uniform(0.7, 1.2, (n, k)) * 1000.0
+        u = np.round(rad * np.cos(ang) / g) * g  # along the grid's streets, in metres
+        v = np.round(rad * np.sin(ang) / g) * g
+        zero = np.zeros((n, 1))
+        u, v = np.hstack([zero, u, zero]), np.hstack([zero, v, zero])  # depot, waypoints, depot
+        # Between waypoints: along u first, then along v, turning at the corner (u[j+1], v[j]).
+        pu = np.empty((n, 2 * (k + 1) + 1))
+        pv = np.empty_like(pu)
+        pu[:, 0::2], pv[:, 0::2] = u, v
+        pu[:, 1::2], pv[:, 1::2] = u[:, 1:], v[:, :-1]
+        x = pu * np.cos(theta) - pv * np.sin(theta)  # east, metres
+        y = pu * np.sin(theta) + pv * np.cos(theta)  # north, metres
+        coslat = np.cos(np.radians(self.lat))[:, None]
+        self.wlat = self.lat[:, None] + y / METRES_PER_DEG
+        self.wlon = self.lon[:, None] + x / (METRES_PER_DEG * coslat)
+        du, dv = np.diff(pu), np.diff(pv)
+        self.seg = np.maximum(np.abs(du) + np.abs(dv), 1.0)
+        # Every fourth street of the grid is a main road: its own line index, along u or v.
+        line = np.where(np.abs(du) > 0, pv[:, :-1], pu[:, :-1]) / g
+        self.main = np.round(line) % 4 == 0
+        self.cum = np.hstack([zero, np.cumsum(self.seg, axis=1)])
+        self.total = self.cum[:, -1]
+        self.mode = np.full(n, DEPOT, np.int8)
+        self.s = np.zeros(n)
+        self.pause_until = np.full(n, -np.inf)
+        self.pace = r.uniform(0.85, 1.1, n)  # drivers and vehicles differ
+        self.speed = np.zeros(n)
+
+    def on_duty(self, clk: Clock) -> np.ndarray:
+        """Return which vehicles are within one of their shifts at this local time."""
+        h, wd = clk.hour, clk.weekday
+        today = self.days[:, wd][:, None]
+        yesterday = self.days[:, (wd - 1) % 7][:, None]
+        within = (self.start_h <= h) & (h < self.end_h) & today
+        carried = (h + 24.0 < self.end_h) & yesterday  # a night shift begun yesterday
+        return (within | carried).any(axis=1)
+
+    def _segment(self) -> np.ndarray:
+        """Return the index of the segment each vehicle is on."""
+        last = self.cum.shape[1] - 2
+        return np.minimum((self.cum[:, 1:-1] <= self.s[:, None]).sum(axis=1), last)
+
+    def evolve(self, clk: Clock) -> dict[str, np.ndarray]:
+        r, t, dt, h, n = self.rng, clk.t, clk.dt, clk.hour, self.n
+        on = self.on_duty(clk)
+        leave = (self.mode == DEPOT) & on & ~self.fault
+        self.mode[leave], self.s[leave] = ON_SHIFT, 0.0
+        done = (self.mode == ON_SHIFT) & ~on
+        self.mode[done], self.pause_until[done] = RETURNING, -np.inf
+        rows = np.arange(n)
+        i = self._segment()
+        rush = 7 <= h < 9.5 or 16.5 <= h < 19
+        traffic = 0.65 if rush else (1.15 if h < 6 or h >= 22 else 1.0)
+        road = np.where(self.main[rows, i], 45.0, 28.0) * traffic * self.pace
+        road = road * np.clip(1 + r.normal(0, 0.08, n), 0.7, 1.3)
+        if dt > 120:  # coarse steps: an average over lights and junctions
+            road = road * 0.85
+        # Working services go to their round and back at road speed, and work along the rest.
+        transit = (self.s < self.cum[:, 2]) | (self.s >= self.cum[:, -3])
+        working = (self.mode == ON_SHIFT) & ~transit & (self.WORK_KMH is not None)
+        v = np.where(self.mode == ON_SHIFT, road * self.PATROL, road)
+        if self.WORK_KMH is not None:
+            v = np.where(working, self.WORK_KMH * self.pace, v)
+        stopped_for = np.clip(self.pause_until - (t - dt), 0.0, dt)
+        moving_s = np.where((self.mode != DEPOT) & ~self.fault, dt - stopped_for, 0.0)
+        s = self.s + v / 3.6 * moving_s
+        on_lap = self.mode == ON_SHIFT
+        self.s = np.where(on_lap, s % self.total, np.minimum(s, self.total))
+        home = (self.mode == RETURNING) & (self.s >= self.total)
+        self.mode[home], self.s[home] = DEPOT, 0.0
+        new = on_lap & (self.pause_until <= t) & self.events(self.PAUSE_PER_H, dt)
+        self.pause_until[new] = t + r.uniform(*self.PAUSE_MIN, int(new.sum())) * 60.0
+        paused = on_lap & (self.pause_until > t)
+        moving = (self.mode != DEPOT) & ~self.fault & ~paused
+        self.speed = np.where(moving, v, 0.0)
+        state = np.where(working, "working", self.MOVING).astype(object)
+        state[self.mode == RETURNING] = "driving"
+        state[paused] = self.PAUSE_STATE
+        state[(self.mode != DEPOT) & self.fault] = "stopped"  # broken down where it was
+        state[self.mode == DEPOT] = "depot"
+        i = self._segment()
+        f = (self.s - self.cum[rows, i]) / self.seg[rows, i]
+        lat = self.wlat[rows, i] + f * (self.wlat[rows, i + 1] - self.wlat[rows, i])
+        lon = self.wlon[rows, i] + f * (self.wlon[rows, i + 1] - self.wlon[rows, i])
+        return {"lat": lat, "lon": lon, "speed_kmh": self.speed, "state": state}
+
+
+def _jitter(r: np.random.Generator, n: int, hours: float) -> np.ndarray:
+    """Return start offsets of up to ±hours, by quarters of an hour."""
+    return np.round(r.uniform(-hours, hours, n) * 4) / 4
+
+
+def _one_window(
+    start: np.ndarray, end: np.ndarray, days: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return shifts of one window a day (the second unused) on the same weekdays for all."""
+    zero = np.zeros_like(start)
+    return (
+        np.stack([start, zero], 1),
+        np.stack([end, zero], 1),
+        np.tile(days, (len(start), 1)),
+    )
+
+
+class PoliceVehicle(Fleet):
+    """Police municipale: 24/7 in three shifts, each car on two of them; patrols, stops."""
+
+    MOVING = "patrol"
+    PATROL = 0.7
+    PAUSE_PER_H = 1.0
+    PAUSE_MIN = (5.0, 20.0)
+
+    def shifts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        starts = np.array([6.0, 14.0, 22.0])
+        k = np.arange(self.n) % 3
+        start = np.stack([starts[k], starts[(k + 1) % 3]], axis=1)
+        return start, start + 8.0, np.ones((self.n, 7), bool)
+
+
+class MaintenanceVan(Fleet):
+    """Road maintenance: weekdays 7:30-12:00 and 13:30-16:30, stopping at work sites."""
+
+    PAUSE_PER_H = 0.8
+    PAUSE_MIN = (30.0, 120.0)
+    PAUSE_STATE = "working"
+
+    def shifts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = self.n
+        start = np.tile([7.5, 13.5], (n, 1))
+        days = np.tile(np.arange(7) < 5, (n, 1))
+        return start, np.tile([12.0, 16.5], (n, 1)), days
+
+
+class StreetSweeper(Fleet):
+    """Street cleansing: early morning (5:00-11:30) or night (20:00-01:30) crews, Mon-Sat."""
+
+    MOVING = "working"
+    WORK_KMH = 8.0
+    PAUSE_PER_H = 0.3
+    PAUSE_MIN = (10.0, 20.0)
+
+    def shifts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = self.n
+        night = np.arange(n) % 5 >= 3  # two crews in five work at night
+        start = np.where(night, 20.0, 5.0) + _jitter(self.rng, n, 0.5)
+        return _one_window(start, start + np.where(night, 5.5, 6.5), np.arange(7) < 6)
+
+
+class WasteTruck(Fleet):
+    """Waste collection: from about 5:00 to 12:00, Mon-Sat, stop-and-go along its round."""
+
+    MOVING = "working"
+    WORK_KMH = 9.0
+    PAUSE_PER_H = 0.2
+    PAUSE_MIN = (15.0, 30.0)
+
+    def shifts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = self.n
+        start = 5.0 + _jitter(self.rng, n, 0.5)
+        return _one_window(start, start + 7.0, np.arange(7) < 6)
+
+
 MODELS: dict[str, type[Model]] = {
     "streetlight_cabinet": Lighting,
     "traffic_controller": Traffic,
@@ -389,4 +597,8 @@ MODELS: dict[str, type[Model]] = {
     "waste_container": Waste,
     "building": Building,
     "camera": Camera,
+    "police_vehicle": PoliceVehicle,
+    "maintenance_van": MaintenanceVan,
+    "street_sweeper": StreetSweeper,
+    "waste_truck": WasteTruck,
 }

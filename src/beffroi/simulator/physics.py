@@ -6,8 +6,9 @@ import logging
 import math
 import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -18,6 +19,14 @@ from beffroi.simulator.equipment import Clock, Model, blank, py_value
 from beffroi.simulator.models import MODELS
 
 logger = logging.getLogger(__name__)
+
+
+class Columns(NamedTuple):
+    """The reports of one signal at one step: kind, indices into `Metropolis.tags`, values."""
+
+    kind: str
+    at: np.ndarray
+    values: np.ndarray
 
 
 class _Channel:
@@ -37,8 +46,8 @@ class _Channel:
         else:
             self.value = np.array(values, dtype=self.value.dtype)
 
-    def changes(self, t: float) -> list[tuple[str, Value]]:
-        """Return the tags to report now, and remember them as reported."""
+    def emit(self, t: float) -> np.ndarray:
+        """Return the indices of the values to report now, and remember them as reported."""
         changed = self.value != self.last
         if self.kind == "float" and self.deadband > 0:
             due = self.due <= t
@@ -48,9 +57,15 @@ class _Channel:
         else:
             emit = changed
         idx = np.flatnonzero(emit)
+        if idx.size:
+            self.last[idx] = self.value[idx]
+        return idx
+
+    def changes(self, t: float) -> list[tuple[str, Value]]:
+        """Return the tags to report now, and remember them as reported."""
+        idx = self.emit(t)
         if not idx.size:
             return []
-        self.last[idx] = self.value[idx]
         return list(
             zip([self.tags[i] for i in idx.tolist()], self.value[idx].tolist(), strict=True)
         )
@@ -80,6 +95,8 @@ class Metropolis:
         self._blocks: list[tuple[Model, dict[str, _Channel]]] = []
         self._where: dict[str, tuple[Model, _Channel, int]] = {}
         self._models: dict[str, tuple[Model, int]] = {}
+        self._classes: dict[str, Model] = {}
+        self._bases: dict[int, int] = {}  # id(channel) → index of its first tag in `tags`
         for cls_id in sorted(by_class):
             assets = by_class[cls_id]
             rng = np.random.default_rng([seed, zlib.crc32(cls_id.encode())])
@@ -95,11 +112,13 @@ class Metropolis:
                     ch.set(out[spec.signal])
                 ch.last = ch.value.copy()
                 chans[spec.signal] = ch
+                self._bases[id(ch)] = len(self._where)
                 for i, tag in enumerate(tags):
                     self._where[tag] = (model, ch, i)
             for i, a in enumerate(assets):
                 self._models[a.id] = (model, i)
             self._blocks.append((model, chans))
+            self._classes[cls_id] = model
         logger.info("simulating %d assets, %d tags", len(self._models), len(self._where))
 
     def _clock(self, t: float, dt: float) -> Clock:
@@ -142,6 +161,54 @@ class Metropolis:
                     ch.set(out[signal])
                 changes.extend(ch.changes(t))
         return changes
+
+    def step_columns(self, now: datetime) -> list[Columns]:
+        """Advance to `now` and return the reports as columns: no per-value Python objects."""
+        t = now.timestamp()
+        dt = t - self._t
+        if dt <= 0:
+            return []
+        self._t = t
+        clk = self._clock(t, dt)
+        out: list[Columns] = []
+        for model, chans in self._blocks:
+            values = model.update(clk)
+            for signal, ch in chans.items():
+                if signal in values:
+                    ch.set(values[signal])
+                idx = ch.emit(t)
+                if idx.size:
+                    out.append(Columns(ch.kind, idx + self._bases[id(ch)], ch.value[idx]))
+        return out
+
+    def model(self, asset_class: str) -> Model | None:
+        """Return the model stepping an asset class, None if the register has none of it."""
+        return self._classes.get(asset_class)
+
+    def models(self) -> list[Model]:
+        """Return the models of every simulated class."""
+        return [model for model, _ in self._blocks]
+
+    def clock(self, dt: float = 0.0) -> Clock:
+        """Return the simulated clock at the last step."""
+        return self._clock(self._t, dt)
+
+    def reader(self, tags: list[str]) -> Callable[[], np.ndarray]:
+        """Return a function giving the current values of some tags as one array, in order."""
+        parts: dict[int, tuple[_Channel, list[int], list[int]]] = {}
+        for k, tag in enumerate(tags):
+            _, ch, i = self._where[tag]
+            parts.setdefault(id(ch), (ch, [], []))[1].append(k)
+            parts[id(ch)][2].append(i)
+        groups = [(ch, np.array(ks), np.array(ix)) for ch, ks, ix in parts.values()]
+
+        def read() -> np.ndarray:
+            out = np.zeros(len(tags))
+            for ch, ks, ix in groups:
+                out[ks] = ch.value[ix]
+            return out
+
+        return read
 
     def refusal(self, tag: str) -> str | None:
         """Return why the equipment refuses a write to a setpoint now, or None."""

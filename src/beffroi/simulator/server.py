@@ -107,6 +107,7 @@ class MetropolisSimulator:
         seed: int | None = None,
         speed: float | None = None,
         start_time: datetime | None = None,
+        physics: Metropolis | None = None,
     ) -> None:
         sim = cfg.simulator
         if start_time is not None and start_time.tzinfo is None:
@@ -118,7 +119,8 @@ class MetropolisSimulator:
         self._tick_s = sim.tick_s
         self._start_time = start_time
         self._server: Server | None = None
-        self._physics: Metropolis | None = None
+        # A metropolis already stepped (through its simulated history) goes on from its state.
+        self._physics: Metropolis | None = physics
         self._ns: int | None = None
         self._nodes: dict[str, tuple[ua.NodeId, ua.VariantType]] = {}
         self._pending: list[tuple[str, Any]] = []
@@ -161,13 +163,18 @@ class MetropolisSimulator:
         t0 = time.perf_counter()
         start = self._start_time or utcnow()
         self._t0_sim, self._t0_mono = start.astimezone(UTC), time.monotonic()
-        self._physics = Metropolis(
-            self._register,
-            seed=self._seed,
-            fault_rate_per_hour=self._cfg.simulator.fault_rate_per_hour,
-            start=self._t0_sim,
-            timezone=self._cfg.metropolis.timezone,
-        )
+        if self._physics is None:
+            self._physics = Metropolis(
+                self._register,
+                seed=self._seed,
+                fault_rate_per_hour=self._cfg.simulator.fault_rate_per_hour,
+                start=self._t0_sim,
+                timezone=self._cfg.metropolis.timezone,
+            )
+        else:
+            # The state the history ended in, brought up to now: the first values the server
+            # shows join the history without a gap (counters go on from where they were).
+            self._physics.step(self._t0_sim)
         server = Server()
         await server.init()
         server.set_endpoint(self._endpoint)

@@ -14,6 +14,12 @@
   var clusters = [];
   var last = null; // the newest frame: a layer redrawn later takes its states from it
 
+  // Words the markers show, in the user's language: the shell carries them (#shell-words).
+  function word(key, fallback) {
+    var el = document.getElementById("shell-words");
+    return (el && el.dataset && el.dataset[key]) || fallback;
+  }
+
   function classes(id, state, toPlace) {
     return (
       "beffroi-asset beffroi-state-" + state + " beffroi-id-" + id +
@@ -62,7 +68,7 @@
       fillOpacity: toPlace ? 0.6 : 0.95,
       className: classes(p.id, state, toPlace),
     });
-    marker.bindTooltip(toPlace ? p.id + " (to be placed)" : p.id, {
+    marker.bindTooltip(toPlace ? p.id + " (" + word("toPlace", "to be placed") + ")" : p.id, {
       direction: "top",
       offset: [0, -4],
     });
@@ -99,7 +105,8 @@
       var code = marker.beffroiRank.charAt(n);
       if (counts[code]) parts.push(counts[code] + " " + (names[code] || code));
     }
-    return marker.beffroiMembers.length + " assets: " + parts.join(", ");
+    var n = String(marker.beffroiMembers.length);
+    return word("assets", "%(n)s assets:").replace("%(n)s", n) + " " + parts.join(", ");
   }
 
   function clusterIcon(count, state, colour) {

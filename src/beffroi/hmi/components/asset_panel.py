@@ -11,36 +11,56 @@ import pandas as pd
 from dash import dcc, html
 from dash.development.base_component import Component
 
-from beffroi.core.model import Asset, Sample
+from beffroi.core.model import Asset, Quality, Sample
 from beffroi.core.register import Register
+from beffroi.hmi.components.alarm_states import state_name
 from beffroi.hmi.config import HmiSite
 from beffroi.hmi.figures import trend_figure
 from beffroi.hmi.state import STATE_COLOURS, STATE_LABELS, alarm_marks, asset_state
+from beffroi.i18n import MISSING, N_, _, fmt_date, fmt_number
+
+# Qualities as operators read them (OPC UA's Good / Uncertain / Bad, and a lost link).
+QUALITY_LABELS = {
+    Quality.GOOD: N_("good"),
+    Quality.UNCERTAIN: N_("uncertain"),
+    Quality.BAD: N_("bad"),
+    Quality.COMM_LOSS: N_("communication lost"),
+}
+
+
+def quality_label(quality: Quality) -> str:
+    """Return a value's quality in the user's language."""
+    return _(QUALITY_LABELS[quality])
 
 
 def format_age(seconds: float | None) -> str:
     """Format an age in seconds as a short human string."""
     if seconds is None:
-        return "—"
+        return MISSING
     seconds = max(seconds, 0.0)
     if seconds < 90:
-        return f"{seconds:.0f} s"
+        return _("%(n)s s") % {"n": fmt_number(seconds)}
     if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
+        return _("%(n)s min") % {"n": fmt_number(seconds / 60)}
     if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+        return _("%(n)s h") % {"n": fmt_number(seconds / 3600, 1)}
+    return _("%(n)s d") % {"n": fmt_number(seconds / 86400, 1)}
 
 
 def format_value(value: object, unit: str = "") -> str:
-    """Format a live value with its unit."""
+    """Format a live value with its unit, numbers the user's way ("12,5 kW" in French)."""
     if isinstance(value, bool):
-        text = "true" if value else "false"
+        text = _("true") if value else _("false")
     elif isinstance(value, float):
         text = f"{value:.6g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
+        if "e" not in text and "n" not in text:  # not tiny, huge, inf or nan: the locale's digits
+            decimals = len(text.partition(".")[2])
+            text = fmt_number(float(text), decimals)
+    elif isinstance(value, int):
+        text = fmt_number(value)
     else:
         text = str(value)
-    return f"{text} {unit}".strip()
+    return f"{text}\u00a0{unit}" if unit else text
 
 
 def trend_href(tag: str) -> str:
@@ -98,8 +118,8 @@ def asset_panel(
             html.Tr(
                 [
                     html.Td(dcc.Link(spec.signal, href=trend_href(spec.name))),
-                    html.Td(format_value(s.value, spec.unit) if s else "—", className="num"),
-                    html.Td(s.quality.label if s else "—"),
+                    html.Td(format_value(s.value, spec.unit) if s else MISSING, className="num"),
+                    html.Td(quality_label(s.quality) if s else MISSING),
                     html.Td(format_age(age), className="num"),
                 ]
             )
@@ -109,7 +129,7 @@ def asset_panel(
             [
                 html.Span(asset.id, id="map-panel-id"),
                 html.Span(
-                    STATE_LABELS[state],
+                    _(STATE_LABELS[state]),
                     className="map-state-badge",
                     style={"background": STATE_COLOURS[state]},
                 ),
@@ -127,16 +147,21 @@ def asset_panel(
         ),
         *record_view(asset),
         dcc.Link(
-            f"Trend of {primary_tag(asset).rsplit('/', 1)[-1]} →",
+            _("Trend of %(signal)s →") % {"signal": primary_tag(asset).rsplit("/", 1)[-1]},
             href=trend_href(primary_tag(asset)),
             id="map-panel-trend",
         ),
-        dcc.Link("Synoptic →", href=f"/synoptic?asset={asset.id}", id="map-panel-synoptic"),
+        dcc.Link(_("Synoptic →"), href=f"/synoptic?asset={asset.id}", id="map-panel-synoptic"),
         html.Table(
             [
                 html.Thead(
                     html.Tr(
-                        [html.Th("signal"), html.Th("value"), html.Th("quality"), html.Th("age")]
+                        [
+                            html.Th(_("signal")),
+                            html.Th(_("value")),
+                            html.Th(_("quality")),
+                            html.Th(_("age")),
+                        ]
                     )
                 ),
                 html.Tbody(rows),
@@ -147,15 +172,15 @@ def asset_panel(
 
 
 SOURCE_LABELS = {
-    "generated": "generated register",
-    "inventory": "inventory",
-    "discovery": "found by discovery",
+    "generated": N_("generated register"),
+    "inventory": N_("inventory"),
+    "discovery": N_("found by discovery"),
 }
 
 
 def source_text(asset: Asset) -> str:
     """Say where an asset's record comes from: the source, and the file, operator or collector."""
-    said = SOURCE_LABELS.get(asset.source, asset.source)
+    said = _(SOURCE_LABELS[asset.source]) if asset.source in SOURCE_LABELS else asset.source
     return f"{said} · {asset.origin}" if asset.origin else said
 
 
@@ -170,9 +195,12 @@ def record_view(asset: Asset) -> list[Component]:
         out.append(
             html.Div(
                 [
-                    "Found by discovery, not in the inventory: shown at its commune's centre"
-                    " until placed. ",
-                    dcc.Link("Place it →", href=f"/inventory?asset={asset.id}"),
+                    _(
+                        "Found by discovery, not in the inventory: shown at its commune's centre"
+                        " until placed."
+                    ),
+                    " ",
+                    dcc.Link(_("Place it →"), href=f"/inventory?asset={asset.id}"),
                 ],
                 id="map-panel-toplace",
                 className="map-panel-note",
@@ -181,16 +209,18 @@ def record_view(asset: Asset) -> list[Component]:
     elif asset.state == "removed":
         out.append(
             html.Div(
-                "Its server no longer offers it (removed at source): its values are the last"
-                " known. Retire it on the Inventory page if it is gone for good.",
+                _(
+                    "Its server no longer offers it (removed at source): its values are the"
+                    " last known. Retire it on the Inventory page if it is gone for good."
+                ),
                 id="map-panel-removed",
                 className="map-panel-note",
             )
         )
     rows = [
-        ("model", asset.model),
-        ("installed", asset.installed.isoformat() if asset.installed else ""),
-        ("source", source_text(asset)),
+        (_("model"), asset.model),
+        (_("installed"), fmt_date(asset.installed) if asset.installed else ""),
+        (_("source"), source_text(asset)),
         *sorted(asset.attributes.items()),
     ]
     out.append(
@@ -206,20 +236,22 @@ def record_view(asset: Asset) -> list[Component]:
 def alarm_list(alarms: list[dict[str, Any]]) -> html.Div:
     """List an asset's alarms needing attention, most urgent first."""
     if not alarms:
-        return html.Div("No active alarm", id="map-panel-alarms", className="map-panel-hint")
+        return html.Div(_("No active alarm"), id="map-panel-alarms", className="map-panel-hint")
     return html.Div(
         id="map-panel-alarms",
         children=[
-            html.H4("Alarms"),
+            html.H4(_("Alarms")),
             html.Ul(
                 [
                     html.Li(
-                        f"P{a['severity']} · {a['message'] or a['rule']} · {a['state']}",
+                        " · ".join(
+                            (f"P{a['severity']}", a["message"] or a["rule"], state_name(a["state"]))
+                        ),
                         className=f"map-alarm-p{a['severity']}",
                     )
                     for a in alarms
                 ]
             ),
-            dcc.Link("Alarm console →", href="/alarms"),
+            dcc.Link(_("Alarm console →"), href="/alarms"),
         ],
     )

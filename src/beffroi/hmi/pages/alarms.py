@@ -18,11 +18,15 @@ from beffroi.control.audit import record_command
 from beffroi.core.limits import COMMENT_MAX, check_text
 from beffroi.core.model import utcnow
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
+from beffroi.hmi.components.alarm_states import state_name
 from beffroi.hmi.components.communes import commune_options
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import DISPLAY_TZ
+from beffroi.i18n import N_, _, fmt_datetime, ngettext
 
-dash.register_page(__name__, path="/alarms", name="Alarms", title="Beffroi — Alarms", order=3)
+dash.register_page(
+    __name__, path="/alarms", name="Alarms", title=lambda: "Beffroi — " + _("Alarms"), order=3
+)
 
 log = logging.getLogger(__name__)
 REFRESH_MS = 2000
@@ -39,6 +43,7 @@ SEVERITY_STYLE = {
         {"condition": "params.value == 3", "style": {"backgroundColor": "#f6c945"}},
     ]
 }
+# Header names are message ids, translated when a grid is drawn (see `translated`).
 ACTIVE_COLUMNS: list[dict[str, Any]] = [
     {
         "field": "severity",
@@ -48,34 +53,45 @@ ACTIVE_COLUMNS: list[dict[str, Any]] = [
         "checkboxSelection": True,
         "headerCheckboxSelection": True,
     },
-    {"field": "state", "width": 140},
-    {"field": "since", "headerName": "since", "width": 170},
-    {"field": "commune", "width": 150},
-    {"field": "asset", "width": 110},
-    {"field": "message", "flex": 1},
-    {"field": "value", "width": 100},
-    {"field": "limit", "width": 90},
+    {"field": "state", "headerName": N_("State"), "width": 190},
+    {"field": "since", "headerName": N_("Since"), "width": 170},
+    {"field": "commune", "headerName": N_("Commune"), "width": 150},
+    {"field": "asset", "headerName": N_("Asset"), "width": 110},
+    {"field": "message", "headerName": N_("Message"), "flex": 1},
+    {"field": "value", "headerName": N_("Value"), "width": 100},
+    {"field": "limit", "headerName": N_("Limit"), "width": 90},
     {"field": "alarm_id", "hide": True},
 ]
 HISTORY_COLUMNS: list[dict[str, Any]] = [
-    {"field": "ts", "headerName": "time", "width": 170},
-    {"field": "state", "width": 140},
+    {"field": "ts", "headerName": N_("Time"), "width": 170},
+    {"field": "state", "headerName": N_("State"), "width": 190},
     {"field": "severity", "headerName": "P", "width": 70},
-    {"field": "commune", "width": 140},
-    {"field": "alarm_id", "flex": 1},
-    {"field": "value", "width": 100},
-    {"field": "user", "width": 120},
-    {"field": "comment", "flex": 1},
+    {"field": "commune", "headerName": N_("Commune"), "width": 140},
+    {"field": "alarm_id", "headerName": N_("Alarm"), "flex": 1},
+    {"field": "value", "headerName": N_("Value"), "width": 100},
+    {"field": "user", "headerName": N_("User"), "width": 120},
+    {"field": "comment", "headerName": N_("Comment"), "flex": 1},
 ]
+HISTORY_RANGE_LABELS = {
+    "1h": N_("last hour"),
+    "24h": N_("last 24 hours"),
+    "7d": N_("last 7 days"),
+}
+
+
+def translated(columns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return grid columns with their headers in the user's language ("P" is a symbol)."""
+    return [
+        {**c, "headerName": _(c["headerName"])} if c.get("headerName", "P") != "P" else c
+        for c in columns
+    ]
 
 
 def local(iso: str | None) -> str:
-    """Show an ISO UTC time in local time, to the second."""
+    """Show an ISO UTC time in local time, to the second, the user's way."""
     if not iso:
         return ""
-    return (
-        datetime.fromisoformat(iso).astimezone(ZoneInfo(DISPLAY_TZ)).strftime("%Y-%m-%d %H:%M:%S")
-    )
+    return fmt_datetime(datetime.fromisoformat(iso), ZoneInfo(DISPLAY_TZ), seconds=True)
 
 
 def visible_alarms() -> list[dict[str, Any]]:
@@ -87,6 +103,7 @@ def visible_alarms() -> list[dict[str, Any]]:
     rows = [{k: r[k] for k in _ACTIVE_FIELDS} for r in service.alarms() if sees(r["commune"])]
     for r in rows:
         r["since"] = local(r["since"])
+        r["state"] = state_name(r["state"])
     return rows
 
 
@@ -98,7 +115,8 @@ def layout(**_query: str) -> html.Div:
     hmi = get_context()
     if hmi.alarms is None:
         return html.Div(
-            html.P("Alarms are disabled in this gateway's configuration."), className="alarms-page"
+            html.P(_("Alarms are disabled in this gateway's configuration.")),
+            className="alarms-page",
         )
     communes = commune_options(hmi.register.communes.values(), sees)
     return html.Div(
@@ -109,24 +127,24 @@ def layout(**_query: str) -> html.Div:
                 children=[
                     dcc.Input(
                         id="alarms-comment",
-                        placeholder="Comment (required)",
+                        placeholder=_("Comment (required)"),
                         className="alarms-comment",
                         debounce=False,
                     ),
-                    html.Button("Acknowledge", id="alarms-ack", n_clicks=0),
-                    html.Button("Shelve 1 h", id="alarms-shelve", n_clicks=0),
+                    html.Button(_("Acknowledge"), id="alarms-ack", n_clicks=0),
+                    html.Button(_("Shelve 1 h"), id="alarms-shelve", n_clicks=0),
                     html.Span(id="alarms-feedback", className="alarms-feedback"),
                 ],
             ),
             dag.AgGrid(
                 id="alarms-active",
-                columnDefs=ACTIVE_COLUMNS,
+                columnDefs=translated(ACTIVE_COLUMNS),
                 rowData=[],
                 getRowId="params.data.alarm_id",
                 dashGridOptions={"rowSelection": "multiple", "animateRows": False},
                 style={"height": "45vh"},
             ),
-            html.H3("History"),
+            html.H3(_("History")),
             html.Div(
                 className="alarms-history-filters",
                 children=[
@@ -134,19 +152,22 @@ def layout(**_query: str) -> html.Div:
                         id="alarms-history-commune",
                         options=communes,
                         multi=True,
-                        placeholder="All my communes",
+                        placeholder=_("All my communes"),
                     ),
                     dcc.Dropdown(
                         id="alarms-history-range",
                         value="24h",
                         clearable=False,
-                        options=[{"label": k, "value": k} for k in HISTORY_RANGES],
+                        options=[
+                            {"label": _(HISTORY_RANGE_LABELS[k]), "value": k}
+                            for k in HISTORY_RANGES
+                        ],
                     ),
                 ],
             ),
             dag.AgGrid(
                 id="alarms-history",
-                columnDefs=HISTORY_COLUMNS,
+                columnDefs=translated(HISTORY_COLUMNS),
                 rowData=[],
                 style={"height": "35vh"},
             ),
@@ -184,16 +205,17 @@ def act(
     right = "ack" if action == "alarms-ack" else "shelve"
     ensure_may(right)
     if not selected:
-        return "Select alarms first.", no_update
+        return _("Select alarms first."), no_update
     if not isinstance(comment, str) or not comment.strip():
-        return "A comment is required.", no_update
+        return _("A comment is required."), no_update
     try:
         check_text(comment, "comment", COMMENT_MAX)
-    except ValueError as exc:
-        return f"{exc}.", no_update
+    except ValueError:
+        said = _("The comment: at most %(n)d characters, without control characters.")
+        return said % {"n": COMMENT_MAX}, no_update
     service = get_context().alarms
     if service is None:
-        return "Alarms are not running in this gateway.", no_update
+        return _("Alarms are not running in this gateway."), no_update
     known = {r["alarm_id"]: r for r in service.alarms(include_normal=True)}
     ids = []
     for row in selected:
@@ -218,12 +240,23 @@ def act(
     for alarm_id, why in refused.items():
         target = {alarm_id: known[alarm_id]["commune"]}
         record_command(audit, user, action, target, "refused", reason=why, **detail)
-    verb = "acknowledged" if right == "ack" else "shelved for 1 h"
-    said = f"{len(done)} alarm(s) {verb} by {user}."
+    if right == "ack":
+        said = ngettext(
+            "%(n)d alarm acknowledged by %(user)s.",
+            "%(n)d alarms acknowledged by %(user)s.",
+            len(done),
+        )
+    else:
+        said = ngettext(
+            "%(n)d alarm shelved for 1 h by %(user)s.",
+            "%(n)d alarms shelved for 1 h by %(user)s.",
+            len(done),
+        )
+    said %= {"n": len(done), "user": user}
     if refused:
-        said += f" Refused: {'; '.join(dict.fromkeys(refused.values()))}"
+        said += " " + _("Refused: %(why)s") % {"why": "; ".join(dict.fromkeys(refused.values()))}
     if not recorded:
-        said += " The audit log cannot record it: tell the administrator."
+        said += " " + _("The audit log cannot record it: tell the administrator.")
     return said, no_update if refused else ""
 
 
@@ -272,6 +305,8 @@ def refresh_history(
     if df.empty:
         return []
     df = df.iloc[::-1].copy()
-    df["ts"] = df["ts"].dt.tz_convert(DISPLAY_TZ).dt.strftime("%Y-%m-%d %H:%M:%S")
+    zone = ZoneInfo(DISPLAY_TZ)
+    df["ts"] = df["ts"].map(lambda ts: fmt_datetime(ts, zone, seconds=True))
+    df["state"] = df["state"].map(lambda s: state_name(s) if isinstance(s, str) else s)
     cols = [c["field"] for c in HISTORY_COLUMNS if c["field"] in df.columns]
     return df[cols].astype(object).where(df[cols].notna(), None).to_dict("records")

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Hashable
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import dash
 import dash_ag_grid as dag
@@ -19,8 +20,11 @@ from beffroi.core.model import utcnow
 from beffroi.hmi.auth import current, ensure_may, sees
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import DISPLAY_TZ
+from beffroi.i18n import N_, _, fmt_datetime, fmt_number
 
-dash.register_page(__name__, path="/audit", name="Audit", title="Beffroi — Audit", order=6)
+dash.register_page(
+    __name__, path="/audit", name="Audit", title=lambda: "Beffroi — " + _("Audit"), order=6
+)
 
 log = logging.getLogger(__name__)
 RANGES = {
@@ -29,27 +33,61 @@ RANGES = {
     "7d": timedelta(days=7),
     "30d": timedelta(days=30),
 }
-COLUMNS = [
-    {"field": "seq", "width": 90},
-    {"field": "time", "width": 170},
-    {"field": "user", "width": 140},
-    {"field": "action", "width": 150},
-    {"field": "target", "flex": 1},
-    {"field": "commune", "width": 130},
-    {"field": "outcome", "width": 120},
-    {"field": "source", "width": 90},
-    {"field": "detail", "flex": 2},
-    {"field": "hash", "width": 120},
-]
+RANGE_LABELS = {
+    "1h": N_("last hour"),
+    "24h": N_("last 24 hours"),
+    "7d": N_("last 7 days"),
+    "30d": N_("last 30 days"),
+}
+# Columns: (field, header, width or None for a flexible one); headers translated when shown.
+COLUMNS = (
+    ("seq", N_("No."), 90),
+    ("time", N_("Time"), 170),
+    ("user", N_("User"), 140),
+    ("action", N_("Action"), 150),
+    ("target", N_("Target"), None),
+    ("commune", N_("Commune"), 130),
+    ("outcome", N_("Outcome"), 120),
+    ("source", N_("Source"), 90),
+    ("detail", N_("Detail"), None),
+    ("hash", N_("Hash"), 120),
+)
+# Outcomes as the grid shows them (the records keep the codes).
+OUTCOMES = {
+    "ok": N_("done"),
+    "refused": N_("refused"),
+    "failed": N_("failed"),
+    "error": N_("error"),
+    "sent": N_("sent"),
+    "started": N_("started"),
+    "restored": N_("restored"),
+    "confirmed": N_("confirmed"),
+    "rejected": N_("rejected"),
+    "unconfirmed": N_("unconfirmed"),
+}
+# Columns of codes (action names, hashes): identifiers, the same in every language.
+CODES = {"action", "hash"}
+
+
+def columns() -> list[dict[str, Any]]:
+    """Return the grid's columns, headed in the user's language."""
+    out: list[dict[str, Any]] = []
+    for field, header, width in COLUMNS:
+        column: dict[str, Any] = {"field": field, "headerName": _(header)}
+        column.update({"width": width} if width else {"flex": 2 if field == "detail" else 1})
+        if field in CODES:
+            column["cellClass"] = "beffroi-code"
+        out.append(column)
+    return out
 
 
 def layout(**_query: str) -> html.Div:
     """Render the audit browser (auditors and administrators)."""
     hmi = get_context()
     if hmi.audit is None:
-        return html.Div(html.P("The audit log is not running in this gateway."))
+        return html.Div(html.P(_("The audit log is not running in this gateway.")))
     if not current().may("audit"):
-        return html.Div(html.P("Your role may not read the audit log.", id="audit-denied"))
+        return html.Div(html.P(_("Your role may not read the audit log."), id="audit-denied"))
     return html.Div(
         className="audit-page",
         children=[
@@ -60,21 +98,21 @@ def layout(**_query: str) -> html.Div:
                         id="audit-range",
                         value="24h",
                         clearable=False,
-                        options=[{"label": k, "value": k} for k in RANGES],
+                        options=[{"label": _(RANGE_LABELS[k]), "value": k} for k in RANGES],
                     ),
-                    dcc.Input(id="audit-user", placeholder="user", debounce=True),
+                    dcc.Input(id="audit-user", placeholder=_("user"), debounce=True),
                     dcc.Input(
-                        id="audit-action", placeholder="action (e.g. operate)", debounce=True
+                        id="audit-action", placeholder=_("action (e.g. operate)"), debounce=True
                     ),
-                    html.Button("Refresh", id="audit-refresh", n_clicks=0),
-                    html.Button("Verify chain", id="audit-verify", n_clicks=0),
-                    html.Button("Export CSV", id="audit-export", n_clicks=0),
+                    html.Button(_("Refresh"), id="audit-refresh", n_clicks=0),
+                    html.Button(_("Verify chain"), id="audit-verify", n_clicks=0),
+                    html.Button(_("Export CSV"), id="audit-export", n_clicks=0),
                     html.Span(id="audit-feedback", className="audit-feedback"),
                 ],
             ),
             dag.AgGrid(
                 id="audit-grid",
-                columnDefs=COLUMNS,
+                columnDefs=columns(),
                 rowData=[],
                 style={"height": "70vh"},
                 dashGridOptions={"animateRows": False},
@@ -120,7 +158,9 @@ def rows(
     if df.empty:
         return []
     out = df[["seq", "user", "action", "target", "commune", "outcome", "detail", "hash"]].copy()
-    out.insert(1, "time", df["ts"].dt.tz_convert(DISPLAY_TZ).dt.strftime("%Y-%m-%d %H:%M:%S"))
+    zone = ZoneInfo(DISPLAY_TZ)
+    out.insert(1, "time", df["ts"].map(lambda ts: fmt_datetime(ts, zone, seconds=True)))
+    out["outcome"] = out["outcome"].map(lambda o: _(OUTCOMES[o]) if o in OUTCOMES else o)
     # Where a command came from (api, cli, hmi), to tell them apart at a glance.
     at = out.columns.get_loc("detail")
     assert isinstance(at, int)  # the columns are unique: one position, not a mask
@@ -149,10 +189,12 @@ def verify(_n: int | None) -> str:
     log.info("%s verified the audit chain: %s", current().name, "ok" if r.ok else r.problem)
     if r.ok:
         note = f" ({r.note})" if r.note else ""
-        return f"Chain intact: {r.count} records, head {r.head[:16]}…{note}"
+        said = _("Chain intact: %(n)s records, head %(head)s…")
+        return said % {"n": fmt_number(r.count), "head": r.head[:16]} + note
     if r.broken_seq is None:  # the chain holds; an anchor of its head does not verify
-        return f"ANCHOR CHECK FAILED: {r.problem}"
-    return f"CHAIN BROKEN at record {r.broken_seq}: {r.problem}"
+        return _("ANCHOR CHECK FAILED: %(problem)s") % {"problem": r.problem}
+    said = _("CHAIN BROKEN at record %(seq)s: %(problem)s")
+    return said % {"seq": r.broken_seq, "problem": r.problem}
 
 
 @callback(

@@ -68,7 +68,7 @@ from beffroi.hmi.state import (
 from beffroi.hmi.trend_data import trend_frame
 from beffroi.i18n import N_, _
 
-dash.register_page(__name__, path="/", name="Map", title="Beffroi — Map", order=0)
+dash.register_page(__name__, path="/", name="Map", title=lambda: "Beffroi — " + _("Map"), order=0)
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def _role() -> str | None:
 def _vehicle_kinds(cfg: HmiSite) -> dict[str, tuple[str, bool]]:
     """Return each moving class's label and whether it is of the municipal fleet."""
     return {
-        k: (cfg.asset_classes[k].label, cfg.asset_classes[k].family == "fleet")
+        k: (_(cfg.asset_classes[k].label), cfg.asset_classes[k].family == "fleet")
         for k in mobile_classes(cfg)
     }
 

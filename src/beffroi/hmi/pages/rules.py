@@ -20,17 +20,41 @@ from beffroi.core.model import aware_utc
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import DISPLAY_TZ
+from beffroi.i18n import N_, _, fmt_datetime, ngettext
 
-dash.register_page(__name__, path="/rules", name="Rules", title="Beffroi — Alarm rules", order=5)
+dash.register_page(
+    __name__,
+    path="/rules",
+    name="Rules",
+    title=lambda: "Beffroi — " + _("Alarm rules"),
+    order=5,
+)
 
 log = logging.getLogger(__name__)
-COLUMNS = [
-    {"field": "rule", "pinned": "left", "checkboxSelection": True},
-    {"field": "applies_to", "headerName": "Applies to"},
-    {"field": "severity", "width": 100},
-    *({"field": k, "width": 110} for k in LIMIT_FIELDS),
-    {"field": "changed", "headerName": "Changed at runtime", "flex": 1},
-]
+# The limits as operators name them (the fields keep the rule's config keys).
+LIMIT_LABELS = {
+    "lolo": N_("low low"),
+    "lo": N_("low"),
+    "hi": N_("high"),
+    "hihi": N_("high high"),
+    "deadband": N_("deadband"),
+}
+
+
+def limit_label(field: str) -> str:
+    """Return a limit's name in the user's language."""
+    return _(LIMIT_LABELS[field]) if field in LIMIT_LABELS else field
+
+
+def columns() -> list[dict[str, Any]]:
+    """Return the grid's columns, headed in the user's language."""
+    return [
+        {"field": "rule", "headerName": _("Rule"), "pinned": "left", "checkboxSelection": True},
+        {"field": "applies_to", "headerName": _("Applies to")},
+        {"field": "severity", "headerName": _("Priority"), "width": 100},
+        *({"field": k, "headerName": limit_label(k), "width": 110} for k in LIMIT_FIELDS),
+        {"field": "changed", "headerName": _("Changed at runtime"), "flex": 1},
+    ]
 
 
 def _commune_of_rule(rule: AlarmRuleConfig) -> str | None:
@@ -50,12 +74,18 @@ def rule_rows() -> list[dict[str, Any]]:
             continue
         changed = ""
         if change is not None:
-            at = aware_utc(change["ts"]).astimezone(zone)  # the journal keeps naive UTC
-            changed = f"{at:%d/%m/%Y %H:%M} by {change['user']}: {change['comment']}"
+            at = aware_utc(change["ts"])  # the journal keeps naive UTC
+            changed = _("%(at)s by %(user)s: %(comment)s") % {
+                "at": fmt_datetime(at, zone),
+                "user": change["user"],
+                "comment": change["comment"],
+            }
         rows.append(
             {
                 "rule": rule.name,
-                "applies_to": rule.tag or f"every {rule.asset_class} · {rule.signal}",
+                "applies_to": rule.tag
+                or _("every %(cls)s · %(signal)s")
+                % {"cls": rule.asset_class, "signal": rule.signal},
                 "severity": rule.severity,
                 **limits_of(rule),
                 "changed": changed,
@@ -70,18 +100,20 @@ def layout(**_query: str) -> html.Div:
     return html.Div(
         className="rules-page",
         children=[
-            html.H2("Alarm limit rules"),
+            html.H2(_("Alarm limit rules")),
             html.P(
-                "Limits as they apply now. Select a rule to change its limits: the change applies"
-                " at once, on current values, is kept for later starts and is audited. A rule on"
-                " a class of equipment holds in every commune: only metropolis-wide supervisors"
-                " change it.",
+                _(
+                    "Limits as they apply now. Select a rule to change its limits: the change"
+                    " applies at once, on current values, is kept for later starts and is"
+                    " audited. A rule on a class of equipment holds in every commune: only"
+                    " metropolis-wide supervisors change it."
+                ),
                 className="rules-hint",
             ),
             dag.AgGrid(
                 id="rules-grid",
                 rowData=rule_rows(),
-                columnDefs=COLUMNS,
+                columnDefs=columns(),
                 getRowId="params.data.rule",
                 dashGridOptions={"rowSelection": "single"},
                 style={"height": "320px"},
@@ -92,13 +124,16 @@ def layout(**_query: str) -> html.Div:
                 children=[
                     *(
                         html.Label(
-                            [k, dcc.Input(id=f"rules-{k}", type="number", debounce=True)],
+                            [
+                                limit_label(k),
+                                dcc.Input(id=f"rules-{k}", type="number", debounce=True),
+                            ],
                             className="rules-limit",
                         )
                         for k in LIMIT_FIELDS
                     ),
-                    dcc.Input(id="rules-comment", placeholder="Why (required)", size="40"),
-                    html.Button("Apply new limits", id="rules-apply", n_clicks=0),
+                    dcc.Input(id="rules-comment", placeholder=_("Why (required)"), size="40"),
+                    html.Button(_("Apply new limits"), id="rules-apply", n_clicks=0),
                 ],
             ),
             html.Div(id="rules-feedback", className="rules-feedback"),
@@ -134,21 +169,22 @@ def apply(
     ensure_may("rules")
     *values, comment = values_and_comment
     if not selected:
-        return "Select a rule first.", no_update
+        return _("Select a rule first."), no_update
     if not isinstance(comment, str) or not comment.strip():
-        return "A reason is required.", no_update
+        return _("A reason is required."), no_update
     try:
         check_text(comment, "reason", COMMENT_MAX)
-    except ValueError as exc:
-        return f"{exc}.", no_update
+    except ValueError:
+        said = _("The reason: at most %(n)d characters, without control characters.")
+        return said % {"n": COMMENT_MAX}, no_update
     hmi = get_context()
     service = hmi.alarms
     if service is None:
-        return "Alarms are not running in this gateway.", no_update
+        return _("Alarms are not running in this gateway."), no_update
     rules = {r.name: r for r, _ in service.limit_rules()}
     rule = rules.get(selected[0].get("rule") or "")
     if rule is None:
-        return "No such limit rule.", no_update
+        return _("No such limit rule."), no_update
     commune = _commune_of_rule(rule)
     if commune is None:
         if not current().everywhere:  # a class rule holds in every commune
@@ -167,12 +203,16 @@ def apply(
     except RuleChangeError as exc:
         refused = {**detail, "reason": str(exc)}
         record_command(hmi.audit, user, "alarm.rule_change", target, "refused", **refused)
-        return f"Refused: {exc}", no_update
+        return _("Refused: %(why)s") % {"why": exc}, no_update
     recorded = record_command(hmi.audit, user, "alarm.rule_change", target, **detail)
     log.info("%s changed %s: %s -> %s", user, rule.name, limits_of(old), limits_of(new))
-    said = f"Limits of {rule.name} changed by {user}, on {n} alarm(s), judged on current values."
+    said = ngettext(
+        "Limits of %(rule)s changed by %(user)s, on %(n)d alarm, judged on current values.",
+        "Limits of %(rule)s changed by %(user)s, on %(n)d alarms, judged on current values.",
+        n,
+    ) % {"rule": rule.name, "user": user, "n": n}
     if not recorded:
-        said += " The audit log cannot record it: tell the administrator."
+        said += " " + _("The audit log cannot record it: tell the administrator.")
     return said, rule_rows()
 
 
@@ -183,7 +223,7 @@ def _number(v: Any) -> float | None:
     try:
         f = float(v)
     except (TypeError, ValueError):
-        raise RuleChangeError(f"not a number: {v!r}") from None
+        raise RuleChangeError(_("not a number: %(value)s") % {"value": repr(v)}) from None
     if not math.isfinite(f):
-        raise RuleChangeError("limits are finite numbers")
+        raise RuleChangeError(_("limits are finite numbers"))
     return f

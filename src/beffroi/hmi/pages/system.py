@@ -11,8 +11,11 @@ from dash import Input, Output, callback, dcc, html
 
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import DISPLAY_TZ
+from beffroi.i18n import _, fmt_datetime, fmt_number
 
-dash.register_page(__name__, path="/system", name="System", title="Beffroi — System", order=9)
+dash.register_page(
+    __name__, path="/system", name="System", title=lambda: "Beffroi — " + _("System"), order=9
+)
 
 REFRESH_MS = 2000
 
@@ -22,11 +25,11 @@ def layout(**_query: str) -> html.Div:
     return html.Div(
         className="system-page",
         children=[
-            html.H2("Gateway"),
+            html.H2(_("Gateway")),
             html.Div(id="system-gateway"),
-            html.H2("Collectors"),
+            html.H2(_("Collectors")),
             html.Div(id="system-collectors"),
-            html.H2("Historian"),
+            html.H2(_("Historian")),
             html.Div(id="system-historian"),
             dcc.Interval(id="system-interval", interval=REFRESH_MS),
         ],
@@ -36,7 +39,17 @@ def layout(**_query: str) -> html.Div:
 def collectors_table(collectors: list[dict[str, Any]]) -> html.Table:
     """One row per collector: name, protocol, connection, tags, samples, last error."""
     head = html.Tr(
-        [html.Th(h) for h in ("Collector", "Protocol", "State", "Tags", "Samples", "Last error")]
+        [
+            html.Th(h)
+            for h in (
+                _("Collector"),
+                _("Protocol"),
+                _("State"),
+                _("Tags"),
+                _("Samples"),
+                _("Last error"),
+            )
+        ]
     )
     rows = [
         html.Tr(
@@ -45,9 +58,9 @@ def collectors_table(collectors: list[dict[str, Any]]) -> html.Table:
             children=[
                 html.Td(c.get("name", "?")),
                 html.Td(c.get("protocol", "?")),
-                html.Td("connected" if c.get("connected") else "disconnected"),
-                html.Td(f"{c.get('tags', 0):,}"),
-                html.Td(f"{c.get('samples_received', 0):,}"),
+                html.Td(_("connected") if c.get("connected") else _("disconnected")),
+                html.Td(fmt_number(c.get("tags", 0))),
+                html.Td(fmt_number(c.get("samples_received", 0))),
                 html.Td(c.get("last_error") or "—"),
             ],
         )
@@ -58,14 +71,21 @@ def collectors_table(collectors: list[dict[str, Any]]) -> html.Table:
 
 def historian_table(hist: dict[str, Any]) -> html.Table:
     """The write path's state: back end, written, memory, spool, dropped, last error."""
+    spool = _("%(n)s (%(bytes)s B)") % {
+        "n": fmt_number(hist.get("spooled", 0)),
+        "bytes": fmt_number(hist.get("spool_bytes", 0)),
+    }
     items = [
-        ("Back end", hist.get("backend", "?")),
-        ("Accepting writes", "yes" if hist.get("backend_ok", True) else "no — spooling"),
-        ("Samples stored", f"{hist.get('written', 0):,}"),
-        ("Waiting in memory", f"{hist.get('memory', 0):,}"),
-        ("Waiting in spool", f"{hist.get('spooled', 0):,} ({hist.get('spool_bytes', 0):,} B)"),
-        ("Dropped", f"{hist.get('dropped', 0):,}"),
-        ("Last error", hist.get("last_error") or "—"),
+        (_("Back end"), hist.get("backend", "?")),
+        (
+            _("Accepting writes"),
+            _("yes") if hist.get("backend_ok", True) else _("no — spooling"),
+        ),
+        (_("Samples stored"), fmt_number(hist.get("written", 0))),
+        (_("Waiting in memory"), fmt_number(hist.get("memory", 0))),
+        (_("Waiting in spool"), spool),
+        (_("Dropped"), fmt_number(hist.get("dropped", 0))),
+        (_("Last error"), hist.get("last_error") or "—"),
     ]
     return html.Table(
         [
@@ -78,10 +98,9 @@ def historian_table(hist: dict[str, Any]) -> html.Table:
 
 def gateway_table(st: dict[str, Any]) -> html.Table:
     """How long the gateway has run, and how its previous run ended (its downtime marked)."""
-    uptime = timedelta(seconds=round(st.get("uptime_s", 0)))
     items = [
-        ("Running for", str(uptime)),
-        ("Previous run", previous_run_text(st.get("previous_run"))),
+        (_("Running for"), uptime_text(st.get("uptime_s", 0))),
+        (_("Previous run"), previous_run_text(st.get("previous_run"))),
     ]
     rows = [
         html.Tr([html.Th(k), html.Td(v, id=f"system-gateway-{i}")])
@@ -90,20 +109,28 @@ def gateway_table(st: dict[str, Any]) -> html.Table:
     return html.Table(rows, className="system-table")
 
 
+def uptime_text(seconds: float) -> str:
+    """Say how long the gateway has run: days, then hours, minutes and seconds."""
+    uptime = timedelta(seconds=round(seconds))
+    clock = str(timedelta(seconds=uptime.seconds))
+    if uptime.days:
+        return _("%(days)s d %(clock)s") % {"days": fmt_number(uptime.days), "clock": clock}
+    return clock
+
+
 def previous_run_text(previous: dict[str, Any] | None) -> str:
     """Say how the previous run ended, in display time."""
     if not previous:
-        return "none recorded (first start in this data folder)"
+        return _("none recorded (first start in this data folder)")
     zone = ZoneInfo(DISPLAY_TZ)
-    fmt = "%d/%m/%Y %H:%M:%S"
     if previous.get("stopped"):
-        at = datetime.fromisoformat(previous["stopped"]).astimezone(zone)
-        return f"stopped cleanly at {at:{fmt}}"
-    at = datetime.fromisoformat(previous["alive"]).astimezone(zone)
-    return (
-        f"ended without a clean stop (crash, kill or power cut); last alive at {at:{fmt}}: "
-        "values are marked CommLoss from then until this start"
-    )
+        at = datetime.fromisoformat(previous["stopped"])
+        return _("stopped cleanly at %(at)s") % {"at": fmt_datetime(at, zone, seconds=True)}
+    at = datetime.fromisoformat(previous["alive"])
+    return _(
+        "ended without a clean stop (crash, kill or power cut); last alive at %(at)s: "
+        "values are marked as communication lost from then until this start"
+    ) % {"at": fmt_datetime(at, zone, seconds=True)}
 
 
 @callback(

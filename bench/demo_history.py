@@ -1,0 +1,56 @@
+"""Time the demo's simulated history: generation, bulk write, alarm replay, journal, KPIs.
+
+    .venv/bin/python bench/demo_history.py [--assets 1000] [--days 30]
+
+Prints one JSON line per figure (seconds, samples, samples/s) on a fresh temporary data folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from beffroi.app.config import demo_config, load_config
+from beffroi.app.registry import HISTORIANS
+from beffroi.core.register import build_register
+from beffroi.kpi.engine import KpiEngine
+from beffroi.simulator.history import complete_history, demo_history
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    """Write a history into a temporary folder and print its timings."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--assets", type=int, default=1000)
+    ap.add_argument("--days", type=int, default=30)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        cfg = demo_config(
+            load_config(ROOT / "config.toml"), data=Path(folder), port=None, opcua_port=None
+        )
+        register = build_register(cfg, assets=args.assets)
+        historian = HISTORIANS[cfg.historian.backend].from_config(cfg, register)
+        t0 = time.perf_counter()
+        report = demo_history(cfg, register, historian, days=args.days)
+        start_s = time.perf_counter() - t0
+        assert report is not None
+        engine = KpiEngine(cfg, register, historian)
+        complete_history(cfg, historian, engine, report)
+        engine.close()
+        historian.close()
+    base = {"assets": len(register.assets), "days": args.days, "step_s": report.step_s}
+    for name, seconds in report.seconds.items():
+        print(json.dumps({**base, "figure": f"{name}_s", "value": seconds}))
+    print(json.dumps({**base, "figure": "extra_start_s", "value": round(start_s, 2)}))
+    print(json.dumps({**base, "figure": "samples", "value": report.samples}))
+    print(json.dumps({**base, "figure": "alarm_events", "value": report.alarm_events}))
+    rate = report.samples / max(report.seconds["generate"] + report.seconds["write"], 1e-9)
+    print(json.dumps({**base, "figure": "samples_per_s", "value": round(rate)}))
+
+
+if __name__ == "__main__":
+    main()
