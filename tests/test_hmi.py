@@ -211,10 +211,11 @@ def test_map_payloads_index_states_and_move_buses(scene: Scene, demo_config: Con
     assets = filter_assets(scene.register, None, ["lighting", "mobility"])
     assert {a.domain for a in assets} == {"lighting", "mobility"}
     assert [a.id for a in assets] == sorted(a.id for a in assets)
-    assert mobile_classes(demo_config) == {"bus"}
+    mobile = mobile_classes(demo_config)  # every class reporting lat and lon moves
+    assert mobile == {"bus", "police_vehicle", "maintenance_van", "street_sweeper", "waste_truck"}
     rows = asset_rows(assets, scene.live.snapshot(), now)
-    fixed = [r for r in rows if r["class"] != "bus"]
-    moving = [r for r in rows if r["class"] == "bus"]
+    fixed = [r for r in rows if r["class"] not in mobile]
+    moving = [r for r in rows if r["class"] in mobile]
     geo = layer_geojson(fixed)
     assert [f["properties"]["i"] for f in geo["features"]] == list(range(len(fixed)))
     hideout = layer_hideout("fixed", fixed, key="k")
@@ -396,7 +397,7 @@ def test_pages_are_served(hmi: HmiServer, scene: Scene) -> None:
     status, _, body = _get(hmi.url + "trends?tag=" + scene.fault.tag("power_kw"), opener)
     assert status == 200 and "_dash-config" in body
     status, _, layout = _get(hmi.url + "_dash-layout", opener)
-    assert status == 200 and "shell-strip" in layout and "Trends" in layout
+    assert status == 200 and "shell-strip" in layout and "Tendances" in layout
 
 
 def _pong(environ, start_response):  # type: ignore[no-untyped-def]
@@ -484,7 +485,7 @@ def test_map_in_browser_shows_states_legend_and_panel(
         assert page.locator("#map-panel-class").inner_text() == "Street-lighting cabinet"
         assert page.locator("#map-panel-values tbody tr").count() == len(scene.fault.tags)
         fault_row = page.locator("#map-panel-values tbody tr", has_text="fault")
-        assert "true" in fault_row.inner_text()
+        assert "vrai" in fault_row.inner_text()
         href = page.locator("#map-panel-trend").get_attribute("href")
         assert href == "/trends?tag=" + scene.fault.tag("power_kw")
         page.screenshot(path=artifact("hmi-map-panel.png"))
@@ -533,9 +534,11 @@ def test_map_groups_markers_coloured_by_their_most_urgent_member(
         dot = red.locator("[data-count]")
         assert STATE_COLOURS["fault"] in _rgb_to_hex(dot.evaluate("d => d.style.background"))
         red.hover()
-        tip = page.locator(".leaflet-tooltip", has_text="assets:")
+        tip = page.locator(".leaflet-tooltip", has_text="équipements :")
         tip.wait_for(timeout=5_000)
-        assert "1 Fault" in tip.inner_text() and f"{dot.inner_text()} assets" in tip.inner_text()
+        assert (
+            "1 Défaut" in tip.inner_text() and f"{dot.inner_text()} équipements" in tip.inner_text()
+        )
         page.screenshot(path=artifact("hmi-map-clusters.png"))
 
         # A fault far from the first one turns its own group red, in place.
