@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from beffroi.alerts.config import AlarmsConfig, journal_path
 from beffroi.alerts.engine import AlarmEngine
 from beffroi.alerts.journal import Journal, to_csv
-from beffroi.i18n import in_locale
 from beffroi.alerts.performance import alarm_performance
 from beffroi.alerts.service import AlarmService
 from beffroi.alerts.state import AlarmState
@@ -23,6 +22,7 @@ from beffroi.app.config import load_config
 from beffroi.cli import app
 from beffroi.core.model import Sample
 from beffroi.core.register import build_register
+from beffroi.i18n import in_locale
 from tests.conftest import ROOT
 
 T0 = datetime(2025, 6, 2, 8, 0, tzinfo=UTC)

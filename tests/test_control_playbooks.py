@@ -95,7 +95,7 @@ async def test_accident_playbook_runs_and_rolls_back_on_the_equipment(
         # The lighting schedule leaves the cabinets the playbook holds alone.
         held = {tag for _, tag, _, _ in lighting.due(scene.control.clock())}
         assert scene.tag("LC-T1", "dimming_pct") not in held
-        with pytest.raises(ControlError, match="is done"):
+        with pytest.raises(ControlError, match="est terminée"):
             engine.begin(SUPERVISOR, run.id)
 
         await engine.rollback(SUPERVISOR, engine.begin_rollback(SUPERVISOR, run.id))
@@ -128,7 +128,7 @@ async def test_email_step_waits_in_the_outbox_while_smtp_is_down(demo_config, tm
         engine = scene.control.playbooks
         run = engine.preview(SUPERVISOR, "accident", 47.40, 5.20, place="route de Gray")
         assert [len(s.commands) for s in run.steps] == [0, 0, 0, 0]
-        assert run.steps[0].note == "no info_panel within 1000 m"
+        assert run.steps[0].note == "aucun équipement info_panel à moins de 1\u202f000 m"
         await engine.execute(SUPERVISOR, engine.begin(SUPERVISOR, run.id))
         assert [s.status for s in run.steps] == ["skipped", "skipped", "skipped", "queued"]
         assert scene.control.mailer.outbox.pending() == 1
@@ -184,7 +184,7 @@ async def test_a_run_cut_by_a_failover_is_taken_over_and_rolled_back(
             assert b.playbooks is not None and b.setpoints is not None
             taken = b.playbooks.get(run.id)
             assert taken is not None and taken.state == "stopped"
-            assert "interrupted" in taken.log[-1]
+            assert "interrompu" in taken.log[-1]
             assert b.setpoints.held(panel) is not None  # the schedules keep off it
             await b.playbooks.rollback(SUPERVISOR, b.playbooks.begin_rollback(SUPERVISOR, run.id))
             assert taken.state == "rolled_back"

@@ -127,7 +127,7 @@ async def test_a_bollard_takes_one_command_per_10_s(demo_config, tmp_path) -> No
         sel = scene.control.select(OPERATOR, tag)
         too_soon = await scene.control.setpoints.operate(OPERATOR, sel.id, not first, "again")
         assert too_soon.status is WriteStatus.REFUSED and too_soon.rule == "rate"
-        assert "wait 6 s" in too_soon.detail and scene.value("BO-T1", "raised") is first
+        assert "attendez 6 s" in too_soon.detail and scene.value("BO-T1", "raised") is first
         clock.advance(6)
         sel = scene.control.select(OPERATOR, tag)
         later = await scene.control.setpoints.operate(OPERATOR, sel.id, not first, "again")
@@ -235,7 +235,7 @@ async def test_commands_outside_the_users_communes_are_refused(demo_config, tmp_
         try:
             scene.control.select(TALANT_OPERATOR, scene.tag("TC-T1", "plan"))
         except ControlError as exc:
-            assert "outside paul's communes" in exc.reason
+            assert "hors des communes de paul" in exc.reason
         else:
             raise AssertionError("a Dijon controller was selected by Talant's operator")
         sel = scene.control.select(TALANT_OPERATOR, scene.tag("TC-T5", "plan"))
@@ -258,7 +258,7 @@ async def test_the_standby_of_a_pair_sends_no_command_and_one_fenced_midway_neit
         setpoints.acting = lambda: False
         result = await setpoints.command(OPERATOR, tag, 3, "test standby")
         assert result.status is WriteStatus.REFUSED and result.rule == "standby"
-        assert "active node" in result.detail
+        assert "nœud actif" in result.detail
         # Acting at the first check, no longer at the second (the lease ran out meanwhile).
         answers = iter([True, False])
         setpoints.acting = lambda: next(answers)

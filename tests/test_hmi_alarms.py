@@ -157,7 +157,7 @@ async def test_console_acknowledges_with_comment_within_scope(
         panel = _panel(sup, server.url, dijon.id)
         assert (
             "map-panel-alarms" in panel
-            and "P1 · Traffic lights fault · active, non acquittée" in panel
+            and "P1 · Défaut feux tricolores · active, non acquittée" in panel
         )
         assert "map-panel-spark" in panel
 

@@ -400,7 +400,7 @@ def test_reports_are_triaged_within_the_users_communes(site: Site) -> None:
     said, _ = _said(site, "op", _triage("join", spam, join="3"), "iv-report-feedback")
     assert said.startswith("Donnez le n°")
     said, _ = _said(site, "op", _triage("reject", spam, why="x" * 5000), "iv-report-feedback")
-    assert said.startswith("Refusé : motif: at most")
+    assert said.startswith("Refusé : motif : 500 caractères au maximum")
     said, _ = _said(site, "op", _triage("reject", spam, why="publicité"), "iv-report-feedback")
     assert said == f"Signalement n° {spam} rejeté."
     [rejected] = site.actions("report.reject").to_dict("records")
@@ -479,7 +479,7 @@ def test_interventions_are_merged_assigned_moved_noted_and_given_field_links(sit
     said, _ = _said(site, "op", _act("add-note", [a], note="  "), "iv-grid-feedback")
     assert said == "Écrivez d'abord la note."
     said, _ = _said(site, "op", _act("add-note", [a], note="a\x00b"), "iv-grid-feedback")
-    assert said.startswith("Refusé : note: control characters")
+    assert said.startswith("Refusé : note : caractères de contrôle")
     said, _ = _said(site, "op", _act("add-note", [a], note="Câble sectionné"), "iv-grid-feedback")
     assert said == "Note ajoutée à 1 intervention(s)."
 
@@ -745,7 +745,7 @@ def test_operators_open_interventions_from_an_alarm_an_asset_a_place_or_by_hand(
         assert said == expected
         assert "iv-done-new" not in out and "iv-new-title" not in out  # the form kept
     said, _ = _said(site, "op", _new(title="x" * 300, commune="dijon"), "iv-new-feedback")
-    assert said.startswith("Refusé : titre: at most 200")
+    assert said.startswith("Refusé : titre : 200 caractères au maximum")
 
     # Past the user's communes (an asset, an alarm, a commune) and for viewers: refused.
     assert site.call("sup-talant", _new(title="x", asset=dijon.id))[0] == 403

@@ -90,7 +90,7 @@ API_CASES = [
     ("GET", f"{Q}?tag=dijon/LC-0001/power_kw&max_points=abc", None, "max_points"),
     ("GET", f"{Q}?tag=dijon/LC-0001/power_kw&max_points=100000000000", None, "max_points"),
     ("GET", Q, None, "tag parameters"),
-    ("GET", f"{Q}?tag={'x' * 10_000}", None, "variable : 200 caractères au maximum"),
+    ("GET", f"{Q}?tag={'x' * 10_000}", None, "tag : 200 caractères au maximum"),
     ("GET", f"{Q}?tag=dijon/LC-0001/power_kw&every=0s&agg=mean", None, "width"),
     ("GET", f"{Q}?tag=dijon/LC-0001/power_kw&every=99999999999999d&agg=mean", None, "wide"),
     ("GET", f"{Q}?tag=dijon/LC-0001/power_kw&every=1h&agg=drop", None, "aggregate"),
@@ -282,9 +282,9 @@ def test_logins_and_accounts_are_bounded(gateway, tmp_path: Path) -> None:
     store = UserStore(tmp_path / "users.duckdb")
     try:
         for name in ("a\x00b", "x" * 65, "a b", "<script>"):
-            with pytest.raises(UserError, match="user name"):
+            with pytest.raises(UserError, match="nom d'utilisateur"):
                 store.add(name, "long enough password", "viewer", ["*"])
-        with pytest.raises(UserError, match="too long"):
+        with pytest.raises(UserError, match="trop long"):
             store.add("marie", "p" * 2000, "viewer", ["*"])
         assert store.add("léa.martin-2", "long enough password", "viewer", ["*"]).name
     finally:

@@ -91,6 +91,8 @@ def check_range(spec: TagSpec, value: Value, step: float | None) -> None:
 
 def _g(x: float) -> str:
     """Format a setpoint value the locale's way, with the decimals it has ("2,5", "9")."""
+    if "e" in f"{x:g}":  # a huge or tiny number: babel's decimals refuse some, round others
+        return f"{x:g}"
     return fmt_number(x, _decimals(x))
 
 

@@ -41,20 +41,25 @@ FIELD_NAMES = (
 )
 
 
+def _field(what: str) -> str:
+    """Name a checked field in the user's language; API parameters keep their own names."""
+    return _(what) if what in FIELD_NAMES else what
+
+
 def check_text(value: object, what: str, limit: int) -> str:
     """Return `value` if it is text within `limit` characters without control characters."""
     if not isinstance(value, str):
         raise ValueError(
             _("%(what)s: expected text, got %(type)s")
-            % {"what": _(what), "type": type(value).__name__}
+            % {"what": _field(what), "type": type(value).__name__}
         )
     if len(value) > limit:
         raise ValueError(
             _("%(what)s: at most %(limit)s characters (got %(n)s)")
-            % {"what": _(what), "limit": fmt_number(limit), "n": fmt_number(len(value))}
+            % {"what": _field(what), "limit": fmt_number(limit), "n": fmt_number(len(value))}
         )
     if _CONTROL.search(value):
-        raise ValueError(_("%(what)s: control characters are not allowed") % {"what": _(what)})
+        raise ValueError(_("%(what)s: control characters are not allowed") % {"what": _field(what)})
     return value
 
 
@@ -71,11 +76,11 @@ def check_count(value: object, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(
             _("%(what)s: expected a whole number, got %(value)s")
-            % {"what": _(what), "value": repr(value)}
+            % {"what": _field(what), "value": repr(value)}
         )
     if not low <= value <= high:
         raise ValueError(
             _("%(what)s: expected %(low)s to %(high)s, got %(value)s")
-            % {"what": _(what), "low": low, "high": high, "value": value}
+            % {"what": _field(what), "low": low, "high": high, "value": value}
         )
     return value

@@ -25,6 +25,7 @@ from beffroi.core.register import Register
 from beffroi.core.seams import Historian
 from beffroi.hmi.auth import LoginThrottle, install_auth, sees, session_secret
 from beffroi.hmi.basemap import register_basemap
+from beffroi.hmi.components.history_banner import history_banner
 from beffroi.hmi.config import HmiSite
 from beffroi.hmi.context import HmiContext, get_context, set_context
 from beffroi.hmi.figures import DISPLAY_TZ
@@ -107,6 +108,7 @@ def _shell(cfg: HmiSite) -> html.Div:
                     _user_badge(),
                 ],
             ),
+            history_banner(cfg),  # a demo's simulated past, said on every page
             dcc.Interval(id="shell-interval", interval=2000),
             _words(),
             html.Main(dash.page_container, className="shell-main"),

@@ -6,12 +6,11 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from babel.numbers import format_decimal
 from dash import html
 
 from beffroi.core.model import Quality
 from beffroi.hmi.figures import DISPLAY_TZ, quality_name
-from beffroi.i18n import N_, _, current_locale, fmt_number, fmt_time
+from beffroi.i18n import N_, _, fmt_exact, fmt_number, fmt_time
 
 # Status codes of commands and steps, and states of runs, translated where shown.
 STATUS_LABELS = {
@@ -84,7 +83,7 @@ def show(value: Any, unit: str = "") -> str:
         return _("yes") if value else _("no")
     if isinstance(value, float):
         # Up to six decimals, the locale's separators: what the operator may type back.
-        value = format_decimal(value, format="#,##0.######", locale=current_locale())
+        value = fmt_exact(value)
     return f"{value} {unit}".strip() if unit else str(value)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import decimal
 import gettext as _stdlib_gettext
 import math
 from collections.abc import Callable, Iterator
@@ -116,7 +117,21 @@ def fmt_number(x: float | None, decimals: int = 0) -> str:
     if x is None or _missing(float(x)):
         return MISSING
     pattern = "#,##0" + ("." + "0" * decimals if decimals > 0 else "")
-    return numbers.format_decimal(x, format=pattern, locale=current_locale())
+    return _decimal(x, pattern)
+
+
+def fmt_exact(x: float | None) -> str:
+    """Format a number with up to six decimals, as a user may type it back ("12,5")."""
+    if x is None or _missing(float(x)):
+        return MISSING
+    return _decimal(x, "#,##0.######")
+
+
+def _decimal(x: float, pattern: str) -> str:
+    try:
+        return numbers.format_decimal(x, format=pattern, locale=current_locale())
+    except decimal.InvalidOperation:  # beyond the decimal context's precision, e.g. -1e308
+        return numbers.format_scientific(x, locale=current_locale())
 
 
 def fmt_percent(x: float | None, decimals: int = 0) -> str:

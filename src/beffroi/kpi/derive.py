@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,10 +31,30 @@ def values_from_sums(
     Coverage is over the whole period: hours not computed yet (the rest of today) count as
     not covered, so a day in progress shows how much of it is known.
     """
+    return _values(sums, kpis, params, resolution, start, period_hours)
+
+
+def hourly_values(
+    cells: pd.DataFrame, kpis: Iterable[KpiDef], params: Mapping[str, float]
+) -> pd.DataFrame:
+    """Return one row per (KPI, hour, scope) from hourly cells: every hour at once."""
+    return _values(cells, kpis, params, "hour", None, 1.0)
+
+
+def _values(
+    sums: pd.DataFrame,
+    kpis: Iterable[KpiDef],
+    params: Mapping[str, float],
+    resolution: Resolution,
+    start: datetime | None,
+    period_hours: float,
+) -> pd.DataFrame:
+    """Return KPI rows of one period (`start`), or of each row's `hour` when start is None."""
     rows: list[pd.DataFrame] = []
     if sums.empty:
         return pd.DataFrame(columns=VALUE_COLUMNS)
-    table = {c: g.set_index("scope") for c, g in sums.groupby("component", sort=False)}
+    key = "scope" if start is not None else ["hour", "scope"]
+    table = {c: g.set_index(key) for c, g in sums.groupby("component", sort=False)}
     for k in kpis:
         if resolution not in k.resolutions or any(c not in table for c in k.components):
             continue
@@ -56,13 +77,18 @@ def values_from_sums(
         if k.is_total:
             # A total with neither Good nor gap-filled input measured nothing: not 0 kWh.
             value = np.where((coverage > 0) | filled, value, np.nan)
+        if start is None:  # (hour, scope) pairs: each row's own hour, as aware UTC
+            period_start: Any = [aware(h) for h in scopes.get_level_values(0)]
+            scope_names = scopes.get_level_values(1).to_numpy()
+        else:
+            period_start, scope_names = start, scopes.to_numpy()
         rows.append(
             pd.DataFrame(
                 {
                     "kpi": k.name,
                     "resolution": resolution,
-                    "scope": scopes.to_numpy(),
-                    "period_start": start,
+                    "scope": scope_names,
+                    "period_start": period_start,
                     # Rounded (µWh, 1e-6 %) so exports print short numbers equal to the series.
                     "value": np.round(value, 6),
                     "coverage": np.round(np.minimum(coverage, 100.0), 6),
@@ -96,8 +122,7 @@ def period_values(
     if resolution == "hour":
         comps = sorted({c for k in wanted for c in k.components})
         cells = store.hourly(periods[0][0], periods[-1][1], comps)
-        for hour, g in cells.groupby("hour", sort=True):
-            frames.append(values_from_sums(g, wanted, params, "hour", aware(hour)))
+        frames.append(hourly_values(cells, wanted, params))
     else:
         for start, end in periods:
             sums = store.sums(start, end)

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 Events = Callable[[datetime, datetime], pd.DataFrame]
 LATE, HOLE, REQUESTED = "late data", "data hole closed", "recompute requested"
 SLICE_H = 24  # hours computed at once: bounds memory on long recomputations
+# A long recomputation of few assets (the demo's month) in week slices: each slice reads the
+# values carried in from before it again, which costs as much as a day's samples.
+LONG_SLICE_H = 7 * 24
 KEEP_DAYS = 70  # cells kept: a closed month can be summed again at its monthly close
 WARMUP_S = 20.0  # first computation after start
 
@@ -245,9 +248,18 @@ class KpiEngine:
         return self._compute(todo_from, limit, now, reasons, floor=window, t0=t0)
 
     def recompute(
-        self, start: datetime, end: datetime, progress: Callable[[int, int], None] | None = None
+        self,
+        start: datetime,
+        end: datetime,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        slice_h: int = SLICE_H,
     ) -> dict[str, Any]:
-        """Compute the hours of [start, end) again from raw data; record what changed."""
+        """Compute the hours of [start, end) again from raw data; record what changed.
+
+        `slice_h` hours are read and computed at once: longer slices read less (fewer carried
+        values), shorter ones hold fewer samples in memory; the values are the same.
+        """
         now = self.clock()
         a, b = floor_hour(start), min(floor_hour(end - timedelta(microseconds=1)) + HOUR,
                                       floor_hour(now) + HOUR)  # fmt: skip
@@ -256,7 +268,9 @@ class KpiEngine:
                     "changes": 0, "seconds": 0.0}  # fmt: skip
         with self._lock:
             self._sync_inputs()
-            return self._compute(a, b, now, {}, floor=a, progress=progress, default=REQUESTED)
+            return self._compute(
+                a, b, now, {}, floor=a, progress=progress, default=REQUESTED, slice_h=slice_h
+            )
 
     def _compute(
         self,
@@ -269,6 +283,7 @@ class KpiEngine:
         t0: float | None = None,
         progress: Callable[[int, int], None] | None = None,
         default: str = HOLE,
+        slice_h: int = SLICE_H,
     ) -> dict[str, Any]:
         t0 = time.monotonic() if t0 is None else t0
         before = self.store.hour_states(a - timedelta(days=32), b)
@@ -276,7 +291,7 @@ class KpiEngine:
         start, origin = a, a
         total = max(int((b - a) / HOUR), 1)
         while start < b:
-            end = min(start + SLICE_H * HOUR, b)
+            end = min(start + max(slice_h, 1) * HOUR, b)
             hole_from = self._slice(start, end, now)
             reopen = None
             if np.isfinite(hole_from):

@@ -29,6 +29,7 @@ from beffroi.core.csv_safe import CRLF, safe_cell
 from beffroi.core.model import Quality, utcnow
 from beffroi.core.register import Register
 from beffroi.hmi.auth import ensure_sees, sees
+from beffroi.hmi.components.history_banner import shade_simulated
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import DISPLAY_TZ, empty_figure, quality_name, trend_figure
 from beffroi.hmi.trend_data import trend_frame
@@ -332,6 +333,7 @@ def update_graph(
         held=held,
     )
     fig["layout"]["uirevision"] = "|".join(tags) + "|" + (range_key or DEFAULT_RANGE)
+    shade_simulated(fig, hmi.cfg, DISPLAY_TZ, (start, end))  # a demo's past is not measured
     text = status_text(stored, start, end)
     if zoom:
         text += " · " + _("zoomed: live follow paused (double-click the chart to return)")
