@@ -277,9 +277,17 @@ FRENCH_DATE = re.compile(r"^\d{2}/\d{2}/\d{4} \d{2}:\d{2}:\d{2}$")
 
 
 def _english_words() -> set[str]:
-    """Return the English messages whose French differs (shown as they are: a forgotten `_`)."""
+    """Return the English messages whose French differs (shown as they are: a forgotten `_`).
+
+    A word that is also the French of another message ("Parking": the French of "Car park",
+    the English of "Stationnement") proves nothing either way: left out.
+    """
+    fr = catalogue("fr")
+    french = {t for t in fr.values() if isinstance(t, str)}
     return {
-        m for m, t in catalogue("fr").items() if isinstance(m, str) and t != m and "%(" not in m
+        m
+        for m, t in fr.items()
+        if isinstance(m, str) and t != m and "%(" not in m and m not in french
     }
 
 

@@ -10,7 +10,7 @@ from dash import html
 
 from beffroi.core.model import Quality
 from beffroi.hmi.figures import DISPLAY_TZ, quality_name
-from beffroi.i18n import N_, _, fmt_exact, fmt_number, fmt_time
+from beffroi.i18n import N_, _, fmt_exact, fmt_number, fmt_quantity, fmt_time
 
 # Status codes of commands and steps, and states of runs, translated where shown.
 STATUS_LABELS = {
@@ -156,7 +156,7 @@ def _command_row(c: dict[str, Any], rolled: bool) -> html.Tr:
     cells = [
         html.Td(c["asset"]),
         html.Td(c["commune"]),
-        html.Td(f"{fmt_number(c['distance_m'])} m", className="num"),
+        html.Td(fmt_quantity(c["distance_m"], "m"), className="num"),
         html.Td(show(c["value"])),
         html.Td(show(c["previous"])),
         html.Td(status_text(c["status"]), className=f"st-{c['status']}"),

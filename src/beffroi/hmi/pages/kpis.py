@@ -71,7 +71,7 @@ LABELS = {
     "waste_early_pct": N_("Collections below the full threshold"),
 }
 UNITS = {"requests": N_("requests"), "collections": N_("collections")}
-DOMAINS = {"lighting": N_("lighting"), "buildings": N_("buildings")}
+DOMAINS = {"lighting": N_("Public lighting"), "buildings": N_("Buildings")}
 SHOWN = (
     "lighting_savings_pct",
     "lighting_progress_pct",
@@ -302,13 +302,23 @@ def month_figure(days: pd.DataFrame, target: float, tz: str) -> go.Figure:
         separators=_separators(),
         margin={"l": 55, "r": 55, "t": 30, "b": 40},
         legend={"orientation": "h", "y": -0.15},
-        xaxis={"type": "date", "tickformat": "%d/%m"},
+        # A label per day, under its bars (ticks at midnights, labels mid-period).
+        xaxis={
+            "type": "date",
+            "tickformat": "%d/%m",
+            "tick0": x[0],
+            "dtick": 86_400_000 * max(1, len(x) // 10),
+            "ticklabelmode": "period",
+        },
         yaxis={"title": {"text": "kWh"}, "rangemode": "tozero"},
         yaxis2={
             "title": {"text": _("savings %")},
             "overlaying": "y",
             "side": "right",
             "range": [0, 100],
+            "tickmode": "linear",
+            "tick0": 0,
+            "dtick": 20,
             "showgrid": False,
         },
     )
@@ -485,7 +495,6 @@ def layout(**_query: str) -> html.Div:
     """Render the KPIs page."""
     ctx = get_context()
     communes = commune_options(ctx.register.communes.values(), sees)
-    graph = {"displaylogo": False}
     return html.Div(
         className="system-page",
         children=[
@@ -510,7 +519,7 @@ def layout(**_query: str) -> html.Div:
             ),
             html.H2(_("Public lighting: savings against the baseline, last 30 days")),
             html.Div(id="kpis-month-headline"),
-            dcc.Graph(id="kpis-month", config=graph),
+            dcc.Graph(id="kpis-month", config={"displaylogo": False, "locale": current_locale()}),
             html.Div(
                 style={
                     "display": "flex",
@@ -532,9 +541,9 @@ def layout(**_query: str) -> html.Div:
             ),
             html.H2(_("Lighting savings by commune")),
             html.Div(id="kpis-lighting-headline"),
-            dcc.Graph(id="kpis-savings", config=graph),
+            dcc.Graph(id="kpis-savings", config={"displaylogo": False, "locale": current_locale()}),
             html.H2(_("Energy")),
-            dcc.Graph(id="kpis-energy", config=graph),
+            dcc.Graph(id="kpis-energy", config={"displaylogo": False, "locale": current_locale()}),
             html.H2(_("Availability")),
             html.Div(id="kpis-availability"),
             html.H2(_("Mobility, water and waste")),

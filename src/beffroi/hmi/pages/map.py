@@ -66,7 +66,7 @@ from beffroi.hmi.state import (
     vehicle_trails,
 )
 from beffroi.hmi.trend_data import trend_frame
-from beffroi.i18n import N_, _
+from beffroi.i18n import N_, _, current_locale
 
 dash.register_page(__name__, path="/", name="Map", title=lambda: "Beffroi — " + _("Map"), order=0)
 
@@ -392,7 +392,7 @@ def render_panel(asset_id: str | None, _n: int | None) -> list[Component] | html
             dcc.Graph(
                 id="map-panel-spark",
                 figure=sparkline(df, tag, hmi.register.tags[tag].unit, window, held),
-                config={"displayModeBar": False, "staticPlot": True},
+                config={"displayModeBar": False, "staticPlot": True, "locale": current_locale()},
             )
         )
     return children

@@ -23,7 +23,7 @@ from beffroi.hmi.synoptics import (
     signal_rows,
     synoptic,
 )
-from beffroi.i18n import _
+from beffroi.i18n import _, current_locale
 
 dash.register_page(
     __name__,
@@ -68,7 +68,7 @@ def layout(asset: str | None = None, **_query: str) -> html.Div:
                 children=[
                     dcc.Graph(
                         id="synoptic-graph",
-                        config={"displayModeBar": False},
+                        config={"displayModeBar": False, "locale": current_locale()},
                         className="synoptic-graph",
                     ),
                     html.Div(id="synoptic-signals", className="synoptic-signals"),

@@ -33,7 +33,7 @@ from beffroi.hmi.components.history_banner import shade_simulated
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import DISPLAY_TZ, empty_figure, quality_name, trend_figure
 from beffroi.hmi.trend_data import trend_frame
-from beffroi.i18n import N_, _, fmt_datetime, fmt_number, ngettext
+from beffroi.i18n import N_, _, current_locale, fmt_datetime, fmt_number, ngettext
 
 dash.register_page(
     __name__,
@@ -149,7 +149,7 @@ def layout(tag: str | list[str] | None = None, range: str | None = None, **_quer
                 id="trends-graph",
                 className="trends-graph",
                 figure=empty_figure(_("Loading…") if tags else _("Pick a tag to plot")),
-                config={"displaylogo": False},
+                config={"displaylogo": False, "locale": current_locale()},
             ),
             html.Div(id="trends-status", className="trends-status"),
             dcc.Interval(id="trends-interval", interval=REFRESH_MS),
