@@ -482,7 +482,7 @@ def test_map_in_browser_shows_states_legend_and_panel(
         )
         commune = scene.register.communes[scene.fault.commune].name
         assert page.locator("#map-panel-commune").inner_text() == commune
-        assert page.locator("#map-panel-class").inner_text() == "Street-lighting cabinet"
+        assert page.locator("#map-panel-class").inner_text() == "Armoire d'éclairage public"
         assert page.locator("#map-panel-values tbody tr").count() == len(scene.fault.tags)
         fault_row = page.locator("#map-panel-values tbody tr", has_text="fault")
         assert "vrai" in fault_row.inner_text()

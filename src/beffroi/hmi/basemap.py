@@ -272,10 +272,16 @@ def base_layers(cfg: HmiSite, map_id: str, communes: Sequence[Place]) -> list[Co
                     # Outlines only over real tiles; filled cells alone (no tiles) read as land.
                     hideout={"tiles": bool(tiles)},
                     interactive=False,
-                    attribution=_(SCHEMATIC_ATTRIBUTION),
                     pane=SCHEMATIC_PANE,
                 ),
-            )
+            ),
+            # dash-leaflet does not hand a GeoJSON layer's attribution to Leaflet: the schematic
+            # says what it is in a credit of its own, under the map's.
+            dl.AttributionControl(
+                id=f"{map_id}-schematic-credit",
+                position="bottomright",
+                prefix=_(SCHEMATIC_ATTRIBUTION),
+            ),
         ]
     if len(tiles) <= 1:
         return [*tiles, *schematic]

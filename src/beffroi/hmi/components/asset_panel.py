@@ -14,6 +14,7 @@ from dash.development.base_component import Component
 from beffroi.core.model import Asset, Quality, Sample
 from beffroi.core.register import Register
 from beffroi.hmi.components.alarm_states import state_name
+from beffroi.hmi.components.labels import domain_label
 from beffroi.hmi.config import HmiSite
 from beffroi.hmi.figures import trend_figure
 from beffroi.hmi.state import STATE_COLOURS, STATE_LABELS, alarm_marks, asset_state
@@ -137,11 +138,11 @@ def asset_panel(
         ),
         html.Div(
             [
-                html.Span(cls.label if cls else asset.asset_class, id="map-panel-class"),
+                html.Span(_(cls.label) if cls else asset.asset_class, id="map-panel-class"),
                 " · ",
                 html.Span(commune.name if commune else asset.commune, id="map-panel-commune"),
                 " · ",
-                html.Span(asset.domain),
+                html.Span(domain_label(asset.domain)),
             ],
             className="map-panel-meta",
         ),

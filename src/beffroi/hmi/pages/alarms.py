@@ -20,6 +20,7 @@ from beffroi.core.model import utcnow
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
 from beffroi.hmi.components.alarm_states import state_name
 from beffroi.hmi.components.communes import commune_options
+from beffroi.hmi.components.grids import grid_options
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import DISPLAY_TZ
 from beffroi.i18n import N_, _, fmt_datetime, ngettext
@@ -141,7 +142,7 @@ def layout(**_query: str) -> html.Div:
                 columnDefs=translated(ACTIVE_COLUMNS),
                 rowData=[],
                 getRowId="params.data.alarm_id",
-                dashGridOptions={"rowSelection": "multiple", "animateRows": False},
+                dashGridOptions=grid_options(rowSelection="multiple", animateRows=False),
                 style={"height": "45vh"},
             ),
             html.H3(_("History")),

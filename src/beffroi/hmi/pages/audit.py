@@ -18,6 +18,7 @@ from dash.exceptions import PreventUpdate
 from beffroi.control.audit import AuditLog
 from beffroi.core.model import utcnow
 from beffroi.hmi.auth import current, ensure_may, sees
+from beffroi.hmi.components.grids import grid_options
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import DISPLAY_TZ
 from beffroi.i18n import N_, _, fmt_datetime, fmt_number
@@ -115,7 +116,7 @@ def layout(**_query: str) -> html.Div:
                 columnDefs=columns(),
                 rowData=[],
                 style={"height": "70vh"},
-                dashGridOptions={"animateRows": False},
+                dashGridOptions=grid_options(animateRows=False),
             ),
             dcc.Download(id="audit-download"),
         ],

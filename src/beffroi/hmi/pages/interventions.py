@@ -1,7 +1,7 @@
 """Interventions: residents' reports to triage, the work orders of the user's communes, and
 what supervisors do with them (create, join, reject, merge, assign, move, note, field links);
 a form opens one from an alarm, an asset, a place or by hand (prefilled from `?alarm=`,
-`?asset=`, `?lat=&lon=`), and "Mon équipe" lists only the interventions of the user's teams.
+`?asset=`, `?lat=&lon=`), and "My team" lists only the interventions of the user's teams.
 
 Every change goes through `InterventionService`, which stores and audits it; this page checks
 the user's role and communes first, against the store's records (never the browser's), and
@@ -34,23 +34,26 @@ from beffroi.hmi.intervention_views import (
     DOMAIN_LABELS,
     MOVE_TARGETS,
     PRIORITY_LABELS,
-    REPORT_STATE_LABELS,
     alarm_option,
     alarm_title,
     coordinate,
+    domain_label,
     domain_of,
     french_error,
     intervention_detail,
     local_time,
     may_act,
+    priority_label,
     priority_of,
     report_detail,
+    report_state,
     selected_ids,
     summary,
     teams_of,
     triage_data,
 )
 from beffroi.hmi.users import User
+from beffroi.i18n import N_, _
 from beffroi.interventions.model import STATE_LABELS, Intervention, Via
 from beffroi.interventions.service import NOTE_MAX, InterventionError, InterventionService
 
@@ -58,7 +61,7 @@ dash.register_page(
     __name__,
     path="/interventions",
     name="Interventions",
-    title="Beffroi — Interventions",
+    title=lambda: "Beffroi — " + _("Interventions"),
     order=4,
 )
 
@@ -84,33 +87,42 @@ PRIORITY_STYLE = {
 GRID_COLUMNS: list[dict[str, Any]] = [
     {
         "field": "id",
-        "headerName": "n°",
+        "headerName": N_("no."),
         "width": 95,
         "checkboxSelection": True,
         "headerCheckboxSelection": True,
     },
     {"field": "priority", "headerName": "P", "width": 65, "cellStyle": PRIORITY_STYLE},
-    {"field": "state", "headerName": "état", "width": 120},
-    {"field": "title", "headerName": "titre", "flex": 1, "minWidth": 260},
-    {"field": "commune", "headerName": "commune", "width": 140},
-    {"field": "domain", "headerName": "domaine", "width": 120},
-    {"field": "team", "headerName": "équipe", "width": 120},
-    {"field": "created", "headerName": "créée le", "width": 150},
-    {"field": "alarms", "headerName": "alarmes", "width": 95},
-    {"field": "reports", "headerName": "signalements", "width": 120},
+    {"field": "state", "headerName": N_("state"), "width": 120},
+    {"field": "title", "headerName": N_("title"), "flex": 1, "minWidth": 260},
+    {"field": "commune", "headerName": N_("commune"), "width": 140},
+    {"field": "domain", "headerName": N_("domain"), "width": 120},
+    {"field": "team", "headerName": N_("team"), "width": 120},
+    {"field": "created", "headerName": N_("created on"), "width": 150},
+    {"field": "alarms", "headerName": N_("alarms"), "width": 95},
+    {"field": "reports", "headerName": N_("reports"), "width": 120},
 ]
 REPORT_COLUMNS: list[dict[str, Any]] = [
-    {"field": "id", "headerName": "n°", "width": 80},
-    {"field": "created", "headerName": "reçu le", "width": 150},
-    {"field": "category", "headerName": "catégorie", "width": 230},
-    {"field": "commune", "headerName": "commune", "width": 130},
-    {"field": "address", "headerName": "adresse", "width": 200},
-    {"field": "text", "headerName": "description", "flex": 1, "minWidth": 220},
-    {"field": "assets", "headerName": "équipements proches", "width": 170},
-    {"field": "alarms", "headerName": "alarmes", "width": 90},
-    {"field": "duplicate", "headerName": "doublon de", "width": 110},
+    {"field": "id", "headerName": N_("no."), "width": 80},
+    {"field": "created", "headerName": N_("received on"), "width": 150},
+    {"field": "category", "headerName": N_("category"), "width": 230},
+    {"field": "commune", "headerName": N_("commune"), "width": 130},
+    {"field": "address", "headerName": N_("address"), "width": 200},
+    {"field": "text", "headerName": N_("description"), "flex": 1, "minWidth": 220},
+    {"field": "assets", "headerName": N_("nearby assets"), "width": 170},
+    {"field": "alarms", "headerName": N_("alarms"), "width": 90},
+    {"field": "duplicate", "headerName": N_("duplicate of"), "width": 110},
 ]
 DEFAULT_COL = {"sortable": True, "resizable": True, "filter": True}
+
+
+def _columns(columns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return a grid's columns with their headers in the user's language ("P" stays)."""
+    return [
+        {**c, "headerName": _(c["headerName"])} if c["headerName"] != "P" else c for c in columns
+    ]
+
+
 _Out = str | NoUpdate
 
 
@@ -181,13 +193,14 @@ def _stamp() -> str:
 
 
 def _text(value: object, what: str, limit: int) -> str:
-    """Return a form's text, stripped; raise ValueError in French when out of bounds."""
+    """Return a form's text, stripped; raise ValueError in the user's language when out of
+    bounds (`what`: a field `check_text` names, or a name already translated)."""
     if value is None:
         return ""
     try:
         return check_text(value, what, limit).strip()
     except ValueError as exc:
-        raise ValueError(f"Refusé : {exc}.") from None
+        raise ValueError(_("Refused: %(error)s.") % {"error": exc}) from None
 
 
 def _alarm_views(service: InterventionService) -> list[dict[str, Any]]:
@@ -241,18 +254,20 @@ def _triage_section(acts: bool, playbook: bool) -> html.Section:
         className="iv-row",
         hidden=not acts,
         children=[
-            html.Button("Créer une intervention", id="iv-create", n_clicks=0),
+            html.Button(_("Create an intervention"), id="iv-create", n_clicks=0),
             dcc.Input(
                 id="iv-join-id",
                 type="number",
                 min=1,
                 step=1,
-                placeholder="n° d'intervention",
+                placeholder=_("intervention no."),
                 className="iv-number",
             ),
-            html.Button("Joindre à", id="iv-join", n_clicks=0),
-            dcc.Input(id="iv-reject-why", placeholder="Motif du rejet", className="iv-wide"),
-            html.Button("Rejeter", id="iv-reject", n_clicks=0),
+            html.Button(_("Join to"), id="iv-join", n_clicks=0),
+            dcc.Input(
+                id="iv-reject-why", placeholder=_("Reason for rejection"), className="iv-wide"
+            ),
+            html.Button(_("Reject"), id="iv-reject", n_clicks=0),
         ],
     )
     accident = html.Div(
@@ -265,14 +280,17 @@ def _triage_section(acts: bool, playbook: bool) -> html.Section:
                 children=[
                     dcc.Input(
                         id="iv-accident-place",
-                        placeholder="Lieu (affiché sur les panneaux)",
+                        placeholder=_("Place (shown on the signs)"),
                         className="iv-wide",
                     ),
-                    html.Button("Plan accident ici…", id="iv-accident-preview", n_clicks=0),
+                    html.Button(_("Accident plan here…"), id="iv-accident-preview", n_clicks=0),
                     html.Button(
-                        "Lancer le plan accident", id="iv-accident-go", n_clicks=0, disabled=True
+                        _("Start the accident plan"),
+                        id="iv-accident-go",
+                        n_clicks=0,
+                        disabled=True,
                     ),
-                    dcc.Link("Page Contrôle", href="/control", className="iv-link"),
+                    dcc.Link(_("Control page"), href="/control", className="iv-link"),
                 ],
             ),
             html.Div(id="iv-accident-feedback", className="iv-feedback"),
@@ -283,19 +301,17 @@ def _triage_section(acts: bool, playbook: bool) -> html.Section:
     return html.Section(
         className="iv-triage",
         children=[
-            html.H3("Signalements à trier"),
+            html.H3(_("Reports to triage")),
             dag.AgGrid(
                 id="iv-reports",
                 rowData=[],
-                columnDefs=REPORT_COLUMNS,
+                columnDefs=_columns(REPORT_COLUMNS),
                 getRowId="params.data.id + ''",
                 dashGridOptions={"rowSelection": "single", "animateRows": False},
                 defaultColDef=DEFAULT_COL,
                 style={"height": "28vh"},
             ),
-            html.Div(
-                "Sélectionnez un signalement.", id="iv-report-detail", className="iv-detail-box"
-            ),
+            html.Div(_("Select a report."), id="iv-report-detail", className="iv-detail-box"),
             actions,
             html.Div(id="iv-report-feedback", className="iv-feedback"),
             # Shown for accident reports to those who may run playbooks.
@@ -324,7 +340,9 @@ def _prefill(
         views = _alarm_views(service)
         view = next((v for v in views if v["alarm_id"] == alarm and user.sees(v["commune"])), None)
         if view is None:
-            return values, f"L'alarme {alarm[:ASSET_ID_MAX]} ne demande plus d'attention ici."
+            return values, _("Alarm %(alarm)s no longer needs attention here.") % {
+                "alarm": alarm[:ASSET_ID_MAX]
+            }
         values.update(
             alarm=alarm,
             title=alarm_title(view)[:TITLE_MAX],
@@ -334,19 +352,21 @@ def _prefill(
         )
         linked = service.store.open_for(alarm=alarm)
         if linked is not None:
-            said = f"Cette alarme est déjà liée à l'intervention n° {linked}."
+            said = _("This alarm is already linked to intervention no. %(id)s.") % {"id": linked}
     elif isinstance(asset, str) and asset:
         found = get_context().register.assets.get(asset)
         if found is None or not user.sees(found.commune):
-            return values, f"Équipement inconnu ou hors de vos communes : {asset[:ASSET_ID_MAX]}."
+            return values, _("Unknown asset or outside your communes: %(asset)s.") % {
+                "asset": asset[:ASSET_ID_MAX]
+            }
         values.update(asset=found.id, commune=found.commune, domain=found.domain)
         linked = service.store.open_for(asset=found.id)
         if linked is not None:
-            said = f"Cet équipement a déjà l'intervention n° {linked} en cours."
+            said = _("This asset already has intervention no. %(id)s under way.") % {"id": linked}
     elif lat is not None or lon is not None:
         try:
-            values.update(lat=coordinate(lat, "la latitude", 90))
-            values.update(lon=coordinate(lon, "la longitude", 180))
+            values.update(lat=coordinate(lat, _("the latitude"), 90))
+            values.update(lon=coordinate(lon, _("the longitude"), 180))
         except ValueError as exc:
             said = str(exc)
     return values, said
@@ -357,22 +377,22 @@ def _new_section(
 ) -> html.Details:
     """Return the form that opens an intervention from an alarm, an asset, a place or by hand."""
     choices = _alarm_choices(service, user)
-    priorities = [{"label": label, "value": p} for p, label in PRIORITY_LABELS.items()]
-    domains = [{"label": label, "value": d} for d, label in DOMAIN_LABELS.items()]
+    priorities = [{"label": priority_label(p), "value": p} for p in PRIORITY_LABELS]
+    domains = [{"label": domain_label(d), "value": d} for d in DOMAIN_LABELS]
     teams = [{"label": t, "value": t} for t in service.teams]
     return html.Details(
         id="iv-new",
         open=opened,
         className="iv-new",
         children=[
-            html.Summary("Nouvelle intervention"),
+            html.Summary(_("New intervention")),
             html.Div(
                 className="iv-row",
                 children=[
                     dcc.Input(
                         id="iv-new-title",
                         value=values["title"],
-                        placeholder="Titre (vide : celui de l'alarme)",
+                        placeholder=_("Title (empty: the alarm's)"),
                         maxLength=TITLE_MAX,
                         className="iv-wide",
                     ),
@@ -380,7 +400,7 @@ def _new_section(
                         id="iv-new-commune",
                         options=_my_communes(user),
                         value=values["commune"],
-                        placeholder="Commune",
+                        placeholder=_("Commune"),
                         className="iv-pick",
                     ),
                     dcc.Dropdown(
@@ -393,14 +413,14 @@ def _new_section(
                     dcc.Dropdown(
                         id="iv-new-team",
                         options=teams,
-                        placeholder="Équipe (facultatif)",
+                        placeholder=_("Team (optional)"),
                         className="iv-pick",
                     ),
                     dcc.Dropdown(
                         id="iv-new-domain",
                         options=domains,
                         value=values["domain"],
-                        placeholder="Domaine",
+                        placeholder=_("Domain"),
                         className="iv-pick",
                     ),
                 ],
@@ -412,18 +432,18 @@ def _new_section(
                         id="iv-new-alarm",
                         options=choices,
                         value=values["alarm"],
-                        placeholder="Depuis une alarme à traiter",
+                        placeholder=_("From an alarm to handle"),
                         className="iv-pick-wide",
                     ),
-                    html.Span("ou", className="iv-or"),
+                    html.Span(_("or"), className="iv-or"),
                     dcc.Input(
                         id="iv-new-asset",
                         value=values["asset"],
-                        placeholder="un équipement (identifiant)",
+                        placeholder=_("an asset (id)"),
                         maxLength=ASSET_ID_MAX,
                         className="iv-asset",
                     ),
-                    html.Span("ou un lieu", className="iv-or"),
+                    html.Span(_("or a place"), className="iv-or"),
                     dcc.Input(
                         id="iv-new-lat",
                         type="number",
@@ -431,7 +451,7 @@ def _new_section(
                         max=90,
                         step="any",
                         value=values["lat"],
-                        placeholder="latitude",
+                        placeholder=_("latitude"),
                         className="iv-coord",
                     ),
                     dcc.Input(
@@ -441,16 +461,18 @@ def _new_section(
                         max=180,
                         step="any",
                         value=values["lon"],
-                        placeholder="longitude",
+                        placeholder=_("longitude"),
                         className="iv-coord",
                     ),
-                    html.Button("Créer l'intervention", id="iv-new-create", n_clicks=0),
+                    html.Button(_("Create the intervention"), id="iv-new-create", n_clicks=0),
                 ],
             ),
             html.P(
-                "Une alarme ou un équipement donne la commune, le domaine et le lieu ; sinon,"
-                " choisissez la commune et le domaine. Avec une équipe, l'intervention lui est"
-                " affectée et l'équipe prévenue.",
+                _(
+                    "An alarm or an asset gives the commune, the domain and the place; otherwise,"
+                    " choose the commune and the domain. With a team, the intervention is"
+                    " assigned to it and the team told."
+                ),
                 className="iv-hint",
             ),
             html.Div(said, id="iv-new-feedback", className="iv-feedback"),
@@ -462,22 +484,22 @@ def _new_section(
 def _grid_section(acts: bool, service: InterventionService, mine: list[str]) -> html.Section:
     """Return the interventions grid, the actions on its selection and the detail panel."""
     teams = [{"label": t, "value": t} for t in service.teams]
-    states = [{"label": STATE_LABELS[s], "value": str(s)} for s in MOVE_TARGETS]
+    states = [{"label": _(STATE_LABELS[s]), "value": str(s)} for s in MOVE_TARGETS]
     actions = html.Div(
         hidden=not acts,
         children=[
             html.Div(
                 className="iv-row",
                 children=[
-                    html.Button("Fusionner", id="iv-merge", n_clicks=0),
+                    html.Button(_("Merge"), id="iv-merge", n_clicks=0),
                     dcc.Dropdown(
-                        id="iv-team", options=teams, placeholder="Équipe", className="iv-pick"
+                        id="iv-team", options=teams, placeholder=_("Team"), className="iv-pick"
                     ),
-                    html.Button("Affecter à", id="iv-assign", n_clicks=0),
+                    html.Button(_("Assign to"), id="iv-assign", n_clicks=0),
                     dcc.Dropdown(
-                        id="iv-state", options=states, placeholder="État", className="iv-pick"
+                        id="iv-state", options=states, placeholder=_("State"), className="iv-pick"
                     ),
-                    html.Button("Changer d'état", id="iv-move", n_clicks=0),
+                    html.Button(_("Change state"), id="iv-move", n_clicks=0),
                 ],
             ),
             html.Div(
@@ -485,24 +507,24 @@ def _grid_section(acts: bool, service: InterventionService, mine: list[str]) -> 
                 children=[
                     dcc.Textarea(
                         id="iv-note",
-                        placeholder="Note (jointe aussi à un changement d'état)",
+                        placeholder=_("Note (also attached to a change of state)"),
                         className="iv-note-input",
                     ),
-                    html.Button("Ajouter la note", id="iv-add-note", n_clicks=0),
+                    html.Button(_("Add the note"), id="iv-add-note", n_clicks=0),
                 ],
             ),
             html.Div(
                 className="iv-row",
                 children=[
-                    html.Button("Lien terrain", id="iv-field-link", n_clicks=0),
-                    html.Button("Révoquer les liens", id="iv-revoke", n_clicks=0),
+                    html.Button(_("Field link"), id="iv-field-link", n_clicks=0),
+                    html.Button(_("Revoke the links"), id="iv-revoke", n_clicks=0),
                     dcc.Input(
                         id="iv-link",
                         readOnly=True,
-                        placeholder="Le lien à transmettre à l'équipe",
+                        placeholder=_("The link to pass on to the team"),
                         className="iv-link-url",
                     ),
-                    dcc.Clipboard(target_id="iv-link", title="Copier le lien"),
+                    dcc.Clipboard(target_id="iv-link", title=_("Copy the link")),
                 ],
             ),
         ],
@@ -513,12 +535,12 @@ def _grid_section(acts: bool, service: InterventionService, mine: list[str]) -> 
             html.Div(
                 className="iv-row",
                 children=[
-                    html.H3("Interventions"),
+                    html.H3(_("Interventions")),
                     dcc.RadioItems(
                         id="iv-open-only",
                         options=[
-                            {"label": "En cours", "value": "open"},
-                            {"label": "Toutes", "value": "all"},
+                            {"label": _("Under way"), "value": "open"},
+                            {"label": _("Open and closed"), "value": "all"},
                         ],
                         value="open",
                         inline=True,
@@ -527,13 +549,14 @@ def _grid_section(acts: bool, service: InterventionService, mine: list[str]) -> 
                     html.Span(
                         dcc.Checklist(
                             id="iv-my-team",
-                            options=[{"label": "Mon équipe", "value": "mine"}],
+                            options=[{"label": _("My team"), "value": "mine"}],
                             value=[],
                             inline=True,
                         ),
                         id="iv-my-team-box",
                         hidden=not mine,
-                        title="Seulement les interventions de : " + ", ".join(mine),
+                        title=_("Only the interventions of: %(teams)s")
+                        % {"teams": ", ".join(mine)},
                         className="iv-switch",
                     ),
                 ],
@@ -541,7 +564,7 @@ def _grid_section(acts: bool, service: InterventionService, mine: list[str]) -> 
             dag.AgGrid(
                 id="iv-grid",
                 rowData=[],
-                columnDefs=GRID_COLUMNS,
+                columnDefs=_columns(GRID_COLUMNS),
                 getRowId="params.data.id + ''",
                 dashGridOptions={"rowSelection": "multiple", "animateRows": False},
                 defaultColDef=DEFAULT_COL,
@@ -550,7 +573,7 @@ def _grid_section(acts: bool, service: InterventionService, mine: list[str]) -> 
             actions,
             html.Div(id="iv-grid-feedback", className="iv-feedback"),
             html.Div(
-                "Sélectionnez une intervention pour voir son détail.",
+                _("Select an intervention to see its detail."),
                 id="iv-detail",
                 className="iv-detail-box",
             ),
@@ -570,9 +593,7 @@ def layout(
     service = hmi.interventions
     if service is None:
         return html.Div(
-            html.P(
-                "Les interventions ne sont pas activées dans la configuration de cette passerelle."
-            ),
+            html.P(_("Interventions are not enabled in this gateway's configuration.")),
             className="iv-page",
         )
     user = current()
@@ -581,7 +602,7 @@ def layout(
         html.Div(
             className="iv-row",
             children=[
-                html.H2("Interventions"),
+                html.H2(_("Interventions")),
                 html.Span(id="iv-summary", className="iv-summary"),
             ],
         ),
@@ -589,8 +610,10 @@ def layout(
     if not acts:
         parts.append(
             html.P(
-                "Lecture seule : trier et modifier les interventions est réservé aux opérateurs,"
-                " superviseurs et administrateurs.",
+                _(
+                    "Read only: triaging and changing interventions is for operators,"
+                    " supervisors and administrators."
+                ),
                 id="iv-read-only",
                 className="iv-hint",
             )
@@ -698,28 +721,31 @@ def _new_args(
     lon: object,
 ) -> dict[str, Any]:
     """Return `create`'s arguments from the form (403 past the user's communes; else ValueError)."""
-    y, x = coordinate(lat, "la latitude", 90), coordinate(lon, "la longitude", 180)
-    alarm_id = _text(alarm, "alarme", ASSET_ID_MAX)
-    asset_id = _text(asset, "équipement", ASSET_ID_MAX)
+    y, x = coordinate(lat, _("the latitude"), 90), coordinate(lon, _("the longitude"), 180)
+    alarm_id = _text(alarm, _("alarm"), ASSET_ID_MAX)
+    asset_id = _text(asset, _("asset"), ASSET_ID_MAX)
     place = y is not None or x is not None
     if sum((bool(alarm_id), bool(asset_id), place)) > 1:
-        raise ValueError("Donnez une alarme, un équipement ou un lieu : un seul à la fois.")
+        raise ValueError(_("Give an alarm, an asset or a place: only one at a time."))
     if place and (y is None or x is None):
-        raise ValueError("Donnez la latitude et la longitude du lieu.")
+        raise ValueError(_("Give the place's latitude and longitude."))
     args: dict[str, Any] = {
-        "title": _text(title, "titre", TITLE_MAX),
+        "title": _text(title, "title", TITLE_MAX),
         "priority": priority_of(priority),
         "team": team if isinstance(team, str) else "",
     }
     if alarm_id:
         view = next((v for v in _alarm_views(service) if v["alarm_id"] == alarm_id), None)
         if view is None:
-            raise ValueError(f"Refusé : l'alarme {alarm_id} ne demande plus d'attention.")
+            raise ValueError(
+                _("Refused: alarm %(alarm)s no longer needs attention.") % {"alarm": alarm_id}
+            )
         ensure_sees(view["commune"])  # the alarm's commune, not the form's
         linked = service.store.open_for(alarm=alarm_id)
         if linked is not None:
             raise ValueError(
-                f"Refusé : l'alarme {alarm_id} est déjà liée à l'intervention n° {linked}."
+                _("Refused: alarm %(alarm)s is already linked to intervention no. %(id)s.")
+                % {"alarm": alarm_id, "id": linked}
             )
         args.update(
             title=args["title"] or alarm_title(view)[:TITLE_MAX],
@@ -731,7 +757,7 @@ def _new_args(
     elif asset_id:
         found = get_context().register.assets.get(asset_id)
         if found is None:
-            raise ValueError(f"Refusé : équipement inconnu : {asset_id}")
+            raise ValueError(_("Refused: unknown asset: %(asset)s") % {"asset": asset_id})
         ensure_sees(found.commune)
         args.update(
             commune=found.commune,
@@ -742,7 +768,7 @@ def _new_args(
         )
     else:
         if not isinstance(commune, str) or not commune:
-            raise ValueError("Choisissez une commune.")
+            raise ValueError(_("Choose a commune."))
         ensure_sees(commune)
         args.update(commune=commune, domain=domain_of(domain), lat=y, lon=x)
     return args
@@ -792,16 +818,16 @@ def open_new(
         )
     except InterventionError as exc:
         return french_error(str(exc)), *kept
-    except ValueError as exc:  # a form's value out of bounds, already said in French
+    except ValueError as exc:  # a form's value out of bounds, already said to the user
         return str(exc), *kept
-    said = f"Intervention n° {iid} créée"
+    said = _("Intervention no. %(id)s created") % {"id": iid}
     if args["team"]:
-        said += f" et affectée à l'équipe {args['team']}"
+        said += _(" and assigned to team %(team)s") % {"team": args["team"]}
     if args.get("alarms"):
-        said += f", liée à l'alarme {args['alarms'][0][0]}"
+        said += _(", linked to alarm %(alarm)s") % {"alarm": args["alarms"][0][0]}
     said += "."
     if already is not None:
-        said += f" L'équipement a aussi l'intervention n° {already} en cours."
+        said += " " + _("The asset also has intervention no. %(id)s under way.") % {"id": already}
     log.info("%s: intervention %d opened from the page (%s)", user.name, iid, args["commune"])
     _deliver(service)
     return said, _stamp(), "", None, "", None, None
@@ -823,12 +849,15 @@ def show_report(selected: list[dict[str, Any]] | None, _done: str | None) -> tup
     service = _service()
     report = _report(service, selected)
     if report is None:
-        return "Sélectionnez un signalement.", None, True, ""
+        return _("Select a report."), None, True, ""
     accident = report["category"] == ACCIDENT_PLAYBOOK
     if report["state"] != "new":  # triaged here or elsewhere: its text and contact go away
-        said = f"Signalement n° {report['id']} {REPORT_STATE_LABELS[report['state']]}"
+        said = _("Report no. %(id)s %(state)s") % {
+            "id": report["id"],
+            "state": report_state(report["state"]),
+        }
         if report["intervention"] is not None:
-            said += f" (intervention n° {int(report['intervention'])})"
+            said += " " + _("(intervention no. %(id)s)") % {"id": int(report["intervention"])}
         return said + ".", None, not accident, no_update
     dup_iv = None
     if report["duplicate_of"] is not None:
@@ -871,29 +900,35 @@ def triage(
     service = _service()
     report = _report(service, selected)
     if report is None:
-        return "Sélectionnez d'abord un signalement.", no_update
+        return _("Select a report first."), no_update
     rid, action = int(report["id"]), ctx.triggered_id
     try:
         if action == "iv-create":
             iid = service.report_to(rid, None, user.name)
-            said = f"Intervention n° {iid} créée depuis le signalement n° {rid}."
+            said = _("Intervention no. %(id)s created from report no. %(report)s.") % {
+                "id": iid,
+                "report": rid,
+            }
         elif action == "iv-join":
             if isinstance(join_id, bool) or not isinstance(join_id, int) or join_id < 1:
-                return "Donnez le n° de l'intervention où joindre le signalement.", no_update
+                return _("Give the no. of the intervention to join the report to."), no_update
             items, refused = _items(service, [join_id])
             if not items:
                 return refused[0], no_update
             iid = service.report_to(rid, items[0].id, user.name)
-            said = f"Signalement n° {rid} joint à l'intervention n° {iid}."
+            said = _("Report no. %(report)s joined to intervention no. %(id)s.") % {
+                "report": rid,
+                "id": iid,
+            }
         elif action == "iv-reject":
-            reason = _text(why, "motif", COMMENT_MAX)
+            reason = _text(why, "reason", COMMENT_MAX)
             service.reject_report(rid, user.name, reason)
-            said = f"Signalement n° {rid} rejeté."
+            said = _("Report no. %(report)s rejected.") % {"report": rid}
         else:  # a request naming no button of this callback
             raise dash.exceptions.PreventUpdate
     except InterventionError as exc:
         return french_error(str(exc)), no_update
-    except ValueError as exc:  # a form's text out of bounds, already said in French
+    except ValueError as exc:  # a form's text out of bounds, already said to the user
         return str(exc), no_update
     log.info("%s: %s", user.name, said)
     _deliver(service)
@@ -915,12 +950,14 @@ def show_contact(_n: int | None, selected: list[dict[str, Any]] | None) -> str:
         abort(403)
     report = _report(service, selected)
     if report is None:
-        return "Sélectionnez d'abord un signalement."
+        return _("Select a report first.")
     try:
         email = service.contact(int(report["id"]), user.role, user.name)
     except InterventionError as exc:
         return french_error(str(exc))
-    return f"Contact : {email}" if email else "Le signalant n'a pas laissé d'adresse."
+    return (
+        _("Contact: %(email)s") % {"email": email} if email else _("The reporter left no address.")
+    )
 
 
 @callback(
@@ -941,24 +978,24 @@ def accident_preview(
     hmi = get_context()
     report = _report(_service(), selected)
     if report is None or report["category"] != ACCIDENT_PLAYBOOK:
-        return no_update, "Sélectionnez d'abord un signalement d'accident.", True
+        return no_update, _("Select an accident report first."), True
     if hmi.control is None or hmi.control.playbooks is None or not _accident_playbook():
-        return no_update, "Le plan accident n'est pas disponible sur cette passerelle.", True
+        return no_update, _("The accident plan is not available on this gateway."), True
     try:
-        where = _text(place, "lieu", PLACE_MAX)
+        where = _text(place, _("place"), PLACE_MAX)
         run = hmi.control.playbooks.preview(
             current(), ACCIDENT_PLAYBOOK, float(report["lat"]), float(report["lon"]), None, where
         )
     except ControlError as exc:
-        return no_update, f"Refusé : {exc.reason}", True
+        return no_update, _("Refused: %(reason)s") % {"reason": exc.reason}, True
     except ValueError as exc:
         return no_update, str(exc), True
     n = sum(len(s.commands) for s in run.steps)
     mails = sum(1 for s in run.steps if s.action == "email")
-    said = (
-        f"Aperçu pour le signalement n° {report['id']} : {n} commande(s) et {mails} e-mail(s)."
-        " Vérifiez-les ci-dessous, puis lancez le plan."
-    )
+    said = _(
+        "Preview for report no. %(id)s: %(n)d command(s) and %(mails)d e-mail(s)."
+        " Check them below, then start the plan."
+    ) % {"id": report["id"], "n": n, "mails": mails}
     return {"run": run.id, "report": int(report["id"])}, said, False
 
 
@@ -979,23 +1016,23 @@ def accident_run(
     chosen = chosen if isinstance(chosen, dict) else {}
     run_id = chosen.get("run")
     if report is None or not isinstance(run_id, str) or chosen.get("report") != report["id"]:
-        return "Prévisualisez d'abord le plan pour ce signalement."
+        return _("Preview the plan for this report first.")
     if hmi.control is None or hmi.control.playbooks is None:
-        return "Le contrôle n'est pas actif sur cette passerelle."
+        return _("Control is not running on this gateway.")
     run = hmi.control.playbooks.get(run_id)
     if run is None:
-        return "Cet aperçu n'existe plus : prévisualisez à nouveau."
+        return _("This preview no longer exists: preview again.")
     for commune in run.communes():
         ensure_sees(commune)
     try:
         hmi.control.start_run(current(), run.id)
     except ControlError as exc:
-        return f"Refusé : {exc.reason}"
+        return _("Refused: %(reason)s") % {"reason": exc.reason}
     log.info("%s started the accident playbook, run %s, report %s", run.user, run.id, report["id"])
     return [
-        f"Plan accident lancé (exécution {run.id}) : suivez-le ci-dessous ; le retour arrière"
-        " se fait depuis la ",
-        dcc.Link("page Contrôle", href="/control"),
+        _("Accident plan started (run %(run)s): follow it below; rolling back is done from ")
+        % {"run": run.id},
+        dcc.Link(_("the Control page"), href="/control"),
         ".",
     ]
 
@@ -1061,7 +1098,7 @@ def act(
     items, refused = _items(service, selected_ids(selected))
     if not items and not refused:
         return (
-            "Sélectionnez d'abord une ou plusieurs interventions.",
+            _("Select one or more interventions first."),
             no_update,
             no_update,
             no_update,
@@ -1093,28 +1130,40 @@ def act(
         else:
             done = [i.id for i in items]
             others = ", ".join(str(i.id) for i in items if i.id != keep)
-            said = f"Interventions {others} fusionnées dans l'intervention n° {keep}."
+            said = _("Interventions %(others)s merged into intervention no. %(id)s.") % {
+                "others": others,
+                "id": keep,
+            }
     elif action == "iv-assign":
         if not isinstance(team, str) or team not in service.teams:
-            return "Choisissez une équipe.", no_update, no_update, no_update
+            return _("Choose a team."), no_update, no_update, no_update
         each(lambda i: service.assign(i.id, team, user.name, Via.HMI))
-        said = f"{len(done)} intervention(s) affectée(s) à l'équipe {team}." if done else ""
+        said = (
+            _("%(n)d intervention(s) assigned to team %(team)s.") % {"n": len(done), "team": team}
+            if done
+            else ""
+        )
     elif action == "iv-move":
         target = next((s for s in MOVE_TARGETS if str(s) == state), None)
         if target is None:
-            return "Choisissez un état.", no_update, no_update, no_update
+            return _("Choose a state."), no_update, no_update, no_update
         each(lambda i: service.move(i.id, target, user.name, Via.HMI, text))
-        said = f"{len(done)} intervention(s) : {STATE_LABELS[target].lower()}." if done else ""
+        said = (
+            _("%(n)d intervention(s): %(state)s.")
+            % {"n": len(done), "state": _(STATE_LABELS[target]).lower()}
+            if done
+            else ""
+        )
         cleared = "" if done and text else no_update
     elif action == "iv-add-note":
         if not text:
-            return "Écrivez d'abord la note.", no_update, no_update, no_update
+            return _("Write the note first."), no_update, no_update, no_update
         each(lambda i: service.note(i.id, text, user.name, Via.HMI))
-        said = f"Note ajoutée à {len(done)} intervention(s)." if done else ""
+        said = _("Note added to %(n)d intervention(s).") % {"n": len(done)} if done else ""
         cleared = "" if done else no_update
     elif action == "iv-field-link":
         if len(items) != 1 or refused:
-            return "Un lien terrain s'émet pour une seule intervention.", no_update, "", no_update
+            return _("A field link is issued for one intervention only."), no_update, "", no_update
         try:
             issued = service.field_link(items[0].id, user.name)
         except InterventionError as exc:
@@ -1122,10 +1171,10 @@ def act(
         done = [items[0].id]
         link = service.field_url(issued)
         until = local_time(issued.expires)
-        said = (
-            f"Lien terrain de l'intervention n° {items[0].id}, valable jusqu'au {until} : "
-            "copiez-le et transmettez-le à l'équipe."
-        )
+        said = _(
+            "Field link of intervention no. %(id)s, valid until %(until)s: "
+            "copy it and pass it on to the team."
+        ) % {"id": items[0].id, "until": until}
     elif action == "iv-revoke":
         revoked = 0
 
@@ -1135,7 +1184,7 @@ def act(
             revoked += service.revoke(i.id, user.name)
 
         each(revoke)
-        said = f"{revoked} lien(s) terrain révoqué(s)."
+        said = _("%(n)d field link(s) revoked.") % {"n": revoked}
         link = ""
     else:  # a request naming no button of this callback
         raise dash.exceptions.PreventUpdate
@@ -1157,8 +1206,8 @@ def detail(selected: list[dict[str, Any]] | None, _done: str | None, _n: int | N
     ids = selected_ids(selected)
     if len(ids) != 1:
         if ids:
-            return f"{len(ids)} interventions sélectionnées."
-        return "Sélectionnez une intervention pour voir son détail."
+            return _("%(n)d interventions selected.") % {"n": len(ids)}
+        return _("Select an intervention to see its detail.")
     service = _service()
     items, refused = _items(service, ids)
     if not items:

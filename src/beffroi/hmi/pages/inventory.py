@@ -23,6 +23,7 @@ from beffroi.core.limits import COMMENT_MAX, check_text
 from beffroi.core.model import Asset
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
 from beffroi.hmi.components.communes import centre_of, commune_layer, commune_options
+from beffroi.hmi.components.grids import grid_options
 from beffroi.hmi.context import get_context
 from beffroi.hmi.inventory_views import (
     STATE_LABELS,
@@ -239,7 +240,7 @@ def _place_section(may: bool, chosen: Asset | None) -> html.Section:
                 rowData=[],
                 columnDefs=_headed(TO_PLACE_COLUMNS),
                 getRowId="params.data.id",
-                dashGridOptions=GRID_OPTIONS,
+                dashGridOptions=grid_options(**GRID_OPTIONS),
                 style={"height": "180px"},
             ),
             form,
@@ -271,7 +272,7 @@ def layout(asset: str | None = None, **_query: str) -> html.Div:
             rowData=[],
             columnDefs=_headed(COLUMNS),
             getRowId="params.data.id",
-            dashGridOptions=GRID_OPTIONS,
+            dashGridOptions=grid_options(**GRID_OPTIONS),
             defaultColDef=DEFAULT_COL,
             style={"height": "44vh"},
         ),

@@ -47,6 +47,7 @@ from beffroi.hmi.components.asset_panel import (
     sparkline,
 )
 from beffroi.hmi.components.communes import centre_of, commune_layer, commune_options
+from beffroi.hmi.components.labels import domain_label
 from beffroi.hmi.config import HmiSite
 from beffroi.hmi.context import get_context
 from beffroi.hmi.state import (
@@ -66,7 +67,7 @@ from beffroi.hmi.state import (
     vehicle_trails,
 )
 from beffroi.hmi.trend_data import trend_frame
-from beffroi.i18n import N_, _, current_locale
+from beffroi.i18n import _, current_locale
 
 dash.register_page(__name__, path="/", name="Map", title=lambda: "Beffroi — " + _("Map"), order=0)
 
@@ -83,16 +84,6 @@ TRAIL_Z = 390
 TRAIL_COLOUR = "#3559a8"
 MAX_TRAILS = 60  # "all trails" draws at most this many vehicles (those in the filters)
 POSITION_SIGNALS = ("lat", "lon")
-DOMAIN_LABELS = {
-    "lighting": N_("Lighting"),
-    "traffic": N_("Traffic"),
-    "mobility": N_("Mobility"),
-    "security": N_("Security"),
-    "water": N_("Water"),
-    "waste": N_("Waste"),
-    "buildings": N_("Buildings"),
-    "parking": N_("Parking"),
-}
 CLUSTER_MARKER = {"variable": "dashExtensions.beffroi.clusterMarker"}
 # Fixed assets group into clusters up to this zoom; closer in, every asset is its own marker.
 CLUSTER = {"radius": 60, "maxZoom": 15}
@@ -157,9 +148,7 @@ def layout(asset: str | None = None, **_query: str) -> html.Div:
                     ),
                     dcc.Dropdown(
                         id="map-domain",
-                        options=[
-                            {"label": _(DOMAIN_LABELS.get(d, d)), "value": d} for d in domains
-                        ],
+                        options=[{"label": domain_label(d), "value": d} for d in domains],
                         multi=True,
                         placeholder=_("All domains"),
                         className="map-filter",

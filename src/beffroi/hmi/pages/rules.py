@@ -18,6 +18,7 @@ from beffroi.control.audit import record_command
 from beffroi.core.limits import COMMENT_MAX, check_text
 from beffroi.core.model import aware_utc
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
+from beffroi.hmi.components.grids import grid_options
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import DISPLAY_TZ
 from beffroi.i18n import N_, _, fmt_datetime, ngettext
@@ -115,7 +116,7 @@ def layout(**_query: str) -> html.Div:
                 rowData=rule_rows(),
                 columnDefs=columns(),
                 getRowId="params.data.rule",
-                dashGridOptions={"rowSelection": "single"},
+                dashGridOptions=grid_options(rowSelection="single"),
                 style={"height": "320px"},
             ),
             html.Div(

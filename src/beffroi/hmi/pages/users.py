@@ -17,6 +17,7 @@ from flask import abort
 
 from beffroi.control.audit import record_command
 from beffroi.hmi.auth import current, ensure_may
+from beffroi.hmi.components.grids import grid_options
 from beffroi.hmi.context import get_context
 from beffroi.hmi.users import ALL, ROLE_LABELS, ROLES, User, UserError
 from beffroi.i18n import DEFAULT_LOCALE, LOCALES, N_, _
@@ -92,7 +93,7 @@ def layout(**_query: str) -> html.Div:
                 rowData=user_rows(),
                 columnDefs=columns(),
                 getRowId="params.data.name",
-                dashGridOptions={"rowSelection": "single"},
+                dashGridOptions=grid_options(rowSelection="single"),
                 style={"height": "300px"},
             ),
             html.Div(
