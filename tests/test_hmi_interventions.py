@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -836,6 +838,66 @@ def test_my_team_lists_the_interventions_of_the_users_teams(site: Site) -> None:
         assert box is not None and box["hidden"] is (not shown), user
     box = _props(_page(site, "op"), "iv-my-team-box")
     assert box["title"] == "Seulement les interventions de : eclairage, voirie"
+
+
+def _texts(tree: object) -> set[str]:
+    """Return every text a rendered layout shows: children, labels, placeholders, headers."""
+    found: set[str] = set()
+    if isinstance(tree, str):
+        found.add(tree)
+    elif isinstance(tree, list):
+        for value in tree:
+            found |= _texts(value)
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            if key in ("children", "label", "placeholder", "title", "headerName", "props"):
+                found |= _texts(value)
+            elif isinstance(value, list | dict) and key in ("options", "columnDefs"):
+                found |= _texts(value)
+    return found
+
+
+def test_an_english_user_gets_the_interventions_page_in_english(site: Site) -> None:
+    """After choosing English, the operator reads the page, rows and refusals in English."""
+    cab = site.cabinet("dijon")
+    service = site.service
+    rid = service.report("dark_street", cab.lat, cab.lon, "Rue noire", address="3 rue Monge")["id"]
+    iid = service.create("op", Via.HMI, title="Armoire", commune="dijon", domain="lighting")
+
+    form = urllib.parse.urlencode({"language": "en"}).encode()
+    with site.as_("op").open(site.url + "language", data=form, timeout=10) as resp:
+        assert resp.status == 200
+
+    shown = _texts(_page(site, "op"))
+    for english in (
+        "Interventions", "New intervention", "Create the intervention", "Reports to triage",
+        "Create an intervention", "Reject", "Merge", "Assign to", "Change state", "My team",
+        "Under way", "Title (empty: the alarm's)", "state", "created on", "nearby assets",
+        "P1 — the most urgent", "Lighting", "Assigned",
+    ):  # fmt: skip
+        assert english in shown, english
+    assert not shown & {"Nouvelle intervention", "Signalements à trier", "Fusionner", "état"}
+
+    reports, grid, said = _lists(site, "op")
+    assert said == "1 report(s) to triage · 1 intervention(s) (1 new)"
+    assert reports[0]["category"] == "Dark street / broken street light"
+    assert (grid[0]["state"], grid[0]["domain"]) == ("New", "Lighting")
+    assert re.fullmatch(r"\d{1,2}/\d{1,2}/\d{2} \d{1,2}:\d{2}\W[AP]M", grid[0]["created"])
+    said, _ = _said(site, "op", _act("merge", [iid]), "iv-grid-feedback")
+    assert said == "Refused: merging needs at least two open interventions"
+    status, body = site.call("op", _show_report(rid))
+    assert status == 200, body
+    detail = _texts(body["response"]["iv-report-detail"]["children"])
+    assert f"Report no. {rid} — Dark street / broken street light" in detail
+
+    # Another user keeps French; the title made from the report is stored in French for all.
+    assert _lists(site, "sup")[2] == "1 signalement(s) à trier · 1 intervention(s) (1 nouvelle)"
+    said, _ = _said(site, "op", _triage("create", rid), "iv-report-feedback")
+    assert said.startswith("Intervention no. ") and said.endswith(
+        f" created from report no. {rid}."
+    )
+    titles = {r["title"] for r in _lists(site, "op")[1]}
+    assert titles == {"Armoire", "Rue éteinte / lampadaire en panne — 3 rue Monge"}
 
 
 def test_the_map_panel_links_to_a_new_intervention(site: Site) -> None:

@@ -27,7 +27,13 @@ from tests.test_alarm_email import SmtpServer
 from tests.test_hmi_interventions import PW, Site, _click_row, _config, _served
 
 RESIDENT = "voisine.rue-monge@example.org"
-PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+# A French phone: the public and field pages speak the language the browser asks for.
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "is_mobile": True,
+    "has_touch": True,
+    "locale": "fr-FR",
+}
 TABLES = ("interventions", "intervention_events", "intervention_links", "field_links",
           "reports", "report_contacts", "mail_outbox")  # fmt: skip
 

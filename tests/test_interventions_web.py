@@ -534,3 +534,45 @@ def test_the_field_page_escapes_what_it_shows(site):
     assert "<script" not in page and "<img" not in page
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+# --- languages ---
+
+TEMPLATE_MESSAGE = re.compile(r"""\b_\("((?:[^"\\]|\\.)*)"[,)]""")
+
+
+def test_every_message_of_the_pages_templates_has_a_french_translation():
+    """The templates' `_()` messages (which the code's extractor does not read) are catalogued."""
+    from beffroi.i18n import catalogue
+    from beffroi.interventions import web
+
+    templates = [web.BASE, web.REPORT_FORM, web.REPORT_DONE, web.PRIVACY, web.FIELD, web.MESSAGE]
+    found = {m for t in templates for m in TEMPLATE_MESSAGE.findall(t)}
+    assert len(found) > 60, "the templates' messages were not found"
+    assert sorted(found - set(catalogue("fr"))) == []
+
+
+def test_an_english_browser_gets_the_report_form_the_notice_and_the_field_page_in_english(site):
+    """In an English request the pages, their refusals and the field page speak English."""
+    from beffroi.i18n import in_locale
+
+    cab = site.cabinet()
+    iid = site.intervention(cab, team="eclairage")
+    with in_locale("en"):
+        form = _text(site.client.get(FORM))
+        refused = _text(site.client.post(FORM, data=_form(cab, lat="nord")))
+        notice = _text(site.client.get("/public/confidentialite"))
+        field = _text(site.client.get(_field_path(site, iid)))
+        api = site.client.post(API, json=_body(cab, category="ufo")).get_json()
+    assert 'lang="en"' in form and "Report a problem" in form and "Use my position" in form
+    assert "Dark street / broken street light" in form and "Tell me by e-mail when" in form
+    assert 'data-searching="Looking for your position…"' in form
+    assert "30 days after the report is closed" in form and "Signaler" not in form
+    assert "Invalid latitude: a number in decimal degrees is expected." in refused
+    assert "supervisor or administrator" in notice and "It is never published" in notice
+    assert 'id="state">Assigned<' in field and "P3 — normal" in field
+    assert ">En route</button>" in field and ">On site</button>" in field
+    assert "Save the note" in field and "Historique" not in field
+    assert api == {"error": "unknown category"}
+    # Without a choice, the same pages are French.
+    assert 'lang="fr"' in _text(site.client.get(FORM))

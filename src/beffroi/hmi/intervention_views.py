@@ -1,7 +1,8 @@
 """The Interventions page's rows, details and messages, built by pure functions.
 
-The store keeps times as naive UTC; everything shown here is in local time. Labels are French,
-as the supervisors read them, and so are the service's refusals (report states in words here).
+The store keeps times as naive UTC; everything shown here is in local time. Labels are
+English message ids translated where they are shown (French by default), and so are the
+service's refusals (report states in words here).
 """
 
 from __future__ import annotations
@@ -20,47 +21,80 @@ from dash import html
 from beffroi.alerts.config import TeamConfig
 from beffroi.hmi.figures import DISPLAY_TZ
 from beffroi.hmi.users import RIGHTS
-from beffroi.interventions.model import CATEGORIES, STATE_LABELS, Intervention, State
+from beffroi.i18n import N_, _, current_locale, fmt_datetime
+from beffroi.interventions.model import (
+    CATEGORIES,
+    EVENT_LABELS,
+    STATE_LABELS,
+    Intervention,
+    State,
+)
 from beffroi.interventions.service import InterventionService
 
 # Roles that triage reports and move interventions; viewers and auditors only look.
 # The playbook an "accident" report offers to start at its place (config.toml's name).
 ACCIDENT_PLAYBOOK = "accident"
 SELECTION_MAX = 500  # rows one action may take: more is a hand-built request, not a click
-TIME_FORMAT = "%d/%m/%Y %H:%M"
+FRENCH_TIME = "%d/%m/%Y %H:%M"  # what fmt_datetime writes in French, for a whole column
 
 DOMAIN_LABELS = {
-    "lighting": "Éclairage",
-    "traffic": "Circulation",
-    "mobility": "Mobilité",
-    "security": "Sécurité",
-    "water": "Eau",
-    "waste": "Déchets",
-    "buildings": "Bâtiments",
-    "parking": "Stationnement",
-    "other": "Autre",
+    "lighting": N_("Lighting"),
+    "traffic": N_("Traffic"),
+    "mobility": N_("Mobility"),
+    "security": N_("Security"),
+    "water": N_("Water"),
+    "waste": N_("Waste"),
+    "buildings": N_("Buildings"),
+    "parking": N_("Parking"),
+    "other": N_("Other"),
 }
-ORIGIN_LABELS = {"alarm": "alarme", "operator": "opérateur", "report": "signalement"}
-VIA_LABELS = {"hmi": "poste", "field": "terrain", "auto": "automatique", "public": "public"}
-EVENT_LABELS = {
-    "created": "Création",
-    "state": "Changement d'état",
-    "assign": "Affectation",
-    "note": "Note",
-    "merge": "Fusion",
-    "link": "Rattachement",
+ORIGIN_LABELS = {
+    "alarm": N_("alarm"),
+    "operator": N_("operator"),
+    "report": N_("report"),
+}
+VIA_LABELS = {
+    "hmi": N_("command post"),
+    "field": N_("field"),
+    "auto": N_("automatic"),
+    "public": N_("public"),
 }
 REPORT_STATE_LABELS = {
-    "new": "à trier",
-    "linked": "rattaché",
-    "rejected": "rejeté",
-    "closed": "clos",
+    "new": N_("to triage"),
+    "linked": N_("attached"),
+    "rejected": N_("rejected"),
+    "closed": N_("closed"),
 }
-PRIORITY_LABELS = {1: "P1 — la plus urgente", 2: "P2", 3: "P3", 4: "P4 — la moins urgente"}
+PRIORITY_LABELS = {
+    1: N_("P1 — the most urgent"),
+    2: "P2",
+    3: "P3",
+    4: N_("P4 — the least urgent"),
+}
 # States an intervention may be moved to from the page (it is created "new").
 MOVE_TARGETS = [s for s in State if s is not State.NEW]
 _STATE_TEXT = {str(s): label for s, label in STATE_LABELS.items()}  # by the stored value
 _ZONE = ZoneInfo(DISPLAY_TZ)
+
+
+def domain_label(domain: str) -> str:
+    """Return a domain's name in the user's language (its id when unknown)."""
+    return _(DOMAIN_LABELS[domain]) if domain in DOMAIN_LABELS else domain
+
+
+def state_label(state: str) -> str:
+    """Return an intervention state's name in the user's language, by its stored value."""
+    return _(_STATE_TEXT[state]) if state in _STATE_TEXT else state
+
+
+def report_state(state: str) -> str:
+    """Return a report state in words ("à trier", "rattaché", "rejeté", "clos")."""
+    return _(REPORT_STATE_LABELS[state]) if state in REPORT_STATE_LABELS else state
+
+
+def priority_label(priority: int) -> str:
+    """Return a priority as the form offers it ("P1 — la plus urgente")."""
+    return _(PRIORITY_LABELS[priority])
 
 
 def may_act(role: str) -> bool:
@@ -76,21 +110,24 @@ def _aware(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def local_time(ts: object, fmt: str = TIME_FORMAT) -> str:
-    """Show a stored time (naive UTC, aware, or missing) in local time."""
+def local_time(ts: object, seconds: bool = False) -> str:
+    """Show a stored time (naive UTC, aware, or missing) in local time, the user's way."""
     if ts is None or ts is pd.NaT or not isinstance(ts, datetime):
         return ""
-    return _aware(ts).astimezone(_ZONE).strftime(fmt)
+    return fmt_datetime(_aware(ts), _ZONE, seconds=seconds)
 
 
-def local_times(column: pd.Series, fmt: str = TIME_FORMAT) -> pd.Series:
-    """Show a column of stored times in local time, at once ("" where missing)."""
+def local_times(column: pd.Series) -> pd.Series:
+    """Show a column of stored times in local time, the user's way ("" where missing)."""
     if column.empty:
         return column.astype(object)
     times = pd.to_datetime(column)
     if times.dt.tz is None:
         times = times.dt.tz_localize("UTC")
-    return times.dt.tz_convert(DISPLAY_TZ).dt.strftime(fmt).fillna("").astype(object)
+    local = times.dt.tz_convert(DISPLAY_TZ)
+    if current_locale() == "fr":  # the whole column at once, as fmt_datetime writes it
+        return local.dt.strftime(FRENCH_TIME).fillna("").astype(object)
+    return local.map(lambda t: "" if pd.isna(t) else fmt_datetime(t)).astype(object)
 
 
 def duration_text(seconds: float) -> str:
@@ -100,7 +137,7 @@ def duration_text(seconds: float) -> str:
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
     if days:
-        return f"{days} j {hours} h"
+        return _("%(days)d d %(hours)d h") % {"days": days, "hours": hours}
     if hours:
         return f"{hours} h {minutes:02d} min"
     if minutes:
@@ -121,14 +158,17 @@ def intervention_rows(df: pd.DataFrame, commune_names: Mapping[str, str]) -> lis
     """Return the interventions grid's rows (the store's table, names and labels for ids)."""
     if df.empty:
         return []
+    # Each label translated once, then mapped over the whole column.
+    states = {k: _(v) for k, v in _STATE_TEXT.items()}
+    domains = {k: _(v) for k, v in DOMAIN_LABELS.items()}
     return _records(
         {
             "id": df["id"].astype("int64").tolist(),
             "priority": df["priority"].astype("int64").tolist(),
-            "state": df["state"].map(_STATE_TEXT).fillna(df["state"]).tolist(),
+            "state": df["state"].map(states).fillna(df["state"]).tolist(),
             "title": df["title"].tolist(),
             "commune": df["commune"].map(commune_names).fillna(df["commune"]).tolist(),
-            "domain": df["domain"].map(DOMAIN_LABELS).fillna(df["domain"]).tolist(),
+            "domain": df["domain"].map(domains).fillna(df["domain"]).tolist(),
             "team": df["team"].tolist(),
             "created": local_times(df["created"]).tolist(),
             "alarms": df["n_alarms"].astype("int64").tolist(),
@@ -149,9 +189,9 @@ def matches_of(text: object) -> dict[str, list[str]]:
 
 
 def category_label(category: str) -> str:
-    """Return a report category's French label (its id when unknown)."""
+    """Return a report category's label in the user's language (its id when unknown)."""
     cat = CATEGORIES.get(category)
-    return cat.label if cat is not None else category
+    return _(cat.label) if cat is not None else category
 
 
 def report_rows(
@@ -176,7 +216,9 @@ def report_rows(
             "text": df["text"].tolist(),
             "assets": [", ".join(f["assets"]) for f in found],
             "alarms": [len(f["alarms"]) for f in found],
-            "duplicate": ["" if pd.isna(d) else f"n° {int(d)}" for d in df["duplicate_of"]],
+            "duplicate": [
+                "" if pd.isna(d) else _("No. %(id)s") % {"id": int(d)} for d in df["duplicate_of"]
+            ],
         }
     )
 
@@ -225,7 +267,9 @@ def alarm_option(view: Mapping[str, Any], commune_names: Mapping[str, str]) -> d
 
 
 def coordinate(value: object, what: str, bound: float) -> float | None:
-    """Return a typed latitude or longitude (None when empty); raise ValueError in French."""
+    """Return a typed latitude or longitude (None when empty); raise ValueError saying why.
+
+    `what` is the field's name, already translated ("la latitude")."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     number: float | None = None
@@ -237,25 +281,28 @@ def coordinate(value: object, what: str, bound: float) -> float | None:
         except ValueError:
             number = None
     if number is None or not math.isfinite(number) or abs(number) > bound:
-        raise ValueError(f"Refusé : {what} doit être un nombre entre -{bound:g} et {bound:g}.")
+        raise ValueError(
+            _("Refused: %(what)s must be a number between -%(bound)s and %(bound)s.")
+            % {"what": what, "bound": f"{bound:g}"}
+        )
     return number
 
 
 def priority_of(value: object) -> int:
-    """Return a chosen priority (1 to 4); raise ValueError in French for anything else."""
+    """Return a chosen priority (1 to 4); raise ValueError saying why for anything else."""
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4:
-        raise ValueError("Refusé : la priorité va de 1 (la plus urgente) à 4.")
+        raise ValueError(_("Refused: the priority goes from 1 (the most urgent) to 4."))
     return value
 
 
 def domain_of(value: object) -> str:
-    """Return a chosen domain ("other" when none); raise ValueError in French if unknown."""
+    """Return a chosen domain ("other" when none); raise ValueError saying why if unknown."""
     if value is None or value == "":
         return "other"
     if not isinstance(value, str) or value not in DOMAIN_LABELS:
-        raise ValueError("Refusé : domaine inconnu.")
+        raise ValueError(_("Refused: unknown domain."))
     return value
 
 
@@ -264,10 +311,12 @@ def summary(reports: int, rows: Sequence[Mapping[str, Any]]) -> str:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
-    by_state = " · ".join(f"{n} {label.lower()}" for label, n in counts.items() if n)
-    return f"{reports} signalement(s) à trier · {len(rows)} intervention(s)" + (
-        f" ({by_state})" if by_state else ""
-    )
+    by_state = " · ".join(f"{n} {state.lower()}" for state, n in counts.items() if n)
+    said = _("%(reports)d report(s) to triage · %(n)d intervention(s)") % {
+        "reports": reports,
+        "n": len(rows),
+    }
+    return said + (f" ({by_state})" if by_state else "")
 
 
 def selected_ids(rows: object, limit: int = SELECTION_MAX) -> list[int]:
@@ -296,10 +345,12 @@ def state_times(item: Intervention, now: datetime) -> list[dict[str, str]]:
         if i + 1 < len(reached):
             lasted = duration_text((reached[i + 1][1] - at).total_seconds())
         elif item.open:
-            lasted = duration_text((_aware(now) - at).total_seconds()) + " (en cours)"
+            lasted = _("%(duration)s (ongoing)") % {
+                "duration": duration_text((_aware(now) - at).total_seconds())
+            }
         else:
             lasted = ""
-        out.append({"state": STATE_LABELS[state], "at": local_time(at), "lasted": lasted})
+        out.append({"state": _(STATE_LABELS[state]), "at": local_time(at), "lasted": lasted})
     return out
 
 
@@ -308,14 +359,15 @@ def history_rows(events: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     out = []
     for e in events:
         state = e.get("state")
-        what = EVENT_LABELS.get(e["kind"], e["kind"])
+        kind = e["kind"]
+        what = _(EVENT_LABELS[kind]) if kind in EVENT_LABELS else kind
         if state:
-            what += f" → {_STATE_TEXT.get(state, state)}"
+            what += f" → {state_label(state)}"
         out.append(
             {
-                "ts": local_time(e["ts"], "%d/%m/%Y %H:%M:%S"),
+                "ts": local_time(e["ts"], seconds=True),
                 "actor": str(e["actor"]),
-                "via": VIA_LABELS.get(e["via"], e["via"]),
+                "via": _(VIA_LABELS[e["via"]]) if e["via"] in VIA_LABELS else e["via"],
                 "what": what,
                 "text": e.get("text") or "",
             }
@@ -343,51 +395,63 @@ def intervention_detail(
 ) -> html.Div:
     """Show one intervention: its state and team, times per state, links and history."""
     commune = commune_names.get(item.commune, item.commune)
-    head = (
-        f"{STATE_LABELS[item.state]} · P{item.priority} · {commune} · "
-        f"{DOMAIN_LABELS.get(item.domain, item.domain)} · équipe {item.team or '—'} · "
-        f"origine {ORIGIN_LABELS.get(item.origin, item.origin)}"
-    )
+    origin = _(ORIGIN_LABELS[item.origin]) if item.origin in ORIGIN_LABELS else item.origin
+    head = _(
+        "%(state)s · P%(priority)s · %(commune)s · %(domain)s · team %(team)s · origin %(origin)s"
+    ) % {
+        "state": _(STATE_LABELS[item.state]),
+        "priority": item.priority,
+        "commune": commune,
+        "domain": domain_label(item.domain),
+        "team": item.team or "—",
+        "origin": origin,
+    }
     parts: list[Any] = [
-        html.H4(f"Intervention n° {item.id} — {item.title}", id="iv-detail-title"),
+        html.H4(
+            _("Intervention no. %(id)s — %(title)s") % {"id": item.id, "title": item.title},
+            id="iv-detail-title",
+        ),
         html.Div(head, id="iv-detail-head"),
     ]
     if item.merged_into is not None:
         parts.append(
-            html.Div(f"Fusionnée dans l'intervention n° {item.merged_into}.", className="iv-note")
+            html.Div(
+                _("Merged into intervention no. %(id)s.") % {"id": item.merged_into},
+                className="iv-note",
+            )
         )
     if item.lat is not None and item.lon is not None:
-        parts.append(html.Div(f"Lieu : {item.lat:.5f}, {item.lon:.5f}"))
-    parts.append(html.Div(f"Équipements : {', '.join(item.assets) or '—'}"))
+        parts.append(html.Div(_("Place: %(place)s") % {"place": f"{item.lat:.5f}, {item.lon:.5f}"}))
+    parts.append(html.Div(_("Assets: %(assets)s") % {"assets": ", ".join(item.assets) or "—"}))
     times = state_times(item, now)
     parts += [
-        html.H5("Temps par état"),
+        html.H5(_("Time per state")),
         _table(
-            ["état", "atteint le", "durée"],
+            [_("state"), _("reached on"), _("duration")],
             [[t["state"], t["at"], t["lasted"]] for t in times],
             "iv-table",
         ),
-        html.H5(f"Alarmes liées ({len(item.alarms)})"),
+        html.H5(_("Linked alarms (%(n)d)") % {"n": len(item.alarms)}),
         html.Ul(
             [html.Li(f"{a} · {alarm_states.get(a, '—')}") for a in item.alarms]
-            or [html.Li("aucune")],
+            or [html.Li(_("no alarms"))],
             id="iv-detail-alarms",
         ),
-        html.H5(f"Signalements liés ({len(reports)})"),
+        html.H5(_("Linked reports (%(n)d)") % {"n": len(reports)}),
         html.Ul(
             [
                 html.Li(
-                    f"n° {r['id']} · {category_label(r['category'])} · "
-                    f"{REPORT_STATE_LABELS.get(r['state'], r['state'])} · {r['text'][:140]}"
+                    _("No. %(id)s") % {"id": r["id"]} + f" · {category_label(r['category'])} · "
+                    f"{report_state(r['state'])} · {r['text'][:140]}"
                 )
                 for r in reports
             ]
-            or [html.Li("aucun")],
+            or [html.Li(_("no reports"))],
             id="iv-detail-reports",
         ),
-        html.H5("Historique"),
+        html.H5(_("History")),
         _table(
-            ["quand", "qui", "depuis", "quoi", "texte"],
+            [_("when"), _("who"), _("from"), _("what"), _("text")],
             [
                 [h["ts"], h["actor"], h["via"], h["what"], h["text"]]
                 for h in history_rows(item.events)
@@ -411,46 +475,58 @@ def report_detail(
     commune = commune_names.get(report["commune"], report["commune"])
     place = report["address"] or f"{report['lat']:.5f}, {report['lon']:.5f}"
     parts: list[Any] = [
-        html.H4(f"Signalement n° {report['id']} — {category_label(report['category'])}"),
-        html.Div(f"Reçu le {local_time(report['created'])} · {commune} · {place}"),
+        html.H4(
+            _("Report no. %(id)s — %(category)s")
+            % {"id": report["id"], "category": category_label(report["category"])}
+        ),
+        html.Div(
+            _("Received on %(when)s · %(commune)s · %(place)s")
+            % {"when": local_time(report["created"]), "commune": commune, "place": place}
+        ),
         html.Blockquote(report["text"], className="iv-report-text"),
         html.Div(
-            f"Équipements proches : {', '.join(found['assets']) or 'aucun'}",
+            _("Nearby assets: %(assets)s")
+            % {"assets": ", ".join(found["assets"]) or _("no assets")},
             id="iv-report-assets",
         ),
         html.Div(
-            f"Alarmes en cours à proximité : {', '.join(found['alarms']) or 'aucune'}",
+            _("Active alarms nearby: %(alarms)s")
+            % {"alarms": ", ".join(found["alarms"]) or _("no alarms")},
             id="iv-report-alarms",
         ),
     ]
     dup = report.get("duplicate_of")
     if dup is not None and not pd.isna(dup):
-        hint = f"Doublon probable du signalement n° {int(dup)}"
-        if duplicate_intervention is not None:
-            hint += f", déjà joint à l'intervention n° {duplicate_intervention}"
-        parts.append(html.Div(hint + ".", className="iv-note", id="iv-report-duplicate"))
+        if duplicate_intervention is None:
+            hint = _("Probable duplicate of report no. %(id)s.") % {"id": int(dup)}
+        else:
+            hint = _(
+                "Probable duplicate of report no. %(id)s,"
+                " already joined to intervention no. %(iv)s."
+            ) % {"id": int(dup), "iv": duplicate_intervention}
+        parts.append(html.Div(hint, className="iv-note", id="iv-report-duplicate"))
     if contacts and report.get("wants_news"):
         parts.append(
             html.Div(
                 className="iv-row",
                 children=[
-                    html.Button("Voir le contact", id="iv-contact-show", n_clicks=0),
+                    html.Button(_("Show the contact"), id="iv-contact-show", n_clicks=0),
                     html.Span(id="iv-contact", className="iv-contact"),
                 ],
             )
         )
     elif contacts:
-        parts.append(html.Div("Le signalant n'a pas laissé d'adresse.", className="iv-hint"))
+        parts.append(html.Div(_("The reporter left no address."), className="iv-hint"))
     return html.Div(parts, className="iv-report", id=f"iv-report-{report['id']}")
 
 
 # --- messages --------------------------------------------------------------------------------
 
-# The service says its refusals in French but names a report's state by its code.
+# The service says its refusals in the user's language but names a report's state by its code.
 _REPORT_STATE = re.compile(r"\((new|linked|rejected|closed)\)")
 
 
 def french_error(message: str) -> str:
     """Return a refusal of the interventions service as the page says it."""
-    text = _REPORT_STATE.sub(lambda m: f"({REPORT_STATE_LABELS[m.group(1)]})", message)
-    return f"Refusé : {text}"
+    text = _REPORT_STATE.sub(lambda m: f"({report_state(m.group(1))})", message)
+    return _("Refused: %(why)s") % {"why": text}

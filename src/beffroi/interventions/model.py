@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from beffroi.i18n import N_
+
 
 class State(StrEnum):
     """Where a work order stands."""
@@ -19,13 +21,23 @@ class State(StrEnum):
     CANCELLED = "cancelled"
 
 
+# English message ids, translated where they are shown (`_(STATE_LABELS[s])`).
 STATE_LABELS = {
-    State.NEW: "Nouvelle",
-    State.ASSIGNED: "Affectée",
-    State.EN_ROUTE: "En route",
-    State.ON_SITE: "Sur place",
-    State.DONE: "Terminée",
-    State.CANCELLED: "Annulée",
+    State.NEW: N_("New"),
+    State.ASSIGNED: N_("Assigned"),
+    State.EN_ROUTE: N_("En route"),
+    State.ON_SITE: N_("On site"),
+    State.DONE: N_("Done"),
+    State.CANCELLED: N_("Cancelled"),
+}
+# What each kind of history event is called (English ids, translated where shown).
+EVENT_LABELS = {
+    "created": N_("Creation"),
+    "state": N_("State change"),
+    "assign": N_("Assignment"),
+    "note": N_("Note"),
+    "merge": N_("Merging"),
+    "link": N_("Attachment"),
 }
 CLOSED = frozenset({State.DONE, State.CANCELLED})
 # Forward, one step or more (a crew may close from "assigned"); cancelling from any open state.
@@ -52,7 +64,9 @@ class Via(StrEnum):
 
 @dataclass(frozen=True)
 class Category:
-    """A kind of problem a resident may report, with the domain whose equipment it concerns."""
+    """A kind of problem a resident may report, with the domain whose equipment it concerns.
+
+    `label` is an English message id, translated where it is shown."""
 
     id: str
     label: str
@@ -64,14 +78,17 @@ CATEGORIES = {
     c.id: c
     for c in (
         Category(
-            "dark_street", "Rue éteinte / lampadaire en panne", "lighting", ("streetlight_cabinet",)
+            "dark_street",
+            N_("Dark street / broken street light"),
+            "lighting",
+            ("streetlight_cabinet",),
         ),
-        Category("traffic_light", "Feu tricolore en panne", "traffic", ("traffic_controller",)),
-        Category("accident", "Accident de la circulation", "traffic"),
-        Category("bollard", "Borne escamotable endommagée", "security", ("bollard",)),
-        Category("container", "Conteneur débordant", "waste", ("waste_container",)),
-        Category("water_leak", "Fuite d'eau", "water", ("reservoir",)),
-        Category("other", "Autre problème", None),
+        Category("traffic_light", N_("Broken traffic light"), "traffic", ("traffic_controller",)),
+        Category("accident", N_("Traffic accident"), "traffic"),
+        Category("bollard", N_("Damaged retractable bollard"), "security", ("bollard",)),
+        Category("container", N_("Overflowing container"), "waste", ("waste_container",)),
+        Category("water_leak", N_("Water leak"), "water", ("reservoir",)),
+        Category("other", N_("Other problem"), None),
     )
 }
 # Report states: waiting for triage, taken into an intervention, refused, closed.

@@ -5,6 +5,9 @@ HMI, a field link, the gateway itself, the public page). Alarms become intervent
 `[alarms]` routes (a duty job looks at the alarms needing attention, so nothing depends on a
 listener having run: a restart or a failover picks up what was missed). A resident's address
 is kept apart (`report_contacts`), never in the audit log, an export or a feed.
+
+Refusals are said in the caller's language (the request's); what is stored (titles made from
+a report) and the e-mails to teams and residents are in the metropolis's language, French.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from beffroi.control.audit import AuditLog
 from beffroi.control.geo import GridIndex, distance_m
 from beffroi.core.model import utcnow
 from beffroi.core.register import Register
+from beffroi.i18n import DEFAULT_LOCALE, _, fmt_datetime, in_locale
 from beffroi.interventions.config import InterventionsSite
 from beffroi.interventions.links import FieldLink, FieldLinks
 from beffroi.interventions.model import (
@@ -105,13 +109,13 @@ class InterventionService:
         With `alarms_free`, refuse an alarm already linked to an open intervention."""
         title = _clean(title)[:200]
         if not title:
-            raise InterventionError("une intervention a besoin d'un titre")
+            raise InterventionError(_("an intervention needs a title"))
         if commune not in self.cfg.commune_ids():
-            raise InterventionError(f"commune inconnue : {commune!r}")
+            raise InterventionError(_("unknown commune: %(commune)r") % {"commune": commune})
         if team and team not in self.teams:
-            raise InterventionError(f"équipe inconnue : {team!r}")
+            raise InterventionError(_("unknown team: %(team)r") % {"team": team})
         if not 1 <= priority <= 4:
-            raise InterventionError("la priorité va de 1 (la plus urgente) à 4")
+            raise InterventionError(_("the priority goes from 1 (the most urgent) to 4"))
         if (lat is None or lon is None) and assets:
             first = self.register.assets.get(assets[0])
             if first is not None:
@@ -130,11 +134,12 @@ class InterventionService:
             "origin": origin,
         }
         with self.store.tx():  # checked under the lock: two operators never both take it
-            for alarm_id, _ in alarms if alarms_free else ():
+            for alarm_id, _since in alarms if alarms_free else ():
                 linked = self.store.open_for(alarm=alarm_id)
                 if linked is not None:
                     raise InterventionError(
-                        f"l'alarme {alarm_id} est déjà liée à l'intervention n° {linked}"
+                        _("alarm %(alarm)s is already linked to intervention no. %(id)s")
+                        % {"alarm": alarm_id, "id": linked}
                     )
             iid = self.store.insert(row)
             self.store.event(iid, actor, via, "created", str(state), title)
@@ -150,7 +155,7 @@ class InterventionService:
             state=str(state),
             team=team,
             origin=origin,
-            alarms=[a for a, _ in alarms],
+            alarms=[a for a, _since in alarms],
             reports=list(reports),
         )
         if team:
@@ -217,7 +222,7 @@ class InterventionService:
         """Return an intervention, or raise InterventionError."""
         item = self.store.get(iid)
         if item is None:
-            raise InterventionError(f"pas d'intervention n° {iid}")
+            raise InterventionError(_("no intervention no. %(id)s") % {"id": iid})
         return item
 
     def move(self, iid: int, state: State, actor: str, via: Via, note: str = "") -> Intervention:
@@ -227,12 +232,16 @@ class InterventionService:
             item = self.get(iid)
             if not can_move(item.state, state):
                 raise InterventionError(
-                    f"l'intervention n° {iid} est {STATE_LABELS[item.state].lower()} : "
-                    f"elle ne peut pas passer à « {STATE_LABELS[state].lower()} »"
+                    _("intervention no. %(id)s is %(state)s: it cannot move to “%(target)s”")
+                    % {
+                        "id": iid,
+                        "state": _(STATE_LABELS[item.state]).lower(),
+                        "target": _(STATE_LABELS[state]).lower(),
+                    }
                 )
             if state is not State.CANCELLED and not item.team:
                 raise InterventionError(
-                    f"l'intervention n° {iid} n'a pas encore d'équipe : affectez-la d'abord"
+                    _("intervention no. %(id)s has no team yet: assign it first") % {"id": iid}
                 )
             self.store.set_state(iid, state)
             self.store.event(iid, actor, via, "state", str(state), note)
@@ -253,11 +262,11 @@ class InterventionService:
     def assign(self, iid: int, team: str, actor: str, via: Via = Via.HMI) -> Intervention:
         """Give an intervention to a team (it becomes assigned; its team is told)."""
         if team not in self.teams:
-            raise InterventionError(f"équipe inconnue : {team!r}")
+            raise InterventionError(_("unknown team: %(team)r") % {"team": team})
         with self.store.tx():
             item = self.get(iid)
             if not item.open:
-                raise InterventionError(f"l'intervention n° {iid} est close")
+                raise InterventionError(_("intervention no. %(id)s is closed") % {"id": iid})
             self.store.update(iid, team=team)
             self.store.event(iid, actor, via, "assign", None, team)
             if item.state is State.NEW:
@@ -270,7 +279,7 @@ class InterventionService:
         """Add a note to an intervention's history."""
         text = _clean(text)[:NOTE_MAX]
         if not text:
-            raise InterventionError("la note est vide")
+            raise InterventionError(_("the note is empty"))
         self.get(iid)
         self.store.event(iid, actor, via, "note", None, text)
         self._audit(actor, via, "intervention.note", iid, chars=len(text))
@@ -281,7 +290,7 @@ class InterventionService:
             items = sorted({i: self.get(i) for i in ids}.values(), key=lambda x: x.id)
             items = [x for x in items if x.open]
             if len(items) < 2:
-                raise InterventionError("fusionner demande au moins deux interventions ouvertes")
+                raise InterventionError(_("merging needs at least two open interventions"))
             keep, others = items[0], items[1:]
             assets = list(dict.fromkeys([*keep.assets, *(a for o in others for a in o.assets)]))
             priority = min(x.priority for x in items)
@@ -304,7 +313,7 @@ class InterventionService:
         """Issue a field link to an intervention (audited)."""
         item = self.get(iid)
         if not item.open:
-            raise InterventionError(f"l'intervention n° {iid} est close")
+            raise InterventionError(_("intervention no. %(id)s is closed") % {"id": iid})
         link = self.links.issue(iid, actor)
         self._audit(actor, Via.HMI, "intervention.link", iid, expires=link.expires.isoformat())
         return link
@@ -336,23 +345,24 @@ class InterventionService:
         resident may see (its number, and whether it joins a known problem)."""
         cat = CATEGORIES.get(category)
         if cat is None:
-            raise InterventionError("catégorie inconnue")
+            raise InterventionError(_("unknown category"))
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise InterventionError("position invalide")
+            raise InterventionError(_("invalid position"))
         text = _clean(text)
         if not text or len(text) > self.ic.reports.max_text_chars:
             raise InterventionError(
-                f"une description de 1 à {self.ic.reports.max_text_chars} caractères est requise"
+                _("a description of 1 to %(max)s characters is required")
+                % {"max": self.ic.reports.max_text_chars}
             )
         address = _clean(address)[:200]
         email = _clean(email)
         if email and not consent:
-            raise InterventionError("une adresse e-mail n'est gardée qu'avec votre accord")
+            raise InterventionError(_("an e-mail address is kept only with your consent"))
         if email and not EMAIL.match(email):
-            raise InterventionError("adresse e-mail invalide")
+            raise InterventionError(_("invalid e-mail address"))
         commune = self._commune_at(lat, lon)
         if commune is None:
-            raise InterventionError("ce lieu n'est pas dans la métropole")
+            raise InterventionError(_("this place is not in the metropolis"))
         matches = self._matches(cat.domain, cat.classes, lat, lon)
         dup = self._duplicate_of(category, lat, lon)
         row = {
@@ -434,10 +444,12 @@ class InterventionService:
                 cat = CATEGORIES[rep["category"]]
                 matches = json.loads(rep["matches"])
                 alarms = [(a, began.get(a) or self.clock()) for a in matches["alarms"]]
+                with in_locale(DEFAULT_LOCALE):  # a stored title, read by everyone
+                    label = _(cat.label)
                 return self.create(
                     actor,
                     via,
-                    title=f"{cat.label} — {rep['address'] or rep['commune']}",
+                    title=f"{label} — {rep['address'] or rep['commune']}",
                     commune=rep["commune"],
                     domain=cat.domain or "other",
                     lat=rep["lat"],
@@ -450,7 +462,7 @@ class InterventionService:
                 )
             item = self.get(iid)
             if not item.open:
-                raise InterventionError(f"l'intervention n° {iid} est close")
+                raise InterventionError(_("intervention no. %(id)s is closed") % {"id": iid})
             self._take_report(iid, rid)
             self.store.event(iid, actor, via, "link", None, f"signalement {rid}")
         self._audit(actor, via, "report.link", iid, report=rid)
@@ -475,9 +487,12 @@ class InterventionService:
         """Return a report waiting for triage, or raise saying what became of it."""
         rep = self.store.report(rid)
         if rep is None:
-            raise InterventionError(f"pas de signalement n° {rid}")
+            raise InterventionError(_("no report no. %(id)s") % {"id": rid})
         if rep["state"] != "new":
-            raise InterventionError(f"le signalement n° {rid} est déjà traité ({rep['state']})")
+            raise InterventionError(
+                _("report no. %(id)s is already handled (%(state)s)")
+                % {"id": rid, "state": rep["state"]}
+            )
         return rep
 
     def _take_report(self, iid: int, rid: int) -> None:
@@ -498,7 +513,7 @@ class InterventionService:
         """Return a report author's address to a role that needs it (audited, never shown to
         others); raise InterventionError for the others."""
         if role not in self.ic.contact_roles:
-            raise InterventionError("ce rôle ne voit pas les coordonnées des habitants")
+            raise InterventionError(_("this role does not see residents' contact details"))
         email = self.store.contact(rid)
         rep = self.store.report(rid)
         commune = rep["commune"] if rep is not None else ""
@@ -562,23 +577,51 @@ class InterventionService:
             return
         link = self.links.issue(iid, actor)
         place = f"{item.lat:.5f}, {item.lon:.5f}" if item.lat is not None else item.commune
-        body = (
-            f"Intervention n° {iid} pour l'équipe {item.team} (priorité {item.priority}).\n\n"
-            f"{item.title}\nCommune : {item.commune}\nLieu : {place}\n"
-            f"Équipements : {', '.join(item.assets) or '—'}\n\n"
-            f"Suivre et mettre à jour l'intervention (lien personnel, valable jusqu'au "
-            f"{link.expires:%d/%m/%Y %H:%M} UTC) :\n{self.field_url(link)}\n"
-        )
-        self._queue(f"intervention:{iid}", to, f"[Beffroi] Intervention {iid} : {item.title}", body)
+        with in_locale(DEFAULT_LOCALE):  # teams read the metropolis's language
+            values = {
+                "id": iid,
+                "team": item.team,
+                "priority": item.priority,
+                "title": item.title,
+                "commune": item.commune,
+                "place": place,
+                "assets": ", ".join(item.assets) or "—",
+                "until": fmt_datetime(link.expires),
+                "url": self.field_url(link),
+            }
+            body = (
+                _(
+                    "Intervention no. %(id)s for team %(team)s (priority %(priority)s).\n\n"
+                    "%(title)s\nCommune: %(commune)s\nPlace: %(place)s\nAssets: %(assets)s\n\n"
+                    "Follow and update the intervention (personal link, valid until %(until)s UTC):"
+                    "\n%(url)s\n"
+                )
+                % values
+            )
+            subject = _("[Beffroi] Intervention %(id)s: %(title)s") % values
+        self._queue(f"intervention:{iid}", to, subject, body)
 
     def _tell_resident(self, rid: int, email: str, state: State) -> None:
-        outcome = "a été traité" if state is State.DONE else "a été clos"
-        body = (
-            f"Bonjour,\n\nVotre signalement n° {rid} {outcome} par les services de la métropole."
-            "\n\nMerci de votre aide.\n\nCet e-mail vous est envoyé parce que vous l'avez "
-            "demandé ; votre adresse sera effacée après le délai de conservation annoncé.\n"
-        )
-        self._queue(f"report:{rid}", [email], f"Votre signalement n° {rid}", body)
+        with in_locale(DEFAULT_LOCALE):  # residents are written to in French
+            if state is State.DONE:
+                said = _("Your report no. %(id)s has been dealt with by the metropolis's services.")
+            else:
+                said = _("Your report no. %(id)s has been closed by the metropolis's services.")
+            body = (
+                _("Hello,")
+                + "\n\n"
+                + said % {"id": rid}
+                + "\n\n"
+                + _("Thank you for your help.")
+                + "\n\n"
+                + _(
+                    "You receive this e-mail because you asked for it; your address will be"
+                    " deleted after the announced retention period."
+                )
+                + "\n"
+            )
+            subject = _("Your report no. %(id)s") % {"id": rid}
+        self._queue(f"report:{rid}", [email], subject, body)
 
     def deliver(self) -> int:
         """Send what waits in the outbox (after each change, and by the retry job)."""

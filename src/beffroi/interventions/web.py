@@ -6,7 +6,9 @@ rate-limited per client address; `/public/confidentialite` says what is kept and
 equipment's live values, its alarms, its history, and the moves a crew makes (en route, on
 site, done) and notes. Every page is plain HTML that works without JavaScript; the one script
 (the "use my position" button) and the style sheet are inline, allowed by their hashes in the
-Content-Security-Policy, so nothing is fetched from anywhere else.
+Content-Security-Policy, so nothing is fetched from anywhere else. The pages speak the
+request's language (French unless the browser prefers English): templates call `_()` as they
+render, and the script reads its messages from the page, so that its hash never changes.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from beffroi.core.live import LiveValues
 from beffroi.core.model import Quality, Sample
 from beffroi.hmi.public import RateLimit
 from beffroi.hmi.server import address_key
+from beffroi.i18n import N_, _, current_locale, fmt_datetime, fmt_exact, ngettext
 from beffroi.interventions.links import LinkRefused
 from beffroi.interventions.model import (
     CATEGORIES,
     CLOSED,
+    EVENT_LABELS,
     ORDER,
     STATE_LABELS,
     Intervention,
@@ -55,34 +59,40 @@ ADDRESS_MAX = 200  # what the service keeps of an address
 EMAIL_MAX = 254
 JSON_KEYS = frozenset({"category", "lat", "lon", "text", "address", "email", "consent"})
 
+# English message ids, translated where a page shows them.
 QUALITY_WORDS = {
-    Quality.UNCERTAIN: "incertaine",
-    Quality.BAD: "mauvaise",
-    Quality.COMM_LOSS: "liaison perdue",
+    Quality.UNCERTAIN: N_("uncertain"),
+    Quality.BAD: N_("bad"),
+    Quality.COMM_LOSS: N_("link lost"),
 }
 ALARM_STATES = {
-    "unack_active": "active, non acquittée",
-    "ack_active": "active, acquittée",
-    "unack_rtn": "revenue à la normale, non acquittée",
-    "shelved": "mise de côté",
-    "suppressed": "supprimée",
-    "out_of_service": "hors service",
+    "unack_active": N_("active, unacknowledged"),
+    "ack_active": N_("active, acknowledged"),
+    "unack_rtn": N_("back to normal, unacknowledged"),
+    "shelved": N_("shelved"),
+    "suppressed": N_("suppressed"),
+    "out_of_service": N_("out of service"),
 }
-EVENT_KINDS = {
-    "created": "Création",
-    "state": "Changement d'état",
-    "note": "Note",
-    "assign": "Affectation",
-    "merge": "Fusion",
-    "link": "Rattachement",
+PRIORITIES = {
+    1: N_("P1 — very urgent"),
+    2: N_("P2 — urgent"),
+    3: N_("P3 — normal"),
+    4: N_("P4 — low"),
 }
-PRIORITIES = {1: "P1 — très urgente", 2: "P2 — urgente", 3: "P3 — normale", 4: "P4 — basse"}
 ROLE_LABELS = {
-    "viewer": "lecteur",
-    "operator": "opérateur",
-    "supervisor": "superviseur",
-    "auditor": "auditeur",
-    "admin": "administrateur",
+    "viewer": N_("viewer"),
+    "operator": N_("operator"),
+    "supervisor": N_("supervisor"),
+    "auditor": N_("auditor"),
+    "admin": N_("administrator"),
+}
+# What the "use my position" script says: read from the page (data-*), in its language.
+LOCATE_MESSAGES = {
+    "unavailable": N_("Location is not available here: type in the latitude and the longitude."),
+    "searching": N_("Looking for your position…"),
+    "found": N_("Position found (to within %(metres)s m)."),
+    "denied": N_("Location refused: type in the latitude and the longitude."),
+    "failed": N_("Position not found: type in the latitude and the longitude."),
 }
 
 STYLE = """
@@ -127,23 +137,20 @@ LOCATE_JS = """
   var button = document.getElementById("locate");
   var status = document.getElementById("locate-status");
   if (!button || !status) { return; }
+  var say = status.dataset;  // the page's messages, in its language
   if (!("geolocation" in navigator) || !window.isSecureContext) {
-    status.textContent = "La localisation n'est pas disponible ici : saisissez la latitude " +
-      "et la longitude.";
+    status.textContent = say.unavailable;
     return;
   }
   button.hidden = false;
   button.addEventListener("click", function () {
-    status.textContent = "Recherche de votre position…";
+    status.textContent = say.searching;
     navigator.geolocation.getCurrentPosition(function (pos) {
       document.getElementById("lat").value = pos.coords.latitude.toFixed(6);
       document.getElementById("lon").value = pos.coords.longitude.toFixed(6);
-      status.textContent = "Position trouvée (à " + Math.round(pos.coords.accuracy) +
-        " m près).";
+      status.textContent = say.found.replace("%(metres)s", Math.round(pos.coords.accuracy));
     }, function (err) {
-      status.textContent = err.code === 1
-        ? "Localisation refusée : saisissez la latitude et la longitude."
-        : "Position introuvable : saisissez la latitude et la longitude.";
+      status.textContent = err.code === 1 ? say.denied : say.failed;
     }, {enableHighAccuracy: true, timeout: 15000, maximumAge: 60000});
   });
 })();
@@ -162,7 +169,7 @@ CSP = (
 )
 
 BASE = """<!doctype html>
-<html lang="fr"><head><meta charset="utf-8">
+<html lang="{{ lang }}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
 <title>{{ title }} — {{ metropolis }}</title>
@@ -180,54 +187,55 @@ BASE = """<!doctype html>
 
 REPORT_FORM = """{% extends "base.html" %}
 {% block content %}
-<p>Un lampadaire éteint, un feu en panne, une fuite ? Dites-le aux services de la métropole.
-Les champs marqués * sont obligatoires.</p>
-{% if email_again %}<p class="hint">Pour être prévenu, saisissez de nouveau votre adresse
-e-mail.</p>{% endif %}
+<p>{{ _("A street light out, a broken traffic light, a leak? Tell the metropolis's services. \
+Fields marked * are required.") }}</p>
+{% if email_again %}<p class="hint">{{ _("To be told, type in your e-mail address \
+again.") }}</p>{% endif %}
 <form method="post" id="report-form">
-<label for="category">Type de problème *</label>
+<label for="category">{{ _("Kind of problem") }} *</label>
 <select id="category" name="category" required>
-<option value="">— Choisissez —</option>
+<option value="">— {{ _("Choose") }} —</option>
 {% for c in categories %}
-<option value="{{ c.id }}"{% if c.id == v.category %} selected{% endif %}>{{ c.label }}</option>
+<option value="{{ c.id }}"{% if c.id == v.category %} selected{% endif %}>{{ _(c.label) }}</option>
 {% endfor %}
 </select>
 <fieldset>
-<legend>Lieu *</legend>
-<button type="button" id="locate" class="secondary" hidden>Utiliser ma position</button>
-<p id="locate-status" class="hint" role="status" aria-live="polite"></p>
+<legend>{{ _("Place") }} *</legend>
+<button type="button" id="locate" class="secondary" hidden>{{ _("Use my position") }}</button>
+<p id="locate-status" class="hint" role="status" aria-live="polite"
+{% for key, text in locate.items() %} data-{{ key }}="{{ text }}"{% endfor %}></p>
 <div class="pair">
-<div><label for="lat">Latitude</label>
+<div><label for="lat">{{ _("Latitude") }}</label>
 <input id="lat" name="lat" inputmode="decimal" autocomplete="off" value="{{ v.lat }}"
  required aria-describedby="place-hint" placeholder="47.3220"></div>
-<div><label for="lon">Longitude</label>
+<div><label for="lon">{{ _("Longitude") }}</label>
 <input id="lon" name="lon" inputmode="decimal" autocomplete="off" value="{{ v.lon }}"
  required aria-describedby="place-hint" placeholder="5.0415"></div>
 </div>
-<p id="place-hint" class="hint">En degrés décimaux, comme sur une carte (virgule ou point).</p>
-<label for="address">Adresse ou repère (facultatif)</label>
+<p id="place-hint" class="hint">{{ _("In decimal degrees, as on a map (comma or point).") }}</p>
+<label for="address">{{ _("Address or landmark (optional)") }}</label>
 <input id="address" name="address" maxlength="{{ address_max }}" autocomplete="street-address"
  value="{{ v.address }}">
 </fieldset>
-<label for="text">Description *</label>
+<label for="text">{{ _("Description") }} *</label>
 <textarea id="text" name="text" required maxlength="{{ text_max }}"
  aria-describedby="text-hint">{{ v.text }}</textarea>
-<p id="text-hint" class="hint">{{ text_max }} caractères au plus. N'indiquez pas de données
-personnelles.</p>
+<p id="text-hint" class="hint">{{ _("%(max)s characters at most. Give no personal \
+data.", max=text_max) }}</p>
 {% if email_enabled %}
 <fieldset>
-<legend>Être prévenu (facultatif)</legend>
-<label for="email">Adresse e-mail</label>
+<legend>{{ _("Be told (optional)") }}</legend>
+<label for="email">{{ _("E-mail address") }}</label>
 <input id="email" name="email" type="email" maxlength="{{ email_max }}" autocomplete="email"
  aria-describedby="email-hint">
 <label class="check" for="consent"><input type="checkbox" id="consent" name="consent"
- value="1"> Me prévenir par e-mail quand c'est réglé</label>
-<p id="email-hint" class="hint">Votre adresse n'est gardée que si la case est cochée, à part du
-signalement, et elle est effacée {{ retention }}.</p>
+ value="1"> {{ _("Tell me by e-mail when it is fixed") }}</label>
+<p id="email-hint" class="hint">{{ _("Your address is kept only if the box is ticked, apart \
+from the report, and it is deleted %(when)s.", when=retention) }}</p>
 </fieldset>
 {% endif %}
-<p><a href="confidentialite">Vos données : ce que nous gardons et pourquoi</a></p>
-<button type="submit">Envoyer le signalement</button>
+<p><a href="confidentialite">{{ _("Your data: what we keep and why") }}</a></p>
+<button type="submit">{{ _("Send the report") }}</button>
 </form>
 {% endblock %}
 {% block script %}<script>{{ script }}</script>{% endblock %}
@@ -235,51 +243,52 @@ signalement, et elle est effacée {{ retention }}.</p>
 
 REPORT_DONE = """{% extends "base.html" %}
 {% block content %}
-<p class="ok" role="status">Votre signalement est enregistré sous le numéro
-<strong id="report-number">{{ result.id }}</strong>.</p>
+<p class="ok" role="status">{{ _("Your report is recorded under number %(number)s.", \
+number=number) }}</p>
 {% if result.duplicate_of %}
-<p>Le même problème a déjà été signalé tout près (signalement n° {{ result.duplicate_of }}) :
-le vôtre y est rattaché.</p>
+<p>{{ _("The same problem has already been reported close by (report no. %(id)s): yours is \
+attached to it.", id=result.duplicate_of) }}</p>
 {% elif result.known_problem %}
-<p>Les services de la métropole connaissent déjà ce problème.</p>
+<p>{{ _("The metropolis's services already know of this problem.") }}</p>
 {% endif %}
-{% if told %}<p>Vous recevrez un e-mail quand ce sera réglé.</p>{% endif %}
-<p>Merci de votre aide.</p>
-<p><a class="button" href="signaler">Faire un autre signalement</a></p>
+{% if told %}<p>{{ _("You will receive an e-mail when it is fixed.") }}</p>{% endif %}
+<p>{{ _("Thank you for your help.") }}</p>
+<p><a class="button" href="signaler">{{ _("Make another report") }}</a></p>
 {% endblock %}
 """
 
 PRIVACY = """{% extends "base.html" %}
 {% block content %}
-<h2>Ce qu'un signalement garde</h2>
-<p>Le type de problème, le lieu (coordonnées et adresse ou repère si vous l'indiquez), votre
-description et l'heure d'envoi. Ces informations servent à organiser les interventions des
-services de {{ metropolis }} et à en suivre la qualité.</p>
-<h2>Votre adresse e-mail</h2>
+<h2>{{ _("What a report keeps") }}</h2>
+<p>{{ _("The kind of problem, the place (coordinates, and address or landmark if you give \
+one), your description and the time it was sent. This information serves to organise the \
+interventions of the services of %(metropolis)s and to follow their quality.", \
+metropolis=metropolis) }}</p>
+<h2>{{ _("Your e-mail address") }}</h2>
 {% if email_enabled %}
-<p>Elle est facultative et n'est gardée que si vous cochez « Me prévenir par e-mail quand c'est
-réglé », pour une seule raison : vous prévenir quand le problème est traité.</p>
+<p>{{ _("It is optional and kept only if you tick “%(consent)s”, for one reason only: to tell \
+you when the problem is dealt with.", consent=_("Tell me by e-mail when it is fixed")) }}</p>
 {% else %}
-<p>Ce service ne demande pas d'adresse e-mail pour le moment. Quand il la propose, elle est
-facultative et n'est gardée qu'avec votre accord, pour vous prévenir quand c'est réglé.</p>
+<p>{{ _("This service does not ask for an e-mail address for now. When it does, the address is \
+optional and kept only with your consent, to tell you when it is fixed.") }}</p>
 {% endif %}
 <ul>
-<li>Elle est conservée à part du signalement.</li>
+<li>{{ _("It is kept apart from the report.") }}</li>
 {% if roles %}
-<li>Seuls les agents ayant le rôle {{ roles }} peuvent la lire.</li>
+<li>{{ _("Only agents with the role %(roles)s can read it.", roles=roles) }}</li>
 {% else %}
-<li>Aucun agent ne peut la lire : elle sert seulement à vous envoyer l'avis.</li>
+<li>{{ _("No agent can read it: it only serves to send you the notice.") }}</li>
 {% endif %}
-<li>Elle n'est jamais publiée, ni exportée, ni transmise à des tiers.</li>
-<li id="retention">Elle est effacée {{ retention }}.</li>
+<li>{{ _("It is never published, exported or passed on to third parties.") }}</li>
+<li id="retention">{{ _("It is deleted %(when)s.", when=retention) }}</li>
 </ul>
-<h2>Ce qui n'est pas gardé</h2>
-<p>L'adresse réseau de votre appareil sert seulement, en mémoire, à limiter les envois abusifs ;
-elle n'est pas enregistrée avec le signalement.</p>
-<h2>Vos droits</h2>
-<p>Vous pouvez demander à {{ metropolis }} l'accès à vos données, leur rectification ou leur
-effacement, en indiquant le numéro de votre signalement.</p>
-<p><a class="button" href="signaler">Faire un signalement</a></p>
+<h2>{{ _("What is not kept") }}</h2>
+<p>{{ _("Your device's network address only serves, in memory, to limit abusive sending; it is \
+not recorded with the report.") }}</p>
+<h2>{{ _("Your rights") }}</h2>
+<p>{{ _("You may ask %(metropolis)s for access to your data, its correction or its deletion, \
+giving the number of your report.", metropolis=metropolis) }}</p>
+<p><a class="button" href="signaler">{{ _("Make a report") }}</a></p>
 {% endblock %}
 """
 
@@ -287,24 +296,25 @@ FIELD = """{% extends "base.html" %}
 {% block content %}
 <p id="title"><strong>{{ item.title }}</strong></p>
 <dl>
-<dt>Numéro</dt><dd id="number">{{ item.id }}</dd>
-<dt>État</dt><dd id="state">{{ state }}</dd>
-<dt>Priorité</dt><dd>{{ priority }}</dd>
-<dt>Équipe</dt><dd>{{ item.team or "aucune" }}</dd>
-<dt>Commune</dt><dd>{{ commune }}</dd>
+<dt>{{ _("Number") }}</dt><dd id="number">{{ item.id }}</dd>
+<dt>{{ _("State") }}</dt><dd id="state">{{ state }}</dd>
+<dt>{{ _("Priority") }}</dt><dd>{{ priority }}</dd>
+<dt>{{ _("Team") }}</dt><dd>{{ item.team or _("no team") }}</dd>
+<dt>{{ _("Commune") }}</dt><dd>{{ commune }}</dd>
 </dl>
-<h2>Lieu</h2>
+<h2>{{ _("Place") }}</h2>
 {% if item.lat is not none and item.lon is not none %}
 <p>{{ "%.6f"|format(item.lat) }}, {{ "%.6f"|format(item.lon) }}</p>
-<p><a class="button" id="map-link" href="{{ geo }}">Ouvrir dans l'application de cartes</a></p>
-{% else %}<p>Pas de coordonnées.</p>{% endif %}
+<p><a class="button" id="map-link" href="{{ geo }}">{{ _("Open in the maps app") }}</a></p>
+{% else %}<p>{{ _("No coordinates.") }}</p>{% endif %}
 {% for a in assets %}
 <h2>{{ a.id }}{% if a.label %} — {{ a.label }}{% endif %}</h2>
 {% if a.place %}<p>{{ a.place }}</p>{% endif %}
-{% if a.missing %}<p class="hint">Équipement absent du registre.</p>{% endif %}
+{% if a.missing %}<p class="hint">{{ _("Asset missing from the register.") }}</p>{% endif %}
 {% if a.rows %}
-<table><caption class="hint">Valeurs en direct</caption>
-<thead><tr><th scope="col">Signal</th><th scope="col">Valeur</th><th scope="col">Heure</th></tr>
+<table><caption class="hint">{{ _("Live values") }}</caption>
+<thead><tr><th scope="col">{{ _("Signal") }}</th><th scope="col">{{ _("Value") }}</th>
+<th scope="col">{{ _("Time") }}</th></tr>
 </thead><tbody>
 {% for r in a.rows %}
 <tr><th scope="row">{{ r.signal }}</th><td{% if r.poor %} class="poor"{% endif %}>{{ r.value }}
@@ -313,38 +323,38 @@ FIELD = """{% extends "base.html" %}
 </tbody></table>
 {% endif %}
 {% endfor %}
-<h2>Alarmes en cours</h2>
-{% if alarms is none %}<p class="hint">Alarmes indisponibles.</p>
-{% elif not alarms %}<p>Aucune.</p>
+<h2>{{ _("Active alarms") }}</h2>
+{% if alarms is none %}<p class="hint">{{ _("Alarms unavailable.") }}</p>
+{% elif not alarms %}<p>{{ _("No active alarm.") }}</p>
 {% else %}<ul id="alarms">
 {% for a in alarms %}<li>P{{ a.severity }} — {{ a.message }} ({{ a.asset }}, {{ a.state }})</li>
 {% endfor %}</ul>{% endif %}
 {% if item.open %}
-<h2>Mettre à jour</h2>
+<h2>{{ _("Update") }}</h2>
 {% if not item.team %}
-<p class="hint">Cette intervention n'est affectée à aucune équipe : le poste de commande doit
-l'affecter avant tout changement d'état.</p>
+<p class="hint">{{ _("This intervention is assigned to no team: the command post must assign \
+it before any change of state.") }}</p>
 {% else %}
-{% if moves %}<p class="hint">Passer l'intervention à l'état :</p>{% endif %}
+{% if moves %}<p class="hint">{{ _("Move the intervention to the state:") }}</p>{% endif %}
 {% for m in moves if m.state != "done" %}
 <form method="post"><input type="hidden" name="action" value="{{ m.state }}">
 <button type="submit">{{ m.label }}</button></form>
 {% endfor %}
 {% for m in moves if m.state == "done" %}
 <form method="post"><input type="hidden" name="action" value="done">
-<label for="done-note">Compte rendu (facultatif)</label>
+<label for="done-note">{{ _("Report of the work (optional)") }}</label>
 <textarea id="done-note" name="note" maxlength="{{ note_max }}"></textarea>
 <label class="check" for="confirm"><input type="checkbox" id="confirm" name="confirm" value="1"
- required> Je confirme que l'intervention est terminée</label>
+ required> {{ _("I confirm that the intervention is done") }}</label>
 <button type="submit" class="done">{{ m.label }}</button></form>
 {% endfor %}
 {% endif %}
 <form method="post"><input type="hidden" name="action" value="note">
-<label for="note">Ajouter une note</label>
+<label for="note">{{ _("Add a note") }}</label>
 <textarea id="note" name="note" required maxlength="{{ note_max }}"></textarea>
-<button type="submit" class="secondary">Enregistrer la note</button></form>
+<button type="submit" class="secondary">{{ _("Save the note") }}</button></form>
 {% endif %}
-<h2>Historique</h2>
+<h2>{{ _("History") }}</h2>
 <ol id="history">
 {% for e in events %}<li><strong>{{ e.time }}</strong> — {{ e.kind }}{% if e.state %} :
 {{ e.state }}{% endif %} ({{ e.actor }}){% if e.text %}<br>{{ e.text }}{% endif %}</li>
@@ -374,11 +384,15 @@ _ENV = Environment(
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    extensions=["jinja2.ext.i18n"],
 )
+# Templates translate as they render, in the request's language; `_("… %(x)s", x=…)` escapes x.
+# (`install_gettext_callables` is what the i18n extension adds to the environment.)
+_ENV.install_gettext_callables(_, ngettext, newstyle=True)  # type: ignore[attr-defined]
 
 
 class _Refused(ValueError):
-    """Input the web layer refuses before the service sees it (a French message)."""
+    """Input the web layer refuses before the service sees it (said in the request's language)."""
 
 
 def _page(
@@ -393,6 +407,7 @@ def _page(
     """Render one of the pages with its security headers."""
     body = _ENV.get_template(template).render(
         title=title,
+        lang=current_locale(),
         metropolis=service.cfg.metropolis.name,
         style=Markup(STYLE),
         script=Markup(LOCATE_JS),
@@ -432,9 +447,9 @@ def _sentence(text: str) -> str:
 def _retention(days: float) -> str:
     """Return when a resident's address is deleted, in words."""
     if days <= 0:
-        return "dès la clôture du signalement"
-    unit = "jour" if days <= 1 else "jours"
-    return f"{_number(days)} {unit} après la clôture du signalement"
+        return _("as soon as the report is closed")
+    unit = _("day") if days <= 1 else _("days")
+    return _("%(n)s %(unit)s after the report is closed") % {"n": _number(days), "unit": unit}
 
 
 def _clean(value: object) -> str:
@@ -443,13 +458,19 @@ def _clean(value: object) -> str:
 
 
 def _coordinate(text: str, what: str, low: float, high: float) -> float:
-    """Parse a typed latitude or longitude (a decimal comma is French usage)."""
+    """Parse a typed latitude or longitude (a decimal comma is French usage); `what` is its
+    name, translated."""
     try:
         value = float(text.strip().replace(",", "."))
     except ValueError:
-        raise _Refused(f"{what} invalide : un nombre en degrés décimaux est attendu") from None
+        raise _Refused(
+            _("invalid %(what)s: a number in decimal degrees is expected") % {"what": what}
+        ) from None
     if not math.isfinite(value) or not low <= value <= high:
-        raise _Refused(f"{what} invalide : entre {low:g} et {high:g} degrés")
+        raise _Refused(
+            _("invalid %(what)s: between %(low)s and %(high)s degrees")
+            % {"what": what, "low": f"{low:g}", "high": f"{high:g}"}
+        )
     return value
 
 
@@ -464,32 +485,37 @@ def _client() -> str:
 
 
 def _local(ts: datetime, tz: ZoneInfo) -> str:
-    """Return a time as the metropolis reads it (naive times are UTC, as stored)."""
+    """Return a time in the metropolis's zone, the reader's way (naive times are UTC, as stored)."""
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    return ts.astimezone(tz).strftime("%d/%m/%Y %H:%M")
+    return fmt_datetime(ts, tz)
 
 
 def _number(value: float) -> str:
-    """Return a number the French way, at most two decimals."""
-    text = f"{value:.2f}".rstrip("0").rstrip(".").replace(".", ",")
-    return "0" if text == "-0" else text
+    """Return a number the reader's way ("3,46" in French), at most two decimals."""
+    rounded = round(value, 2)
+    return fmt_exact(rounded if rounded != 0 else 0.0)  # never "-0"
 
 
 def _value(sample: Sample | None, unit: str) -> tuple[str, str]:
     """Return a live value as shown, and a quality word when it cannot be trusted."""
     if sample is None:
-        return "—", "pas de valeur"
+        return "—", _("no value")
     if sample.quality is not Quality.GOOD:
-        return "—", QUALITY_WORDS.get(sample.quality, "mauvaise")
+        return "—", _(QUALITY_WORDS.get(sample.quality, N_("bad")))
     v = sample.value
     if isinstance(v, bool):
-        return ("oui" if v else "non"), ""
+        return (_("yes") if v else _("no")), ""
     if isinstance(v, int | float):
         if not math.isfinite(v):
-            return "—", "mauvaise"
+            return "—", _("bad")
         return (f"{_number(v)} {unit}".strip()), ""
     return str(v), ""
+
+
+def _alarm_state(state: str) -> str:
+    """Return an alarm's state in words (its code when unknown)."""
+    return _(ALARM_STATES[state]) if state in ALARM_STATES else state
 
 
 def _actor(actor: str) -> str:
@@ -497,9 +523,9 @@ def _actor(actor: str) -> str:
     if actor == "system":
         return "Beffroi"
     if actor == "public":
-        return "habitant"
+        return _("resident")
     if actor.startswith("field:"):
-        return f"équipe {actor.removeprefix('field:')}"
+        return _("team %(team)s") % {"team": actor.removeprefix("field:")}
     return actor
 
 
@@ -532,7 +558,7 @@ def _register_reports(server: Flask, service: InterventionService) -> None:
         return _page(
             service,
             "report.html",
-            "Signaler un problème",
+            _("Report a problem"),
             status,
             error=error,
             v=values,
@@ -540,6 +566,7 @@ def _register_reports(server: Flask, service: InterventionService) -> None:
             email_enabled=email_enabled,
             email_again=email_again and email_enabled,
             retention=_retention(days),
+            locate={k: _(m) for k, m in LOCATE_MESSAGES.items()},
             text_max=rc.max_text_chars,
             address_max=ADDRESS_MAX,
             email_max=EMAIL_MAX,
@@ -557,9 +584,9 @@ def _register_reports(server: Flask, service: InterventionService) -> None:
             return _page(
                 service,
                 "message.html",
-                "Signalement trop long",
+                _("Report too long"),
                 413,
-                paragraphs=["Le formulaire envoyé est trop long : raccourcissez la description."],
+                paragraphs=[_("The form sent is too long: shorten the description.")],
             )
         values = {
             key: _clean(form.get(key)) for key in ("category", "lat", "lon", "address", "text")
@@ -570,7 +597,8 @@ def _register_reports(server: Flask, service: InterventionService) -> None:
             # The form comes back as typed: the resident sends it again a minute later.
             resp = form_page(
                 values,
-                f"trop d'envois depuis votre connexion : réessayez dans {math.ceil(wait)} s",
+                _("too many sendings from your connection: try again in %(s)s s")
+                % {"s": math.ceil(wait)},
                 429,
                 email_again=bool(email),
             )
@@ -579,15 +607,15 @@ def _register_reports(server: Flask, service: InterventionService) -> None:
         try:
             if not values["lat"].strip() or not values["lon"].strip():
                 raise _Refused(
-                    "indiquez le lieu : touchez « Utiliser ma position » ou saisissez la "
-                    "latitude et la longitude"
+                    _("give the place: tap “%(button)s” or type in the latitude and the longitude")
+                    % {"button": _("Use my position")}
                 )
             if email and not email_enabled:
-                raise _Refused("les avis par e-mail ne sont pas proposés")
+                raise _Refused(_("e-mail notices are not offered"))
             result = service.report(
                 values["category"],
-                _coordinate(values["lat"], "latitude", -90, 90),
-                _coordinate(values["lon"], "longitude", -180, 180),
+                _coordinate(values["lat"], _("latitude"), -90, 90),
+                _coordinate(values["lon"], _("longitude"), -180, 180),
                 values["text"],
                 address=values["address"],
                 email=email,
@@ -598,8 +626,9 @@ def _register_reports(server: Flask, service: InterventionService) -> None:
         return _page(
             service,
             "report_done.html",
-            "Signalement envoyé",
+            _("Report sent"),
             result=result,
+            number=Markup('<strong id="report-number">%s</strong>') % result["id"],
             told=bool(email) and consent,
         )
 
@@ -607,20 +636,23 @@ def _register_reports(server: Flask, service: InterventionService) -> None:
         request.max_content_length = rc.max_body_bytes
         wait = limit.retry_after(_client())
         if wait > 0:
-            resp = _json({"error": "trop d'envois depuis cette adresse : réessayez plus tard"}, 429)
+            resp = _json({"error": _("too many sendings from this address: try again later")}, 429)
             resp.headers["Retry-After"] = str(math.ceil(wait))
             return resp
         try:
             raw = request.get_data(cache=False)
         except RequestEntityTooLarge:
-            return _json({"error": f"corps trop long (au plus {rc.max_body_bytes} octets)"}, 413)
+            return _json(
+                {"error": _("body too long (at most %(n)s bytes)") % {"n": rc.max_body_bytes}},
+                413,
+            )
         try:
             if not request.is_json:
-                raise _Refused("le corps doit être du JSON (Content-Type: application/json)")
+                raise _Refused(_("the body must be JSON (Content-Type: application/json)"))
             try:
                 body = json.loads(raw)
             except ValueError:  # includes bytes that are not UTF-8
-                raise _Refused("le corps n'est pas du JSON valide") from None
+                raise _Refused(_("the body is not valid JSON")) from None
             result = service.report(**_report_args(body, email_enabled))
         except (_Refused, InterventionError) as exc:
             return _json({"error": str(exc)}, 400)
@@ -628,12 +660,12 @@ def _register_reports(server: Flask, service: InterventionService) -> None:
         return _json(out, 201)
 
     def privacy() -> Response:
-        roles = [ROLE_LABELS.get(r, r) for r in service.ic.contact_roles]
+        roles = [_(ROLE_LABELS[r]) if r in ROLE_LABELS else r for r in service.ic.contact_roles]
         return _page(
             service,
             "privacy.html",
-            "Signalements : vos données",
-            roles=" ou ".join(roles),
+            _("Reports: your data"),
+            roles=_(" or ").join(roles),
             retention=_retention(days),
             email_enabled=email_enabled,
         )
@@ -651,34 +683,34 @@ def _register_reports(server: Flask, service: InterventionService) -> None:
 def _report_args(body: object, email_enabled: bool) -> dict[str, Any]:
     """Check a JSON report's fields and types; return the service's arguments."""
     if not isinstance(body, dict):
-        raise _Refused("le corps doit être un objet JSON")
+        raise _Refused(_("the body must be a JSON object"))
     unknown = sorted(set(body) - JSON_KEYS)
     if unknown:
-        raise _Refused(f"champ inconnu : {', '.join(unknown)[:100]}")
+        raise _Refused(_("unknown field: %(fields)s") % {"fields": ", ".join(unknown)[:100]})
     for key in ("category", "lat", "lon", "text"):
         if key not in body:
-            raise _Refused(f"champ manquant : {key}")
+            raise _Refused(_("missing field: %(field)s") % {"field": key})
     if not isinstance(body["category"], str):
-        raise _Refused("catégorie inconnue")
+        raise _Refused(_("unknown category"))
     place: list[float] = []
-    for key, what in (("lat", "latitude"), ("lon", "longitude")):
+    for key, what in (("lat", _("latitude")), ("lon", _("longitude"))):
         value = body[key]
         # bool is an int to Python; true is not a latitude.
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Refused(f"{what} invalide : un nombre est attendu")
+            raise _Refused(_("invalid %(what)s: a number is expected") % {"what": what})
         try:
             place.append(float(value))
         except OverflowError:
-            raise _Refused(f"{what} invalide") from None
+            raise _Refused(_("invalid %(what)s") % {"what": what}) from None
     for key in ("text", "address", "email"):
         if body.get(key) is not None and not isinstance(body[key], str):
-            raise _Refused(f"{key} doit être du texte")
+            raise _Refused(_("%(field)s must be text") % {"field": key})
     consent = body.get("consent", False)
     if not isinstance(consent, bool):
-        raise _Refused("consent doit valoir true ou false")
+        raise _Refused(_("consent must be true or false"))
     email = _clean(body.get("email") or "").strip()
     if email and not email_enabled:
-        raise _Refused("les avis par e-mail ne sont pas proposés")
+        raise _Refused(_("e-mail notices are not offered"))
     return {
         "category": body["category"],
         "lat": place[0],
@@ -705,14 +737,14 @@ def _register_field(server: Flask, service: InterventionService, live: LiveValue
         return _page(
             service,
             "message.html",
-            "Lien refusé",
+            _("Link refused"),
             403,
-            paragraphs=[_sentence(reason), "Demandez un nouveau lien au poste de commande."],
+            paragraphs=[_sentence(reason), _("Ask the command post for a new link.")],
         )
 
     def opened(token: str) -> int:
         if len(token) > TOKEN_MAX:
-            raise LinkRefused("lien invalide")
+            raise LinkRefused(_("invalid link"))
         return service.links.check(token)
 
     def closed_page(item: Intervention) -> Response:
@@ -720,10 +752,11 @@ def _register_field(server: Flask, service: InterventionService, live: LiveValue
         return _page(
             service,
             "message.html",
-            "Intervention close, merci",
+            _("Intervention closed, thank you"),
             paragraphs=[
-                f"L'intervention n° {item.id} est {STATE_LABELS[item.state].lower()}.",
-                "Merci. Ce lien ne fonctionne plus.",
+                _("Intervention no. %(id)s is %(state)s.")
+                % {"id": item.id, "state": _(STATE_LABELS[item.state]).lower()},
+                _("Thank you. This link no longer works."),
             ],
         )
 
@@ -731,7 +764,7 @@ def _register_field(server: Flask, service: InterventionService, live: LiveValue
         return _page(
             service,
             "field.html",
-            f"Intervention n° {item.id}",
+            _("Intervention no. %(id)s") % {"id": item.id},
             status,
             error=error,
             **_field_view(service, live, item, tz),
@@ -741,7 +774,7 @@ def _register_field(server: Flask, service: InterventionService, live: LiveValue
         try:
             item = service.get(opened(token))
         except (LinkRefused, InterventionError) as exc:
-            return refused(str(exc) if isinstance(exc, LinkRefused) else "intervention inconnue")
+            return refused(str(exc) if isinstance(exc, LinkRefused) else _("unknown intervention"))
         resp = field_page(item)
         resp.headers["X-Robots-Tag"] = "noindex"
         return resp
@@ -755,7 +788,7 @@ def _register_field(server: Flask, service: InterventionService, live: LiveValue
         try:
             form = request.form
         except RequestEntityTooLarge:
-            return field_page(service.get(iid), "note trop longue", 413)
+            return field_page(service.get(iid), _("note too long"), 413)
         action = form.get("action", "")
         note = _clean(form.get("note")).strip()
         with changing:
@@ -767,7 +800,7 @@ def _register_field(server: Flask, service: InterventionService, live: LiveValue
             try:
                 if action == "note":
                     if not note:
-                        return field_page(item, "la note est vide", 400)
+                        return field_page(item, _("the note is empty"), 400)
                     service.note(iid, note, actor, Via.FIELD)
                 elif action in {str(s) for s in FIELD_MOVES}:
                     target = State(action)
@@ -775,20 +808,20 @@ def _register_field(server: Flask, service: InterventionService, live: LiveValue
                         # Sent twice (a double tap, the back button): already done, no error.
                         return _back()
                     if not item.team:
-                        return field_page(
-                            item, "cette intervention n'est affectée à aucune équipe", 409
-                        )
+                        return field_page(item, _("this intervention is assigned to no team"), 409)
                     if target is State.DONE and form.get("confirm") != "1":
                         return field_page(
-                            item, "cochez la case pour confirmer la fin de l'intervention", 400
+                            item, _("tick the box to confirm the end of the intervention"), 400
                         )
                     item = service.move(iid, target, actor=actor, via=Via.FIELD, note=note)
                 else:
-                    return field_page(item, "action inconnue", 400)
+                    return field_page(item, _("unknown action"), 400)
             except InterventionError:
                 log.warning("field change %r of intervention %d refused", action, iid)
                 return field_page(
-                    service.get(iid), "l'intervention a changé entre-temps : page mise à jour", 409
+                    service.get(iid),
+                    _("the intervention changed meanwhile: page updated"),
+                    409,
                 )
         _deliver(service)
         return closed_page(item) if item.state in CLOSED else _back()
@@ -840,7 +873,7 @@ def _field_view(
         assets.append(
             {
                 "id": aid,
-                "label": cls.label if cls is not None else asset.asset_class,
+                "label": _(cls.label) if cls is not None else asset.asset_class,
                 "place": place,
                 "missing": False,
                 "rows": rows,
@@ -850,18 +883,21 @@ def _field_view(
     for e in item.events:
         state = ""
         if e.get("state") and e["state"] in {str(s) for s in State}:
-            state = STATE_LABELS[State(e["state"])]
+            state = _(STATE_LABELS[State(e["state"])])
+        kind = str(e["kind"])
         events.append(
             {
                 "time": _local(e["ts"], tz),
-                "kind": EVENT_KINDS.get(str(e["kind"]), str(e["kind"])),
+                "kind": _(EVENT_LABELS[kind]) if kind in EVENT_LABELS else kind,
                 "state": state,
                 "actor": _actor(str(e["actor"])),
                 "text": e.get("text") or "",
             }
         )
     moves = [
-        {"state": str(s), "label": STATE_LABELS[s]} for s in FIELD_MOVES if can_move(item.state, s)
+        {"state": str(s), "label": _(STATE_LABELS[s])}
+        for s in FIELD_MOVES
+        if can_move(item.state, s)
     ]
     geo = ""
     if item.lat is not None and item.lon is not None:
@@ -869,8 +905,10 @@ def _field_view(
         geo = f"geo:{item.lat:.6f},{item.lon:.6f}?q={item.lat:.6f},{item.lon:.6f}"
     return {
         "item": item,
-        "state": STATE_LABELS[item.state],
-        "priority": PRIORITIES.get(item.priority, str(item.priority)),
+        "state": _(STATE_LABELS[item.state]),
+        "priority": _(PRIORITIES[item.priority])
+        if item.priority in PRIORITIES
+        else str(item.priority),
         "commune": commune.name if commune is not None else item.commune,
         "geo": geo,
         "assets": assets,
@@ -897,7 +935,7 @@ def _alarms_of(service: InterventionService, item: Intervention) -> list[dict[st
             "severity": v.get("severity", ""),
             "message": v.get("message") or v.get("rule") or "",
             "asset": v.get("asset", ""),
-            "state": ALARM_STATES.get(str(v.get("state")), str(v.get("state"))),
+            "state": _alarm_state(str(v.get("state"))),
         }
         for v in views
         if (v.get("asset") in wanted or v.get("alarm_id") in linked) and v.get("state") != "normal"
