@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from itsdangerous import BadData, URLSafeTimedSerializer
 
+from beffroi.i18n import _
 from beffroi.interventions.store import InterventionStore
 
 SALT = "beffroi.field-link"
@@ -51,12 +52,12 @@ class FieldLinks:
             data = self._signer.loads(token, max_age=int(self.hours * 3600) + 60)
             iid, jti = int(data["i"]), str(data["j"])
         except (BadData, KeyError, TypeError, ValueError):
-            raise LinkRefused("lien invalide ou expiré") from None
+            raise LinkRefused(_("invalid or expired link")) from None
         row = self.store.link_row(jti)
         if row is None or int(row["intervention"]) != iid:
-            raise LinkRefused("lien inconnu")
+            raise LinkRefused(_("unknown link"))
         if row["revoked"] is not None:
-            raise LinkRefused("lien révoqué")
+            raise LinkRefused(_("revoked link"))
         if row["expires"] <= self.store.now():
-            raise LinkRefused("lien expiré")
+            raise LinkRefused(_("expired link"))
         return iid
