@@ -26,6 +26,7 @@ from beffroi.core.model import TagSpec
 from beffroi.core.register import Register, build_register
 from beffroi.core.scheduler import Scheduler
 from beffroi.core.site import FixedAssetConfig
+from beffroi.i18n import in_locale
 from beffroi.simulator.server import MetropolisSimulator
 from tests.conftest import eventually, free_port
 
@@ -212,10 +213,12 @@ def test_values_are_coerced_and_checked_against_range_and_step() -> None:
     for bad in ("abc", "nan", True):
         with pytest.raises(ControlError):
             coerce(plan, bad)
-    with pytest.raises(ControlError, match="above the maximum 9"):
+    with pytest.raises(ControlError, match="supérieur au maximum 9"):
         check_range(plan, 12.0, 1)
-    with pytest.raises(ControlError, match="step of 1"):
+    with pytest.raises(ControlError, match="le pas de 1"):
         check_range(plan, 2.5, 1)
+    with in_locale("en"), pytest.raises(ControlError, match="above the maximum 9"):
+        check_range(plan, 12.0, 1)  # a refusal speaks the language of whoever asked
     check_range(plan, 9.0, 1)
 
 

@@ -38,6 +38,7 @@ from beffroi.historian.duckdb.historian import DuckDBHistorian
 from beffroi.hmi.app import create_app
 from beffroi.hmi.server import HmiServer
 from beffroi.hmi.users import UserStore
+from beffroi.i18n import in_locale
 from beffroi.kpi.definitions import series_tag
 from beffroi.kpi.export import manifest_path
 from tests.conftest import ROOT, free_port
@@ -192,14 +193,16 @@ def test_alarm_list_and_export_of_hostile_comments(files: tuple[Path, Config]) -
         # `--opt=value`: a value starting with "-" is not taken for an option.
         res = runner.invoke(app, ["alarms", "ack", aid, *c, f"--user={text}", f"--comment={text}"])
         assert res.exit_code == 0, res.output
-    listed = runner.invoke(app, ["alarms", "list", *c, "--format", "csv"])
+    with in_locale("en"):  # the columns by their English names; the cells are what is tested
+        listed = runner.invoke(app, ["alarms", "list", *c, "--format", "csv"])
     assert listed.exit_code == 0, listed.output
     rows = safe_rows(listed.stdout)
     assert_shown(rows, "comment", TEXTS)
     assert_shown(rows, "user", TEXTS)
     assert len(rows) == len(TEXTS) + 1
     assert_number(rows, "value", NEGATIVE)
-    exported = runner.invoke(app, ["alarms", "export", *c, "--start", "-1h"])
+    with in_locale("en"):
+        exported = runner.invoke(app, ["alarms", "export", *c, "--start", "-1h"])
     assert exported.exit_code == 0, exported.output
     rows = safe_rows(exported.stdout)
     assert_shown(rows, "comment", TEXTS)
