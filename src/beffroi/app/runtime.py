@@ -320,7 +320,7 @@ class Runtime:
     def _complete_history(
         self, stack: contextlib.AsyncExitStack, historian: ColumnHistorian, history: HistoryReport
     ) -> None:
-        """Seal the history and compute its KPIs in the background; shutdown waits for it."""
+        """Compute the history's KPIs, then seal it, in the background; shutdown waits for it."""
         task = asyncio.create_task(
             asyncio.to_thread(complete_history, self.cfg, historian, self.kpi, history),
             name="demo-history-kpis",

@@ -89,7 +89,13 @@ class AvailabilityCalc:
             # MTTR and MTBF go missing; availability itself does not depend on the journal.
             log.warning("alarm journal unreadable: MTTR/MTBF left out", exc_info=True)
             return pd.DataFrame(columns=["ts", "event", "tag", "asset", "since"])
-        return df[df["event"].isin(["activate", "clear"])]
+        df = df[df["event"].isin(["activate", "clear"])]
+        # Once per slice, not per chunk of assets: the signal and epoch times of every event.
+        return df.assign(
+            signal=df["tag"].astype(str).str.rsplit("/", n=1).str[-1],
+            t=_epoch_s(df["ts"]),
+            since_t=_epoch_s(df["since"]),
+        )
 
     def compute(self) -> None:
         """Fill the cells of every class in scope."""
@@ -122,15 +128,14 @@ class AvailabilityCalc:
         if ev.empty:
             return zero, zero.copy(), zero.copy()
         row = {a.id: i for i, a in enumerate(assets)}
-        sig = ev["tag"].astype(str).str.rsplit("/", n=1).str[-1]
-        ev = ev[ev["asset"].isin(row) & sig.isin(signals)]
+        ev = ev[ev["asset"].isin(row) & ev["signal"].isin(signals)]
         if ev.empty:
             return zero, zero.copy(), zero.copy()
         k = ev["asset"].map(row).to_numpy(np.int64)
-        t = ev["ts"].map(lambda x: x.timestamp()).to_numpy(float)
+        t = ev["t"].to_numpy(float)
         act = (ev["event"] == "activate").to_numpy()
         failures = events_cells(k[act], t[act], grid, n)
-        since = ev["since"].map(lambda x: np.nan if pd.isna(x) else x.timestamp()).to_numpy(float)
+        since = ev["since_t"].to_numpy(float)
         clear = ~act & np.isfinite(since)  # a repair's length needs its activation time
         repairs = events_cells(k[clear], t[clear], grid, n)
         dur = np.where(clear, t - np.where(clear, since, 0.0), 0.0)
@@ -138,3 +143,12 @@ class AvailabilityCalc:
         ok = clear & (h >= 0) & (h < grid.n) & (t < grid.horizon)
         flat = np.bincount(k[ok] * grid.n + h[ok], dur[ok], n * grid.n)
         return failures, repairs, flat.reshape(n, grid.n)
+
+
+def _epoch_s(times: pd.Series) -> np.ndarray:
+    """Return aware times as epoch seconds, NaN where there is none."""
+    if times.empty:
+        return np.empty(0)
+    at = pd.to_datetime(times, utc=True)
+    us = at.to_numpy("datetime64[us]").astype(np.int64)
+    return np.where(at.isna().to_numpy(), np.nan, us / 1e6)

@@ -13,7 +13,7 @@ from beffroi.core.model import Quality, Sample
 from beffroi.core.seams import Historian
 from beffroi.kpi.definitions import COVERAGE, KpiDef, series_tag
 from beffroi.kpi.periods import Resolution
-from beffroi.kpi.store import KpiStore, aware
+from beffroi.kpi.store import KpiStore, aware, naive
 
 VALUE_COLUMNS = ["kpi", "resolution", "scope", "period_start", "value", "coverage", "filled"]
 
@@ -34,11 +34,18 @@ def values_from_sums(
     return _values(sums, kpis, params, resolution, start, period_hours)
 
 
-def hourly_values(
-    cells: pd.DataFrame, kpis: Iterable[KpiDef], params: Mapping[str, float]
+def many_values(
+    sums: pd.DataFrame,
+    kpis: Iterable[KpiDef],
+    params: Mapping[str, float],
+    resolution: Resolution,
 ) -> pd.DataFrame:
-    """Return one row per (KPI, hour, scope) from hourly cells: every hour at once."""
-    return _values(cells, kpis, params, "hour", None, 1.0)
+    """Return one row per (KPI, period, scope) from sums of many periods, all at once.
+
+    `sums` has a `period` column (the period's start) and, for days and months, `hours`
+    (hours computed) and `period_hours` (hours of the whole period) columns.
+    """
+    return _values(sums, kpis, params, resolution, None, 1.0)
 
 
 def _values(
@@ -49,11 +56,11 @@ def _values(
     start: datetime | None,
     period_hours: float,
 ) -> pd.DataFrame:
-    """Return KPI rows of one period (`start`), or of each row's `hour` when start is None."""
+    """Return KPI rows of one period (`start`), or of each row's `period` when start is None."""
     rows: list[pd.DataFrame] = []
     if sums.empty:
         return pd.DataFrame(columns=VALUE_COLUMNS)
-    key = "scope" if start is not None else ["hour", "scope"]
+    key = "scope" if start is not None else ["period", "scope"]
     table = {c: g.set_index(key) for c, g in sums.groupby("component", sort=False)}
     for k in kpis:
         if resolution not in k.resolutions or any(c not in table for c in k.components):
@@ -77,7 +84,7 @@ def _values(
         if k.is_total:
             # A total with neither Good nor gap-filled input measured nothing: not 0 kWh.
             value = np.where((coverage > 0) | filled, value, np.nan)
-        if start is None:  # (hour, scope) pairs: each row's own hour, as aware UTC
+        if start is None:  # (period, scope) pairs: each row's own period, as aware UTC
             period_start: Any = [aware(h) for h in scopes.get_level_values(0)]
             scope_names = scopes.get_level_values(1).to_numpy()
         else:
@@ -104,7 +111,8 @@ def _full(rows: pd.DataFrame, period_hours: float) -> np.ndarray:
     expected = rows["expected"].to_numpy(float)
     if "hours" not in rows:
         return expected
-    return expected / np.maximum(rows["hours"].to_numpy(float), 1) * period_hours
+    whole: Any = rows["period_hours"].to_numpy(float) if "period_hours" in rows else period_hours
+    return expected / np.maximum(rows["hours"].to_numpy(float), 1) * whole
 
 
 def period_values(
@@ -122,14 +130,15 @@ def period_values(
     if resolution == "hour":
         comps = sorted({c for k in wanted for c in k.components})
         cells = store.hourly(periods[0][0], periods[-1][1], comps)
-        frames.append(hourly_values(cells, wanted, params))
-    else:
-        for start, end in periods:
-            sums = store.sums(start, end)
-            n = (end - start).total_seconds() / 3600.0
-            frames.append(values_from_sums(sums, wanted, params, resolution, start, n))
-    frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=VALUE_COLUMNS)
+        return many_values(cells.rename(columns={"hour": "period"}), wanted, params, "hour")
+    for start, end in periods:
+        sums = store.sums(start, end)
+        n = (end - start).total_seconds() / 3600.0
+        if not sums.empty:
+            frames.append(sums.assign(period=naive(start), period_hours=n))
+    if not frames:
+        return pd.DataFrame(columns=VALUE_COLUMNS)
+    return many_values(pd.concat(frames, ignore_index=True), wanted, params, resolution)
 
 
 def to_samples(values: pd.DataFrame) -> list[Sample]:
@@ -146,6 +155,46 @@ def to_samples(values: pd.DataFrame) -> list[Sample]:
         out.append(Sample(series_tag(kpi, res, scope), ts, float(value), quality))
         out.append(Sample(series_tag(kpi, res, scope, COVERAGE), ts, float(coverage)))
     return out
+
+
+def write_values(historian: Historian, values: pd.DataFrame) -> int:
+    """Write KPI rows as value and coverage samples (to_samples); return how many rows.
+
+    A historian with a bulk path (`write_columns`, the DuckDB one) takes them as columns: a
+    month of hours is some hundred thousand rows.
+    """
+    if values.empty:
+        return 0
+    bulk = getattr(historian, "write_columns", None)
+    if bulk is None:
+        historian.write(to_samples(values))
+        return len(values)
+    value = values["value"].to_numpy(float)
+    quality = np.where(
+        ~np.isfinite(value),
+        int(Quality.BAD),
+        np.where(values["filled"].to_numpy(bool), int(Quality.UNCERTAIN), int(Quality.GOOD)),
+    )
+    tags = [
+        series_tag(k, r, sc)
+        for k, r, sc in zip(values["kpi"], values["resolution"], values["scope"], strict=True)
+    ]
+    covs = [
+        series_tag(k, r, sc, COVERAGE)
+        for k, r, sc in zip(values["kpi"], values["resolution"], values["scope"], strict=True)
+    ]
+    names, index = np.unique(np.array(tags + covs, dtype=object), return_inverse=True)
+    at = pd.to_datetime(values["period_start"], utc=True)
+    ts_us = at.to_numpy("datetime64[us]").astype(np.int64)
+    n = len(values)
+    bulk(
+        names.tolist(),
+        index.astype(np.int64),
+        np.concatenate([ts_us, ts_us]),
+        np.concatenate([value, values["coverage"].to_numpy(float)]),
+        np.concatenate([quality, np.full(n, int(Quality.GOOD))]).astype(np.uint8),
+    )
+    return n
 
 
 def stored_values(historian: Historian, values: pd.DataFrame) -> pd.DataFrame:

@@ -32,7 +32,7 @@ from beffroi.core.seams import Historian
 from beffroi.kpi import availability, energy, mobility, waste, water
 from beffroi.kpi.cells import CellContext, CellSink
 from beffroi.kpi.config import KpiSite, kpi_register_problems, kpi_store_place
-from beffroi.kpi.derive import differences, period_values, stored_values, to_samples
+from beffroi.kpi.derive import differences, period_values, stored_values, write_values
 from beffroi.kpi.fingerprints import Fingerprints, input_tags, read_margin
 from beffroi.kpi.in_service import InService
 from beffroi.kpi.inputs import Reader, epoch_grid
@@ -46,9 +46,6 @@ log = logging.getLogger(__name__)
 Events = Callable[[datetime, datetime], pd.DataFrame]
 LATE, HOLE, REQUESTED = "late data", "data hole closed", "recompute requested"
 SLICE_H = 24  # hours computed at once: bounds memory on long recomputations
-# A long recomputation of few assets (the demo's month) in week slices: each slice reads the
-# values carried in from before it again, which costs as much as a day's samples.
-LONG_SLICE_H = 7 * 24
 KEEP_DAYS = 70  # cells kept: a closed month can be summed again at its monthly close
 WARMUP_S = 20.0  # first computation after start
 
@@ -334,6 +331,7 @@ class KpiEngine:
                 carry_days=self.kc.carry_days,
                 fill_max_s=self.kc.fill_max_h * 3600.0,
                 chunk=self.chunk,
+                prefetch=self.inputs,
             ),
             grid=Grid(epoch_grid(a, b), now.timestamp()),
             hours=hs,
@@ -359,7 +357,8 @@ class KpiEngine:
 
     def _derive(self, a, b, now, reasons, was_final, default) -> tuple[int, int]:
         """Write the values of every period touching [a, b); record changes of closed ones."""
-        samples, changed = [], []
+        frames: list[pd.DataFrame] = []
+        changed: list[pd.DataFrame] = []
         for res in RESOLUTIONS:
             ps = list(periods(a, b, res, self.tz))
             values = period_values(self.store, self.kpis, self.params, res, ps)
@@ -376,8 +375,9 @@ class KpiEngine:
                         ]
                     )
                     changed.append(diff)
-            samples.extend(to_samples(values))
-        self.historian.write(samples)
+            frames.append(values)
+        all_values = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        written = write_values(self.historian, all_values)
         n_changes = 0
         if changed:
             rows = pd.concat(changed, ignore_index=True)
@@ -387,7 +387,7 @@ class KpiEngine:
             n_changes = self.store.record_changes(rows)
             log.warning("%d KPI values of closed periods changed (%s)", n_changes,
                         ", ".join(sorted(set(rows.reason))))  # fmt: skip
-        return len(samples) // 2, n_changes
+        return written, n_changes
 
 
 def _aware(values: Any) -> list[datetime]:

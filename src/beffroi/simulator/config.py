@@ -22,7 +22,7 @@ class SimulatorConfig(Strict):
     fault_rate_per_hour: float = Field(default=0.2, ge=0)
     # `beffroi demo` at its first start: this many days of simulated history (0: none).
     history_days: int = Field(default=0, ge=0, le=400)
-    history_step_s: float = Field(default=300.0, ge=10, le=3600)
+    history_step_s: float = Field(default=600.0, ge=10, le=3600)
 
 
 class SimulatorSite(Site, Protocol):
