@@ -260,7 +260,7 @@ def _viewer(demo_config: Config, register: Register, role: str | None) -> Positi
 
 
 def test_trend_data_blurs_staff_positions_for_a_viewer_only(stored, demo_config, register) -> None:
-    """The Trends page's data: a viewer gets the car's cells, a supervisor its exact track."""
+    """The Trends page's data: a viewer gets the car's last cell, a supervisor its exact track."""
     hist, car, bus, _, t0 = stored
     policy = PositionPolicy.from_config(demo_config)
     tags = [car.tag("lat"), car.tag("lon"), car.tag("speed_kmh"), bus.tag("lat")]
@@ -273,9 +273,10 @@ def test_trend_data_blurs_staff_positions_for_a_viewer_only(stored, demo_config,
         frames[role] = {t: g.value.tolist() for t, g in df.groupby("tag")}
     exact, blurred = frames["supervisor"], frames["viewer"]
     assert exact[car.tag("lat")] == pytest.approx([HERE[0] + i * 1e-4 for i in range(20)])
-    assert blurred[car.tag("lat")] == [policy.coarse_lat(v) for v in exact[car.tag("lat")]]
-    assert blurred[car.tag("lon")] == [policy.coarse_lon(v) for v in exact[car.tag("lon")]]
-    assert len(set(blurred[car.tag("lat")])) < len(set(exact[car.tag("lat")]))
+    # A track of cells would still follow the crew through the day: only the newest cell.
+    assert blurred[car.tag("lat")] == [policy.coarse_lat(exact[car.tag("lat")][-1])]
+    assert blurred[car.tag("lon")] == [policy.coarse_lon(exact[car.tag("lon")][-1])]
+    assert blurred[car.tag("lat")] != exact[car.tag("lat")][-1:]
     # Speed is no position, and a bus carries no staff position: both as stored.
     assert blurred[car.tag("speed_kmh")] == exact[car.tag("speed_kmh")]
     assert blurred[bus.tag("lat")] == exact[bus.tag("lat")]
@@ -284,7 +285,7 @@ def test_trend_data_blurs_staff_positions_for_a_viewer_only(stored, demo_config,
 
 
 def test_api_query_and_latest_answer_as_the_api_role(stored, demo_config, register) -> None:
-    """Through the token API: coarse for `api_role = viewer`, exact once it is a supervisor."""
+    """Through the token API: the last cell for `api_role = viewer`, exact for a supervisor."""
     hist, car, bus, cabinet, _ = stored
     policy = PositionPolicy.from_config(demo_config)
     answers = {}
@@ -303,20 +304,36 @@ def test_api_query_and_latest_answer_as_the_api_role(stored, demo_config, regist
             query_string={"tag": car.tag("lat"), "start": "-2h", "every": "1h", "agg": "sum"},
             headers=auth,
         )
+        counted = client.get(
+            "/api/v1/query",
+            query_string={"tag": car.tag("lat"), "start": "-2h", "every": "10m", "agg": "count"},
+            headers=auth,
+        )
         if role == "viewer":
-            # A sum over a count would give the exact mean position back: refused, said why.
-            assert hourly.status_code == 400
-            assert "not available for staff positions" in hourly.get_json()["error"]
+            # A sum over a count gives the exact mean position back, a count per bucket says
+            # when the car moved: refused, said why.
+            for refused in (hourly, counted):
+                assert refused.status_code == 400
+                assert "not available for staff positions" in refused.get_json()["error"]
         else:
-            assert hourly.status_code == 200
+            assert hourly.status_code == 200 and counted.status_code == 200
     (q_coarse, l_coarse), (q_exact, l_exact) = answers["viewer"], answers["supervisor"]
-    assert len(q_coarse) == len(q_exact) == 80
-    for coarse, exact in zip(q_coarse + l_coarse, q_exact + l_exact, strict=True):
+    assert len(q_exact) == 80
+    by_tag: dict[str, list[dict]] = {}
+    for row in q_exact:
+        by_tag.setdefault(row["tag"], []).append(row)
+    coarsen = {car.tag("lat"): policy.coarse_lat, car.tag("lon"): policy.coarse_lon}
+    expected = []
+    for row in q_exact:
+        if row["tag"] not in coarsen:
+            expected.append((row["tag"], row["ts"], row["value"]))
+        elif row is by_tag[row["tag"]][-1]:  # of a track, only the newest, in its cell
+            expected.append((row["tag"], row["ts"], coarsen[row["tag"]](row["value"])))
+    assert [(r["tag"], r["ts"], r["value"]) for r in q_coarse] == expected
+    for coarse, exact in zip(l_coarse, l_exact, strict=True):
         assert coarse["tag"] == exact["tag"] and coarse["ts"] == exact["ts"]
-        if coarse["tag"] == car.tag("lat"):
-            assert coarse["value"] == policy.coarse_lat(exact["value"]) != exact["value"]
-        elif coarse["tag"] == car.tag("lon"):
-            assert coarse["value"] == policy.coarse_lon(exact["value"]) != exact["value"]
+        if coarse["tag"] in coarsen:
+            assert coarse["value"] == coarsen[coarse["tag"]](exact["value"]) != exact["value"]
         else:
             assert coarse["value"] == exact["value"]
 

@@ -170,3 +170,19 @@ def test_the_feed_follows_the_inventory(demo_config, tmp_path) -> None:  # type:
     assert records["CP-0900"]["name"] == "Parking de la Toison d'Or"
     assert records[first.id]["name"] == "Parking Darcy"
     assert records[first.id]["lat"] == round(moved.lat, 6)
+
+
+def test_a_counter_out_of_range_publishes_no_impossible_room(demo_config, small_register) -> None:
+    """A counter drifting below zero is full, one past capacity is empty: never -3 or 450."""
+    parks = sorted(
+        (a for a in small_register.assets.values() if a.asset_class == "car_park"),
+        key=lambda a: a.id,
+    )
+    live, now = LiveValues(), utcnow()
+    for a, free in zip(parks[:2], (-3.0, 450.0), strict=True):
+        live.update(
+            [Sample(a.tag("capacity"), now, 400.0), Sample(a.tag("free_spaces"), now, free)]
+        )
+    shown = {p.id: p for p in ParkingFeed(demo_config, small_register, live).read(now)}
+    assert (shown[parks[0].id].free, shown[parks[0].id].status) == (0, "full")
+    assert shown[parks[1].id].free == 400

@@ -36,40 +36,37 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-# Aggregates that tell nothing of where a vehicle was; sums and integrals divided by the count
-# or the duration would give back the exact mean position, so a coarse reader cannot have them.
-PLACELESS_AGGREGATES = frozenset({"count"})
-EXACT_ONLY_AGGREGATES = frozenset({"sum", "integral"})
+def _hidden_tags(df: pd.DataFrame, viewer: PositionViewer | None) -> set[str]:
+    if viewer is None or df.empty:
+        return set()
+    return viewer.hidden(df["tag"].unique().tolist())
 
 
 def coarse_positions(
     df: pd.DataFrame, viewer: PositionViewer | None, agg: str | None = None
 ) -> pd.DataFrame:
-    """Return the rows with the staff positions this reader sees coarsely snapped to the grid.
+    """Return the rows as this reader may see staff positions: the newest one, coarse.
 
-    Raises ValueError for a sum or integral of such positions (they would give the exact mean).
+    A track of coarse positions still follows a person through the day (the map draws none for
+    such a reader): of each hidden position tag only the newest row is kept, snapped to the
+    grid. Aggregates of such tags are refused (ValueError): a mean, a sum or an integral gives
+    the exact place back, and even a count per bucket says when the vehicle moved.
     """
-    if viewer is None or df.empty or agg in PLACELESS_AGGREGATES:
+    hidden = _hidden_tags(df, viewer)
+    if not hidden or viewer is None:
         return df
-    hidden = viewer.hidden(df["tag"].unique().tolist())
-    if not hidden:
-        return df
-    if agg in EXACT_ONLY_AGGREGATES:
+    if agg is not None:
         raise ValueError(
             f"agg={agg}: not available for staff positions to this role ({sorted(hidden)[0]})"
         )
-    out = df.copy()
     policy = viewer.policy
-    for tag in hidden:
-        rows = out["tag"] == tag
-        signal = tag.rsplit("/", 1)[1]
-        out.loc[rows, "value"] = [
-            policy.coarsen(signal, v)
-            if isinstance(v, float | int) and not isinstance(v, bool)
-            else v
-            for v in out.loc[rows, "value"].tolist()
-        ]
-    return out
+    keep = ~df["tag"].isin(hidden)
+    newest = df[~keep].sort_values("ts").groupby("tag", sort=False).tail(1).copy()
+    newest["value"] = [
+        policy.shown_value(tag.rsplit("/", 1)[1], v)
+        for tag, v in zip(newest["tag"].tolist(), newest["value"].tolist(), strict=True)
+    ]
+    return pd.concat([df[keep], newest]).sort_index(kind="stable")  # the query's order
 
 
 def register_query_api(

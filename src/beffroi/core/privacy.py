@@ -10,6 +10,7 @@ Classes without `personal_positions` (buses, fixed equipment) are always shown a
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -133,6 +134,17 @@ class PositionPolicy:
         if signal == "lon":
             return self.coarse_lon(value)
         return value
+
+    def shown_value(self, signal: str, value: object) -> float:
+        """Return a stored position value as a coarse reader sees it, whatever its type.
+
+        Fails closed: any real number (numpy's included) is snapped, whatever its quality (a
+        value marked CommLoss may still carry the position); anything else is no value.
+        """
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return math.nan
+        number = float(value)
+        return self.coarsen(signal, number) if math.isfinite(number) else math.nan
 
 
 @dataclass(frozen=True, slots=True)

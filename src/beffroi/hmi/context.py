@@ -50,3 +50,10 @@ def get_context() -> HmiContext:
     if _current is None:
         raise RuntimeError("the HMI context is not set: build the app with create_app() first")
     return _current
+
+
+def one_param(value: object) -> str | None:
+    """Return a page's query parameter as one text: the first of a repeated one, else None."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return value if isinstance(value, str) else None

@@ -259,6 +259,7 @@ class ParkingPage:
         )
         out = self._secure(Response(page, 429, mimetype="text/html"))
         out.headers["Retry-After"] = resp.headers.get("Retry-After", "60")
+        out.headers["Cache-Control"] = "no-store"  # one client's refusal, not for a shared cache
         return out
 
     def _secure(self, resp: Response) -> Response:

@@ -172,8 +172,8 @@ class ParkingFeed:
             )
             free = _count(free_s)
             stamp = free_s.ts if free_s is not None else None
-            if free is not None and cap is not None:
-                free = min(free, cap)  # a counter past capacity is not more room
+            if free is not None:  # a counter below zero or past capacity is no more room
+                free = max(0, min(free, cap) if cap is not None else free)
             status = self._status(a, cap, free, stamp, now)
             known = status not in ("unavailable", "closed")
             out.append(

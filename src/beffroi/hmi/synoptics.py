@@ -761,8 +761,8 @@ def private_positions(
         return out, None
     for signal in POSITION_SIGNALS:
         s = out.get(asset.tag(signal))
-        if s is not None and isinstance(s.value, float):
-            out[s.tag] = replace(s, value=policy.coarsen(signal, s.value))
+        if s is not None:
+            out[s.tag] = replace(s, value=policy.shown_value(signal, s.value))
     return out, policy.coarse_m
 
 

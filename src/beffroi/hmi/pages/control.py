@@ -16,7 +16,7 @@ from beffroi.control.playbooks import PlaybookEngine
 from beffroi.control.service import ControlService
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
 from beffroi.hmi.components.communes import centre_of, commune_layer
-from beffroi.hmi.context import get_context
+from beffroi.hmi.context import get_context, one_param
 from beffroi.hmi.control_views import result_view, run_state_text, run_view, selection_view
 from beffroi.hmi.users import User
 from beffroi.i18n import N_, _, ngettext
@@ -212,6 +212,7 @@ def _playbook_section(asset_id: str | None, control: ControlService) -> html.Sec
 
 def layout(asset: str | None = None, **_query: str) -> html.Div:
     """Render the setpoint form and, for supervisors, the playbooks."""
+    asset = one_param(asset)  # ?asset=a&asset=b comes as a list
     hmi, user = get_context(), _user()
     if hmi.control is None:
         return html.Div(html.P(_("Control is disabled in this gateway's configuration.")))

@@ -24,7 +24,7 @@ from beffroi.core.model import Asset
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
 from beffroi.hmi.components.communes import centre_of, commune_layer, commune_options
 from beffroi.hmi.components.grids import grid_options
-from beffroi.hmi.context import get_context
+from beffroi.hmi.context import get_context, one_param
 from beffroi.hmi.inventory_views import (
     STATE_LABELS,
     Filters,
@@ -258,6 +258,7 @@ def _placing_text(asset: Asset) -> str:
 
 def layout(asset: str | None = None, **_query: str) -> html.Div:
     """Render the inventory: filters, the grid, retirement, and the assets to be placed."""
+    asset = one_param(asset)  # ?asset=a&asset=b comes as a list
     hmi = get_context()
     user = current()
     may = hmi.inventory is not None and user.may("inventory")

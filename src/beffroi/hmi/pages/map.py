@@ -36,7 +36,7 @@ from dash import (
 )
 from dash.development.base_component import Component
 
-from beffroi.core.model import Quality, Sample, utcnow
+from beffroi.core.model import Sample, utcnow
 from beffroi.core.privacy import PositionPolicy
 from beffroi.hmi.auth import current, ensure_sees, sees
 from beffroi.hmi.components.asset_panel import (
@@ -49,7 +49,7 @@ from beffroi.hmi.components.asset_panel import (
 from beffroi.hmi.components.communes import centre_of, commune_layer, commune_options
 from beffroi.hmi.components.labels import domain_label
 from beffroi.hmi.config import HmiSite
-from beffroi.hmi.context import get_context
+from beffroi.hmi.context import get_context, one_param
 from beffroi.hmi.state import (
     STATE_COLOURS,
     STATES,
@@ -124,6 +124,7 @@ def _vehicle_kinds(cfg: HmiSite) -> dict[str, tuple[str, bool]]:
 
 def layout(asset: str | None = None, **_query: str) -> html.Div:
     """Render the map page; `?asset=ID` opens centred on that asset with its panel."""
+    asset = one_param(asset)  # ?asset=a&asset=b comes as a list
     hmi = get_context()
     domains = sorted({c.domain for c in hmi.cfg.asset_classes.values()})
     communes = list(hmi.register.communes.values())
@@ -396,12 +397,8 @@ def _shown_snapshot(
     out = dict(snapshot)
     for tag, s in snapshot.items():
         signal = tag.rsplit("/", 1)[-1]
-        if signal in POSITION_SIGNALS and s.quality != Quality.COMM_LOSS:
-            try:
-                value = policy.coarsen(signal, float(s.value))
-            except (TypeError, ValueError):
-                continue
-            out[tag] = dataclasses.replace(s, value=value)
+        if signal in POSITION_SIGNALS:  # whatever the quality: a CommLoss may carry a value
+            out[tag] = dataclasses.replace(s, value=policy.shown_value(signal, s.value))
     return out
 
 

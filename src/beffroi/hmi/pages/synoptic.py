@@ -14,7 +14,7 @@ from flask_login import current_user
 from beffroi.core.model import Sample, utcnow
 from beffroi.core.privacy import PositionPolicy
 from beffroi.hmi.auth import ensure_sees, sees
-from beffroi.hmi.context import get_context
+from beffroi.hmi.context import get_context, one_param
 from beffroi.hmi.synoptics import (
     Reader,
     class_title,
@@ -38,6 +38,7 @@ REFRESH_MS = 2000
 
 def layout(asset: str | None = None, **_query: str) -> html.Div:
     """Render the page, preselecting ?asset=ID when the user may see it."""
+    asset = one_param(asset)  # ?asset=a&asset=b comes as a list
     hmi = get_context()
     visible = sorted(
         (a for a in hmi.register.assets.values() if sees(a.commune)),

@@ -25,6 +25,7 @@ from dash import (
 )
 from dash.exceptions import PreventUpdate
 
+from beffroi.api.query import coarse_positions
 from beffroi.core.csv_safe import CRLF, safe_cell
 from beffroi.core.model import Quality, utcnow
 from beffroi.core.register import Register
@@ -32,7 +33,7 @@ from beffroi.hmi.auth import ensure_sees, sees
 from beffroi.hmi.components.history_banner import shade_simulated
 from beffroi.hmi.context import get_context
 from beffroi.hmi.figures import DISPLAY_TZ, empty_figure, quality_name, trend_figure
-from beffroi.hmi.trend_data import trend_frame
+from beffroi.hmi.trend_data import request_viewer, trend_frame
 from beffroi.i18n import N_, _, current_locale, fmt_datetime, fmt_number, ngettext
 
 dash.register_page(
@@ -268,7 +269,10 @@ def download(
         raise PreventUpdate
     start, end = _window(range_key, zoom)
     hmi = get_context()
-    df = hmi.historian.query(tags, start, end, max_points=MAX_POINTS)
+    # Staff positions as this user may see them, as on the chart (core/privacy.py).
+    df = coarse_positions(
+        hmi.historian.query(tags, start, end, max_points=MAX_POINTS), request_viewer()
+    )
     columns = [
         df["ts"].dt.tz_convert(DISPLAY_TZ).map(lambda t: t.isoformat()),
         df["tag"],
