@@ -106,6 +106,20 @@ def test_history_step_is_ten_minutes(site) -> None:
     assert gaps.min() == 600 and (gaps % 600 == 0).all()
 
 
+def test_a_value_holds_until_the_step_before_it_changes(site) -> None:
+    """Power dark all day then lit at dusk: stored as a step, not a day-long slope in a trend."""
+    _cfg, register, historian, report = site
+    cab = next(a for a in register.assets.values() if a.asset_class == "streetlight_cabinet")
+    df = historian.query([cab.tag("power_kw")], report.start, report.end).sort_values("ts")
+    gaps = df.ts.diff().dt.total_seconds().to_numpy()[1:]
+    moved = df.value.diff().abs().to_numpy()[1:] > 1e-9
+    assert moved.sum() > DAYS  # lit and dark every day
+    # Two stored samples that differ are at most one step apart: the value before the change is
+    # stored at the step before it, as the live path's compression keeps its held point.
+    assert (gaps[moved] <= report.step_s).all(), gaps[moved].max()
+    assert (gaps > report.step_s).any()  # and a silence is still a silence
+
+
 def test_journal_holds_past_alarms_with_clears_and_acks(site) -> None:
     """The journal holds fault alarms of the past with their clears and acknowledgements."""
     cfg, _register, _historian, report = site

@@ -99,6 +99,7 @@ class HistoryReport:
     samples: int = 0
     alarm_events: int = 0
     kpi_values: int = 0
+    kpis_done: bool = False  # the month's KPIs are computed (or no KPI engine runs)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def marker(self) -> dict[str, Any]:
@@ -110,6 +111,7 @@ class HistoryReport:
             "samples": self.samples,
             "alarm_events": self.alarm_events,
             "kpi_values": self.kpi_values,
+            "kpis_done": self.kpis_done,
         }
 
 
@@ -197,7 +199,7 @@ def _simulate(
     t_gen = time.perf_counter()
     names = physics.tags
     schedule = LightingSchedule.of(cfg, physics)
-    chunks = _Chunks(historian, names)
+    chunks = _Chunks(historian, names, round(report.step_s * 1_000_000))
     # The first values: every tag's, at the start (text ones through the ordinary path).
     first = physics.values()
     texts = [Sample(t, report.start, v) for t, v in first.items() if isinstance(v, str)]
@@ -242,10 +244,18 @@ def _simulate(
 
 
 class _Chunks:
-    """Numeric reports gathered into large column chunks, each written while the next fills."""
+    """Numeric reports gathered into large column chunks, each written while the next fills.
 
-    def __init__(self, historian: ColumnHistorian, names: list[str]):
-        self.historian, self.names = historian, names
+    Equipment reports by exception, and a trend draws straight lines between stored samples:
+    a cabinet's power, silent at 0 all day, would rise in one slope from dawn to dusk. As the
+    live path's compression does with its held point, a report after a silence longer than a
+    step also stores the value that held until the step before it.
+    """
+
+    def __init__(self, historian: ColumnHistorian, names: list[str], step_us: int):
+        self.historian, self.names, self.step_us = historian, names, step_us
+        self.last_ts = np.full(len(names), np.iinfo(np.int64).min, np.int64)
+        self.last_val = np.zeros(len(names))
         self.idx: list[np.ndarray] = []
         self.val: list[np.ndarray] = []
         self.ts: list[np.ndarray] = []
@@ -254,9 +264,19 @@ class _Chunks:
         self.job: Future[tuple[int, float]] | None = None
 
     def add(self, at: np.ndarray, values: np.ndarray, ts_us: int) -> None:
-        """Add one signal's reports of one step."""
+        """Add one signal's reports of one step (and the values they end, after a silence)."""
+        values = values.astype(np.float64)
+        prev = self.last_ts[at]
+        held = (prev > np.iinfo(np.int64).min) & (prev < ts_us - self.step_us)
+        if held.any():
+            self.idx.append(at[held])
+            self.val.append(self.last_val[at[held]])
+            self.ts.append(np.full(int(held.sum()), ts_us - self.step_us, np.int64))
+            self.pending += int(held.sum())
+        self.last_ts[at] = ts_us
+        self.last_val[at] = values
         self.idx.append(at)
-        self.val.append(values.astype(np.float64))
+        self.val.append(values)
         self.ts.append(np.full(at.size, ts_us, np.int64))
         self.pending += at.size
 
@@ -524,7 +544,8 @@ def complete_history(
         out = kpi.recompute(report.start, report.end, slice_h=KPI_SLICE_H)
         report.kpi_values = int(out.get("values", 0))
         report.seconds["kpis"] = round(time.perf_counter() - t0, 2)
-        marker_path(cfg).write_text(json.dumps(report.marker(), indent=1))
+    report.kpis_done = True
+    marker_path(cfg).write_text(json.dumps(report.marker(), indent=1))
     t0 = time.perf_counter()
     historian.compact()
     report.seconds["compact"] = round(time.perf_counter() - t0, 2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 SHADE = "rgba(123, 135, 148, 0.12)"  # a grey veil: seen, yet the data stays readable
 BAND = "simulated-history"  # the shape's and label's name, for tests and later redraws
+PENDING_S = 15 * 60.0  # the month's KPIs take about a minute; a stopped gateway never ends them
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +42,13 @@ def simulated_history(site: Site) -> SimulatedHistory | None:
     if interval is None:
         return None
     try:
-        marker = json.loads(marker_path(site).read_text())
-        # The marker is written again with the KPI count once the month's KPIs are computed.
-        pending = int(marker.get("kpi_values", 0)) <= 0
+        path = marker_path(site)
+        marker = json.loads(path.read_text())
+        # Written again once the month's KPIs are computed; a marker of an older version,
+        # without the flag, had its KPIs computed if it counted any. A gateway stopped before
+        # the end never says so: past PENDING_S, the page shows what there is.
+        pending = not marker.get("kpis_done", int(marker.get("kpi_values", 0)) > 0)
+        pending = pending and time.time() - path.stat().st_mtime < PENDING_S
     except (OSError, ValueError, TypeError, AttributeError):
         pending = False
     return SimulatedHistory(interval[0], interval[1], pending)
