@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -61,7 +62,7 @@ def _config(
     text = text.replace('files = ["data/inventaire-demo.csv"]', "files = []")
     start = text.index("[sparkplug]\n")
     text = text[:start] + text[text.index("# The simulated metropolis", start) :]
-    text = text.replace("[register]\nassets = 1000", f"[register]\nassets = {assets}")
+    text = re.sub(r"\[register\]\nassets = \d+", f"[register]\\nassets = {assets}", text)
     text = text.replace("[simulator]\nenabled = true", "[simulator]\nenabled = false")
     text = text.replace("[kpi]\nenabled = true", "[kpi]\nenabled = false")
     text = text.replace('[state]\nbackend = "duckdb"', '[state]\nbackend = "postgres"')

@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import os
+import re
 import signal
 import sys
 from datetime import timedelta
@@ -303,7 +304,7 @@ def _config_file(site: Site, path: Path) -> Path:
     text = text.replace('files = ["data/inventaire-demo.csv"]', "files = []")
     start = text.index("[sparkplug]\n")  # the demo's two edges: this test's instead
     text = text[:start] + text[text.index("# The simulated metropolis", start) :]
-    text = text.replace("[register]\nassets = 1000", "[register]\nassets = 80")
+    text = re.sub(r"\[register\]\nassets = \d+", "[register]\\nassets = 80", text)
     text = text.replace(
         '[hmi]\nhost = "127.0.0.1"\nport = 8050', f'[hmi]\nhost = "127.0.0.1"\nport = {free_port()}'
     )
