@@ -829,7 +829,7 @@ def signal_rows(
 
 
 def head_view(
-    asset: Asset, readings: list[Reading], control_on: bool, may: bool
+    asset: Asset, readings: list[Reading], control_on: bool, may: bool, commune: str = ""
 ) -> list[Component]:
     """Say the asset's fault and link state in words, with links to the map, trends and control."""
     says: list[Component] = []
@@ -854,7 +854,7 @@ def head_view(
     if control_on and may and any(t.writable for t in asset.tags):
         links.append(dcc.Link(_("Commands →"), href=f"/control?asset={quote(asset.id)}"))
     return [
-        html.Span(f"{asset.commune}", className="synoptic-commune"),
+        html.Span(commune or asset.commune, className="synoptic-commune"),
         *says,
         html.Span(links, className="synoptic-links"),
     ]

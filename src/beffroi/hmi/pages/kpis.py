@@ -441,6 +441,13 @@ def energy_figure(values: pd.DataFrame, scopes: list[str]) -> go.Figure:
     return fig if fig.data else _nothing_yet(_("No energy computed for this period yet"))
 
 
+def _reading() -> go.Figure:
+    """Say the figures are being read until the first refresh draws them (no bare axes)."""
+    fig = empty_figure(_("Reading the indicators…"))
+    fig.update_layout(height=300)
+    return fig
+
+
 def _nothing_yet(message: str, hint: bool = True) -> go.Figure:
     """Say so instead of drawing empty axes: KPIs appear after their first computation."""
     said = _("%(message)s (KPIs are computed every 15 minutes)") % {"message": message}
@@ -519,7 +526,11 @@ def layout(**_query: str) -> html.Div:
             ),
             html.H2(_("Public lighting: savings against the baseline, last 30 days")),
             html.Div(id="kpis-month-headline"),
-            dcc.Graph(id="kpis-month", config={"displaylogo": False, "locale": current_locale()}),
+            dcc.Graph(
+                id="kpis-month",
+                figure=_reading(),
+                config={"displaylogo": False, "locale": current_locale()},
+            ),
             html.Div(
                 style={
                     "display": "flex",
@@ -541,9 +552,17 @@ def layout(**_query: str) -> html.Div:
             ),
             html.H2(_("Lighting savings by commune")),
             html.Div(id="kpis-lighting-headline"),
-            dcc.Graph(id="kpis-savings", config={"displaylogo": False, "locale": current_locale()}),
+            dcc.Graph(
+                id="kpis-savings",
+                figure=_reading(),
+                config={"displaylogo": False, "locale": current_locale()},
+            ),
             html.H2(_("Energy")),
-            dcc.Graph(id="kpis-energy", config={"displaylogo": False, "locale": current_locale()}),
+            dcc.Graph(
+                id="kpis-energy",
+                figure=_reading(),
+                config={"displaylogo": False, "locale": current_locale()},
+            ),
             html.H2(_("Availability")),
             html.Div(id="kpis-availability"),
             html.H2(_("Mobility, water and waste")),

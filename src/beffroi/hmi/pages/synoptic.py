@@ -56,7 +56,8 @@ def layout(asset: str | None = None, **_query: str) -> html.Div:
             dcc.Dropdown(
                 id="synoptic-asset",
                 options=[
-                    {"label": f"{class_title(a)} · {a.commune}", "value": a.id} for a in visible
+                    {"label": f"{class_title(a)} · {_commune_name(a.commune)}", "value": a.id}
+                    for a in visible
                 ],
                 value=value,
                 clearable=False,
@@ -120,6 +121,12 @@ def refresh(
     control_on, may = hmi.control is not None, _may_command()
     return (
         synoptic(asset, snapshot, now, coarse_m=coarse_m),
-        head_view(asset, readings, control_on, may),
+        head_view(asset, readings, control_on, may, _commune_name(asset.commune)),
         signal_rows(asset, readings, now, control_on, may),
     )
+
+
+def _commune_name(commune_id: str) -> str:
+    """Return a commune's name as people write it ("Chenôve", not "chenove")."""
+    commune = get_context().register.communes.get(commune_id)
+    return commune.name if commune is not None else commune_id
