@@ -59,6 +59,7 @@ from beffroi.pair.forward import ActiveNode
 from beffroi.pair.lease import Lease
 from beffroi.pair.node import PairNode
 from beffroi.simulator.history import ColumnHistorian, HistoryReport, complete_history, demo_history
+from beffroi.simulator.physics import stored_counters
 from beffroi.simulator.server import MetropolisSimulator
 from beffroi.sparkplug.edge import SparkplugEdge
 from beffroi.sparkplug.host import SparkplugHost
@@ -244,8 +245,14 @@ class Runtime:
             await self.kpi.start(stack, scheduler)
             register.subscribe(self.kpi.follow)
         if self.with_simulator:
+            resume = None
+            if history is None:  # a new start on stored data: meters go on from their values
+                resume = await asyncio.to_thread(stored_counters, historian, register)
             self.simulator = MetropolisSimulator(
-                cfg, register, physics=history.physics if history is not None else None
+                cfg,
+                register,
+                physics=history.physics if history is not None else None,
+                resume=resume,
             )
             await self.simulator.start(stack)
         if history is not None and isinstance(historian, ColumnHistorian):

@@ -353,4 +353,5 @@ def register_public(
         return Response('{"error": "not found"}', 404, mimetype="application/json")
 
     server.add_url_rule("/public/<path:rest>", "public_not_published", not_published)
-    log.info("public parking feed: %d car parks, cached %g s", len(feed.parks), pub.cache_s)
+    parks = sum(1 for a in register.assets.values() if a.asset_class == pub.asset_class)
+    log.info("public parking feed: %d car parks, cached %g s", parks, pub.cache_s)

@@ -28,6 +28,9 @@ class Model:
 
     # signal -> (decimals reported, deadband that triggers a report before interval_s elapses)
     FORMAT: ClassVar[dict[str, tuple[int, float]]] = {}
+    # Counters that only ever increase, taken back from the historian when the simulator starts
+    # again: a meter does not go back to its value of the first start (KPIs would count it).
+    COUNTERS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, assets: list[Asset], rng: np.random.Generator, fault_rate: float):
         self.assets, self.n, self.rng = assets, len(assets), rng
@@ -67,6 +70,10 @@ class Model:
         out.update(self.evolve(clk))
         out["fault"] = self.fault
         return out
+
+    def resume(self, signal: str, i: int, value: float) -> bool:
+        """Take a counter's last stored value as asset i's state; False if not a counter."""
+        return False
 
     def refusal(self, signal: str, i: int) -> str | None:
         """Return why asset i refuses a write to a setpoint now, or None when it takes it."""

@@ -44,6 +44,13 @@ class Lighting(Model):
     """Street-lighting cabinet: lit from dusk to dawn, power = installed x dimming."""
 
     FORMAT: ClassVar = {"power_kw": (2, 0.25), "energy_kwh": (2, math.inf), "dimming_pct": (1, 0)}
+    COUNTERS: ClassVar = ("energy_kwh",)
+
+    def resume(self, signal: str, i: int, value: float) -> bool:
+        if signal != "energy_kwh":
+            return False
+        self.energy[i] = value
+        return True
 
     def setup(self, clk: Clock) -> None:
         r, n = self.rng, self.n
@@ -117,6 +124,16 @@ class Traffic(Model):
         "bus_priority_granted": (0, 0),
         "plan": (0, 0),
     }
+    COUNTERS: ClassVar = ("bus_priority_requests", "bus_priority_granted")
+
+    def resume(self, signal: str, i: int, value: float) -> bool:
+        if signal == "bus_priority_requests":
+            self.requests[i] = value
+        elif signal == "bus_priority_granted":
+            self.granted[i] = value
+        else:
+            return False
+        return True
 
     def setup(self, clk: Clock) -> None:
         r, n = self.rng, self.n

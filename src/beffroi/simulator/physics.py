@@ -6,7 +6,7 @@ import logging
 import math
 import zlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -15,6 +15,7 @@ import numpy as np
 
 from beffroi.core.model import Asset, TagSpec, Value
 from beffroi.core.register import Register
+from beffroi.core.seams import Historian
 from beffroi.simulator.equipment import Clock, Model, blank, py_value
 from beffroi.simulator.models import MODELS
 
@@ -210,6 +211,19 @@ class Metropolis:
 
         return read
 
+    def resume(self, values: Mapping[str, float]) -> int:
+        """Take counters' last stored values as the state they go on from; return how many."""
+        taken = 0
+        for tag, value in values.items():
+            where = self._where.get(tag)
+            if where is None or not isinstance(value, int | float) or not math.isfinite(value):
+                continue
+            model, ch, i = where
+            if model.resume(tag.rsplit("/", 1)[1], i, float(value)):
+                ch.value[i] = ch.last[i] = value  # reported as it was: no spurious change
+                taken += 1
+        return taken
+
     def refusal(self, tag: str) -> str | None:
         """Return why the equipment refuses a write to a setpoint now, or None."""
         model, _, i = self._where[tag]
@@ -249,3 +263,25 @@ class Metropolis:
             return []
         ch.last[i] = fault
         return [(ch.tags[i], fault)]
+
+
+def counter_tags(register: Register) -> list[str]:
+    """Return the tags of every simulated counter: what a new start takes back from storage."""
+    return [
+        a.tag(signal)
+        for a in register.assets.values()
+        for signal in MODELS.get(a.asset_class, Model).COUNTERS
+    ]
+
+
+def stored_counters(historian: Historian, register: Register) -> dict[str, float]:
+    """Return the last stored value of every simulated counter (none on a new historian)."""
+    tags = counter_tags(register)
+    if not tags:
+        return {}
+    df = historian.latest(tags)
+    return {
+        str(t): float(v)
+        for t, v in zip(df["tag"].tolist(), df["value"].tolist(), strict=True)
+        if isinstance(v, int | float) and math.isfinite(v)
+    }

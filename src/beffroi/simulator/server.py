@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -108,6 +109,7 @@ class MetropolisSimulator:
         speed: float | None = None,
         start_time: datetime | None = None,
         physics: Metropolis | None = None,
+        resume: Mapping[str, float] | None = None,
     ) -> None:
         sim = cfg.simulator
         if start_time is not None and start_time.tzinfo is None:
@@ -121,6 +123,7 @@ class MetropolisSimulator:
         self._server: Server | None = None
         # A metropolis already stepped (through its simulated history) goes on from its state.
         self._physics: Metropolis | None = physics
+        self._resume = dict(resume or {})  # counters' last stored values (physics None)
         self._ns: int | None = None
         self._nodes: dict[str, tuple[ua.NodeId, ua.VariantType]] = {}
         self._pending: list[tuple[str, Any]] = []
@@ -171,6 +174,9 @@ class MetropolisSimulator:
                 start=self._t0_sim,
                 timezone=self._cfg.metropolis.timezone,
             )
+            if self._resume:
+                taken = self._physics.resume(self._resume)
+                logger.info("simulator: %d counters go on from their stored values", taken)
         else:
             # The state the history ended in, brought up to now: the first values the server
             # shows join the history without a gap (counters go on from where they were).
