@@ -364,6 +364,12 @@ def test_page_in_a_browser(site: Site, viewport: dict[str, int], shot: str) -> N
         page.wait_for_selector(".leaflet-popup-content", timeout=10_000)
         assert "Parking Darcy" in page.inner_text(".leaflet-popup-content")
         page.keyboard.press("Escape")
+        # Leaflet fades a popup out: axe would measure its text half transparent.
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.leaflet-popup')]"
+            ".every(p => getComputedStyle(p).opacity === '1')",
+            timeout=10_000,
+        )
 
         results = Axe().run(page, options={"runOnly": {"type": "tag", "values": AXE_TAGS}})
         assert results.violations_count == 0, results.generate_report()
