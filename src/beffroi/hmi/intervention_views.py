@@ -19,6 +19,7 @@ import pandas as pd
 from dash import html
 
 from beffroi.alerts.config import TeamConfig
+from beffroi.hmi.components.labels import DOMAIN_LABELS, domain_label
 from beffroi.hmi.figures import DISPLAY_TZ
 from beffroi.hmi.users import RIGHTS
 from beffroi.i18n import N_, _, current_locale, fmt_datetime
@@ -37,17 +38,6 @@ ACCIDENT_PLAYBOOK = "accident"
 SELECTION_MAX = 500  # rows one action may take: more is a hand-built request, not a click
 FRENCH_TIME = "%d/%m/%Y %H:%M"  # what fmt_datetime writes in French, for a whole column
 
-DOMAIN_LABELS = {
-    "lighting": N_("Lighting"),
-    "traffic": N_("Traffic"),
-    "mobility": N_("Mobility"),
-    "security": N_("Security"),
-    "water": N_("Water"),
-    "waste": N_("Waste"),
-    "buildings": N_("Buildings"),
-    "parking": N_("Parking"),
-    "other": N_("Other"),
-}
 ORIGIN_LABELS = {
     "alarm": N_("alarm"),
     "operator": N_("operator"),
@@ -75,11 +65,6 @@ PRIORITY_LABELS = {
 MOVE_TARGETS = [s for s in State if s is not State.NEW]
 _STATE_TEXT = {str(s): label for s, label in STATE_LABELS.items()}  # by the stored value
 _ZONE = ZoneInfo(DISPLAY_TZ)
-
-
-def domain_label(domain: str) -> str:
-    """Return a domain's name in the user's language (its id when unknown)."""
-    return _(DOMAIN_LABELS[domain]) if domain in DOMAIN_LABELS else domain
 
 
 def state_label(state: str) -> str:
