@@ -27,6 +27,7 @@ from beffroi.control.model import ControlError
 from beffroi.core.limits import COMMENT_MAX, check_text
 from beffroi.core.model import utcnow
 from beffroi.hmi.auth import current, ensure_may, ensure_sees, sees
+from beffroi.hmi.components.grids import grid_options
 from beffroi.hmi.context import get_context
 from beffroi.hmi.control_views import run_view
 from beffroi.hmi.intervention_views import (
@@ -307,7 +308,7 @@ def _triage_section(acts: bool, playbook: bool) -> html.Section:
                 rowData=[],
                 columnDefs=_columns(REPORT_COLUMNS),
                 getRowId="params.data.id + ''",
-                dashGridOptions={"rowSelection": "single", "animateRows": False},
+                dashGridOptions=grid_options(rowSelection="single", animateRows=False),
                 defaultColDef=DEFAULT_COL,
                 style={"height": "28vh"},
             ),
@@ -566,7 +567,7 @@ def _grid_section(acts: bool, service: InterventionService, mine: list[str]) -> 
                 rowData=[],
                 columnDefs=_columns(GRID_COLUMNS),
                 getRowId="params.data.id + ''",
-                dashGridOptions={"rowSelection": "multiple", "animateRows": False},
+                dashGridOptions=grid_options(rowSelection="multiple", animateRows=False),
                 defaultColDef=DEFAULT_COL,
                 style={"height": "38vh"},
             ),
